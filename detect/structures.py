@@ -1,0 +1,55 @@
+"""Plain data types shared by every stage.
+
+One box format inside the code: float xyxy, 0-based pixels, with ``x2``/``y2`` the
+continuous right/bottom edge (a box covering pixel columns 0..9 is [0, 10)). VOC's
+1-based inclusive integer corners are converted in :mod:`detect.data.voc`, where data
+enters, and nowhere else.
+
+Class labels are 0-based indices into the dataset's class list everywhere outside the
+models; a model that needs a background class adds it internally and removes it again
+before returning detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ImageRecord:
+    """One annotated image of a cache.
+
+    Attributes:
+        image: path of the image file ("" when it could not be found).
+        width, height: real image size in pixels (the image wins over the XML's ``<size>``).
+        boxes (float32[N, 4]): xyxy, 0-based pixels, clipped to the image.
+        labels (int64[N]): 0-based indices into the cache's ``classes``.
+        difficult (bool[N]), truncated (bool[N]): VOC flags (False when absent).
+        annotation: path of the XML file the record came from.
+    """
+
+    image: str
+    width: int
+    height: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    difficult: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
+    annotation: str = ""
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@dataclass
+class Problem:
+    """A defect found in the input: which file, what kind, and a message saying what to fix."""
+
+    file: str
+    kind: str  # e.g. "parse_error", "degenerate_box", "box_clipped", "unknown_class", "missing_image", "size_mismatch"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: [{self.kind}] {self.message}"

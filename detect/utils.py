@@ -1,0 +1,48 @@
+"""Small helpers with no project dependencies: atomic file writes, device selection."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file atomically: ``write(f)`` fills a temporary file beside ``path``, which is
+    fsynced and renamed over ``path``. A crash leaves the old file intact, never half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def select_device(spec: str = "auto"):
+    """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' or 'cuda:i'. A clear error when CUDA
+    is asked for but absent."""
+    import torch
+
+    if spec in ("", "auto", None):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine; use --device cpu")
+    return torch.device(spec)
