@@ -53,3 +53,40 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: [{self.kind}] {self.message}"
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in the original image's pixels (see :mod:`detect.engine.predict`).
+
+    Attributes:
+        boxes (float32[K, 4]): xyxy, 0-based pixels of the original image, clipped to it.
+        scores (float32[K]): confidences in [0, 1], sorted high to low.
+        labels (int64[K]): 0-based indices into ``classes``.
+        classes: the model's class names (all of them, not only the detected ones).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        """Class name of each detection (length K)."""
+        return [self.classes[int(i)] for i in self.labels]
+
+    def counts(self) -> dict[str, int]:
+        """Products per class in this image (shelf counting); classes with none are left out."""
+        ids, n = np.unique(self.labels, return_counts=True)
+        return {self.classes[int(i)]: int(c) for i, c in zip(ids, n)}
+
+    def to_list(self, decimals: int = 2) -> list[dict]:
+        """JSON-ready rows: ``{"box": [x1, y1, x2, y2], "score", "label", "name"}``."""
+        return [
+            {"box": [round(float(v), decimals) for v in b], "score": round(float(s), 4), "label": int(l), "name": self.classes[int(l)]}
+            for b, s, l in zip(self.boxes, self.scores, self.labels)
+        ]
