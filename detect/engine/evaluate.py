@@ -1,0 +1,307 @@
+"""Evaluation: run a detector over a loader, score it with VOC and COCO AP, and ``detect val``.
+
+Boxes are compared in the pixels of the original images. Predictions come out of the model in
+the S x S input's pixels and are mapped back with each target's ``orig_size`` (the eval
+transform stretches, so x scales by w / S and y by h / S). Ground truth is taken from the
+dataset's records (the boxes as annotated, before any resize or float round trip) when the
+loader's dataset exposes them, else from the targets mapped back the same way.
+
+The metric math lives in :mod:`detect.engine.metrics` (pure numpy); this module only gathers
+arrays and formats results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from detect.engine import metrics as M
+
+CONF_MATRIX_CONF = 0.25  # score threshold of the confusion matrix (ultralytics' default)
+CONF_MATRIX_IOU = 0.45
+
+
+def _dataset_records(dataset: Any) -> Optional[list]:
+    """The ImageRecords behind a dataset (through torch Subsets), or None."""
+    while hasattr(dataset, "dataset") and not hasattr(dataset, "records"):  # torch.utils.data.Subset
+        dataset = dataset.dataset
+    records = getattr(dataset, "records", None)
+    return list(records) if records is not None else None
+
+
+def _set_max_det(model: torch.nn.Module, max_det: int) -> None:
+    """Raise the model's own per-image cap to ``max_det`` where the model has one."""
+    for m in model.modules():
+        if isinstance(getattr(m, "max_det", None), int) and m.max_det < max_det:
+            m.max_det = max_det
+
+
+def _gt_from_record(record: Any) -> dict:
+    return {"boxes": np.asarray(record.boxes, np.float64).reshape(-1, 4),
+            "labels": np.asarray(record.labels, np.int64).reshape(-1),
+            "difficult": np.asarray(record.difficult, bool).reshape(-1)}
+
+
+@torch.inference_mode()
+def collect(
+    model: torch.nn.Module, loader: Any, device: torch.device | str, max_det: int = 300,
+    amp: bool = True, progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``model`` (eval mode) over ``loader`` and gather predictions and ground truth in
+    original-image pixels.
+
+    Returns ``dets`` / ``gts`` (per-image dicts, see :mod:`detect.engine.metrics`), ``sizes``
+    ((h, w) per image), ``image_ids``, ``seconds`` (the loop, data loading included).
+    Detections are cut to the ``max_det`` best per image.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    _set_max_det(model, max_det)
+    records = _dataset_records(loader.dataset)
+    use_amp = amp and device.type == "cuda"
+    dets, gts, sizes, ids = [], [], [], []
+    it = loader
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc="val", unit="batch", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    try:
+        for images, targets in it:
+            images = images.to(device, non_blocking=True)
+            s_h, s_w = images.shape[-2:]  # (B, 3, S, S)
+            ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
+            with ctx:
+                outputs = model(images)
+            for out, tgt in zip(outputs, targets):
+                h, w = (int(v) for v in tgt["orig_size"])
+                scale = np.array([w / s_w, h / s_h, w / s_w, h / s_h])
+                scores = out["scores"].float().cpu().numpy().reshape(-1)
+                order = np.argsort(-scores, kind="stable")[:max_det]
+                boxes = out["boxes"].float().cpu().numpy().reshape(-1, 4)[order] * scale
+                boxes = np.clip(boxes, 0, [w, h, w, h])
+                dets.append({"boxes": boxes, "scores": scores[order],
+                             "labels": out["labels"].cpu().numpy().reshape(-1).astype(np.int64)[order]})
+                image_id = int(tgt["image_id"])
+                rec = records[image_id] if records is not None and 0 <= image_id < len(records) else None
+                if rec is not None and (int(rec.height), int(rec.width)) == (h, w):
+                    gts.append(_gt_from_record(rec))
+                else:  # no records (or they do not fit): the resized targets mapped back
+                    n = len(tgt["labels"])
+                    diff = tgt.get("difficult", torch.zeros(n, dtype=torch.bool))
+                    gts.append({"boxes": tgt["boxes"].double().cpu().numpy().reshape(-1, 4) * scale,
+                                "labels": tgt["labels"].cpu().numpy().reshape(-1).astype(np.int64),
+                                "difficult": diff.cpu().numpy().reshape(-1).astype(bool)})
+                sizes.append((h, w))
+                ids.append(image_id)
+    finally:
+        model.train(was_training)
+    return {"dets": dets, "gts": gts, "sizes": sizes, "image_ids": ids, "seconds": time.perf_counter() - t0}
+
+
+def compute_metrics(
+    dets: Sequence[dict], gts: Sequence[dict], sizes: Sequence[tuple[int, int]], classes: Sequence[str],
+    max_det: int = 300,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """VOC and COCO metrics of gathered arrays.
+
+    Returns ``(metrics, details)``: ``metrics`` is JSON-ready (floats, NaN where undefined: a
+    class without ground truth); ``details`` holds the PR curves (class name -> (recall,
+    precision)) and the confusion matrix (int[C + 1, C + 1]) for plotting.
+    """
+    nc = len(classes)
+    for i, d in enumerate(dets):
+        bad = np.asarray(d["labels"]).reshape(-1)
+        if bad.size and (bad.min() < 0 or bad.max() >= nc):
+            raise ValueError(f"image {i}: detection label {int(bad.max())} outside the {nc} classes; "
+                             "the model's classes do not match the data")
+    voc = M.voc_evaluate(dets, gts, nc, iou_thr=0.5)
+    coco = M.coco_evaluate(dets, gts, sizes, nc, max_det=max_det)
+    cm = M.confusion_matrix(dets, gts, nc, conf_thr=CONF_MATRIX_CONF, iou_thr=CONF_MATRIX_IOU)
+    per_class = {}
+    for c, name in enumerate(classes):
+        best = M.best_f1_point(voc["precision"][c], voc["recall"][c], voc["scores"][c])
+        per_class[name] = {
+            "ap50": voc["ap"][c], "ap50_07": voc["ap07"][c],
+            "coco_ap": coco["per_class_ap"][c], "coco_ap50": coco["per_class_ap50"][c],
+            "n_gt": voc["n_gt"][c], "n_difficult": voc["n_difficult"][c], "n_det": voc["n_det"][c],
+            "tp": voc["tp"][c], "fp": voc["fp"][c],
+            "max_recall": float(voc["recall"][c][-1]) if len(voc["recall"][c]) and voc["n_gt"][c] else float("nan"),
+            "precision": best["precision"], "recall": best["recall"], "f1": best["f1"], "conf": best["conf"],
+        }
+    metrics = {
+        "voc_ap50": voc["map"], "voc07_ap50": voc["map07"],
+        "coco_ap": coco["ap"], "coco_ap50": coco["ap50"], "coco_ap75": coco["ap75"],
+        "coco_ap_small": coco["ap_small"], "coco_ap_medium": coco["ap_medium"], "coco_ap_large": coco["ap_large"],
+        "coco_ar": coco["ar"], "coco_max_dets": coco["max_dets"],
+        "per_class": per_class,
+        "images": len(gts),
+        "instances": int(sum(voc["n_gt"])), "difficult": int(sum(voc["n_difficult"])),
+        "detections": int(sum(len(np.asarray(d["scores"]).reshape(-1)) for d in dets)),
+        "max_det": int(max_det),
+    }
+    details = {"curves": {n: (voc["recall"][c], voc["precision"][c]) for c, n in enumerate(classes)},
+               "confusion_matrix": cm}
+    return metrics, details
+
+
+def evaluate(
+    model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device | str,
+    max_det: int = 300, amp: bool = True, progress: bool = False,
+) -> dict[str, Any]:
+    """Score ``model`` on ``loader`` (batches of ``(Tensor[B, 3, S, S], list[target])``).
+
+    Returns the metrics of :func:`compute_metrics` plus ``seconds`` (wall time of the whole
+    evaluation) and ``images_per_s`` (inference loop, data loading included). The model is put
+    back in the train/eval mode it came in.
+    """
+    t0 = time.perf_counter()
+    got = collect(model, loader, device, max_det=max_det, amp=amp, progress=progress)
+    metrics, _ = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
+    return metrics
+
+
+# --------------------------------------------------------------------------------- detect val
+
+
+def json_ready(x: Any) -> Any:
+    """NaN/inf -> None (JSON has no NaN), numpy scalars/arrays -> Python values."""
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return json_ready(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """Per-class table: ground truth, detections, P/R at best F1, VOC AP50 (all-point, 07), COCO AP."""
+
+    def f(v: Any) -> str:
+        return "    -" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    per = metrics["per_class"]
+    width = max([5] + [len(n) for n in per])
+    head = f"{'class':<{width}} {'gt':>6} {'diff':>5} {'det':>7} {'P':>6} {'R':>6} {'AP50':>6} {'AP50-07':>7} {'AP':>6}"
+    rows = [head, "-" * len(head)]
+    mean_p = [v["precision"] for v in per.values() if v["n_gt"]]
+    mean_r = [v["recall"] for v in per.values() if v["n_gt"]]
+    rows.append(f"{'all':<{width}} {metrics['instances']:>6} {metrics['difficult']:>5} {metrics['detections']:>7} "
+                f"{f(M._nanmean(mean_p)):>6} {f(M._nanmean(mean_r)):>6} {f(metrics['voc_ap50']):>6} "
+                f"{f(metrics['voc07_ap50']):>7} {f(metrics['coco_ap']):>6}")
+    for name, v in per.items():
+        rows.append(f"{name:<{width}} {v['n_gt']:>6} {v['n_difficult']:>5} {v['n_det']:>7} {f(v['precision']):>6} "
+                    f"{f(v['recall']):>6} {f(v['ap50']):>6} {f(v['ap50_07']):>7} {f(v['coco_ap']):>6}")
+    rows.append(f"COCO AP@[.5:.95] {f(metrics['coco_ap'])}  AP50 {f(metrics['coco_ap50'])}  AP75 {f(metrics['coco_ap75'])}"
+                f"  AR@{metrics['max_det']} {f(metrics['coco_ar'])}  (maxDets {metrics['coco_max_dets']})")
+    return "\n".join(rows)
+
+
+def _align_classes(cache: Any, classes: Sequence[str]) -> list:
+    """The cache's records with labels re-indexed to the model's class order. Raises ValueError
+    naming the classes that differ when the two class sets are not the same."""
+    import dataclasses
+
+    data_classes = list(cache.classes)
+    if data_classes == list(classes):
+        return list(cache.records)
+    missing = sorted(set(data_classes) - set(classes))
+    extra = sorted(set(classes) - set(data_classes))
+    if missing or extra or len(data_classes) != len(classes):
+        raise ValueError(f"the data's classes do not match the model's: only in the data {missing}, "
+                         f"only in the model {extra}; evaluate on data with the classes the model was trained on")
+    remap = np.array([list(classes).index(n) for n in data_classes], np.int64)
+    return [dataclasses.replace(r, labels=remap[np.asarray(r.labels, np.int64)]) for r in cache.records]
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    """``detect val``: evaluate weights on a dataset split, print a table, write JSON and plots.
+    Exit 0 when done, 1 when done but the data had problems, 2 on a usage error."""
+    from torch.utils.data import DataLoader
+
+    from detect.data.dataset import DetectionDataset, collate
+    from detect.data.spec import resolve_data
+    from detect.data.transforms import eval_transform
+    from detect.engine.checkpoint import load_model
+    from detect.utils import atomic_write_text, select_device
+    from detect.viz.plots import plot_confusion_matrix, plot_pr_curves
+
+    def usage(msg: str) -> int:
+        print(f"detect val: error: {msg}", file=sys.stderr)
+        return 2
+
+    t0 = time.perf_counter()
+    if not Path(args.weights).is_file():
+        return usage(f"weights file {args.weights} not found")
+    if args.max_det is not None and args.max_det < 1:
+        return usage(f"--max-det must be >= 1, got {args.max_det}")
+    try:
+        device = select_device(args.device)
+    except RuntimeError as e:
+        return usage(str(e))
+    try:
+        model, cfg, classes = load_model(args.weights, device)
+    except (ValueError, KeyError, RuntimeError, OSError) as e:
+        return usage(f"cannot load {args.weights}: {e}")
+    try:
+        cache = resolve_data(args.data, args.split)
+    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
+        return usage(f"cannot read data {args.data!r} split {args.split!r}: {e}")
+    for p in cache.problems:
+        print(f"warning: {p}", file=sys.stderr)
+    try:
+        records = _align_classes(cache, classes)
+    except ValueError as e:
+        return usage(str(e))
+    if not records:
+        return usage(f"data {args.data!r} split {args.split!r} has no images")
+
+    max_det = int(args.max_det or cfg.model.max_det)
+    dataset = DetectionDataset(records, eval_transform(cfg.preprocess.imgsz))
+    loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda")
+    got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
+    metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
+    print(format_table(metrics))
+    print(f"{metrics['images']} images in {metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s on {device})")
+
+    plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs/val"))
+    pr = plot_pr_curves(details["curves"], {n: v["ap50"] for n, v in metrics["per_class"].items()},
+                        plots / "pr_curve.png")
+    cmp = plot_confusion_matrix(details["confusion_matrix"], classes, plots / "confusion_matrix.png")
+    print(f"plots: {pr}, {cmp}")
+    if args.json:
+        out = dict(metrics)
+        out.update({
+            "weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
+            "imgsz": int(cfg.preprocess.imgsz), "classes": list(classes), "problems": len(cache.problems),
+            "confusion_matrix": {"conf": CONF_MATRIX_CONF, "iou": CONF_MATRIX_IOU,
+                                 "rows": "true class", "columns": "predicted class", "last": "background",
+                                 "matrix": details["confusion_matrix"]},
+            "plots": {"pr_curve": str(pr), "confusion_matrix": str(cmp)},
+        })
+        atomic_write_text(args.json, json.dumps(json_ready(out), indent=2) + "\n")
+        print(f"metrics: {args.json}")
+    if cache.problems:
+        print(f"{len(cache.problems)} problems in the data (see warnings above)", file=sys.stderr)
+        return 1
+    return 0

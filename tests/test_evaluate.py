@@ -1,0 +1,237 @@
+"""evaluate() end to end with a fake model and a tiny loader (orig-size mapping, ground truth
+from the records, max_det), and ``detect val`` with its collaborators replaced by fakes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from detect.engine import evaluate as E
+from detect.structures import ImageRecord
+
+S = 64
+CLASSES = ["cola", "chips"]
+
+
+def make_records() -> list[ImageRecord]:
+    """Three images of different, non-square sizes; one difficult box; one image without boxes."""
+    return [
+        ImageRecord("a.jpg", width=96, height=128, boxes=np.array([[10, 20, 50, 100], [60, 4, 90, 40]], np.float32),
+                    labels=np.array([0, 1]), difficult=np.array([False, False]), truncated=np.zeros(2, bool)),
+        ImageRecord("b.jpg", width=50, height=200, boxes=np.array([[5, 10, 45, 60], [0, 100, 30, 190]], np.float32),
+                    labels=np.array([1, 0]), difficult=np.array([False, True]), truncated=np.zeros(2, bool)),
+        ImageRecord("c.jpg", width=64, height=64),
+    ]
+
+
+class TinyDataset(torch.utils.data.Dataset):
+    """Like DetectionDataset with a stretch resize to S: the image carries its index in pixel (0, 0)."""
+
+    def __init__(self, records, transform=None, drop_last_box: bool = False):
+        self._recs = records
+        self.drop_last_box = drop_last_box  # imitate a transform that lost a box
+
+    @property
+    def records(self):
+        return self._recs
+
+    def __len__(self):
+        return len(self._recs)
+
+    def __getitem__(self, i):
+        r = self._recs[i]
+        img = torch.zeros(3, S, S)
+        img[0, 0, 0] = i / 255.0
+        scale = torch.tensor([S / r.width, S / r.height] * 2)
+        keep = len(r) - 1 if self.drop_last_box and len(r) else len(r)
+        target = {"boxes": torch.as_tensor(r.boxes[:keep]).float() * scale, "labels": torch.as_tensor(r.labels[:keep]),
+                  "difficult": torch.as_tensor(r.difficult[:keep]), "image_id": i,
+                  "orig_size": torch.tensor([r.height, r.width])}
+        return img, target
+
+
+def collate(batch):
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+class NoRecords(TinyDataset):
+    """A dataset that does not expose its records: evaluation must fall back to the targets."""
+
+    records = None
+
+
+class FakeModel(torch.nn.Module):
+    """Eval mode: returns, for the image whose index is in pixel (0, 0), the given boxes (in
+    original pixels) mapped into the S x S input, plus ``extra`` low-score junk boxes."""
+
+    def __init__(self, truth: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], extra: int = 0):
+        super().__init__()
+        self.truth = truth
+        self.extra = extra
+        self.max_det = 100
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        assert not self.training and not torch.is_grad_enabled()
+        out = []
+        for img in images:
+            boxes, labels, (h, w) = self.truth[int(round(float(img[0, 0, 0]) * 255))]
+            b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4) * torch.tensor([S / w, S / h] * 2)
+            n = len(b)
+            junk = torch.tensor([[1.0, 1.0, 3.0, 3.0]]).repeat(self.extra, 1)
+            out.append({"boxes": torch.cat([junk, b]), "scores": torch.cat([torch.linspace(0.2, 0.1, self.extra), torch.full((n,), 0.9)]),
+                        "labels": torch.cat([torch.zeros(self.extra, dtype=torch.int64), torch.as_tensor(labels, dtype=torch.int64)])})
+        return out
+
+
+def perfect_model(records, extra: int = 0) -> FakeModel:
+    return FakeModel([(r.boxes, r.labels, (r.height, r.width)) for r in records], extra)
+
+
+def test_perfect_predictions_map_back_to_original_pixels():
+    recs = make_records()
+    loader = DataLoader(TinyDataset(recs), batch_size=2, collate_fn=collate)
+    model = perfect_model(recs).train()
+    got = E.collect(model, loader, "cpu")
+    assert model.training  # mode restored
+    assert got["sizes"] == [(128, 96), (200, 50), (64, 64)] and got["image_ids"] == [0, 1, 2]
+    for d, r in zip(got["dets"], recs):
+        np.testing.assert_allclose(d["boxes"], r.boxes, atol=1e-3)  # S x S -> h x w, per axis
+    m = E.evaluate(model, loader, CLASSES, "cpu")
+    assert m["voc_ap50"] == pytest.approx(1.0) and m["voc07_ap50"] == pytest.approx(1.0)
+    assert m["coco_ap"] == pytest.approx(1.0) and m["coco_ap50"] == m["coco_ap75"] == pytest.approx(1.0)
+    assert m["images"] == 3 and m["instances"] == 3 and m["difficult"] == 1 and m["detections"] == 4
+    assert m["per_class"]["chips"]["n_gt"] == 2 and m["per_class"]["cola"]["n_difficult"] == 1
+    assert m["per_class"]["cola"]["tp"] == 1 and m["per_class"]["cola"]["fp"] == 0  # difficult hit ignored
+    assert m["seconds"] > 0 and m["images_per_s"] > 0
+
+
+def test_wrong_mapping_would_be_caught():
+    # boxes offset by 20% of the box size in x: IoU drops below 0.75, AP75 falls, AP50 stays
+    recs = make_records()
+    shifted = []
+    for r in recs:
+        b = r.boxes.copy()
+        b[:, [0, 2]] += 0.2 * (b[:, 2] - b[:, 0])[:, None]
+        shifted.append((b, r.labels, (r.height, r.width)))
+    loader = DataLoader(TinyDataset(recs), batch_size=3, collate_fn=collate)
+    m = E.evaluate(FakeModel(shifted), loader, CLASSES, "cpu")
+    assert m["voc_ap50"] == pytest.approx(1.0) and m["coco_ap75"] == pytest.approx(0.0)
+
+
+def test_ground_truth_comes_from_records_else_from_targets():
+    recs = make_records()
+    model = perfect_model(recs)
+    # a transform dropped each image's last box: the records still hold the truth
+    m = E.evaluate(model, DataLoader(TinyDataset(recs, drop_last_box=True), batch_size=2, collate_fn=collate), CLASSES, "cpu")
+    assert m["instances"] == 3 and m["voc_ap50"] == pytest.approx(1.0)
+    # through a Subset too (image_id indexes the full record list)
+    sub = Subset(TinyDataset(recs, drop_last_box=True), [1, 2])
+    m = E.evaluate(model, DataLoader(sub, batch_size=2, collate_fn=collate), CLASSES, "cpu")
+    assert m["images"] == 2 and m["instances"] == 1 and m["difficult"] == 1
+    # no records: the targets, mapped back; the dropped boxes are gone, their detections are FPs
+    m = E.evaluate(model, DataLoader(NoRecords(recs, drop_last_box=True), batch_size=2, collate_fn=collate), CLASSES, "cpu")
+    assert m["instances"] == 2 and m["difficult"] == 0
+    assert m["per_class"]["chips"]["fp"] == 1 and m["per_class"]["cola"]["fp"] == 1
+
+
+def test_max_det_keeps_the_best_and_raises_the_model_cap():
+    recs = make_records()
+    loader = DataLoader(TinyDataset(recs), batch_size=3, collate_fn=collate)
+    model = perfect_model(recs, extra=50)
+    got = E.collect(model, loader, "cpu", max_det=2)
+    assert [len(d["scores"]) for d in got["dets"]] == [2, 2, 2]
+    assert np.all(got["dets"][0]["scores"] == np.float32(0.9))  # the real boxes outrank the junk
+    E.collect(model, loader, "cpu", max_det=1000)
+    assert model.max_det == 1000
+    m = E.evaluate(model, loader, CLASSES, "cpu", max_det=1000)
+    assert m["coco_max_dets"] == [1, 10, 1000] and m["detections"] == 4 + 3 * 50
+    assert m["voc_ap50"] == pytest.approx(1.0)  # the junk ranks below every true box
+
+
+def test_json_ready_and_table():
+    assert E.json_ready({"a": float("nan"), "b": np.float32(0.5), "c": np.arange(2), "d": [np.int64(3)]}) == \
+        {"a": None, "b": 0.5, "c": [0, 1], "d": [3]}
+    recs = make_records()
+    m = E.evaluate(perfect_model(recs), DataLoader(TinyDataset(recs), batch_size=3, collate_fn=collate), CLASSES + ["none"], "cpu")
+    table = E.format_table(m)
+    assert table.splitlines()[2].startswith("all") and "none" in table and "    -" in table
+
+
+# ------------------------------------------------------------------------------- detect val
+
+
+@pytest.fixture
+def fake_stack(monkeypatch):
+    """Replace checkpoint loading, data resolution and the dataset with fakes."""
+    from detect.config import ExperimentConfig
+
+    recs = make_records()
+    state = SimpleNamespace(cache=SimpleNamespace(classes=list(CLASSES), records=recs, problems=[]), model=perfect_model(recs))
+    cfg = ExperimentConfig()
+    cfg.preprocess.imgsz = S
+
+    def module(name, **attrs):
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    module("detect.engine.checkpoint", load_model=lambda path, device: (state.model, cfg, list(CLASSES)))
+    module("detect.data.spec", resolve_data=lambda data, split: state.cache)
+    module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
+    module("detect.data.transforms", eval_transform=lambda imgsz: None)
+    return state
+
+
+def val_args(tmp_path, **kw):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"x")
+    args = dict(weights=str(weights), data="d", split="val", json=str(tmp_path / "out" / "val.json"), plots=None,
+                batch=2, device="cpu", max_det=None, workers=0)
+    args.update(kw)
+    return SimpleNamespace(**args)
+
+
+def test_cmd_val_writes_json_table_and_plots(tmp_path, fake_stack, capsys):
+    assert E.cmd_val(val_args(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "cola" in out and "AP50" in out
+    data = json.loads((tmp_path / "out" / "val.json").read_text())
+    for key in ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75", "coco_ar", "per_class", "images",
+                "seconds", "confusion_matrix", "classes", "weights", "split", "max_det"):
+        assert key in data, key
+    assert data["voc_ap50"] == pytest.approx(1.0) and data["max_det"] == 300
+    assert set(data["per_class"]["cola"]) >= {"ap50", "ap50_07", "coco_ap", "n_gt", "n_det", "precision", "recall"}
+    assert np.array(data["confusion_matrix"]["matrix"]).shape == (3, 3)
+    for name in ("pr_curve.png", "confusion_matrix.png"):
+        assert (tmp_path / "out" / name).stat().st_size > 5000
+
+
+def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
+    recs = make_records()
+    # the data lists the classes the other way round: labels are indices into that list
+    swapped = [ImageRecord(r.image, r.width, r.height, r.boxes, 1 - r.labels, r.difficult, r.truncated) for r in recs]
+    fake_stack.cache = SimpleNamespace(classes=CLASSES[::-1], records=swapped, problems=["x.xml: [degenerate_box] ..."])
+    assert E.cmd_val(val_args(tmp_path, plots=str(tmp_path / "plots"), max_det=1000)) == 1  # done, with problems
+    data = json.loads((tmp_path / "out" / "val.json").read_text())
+    assert data["voc_ap50"] == pytest.approx(1.0) and data["coco_max_dets"] == [1, 10, 1000] and data["problems"] == 1
+    assert (tmp_path / "plots" / "pr_curve.png").is_file()
+
+
+def test_cmd_val_usage_errors(tmp_path, fake_stack, capsys):
+    assert E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt"))) == 2
+    assert "not found" in capsys.readouterr().err
+    assert E.cmd_val(val_args(tmp_path, max_det=0)) == 2
+    fake_stack.cache = SimpleNamespace(classes=["cola", "soap"], records=make_records(), problems=[])
+    assert E.cmd_val(val_args(tmp_path)) == 2
+    assert "only in the data ['soap']" in capsys.readouterr().err
+    fake_stack.cache = SimpleNamespace(classes=list(CLASSES), records=[], problems=[])
+    assert E.cmd_val(val_args(tmp_path)) == 2
+    assert not (tmp_path / "out" / "val.json").exists()
