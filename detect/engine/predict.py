@@ -1,0 +1,270 @@
+"""Inference: :class:`Predictor` (Python API) and the ``detect predict`` / ``detect demo`` commands.
+
+    pred = Predictor("weights/ssd_lite0_synth.pt", device="auto", conf=0.25)
+    dets = pred.predict([cv2.imread("shelf.jpg")])        # list[Detections], original pixels
+    for frame, det in pred.stream("video.mp4"): ...       # a generator: flat memory
+    cv2.imwrite("out.jpg", pred.draw(frame.image, det))
+
+Any checkpoint of either model loads by itself: its config (architecture, preprocessing) and
+class names are inside it. Speed, in the order it matters:
+- CPU: the uint8 image is resized to S x S with ``cv2.resize`` before it becomes float (a
+  640x480 float resize costs more than the resize itself); the HWC uint8 array becomes a
+  channels_last float tensor without a copy; BatchNorm is folded into the convolutions.
+- GPU: uint8 frames are uploaded as they are (4x less traffic than float) and resized and
+  normalised on the device in one batch; fp16 with ``--half``.
+- Everywhere: ``torch.inference_mode``; the model's own vectorised decode and one batched NMS;
+  all boxes of a batch are moved to the CPU in one transfer; decode of the next frames runs
+  in a background thread (:func:`detect.engine.sources.prefetch`).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from detect.config import ExperimentConfig, Preprocess
+from detect.engine.fuse import optimize_for_inference
+from detect.engine.sources import Frame, iter_source, prefetch
+from detect.structures import Detections
+from detect.utils import select_device
+from detect.viz.draw import draw_detections
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "ssd_lite0_synth.pt"
+
+
+class WeightsError(ValueError):
+    """The weights file is missing or is not a retail-detect checkpoint (exit code 2)."""
+
+
+def resolve_weights(weights: Optional[str | Path]) -> Path:
+    """``weights`` or the shipped default, checked to exist (else a :class:`WeightsError`
+    that says how to get weights)."""
+    path = Path(weights) if weights else DEFAULT_WEIGHTS
+    if not path.is_file():
+        if weights:
+            raise WeightsError(f"weights file {path} not found; pass --weights with a checkpoint from `detect train` (RUN/best.pt)")
+        raise WeightsError(
+            f"the shipped weights {path} are missing from this install; pass --weights with a checkpoint from "
+            "`detect train` (RUN/best.pt), or reinstall retail-detect from a checkout that has weights/"
+        )
+    return path
+
+
+def load_for_inference(path: Path, device: torch.device, conf: float, iou: float, max_det: int):
+    """Load a checkpoint (config, classes, weights) and build its model with the requested
+    postprocess settings. Returns ``(model, ExperimentConfig, classes)``."""
+    from detect.engine.checkpoint import load_model
+    from detect.models.build import build_model
+
+    try:
+        model, cfg, classes = load_model(str(path), device)
+    except FileNotFoundError as e:
+        raise WeightsError(f"weights file {path} not found: {e}") from e
+    except Exception as e:  # a foreign pickle, another project's checkpoint, a truncated file ...
+        raise WeightsError(f"{path}: not a retail-detect checkpoint, or damaged ({type(e).__name__}: {e})") from e
+    want = {"score_thresh": float(conf), "nms_thresh": float(iou), "max_det": int(max_det)}
+    if any(getattr(cfg.model, k) != v for k, v in want.items()):  # rebuild: the model reads these at build time
+        cfg.model.__dict__.update(want)
+        cfg.model.pretrained = "none"  # the state dict below replaces every weight anyway
+        state = model.state_dict()
+        model = build_model(cfg.model, cfg.preprocess)
+        model.load_state_dict(state)
+        model.to(device)
+    return model.eval(), cfg, list(classes)
+
+
+class Predictor:
+    """Detect products in BGR uint8 images with a checkpoint.
+
+    Args:
+        weights: checkpoint path (default: the shipped weights).
+        device: "auto" | "cpu" | "cuda" | "cuda:i".
+        half: fp16 on CUDA (ignored with a note on CPU).
+        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image.
+        classes: keep only these classes (names or 0-based indices); None keeps all.
+        fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
+    """
+
+    def __init__(
+        self,
+        weights: Optional[str | Path] = None,
+        device: str | torch.device = "auto",
+        half: bool = False,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: Optional[Sequence[str | int]] = None,
+        fuse: bool = True,
+    ) -> None:
+        self.device = device if isinstance(device, torch.device) else select_device(device)
+        self.weights = resolve_weights(weights)
+        model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
+        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse)
+        self.cfg = cfg
+
+    @classmethod
+    def from_model(
+        cls,
+        model: torch.nn.Module,
+        preprocess: Preprocess,
+        classes: Sequence[str],
+        device: str | torch.device = "cpu",
+        half: bool = False,
+        conf: float = 0.25,
+        keep: Optional[Sequence[str | int]] = None,
+        fuse: bool = True,
+    ) -> "Predictor":
+        """A predictor around a model already in memory (tests, benchmarks, notebooks)."""
+        self = cls.__new__(cls)
+        self.device = device if isinstance(device, torch.device) else select_device(str(device))
+        self.weights = None
+        self.cfg = None
+        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse)
+        return self
+
+    def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool) -> None:
+        self.classes = names
+        self.imgsz = int(preprocess.imgsz)
+        self.conf = float(conf)
+        self.half = bool(half) and self.device.type == "cuda"
+        if half and not self.half:
+            print("note: --half needs CUDA; running in fp32 on the CPU", file=sys.stderr)
+        self.keep = _class_ids(keep, names) if keep else None
+        self.fused = 0
+        if fuse:
+            example = torch.rand(1, 3, self.imgsz, self.imgsz, device=self.device)
+            model, self.fused = optimize_for_inference(model, example, channels_last=True)
+        self.model = model.half() if self.half else model
+        self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
+
+    # ----------------------------------------------------------------------------- preprocess
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """BGR uint8 ``[H, W, 3]`` images (any sizes) -> ``Tensor[B, 3, S, S]`` RGB in [0, 1],
+        channels_last, on the device (fp16 with ``half``)."""
+        S = self.imgsz
+        if self.device.type == "cpu":
+            batch = np.empty((len(images), S, S, 3), np.uint8)
+            for i, im in enumerate(images):
+                small = im if im.shape[:2] == (S, S) else cv2.resize(im, (S, S), interpolation=cv2.INTER_LINEAR)
+                cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=batch[i])
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (B, S, S, 3) -> (B, 3, S, S), channels_last strides
+            return x.float().mul_(1.0 / 255.0)
+        dtype = torch.float16 if self.half else torch.float32
+        out = []
+        for group in _same_size_runs(images):  # frames of one video: one upload, one resize
+            u8 = torch.from_numpy(np.stack(group)).to(self.device, non_blocking=True)  # (b, H, W, 3) uint8
+            x = u8.permute(0, 3, 1, 2).to(dtype)  # (b, H, W, 3) -> (b, 3, H, W)
+            if x.shape[-2:] != (S, S):
+                x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
+            out.append(x.flip(1).mul_(1.0 / 255.0))  # BGR -> RGB, [0, 1]
+        x = torch.cat(out) if len(out) > 1 else out[0]
+        return x.contiguous(memory_format=torch.channels_last)
+
+    # ----------------------------------------------------------------------------- predict
+    @torch.inference_mode()
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect in a batch of BGR uint8 images; boxes come back in each image's own pixels."""
+        if len(images) == 0:
+            return []
+        for im in images:
+            if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
+                got = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
+                raise ValueError(f"Predictor.predict expects BGR uint8 images [H, W, 3] (as cv2.imread gives), got {got}")
+        x = self.preprocess(images)
+        outputs = self.model(x)
+        return self._postprocess(outputs, [im.shape[:2] for im in images])
+
+    def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
+        """Filter, map boxes from S x S to each image's pixels, and move the whole batch to the
+        CPU in one transfer."""
+        S = self.imgsz
+        hw = torch.tensor(sizes, dtype=torch.float32, device=self.device)  # (B, 2) = h, w
+        scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1) / S  # (B, 4) = sx, sy, sx, sy
+        rows, counts = [], []
+        for i, o in enumerate(outputs):
+            boxes, scores, labels = o["boxes"].float(), o["scores"].float(), o["labels"]
+            keep = scores >= self.conf
+            if self._keep_t is not None:
+                keep &= torch.isin(labels, self._keep_t)
+            boxes = (boxes[keep] * scale[i]).clamp_(min=0)
+            boxes = torch.minimum(boxes, scale[i] * S)  # clip to (w, h, w, h)
+            rows.append(torch.cat([boxes, scores[keep, None], labels[keep, None].float()], 1))  # (K, 6)
+            counts.append(rows[-1].shape[0])
+        flat = torch.cat(rows).cpu().numpy() if rows else np.zeros((0, 6), np.float32)
+        dets = []
+        for part in np.split(flat, np.cumsum(counts)[:-1]):
+            order = np.argsort(-part[:, 4], kind="stable")
+            part = part[order]
+            dets.append(Detections(part[:, :4].astype(np.float32), part[:, 4].astype(np.float32), part[:, 5].astype(np.int64), self.classes))
+        return dets
+
+    # ----------------------------------------------------------------------------- stream, draw
+    def stream(self, source: str, batch: int = 1, depth: int = 4) -> Iterator[tuple[Frame, Optional[Detections]]]:
+        """Yield ``(frame, detections)`` for every frame of ``source`` (image, folder, glob,
+        .txt list, video, webcam index, stream URL). Unreadable frames come with
+        ``frame.image is None``, ``frame.error`` set and ``detections=None``. Frames are decoded
+        ``depth`` ahead in a background thread and run through the model ``batch`` at a time."""
+        pending: list[Frame] = []
+        for fr in prefetch(iter_source(source), depth=max(depth, batch)):
+            if fr.image is None:
+                yield from self._flush(pending)
+                pending = []
+                yield fr, None
+                continue
+            pending.append(fr)
+            if len(pending) >= batch or fr.kind == "stream":  # a live stream cannot wait for a batch
+                yield from self._flush(pending)
+                pending = []
+        yield from self._flush(pending)
+
+    def _flush(self, frames: list[Frame]) -> Iterator[tuple[Frame, Detections]]:
+        if frames:
+            yield from zip(frames, self.predict([f.image for f in frames]))
+
+    def draw(self, image: np.ndarray, detections: Detections, **kwargs) -> np.ndarray:
+        """A copy of ``image`` with boxes, names and scores drawn (see :func:`draw_detections`)."""
+        return draw_detections(image, detections.boxes, detections.scores, detections.labels, self.classes, **kwargs)
+
+
+def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:
+    ids = []
+    for k in keep:
+        if isinstance(k, int) or (isinstance(k, str) and k.isdigit() and k not in names):
+            i = int(k)
+            if not 0 <= i < len(names):
+                raise ValueError(f"--classes: index {i} is out of range; this model has {len(names)} classes (0..{len(names) - 1})")
+            ids.append(i)
+        elif k in names:
+            ids.append(names.index(k))
+        else:
+            raise ValueError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
+    return sorted(set(ids))
+
+
+def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+    runs: list[list[np.ndarray]] = []
+    for im in images:
+        if runs and runs[-1][0].shape == im.shape:
+            runs[-1].append(im)
+        else:
+            runs.append([im])
+    return runs
+
+
+def cmd_predict(args) -> int:
+    from detect.engine.predict_cli import run_predict
+
+    return run_predict(args)
+
+
+def cmd_demo(args) -> int:
+    from detect.engine.predict_cli import run_demo
+
+    return run_demo(args)

@@ -1,0 +1,213 @@
+"""``detect predict`` and ``detect demo``: run a :class:`~detect.engine.predict.Predictor` over a
+source and write annotated images/videos, JSON lines/CSV and a summary.
+
+Exit codes: 0 every input was processed; 1 some inputs failed (unreadable images, videos that
+would not open, corrupt frames: each is reported and skipped); 2 the source does not exist,
+or the weights are missing or not a retail-detect checkpoint, or an option is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Optional
+
+import cv2
+from tqdm import tqdm
+
+from detect.engine.predict import Predictor, WeightsError
+from detect.engine.results import ResultWriter, Summary
+from detect.engine.sources import VIDEO_EXTS, Frame, SourceError, expand, is_stream
+from detect.viz.video import VideoSink
+
+
+class Window:
+    """``--show``: a window when a display exists; otherwise one note and nothing else."""
+
+    NAME = "detect"
+
+    def __init__(self, enabled: bool) -> None:
+        self.ok = False
+        if not enabled:
+            return
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            print("--show: no display here ($DISPLAY is not set); continuing without a window", file=sys.stderr)
+            return
+        try:
+            cv2.namedWindow(self.NAME, cv2.WINDOW_NORMAL)
+            self.ok = True
+        except cv2.error:
+            print("--show: this OpenCV build has no GUI (opencv-*-headless); continuing without a window. "
+                  "pip install opencv-python to get one", file=sys.stderr)
+
+    def show(self, image) -> bool:
+        """Show ``image``; False when the user pressed q or Esc."""
+        if not self.ok:
+            return True
+        cv2.imshow(self.NAME, image)
+        return (cv2.waitKey(1) & 0xFF) not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.ok:
+            cv2.destroyAllWindows()
+
+
+class Outputs:
+    """Where annotated images and videos go: the input's path relative to a listed folder (or
+    its name), inside ``save_dir``; videos and streams become MP4 files at their own fps."""
+
+    def __init__(self, save_dir: Path) -> None:
+        self.save_dir = save_dir
+        self.used: set[Path] = set()
+        self.sink: Optional[VideoSink] = None
+        self.sink_source: Optional[str] = None
+        self.written: list[str] = []
+
+    def _path(self, frame: Frame, suffix: Optional[str]) -> Path:
+        if frame.kind == "stream":
+            name = f"webcam{frame.path}" if frame.path.isdigit() else re.sub(r"[^\w.-]+", "_", frame.path.split("://", 1)[-1])[:80]
+            rel = Path(name)
+        elif frame.root:
+            rel = Path(os.path.relpath(frame.path, frame.root))
+        else:
+            rel = Path(Path(frame.path).name)
+        if suffix:
+            rel = rel.with_suffix(suffix)
+        out, n = self.save_dir / rel, 1
+        while out in self.used:  # two inputs with one name (a glob over several folders)
+            out = self.save_dir / rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
+            n += 1
+        self.used.add(out)
+        return out
+
+    def write(self, frame: Frame, annotated) -> None:
+        if frame.kind == "image":
+            self.close_video()
+            path = self._path(frame, None if Path(frame.path).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"} else ".jpg")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ok, buf = cv2.imencode(path.suffix, annotated)
+            if not ok:
+                raise OSError(f"{path}: OpenCV cannot encode this image format")
+            from detect.utils import atomic_write_bytes
+
+            atomic_write_bytes(path, buf.tobytes())
+            self.written.append(str(path))
+            return
+        if self.sink_source != frame.path:
+            self.close_video()
+            self.sink = VideoSink(self._path(frame, ".mp4"), frame.fps)
+            self.sink_source = frame.path
+        self.sink.write(annotated)
+
+    def close_video(self) -> None:
+        if self.sink is not None:
+            path = self.sink.close()
+            if path is not None:
+                self.written.append(str(path))
+        self.sink, self.sink_source = None, None
+
+
+def count_frames(source: str) -> Optional[int]:
+    """How many images/frames a file source holds (from video headers), None for streams."""
+    if is_stream(source):
+        return None
+    total = 0
+    for f in expand(source)[0]:
+        if Path(f).suffix.lower() in VIDEO_EXTS:
+            cap = cv2.VideoCapture(f)
+            total += max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
+            cap.release()
+        else:
+            total += 1
+    return total
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    try:
+        total = count_frames(args.source)
+        predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
+                              max_det=args.max_det, classes=args.classes)
+    except (SourceError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError) as e:  # --classes unknown, CUDA asked for but absent
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    save_dir = Path(args.save_dir)
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"error: cannot create --save-dir {save_dir}: {e}", file=sys.stderr)
+        return 2
+    summary = run(predictor, args.source, save_dir, batch=args.batch, save=not args.no_save, save_json=args.save_json,
+                  save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total)
+    print(summary.text())
+    if summary.outputs:
+        print(f"results saved to {save_dir}")
+    return 1 if summary.failed else 0
+
+
+def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, save: bool = True, save_json: bool = False,
+        save_csv: bool = False, show: bool = False, progress: bool = True, total: Optional[int] = None) -> Summary:
+    """Stream ``source`` through ``predictor``, writing what was asked for; returns the summary
+    (also saved as ``save_dir/summary.json``). Interrupted runs keep what was written."""
+    summary = Summary()
+    writer = ResultWriter(save_dir, predictor.classes, save_json, save_csv) if (save_json or save_csv) else None
+    outputs = Outputs(save_dir)
+    window = Window(show)
+    bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for frame, det in predictor.stream(source, batch=batch):
+            summary.add(frame, det)
+            if writer is not None:
+                writer.write(frame, det)
+            bar.update(1)
+            if det is None:
+                bar.write(f"warning: {frame.path}{'' if frame.frame is None else f' frame {frame.frame}'}: {frame.error}; skipped")
+                continue
+            if save or window.ok:
+                annotated = predictor.draw(frame.image, det)
+                if save:
+                    outputs.write(frame, annotated)
+                if not window.show(annotated):
+                    break
+    finally:
+        bar.close()
+        outputs.close_video()
+        window.close()
+        if writer is not None:
+            summary.outputs += [str(p) for p in writer.close()]
+        summary.outputs = outputs.written + summary.outputs
+        summary.finish()
+        summary.save(save_dir / "summary.json")
+    return summary
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Render a few synthetic shelves, detect products with the shipped weights and save the
+    drawings: the first thing to run after installing."""
+    from detect.data.synth import render_scene
+
+    try:
+        predictor = Predictor(None, device=args.device)
+    except (WeightsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from detect.utils import atomic_write_bytes
+
+    found = []
+    for i in range(args.images):
+        image, truth = render_scene(args.seed + i)
+        det = predictor.predict([image])[0]
+        path = out / f"shelf_{i:02d}.jpg"
+        atomic_write_bytes(path, cv2.imencode(".jpg", predictor.draw(image, det))[1].tobytes())
+        found.append((path, len(det), len(truth)))
+    for path, n, m in found:
+        print(f"{path}: {n} products found ({m} on the shelf)")
+    print(f"annotated shelves saved in {out}/ (weights: {predictor.weights})")
+    return 0
