@@ -71,6 +71,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--config", help="YAML config; options given here override it")
     p.add_argument("--proposals", choices=["rpn", "selective_search", "file"], help="Fast R-CNN proposal source")
+    p.add_argument("--scheduler", choices=["cosine", "step"], help="decay after the linear warmup")
+    p.add_argument("--warmup-epochs", type=float)
+    p.add_argument("--clip-grad", type=float, help="max gradient norm (0: no clipping)")
+    p.add_argument("--augment", type=float, help="train augmentation strength (0: none)")
+    p.add_argument("--eval-every", type=int, help="evaluate on the val split every N epochs (and at the end)")
+    p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA of the weights")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC on CUDA")
     p.add_argument("--no-progress", action="store_true")
 
 

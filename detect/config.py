@@ -81,6 +81,8 @@ class TrainConfig:
     out: str = "runs/train"
     eval_every: int = 1
     resume: bool = False
+    channels_last: bool = False  # NHWC activations on CUDA (faster convs with AMP)
+    log_every: int = 20  # iterations between progress-bar/TensorBoard updates (each one syncs the GPU)
 
 
 @dataclass
