@@ -142,15 +142,13 @@ def test_ground_truth_comes_from_records_else_from_targets():
     assert m["per_class"]["chips"]["fp"] == 1 and m["per_class"]["cola"]["fp"] == 1
 
 
-def test_max_det_keeps_the_best_and_raises_the_model_cap():
+def test_max_det_keeps_the_best():
     recs = make_records()
     loader = DataLoader(TinyDataset(recs), batch_size=3, collate_fn=collate)
     model = perfect_model(recs, extra=50)
     got = E.collect(model, loader, "cpu", max_det=2)
     assert [len(d["scores"]) for d in got["dets"]] == [2, 2, 2]
     assert np.all(got["dets"][0]["scores"] == np.float32(0.9))  # the real boxes outrank the junk
-    E.collect(model, loader, "cpu", max_det=1000)
-    assert model.max_det == 1000
     m = E.evaluate(model, loader, CLASSES, "cpu", max_det=1000)
     assert m["coco_max_dets"] == [1, 10, 1000] and m["detections"] == 4 + 3 * 50
     assert m["voc_ap50"] == pytest.approx(1.0)  # the junk ranks below every true box
@@ -187,6 +185,12 @@ def fake_stack(monkeypatch):
     module("detect.data.spec", resolve_data=lambda data, split: state.cache)
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
     module("detect.data.transforms", eval_transform=lambda imgsz: None)
+
+    def build_model(model_cfg, preprocess):  # the rebuild for another --max-det
+        state.built_max_det = model_cfg.max_det
+        return perfect_model(recs)
+
+    module("detect.models.build", build_model=build_model)
     return state
 
 
@@ -222,6 +226,7 @@ def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
     assert E.cmd_val(val_args(tmp_path, plots=str(tmp_path / "plots"), max_det=1000)) == 1  # done, with problems
     data = json.loads((tmp_path / "out" / "val.json").read_text())
     assert data["voc_ap50"] == pytest.approx(1.0) and data["coco_max_dets"] == [1, 10, 1000] and data["problems"] == 1
+    assert fake_stack.built_max_det == 1000  # the model was rebuilt with the larger cap
     assert (tmp_path / "plots" / "pr_curve.png").is_file()
 
 

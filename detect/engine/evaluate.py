@@ -38,11 +38,18 @@ def _dataset_records(dataset: Any) -> Optional[list]:
     return list(records) if records is not None else None
 
 
-def _set_max_det(model: torch.nn.Module, max_det: int) -> None:
-    """Raise the model's own per-image cap to ``max_det`` where the model has one."""
-    for m in model.modules():
-        if isinstance(getattr(m, "max_det", None), int) and m.max_det < max_det:
-            m.max_det = max_det
+def _rebuilt_with_max_det(model: torch.nn.Module, cfg: Any, max_det: int, device: torch.device) -> torch.nn.Module:
+    """The same weights in a model built with ``cfg.model.max_det = max_det`` (models read their
+    postprocess settings at build time), or ``model`` itself when the setting already fits."""
+    if cfg.model.max_det == max_det:
+        return model
+    from detect.models.build import build_model
+
+    cfg.model.max_det = max_det
+    cfg.model.pretrained = "none"  # the state dict below replaces every weight
+    rebuilt = build_model(cfg.model, cfg.preprocess)
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.to(device).eval()
 
 
 def _gt_from_record(record: Any) -> dict:
@@ -61,12 +68,11 @@ def collect(
 
     Returns ``dets`` / ``gts`` (per-image dicts, see :mod:`detect.engine.metrics`), ``sizes``
     ((h, w) per image), ``image_ids``, ``seconds`` (the loop, data loading included).
-    Detections are cut to the ``max_det`` best per image.
+    Detections are cut to the ``max_det`` best per image (the model's own cap applies first).
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    _set_max_det(model, max_det)
     records = _dataset_records(loader.dataset)
     use_amp = amp and device.type == "cuda"
     dets, gts, sizes, ids = [], [], [], []
@@ -260,6 +266,8 @@ def cmd_val(args: argparse.Namespace) -> int:
         model, cfg, classes = load_model(args.weights, device)
     except (ValueError, KeyError, RuntimeError, OSError) as e:
         return usage(f"cannot load {args.weights}: {e}")
+    max_det = int(args.max_det or cfg.model.max_det)
+    model = _rebuilt_with_max_det(model, cfg, max_det, device)
     try:
         cache = resolve_data(args.data, args.split)
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
@@ -273,7 +281,6 @@ def cmd_val(args: argparse.Namespace) -> int:
     if not records:
         return usage(f"data {args.data!r} split {args.split!r} has no images")
 
-    max_det = int(args.max_det or cfg.model.max_det)
     dataset = DetectionDataset(records, eval_transform(cfg.preprocess.imgsz))
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
