@@ -47,6 +47,7 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=320, help="longer image side in pixels")
     p.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
+    p.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
