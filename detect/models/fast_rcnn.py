@@ -1,0 +1,252 @@
+"""Fast R-CNN (Girshick, ICCV 2015) on a project backbone, with proposals from selective search,
+a file, or a learned RPN (Faster R-CNN mode).
+
+Shape shorthand (see :mod:`detect.models.roi_heads` for the head's):
+    B  images, each Tensor[3, S, S] float RGB in [0, 1] (the model normalises)
+    P  proposals of one image, xyxy pixels of the S x S input
+    C  channels of the RoI feature map, stride ``feature_stride`` (16 by default)
+    K  object classes; background is class 0 inside the model only
+
+Contract (as every detector here, see docs/ARCHITECTURE.md):
+    training: ``model(images, targets) -> {"loss_classifier", "loss_box_reg"}`` (+ the RPN's
+        ``loss_objectness`` and ``loss_rpn_box_reg`` when ``proposals == "rpn"``). Targets are
+        the dataset's dicts (``boxes`` Tensor[G, 4], ``labels`` Tensor[G] 0-based); with
+        precomputed proposals each target also carries ``proposals`` Tensor[P, 4] in input
+        pixels (see :mod:`detect.data.proposals`), or they come as ``proposals=list[Tensor]``.
+    eval: ``model(images, proposals=None) -> list[{"boxes", "scores", "labels"}]`` with
+        0-based labels in input pixels. Without ``proposals`` a selective-search model runs
+        selective search on each image itself (CPU, ~0.3 s for 224 px), an RPN model uses its
+        RPN, and a ``file`` model raises: it has no way to make proposals for a new image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
+
+from detect.models.proposals import selective_search_tensor
+from detect.models.roi_heads import (
+    BOX_CODER_WEIGHTS,
+    ConvHead,
+    FastRCNNPredictor,
+    TwoFCHead,
+    add_gt_proposals,
+    fast_rcnn_loss,
+    postprocess_detections,
+    sample_rois_per_image,
+)
+from detect.models.rpn import build_rpn, run_rpn
+
+PROPOSAL_SOURCES = ("rpn", "selective_search", "file")
+ROI_OPS = ("roi_pool", "roi_align")
+
+
+class FastRCNN(nn.Module):
+    """Backbone feature map -> RoI pooling of each proposal -> two FC layers -> K + 1 class
+    scores and class-specific boxes.
+
+    Args:
+        backbone: module mapping Tensor[B, 3, S, S] (normalised) to a list (or dict) of feature
+            maps, with ``channels`` and ``strides`` lists describing them.
+        num_classes: K, object classes without background.
+        mean, std: normalisation of the [0, 1] RGB input (the backbone's pretraining values).
+        imgsz: S, the input side (sizes the RPN anchors).
+        proposals: "rpn" | "selective_search" | "file".
+        roi_op: "roi_pool" (the paper's max pooling, coordinates rounded to the feature grid)
+            or "roi_align" (bilinear, ``aligned=True``).
+        roi_size: output bins per side (7).
+        feature_stride: stride of the backbone map the RoIs are pooled from (16 or 32).
+        head: "fc" (two fully connected layers of ``fc_dim``) or "conv" (two 3x3 convs + avg pool).
+        roi_channels: a 1x1 conv projects the feature map to this many channels when it has more
+            (keeps fc6 small on wide backbones); 0 never projects.
+        rois_per_image, fg_fraction, fg_iou, bg_iou: the mini-batch sampling (paper: 64 per
+            image, 25%, 0.5, [0.1, 0.5)).
+        score_thresh, nms_thresh, max_det: inference postprocessing (per-class NMS).
+        ss_mode, ss_max, ss_resize: selective search run by the model at inference when no
+            proposals are given.
+        rpn_anchor_fractions, rpn_aspect_ratios: RPN anchors (sides as fractions of ``imgsz``).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        imgsz: int = 320,
+        proposals: str = "rpn",
+        roi_op: str = "roi_pool",
+        roi_size: int = 7,
+        feature_stride: int = 16,
+        head: str = "fc",
+        fc_dim: int = 1024,
+        roi_channels: int = 256,
+        rois_per_image: int = 128,
+        fg_fraction: float = 0.25,
+        fg_iou: float = 0.5,
+        bg_iou: tuple[float, float] = (0.1, 0.5),
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        max_det: int = 300,
+        ss_mode: str = "fast",
+        ss_max: int = 2000,
+        ss_resize: int = 500,
+        rpn_anchor_fractions: Optional[Sequence[float]] = None,
+        rpn_aspect_ratios: Optional[Sequence[float]] = None,
+    ) -> None:
+        super().__init__()
+        if proposals not in PROPOSAL_SOURCES:
+            raise ValueError(f"proposals={proposals!r}: expected one of {PROPOSAL_SOURCES}")
+        if roi_op not in ROI_OPS:
+            raise ValueError(f"roi_op={roi_op!r}: expected one of {ROI_OPS}")
+        if head not in ("fc", "conv"):
+            raise ValueError(f"head={head!r}: expected 'fc' or 'conv'")
+        if num_classes < 1:
+            raise ValueError(f"num_classes={num_classes}: a detector needs at least one object class")
+        strides = list(getattr(backbone, "strides", []))
+        channels = list(getattr(backbone, "channels", []))
+        if not strides or len(strides) != len(channels):
+            raise ValueError("the backbone must report matching `channels` and `strides` lists of its feature maps")
+        if feature_stride not in strides:
+            raise ValueError(f"feature_stride={feature_stride} is not among the backbone's strides {strides}")
+        self.backbone = backbone
+        self.feature_index = strides.index(feature_stride)
+        self.feature_stride = feature_stride
+        c = channels[self.feature_index]
+        if roi_channels and c > roi_channels:
+            self.reduce: nn.Module = nn.Sequential(nn.Conv2d(c, roi_channels, 1), nn.ReLU(inplace=True))
+            c = roi_channels
+        else:
+            self.reduce = nn.Identity()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
+        self.proposal_source = proposals
+        self.rpn = build_rpn(c, imgsz, rpn_anchor_fractions, rpn_aspect_ratios) if proposals == "rpn" else None
+        scale = 1.0 / feature_stride
+        if roi_op == "roi_pool":
+            self.roi_pool: nn.Module = RoIPool((roi_size, roi_size), spatial_scale=scale)
+        else:
+            self.roi_pool = RoIAlign((roi_size, roi_size), spatial_scale=scale, sampling_ratio=2, aligned=True)
+        self.box_head: nn.Module = TwoFCHead(c, roi_size, fc_dim) if head == "fc" else ConvHead(c, min(fc_dim, 256))
+        self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes)
+        self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
+        self.num_classes = num_classes
+        self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou = rois_per_image, fg_fraction, fg_iou, tuple(bg_iou)
+        self.score_thresh, self.nms_thresh, self.max_det = score_thresh, nms_thresh, max_det
+        self.ss_mode, self.ss_max, self.ss_resize = ss_mode, ss_max, ss_resize
+
+    # ------------------------------------------------------------------------------ forward
+    def forward(
+        self,
+        images: Tensor,
+        targets: Optional[list[dict[str, Tensor]]] = None,
+        proposals: Optional[list[Tensor]] = None,
+    ) -> Any:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images Tensor[B, 3, S, S], got shape {tuple(images.shape)}")
+        if self.training and targets is None:
+            raise ValueError("training needs targets (list of dicts with 'boxes' and 'labels')")
+        size = (int(images.shape[-2]), int(images.shape[-1]))
+        feature = self._feature(images)  # (B, C, S/stride, S/stride)
+        losses: dict[str, Tensor] = {}
+        if self.rpn is not None and proposals is None:
+            props, losses = run_rpn(self.rpn, images, feature, targets if self.training else None)
+        else:
+            props = self._given_proposals(images, targets, proposals)
+        props = [self._clean(p.detach().to(feature.device, torch.float32), size) for p in props]
+        if self.training:
+            losses.update(self._train_head(feature, props, targets))
+            return losses
+        return self._detect(feature, props, size)
+
+    def _feature(self, images: Tensor) -> Tensor:
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        feats = self.backbone(x)
+        feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
+        return self.reduce(feats[self.feature_index])
+
+    def _given_proposals(self, images: Tensor, targets: Optional[list[dict[str, Tensor]]], proposals: Optional[list[Tensor]]) -> list[Tensor]:
+        """Proposals passed in, else the targets' ``proposals``, else (selective search only,
+        at inference) computed here."""
+        b = images.shape[0]
+        if proposals is None and targets is not None and all("proposals" in t for t in targets):
+            proposals = [t["proposals"] for t in targets]
+        if proposals is None:
+            if self.proposal_source == "selective_search" and not self.training:
+                return [selective_search_tensor(img, self.ss_mode, self.ss_max, self.ss_resize) for img in images]
+            raise ValueError(
+                f"this Fast R-CNN uses {self.proposal_source!r} proposals: pass proposals=[Tensor[P, 4], ...] "
+                "or targets with a 'proposals' key (detect.data.proposals.ProposalDataset attaches them)"
+            )
+        if len(proposals) != b:
+            raise ValueError(f"got proposals for {len(proposals)} images, but the batch has {b}")
+        for i, p in enumerate(proposals):
+            if p.ndim != 2 or p.shape[-1] != 4:
+                raise ValueError(f"proposals of image {i}: expected Tensor[P, 4] xyxy, got shape {tuple(p.shape)}")
+        return list(proposals)
+
+    @staticmethod
+    def _clean(boxes: Tensor, size: tuple[int, int]) -> Tensor:
+        boxes = clip_boxes_to_image(boxes, size)
+        return boxes[remove_small_boxes(boxes, 1e-2)]
+
+    def _heads(self, feature: Tensor, rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+        pooled = self.roi_pool(feature, [r.to(feature.dtype) for r in rois])  # (sum R_i, C, roi, roi)
+        return self.predictor(self.box_head(pooled))
+
+    def _train_head(self, feature: Tensor, props: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+        rois, labels, matched = [], [], []
+        for p, t in zip(props, targets):
+            gt = t["boxes"].to(feature.device, torch.float32).reshape(-1, 4)
+            r, lab, m = sample_rois_per_image(
+                add_gt_proposals(p, gt), gt, t["labels"].to(feature.device).reshape(-1),
+                self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou,
+            )
+            rois.append(r)
+            labels.append(lab)
+            matched.append(m)
+        box_targets = torch.cat(self.box_coder.encode(matched, rois)) if sum(len(r) for r in rois) else feature.new_zeros(0, 4)
+        logits, regression = self._heads(feature, rois)
+        return fast_rcnn_loss(logits, regression, torch.cat(labels), box_targets)
+
+    def _detect(self, feature: Tensor, props: list[Tensor], size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        logits, regression = self._heads(feature, props)
+        return postprocess_detections(
+            logits, regression, props, size, self.box_coder, self.score_thresh, self.nms_thresh, self.max_det
+        )
+
+
+def build_fast_rcnn(cfg: Any, preprocess: Any, backbone: nn.Module) -> FastRCNN:
+    """Fast R-CNN from a :class:`detect.config.ModelConfig` and :class:`detect.config.Preprocess`.
+
+    Options beyond the typed fields come from ``cfg.extra`` (all optional): ``feature_stride``
+    (16), ``head`` ("fc"), ``fc_dim`` (1024), ``roi_channels`` (256), ``rois_per_image`` (128),
+    ``fg_fraction`` (0.25), ``ss_mode`` ("fast"), ``ss_max`` (2000), ``ss_resize`` (500),
+    ``rpn_anchor_fractions``, ``rpn_aspect_ratios``.
+    """
+    ex = dict(cfg.extra or {})
+    known = {"feature_stride", "head", "fc_dim", "roi_channels", "rois_per_image", "fg_fraction", "fg_iou", "bg_iou",
+             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file"}
+    unknown = sorted(set(ex) - known)
+    if unknown:
+        raise ValueError(f"unknown Fast R-CNN option(s) in model.extra: {unknown}; known: {sorted(known)}")
+    ex.pop("proposal_file", None)  # read by the data side (detect.data.proposals)
+    return FastRCNN(
+        backbone,
+        cfg.num_classes,
+        mean=tuple(preprocess.mean),
+        std=tuple(preprocess.std),
+        imgsz=preprocess.imgsz,
+        proposals=cfg.proposals,
+        roi_op=cfg.roi_op,
+        roi_size=cfg.roi_size,
+        score_thresh=cfg.score_thresh,
+        nms_thresh=cfg.nms_thresh,
+        max_det=cfg.max_det,
+        **ex,
+    )
