@@ -1,0 +1,239 @@
+"""``detect tune``: space parsing and errors, grid with 2 workers, resume without rerunning,
+trials orphaned by a kill queued again, pruning, report files.
+
+Most tests train with ``fake_train`` (a deterministic stand-in with the trainer's contract:
+``train(cfg, on_epoch_end) -> dict``, a per-epoch CSV in ``cfg.train.out``) so the study
+machinery is tested in seconds; ``test_tune_real_tiny_model`` runs the real trainer end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from detect.cli import main
+from detect.config import ExperimentConfig
+from detect.engine.tune import run_tune
+from detect.engine.tune_space import SpaceError, load_space, parse_space
+from detect.engine.tune_worker import make_sampler
+
+FAKE = "test_tune:fake_train"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_metric(cfg: ExperimentConfig) -> float:
+    """Peaks at lr=0.01, momentum=0.88."""
+    return max(0.0, 0.9 - 0.2 * abs(math.log10(cfg.train.lr) + 2) - 2 * abs(cfg.train.momentum - 0.88))
+
+
+def fake_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
+    """The trainer's contract with no model: metric rises to ``fake_metric`` over the epochs;
+    appends one line per run to RUNS.log so tests can see what was trained and how often."""
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out.parents[1] / "RUNS.log", "a") as f:
+        f.write(json.dumps({"lr": cfg.train.lr, "momentum": cfg.train.momentum, "epochs": cfg.train.epochs}) + "\n")
+    lines = ["epoch,loss,val/voc_ap50"]
+    best = 0.0
+    for e in range(cfg.train.epochs):
+        ap = fake_metric(cfg) * (e + 1) / cfg.train.epochs
+        best = max(best, ap)
+        lines.append(f"{e + 1},{2.0 - ap:.4f},{ap:.4f}")
+        (out / "results.csv").write_text("\n".join(lines) + "\n")
+        delay = float((cfg.model.extra or {}).get("fake_delay", 0.0))
+        time.sleep(delay)
+        if on_epoch_end is not None and on_epoch_end(e, {"train/loss": 2.0 - ap, "voc_ap50": ap}):
+            break
+    return {"best_voc_ap50": best}
+
+
+def _space(tmp_path: Path, params: dict, **top) -> Path:
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump({"params": params, **top}))
+    return p
+
+
+def _runs(out: Path) -> list[dict]:
+    f = out / "RUNS.log"
+    return [json.loads(s) for s in f.read_text().splitlines()] if f.exists() else []
+
+
+def _study(out: Path, name: str = "space") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+
+
+GRID_2X2 = {"lr": {"values": [0.1, 0.01], "log": True}, "momentum": [0.8, 0.88]}
+
+
+# ---------------------------------------------------------------- space files
+
+
+def test_example_space_parses():
+    sp = load_space(REPO / "datasets" / "space_example.yaml")
+    assert sp.grid_space() == {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88, 0.9]}
+    assert sp.grid_size() == 9 and sp.params[0].log_scale and not sp.params[1].log_scale
+    wide = load_space(REPO / "datasets" / "space_wide_example.yaml")
+    assert not wide.griddable
+    lr = next(p for p in wide.params if p.name == "lr")
+    assert lr.grid() == [0.0001, 0.001, 0.01, 0.1]
+
+
+def test_space_maps_onto_config():
+    sp = parse_space({"params": {"lr": [0.1], "beta2": [0.99], "bn": {"choice": ["train"]}, "imgsz": [128],
+                                 "augment": {"low": "0", "high": "1e-0"}, "model.nms_thresh": [0.5]}})
+    cfg = sp.apply(ExperimentConfig(), {"lr": 0.1, "beta2": 0.99, "bn": "train", "imgsz": 128, "augment": 0.5,
+                                        "model.nms_thresh": 0.5})
+    assert (cfg.train.lr, cfg.train.beta2, cfg.model.bn, cfg.preprocess.imgsz, cfg.data.augment, cfg.model.nms_thresh) == (
+        0.1, 0.99, "train", 128, 0.5, 0.5)
+    assert ExperimentConfig().train.lr == 0.01  # apply copies
+
+
+@pytest.mark.parametrize(
+    "params, words",
+    [
+        ({"lrr": [0.1]}, ["'lrr'", "unknown parameter"]),
+        ({"lr": {"low": 0, "high": 0.1, "log": True}}, ["'lr'", "low: train.lr must be > 0"]),
+        ({"weight_decay": {"low": 0, "high": 0.1, "log": True}}, ["'weight_decay'", "log range needs low > 0"]),
+        ({"lr": {"low": 0.1, "high": 0.01}}, ["'lr'", "low must be < high"]),
+        ({"momentum": [0.9, 1.5]}, ["'momentum'", "in [0, 1)"]),
+        ({"batch": [8, 12.5]}, ["'batch'", "integer"]),
+        ({"bn": ["frozen", "half"]}, ["'bn'", "'half'", "frozen"]),
+        ({"lr": {"values": []}}, ["'lr'", "non-empty"]),
+        ({"lr": {"values": [0.1], "low": 0.01}}, ["'lr'", "exactly one"]),
+        ({"lr": {"vals": [0.1]}}, ["'lr'", "unknown key", "vals"]),
+        ({"optimizer": {"low": 1, "high": 2}}, ["'optimizer'", "range"]),
+        ({"momentum": [0.9], "beta1": [0.8]}, ["'momentum'", "'beta1'", "train.momentum"]),
+        ({"model.anchor_sizes": [1]}, ["'model.anchor_sizes'", "cannot be searched"]),
+    ],
+)
+def test_bad_space_names_file_and_parameter(tmp_path, params, words):
+    path = _space(tmp_path, params)
+    with pytest.raises(SpaceError) as e:
+        load_space(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_grid_sampler_needs_grid_points(tmp_path):
+    path = _space(tmp_path, {"lr": {"low": 1e-3, "high": 0.1, "log": True}}, sampler="grid")
+    with pytest.raises(SpaceError, match=r"'lr'.*num"):
+        load_space(path)
+
+
+def test_cli_bad_space_exit_2(tmp_path, capsys):
+    path = _space(tmp_path, {"weight_decay": {"low": -1, "high": 0.1}})
+    rc = main(["tune", "--data", str(tmp_path), "--space", str(path), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "'weight_decay'" in err and str(path) in err and ">= 0" in err
+    assert main(["tune", "--data", str(tmp_path), "--space", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the study
+
+
+def test_grid_2x2_two_workers_ranks_and_reports(tmp_path):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, GRID_2X2, pruner="none")
+    rc = run_tune(str(tmp_path), space, out, workers=2, epochs=2, device="cpu", trainer=FAKE)
+    assert rc == 0
+    runs = _runs(out)
+    assert sorted((r["lr"], r["momentum"]) for r in runs) == [(0.01, 0.8), (0.01, 0.88), (0.1, 0.8), (0.1, 0.88)]
+    study = _study(out)
+    assert {t.user_attrs["worker"]["index"] for t in study.trials} <= {0, 1}
+    with open(out / "trials.csv") as f:
+        rows = list(__import__("csv").DictReader(f))
+    assert len(rows) == 4 and [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    values = [float(r["voc_ap50"]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert (rows[0]["lr"], rows[0]["momentum"], rows[0]["epochs"]) == ("0.01", "0.88", "2")
+    assert "| rank | trial | state | voc_ap50 | lr | momentum |" in (out / "trials.md").read_text()
+    for png in ("metric_per_trial.png", "params.png", "loss_curves.png"):
+        assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    best = ExperimentConfig.load_yaml(out / "best.yaml")
+    assert (best.train.lr, best.train.momentum, best.train.epochs, best.data.data) == (0.01, 0.88, 2, str(tmp_path))
+
+
+def test_resume_finishes_rest_without_rerunning(tmp_path):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, GRID_2X2)
+    assert run_tune(str(tmp_path), space, out, trials=1, epochs=1, device="cpu", trainer=FAKE) == 0
+    first = _study(out).trials[0]
+    assert run_tune(str(tmp_path), space, out, trials=4, epochs=1, device="cpu", trainer=FAKE) == 0
+    trials = _study(out).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4 and len(trials) == 4
+    assert [t.params for t in trials].count(first.params) == 1 and trials[0].value == first.value
+    assert len(_runs(out)) == 4  # nothing trained twice
+    # a finished study: running it again trains nothing and rewrites the report
+    assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer=FAKE) == 0
+    assert len(_runs(out)) == 4
+    # a different space for the same study is refused
+    with pytest.raises(Exception, match="different space"):
+        run_tune(str(tmp_path), _space(tmp_path, {"lr": [0.1, 0.3]}), out, epochs=1, device="cpu", trainer=FAKE)
+
+
+def _exit_now() -> None:
+    pass
+
+
+def test_trial_left_running_by_a_kill_is_failed_and_rerun(tmp_path):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, GRID_2X2)
+    assert run_tune(str(tmp_path), space, out, trials=1, epochs=1, device="cpu", trainer=FAKE) == 0
+    study = optuna.load_study(study_name="space", storage=f"sqlite:///{out / 'study.db'}",
+                              sampler=make_sampler("grid", load_space(space), seed=0, grid_seed=0))
+    dead = mp.get_context("spawn").Process(target=_exit_now)
+    dead.start()
+    dead.join()
+    orphan = study.ask()  # what a SIGKILLed worker leaves: RUNNING, owned by a pid that is gone
+    orphan.set_user_attr("worker", {"host": socket.gethostname(), "pid": dead.pid, "index": 0})
+    orphan_params = {"lr": orphan.suggest_categorical("lr", [0.1, 0.01]),
+                     "momentum": orphan.suggest_categorical("momentum", [0.8, 0.88])}
+    assert run_tune(str(tmp_path), space, out, trials=4, epochs=1, device="cpu", trainer=FAKE) == 0
+    trials = _study(out).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 4 and states[orphan.number] == "FAIL"
+    assert "gone" in trials[orphan.number].user_attrs["interrupted"]
+    rerun = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
+    assert len(rerun) == 1 and rerun[0].params == orphan_params and rerun[0].state.name == "COMPLETE"
+    assert sorted((r["lr"], r["momentum"]) for r in _runs(out)) == [(0.01, 0.8), (0.01, 0.88), (0.1, 0.8), (0.1, 0.88)]
+    md = (out / "trials.md").read_text()
+    assert f"queued again as trial {rerun[0].number}" in md
+
+
+def test_tpe_with_ranges_prunes_bad_trials(tmp_path):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, {"lr": {"low": 1e-4, "high": 1.0, "log": True}, "momentum": {"low": 0.5, "high": 0.95}},
+                   pruner={"type": "median", "min_epochs": 1, "startup_trials": 1})
+    rc = run_tune(str(tmp_path), space, out, trials=8, epochs=3, sampler="tpe", device="cpu", trainer=FAKE)
+    assert rc == 0
+    trials = _study(out).trials
+    assert len(trials) == 8
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert pruned and all(t.user_attrs["epochs_run"] < 3 for t in pruned)
+    assert all(1e-4 <= t.params["lr"] <= 1.0 for t in trials)
+    assert (out / "best.yaml").exists()
+
+
+def test_failing_trial_is_recorded_and_exit_1(tmp_path):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, {"lr": [0.1, 0.01]})
+    rc = run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer="test_tune:broken_train")
+    assert rc == 1
+    rows = (out / "trials.csv").read_text()
+    assert rows.count("FAIL") == 2 and "ValueError: lr 0.1 is bad" in rows
+    assert (out / "trials" / "0" / "error.txt").exists() and not (out / "best.yaml").exists()
+
+
+def broken_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
+    raise ValueError(f"lr {cfg.train.lr} is bad")
