@@ -1,0 +1,176 @@
+"""Checkpoints: one self-describing dict per file, read only with ``torch.load(weights_only=True)``.
+
+Schema (``FORMAT`` = "retail-detect/1"):
+
+=============  ===================================================================
+key            value
+=============  ===================================================================
+format         "retail-detect/1" (checked on load; other versions are refused)
+config         ``ExperimentConfig.to_dict()`` (model, data, train, preprocess)
+classes        list[str], index = 0-based label
+preprocess     ``{"imgsz", "mean", "std"}`` (a copy of ``config["preprocess"]``)
+model          state dict of the bare model (fp32, or fp16 in a ``half`` export)
+ema            ``{"model": state dict, "updates", "decay", "tau"}`` or None
+epoch          number of finished epochs
+best_map       best val ``voc_ap50`` so far (NaN before the first evaluation)
+metrics        list of per-epoch CSV rows (dicts of str -> float/int/str)
+optimizer      optimizer state dict                        (training checkpoints only)
+scheduler      LambdaLR state dict                         (training checkpoints only)
+scaler         GradScaler state dict                       (training checkpoints only)
+rng            list (one per rank) of {"torch", "cuda", "numpy", "python"}  (training only)
+=============  ===================================================================
+
+Everything is tensors, numbers, strings, lists and dicts, so ``weights_only=True`` loads it:
+NumPy's and Python's RNG states are stored as tensors/lists, never as pickled objects.
+``load_model`` rebuilds the network from the stored config (backbone weights not needed) and
+prefers the EMA weights.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from detect.config import ExperimentConfig
+from detect.utils import atomic_write
+
+FORMAT = "retail-detect/1"
+FORMAT_NAME = FORMAT.split("/")[0]
+
+
+class CheckpointError(ValueError):
+    """The file is not a checkpoint this version can read; the message says why and what to do."""
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> Path:
+    """Write ``{"format": FORMAT, **state}`` to ``path`` atomically (temp file + rename), so a
+    crash mid-write leaves the previous file intact."""
+    state = {"format": FORMAT, **state}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check its format.
+
+    Raises FileNotFoundError for a missing file and CheckpointError for a file that is not a
+    retail-detect checkpoint, is of another format version, or holds pickled objects.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused by the safe loader (torch.load weights_only=True): it holds pickled Python "
+            f"objects, so it is not a {FORMAT_NAME} checkpoint; never load untrusted files unrestricted ({e})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or another format?): {e}") from None
+    return check_format(ckpt, path)
+
+
+def check_format(ckpt: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:
+    """``ckpt`` if it is a dict of this ``FORMAT`` with ``config``, ``classes`` and ``model``."""
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise CheckpointError(
+            f"{path}: not a {FORMAT_NAME} checkpoint (no 'format' key; found {keys}). Train with "
+            f"`detect train`, or for backbone ImageNet weights use --backbone-weights"
+        )
+    fmt = ckpt["format"]
+    if fmt != FORMAT:
+        if isinstance(fmt, str) and fmt.startswith(FORMAT_NAME + "/"):
+            raise CheckpointError(
+                f"{path}: checkpoint format {fmt!r}, but this version of retail-detect reads {FORMAT!r}; "
+                f"use the retail-detect version that wrote it"
+            )
+        raise CheckpointError(f"{path}: foreign checkpoint format {fmt!r}; expected {FORMAT!r}")
+    missing = [k for k in ("config", "classes", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: {FORMAT} checkpoint without {missing}; the file is incomplete")
+    return ckpt
+
+
+def inference_state(ckpt: dict[str, Any], half: bool = False) -> dict[str, Any]:
+    """A small weights-only copy of a training checkpoint: config, classes, preprocess, epoch,
+    best_map, metrics and ONE state dict ``model`` (the EMA weights when there are some).
+    ``half`` stores floating tensors as fp16 (``load_model`` casts back to fp32)."""
+    ema = ckpt.get("ema")
+    weights = ema["model"] if ema else ckpt["model"]
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    keep = ("config", "classes", "preprocess", "epoch", "best_map", "metrics")
+    out = {k: ckpt[k] for k in keep if k in ckpt}
+    out.update(model=weights, ema=None, weights="ema" if ema else "model")
+    return out
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
+    """Strip a training checkpoint to an inference file (e.g. the shipped ``weights/``)."""
+    return save_checkpoint(dst, **inference_state(load_checkpoint(src), half=half))
+
+
+def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, ExperimentConfig, list[str]]:
+    """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
+
+    The network is built from the stored config with ``pretrained="none"`` (the trained weights
+    replace the backbone's anyway, so no backbone weight file is needed); the EMA weights are
+    used when the checkpoint has them. Returns ``(model, config, classes)``.
+    """
+    from detect.models.build import build_model
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    cfg = ExperimentConfig.from_dict(ckpt["config"])
+    classes = [str(c) for c in ckpt["classes"]]
+    cfg.model.num_classes = len(classes)
+    cfg.model.pretrained = "none"
+    cfg.model.backbone_weights = None
+    if cfg.model.bn == "sync":  # SyncBN needs a process group; its state dict is a plain BN's
+        cfg.model.bn = "train"
+    model = build_model(cfg.model, cfg.preprocess)
+    ema = ckpt.get("ema")
+    weights = ema["model"] if ema else ckpt["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {e}") from None
+    return model.to(device).eval(), cfg, classes
+
+
+# ---------------------------------------------------------------------------- RNG states
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (torch, CUDA, NumPy, Python) as tensors and lists, so that
+    ``weights_only=True`` can load them."""
+    key, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"key": str(key), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved (CUDA states only when the device count matches)."""
+    torch.set_rng_state(state["torch"].cpu())
+    cuda: Optional[list] = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+    n = state["numpy"]
+    np.random.set_state((n["key"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))

@@ -1,0 +1,149 @@
+"""Repeatable data loading for training: sharded epoch sampler, per-sample seeding, transfers.
+
+Every training sample ``i`` of epoch ``e`` is drawn with all RNGs (Python, NumPy, torch and the
+albumentations pipeline's own generators) seeded from ``(seed, e, i)``. The augmentation of
+a sample therefore does not depend on the number of workers, on persistent workers, on the
+number of DDP processes or on where a run was resumed: 2 epochs straight equal 1 epoch plus a
+resumed epoch, and 2 processes with batch B/2 see the same images as 1 process with batch B.
+The order of epoch ``e`` is a permutation seeded by ``(seed, e)``, sharded like
+``DistributedSampler`` (rank r takes positions r, r + W, ...).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from detect.engine.distributed import DistInfo
+
+_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for seed mixing
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (order matters); stable across processes and runs."""
+    h = 0x243F6A8885A308D3
+    for p in parts:
+        h = ((h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochShardSampler(Sampler):
+    """Yields ``(epoch, index)`` pairs: a ``(seed, epoch)``-seeded permutation of ``range(n)``
+    (or ``range(n)`` without shuffle), padded to a multiple of ``world`` like
+    ``DistributedSampler``, of which this rank takes every ``world``-th element."""
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1):
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
+        self.epoch = 0
+        self.per_rank = math.ceil(n / world)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        pad = self.per_rank * self.world - self.n
+        order += (order * (pad // max(1, self.n) + 1))[:pad]
+        for i in order[self.rank :: self.world]:
+            yield self.epoch, i
+
+
+class SeededDataset(Dataset):
+    """``dataset[(epoch, i)]`` = ``dataset[i]`` drawn with every RNG seeded from
+    ``(seed, epoch, i)``. Reaches the transform's own generators through ``set_random_state``
+    / ``set_random_seed`` (albumentations >= 2 ignores the global RNGs)."""
+
+    def __init__(self, dataset: Any, seed: int):
+        self.dataset, self.seed = dataset, seed
+        self.records = getattr(dataset, "records", None)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, i = key
+        s = mix_seed(self.seed, epoch, i)
+        random.seed(s)
+        np.random.seed(s % 2**32)
+        torch.manual_seed(s)
+        tf = getattr(self.dataset, "transform", None)
+        if hasattr(tf, "set_random_state"):
+            tf.set_random_state(np.random.default_rng(s), random.Random(s))
+        elif hasattr(tf, "set_random_seed"):
+            tf.set_random_seed(s % 2**32)
+        return self.dataset[i]
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed NumPy and Python in a worker from torch's per-worker seed (which the DataLoader
+    derives from its seeded generator), for anything random outside ``SeededDataset``."""
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def train_loader(
+    dataset: Any, batch: int, collate: Callable, info: DistInfo, seed: int, workers: int, device: torch.device
+) -> tuple[DataLoader, EpochShardSampler]:
+    """Loader of this rank's shard, ``batch`` images per step (the global batch / world size).
+
+    Drops the last incomplete batch when the shard holds at least one full batch, so every
+    step has the same size (and DDP matches one process with the global batch).
+    """
+    sampler = EpochShardSampler(len(dataset), True, seed, info.rank, info.world_size)
+    g = torch.Generator().manual_seed(mix_seed(seed, info.rank, 1))
+    loader = DataLoader(
+        SeededDataset(dataset, seed),
+        batch_size=batch,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=len(sampler) >= batch,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        worker_init_fn=worker_init_fn,
+        generator=g,
+    )
+    return loader, sampler
+
+
+def eval_loader(dataset: Any, batch: int, collate: Callable, workers: int, device: torch.device) -> DataLoader:
+    """In-order loader over the whole dataset (evaluation runs on rank 0 only)."""
+    return DataLoader(
+        dataset, batch_size=batch, shuffle=False, collate_fn=collate, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+    )
+
+
+def to_device(
+    images: torch.Tensor, targets: Sequence[dict[str, Any]], device: torch.device, channels_last: bool = False
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Move a batch to ``device`` without blocking the host (from pinned memory). Every tensor
+    of every target moves, whatever its key (``proposals`` etc.); other values pass through."""
+    nb = device.type == "cuda"
+    images = images.to(device, non_blocking=nb)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    out = [{k: v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+    return images, out

@@ -1,0 +1,153 @@
+"""One training epoch over any model that honours the contract
+``model(images, targets) -> dict[str, Tensor]`` of losses (their sum is minimised).
+
+Per step: autocast forward (fp16 on CUDA when AMP is on), scaled backward, unscale, gradient
+clipping, then an optimizer step that is skipped when the loss or the gradient norm is not
+finite (NaN/inf never reaches the weights), LR schedule step and EMA update. The skip is
+decided on the device (fused optimizers take a ``found_inf`` flag; under DDP the flag is
+all-reduced so every rank skips together), and losses accumulate on the device: the host
+syncs only every ``log_every`` steps, to update the progress bar.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from detect.engine.distributed import DistInfo, all_reduce_
+from detect.engine.ema import ModelEMA
+from detect.engine.loader import to_device
+from detect.engine.optim import step_unless
+
+
+@dataclass
+class EpochStats:
+    """Means over the epoch's applied steps (all ranks), and what was skipped."""
+
+    losses: dict[str, float] = field(default_factory=dict)  # includes "loss" (the total)
+    lr: float = 0.0
+    steps: int = 0
+    skipped: int = 0  # steps not applied: non-finite loss or gradient
+    nonfinite_loss: int = 0  # steps (summed over ranks) whose loss was NaN/inf
+    images_per_s: float = 0.0
+    seconds: float = 0.0
+
+
+def _loss_dict(out: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(out, dict) or not out or not all(torch.is_tensor(v) for v in out.values()):
+        raise TypeError(
+            f"in train mode the model must return a non-empty dict of loss tensors, got {type(out).__name__}; "
+            "see the model contract in docs/ARCHITECTURE.md"
+        )
+    return out
+
+
+def train_one_epoch(
+    model: nn.Module,
+    bare: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    ema: Optional[ModelEMA],
+    loader: Iterable,
+    device: torch.device,
+    info: DistInfo,
+    *,
+    amp: bool = False,
+    clip_grad: float = 0.0,
+    channels_last: bool = False,
+    log_every: int = 20,
+    progress: Optional[Callable[[int], Any]] = None,
+    warn: Callable[[str], None] = print,
+) -> EpochStats:
+    """Train ``model`` (possibly DDP-wrapped ``bare``) for one pass over ``loader``.
+
+    ``progress(total_steps)`` returns a tqdm-like bar (``update``, ``set_postfix``, ``close``)
+    or None. Returns :class:`EpochStats`.
+    """
+    model.train()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    keys: list[str] = []
+    sums = torch.zeros(0, device=device)
+    zero = torch.zeros((), device=device)
+    n_ok = torch.zeros((), device=device)
+    n_bad_loss = torch.zeros((), device=device)
+    steps = len(loader) if hasattr(loader, "__len__") else 0
+    bar = progress(steps) if progress else None
+    t0 = t_log = time.perf_counter()
+    images = images_log = n_steps = 0
+    reported_bad = 0
+    try:
+        for i, (imgs, targets) in enumerate(loader):
+            imgs, targets = to_device(imgs, targets, device, channels_last)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                losses = _loss_dict(model(imgs, targets))
+            if not keys:
+                keys = list(losses)
+                sums = torch.zeros(len(keys) + 1, device=device)
+            loss = sum(v.float() for v in losses.values())
+            vals = torch.stack([loss.detach()] + [losses[k].detach().float() if k in losses else zero for k in keys])
+            loss_ok = torch.isfinite(loss.detach())
+
+            scaler.scale(loss).backward()
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)
+            grads = [p.grad for p in params if p.grad is not None]
+            if clip_grad > 0:
+                norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+            else:
+                norm = torch.nn.utils.get_total_norm(grads) if grads else zero
+            ok = (loss_ok & torch.isfinite(norm)).float()
+            all_reduce_(ok, info, "min")  # a step happens on every rank or on none
+            step_unless(optimizer, 1.0 - ok)
+            if scaler.is_enabled():
+                scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            if ema is not None:
+                ema.update(bare)
+
+            sums += torch.where(ok > 0, vals, zero)
+            n_ok += ok
+            n_bad_loss += (~loss_ok).float()
+            n_steps += 1
+            n = imgs.shape[0] * info.world_size
+            images += n
+            images_log += n
+            if bar is not None:
+                bar.update(1)
+            if (i + 1) % log_every == 0 or i + 1 == steps:
+                means = (sums / n_ok.clamp(min=1)).tolist()  # the host sync, every log_every steps
+                bad = int(n_bad_loss.item())
+                now = time.perf_counter()
+                if bad > reported_bad:
+                    warn(f"warning: {bad - reported_bad} step(s) with a non-finite loss skipped (step {i + 1})")
+                    reported_bad = bad
+                if bar is not None:
+                    bar.set_postfix(loss=f"{means[0]:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
+                                    img_s=f"{images_log / max(now - t_log, 1e-9):.0f}", refresh=False)
+                t_log, images_log = now, 0
+    finally:
+        if bar is not None:
+            bar.close()
+    counts = torch.stack([n_ok, n_bad_loss, torch.tensor(float(n_steps), device=device)])
+    all_reduce_(sums, info, "sum")
+    all_reduce_(counts, info, "sum")
+    w = info.world_size
+    n_ok_all, n_bad_all, n_steps_all = counts.tolist()
+    # every rank adds its local-batch means; the global mean of a step is their average
+    means = (sums / max(n_ok_all, 1.0)).tolist()
+    seconds = time.perf_counter() - t0
+    return EpochStats(
+        losses=dict(zip(["loss"] + keys, means)) if keys else {},
+        lr=float(optimizer.param_groups[0]["lr"]),
+        steps=int(round(n_steps_all / w)),
+        skipped=int(round((n_steps_all - n_ok_all) / w)),
+        nonfinite_loss=int(n_bad_all),
+        images_per_s=images / max(seconds, 1e-9),
+        seconds=seconds,
+    )

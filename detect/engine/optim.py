@@ -1,0 +1,143 @@
+"""Optimizer and per-iteration learning-rate schedule.
+
+- Parameter groups: weight decay on conv/linear weights only; none on biases and on the
+  affine parameters of normalisation layers (BN, GN, LN), as in timm and torchvision.
+- SGD with momentum or AdamW (betas = (momentum, beta2)); fused kernels where PyTorch has
+  them, so a skipped step needs no host sync (see :func:`step_unless`).
+- Schedule: linear warmup, then cosine or step decay, as one ``LambdaLR`` stepped every
+  iteration; the factor is the pure function :func:`lr_factor`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from detect.config import TrainConfig
+
+WARMUP_START = 0.001  # warmup starts at lr * 0.001 (torchvision detection references)
+NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups of the trainable parameters: ``decay`` (conv/linear weights, ``ndim > 1``)
+    and ``no_decay`` (biases, 1-d tensors, and all parameters of normalisation layers)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if isinstance(module, NORM_TYPES) or name == "bias" or p.ndim <= 1:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (everything frozen?)")
+    return [
+        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, no Nesterov) or AdamW over :func:`param_groups`, fused where possible."""
+    groups = param_groups(model, cfg.weight_decay)
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        make: Callable[..., torch.optim.Optimizer] = lambda **kw: torch.optim.SGD(  # noqa: E731
+            groups, lr=cfg.lr, momentum=cfg.momentum, **kw
+        )
+    elif name == "adamw":
+        make = lambda **kw: torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, cfg.beta2), **kw)  # noqa: E731
+    else:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; use 'sgd' or 'adamw'")
+    try:
+        opt = make(fused=True)
+    except (RuntimeError, TypeError):  # a device or dtype without fused kernels
+        opt = make()
+    _init_momentum_buffers(opt)
+    return opt
+
+
+def _init_momentum_buffers(opt: torch.optim.Optimizer) -> None:
+    """Give fused SGD zero momentum buffers up front. Its first step otherwise allocates
+    uninitialised buffers and fills them in the kernel, which a skipped first step (found_inf)
+    leaves as garbage. With zeros, ``buf = momentum * 0 + grad`` equals the first-step rule."""
+    if not isinstance(opt, torch.optim.SGD):
+        return
+    for group in opt.param_groups:
+        if group["momentum"] == 0:
+            continue
+        for p in group["params"]:
+            opt.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))
+
+
+def is_fused(opt: torch.optim.Optimizer) -> bool:
+    return bool(opt.defaults.get("fused")) and getattr(opt, "_step_supports_amp_scaling", False)
+
+
+def step_unless(opt: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """``opt.step()`` unless ``bad`` (a 0-d float tensor on the parameters' device, 1.0 =
+    skip). Fused optimizers skip on the device through their ``found_inf`` input (as
+    ``GradScaler`` drives them), so no host sync; others read ``bad`` on the host."""
+    if is_fused(opt):
+        opt.grad_scale = None  # type: ignore[attr-defined]
+        opt.found_inf = bad  # type: ignore[attr-defined]
+        try:
+            opt.step()
+        finally:
+            opt.found_inf = None  # type: ignore[attr-defined]
+    elif not bool(bad.item()):
+        opt.step()
+
+
+def lr_factor(
+    it: int,
+    total: int,
+    warmup: int,
+    scheduler: str = "cosine",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    final: float = 0.01,
+) -> float:
+    """Learning-rate multiplier at iteration ``it`` (0-based) of ``total``.
+
+    Linear warmup from ``WARMUP_START`` to 1 over the first ``warmup`` iterations, multiplied by
+    the decay: ``cosine`` from 1 to ``final`` over the iterations after warmup, or ``step``:
+    ``gamma ** (number of milestones <= it)`` (milestones in iterations).
+    """
+    if scheduler == "cosine":
+        span = max(1, total - warmup)
+        t = min(1.0, max(0.0, (it - warmup) / span))
+        decay = final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
+    elif scheduler == "step":
+        decay = gamma ** sum(1 for m in milestones if it >= m)
+    else:
+        raise ValueError(f"unknown scheduler {scheduler!r}; use 'cosine' or 'step'")
+    if it < warmup:
+        decay *= WARMUP_START + (1.0 - WARMUP_START) * it / warmup
+    return decay
+
+
+def build_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int, final: float = 0.01
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration ``LambdaLR`` over ``cfg.epochs * iters_per_epoch`` iterations.
+
+    ``cfg.milestones`` are fractions of the run when <= 1 (0.67 = two thirds), else epochs.
+    """
+    total = max(1, cfg.epochs * iters_per_epoch)
+    warmup = min(total - 1, max(0, round(cfg.warmup_epochs * iters_per_epoch)))
+    milestones = [round((m * cfg.epochs if m <= 1 else m) * iters_per_epoch) for m in cfg.milestones]
+
+    def factor(it: int) -> float:
+        return lr_factor(it, total, warmup, cfg.scheduler, milestones, cfg.gamma, final)
+
+    factor(0)  # validate the scheduler name now, not at the first step
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)

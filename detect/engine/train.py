@@ -1,0 +1,333 @@
+"""``detect train``: the training driver. It knows the data and model *contracts*, never a
+particular model: ``build_model(cfg.model, cfg.preprocess)`` returns a module whose train-mode
+call ``model(images, targets)`` gives a dict of losses (targets may carry extra keys such as
+``proposals``; every tensor in them is moved to the device), and whose eval-mode call gives
+detections for :func:`detect.engine.evaluate.evaluate`.
+
+Per epoch: :func:`detect.engine.loop.train_one_epoch`, evaluation on rank 0 (EMA weights when
+enabled), a CSV row, ``RUN_DIR/last.pt`` (full state, atomic) and ``RUN_DIR/best.pt`` (weights
+only, best val ``voc_ap50``). ``resume`` restarts from ``last.pt`` at the next epoch, with the
+optimizer, schedule, scaler, EMA and RNG states; the data order and augmentation are seeded per
+(epoch, sample), so a resumed run repeats the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from detect.config import ExperimentConfig
+from detect.engine import distributed as D
+from detect.engine.checkpoint import CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.engine.ema import ModelEMA
+from detect.engine.loader import eval_loader, seed_everything, train_loader
+from detect.engine.loop import train_one_epoch
+from detect.engine.optim import build_optimizer, build_scheduler
+from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
+
+
+class UsageError(ValueError):
+    """A problem with the user's options or data; ``cmd_train`` exits 2 with its message."""
+
+
+@dataclass
+class TrainData:
+    """What the trainer needs from the data layer."""
+
+    classes: list[str]
+    train: Any  # map-style dataset: item = (Tensor[3, S, S], target dict)
+    val: Optional[Any]
+    collate: Callable
+    problems: int = 0  # defects found while reading the annotations
+
+
+def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> TrainData:
+    """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
+    from detect.data.dataset import DetectionDataset, collate
+    from detect.data.spec import resolve_data
+    from detect.data.transforms import eval_transform, train_transform
+
+    d = cfg.data
+    if not d.data:
+        raise UsageError("no training data: pass --data (dataset YAML, VOC folder or cache .pkl)")
+    try:
+        tr = resolve_data(d.data, d.train_split)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UsageError(f"{d.data}: cannot read split {d.train_split!r}: {e}") from None
+    if not tr.records:
+        raise UsageError(f"{d.data}: split {d.train_split!r} has no images")
+    problems = len(getattr(tr, "problems", []) or [])
+    if problems:
+        log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
+    imgsz = cfg.preprocess.imgsz
+    tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
+    val = None
+    if d.val_split:
+        try:
+            va = resolve_data(d.data, d.val_split)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            log(f"warning: no validation ({e}); best.pt will not be written")
+            va = None
+        if va is not None and list(va.classes) != list(tr.classes):
+            raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
+                             f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
+        if va is not None and va.records:
+            val = DetectionDataset(va.records, eval_transform(imgsz))
+    return TrainData(list(tr.classes), DetectionDataset(tr.records, tf), val, collate, problems)
+
+
+def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
+    from detect.models.build import build_model
+
+    return build_model(cfg.model, cfg.preprocess)
+
+
+def _default_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int) -> dict:
+    from detect.engine.evaluate import evaluate
+
+    return evaluate(model, loader, classes, device, max_det=max_det)
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    progress: bool = True,
+    data_fn: Callable[[ExperimentConfig], TrainData] | None = None,
+    model_fn: Callable[[ExperimentConfig], torch.nn.Module] | None = None,
+    eval_fn: Callable[..., dict] | None = None,
+    on_epoch_end: Callable[[int, dict], bool] | None = None,
+) -> dict[str, Any]:
+    """Train as ``cfg`` says (under torchrun: one process per device) and return the final
+    metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
+    ``nonfinite_loss``, ``data_problems`` and the last epoch's CSV row).
+
+    ``data_fn``/``model_fn``/``eval_fn`` replace :func:`load_data`, ``build_model`` and
+    ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
+    ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch with its CSV row (losses,
+    val metrics); returning True stops training there (``detect tune``'s pruner uses it).
+    """
+    info, device = D.setup(cfg.train.device)
+    try:
+        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval, on_epoch_end)
+    finally:
+        D.cleanup()
+
+
+def _train(
+    cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
+    data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
+) -> dict[str, Any]:
+    t = cfg.train
+    out = Path(t.out)
+    log = RunLog(out, enabled=info.is_main)
+    last_pt, best_pt = out / "last.pt", out / "best.pt"
+    ckpt: Optional[dict] = None
+    if t.resume:
+        if not last_pt.is_file():
+            raise UsageError(f"nothing to resume: {last_pt} not found; start a new run without --resume")
+        ckpt = load_checkpoint(last_pt)
+    elif last_pt.exists():
+        raise UsageError(f"{out} already holds a run ({last_pt.name}); pass --resume to continue it or choose another --out")
+    if t.batch % info.world_size:
+        raise UsageError(f"--batch {t.batch} (global) is not divisible by the {info.world_size} processes")
+
+    seed_everything(t.seed + info.rank)
+    data = data_fn(cfg)
+    cfg.model.num_classes = len(data.classes)
+    if ckpt is not None and list(ckpt["classes"]) != data.classes:
+        raise UsageError(f"the data's classes {data.classes} differ from the run's {list(ckpt['classes'])}")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv kernels once
+
+    bare = model_fn(cfg).to(device)
+    channels_last = t.channels_last and device.type == "cuda"
+    if channels_last:
+        bare = bare.to(memory_format=torch.channels_last)
+    model = D.wrap_model(bare, info, device, cfg.model.bn)
+    bare = D.unwrap(model)  # SyncBN conversion replaces modules
+    ema = ModelEMA(bare, t.ema_decay) if t.ema else None
+
+    per_rank = t.batch // info.world_size
+    loader, sampler = train_loader(data.train, per_rank, data.collate, info, t.seed, data_workers(cfg), device)
+    if len(loader) == 0:
+        raise UsageError(f"the training split has {len(data.train)} images, too few for one batch")
+    val_loader = eval_loader(data.val, per_rank, data.collate, data_workers(cfg), device) if data.val is not None and info.is_main else None
+    optimizer = build_optimizer(bare, t)
+    scheduler = build_scheduler(optimizer, t, len(loader))
+    amp = t.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+
+    start, best_map, best_epoch, rows = 0, float("nan"), 0, []
+    if ckpt is not None:
+        start, best_map, best_epoch, rows = _restore(ckpt, bare, ema, optimizer, scheduler, scaler, info, log)
+        log.print(f"resuming {last_pt} at epoch {start + 1}/{t.epochs}")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save_yaml(out / "config.yaml")
+        log.print(f"{out}: {len(data.train)} train / {len(data.val) if data.val is not None else 0} val images, "
+                  f"{len(data.classes)} classes, {len(loader)} steps of {t.batch} per epoch, device {device}"
+                  + (f" x {info.world_size} processes" if info.distributed else "") + (", AMP" if amp else ""))
+
+    bar = _progress_factory(progress and info.is_main)
+    totals = {"skipped": 0, "nonfinite_loss": 0}
+    for epoch in range(start, t.epochs):
+        sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        stats = train_one_epoch(
+            model, bare, optimizer, scheduler, scaler, ema, loader, device, info,
+            amp=amp, clip_grad=t.clip_grad, channels_last=channels_last, log_every=max(1, t.log_every),
+            progress=(lambda n, e=epoch: bar(n, f"epoch {e + 1}/{t.epochs}")) if bar else None,
+            warn=lambda m: log.print(m, err=True),
+        )
+        row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats.lr}
+        row.update({f"train_{k}": v for k, v in stats.losses.items()})
+        row.update(skipped=stats.skipped, nonfinite_loss=stats.nonfinite_loss)
+        metrics: dict[str, Any] = {}
+        if val_loader is not None and ((epoch + 1) % max(1, t.eval_every) == 0 or epoch + 1 == t.epochs):
+            metrics = eval_fn(ema.module if ema else bare, val_loader, data.classes, device, cfg.model.max_det)
+            row.update({k: float(metrics[k]) for k in METRIC_KEYS if k in metrics})
+        row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s)
+        row = D.broadcast_object(row, info)  # every rank keeps the same history
+        rows.append(row)
+        totals["skipped"] += stats.skipped
+        totals["nonfinite_loss"] += stats.nonfinite_loss
+        improved = _finite(row.get("voc_ap50")) and not (row["voc_ap50"] <= best_map)
+        if improved:
+            best_map, best_epoch = row["voc_ap50"], epoch + 1
+        rngs = D.all_gather_object(rng_state(), info)
+        if info.is_main:
+            state = _state(cfg, data.classes, bare, ema, optimizer, scheduler, scaler, epoch + 1, best_map, best_epoch, rows, rngs)
+            save_checkpoint(last_pt, **state)
+            if improved:
+                save_checkpoint(best_pt, **inference_state(state))
+            log.epoch(rows)
+            log.print(format_row(row, t.epochs))
+        stop = bool(on_epoch_end(epoch, dict(row))) if on_epoch_end is not None and info.is_main else False
+        D.barrier(info)
+        if D.broadcast_object(stop, info):
+            break
+
+    plot = log.close()
+    result = {
+        "epochs": len(rows), "best_map": best_map, "best_epoch": best_epoch, "last": str(last_pt),
+        "best": str(best_pt) if best_epoch else None, "plot": str(plot) if plot else None,
+        "data_problems": data.problems, **totals, **(rows[-1] if rows else {}),
+    }
+    if info.is_main:
+        log.print(f"done: {len(rows)} epochs in {out}; best voc_ap50 {best_map:.4f} (epoch {best_epoch})"
+                  if best_epoch else f"done: {len(rows)} epochs in {out} (no validation, no best.pt)")
+    return result
+
+
+def data_workers(cfg: ExperimentConfig) -> int:
+    return max(0, int(cfg.data.workers))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _state(cfg, classes, bare, ema, optimizer, scheduler, scaler, epoch, best_map, best_epoch, rows, rngs) -> dict:
+    return {
+        "config": cfg.to_dict(), "classes": list(classes), "preprocess": cfg.to_dict()["preprocess"],
+        "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        "epoch": epoch, "best_map": best_map, "best_epoch": best_epoch, "metrics": list(rows), "rng": rngs,
+    }
+
+
+def _restore(ckpt, bare, ema, optimizer, scheduler, scaler, info: D.DistInfo, log: RunLog) -> tuple[int, float, int, list]:
+    """Load a training checkpoint's states; returns (start epoch, best_map, best_epoch, rows)."""
+    missing = [k for k in ("optimizer", "scheduler", "epoch") if k not in ckpt]
+    if missing:
+        raise UsageError(f"last.pt has no {missing}: it is a weights-only file and cannot be resumed")
+    bare.load_state_dict(ckpt["model"])
+    if ema is not None:
+        if ckpt.get("ema"):
+            ema.load_state_dict(ckpt["ema"])
+        else:
+            ema.module.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    if ckpt.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt.get("rng") or []
+    if len(rngs) == info.world_size:
+        set_rng_state(rngs[info.rank])
+    else:
+        log.print(f"warning: last.pt has RNG states of {len(rngs)} processes, this run has {info.world_size}; "
+                  "model-side randomness will differ from an uninterrupted run", err=True)
+    return int(ckpt["epoch"]), float(ckpt.get("best_map", float("nan"))), int(ckpt.get("best_epoch", 0)), list(ckpt.get("metrics", []))
+
+
+def _progress_factory(enabled: bool) -> Optional[Callable[[int, str], Any]]:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return lambda n, desc: tqdm(total=n, desc=desc, unit="it", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------ detect train
+
+_CLI = {  # argparse dest -> (config section, field)
+    "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"),
+    "model": ("model", "name"), "backbone": ("model", "backbone"), "pretrained": ("model", "pretrained"),
+    "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
+    "imgsz": ("preprocess", "imgsz"),
+    **{k: ("train", k) for k in ("epochs", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
+                                 "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
+                                 "channels_last")},
+}
+
+
+def apply_cli(cfg: ExperimentConfig, args: argparse.Namespace) -> list[str]:
+    """Override ``cfg`` with the options given on the command line; returns their names."""
+    given = []
+    for dest, (section, name) in _CLI.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            cfg.override(section, **{name: v})
+            given.append(dest)
+    return given
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """Defaults <- ``--config`` YAML <- command-line options. With ``--resume`` the run's saved
+    config replaces the YAML and the defaults (options given here still override it, e.g.
+    ``--epochs`` to extend a finished run)."""
+    cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
+    apply_cli(cfg, args)
+    if getattr(args, "resume", False):
+        last = Path(cfg.train.out) / "last.pt"
+        if not last.is_file():
+            raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
+        cfg = ExperimentConfig.from_dict(load_checkpoint(last)["config"])
+        apply_cli(cfg, args)
+        cfg.train.resume = True
+    return cfg
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
+    for a non-finite loss, 2 usage error (bad option, missing data, unusable checkpoint)."""
+    import yaml
+
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:  # CheckpointError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = train(cfg, progress=not getattr(args, "no_progress", False))
+    except (UsageError, CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1 if result["nonfinite_loss"] or result["data_problems"] else 0
