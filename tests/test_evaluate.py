@@ -182,7 +182,7 @@ def fake_stack(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
 
     module("detect.engine.checkpoint", load_model=lambda path, device: (state.model, cfg, list(CLASSES)))
-    module("detect.data.spec", resolve_data=lambda data, split: state.cache)
+    module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache)
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
     module("detect.data.transforms", eval_transform=lambda imgsz: None)
 
@@ -240,3 +240,56 @@ def test_cmd_val_usage_errors(tmp_path, fake_stack, capsys):
     fake_stack.cache = SimpleNamespace(classes=list(CLASSES), records=[], problems=[])
     assert E.cmd_val(val_args(tmp_path)) == 2
     assert not (tmp_path / "out" / "val.json").exists()
+
+
+def test_cmd_val_stops_cleanly_on_an_unreadable_image(tmp_path, fake_stack, monkeypatch, capsys):
+    class Broken(TinyDataset):
+        def __getitem__(self, i):
+            if i == 1:
+                raise OSError("b.jpg: not a decodable image")
+            return super().__getitem__(i)
+
+    monkeypatch.setattr(sys.modules["detect.data.dataset"], "DetectionDataset", Broken)
+    assert E.cmd_val(val_args(tmp_path)) == 1
+    assert "b.jpg: not a decodable image" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "val.json").exists()
+
+
+def test_real_dataset_and_eval_transform_round_trip(tmp_path):
+    """The real DetectionDataset + eval_transform (albumentations stretch): predictions and the
+    targets mapped back land on the annotated boxes, with records and without them."""
+    cv2 = pytest.importorskip("cv2")
+    from detect.data.dataset import DetectionDataset, collate as real_collate
+    from detect.data.transforms import eval_transform
+
+    recs = make_records()
+    for i, r in enumerate(recs):  # image i is a flat grey of value 40 * (i + 1): survives the resize
+        path = tmp_path / r.image
+        cv2.imwrite(str(path), np.full((r.height, r.width, 3), 40 * (i + 1), np.uint8))
+        r.image = str(path)
+
+    class GreyCoded(FakeModel):
+        def forward(self, images):
+            idx = (images[:, 0, S // 2, S // 2] * 255 / 40).round().long() - 1
+            marked = images.clone()
+            marked[:, 0, 0, 0] = idx.float() / 255.0
+            return super().forward(marked)
+
+    model = GreyCoded([(r.boxes, r.labels, (r.height, r.width)) for r in recs])
+    ds = DetectionDataset(recs, eval_transform(S))
+    m = E.evaluate(model, DataLoader(ds, batch_size=2, collate_fn=real_collate), CLASSES, "cpu")
+    assert m["coco_ap"] == pytest.approx(1.0) and m["instances"] == 3 and m["difficult"] == 1
+
+    class Hidden(torch.utils.data.Dataset):  # no .records: ground truth from the resized targets
+        def __len__(self):
+            return len(ds)
+
+        def __getitem__(self, i):
+            return ds[i]
+
+    got = E.collect(model, DataLoader(Hidden(), batch_size=3, collate_fn=real_collate), "cpu")
+    for g, r in zip(got["gts"], recs):
+        np.testing.assert_allclose(g["boxes"], r.boxes, atol=1e-3)
+        np.testing.assert_array_equal(g["difficult"], r.difficult)
+    m = E.compute_metrics(got["dets"], got["gts"], got["sizes"], CLASSES)[0]
+    assert m["coco_ap"] == pytest.approx(1.0)

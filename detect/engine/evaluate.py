@@ -269,7 +269,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     max_det = int(args.max_det or cfg.model.max_det)
     model = _rebuilt_with_max_det(model, cfg, max_det, device)
     try:
-        cache = resolve_data(args.data, args.split)
+        cache = resolve_data(args.data, args.split, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:
         return usage(f"cannot read data {args.data!r} split {args.split!r}: {e}")
     for p in cache.problems:
@@ -284,7 +284,11 @@ def cmd_val(args: argparse.Namespace) -> int:
     dataset = DetectionDataset(records, eval_transform(cfg.preprocess.imgsz))
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
-    got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
+    try:
+        got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
+    except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
+        print(f"detect val: error: {e}", file=sys.stderr)
+        return 1
     metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
     metrics["seconds"] = time.perf_counter() - t0
     metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
