@@ -1,0 +1,148 @@
+"""The torch ``Dataset`` over annotation records, image decoding, and the batch collate.
+
+An item is ``(image, target)``:
+
+- ``image``: Tensor[3, S, S] float32 in [0, 1], RGB, stretched to the model input S x S
+  (by the transform; see :mod:`detect.data.transforms`);
+- ``target``: ``boxes`` float32[N, 4] (xyxy, pixels of the S x S image), ``labels``
+  int64[N], ``difficult`` bool[N], ``image_id`` int (the record's index), ``orig_size``
+  int64[2] = (h, w) of the file as decoded.
+
+Images are decoded with OpenCV as stored (``IMREAD_UNCHANGED``) and normalised to 8-bit RGB:
+grayscale is repeated to three channels, an alpha channel is dropped, 16-bit samples are
+scaled to 8 bits. A file that is missing or cannot be decoded raises :class:`ImageReadError`
+naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from detect.structures import ImageRecord
+
+
+class ImageReadError(OSError):
+    """An image file that is missing or cannot be decoded; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    def __reduce__(self):  # keep both fields across DataLoader worker processes
+        return (type(self), (self.path, self.reason))
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to uint8[H, W, 3] RGB.
+
+    Grayscale -> three equal channels; BGRA -> RGB (alpha dropped: the model sees no
+    transparency); 16-bit -> 8-bit (``v / 257``, so 65535 -> 255); float images are taken
+    as [0, 1]. Raises :class:`ImageReadError` for a missing, empty or undecodable file.
+    """
+    path = os.fspath(path)
+    if not path:
+        raise ImageReadError("<no path>", "the record has no image file (was the cache built without --images?)")
+    try:
+        data = np.fromfile(path, np.uint8)  # also reads non-ASCII paths on Windows, unlike cv2.imread
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found (moved or deleted since the cache was built? rebuild it)") from None
+    except OSError as e:
+        raise ImageReadError(path, f"cannot read file: {e.strerror or e}") from None
+    if data.size == 0:
+        raise ImageReadError(path, "empty file")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(path, "not a decodable image (corrupt, truncated or an unsupported format)")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)  # 16-bit -> 8-bit
+    elif img.dtype in (np.float32, np.float64):
+        img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(path, f"unsupported pixel type {img.dtype}; convert it to 8- or 16-bit")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    raise ImageReadError(path, f"unsupported image layout {img.shape}; expected gray, BGR or BGRA")
+
+
+def _flags(a: np.ndarray, n: int) -> np.ndarray:
+    """A record's bool[N] flags, or N False when it has none (old or partial records)."""
+    a = np.asarray(a, bool)
+    return a if a.shape == (n,) else np.zeros(n, bool)
+
+
+class DetectionDataset(Dataset):
+    """Images and boxes of annotation records, augmented by an albumentations pipeline.
+
+    Args:
+        records: :class:`~detect.structures.ImageRecord` s (``Cache.records``).
+        transform: a pipeline from :mod:`detect.data.transforms` (called as
+            ``transform(image=, bboxes=, index=)``), or None to return the image unresized.
+
+    The transform's random state is reseeded once per process from ``torch.initial_seed()``
+    (which differs per DataLoader worker and follows ``torch.manual_seed``), so workers do
+    not repeat each other's augmentations and runs are reproducible.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None) -> None:
+        self.records = list(records)
+        self.transform = transform
+        self._seeded_pid: Optional[int] = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _seed_transform(self) -> None:
+        pid = os.getpid()
+        if self._seeded_pid != pid and hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(int(torch.initial_seed() % 2**32))
+        self._seeded_pid = pid
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        r = self.records[i]
+        img = read_image_rgb(r.image)
+        h, w = img.shape[:2]
+        if r.width and r.height and (r.width, r.height) != (w, h):
+            raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
+                                 "the file changed since the cache was built: rebuild it")
+        n = len(r.boxes)
+        boxes = np.asarray(r.boxes, np.float32).reshape(n, 4).copy()
+        np.clip(boxes, 0, [w, h, w, h], out=boxes)  # border boxes stay valid for albumentations
+        index = np.arange(n)
+        if self.transform is not None:
+            self._seed_transform()
+            out = self.transform(image=img, bboxes=boxes, index=index)
+            img = out["image"]
+            index = np.asarray(out["index"], np.int64).reshape(-1)
+            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)  # (N', 4); N' <= N after crops
+        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)  # (S, S, 3) -> (3, S, S)
+        target = {
+            "boxes": torch.from_numpy(boxes),
+            "labels": torch.from_numpy(np.asarray(r.labels, np.int64)[index]),
+            "difficult": torch.from_numpy(_flags(r.difficult, n)[index]),
+            "image_id": int(i),
+            "orig_size": torch.tensor([h, w], dtype=torch.int64),
+        }
+        return image, target
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """``[(Tensor[3, S, S], target), ...]`` -> ``(Tensor[B, 3, S, S], [target, ...])``."""
+    images = [b[0] for b in batch]
+    shapes = {tuple(im.shape) for im in images}
+    if len(shapes) > 1:
+        raise ValueError(f"collate needs images of one size, got {sorted(shapes)}; "
+                         "use a transform that resizes to the model input (eval_transform(imgsz))")
+    return torch.stack(images), [b[1] for b in batch]

@@ -1,0 +1,104 @@
+"""Augmentations keep boxes on the pixels they cover, drop what a crop hides, and keep
+border and empty cases working."""
+
+from __future__ import annotations
+
+import albumentations as A
+import numpy as np
+import pytest
+
+from detect.data.transforms import bbox_params, eval_transform, train_transform
+
+# Six pure colours (RGB), far apart in direction, so colour jitter cannot swap them.
+PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255]], np.float32)
+
+
+def painted(h: int = 120, w: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """A black image with six non-overlapping boxes, box i painted PALETTE[i]; one box
+    touches the right and bottom border (x2 == w, y2 == h)."""
+    boxes = np.array([[4, 6, 40, 50], [50, 10, 90, 40], [100, 4, 150, 36],
+                      [10, 66, 60, 110], [70, 60, 110, 100], [120, 80, w, h]], np.float32)
+    img = np.zeros((h, w, 3), np.uint8)
+    for (x1, y1, x2, y2), c in zip(boxes.astype(int), PALETTE.astype(np.uint8)):
+        img[y1:y2, x1:x2] = c
+    return img, boxes
+
+
+def nearest_colour(pixels: np.ndarray) -> np.ndarray:
+    """Index into PALETTE of the closest colour *direction* for each pixel (P, 3) -> (P,)."""
+    v = pixels.astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True) + 1e-6
+    p = PALETTE / np.linalg.norm(PALETTE, axis=1, keepdims=True)
+    return (v @ p.T).argmax(1)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_train_transform_keeps_boxes_on_their_pixels(seed):
+    img, boxes = painted()
+    t = train_transform(64, strength=1.0, min_visibility=0.3)
+    t.set_random_seed(seed)
+    out = t(image=img, bboxes=boxes, index=np.arange(len(boxes)))
+    im, ob, idx = out["image"], np.asarray(out["bboxes"]), np.asarray(out["index"], int)
+    assert im.shape == (64, 64, 3) and im.dtype == np.uint8
+    assert ob.shape == (len(idx), 4) and len(set(idx.tolist())) == len(idx)
+    assert (ob[:, :2] >= 0).all() and (ob[:, 2:] <= 64).all() and (ob[:, 2:] > ob[:, :2]).all()
+    for (x1, y1, x2, y2), i in zip(ob, idx):
+        # the inner part of the box (1 px off the interpolated edges) is box i's colour
+        inner = im[int(np.ceil(y1)) + 1:int(y2) - 1, int(np.ceil(x1)) + 1:int(x2) - 1].reshape(-1, 3)
+        if len(inner) < 4:
+            continue
+        bright = inner[inner.max(1) > 40]
+        assert len(bright) > 0.9 * len(inner), f"box of colour {i} covers background"
+        assert (nearest_colour(bright) == i).mean() > 0.95, f"box {i} moved off its pixels"
+
+
+def test_dropped_boxes_are_those_the_crop_hides():
+    """A fixed crop: box 0 fully inside, box 1 half inside, box 2 20% inside, box 3 outside."""
+    img = np.zeros((100, 200, 3), np.uint8)
+    boxes = np.array([[10, 10, 40, 40], [80, 10, 120, 50], [92, 60, 132, 90], [150, 10, 190, 90]], np.float32)
+    t = A.Compose([A.Crop(0, 0, 100, 100), A.Resize(50, 50)], bbox_params=bbox_params(min_visibility=0.3))
+    out = t(image=img, bboxes=boxes, index=np.arange(4))
+    assert np.asarray(out["index"]).tolist() == [0, 1]
+    np.testing.assert_allclose(out["bboxes"], [[5, 5, 20, 20], [40, 5, 50, 25]], atol=1e-4)
+
+
+def test_eval_transform_scales_boxes_and_keeps_border_boxes():
+    img, boxes = painted(120, 160)
+    out = eval_transform(64)(image=img, bboxes=boxes, index=np.arange(len(boxes)))
+    assert out["image"].shape == (64, 64, 3)
+    scale = np.array([64 / 160, 64 / 120] * 2, np.float32)
+    np.testing.assert_allclose(out["bboxes"], boxes * scale, atol=1e-3)
+    assert np.asarray(out["index"]).tolist() == list(range(len(boxes)))
+    whole = eval_transform(32)(image=img, bboxes=np.array([[0, 0, 160, 120]], np.float32), index=[0])
+    np.testing.assert_allclose(whole["bboxes"], [[0, 0, 32, 32]], atol=1e-4)
+
+
+@pytest.mark.parametrize("make", [lambda: eval_transform(48), lambda: train_transform(48, 1.0, 0.3)])
+def test_empty_images(make):
+    t = make()
+    for seed in range(5):
+        if hasattr(t, "set_random_seed"):
+            t.set_random_seed(seed)
+        out = t(image=np.zeros((70, 90, 3), np.uint8), bboxes=np.zeros((0, 4), np.float32), index=np.arange(0))
+        assert out["image"].shape == (48, 48, 3)
+        assert np.asarray(out["bboxes"]).reshape(-1, 4).shape == (0, 4) and len(out["index"]) == 0
+
+
+def test_strength_zero_is_eval():
+    img, boxes = painted()
+    a = train_transform(40, strength=0.0)(image=img, bboxes=boxes, index=np.arange(6))
+    b = eval_transform(40)(image=img, bboxes=boxes, index=np.arange(6))
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_allclose(a["bboxes"], b["bboxes"])
+
+
+def test_train_transform_is_reproducible_for_a_seed():
+    img, boxes = painted()
+    outs = []
+    for _ in range(2):
+        t = train_transform(64, 1.0, 0.3)
+        t.set_random_seed(7)
+        outs.append([t(image=img, bboxes=boxes, index=np.arange(6)) for _ in range(3)])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a["image"], b["image"])
+        np.testing.assert_allclose(a["bboxes"], b["bboxes"])
