@@ -1,0 +1,9 @@
+"""Data layer: VOC XML -> cache (:mod:`.voc`, :mod:`.xml2pkl`, :mod:`.cache`) -> dataset.
+
+``load_cache(path) -> Cache(classes, records, problems)`` is the entry point for everything
+downstream; build caches with ``detect xml2pkl`` or :func:`build_cache`.
+"""
+
+from detect.data.cache import Cache, CacheError, build_cache, load_cache
+
+__all__ = ["Cache", "CacheError", "build_cache", "load_cache"]

@@ -1,0 +1,190 @@
+"""Finding the image an annotation describes, and reading its size cheaply.
+
+Layouts understood (any mix of them):
+- VOC: ``Annotations/<id>.xml`` + ``JPEGImages/<id>.jpg``;
+- per-class folders: ``annotations/<class>/<STEM>.xml`` + ``images/<class>/<STEM>.jpg``;
+- images beside their XML (labelImg's default).
+
+Images are matched by *stem*, never by the XML's recorded extension or absolute path: datasets
+are routinely re-encoded (PNG -> JPEG) or moved after labelling, so ``<filename>FISH0041.png``
+finds ``FISH0041.jpg`` and a Windows ``<path>`` from the labeller's machine is only a hint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, NamedTuple, Optional, Sequence
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jpe", ".jp2", ".pgm", ".ppm"})
+# Extensions stripped from a name hint before matching by stem ("000162.xml" is a labeller bug).
+_HINT_EXTS = IMAGE_EXTS | {".xml", ".gif"}
+
+
+class FileStat(NamedTuple):
+    """A file's identity for change detection: absolute path, size in bytes, mtime in ns."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def walk_files(root: str | Path, exts: Iterable[str]) -> list[tuple[FileStat, str]]:
+    """``(FileStat, relative posix path)`` for every file under ``root`` whose lower-case
+    suffix is in ``exts``, recursively, sorted by relative path. Hidden folders (``.git``...)
+    and symlinked folders are not entered (no loops); unreadable folders are skipped.
+    This runs on every re-run over all files, so it is kept lean (~1 stat per file)."""
+    root = os.path.abspath(root)
+    suffixes = tuple(exts) + tuple(e.upper() for e in exts)
+    out: list[tuple[FileStat, str]] = []
+    stack = [(root, "")]
+    while stack:
+        folder, rel = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for e in entries:
+            name = e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    if name[0] != ".":
+                        stack.append((e.path, f"{rel}{name}/"))
+                elif name.endswith(suffixes) or name.lower().endswith(suffixes):
+                    st = e.stat()
+                    out.append((FileStat(e.path, st.st_size, st.st_mtime_ns), rel + name))
+            except OSError:  # vanished or unreadable: not ours to report
+                continue
+    out.sort(key=lambda t: t[1])
+    return out
+
+
+def hint_stems(xml_stem: str, filename: str, frame: str, path: str) -> list[str]:
+    """Candidate image stems for an annotation, most trusted first.
+
+    The XML's own stem comes first, as in every VOC tool (torchvision, detectron2, mmdet read
+    ``JPEGImages/<id>.jpg`` for ``Annotations/<id>.xml``); then ``<filename>`` (with or without
+    extension, Windows or POSIX separators), URPC's ``<frame>``, and the last part of ``<path>``.
+    """
+    out: list[str] = []
+    for hint in (xml_stem, filename, frame, path):
+        if not hint:
+            continue
+        base = hint.replace("\\", "/").rsplit("/", 1)[-1].strip()
+        stem, ext = os.path.splitext(base)
+        if ext.lower() in _HINT_EXTS:
+            base = stem
+        if base and base not in out:
+            out.append(base)
+    return out
+
+
+@dataclass
+class ImageIndex:
+    """Image files under one or more root folders, looked up by stem.
+
+    Attributes:
+        roots: absolute root folders, in the order given.
+        files: every image found, sorted by path (also the image part of a cache fingerprint).
+    """
+
+    roots: list[str]
+    files: list[FileStat] = field(default_factory=list)
+    _rel_dirs: list[str] = field(default_factory=list, repr=False)
+    _by_stem: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _by_lower: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def scan(cls, roots: Sequence[str | Path]) -> "ImageIndex":
+        """Index every image under ``roots`` (missing roots are skipped)."""
+        index = cls([os.path.abspath(r) for r in roots])
+        seen: set[str] = set()
+        found = []
+        for root in index.roots:
+            for st, rel in walk_files(root, IMAGE_EXTS):
+                if st.path not in seen:
+                    seen.add(st.path)
+                    found.append((st, os.path.dirname(rel)))
+        found.sort(key=lambda t: t[0].path)
+        for st, rel_dir in found:
+            index._add(st, rel_dir)
+        return index
+
+    def _add(self, st: FileStat, rel_dir: str) -> None:
+        i = len(self.files)
+        self.files.append(st)
+        self._rel_dirs.append(rel_dir)
+        stem = os.path.splitext(os.path.basename(st.path))[0]
+        self._by_stem.setdefault(stem, []).append(i)
+        self._by_lower.setdefault(stem.lower(), []).append(i)
+
+    def find(self, xml_path: str, xml_rel_dir: str, filename: str = "", frame: str = "", path: str = "") -> Optional[FileStat]:
+        """The image for an annotation, or None.
+
+        Args:
+            xml_path: absolute path of the XML file.
+            xml_rel_dir: its folder relative to the annotation root ("fish" for
+                ``annotations/fish/FISH0041.xml``), matched against image folders.
+            filename, frame, path: the XML's ``<filename>``, ``<frame>``, ``<path>`` as written
+                (see :func:`hint_stems`). ``path`` is also tried as a file when no stem matches
+                and it names an existing image (relative values from the XML's folder).
+        """
+        xml_dir, base = os.path.split(xml_path)
+        if self.files:
+            hits = self._by_stem.get(os.path.splitext(base)[0])  # the common case, checked first
+            if hits:
+                return self.files[self._best(hits, xml_dir, xml_rel_dir)]
+            stems = hint_stems(os.path.splitext(base)[0], filename, frame, path)
+            for table, key in ((self._by_stem, str), (self._by_lower, str.lower)):
+                for stem in stems:
+                    hits = table.get(key(stem))
+                    if hits:
+                        return self.files[self._best(hits, xml_dir, xml_rel_dir)]
+        if path and os.path.splitext(path)[1].lower() in IMAGE_EXTS:
+            p = path if os.path.isabs(path) else os.path.join(xml_dir, path)
+            try:
+                st = os.stat(p)
+            except (OSError, ValueError):  # points nowhere (another machine's path)
+                return None
+            return FileStat(os.path.abspath(p), st.st_size, st.st_mtime_ns) if os.path.isfile(p) else None
+        return None
+
+    def _best(self, hits: list[int], xml_dir: str, xml_rel_dir: str) -> int:
+        """Among images sharing a stem prefer the one beside the XML, then the one in the
+        same relative folder (per-class layout), then the first by path (deterministic)."""
+        if len(hits) == 1:
+            return hits[0]
+        for i in hits:
+            if os.path.dirname(self.files[i].path) == xml_dir:
+                return i
+        for i in hits:
+            if self._rel_dirs[i] == xml_rel_dir:
+                return i
+        return hits[0]
+
+
+def default_image_roots(ann_dir: str | Path) -> list[str]:
+    """Where to look for images when no ``--images`` folder is given: beside the XML files,
+    and the sibling folder of the usual layouts (``Annotations`` -> ``JPEGImages``,
+    ``annotations`` -> ``images``) when it exists."""
+    ann_dir = Path(ann_dir).resolve()
+    roots = [str(ann_dir)]
+    for sibling in ("JPEGImages", "images", "Images"):
+        cand = ann_dir.parent / sibling
+        if cand.is_dir() and cand != ann_dir:
+            roots.append(str(cand))
+    return roots
+
+
+def read_image_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` of an image, read from its header only (PIL opens lazily: a few
+    hundred bytes, about 50x cheaper than decoding). Sizes are as stored, before any EXIF
+    rotation, the convention of VOC labelling tools. Raises OSError (or a PIL error) for a
+    file that is not a readable image."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+    return int(w), int(h)

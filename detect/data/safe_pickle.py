@@ -1,0 +1,77 @@
+"""A restricted unpickler for the project's caches.
+
+Unpickling runs code: a pickle names any importable callable (``os.system``,
+``subprocess.Popen``, ``builtins.eval``...) and arguments to call it with, and ``pickle.load``
+calls it. A cache file is data that travels (copied between machines, downloaded with a
+dataset, left in a shared folder), so it is read with an unpickler that resolves only an
+explicit allow-list of globals: the plain containers (dict, list, tuple, str, numbers, bytes,
+None, bool) need no globals at all, and numpy arrays need the few reconstructors below.
+Anything else is refused before it can be called.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import IO, Any, Iterable, Union
+
+# (module, name) pairs numpy arrays and dtypes need, for numpy 1.x ("numpy.core") and
+# 2.x ("numpy._core") writers and pickle protocols 2-5. All build arrays from bytes; none
+# calls user code.
+NUMPY_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    (mod, name)
+    for core in ("numpy.core", "numpy._core")
+    for mod, name in (
+        (f"{core}.multiarray", "_reconstruct"),
+        (f"{core}.multiarray", "scalar"),
+        (f"{core}.numeric", "_frombuffer"),
+    )
+) | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}  # _codecs.encode: protocol-2 bytes
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list; nothing it names was called."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` whose ``find_class`` resolves only ``allowed`` (module, name)
+    pairs, and which has no ``persistent_load`` (persistent ids are refused too)."""
+
+    def __init__(self, file: IO[bytes], allowed: Iterable[tuple[str, str]], source: str = "<pickle>"):
+        super().__init__(file)
+        self._allowed = frozenset(allowed)
+        self._source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._allowed:
+            return super().find_class(module, name)
+        raise UnsafePickleError(
+            f"{self._source}: refusing to load {module}.{name}: this pickle wants to import a "
+            "global that is not on the allow-list (pickle can run arbitrary code). If you did "
+            "not write this file, delete it; if it is an old or foreign cache, rebuild it."
+        )
+
+
+def safe_load_pickle(
+    source: Union[str, os.PathLike, bytes, IO[bytes]],
+    allowed: Iterable[tuple[str, str]] = NUMPY_GLOBALS,
+) -> Any:
+    """Load a pickle that may only contain plain Python containers and the globals in ``allowed``.
+
+    Args:
+        source: a path, the pickle's bytes, or a binary file object.
+        allowed: (module, name) pairs that may be resolved; default: numpy arrays only. A cache
+            with its own types passes ``NUMPY_GLOBALS | {("mymodule", "MyType")}``.
+
+    Raises:
+        UnsafePickleError: the pickle names anything else (nothing was executed).
+        pickle.UnpicklingError, EOFError: the data is truncated or not a pickle.
+        OSError: the file cannot be read.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return RestrictedUnpickler(io.BytesIO(source), allowed).load()
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return RestrictedUnpickler(f, allowed, os.fspath(source)).load()
+    return RestrictedUnpickler(source, allowed, getattr(source, "name", "<pickle>")).load()

@@ -1,0 +1,325 @@
+"""Pascal VOC XML -> :class:`~detect.structures.ImageRecord`, tolerant of real-world files.
+
+Where VOC data enters the project, so the one coordinate conversion happens here:
+VOC corners are 1-based and inclusive (a box over pixel columns 0..9 is written xmin=1,
+xmax=10); ours are 0-based with an exclusive right/bottom edge, so
+``x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax`` (see :func:`convert_box`).
+
+Accepted as they come: any child order (``xmin,xmax,ymin,ymax``), float coordinates, missing
+optional tags (``pose``, ``truncated``, ``difficult``, ``segmented``, ``size``), extra elements
+(``part``, ``actions``, ``point``, ``occluded``: ignored), URPC's ``<frame>`` for
+``<filename>``, any XML declaration, CRLF, non-ASCII text and character references.
+Defects become :class:`~detect.structures.Problem` s, never exceptions: unparseable files,
+degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin``: dropped), boxes outside the image
+(clipped), missing images, a declared ``<size>`` that disagrees with the image (the image wins).
+
+Two levels: :func:`parse_file` is class-agnostic (names, not labels: what the cache stores
+per file); :func:`parse_voc` maps names to a class list and returns an ``ImageRecord``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple, Optional, Sequence
+
+import numpy as np
+from lxml import etree
+
+from detect.data.images import ImageIndex, hint_stems, read_image_size
+from detect.structures import ImageRecord, Problem
+
+# No DTD entities, no network: annotation files come from strangers (XXE, billion laughs).
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True, huge_tree=False)
+_FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
+
+
+class FileResult(NamedTuple):
+    """Class-agnostic result of one XML file (what the cache keeps per file).
+
+    ``boxes`` is flat ``[x1, y1, x2, y2, ...]`` (0-based, clipped) so a chunk of results
+    pickles cheaply between processes; ``names``/``difficult``/``truncated`` run parallel to
+    it, one entry per kept box. ``ok`` is False when the file yields no usable record
+    (unparseable, not VOC, or its image is required and missing). ``width``/``height`` are 0
+    when neither ``<size>`` nor the image tells them. ``image`` is "" when none was found.
+    """
+
+    ok: bool
+    image: str
+    image_size: int
+    image_mtime_ns: int
+    width: int
+    height: int
+    boxes: list[float]
+    names: list[str]
+    difficult: list[bool]
+    truncated: list[bool]
+    hints: tuple[str, str, str]  # (<filename>, <frame>, <path>) as written, for image re-lookup
+    problems: list[tuple[str, str]]  # (kind, message)
+
+
+def convert_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:
+    """VOC 1-based inclusive corners -> 0-based xyxy with exclusive x2/y2 (the only place the
+    shift happens). A 0 written by a 0-based tool becomes -1 and is clipped back to 0."""
+    return xmin - 1.0, ymin - 1.0, xmax, ymax
+
+
+def _text(el) -> str:
+    t = el.text
+    return t.strip() if t else ""
+
+
+def _flag(el) -> bool:
+    t = el.text
+    if t == "0":  # the common cases first: this runs for every object
+        return False
+    if t == "1":
+        return True
+    t = t.strip().lower() if t else ""
+    if t in _FALSE:
+        return False
+    try:
+        return float(t) != 0.0
+    except ValueError:
+        return t in ("true", "yes")
+
+
+def _size(el) -> tuple[int, int]:
+    w = h = 0
+    for c in el:
+        tag = c.tag
+        if tag == "width" or tag == "height":
+            try:
+                v = int(round(float(c.text)))
+            except (TypeError, ValueError):
+                v = 0
+            if tag == "width":
+                w = v
+            else:
+                h = v
+    return w, h
+
+
+def _object(obj, i: int, problems: list[tuple[str, str]]):
+    """One ``<object>`` -> (name, [xmin, ymin, xmax, ymax] as written, difficult, truncated),
+    or None with a problem. ``i`` is the 1-based object number used in messages."""
+    name, bb, difficult, truncated = "", None, False, False
+    for c in obj:  # direct children only: <part> boxes nested deeper are ignored
+        tag = c.tag
+        if tag == "name":
+            name = _text(c)
+        elif tag == "bndbox":
+            bb = c
+        elif tag == "difficult":
+            difficult = _flag(c)
+        elif tag == "truncated":
+            truncated = _flag(c)
+    if not name:
+        problems.append(("bad_box", f"object {i} has no <name>; dropped"))
+        return None
+    if bb is None:
+        problems.append(("bad_box", f"object {i} ({name}) has no <bndbox>; dropped"))
+        return None
+    xmin = ymin = xmax = ymax = None
+    for c in bb:  # any child order
+        tag = c.tag
+        if tag == "xmin":
+            xmin = c.text
+        elif tag == "ymin":
+            ymin = c.text
+        elif tag == "xmax":
+            xmax = c.text
+        elif tag == "ymax":
+            ymax = c.text
+    try:  # float() accepts surrounding whitespace and "12.0"
+        vals = [float(xmin), float(ymin), float(xmax), float(ymax)]  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        for key, raw in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
+            try:
+                float(raw)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                what = f"has no <{key}>" if raw is None else f"<{key}> {raw.strip()!r} is not a number"
+                problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
+                return None
+    if not all(map(math.isfinite, vals)):
+        problems.append(("bad_box", f"object {i} ({name}): non-finite coordinate {vals}; dropped"))
+        return None
+    return name, vals, difficult, truncated
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if v == int(v) else f"{v:g}"
+
+
+def check_box(vals: Sequence[float], width: int, height: int, i: int, name: str, problems: list[tuple[str, str]]):
+    """Validate one box written in VOC coordinates against a ``width`` x ``height`` image
+    (0 = unknown: no clipping) and return it 0-based and clipped, or None when dropped."""
+    xmin, ymin, xmax, ymax = vals
+    if xmax <= xmin or ymax <= ymin:
+        axis = f"xmax {_num(xmax)} <= xmin {_num(xmin)}" if xmax <= xmin else f"ymax {_num(ymax)} <= ymin {_num(ymin)}"
+        problems.append(("degenerate_box", f"object {i} ({name}): {axis} (zero or negative size); dropped"))
+        return None
+    x1, y1, x2, y2 = convert_box(xmin, ymin, xmax, ymax)
+    if width <= 0 or height <= 0:
+        return x1, y1, x2, y2
+    if x1 < 0.0:
+        x1 = 0.0  # xmin == 0 (a 0-based labeller) lands here silently; xmin < 0 is reported below
+    if y1 < 0.0:
+        y1 = 0.0
+    if xmin < 0 or ymin < 0 or xmax > width or ymax > height:  # xmax == width is legal
+        written = f"({_num(xmin)}, {_num(ymin)}, {_num(xmax)}, {_num(ymax)})"
+        x1, y1 = min(x1, width), min(y1, height)
+        x2, y2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+        if x2 <= x1 or y2 <= y1:
+            problems.append(("box_outside", f"object {i} ({name}): box {written} lies outside the {width}x{height} image; dropped"))
+            return None
+        problems.append(("box_clipped", f"object {i} ({name}): box {written} extends past the {width}x{height} image; clipped"))
+    return x1, y1, x2, y2
+
+
+def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False) -> FileResult:
+    """Parse one VOC XML file without a class list.
+
+    Args:
+        xml_path: the annotation file (absolute, so images beside it are found).
+        images: where to look for its image (None: do not look; the XML's ``<size>`` is used).
+        xml_rel_dir: the XML's folder relative to the annotation root, for per-class layouts.
+        require_image: a missing image makes the file unusable (``ok=False``) and is reported;
+            otherwise the record is kept with ``image=""`` (annotation-only caches).
+    """
+    problems: list[tuple[str, str]] = []
+    fail = FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
+    try:
+        with open(xml_path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
+        return fail
+    try:
+        root = etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as e:
+        problems.append(("parse_error", f"not well-formed XML ({e}); fix or delete the file"))
+        return fail
+    if root.tag != "annotation":
+        problems.append(("not_voc", f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file; skipped"))
+        return fail
+
+    filename = frame = path = ""
+    width = height = 0
+    objects = []
+    for c in root:
+        tag = c.tag
+        if tag == "object":
+            objects.append(c)
+        elif tag == "size":
+            width, height = _size(c)
+        elif tag == "filename":
+            filename = _text(c)
+        elif tag == "frame":  # URPC underwater contest files
+            frame = _text(c)
+        elif tag == "path":
+            path = _text(c)
+    hints = (filename, frame, path)
+
+    image, img_size, img_mtime = "", -1, -1
+    ok = True
+    if images is not None:
+        found = images.find(xml_path, xml_rel_dir, filename, frame, path)
+        if found is not None:
+            image, img_size, img_mtime = found
+            try:
+                iw, ih = read_image_size(image)
+            except Exception as e:  # PIL raises several types for bad files
+                problems.append(("bad_image", f"image {image} cannot be read ({e}); treated as missing"))
+                image, img_size, img_mtime = "", -1, -1
+            else:
+                if width > 0 and height > 0 and (width, height) != (iw, ih):
+                    problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
+                width, height = iw, ih
+        if not image and require_image:
+            stem = os.path.splitext(os.path.basename(xml_path))[0]
+            tried = ", ".join(hint_stems(stem, filename, frame, path))
+            problems.append(("missing_image", f"no image found (looked for {tried} in {', '.join(images.roots)}); record left out"))
+            ok = False
+    if width <= 0 or height <= 0:
+        width = height = 0
+        if ok:
+            problems.append(("missing_size", "no usable <size> and no image to read it from: size unknown, boxes not clipped (give --images)"))
+
+    boxes: list[float] = []
+    names: list[str] = []
+    difficult: list[bool] = []
+    truncated: list[bool] = []
+    for i, obj in enumerate(objects, 1):
+        parsed = _object(obj, i, problems)
+        if parsed is None:
+            continue
+        name, vals, diff, trunc = parsed
+        box = check_box(vals, width, height, i, name, problems)
+        if box is None:
+            continue
+        boxes.extend(box)
+        names.append(name)
+        difficult.append(diff)
+        truncated.append(trunc)
+    return FileResult(ok, image, img_size, img_mtime, width, height, boxes, names, difficult, truncated, hints, problems)
+
+
+def map_classes(names: Sequence[str], class_index: dict[str, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Labels for ``names`` (int64[N], -1 for names not in ``class_index``) and one
+    ``unknown_class`` problem per unknown name with its box count."""
+    labels = np.fromiter((class_index.get(n, -1) for n in names), np.int64, len(names))
+    problems = []
+    if (labels < 0).any():
+        unknown: dict[str, int] = {}
+        for n, lab in zip(names, labels):
+            if lab < 0:
+                unknown[n] = unknown.get(n, 0) + 1
+        for n, k in unknown.items():
+            problems.append(("unknown_class", f"class {n!r} is not in the class list; {k} box{'es' if k > 1 else ''} dropped"))
+    return labels, problems
+
+
+def parse_voc(
+    xml_path: str | os.PathLike,
+    classes: Sequence[str],
+    images: Optional[ImageIndex | str | os.PathLike] = None,
+    *,
+    require_image: bool = False,
+) -> tuple[Optional[ImageRecord], list[Problem]]:
+    """One VOC XML file -> ``(ImageRecord or None, problems)``.
+
+    Args:
+        xml_path: the annotation file.
+        classes: class names; label = index in this list. Boxes of other classes are dropped
+            and reported (collect names first with :func:`parse_file` to build a list).
+        images: an :class:`ImageIndex` or a folder to search for the image (None: use the
+            XML's ``<size>``; ``record.image`` stays "").
+        require_image: see :func:`parse_file`.
+
+    Returns:
+        The record (boxes float32[N, 4] xyxy 0-based, clipped; labels int64[N]; difficult and
+        truncated bool[N]) or None when the file is unusable, and every problem found, each
+        naming ``xml_path``.
+    """
+    xml_path = os.path.abspath(xml_path)
+    if images is not None and not isinstance(images, ImageIndex):
+        images = ImageIndex.scan([images])
+    r = parse_file(xml_path, images, require_image=require_image)
+    labels, class_problems = map_classes(r.names, {c: i for i, c in enumerate(classes)})
+    problems = [Problem(xml_path, k, m) for k, m in r.problems + class_problems]
+    if not r.ok:
+        return None, problems
+    keep = labels >= 0
+    boxes = np.asarray(r.boxes, np.float32).reshape(-1, 4)  # flat [4N] -> (N, 4)
+    record = ImageRecord(
+        image=r.image,
+        width=r.width,
+        height=r.height,
+        boxes=boxes[keep],
+        labels=labels[keep],
+        difficult=np.asarray(r.difficult, bool)[keep] if r.difficult else np.zeros(0, bool),
+        truncated=np.asarray(r.truncated, bool)[keep] if r.truncated else np.zeros(0, bool),
+        annotation=xml_path,
+    )
+    return record, problems

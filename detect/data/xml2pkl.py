@@ -1,0 +1,332 @@
+"""``detect xml2pkl``: a folder of VOC XML files -> an incremental, versioned pickle cache.
+
+Flow: scan (XML and image folders, with sizes and mtimes) -> reuse the old cache's rows whose
+fingerprint is unchanged -> parse only new or changed files (in parallel) -> merge columns ->
+select classes and split -> write the cache and its problems file atomically.
+
+Re-running on unchanged inputs reads the old cache, compares fingerprints and writes nothing.
+A truncated, foreign, unsafe or older-schema cache is reported on stderr and rebuilt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional, Sequence, TextIO
+
+import numpy as np
+
+from detect.data.cache import FORMAT, SCHEMA, Cache, CacheError, problems_path, read_cache_data, write_cache_data
+from detect.data.columns import merge_files, select_records
+from detect.data.images import ImageIndex, default_image_roots, walk_files
+from detect.data.voc import FileResult, parse_file
+from detect.structures import Problem
+from detect.utils import atomic_write_text
+
+SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
+SUMMARY_LINES = 5
+
+
+class UsageError(Exception):
+    """Bad invocation: missing folder or file, unwritable output (exit code 2)."""
+
+
+@dataclass
+class BuildResult:
+    """What :func:`build_cache` did.
+
+    Attributes:
+        path: the cache file.
+        data: its raw columns (see :mod:`detect.data.cache`).
+        parsed: relative paths of the XML files parsed in this run (the rest were reused).
+        reused: number of files taken from the previous cache unchanged.
+        up_to_date: nothing changed: the old cache was kept as it was.
+        seconds: wall time of the build.
+    """
+
+    path: str
+    data: dict[str, Any]
+    parsed: list[str]
+    reused: int
+    up_to_date: bool
+    seconds: float
+
+    @cached_property
+    def cache(self) -> Cache:
+        return Cache.from_data(self.data, self.path)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [Problem(*p) for p in self.data["problems"]]
+
+
+def read_list_file(path: str | os.PathLike, what: str) -> list[str]:
+    """Non-empty, non-comment lines of a class or split file (first whitespace token)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {what} file {path}: {e}") from None
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append(line.split()[0] if what == "split" else line)
+    if not out:
+        raise UsageError(f"{what} file {path} lists nothing")
+    return out
+
+
+def _normalise_split(ids: Sequence[str]) -> list[str]:
+    out = []
+    for sid in ids:
+        sid = sid.replace("\\", "/").removeprefix("./")
+        stem, ext = os.path.splitext(sid)
+        out.append(stem if ext.lower() in (".xml", ".jpg", ".jpeg", ".png", ".bmp") else sid)
+    return sorted(set(out))
+
+
+def _check_output(output: Path) -> None:
+    if output.is_dir():
+        raise UsageError(f"output {output} is a folder; give a file name such as {output / 'cache.pkl'}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder {output.parent}: {e.strerror or e}") from None
+    try:  # os.access() is not enough (root, read-only mounts): really create a file there
+        with tempfile.TemporaryFile(dir=output.parent):
+            pass
+    except OSError as e:
+        raise UsageError(f"cannot write in {output.parent}: {e.strerror or e}") from None
+
+
+# -- parsing, serial or in a process pool -------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(index: Optional[ImageIndex], require_image: bool) -> None:
+    _WORKER["index"], _WORKER["require"] = index, require_image
+
+
+def _parse_chunk(jobs: list[tuple[str, str]]) -> list[FileResult]:
+    index, require = _WORKER["index"], _WORKER["require"]
+    return [parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs]
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> list[FileResult]:
+    """Parse ``(xml_path, xml_rel_dir)`` jobs, in order, with ``workers`` processes
+    (0: one per available core; 1 or few jobs: in this process), a tqdm bar on stderr for
+    runs longer than a second."""
+    from tqdm import tqdm
+
+    workers = workers if workers > 0 else _cpu_count()
+    bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
+    try:
+        if workers <= 1 or len(jobs) < SERIAL_BELOW:
+            _init_worker(index, require_image)
+            out = []
+            for i in range(0, len(jobs), 256):
+                out.extend(_parse_chunk(jobs[i : i + 256]))
+                bar.update(min(256, len(jobs) - i))
+            return out
+        size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        results: list[Optional[list[FileResult]]] = [None] * len(chunks)
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(index, require_image)) as pool:
+            futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
+            try:
+                for fut in as_completed(futures):
+                    k = futures[fut]
+                    results[k] = fut.result()
+                    bar.update(len(chunks[k]))
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+        return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
+    finally:
+        bar.close()
+
+
+# -- the build ------------------------------------------------------------------------------
+def _load_old(output: Path, log: TextIO) -> Optional[dict[str, Any]]:
+    if not output.exists():
+        return None
+    try:
+        return read_cache_data(output)
+    except (CacheError, OSError) as e:
+        print(f"xml2pkl: previous cache unusable, rebuilding: {e}", file=log)
+        return None
+
+
+def _same_images(old: dict[str, Any], index: ImageIndex) -> bool:
+    o = old["images"]
+    return o["path"] == [f.path for f in index.files] and np.array_equal(o["size"], [f.size for f in index.files]) and np.array_equal(
+        o["mtime"], [f.mtime_ns for f in index.files]
+    )
+
+
+def build_cache(
+    ann_dir: str | os.PathLike,
+    output: str | os.PathLike,
+    images: Optional[str | os.PathLike] = None,
+    classes: Optional[str | os.PathLike | Sequence[str]] = None,
+    split: Optional[str | os.PathLike | Sequence[str]] = None,
+    workers: int = 0,
+    progress: bool = True,
+    log: TextIO = sys.stderr,
+) -> BuildResult:
+    """Parse every ``*.xml`` under ``ann_dir`` into the cache ``output``, incrementally.
+
+    Args:
+        ann_dir: folder searched recursively for XML files.
+        output: the cache file; its problems file goes beside it (:func:`problems_path`).
+        images: image folder. Given: every record needs an image (missing ones are reported
+            and left out). None: images are looked up beside the XML files and in a sibling
+            ``JPEGImages/`` or ``images/`` folder, and records without one are kept with
+            ``image=""`` and the XML's ``<size>`` (an annotation-only cache).
+        classes: class file or list; None: the sorted union of the names found.
+        split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
+        workers: parser processes (0: one per core).
+
+    Raises:
+        UsageError: missing folder or file, nothing to parse, unwritable output.
+    """
+    t0 = time.perf_counter()
+    ann = Path(ann_dir)
+    if not ann.is_dir():
+        raise UsageError(f"annotation folder {ann} does not exist or is not a folder")
+    ann_abs = str(ann.resolve())
+    if images is not None and not Path(images).is_dir():
+        raise UsageError(f"image folder {images} does not exist or is not a folder")
+    output = Path(output)
+    _check_output(output)
+    class_list = read_list_file(classes, "class") if isinstance(classes, (str, os.PathLike)) else (list(classes) if classes is not None else None)
+    if class_list is not None:
+        dup = [c for c, k in Counter(class_list).items() if k > 1]
+        if dup:
+            raise UsageError(f"class list repeats {dup}: each class must appear once")
+    split_file = os.fspath(split) if isinstance(split, (str, os.PathLike)) else ""
+    split_ids = _normalise_split(read_list_file(split, "split") if split_file else split) if split is not None else None
+
+    xmls = list(walk_files(ann_abs, {".xml"}))
+    if not xmls:
+        raise UsageError(f"no .xml files under {ann}")
+    roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
+    index = ImageIndex.scan(roots)
+    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
+    select = {"classes": class_list, "split": split_ids}
+    rels = [rel for _, rel in xmls]
+    stats = [(st.size, st.mtime_ns) for st, _ in xmls]
+
+    old = _load_old(output, log)
+    if old is not None and old["options"] != options:
+        old = None  # other folders: no row can be trusted
+    same_images = old is not None and _same_images(old, index)
+    if (
+        old is not None and same_images and old["select"] == select and old["files"]["rel"] == rels
+        and np.array_equal(old["files"]["size"], [s for s, _ in stats]) and np.array_equal(old["files"]["mtime"], [m for _, m in stats])
+        and problems_path(output).exists()
+    ):
+        return BuildResult(str(output), old, [], len(rels), True, time.perf_counter() - t0)
+
+    sources: list[tuple[bool, Any]] = []
+    jobs: list[tuple[str, str]] = []
+    old_files = old["files"] if old is not None else None
+    old_pos = {rel: i for i, rel in enumerate(old_files["rel"])} if old_files is not None else {}
+    for (st, rel), (size, mtime) in zip(xmls, stats):
+        i = old_pos.get(rel)
+        if i is not None and old_files["size"][i] == size and old_files["mtime"][i] == mtime and (
+            same_images or _same_image(old_files, i, index, st.path, rel)
+        ):
+            sources.append((True, i))
+        else:
+            sources.append((False, len(jobs)))
+            jobs.append((st.path, os.path.dirname(rel)))
+    results = parse_many(jobs, index, images is not None, workers, progress)
+    sources = [(True, s) if reused else (False, results[s]) for reused, s in sources]
+    files = merge_files(rels, stats, old_files, sources)
+    classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
+    data = {
+        "format": FORMAT,
+        "schema": SCHEMA,
+        "options": options,
+        "select": select,
+        "files": files,
+        "images": {
+            "path": [f.path for f in index.files],
+            "size": np.array([f.size for f in index.files], np.int64),
+            "mtime": np.array([f.mtime_ns for f in index.files], np.int64),
+        },
+        "classes": classes_out,
+        "records": records,
+        "problems": problems,
+    }
+    try:
+        write_cache_data(output, data)
+        atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
+    except OSError as e:
+        raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
+    parsed = [jobs_rel for (reused, _), jobs_rel in zip(sources, rels) if not reused]
+    return BuildResult(str(output), data, parsed, len(rels) - len(parsed), False, time.perf_counter() - t0)
+
+
+def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str, rel: str) -> bool:
+    """Would an unchanged XML still resolve to the same, unchanged image file?"""
+    found = index.find(xml_path, os.path.dirname(rel), *files["hints"][i])
+    if found is None:
+        return files["image"][i] == "" and files["image_size"][i] == -1
+    return (found.path, found.size, found.mtime_ns) == (files["image"][i], files["image_size"][i], files["image_mtime"][i])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def summarize(result: BuildResult, out: TextIO = sys.stderr) -> None:
+    """One line on what was cached, problem counts per kind, and the first few problems."""
+    data = result.data
+    n_files = len(data["files"]["rel"])
+    n_rec = len(data["records"]["file"])
+    n_box = len(data["records"]["boxes"])
+    how = "up to date, nothing re-parsed" if result.up_to_date else f"{len(result.parsed)} parsed, {result.reused} reused"
+    print(f"xml2pkl: {n_files} XML files ({how}) -> {n_rec} images, {n_box} boxes, {len(data['classes'])} classes "
+          f"in {result.seconds:.2f}s: {result.path}", file=out)
+    problems = data["problems"]
+    if not problems:
+        return
+    counts = Counter(k for _, k, _ in problems)
+    kinds = ", ".join(f"{k} {n}" for k, n in counts.most_common())
+    print(f"xml2pkl: {len(problems)} problem{'s' if len(problems) > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
+    for f, k, m in problems[:SUMMARY_LINES]:
+        print(f"  {f}: [{k}] {m}", file=out)
+    if len(problems) > SUMMARY_LINES:
+        print(f"  ... and {len(problems) - SUMMARY_LINES} more", file=out)
+
+
+def cmd_xml2pkl(args) -> int:
+    """``detect xml2pkl ANN_DIR [--images DIR] [--classes FILE] [--split FILE] -o CACHE``.
+    Exit 0: written (problems are reported, not fatal); 1: ``--strict`` and problems found;
+    2: usage error (missing folder or file, unwritable output)."""
+    try:
+        result = build_cache(
+            args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
+            workers=args.workers, progress=not getattr(args, "no_progress", False),
+        )
+    except UsageError as e:
+        print(f"xml2pkl: error: {e}", file=sys.stderr)
+        return 2
+    summarize(result)
+    return 1 if args.strict and result.data["problems"] else 0
