@@ -23,7 +23,7 @@ HANDLERS = {
     "predict": "detect.engine.predict:cmd_predict",
     "demo": "detect.engine.predict:cmd_demo",
     "export": "detect.engine.export:cmd_export",
-    "proposals": "detect.models.proposals:cmd_proposals",
+    "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.engine.tune:cmd_tune",
 }
 

@@ -227,15 +227,17 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, backbone: nn.Module) -> FastRCNN:
     Options beyond the typed fields come from ``cfg.extra`` (all optional): ``feature_stride``
     (16), ``head`` ("fc"), ``fc_dim`` (1024), ``roi_channels`` (256), ``rois_per_image`` (128),
     ``fg_fraction`` (0.25), ``ss_mode`` ("fast"), ``ss_max`` (2000), ``ss_resize`` (500),
-    ``rpn_anchor_fractions``, ``rpn_aspect_ratios``.
+    ``rpn_anchor_fractions``, ``rpn_aspect_ratios``; and for the data side ``proposal_file``
+    (the proposal cache/file of ``selective_search``/``file`` models) and ``max_proposals``.
     """
     ex = dict(cfg.extra or {})
     known = {"feature_stride", "head", "fc_dim", "roi_channels", "rois_per_image", "fg_fraction", "fg_iou", "bg_iou",
-             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file"}
+             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file", "max_proposals"}
     unknown = sorted(set(ex) - known)
     if unknown:
         raise ValueError(f"unknown Fast R-CNN option(s) in model.extra: {unknown}; known: {sorted(known)}")
-    ex.pop("proposal_file", None)  # read by the data side (detect.data.proposals)
+    for key in ("proposal_file", "max_proposals"):  # read by the data side (detect.data.proposal_dataset)
+        ex.pop(key, None)
     return FastRCNN(
         backbone,
         cfg.num_classes,
