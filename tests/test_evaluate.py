@@ -293,3 +293,49 @@ def test_real_dataset_and_eval_transform_round_trip(tmp_path):
         np.testing.assert_array_equal(g["difficult"], r.difficult)
     m = E.compute_metrics(got["dets"], got["gts"], got["sizes"], CLASSES)[0]
     assert m["coco_ap"] == pytest.approx(1.0)
+
+
+def _write_voc(root):
+    """A 3-image VOC folder (two classes, one difficult box, non-square images)."""
+    import cv2
+
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("cola\nchips\n")
+    for i, (w, h) in enumerate([(96, 128), (120, 80), (64, 64)]):
+        cv2.imwrite(str(root / f"JPEGImages/im{i}.jpg"), np.full((h, w, 3), 60 * i, np.uint8))
+        objects = "".join(
+            f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+            f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+            for n, d, b in (("cola", 0, (5, 5, 40, 60)), ("chips", i % 2, (30, 10, 60, 50))))
+        (root / f"Annotations/im{i}.xml").write_text(
+            f"<annotation><filename>im{i}.jpg</filename><size><width>{w}</width><height>{h}</height>"
+            f"<depth>3</depth></size>{objects}</annotation>")
+    (root / "ImageSets/Main/val.txt").write_text("im0\nim1\nim2\n")
+
+
+def test_detect_val_end_to_end_with_a_real_checkpoint(tmp_path):
+    """`detect val` through the CLI: a real (untrained) SSD checkpoint on a tiny VOC folder."""
+    from detect.cli import main
+    from detect.config import ExperimentConfig
+    from detect.engine.checkpoint import save_checkpoint
+    from detect.models.build import build_model
+
+    _write_voc(tmp_path / "voc")
+    cfg = ExperimentConfig()
+    cfg.model.pretrained, cfg.model.num_classes, cfg.preprocess.imgsz = "none", 2, 64
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.preprocess)
+    save_checkpoint(tmp_path / "w.pt", config=cfg.to_dict(), classes=["cola", "chips"], model=model.state_dict())
+    out = tmp_path / "val" / "metrics.json"
+    rc = main(["val", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "voc"), "--json", str(out),
+               "--device", "cpu", "--workers", "0", "--batch", "2"])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["images"] == 3 and data["instances"] == 5 and data["difficult"] == 1
+    assert data["coco_max_dets"] == [1, 10, cfg.model.max_det] and data["classes"] == ["cola", "chips"]
+    for key in ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75"):
+        assert data[key] is None or 0.0 <= data[key] <= 1.0, key
+    assert (tmp_path / "val" / "pr_curve.png").stat().st_size > 5000
+    assert main(["val", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "voc"), "--split", "test",
+                 "--device", "cpu", "--plots", str(tmp_path / "p")]) == 2  # no such split: usage error
