@@ -339,3 +339,24 @@ def test_detect_val_end_to_end_with_a_real_checkpoint(tmp_path):
     assert (tmp_path / "val" / "pr_curve.png").stat().st_size > 5000
     assert main(["val", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "voc"), "--split", "test",
                  "--device", "cpu", "--plots", str(tmp_path / "p")]) == 2  # no such split: usage error
+
+
+@pytest.mark.gpu
+def test_evaluate_on_cuda_with_amp_matches_cpu():
+    """Device path: batches moved to CUDA, autocast fp16, outputs (fp16 boxes) brought back."""
+    recs = make_records()
+
+    class OnDevice(FakeModel):
+        def forward(self, images):
+            with torch.autocast("cuda", enabled=False):
+                out = super().forward(images.float().cpu())
+            return [{"boxes": o["boxes"].to(images.device).half(), "scores": o["scores"].to(images.device).half(),
+                     "labels": o["labels"].to(images.device)} for o in out]
+
+    loader = DataLoader(TinyDataset(recs), batch_size=2, collate_fn=collate)
+    model = OnDevice([(r.boxes, r.labels, (r.height, r.width)) for r in recs], extra=20).cuda()
+    on_gpu = E.evaluate(model, loader, CLASSES, "cuda", max_det=1000, amp=True)
+    on_cpu = E.evaluate(perfect_model(recs, extra=20), loader, CLASSES, "cpu", max_det=1000)
+    assert on_gpu["voc_ap50"] == pytest.approx(on_cpu["voc_ap50"]) == pytest.approx(1.0)
+    assert on_gpu["coco_ap50"] == pytest.approx(1.0) and on_gpu["coco_ap"] > 0.9  # fp16 boxes: IoU ~0.999
+    assert on_gpu["detections"] == on_cpu["detections"]

@@ -8,6 +8,21 @@ loader's dataset exposes them, else from the targets mapped back the same way.
 
 The metric math lives in :mod:`detect.engine.metrics` (pure numpy); this module only gathers
 arrays and formats results.
+
+``detect val --json OUT`` writes one object (NaN becomes ``null``: a metric with nothing to
+average, e.g. the AP of a class without ground truth):
+  voc_ap50, voc07_ap50          VOC AP@0.5 all-point / 11-point, mean over classes with GT
+  coco_ap, coco_ap50, coco_ap75 COCO AP@[.5:.95], @.5, @.75 at maxDets = max_det
+  coco_ap_small/_medium/_large  COCO AP by box area (< 32^2, 32^2..96^2, > 96^2 original pixels)
+  coco_ar, coco_max_dets        COCO AR@[.5:.95] at max_det; the maxDets list used [1, 10, max_det]
+  per_class                     name -> {ap50, ap50_07, coco_ap, coco_ap50, n_gt (non-difficult),
+                                n_difficult, n_det, tp, fp, max_recall, precision, recall, f1, conf
+                                (the last four at the score threshold of best F1)}
+  images, instances, difficult, detections, max_det, seconds, images_per_s
+  weights, data, split, device, imgsz, classes, problems (defects found in the data)
+  confusion_matrix              {conf, iou, rows, columns, last, matrix: int[C+1][C+1]}
+  plots                         {pr_curve, confusion_matrix}: PNG paths
+:func:`evaluate` returns the same keys up to ``images_per_s`` (what the trainer logs).
 """
 
 from __future__ import annotations
