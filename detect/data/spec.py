@@ -160,6 +160,12 @@ def cache_dir_for(spec: DatasetSpec) -> Path:
 def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: int = 0,
                  progress: bool = False, log: TextIO = sys.stderr) -> Cache:
     """Build or reuse the cache of one split of ``spec`` (``None`` or "all": every file)."""
+    if not spec.annotations.is_dir():
+        raise DatasetError(f"{spec.source}: annotation folder {spec.annotations} does not exist")
+    if spec.images is not None and not spec.images.is_dir():
+        raise DatasetError(f"{spec.source}: image folder {spec.images} does not exist")
+    if spec.classes is not None and not spec.classes.is_file():
+        raise DatasetError(f"{spec.source}: class file {spec.classes} does not exist")
     if split in (None, ALL):
         split_file, tag = None, ALL
     elif split in spec.splits:
@@ -169,12 +175,6 @@ def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: 
     else:
         known = sorted(spec.splits) + [ALL]
         raise DatasetError(f"{spec.source}: no split {split!r}; known splits: {known}")
-    if not spec.annotations.is_dir():
-        raise DatasetError(f"{spec.source}: annotation folder {spec.annotations} does not exist")
-    if spec.images is not None and not spec.images.is_dir():
-        raise DatasetError(f"{spec.source}: image folder {spec.images} does not exist")
-    if spec.classes is not None and not spec.classes.is_file():
-        raise DatasetError(f"{spec.source}: class file {spec.classes} does not exist")
     out = cache_dir_for(spec) / f"{spec.name}-{tag}.pkl"
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

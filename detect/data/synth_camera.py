@@ -14,6 +14,7 @@ from detect.data.synth_scene import Scene, _Canvas, checkout_scene, shelf_scene
 
 MIN_VISIBLE = 0.05  # under this fraction of its painted area a product is dropped ...
 MIN_PIXELS = 12  # ... and so is one with fewer visible pixels than this
+MIN_SIDE = 2  # ... or a box thinner than this (VOC would write xmin == xmax: a degenerate box)
 DIFFICULT_VISIBLE = 0.3  # under this fraction a product is kept but marked difficult
 TRUNCATED_AREA = 0.85  # a box under this fraction of the product's full extent is "truncated"
 
@@ -92,6 +93,8 @@ def photograph(rng: np.random.Generator, cv: _Canvas, kind: str) -> Scene:
         rows, cols = np.flatnonzero(hit.any(1)), np.flatnonzero(hit.any(0))
         box = [rx0 + cols[0], ry0 + rows[0], rx0 + cols[-1] + 1, ry0 + rows[-1] + 1]
         bw, bh = box[2] - box[0], box[3] - box[1]
+        if min(bw, bh) < MIN_SIDE:
+            continue
         boxes.append(box)
         labels.append(label)
         visible.append(min(vis, 1.0))

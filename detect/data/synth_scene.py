@@ -190,35 +190,38 @@ def _plank(rng: np.random.Generator, cv: _Canvas, y0: int, y1: int, kind: str) -
 # ---------------------------------------------------------------- layouts
 
 
-def _fill_row(rng: np.random.Generator, cv: _Canvas, y_base: float, unit: float, quota: int) -> None:
-    """Stand products on a shelf row whose base is ``y_base``; ``unit`` is the height of the
-    tallest class. Same-product facings in groups; sometimes a second, darker row behind."""
+def _fill_row(rng: np.random.Generator, cv: _Canvas, y_base: float, avail: float, quota: int) -> None:
+    """Stand products on a shelf row whose base is ``y_base`` and whose free height is
+    ``avail``: a few classes in groups of same-product facings, scaled so the row's tallest
+    class nearly fills the row (shelves are spaced for their products); chocolate bars come
+    in stacks; sometimes a second, darker row peeks out behind."""
     W = cv.ids.shape[1]
     classes = rng.choice(len(PRODUCTS), size=int(rng.integers(2, 5)), replace=False)
+    unit = avail * rng.uniform(0.8, 0.95) / max(PRODUCTS[int(c)].height for c in classes)
     front, back = [], []
-    x = -rng.uniform(0.0, 0.25) * unit
+    x = -rng.uniform(0.0, 0.25) * avail
     while x < W and len(front) < quota:
         c = int(rng.choice(classes))
-        h = unit * PRODUCTS[c].height * rng.uniform(0.92, 1.06)
+        h = min(unit * PRODUCTS[c].height * rng.uniform(0.92, 1.06), avail * 0.97)
         sprite, mask = draw_product(rng, c, h)
         ph, pw = mask.shape
-        stack = int(rng.integers(1, 4)) if c == CHOCOLATE else 1
+        stack = int(rng.integers(1, max(1, min(3, int(avail * 0.97 // ph))) + 1)) if c == CHOCOLATE else 1
         for _ in range(int(rng.integers(1, 4))):
             if x >= W or len(front) + stack > quota:
                 break
             for s in range(stack):
                 front.append((sprite, mask, x, y_base - ph * (s + 1) - rng.integers(0, 2), c))
-            x += pw + rng.uniform(0.0, 0.12) * unit
-        x += rng.uniform(0.0, 0.3) * unit
+            x += pw + rng.uniform(0.0, 0.1) * avail
+        x += rng.uniform(0.0, 0.3) * avail
     if front and rng.random() < 0.35:
         for _ in range(int(rng.integers(1, 4))):
             if len(front) + len(back) >= quota:
                 break
             ref = front[int(rng.integers(len(front)))]
             c = int(rng.choice(classes))
-            sprite, mask = draw_product(rng, c, unit * PRODUCTS[c].height * rng.uniform(0.9, 1.0))
+            sprite, mask = draw_product(rng, c, min(unit * PRODUCTS[c].height, avail) * rng.uniform(0.9, 1.0))
             bx = ref[2] + rng.uniform(-0.6, 0.6) * ref[1].shape[1]
-            back.append((sprite, mask, bx, y_base - mask.shape[0] - rng.uniform(0.02, 0.08) * unit, c))
+            back.append((sprite, mask, bx, y_base - mask.shape[0] - rng.uniform(0.02, 0.08) * avail, c))
     for sprite, mask, px, py, c in back:
         cv.paste(sprite, mask, px, py, c, dim=float(rng.uniform(0.6, 0.8)))
     for sprite, mask, px, py, c in front:
@@ -228,7 +231,7 @@ def _fill_row(rng: np.random.Generator, cv: _Canvas, y_base: float, unit: float,
 def shelf_scene(rng: np.random.Generator, H: int, W: int) -> _Canvas:
     """Two to four shelf rows (the top one often cut by the border) in front of a back wall."""
     cv = _Canvas(texture(rng, str(rng.choice(["pegboard", "paint", "metal"])), H, W))
-    n_rows = int(rng.choice([2, 3, 4], p=[0.4, 0.45, 0.15]))
+    n_rows = int(rng.choice([2, 3, 4], p=[0.55, 0.38, 0.07]))
     row_h = H / (n_rows - rng.uniform(0.0, 0.4))
     plank_h = row_h * rng.uniform(0.07, 0.12)
     plank_kind = str(rng.choice(["wood", "metal"]))
@@ -239,7 +242,7 @@ def shelf_scene(rng: np.random.Generator, H: int, W: int) -> _Canvas:
     for i, top in enumerate(rows):
         quota = max(1, cv.free // (len(rows) - i))
         base = top + row_h - plank_h
-        _fill_row(rng, cv, base + rng.integers(0, 3), (row_h - plank_h) * rng.uniform(0.78, 0.93), quota)
+        _fill_row(rng, cv, base + rng.integers(0, 3), row_h - plank_h, quota)
     for top in rows:
         _plank(rng, cv, int(top + row_h - plank_h), int(top + row_h), plank_kind)
     for _ in range(int(rng.choice([0, 1, 2], p=[0.65, 0.25, 0.1]))):
@@ -273,11 +276,13 @@ def checkout_scene(rng: np.random.Generator, H: int, W: int) -> _Canvas:
     if rng.random() < 0.4:  # divider bar, lying on the belt under the products
         y = int(rng.uniform(0.15, 0.85) * H)
         cv2.rectangle(cv.img, (0, y), (W - 1, y + max(3, H // 25)), (90, 60, 40) if rng.random() < 0.5 else (30, 30, 30), -1)
-    unit = H * rng.uniform(0.42, 0.6)
+    scale = rng.uniform(0.32, 0.5)  # longer side of a product, relative to H
     placed: list[tuple[float, float, float, float]] = []
     for _ in range(int(rng.integers(4, 12))):
         c = int(rng.integers(len(PRODUCTS)))
-        sprite, mask = draw_product(rng, c, unit * PRODUCTS[c].height * rng.uniform(0.9, 1.1))
+        a = rng.uniform(*PRODUCTS[c].aspect)
+        long = H * scale * rng.uniform(0.85, 1.15)
+        sprite, mask = draw_product(rng, c, long if a <= 1 else long / a, aspect=a)
         angle = rng.uniform(-25, 25) if rng.random() < 0.7 else 90 + rng.uniform(-15, 15)
         sprite, mask = _rotate(sprite, mask, angle)
         h, w = mask.shape
