@@ -29,82 +29,90 @@ def _gather_index(src_start: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(src_start - out_start[:-1], counts) + np.arange(total, dtype=np.int64)
 
 
-def empty_files() -> dict[str, Any]:
-    return merge_files([], [], None, [])
+_FILE_ARRAYS = {"image_size": np.int64, "image_mtime": np.int64, "ok": bool, "width": np.int32, "height": np.int32}
+_FILE_LISTS = ("image", "hints")
+_BOX_ARRAYS = ("boxes", "name_id", "difficult", "truncated")
+
+
+def pack(results: Sequence[FileResult]) -> dict[str, Any]:
+    """Per-file parse results -> a columnar table (the ``files`` block of a cache without
+    the fingerprint). Workers pack their chunk, so few large arrays cross process borders."""
+    names: dict[str, int] = {}
+    name_id = [names.setdefault(nm, len(names)) for r in results for nm in r.names]
+    table: dict[str, Any] = {key: np.array([getattr(r, "image_mtime_ns" if key == "image_mtime" else key) for r in results], dt)
+                             for key, dt in _FILE_ARRAYS.items()}
+    table["image"] = [r.image for r in results]
+    table["hints"] = [r.hints for r in results]
+    table["box_start"] = _offsets(np.array([len(r.names) for r in results], np.int64))
+    table["boxes"] = np.array([v for r in results for v in r.boxes], np.float32).reshape(-1, 4)  # flat [4B] -> (B, 4)
+    table["name_id"] = np.array(name_id, np.int32)
+    table["names"] = list(names)
+    table["difficult"] = np.array([d for r in results for d in r.difficult], bool)
+    table["truncated"] = np.array([t for r in results for t in r.truncated], bool)
+    table["problems"] = [(i, kind, msg) for i, r in enumerate(results) for kind, msg in r.problems]
+    return table
+
+
+def concat(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack columnar tables (rows of ``tables[0]`` first); name tables are merged."""
+    if not tables:
+        return pack([])
+    names = sorted({nm for t in tables for nm in t["names"]})
+    index = {nm: i for i, nm in enumerate(names)}
+    out: dict[str, Any] = {key: np.concatenate([t[key] for t in tables]) for key in _FILE_ARRAYS}
+    for key in _FILE_LISTS:
+        out[key] = [v for t in tables for v in t[key]]
+    out["box_start"] = _offsets(np.concatenate([np.diff(t["box_start"]) for t in tables]))
+    for key in ("boxes", "difficult", "truncated"):
+        out[key] = np.concatenate([t[key] for t in tables])
+    out["name_id"] = np.concatenate(
+        [np.array([index[nm] for nm in t["names"]] + [0], np.int32)[t["name_id"]] for t in tables])  # +[0]: never empty
+    out["names"] = names
+    out["problems"] = []
+    offset = 0
+    for t in tables:
+        out["problems"].extend((i + offset, kind, msg) for i, kind, msg in t["problems"])
+        offset += len(t["ok"])
+    return out
+
+
+def take(table: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The table's rows ``rows`` (int64[K]), in that order; problems follow their files."""
+    rows = np.asarray(rows, np.int64)
+    out: dict[str, Any] = {key: table[key][rows] for key in _FILE_ARRAYS}
+    for key in _FILE_LISTS:
+        out[key] = [table[key][i] for i in rows.tolist()]
+    start = table["box_start"]
+    counts = (start[1:] - start[:-1])[rows]
+    idx = _gather_index(start[:-1][rows], counts)
+    out["box_start"] = _offsets(counts)
+    for key in _BOX_ARRAYS:
+        out[key] = table[key][idx]
+    out["names"] = list(table["names"])
+    pos = np.full(len(table["ok"]) + 1, -1, np.int64)
+    pos[rows] = np.arange(len(rows))
+    moved = [(int(pos[i]), kind, msg) for i, kind, msg in table["problems"] if pos[i] >= 0]
+    out["problems"] = sorted(moved, key=lambda p: p[0])  # stable: a file's problems keep their order
+    return out
 
 
 def merge_files(
     rels: Sequence[str],
-    stats: Sequence[tuple[int, int]],
+    sizes: np.ndarray,
+    mtimes: np.ndarray,
     old: Optional[dict[str, Any]],
-    sources: Sequence[tuple[bool, int | FileResult]],
+    new: dict[str, Any],
+    rows: np.ndarray,
 ) -> dict[str, Any]:
-    """Build the ``files`` columns for ``rels`` (sorted), each row either reused from the old
-    columns (``(True, old_index)``) or freshly parsed (``(False, FileResult)``)."""
-    n = len(rels)
-    new_results = [s for reused, s in sources if not reused]
-    names: list[str] = sorted({nm for r in new_results for nm in r.names} | (set(old["names"]) if old else set()))
-    name_index = {nm: i for i, nm in enumerate(names)}
-    old_name_map = np.array([name_index[nm] for nm in old["names"]], np.int32) if old and old["names"] else np.zeros(0, np.int32)
-
-    flat = [v for r in new_results for v in r.boxes]
-    new_boxes = np.array(flat, np.float32).reshape(-1, 4)  # flat [4B'] -> (B', 4)
-    new_names = np.array([name_index[nm] for r in new_results for nm in r.names], np.int32)
-    new_diff = np.array([d for r in new_results for d in r.difficult], bool)
-    new_trunc = np.array([t for r in new_results for t in r.truncated], bool)
-    n_old_boxes = len(old["boxes"]) if old else 0
-
-    cols: dict[str, list] = {k: [] for k in ("image", "image_size", "image_mtime", "hints", "ok", "width", "height")}
-    src_start = np.zeros(n, np.int64)
-    counts = np.zeros(n, np.int64)
-    problems: list[tuple[int, str, str]] = []
-    old_problems: dict[int, list[tuple[str, str]]] = {}
-    if old:
-        for i, kind, msg in old["problems"]:
-            old_problems.setdefault(i, []).append((kind, msg))
-    new_pos = 0  # next row of the new_* arrays
-    for j, (reused, src) in enumerate(sources):
-        if reused:
-            i = src
-            for key in cols:
-                cols[key].append(old[key][i])
-            s, e = int(old["box_start"][i]), int(old["box_start"][i + 1])
-            src_start[j], counts[j] = s, e - s
-            problems.extend((j, k, m) for k, m in old_problems.get(i, ()))
-        else:
-            r = src
-            for key, val in (("image", r.image), ("image_size", r.image_size), ("image_mtime", r.image_mtime_ns),
-                             ("hints", r.hints), ("ok", r.ok), ("width", r.width), ("height", r.height)):
-                cols[key].append(val)
-            k = len(r.names)
-            src_start[j], counts[j] = n_old_boxes + new_pos, k
-            new_pos += k
-            problems.extend((j, kind, msg) for kind, msg in r.problems)
-
-    all_boxes = np.concatenate([old["boxes"], new_boxes]) if old else new_boxes
-    all_names = np.concatenate([old_name_map[old["name_id"]], new_names]) if old else new_names
-    all_diff = np.concatenate([old["difficult"], new_diff]) if old else new_diff
-    all_trunc = np.concatenate([old["truncated"], new_trunc]) if old else new_trunc
-    idx = _gather_index(src_start, counts)
-    return {
-        "rel": list(rels),
-        "size": np.array([s for s, _ in stats], np.int64),
-        "mtime": np.array([m for _, m in stats], np.int64),
-        "image": cols["image"],
-        "image_size": np.array(cols["image_size"], np.int64),
-        "image_mtime": np.array(cols["image_mtime"], np.int64),
-        "hints": cols["hints"],
-        "ok": np.array(cols["ok"], bool),
-        "width": np.array(cols["width"], np.int32),
-        "height": np.array(cols["height"], np.int32),
-        "box_start": _offsets(counts),
-        "boxes": np.ascontiguousarray(all_boxes[idx]).reshape(-1, 4),
-        "name_id": all_names[idx].astype(np.int32),
-        "names": names,
-        "difficult": all_diff[idx].astype(bool),
-        "truncated": all_trunc[idx].astype(bool),
-        "problems": problems,
-    }
+    """The ``files`` block for ``rels`` and their fingerprint (``sizes``, ``mtimes``): row
+    ``j`` is ``rows[j]`` of ``old`` stacked on ``new`` (reused files point into ``old``,
+    parsed ones past its end)."""
+    both = concat([old, new]) if old is not None else new
+    out = take(both, rows)
+    out["rel"] = list(rels)
+    out["size"] = np.asarray(sizes, np.int64)
+    out["mtime"] = np.asarray(mtimes, np.int64)
+    return out
 
 
 def split_ids(rel: str) -> tuple[str, str]:

@@ -24,9 +24,9 @@ from typing import Any, Optional, Sequence, TextIO
 import numpy as np
 
 from detect.data.cache import FORMAT, SCHEMA, Cache, CacheError, problems_path, read_cache_data, write_cache_data
-from detect.data.columns import merge_files, select_records
-from detect.data.images import ImageIndex, default_image_roots, walk_files
-from detect.data.voc import FileResult, parse_file
+from detect.data.columns import concat, merge_files, pack, select_records
+from detect.data.images import FileStat, ImageIndex, default_image_roots, walk_files
+from detect.data.voc import parse_file
 from detect.structures import Problem
 from detect.utils import atomic_write_text
 
@@ -114,9 +114,9 @@ def _init_worker(index: Optional[ImageIndex], require_image: bool) -> None:
     _WORKER["index"], _WORKER["require"] = index, require_image
 
 
-def _parse_chunk(jobs: list[tuple[str, str]]) -> list[FileResult]:
+def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
     index, require = _WORKER["index"], _WORKER["require"]
-    return [parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs]
+    return pack([parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs])
 
 
 def _cpu_count() -> int:
@@ -126,10 +126,10 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> list[FileResult]:
-    """Parse ``(xml_path, xml_rel_dir)`` jobs, in order, with ``workers`` processes
-    (0: one per available core; 1 or few jobs: in this process), a tqdm bar on stderr for
-    runs longer than a second."""
+def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
+    ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
+    tqdm bar on stderr for runs longer than a second."""
     from tqdm import tqdm
 
     workers = workers if workers > 0 else _cpu_count()
@@ -137,14 +137,14 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
     try:
         if workers <= 1 or len(jobs) < SERIAL_BELOW:
             _init_worker(index, require_image)
-            out = []
-            for i in range(0, len(jobs), 256):
-                out.extend(_parse_chunk(jobs[i : i + 256]))
-                bar.update(min(256, len(jobs) - i))
-            return out
+            tables = []
+            for i in range(0, len(jobs), 512):
+                tables.append(_parse_chunk(jobs[i : i + 512]))
+                bar.update(min(512, len(jobs) - i))
+            return concat(tables)
         size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-        results: list[Optional[list[FileResult]]] = [None] * len(chunks)
+        results: list[Any] = [None] * len(chunks)
         with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(index, require_image)) as pool:
             futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
             try:
@@ -155,7 +155,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-        return [r for chunk in results for r in chunk]  # type: ignore[union-attr]
+        return concat(results)
     finally:
         bar.close()
 
@@ -167,7 +167,8 @@ def _load_old(output: Path, log: TextIO) -> Optional[dict[str, Any]]:
     try:
         return read_cache_data(output)
     except (CacheError, OSError) as e:
-        print(f"xml2pkl: previous cache unusable, rebuilding: {e}", file=log)
+        reason = str(e).split("; rebuild it with")[0]
+        print(f"xml2pkl: previous cache unusable, rebuilding: {reason}", file=log)
         return None
 
 
@@ -178,6 +179,40 @@ def _same_images(old: dict[str, Any], index: ImageIndex) -> bool:
     )
 
 
+def _selection(classes, split) -> tuple[Optional[list[str]], Optional[list[str]], str]:
+    """Class list (file or list), split ids (file or list), and the split file's name."""
+    class_list = read_list_file(classes, "class") if isinstance(classes, (str, os.PathLike)) else (list(classes) if classes is not None else None)
+    if class_list is not None:
+        dup = [c for c, k in Counter(class_list).items() if k > 1]
+        if dup:
+            raise UsageError(f"class list repeats {dup}: each class must appear once")
+    split_file = os.fspath(split) if isinstance(split, (str, os.PathLike)) else ""
+    split_ids = _normalise_split(read_list_file(split, "split") if split_file else split) if split is not None else None
+    return class_list, split_ids, split_file
+
+
+def _plan(xmls: list[tuple[FileStat, str]], old_files: Optional[dict[str, Any]], index: ImageIndex, same_images: bool):
+    """Which files to reuse and which to parse: ``rows`` (int64[F]: the old row of a reused
+    file, or ``n_old + k`` for the k-th job) and the jobs ``(xml_path, xml_rel_dir)``. A file
+    is reused when its size and mtime are unchanged and it still finds the same image."""
+    n_old = len(old_files["rel"]) if old_files is not None else 0
+    old_pos = {rel: i for i, rel in enumerate(old_files["rel"])} if old_files is not None else {}
+    old_size = old_files["size"].tolist() if old_files is not None else []
+    old_mtime = old_files["mtime"].tolist() if old_files is not None else []
+    rows = np.empty(len(xmls), np.int64)
+    jobs: list[tuple[str, str]] = []
+    for j, (st, rel) in enumerate(xmls):
+        i = old_pos.get(rel)
+        if i is not None and old_size[i] == st.size and old_mtime[i] == st.mtime_ns and (
+            same_images or _same_image(old_files, i, index, st.path, rel)
+        ):
+            rows[j] = i
+        else:
+            rows[j] = n_old + len(jobs)
+            jobs.append((st.path, os.path.dirname(rel)))
+    return rows, jobs
+
+
 def build_cache(
     ann_dir: str | os.PathLike,
     output: str | os.PathLike,
@@ -186,7 +221,7 @@ def build_cache(
     split: Optional[str | os.PathLike | Sequence[str]] = None,
     workers: int = 0,
     progress: bool = True,
-    log: TextIO = sys.stderr,
+    log: Optional[TextIO] = None,
 ) -> BuildResult:
     """Parse every ``*.xml`` under ``ann_dir`` into the cache ``output``, incrementally.
 
@@ -200,6 +235,8 @@ def build_cache(
         classes: class file or list; None: the sorted union of the names found.
         split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
         workers: parser processes (0: one per core).
+        progress: show a progress bar (stderr) on runs longer than a second.
+        log: where notes go (default: stderr).
 
     Raises:
         UsageError: missing folder or file, nothing to parse, unwritable output.
@@ -213,15 +250,9 @@ def build_cache(
         raise UsageError(f"image folder {images} does not exist or is not a folder")
     output = Path(output)
     _check_output(output)
-    class_list = read_list_file(classes, "class") if isinstance(classes, (str, os.PathLike)) else (list(classes) if classes is not None else None)
-    if class_list is not None:
-        dup = [c for c, k in Counter(class_list).items() if k > 1]
-        if dup:
-            raise UsageError(f"class list repeats {dup}: each class must appear once")
-    split_file = os.fspath(split) if isinstance(split, (str, os.PathLike)) else ""
-    split_ids = _normalise_split(read_list_file(split, "split") if split_file else split) if split is not None else None
+    class_list, split_ids, split_file = _selection(classes, split)
 
-    xmls = list(walk_files(ann_abs, {".xml"}))
+    xmls = walk_files(ann_abs, {".xml"})
     if not xmls:
         raise UsageError(f"no .xml files under {ann}")
     roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
@@ -229,35 +260,24 @@ def build_cache(
     options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
     select = {"classes": class_list, "split": split_ids}
     rels = [rel for _, rel in xmls]
-    stats = [(st.size, st.mtime_ns) for st, _ in xmls]
+    sizes = np.array([st.size for st, _ in xmls], np.int64)
+    mtimes = np.array([st.mtime_ns for st, _ in xmls], np.int64)
 
-    old = _load_old(output, log)
+    old = _load_old(output, log or sys.stderr)
     if old is not None and old["options"] != options:
         old = None  # other folders: no row can be trusted
     same_images = old is not None and _same_images(old, index)
     if (
         old is not None and same_images and old["select"] == select and old["files"]["rel"] == rels
-        and np.array_equal(old["files"]["size"], [s for s, _ in stats]) and np.array_equal(old["files"]["mtime"], [m for _, m in stats])
+        and np.array_equal(old["files"]["size"], sizes) and np.array_equal(old["files"]["mtime"], mtimes)
         and problems_path(output).exists()
     ):
         return BuildResult(str(output), old, [], len(rels), True, time.perf_counter() - t0)
 
-    sources: list[tuple[bool, Any]] = []
-    jobs: list[tuple[str, str]] = []
     old_files = old["files"] if old is not None else None
-    old_pos = {rel: i for i, rel in enumerate(old_files["rel"])} if old_files is not None else {}
-    for (st, rel), (size, mtime) in zip(xmls, stats):
-        i = old_pos.get(rel)
-        if i is not None and old_files["size"][i] == size and old_files["mtime"][i] == mtime and (
-            same_images or _same_image(old_files, i, index, st.path, rel)
-        ):
-            sources.append((True, i))
-        else:
-            sources.append((False, len(jobs)))
-            jobs.append((st.path, os.path.dirname(rel)))
-    results = parse_many(jobs, index, images is not None, workers, progress)
-    sources = [(True, s) if reused else (False, results[s]) for reused, s in sources]
-    files = merge_files(rels, stats, old_files, sources)
+    rows, jobs = _plan(xmls, old_files, index, same_images)
+    new = parse_many(jobs, index, images is not None, workers, progress)
+    files = merge_files(rels, sizes, mtimes, old_files, new, rows)
     classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
     data = {
         "format": FORMAT,
@@ -279,7 +299,8 @@ def build_cache(
         atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
-    parsed = [jobs_rel for (reused, _), jobs_rel in zip(sources, rels) if not reused]
+    n_old = len(old_files["rel"]) if old_files is not None else 0
+    parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
     return BuildResult(str(output), data, parsed, len(rels) - len(parsed), False, time.perf_counter() - t0)
 
 
@@ -295,8 +316,9 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def summarize(result: BuildResult, out: TextIO = sys.stderr) -> None:
+def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     """One line on what was cached, problem counts per kind, and the first few problems."""
+    out = out or sys.stderr
     data = result.data
     n_files = len(data["files"]["rel"])
     n_rec = len(data["records"]["file"])

@@ -1,0 +1,261 @@
+"""Annotation caches: round trip, incremental rebuilds, damaged caches, the restricted
+unpickler, the CLI's exit codes and problem reports, and the two shared datasets."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import detect.data.xml2pkl as x2p
+from detect.cli import main
+from detect.data import Cache, CacheError, build_cache, load_cache
+from detect.data.cache import FORMAT, problems_path, write_cache_data
+from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe_load_pickle
+
+OBJ = "<object><name>{}</name><truncated>{}</truncated><bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>"
+
+
+def write_voc(path: Path, objs, size=(64, 48), filename=None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(OBJ.format(n, t, *b) for n, b, t in ((o[0], o[1], o[2] if len(o) > 2 else 0) for o in objs))
+    path.write_text(
+        f"<annotation><filename>{filename or path.stem + '.png'}</filename>"
+        f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>{body}</annotation>"
+    )
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    """Per-class layout: annotations/<class>/<STEM>.xml + images/<class>/<STEM>.jpg, with a
+    negative image, a degenerate box, an out-of-image box and a corrupt (all-NUL) XML."""
+    root = tmp_path / "ds"
+    specs = {
+        "cup/CUP0": [("cup", (1, 1, 20, 20), 1), ("cup", (30, 5, 60, 40))],
+        "cup/CUP1": [("cup", (5, 5, 5, 30))],  # degenerate (zero width)
+        "tea/TEA0": [("tea", (10, 10, 70, 40))],  # past the 64-px width: clipped
+        "tea/TEA1": [],  # no <object>: a negative image
+    }
+    for sid, objs in specs.items():
+        write_voc(root / "annotations" / f"{sid}.xml", objs)
+        img = root / "images" / f"{sid}.jpg"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 48)).save(img)
+    (root / "annotations/tea/BROKEN.xml").write_bytes(b"\x00" * 64)
+    (root / "classes.txt").write_text("cup\ntea\n")
+    return root
+
+
+def build(ds: Path, out: Path, **kw):
+    kw.setdefault("images", ds / "images")
+    return build_cache(ds / "annotations", out, progress=False, **kw)
+
+
+def bump(path: Path) -> None:
+    """Change a file's mtime for sure (some filesystems have coarse timestamps)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+
+
+def test_round_trip(dataset, tmp_path):
+    res = build(dataset, tmp_path / "c.pkl", classes=dataset / "classes.txt")
+    cache = load_cache(tmp_path / "c.pkl")
+    assert isinstance(cache, Cache) and cache.classes == ["cup", "tea"]
+    assert [Path(r.annotation).stem for r in cache.records] == ["CUP0", "CUP1", "TEA0", "TEA1"]
+    by = {Path(r.annotation).stem: r for r in cache.records}
+    np.testing.assert_array_equal(by["CUP0"].boxes, [[0, 0, 20, 20], [29, 4, 60, 40]])
+    assert by["CUP0"].labels.tolist() == [0, 0] and by["CUP0"].truncated.tolist() == [True, False]
+    assert len(by["CUP1"]) == 0  # its only box was degenerate
+    np.testing.assert_array_equal(by["TEA0"].boxes, [[9, 9, 64, 40]])
+    assert by["TEA0"].labels.tolist() == [1]
+    assert len(by["TEA1"]) == 0 and by["TEA1"].boxes.shape == (0, 4)  # negative kept
+    r = by["TEA1"]
+    assert r.image == str(dataset / "images/tea/TEA1.jpg") and (r.width, r.height) == (64, 48)
+    assert sorted((Path(p.file).name, p.kind) for p in cache.problems) == [
+        ("BROKEN.xml", "parse_error"), ("CUP1.xml", "degenerate_box"), ("TEA0.xml", "box_clipped")]
+    for a, b in zip(cache.records, res.cache.records):
+        assert a.image == b.image and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
+    lines = problems_path(tmp_path / "c.pkl").read_text().splitlines()
+    assert lines[0] == "file\tkind\tmessage" and len(lines) == 4
+    assert all(len(line.split("\t")) == 3 for line in lines)
+
+
+def test_incremental_rebuild_reparses_only_changed_files(dataset, tmp_path):
+    out = tmp_path / "c.pkl"
+    first = build(dataset, out)
+    assert sorted(first.parsed) == sorted(["cup/CUP0.xml", "cup/CUP1.xml", "tea/BROKEN.xml", "tea/TEA0.xml", "tea/TEA1.xml"])
+    again = build(dataset, out)
+    assert again.up_to_date and again.parsed == []
+    mtime = out.stat().st_mtime_ns
+    assert out.stat().st_mtime_ns == mtime  # nothing rewritten
+
+    write_voc(dataset / "annotations/cup/CUP0.xml", [("cup", (1, 1, 10, 10))])  # edit one file
+    bump(dataset / "annotations/cup/CUP0.xml")
+    res = build(dataset, out)
+    assert res.parsed == ["cup/CUP0.xml"] and res.reused == 4
+    np.testing.assert_array_equal(res.cache.records[0].boxes, [[0, 0, 10, 10]])
+
+    write_voc(dataset / "annotations/cup/CUP2.xml", [("cup", (2, 2, 9, 9))])  # add one
+    Image.new("RGB", (64, 48)).save(dataset / "images/cup/CUP2.jpg")
+    res = build(dataset, out)
+    assert res.parsed == ["cup/CUP2.xml"] and len(res.cache.records) == 5
+
+    (dataset / "annotations/tea/TEA0.xml").unlink()  # remove one
+    res = build(dataset, out)
+    assert res.parsed == [] and not res.up_to_date
+    assert [Path(r.annotation).stem for r in res.cache.records] == ["CUP0", "CUP1", "CUP2", "TEA1"]
+    assert "TEA0.xml" not in problems_path(out).read_text()  # its problem went with it
+
+    Image.new("RGB", (32, 48)).save(dataset / "images/cup/CUP1.jpg")  # an image changes size
+    bump(dataset / "images/cup/CUP1.jpg")
+    res = build(dataset, out)
+    assert res.parsed == ["cup/CUP1.xml"]
+    assert [p.kind for p in res.problems if p.file.endswith("CUP1.xml")] == ["size_mismatch", "degenerate_box"]
+
+    # the incremental result equals a fresh build
+    fresh = build(dataset, tmp_path / "fresh.pkl")
+    for a, b in zip(res.cache.records, fresh.cache.records):
+        assert (a.image, a.width, a.height) == (b.image, b.width, b.height) and np.array_equal(a.boxes, b.boxes)
+    assert [(p.file, p.kind) for p in res.problems] == [(p.file, p.kind) for p in fresh.problems]
+
+
+def test_parallel_equals_serial(dataset, tmp_path, monkeypatch):
+    serial = build(dataset, tmp_path / "s.pkl", workers=1)
+    monkeypatch.setattr(x2p, "SERIAL_BELOW", 0)  # force the process pool on a tiny folder
+    parallel = build(dataset, tmp_path / "p.pkl", workers=2)
+    for key in ("boxes", "labels", "file", "box_start"):
+        np.testing.assert_array_equal(serial.data["records"][key], parallel.data["records"][key])
+    assert serial.data["problems"] == parallel.data["problems"]
+
+
+def test_split_and_classes(dataset, tmp_path):
+    split = tmp_path / "split.txt"
+    split.write_text("cup/CUP0\nTEA0\nnope/MISSING\n")
+    (tmp_path / "classes.txt").write_text("tea\n")
+    res = build(dataset, tmp_path / "c.pkl", classes=tmp_path / "classes.txt", split=split)
+    assert [Path(r.annotation).stem for r in res.cache.records] == ["CUP0", "TEA0"]
+    assert res.cache.records[0].boxes.shape == (0, 4)  # cup is not a class here
+    kinds = sorted((Path(p.file).name, p.kind) for p in res.problems)
+    assert kinds == [("CUP0.xml", "unknown_class"), ("TEA0.xml", "box_clipped"), ("split.txt", "split_id_not_found")]
+    # without a class file: the sorted union of names, the same for every split
+    res = build(dataset, tmp_path / "d.pkl", split=["tea/TEA1"])
+    assert res.cache.classes == ["cup", "tea"] and len(res.cache.records) == 1
+
+
+def test_missing_images(dataset, tmp_path):
+    (dataset / "images/cup/CUP0.jpg").unlink()
+    res = build(dataset, tmp_path / "c.pkl")
+    assert "CUP0" not in [Path(r.annotation).stem for r in res.cache.records]
+    assert ("CUP0.xml", "missing_image") in [(Path(p.file).name, p.kind) for p in res.problems]
+    # no --images: annotation-only cache; images found in the sibling images/ folder are used
+    res = build_cache(dataset / "annotations", tmp_path / "d.pkl", progress=False)
+    by = {Path(r.annotation).stem: r for r in res.cache.records}
+    assert by["CUP0"].image == "" and by["TEA0"].image == str(dataset / "images/tea/TEA0.jpg")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "old_schema", "garbage"])
+def test_damaged_cache_detected_and_rebuilt(dataset, tmp_path, damage, capsys):
+    out = tmp_path / "c.pkl"
+    good = build(dataset, out)
+    data = out.read_bytes()
+    if damage == "truncated":
+        out.write_bytes(data[: len(data) // 2])
+    elif damage == "foreign":
+        out.write_bytes(pickle.dumps({"records": [1, 2, 3]}))
+    elif damage == "old_schema":
+        write_cache_data(out, {**good.data, "schema": 0})
+    else:
+        out.write_bytes(os.urandom(256))
+    with pytest.raises(CacheError, match="rebuild"):
+        load_cache(out)
+    res = build(dataset, out)
+    assert "previous cache unusable, rebuilding" in capsys.readouterr().err
+    assert len(res.parsed) == 5 and len(load_cache(out).records) == len(good.cache.records)
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_refused_not_executed(dataset, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"format": FORMAT, "payload": _Evil(marker)}))
+    with pytest.raises(UnsafePickleError, match="refusing to load posix.system|refusing to load os.system"):
+        safe_load_pickle(evil)
+    with pytest.raises(CacheError, match="refusing"):
+        load_cache(evil)
+    # a malicious file sitting where the cache goes is replaced, not run
+    build(dataset, evil)
+    assert not marker.exists()
+    assert len(load_cache(evil).records) == 4
+
+
+def test_safe_load_pickle_allows_plain_data_and_listed_types(tmp_path):
+    data = {"a": [1, 2.5, "x", None, True, (1, b"b")], "arr": np.arange(6, dtype=np.float32).reshape(2, 3), "s": np.int64(3)}
+    for proto in (2, 4, 5):
+        back = safe_load_pickle(pickle.dumps(data, protocol=proto))
+        assert back["a"] == data["a"] and np.array_equal(back["arr"], data["arr"]) and back["s"] == 3
+    from collections import OrderedDict
+
+    blob = pickle.dumps(OrderedDict(a=1))
+    with pytest.raises(UnsafePickleError):
+        safe_load_pickle(blob)
+    assert safe_load_pickle(blob, allowed=NUMPY_GLOBALS | {("collections", "OrderedDict")}) == {"a": 1}
+
+
+def test_cli_exit_codes_and_summary(dataset, tmp_path, capsys):
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress"]
+    assert main([*args, "-o", str(tmp_path / "c.pkl")]) == 0
+    err = capsys.readouterr().err
+    assert "5 XML files" in err and "4 images" in err and "3 problems" in err
+    assert "degenerate_box 1" in err and "BROKEN.xml: [parse_error]" in err
+    assert main([*args, "-o", str(tmp_path / "c.pkl"), "--strict"]) == 1
+    assert main(["xml2pkl", str(tmp_path / "nope"), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert main([*args[:2], "--images", str(tmp_path / "nope"), "-o", str(tmp_path / "x.pkl")]) == 2
+    assert main([*args, "-o", str(tmp_path)]) == 2  # a folder
+    (tmp_path / "file").write_text("")
+    assert main([*args, "-o", str(tmp_path / "file" / "c.pkl")]) == 2  # parent is a file
+    assert main([*args, "-o", str(tmp_path / "y.pkl"), "--classes", str(tmp_path / "nope.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "is a folder" in err and "cannot read class file" in err
+    clean = tmp_path / "clean"
+    write_voc(clean / "a.xml", [("cup", (1, 1, 9, 9))])
+    assert main(["xml2pkl", str(clean), "-o", str(tmp_path / "z.pkl"), "--strict"]) == 0
+
+
+# -- the shared datasets ("Done when") ----------------------------------------------------------
+def test_groceries_all_cached_fish0041_reported(shared_data, tmp_path):
+    g = shared_data / "groceries-voc"
+    res = build_cache(g / "annotations", tmp_path / "g.pkl", images=g / "images", classes=g / "classes.txt", progress=False)
+    assert len(res.cache.records) == 2720 and len(res.cache.classes) == 25
+    assert all(r.image and (r.width, r.height) == (224, 224) for r in res.cache.records)
+    assert [(Path(p.file).name, p.kind) for p in res.problems] == [("FISH0041.xml", "degenerate_box")]
+    fish = next(r for r in res.cache.records if r.annotation.endswith("FISH0041.xml"))
+    assert fish.image.endswith("images/fish/FISH0041.jpg") and len(fish) == 2
+    val = build_cache(g / "annotations", tmp_path / "v.pkl", images=g / "images", split=g / "splits/val.txt", progress=False)
+    assert len(val.cache.records) == 160 and val.problems == []  # FISH0041 is a train image
+    assert val.cache.classes == res.cache.classes  # same class list without a class file
+    assert build_cache(g / "annotations", tmp_path / "g.pkl", images=g / "images", classes=g / "classes.txt", progress=False).up_to_date
+
+
+def test_quirks_folder_cached_nothing_lost(shared_data, tmp_path):
+    q = shared_data / "voc-xml-quirks"
+    res = build_cache(q, tmp_path / "q.pkl", progress=False)
+    assert len(res.cache.records) == 32  # every file, the negative one included
+    assert sum(len(r) for r in res.cache.records) == 196 - 2  # all objects but the 2 degenerate
+    assert sorted((Path(p.file).name, p.kind) for p in res.problems) == [
+        ("HaiShen__CHN083846_0000.xml", "missing_size"),
+        ("TigerandRosa__000057.xml", "degenerate_box"),
+        ("datumaro__voc_dataset2_a.xml", "missing_size"),
+        ("groceries5k__FISH0041.xml", "degenerate_box"),
+    ]
