@@ -132,3 +132,12 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     err = capsys.readouterr().err
     assert "not a synthetic dataset" in err and "--splits" in err
+
+
+def test_cli_entry_point(tmp_path, capsys):
+    from detect.cli import main
+
+    out = tmp_path / "cli"
+    assert main(["synth", str(out), "--images", "2", "--seed", "9", "--size", "64", "--workers", "1"]) == 0
+    assert "wrote 2 images" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "Annotations").iterdir()) == ["000000.xml", "000001.xml"]
