@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe_load_pickle
+from detect.data.safe_pickle import NUMPY_GLOBALS, load_versioned_pickle, safe_load_pickle
 from detect.structures import ImageRecord, Problem
 from detect.utils import atomic_write
 
@@ -100,16 +100,7 @@ def problems_path(cache_path: str | os.PathLike) -> Path:
 def read_cache_data(path: str | os.PathLike) -> dict[str, Any]:
     """The validated raw dict of a cache file. Raises :class:`CacheError` (or OSError) for
     anything that is not a complete cache of the current schema; never returns half a cache."""
-    try:
-        data = safe_load_pickle(path)
-    except UnsafePickleError as e:
-        raise CacheError(str(e)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
-        raise CacheError(f"{path}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `detect xml2pkl`") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CacheError(f"{path}: not a retail-detect annotation cache (foreign pickle); rebuild it with `detect xml2pkl`")
-    if data.get("schema") != SCHEMA:
-        raise CacheError(f"{path}: cache schema {data.get('schema')!r}, this version reads {SCHEMA}; rebuild it with `detect xml2pkl`")
+    data = load_versioned_pickle(path, FORMAT, SCHEMA, what="annotation cache", rebuild="detect xml2pkl", error=CacheError)
     try:
         _check_consistent(data)
     except (KeyError, TypeError, AttributeError, ValueError) as e:

@@ -75,3 +75,37 @@ def safe_load_pickle(
         with open(source, "rb") as f:
             return RestrictedUnpickler(f, allowed, os.fspath(source)).load()
     return RestrictedUnpickler(source, allowed, getattr(source, "name", "<pickle>")).load()
+
+
+def load_versioned_pickle(
+    path: Union[str, os.PathLike],
+    fmt: str,
+    schema: int,
+    *,
+    what: str,
+    rebuild: str,
+    error: type[Exception] = ValueError,
+    allowed: Iterable[tuple[str, str]] = NUMPY_GLOBALS,
+) -> dict:
+    """Load a cache saved as a dict tagged ``{"format": fmt, "schema": schema, ...}``.
+
+    Args:
+        what: what the file is, for messages ("annotation cache").
+        rebuild: the command that rebuilds it, for messages ("detect xml2pkl").
+        error: the exception type raised for a truncated, foreign, unsafe or other-schema
+            file (its message names the file and says to rebuild it; nothing half-read).
+
+    Raises:
+        error: as above. OSError: the file cannot be read.
+    """
+    try:
+        data = safe_load_pickle(path, allowed)
+    except UnsafePickleError as e:
+        raise error(str(e)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+        raise error(f"{path}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `{rebuild}`") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise error(f"{path}: not a retail-detect {what} (foreign pickle); rebuild it with `{rebuild}`")
+    if data.get("schema") != schema:
+        raise error(f"{path}: {what} schema {data.get('schema')!r}, this version reads {schema}; rebuild it with `{rebuild}`")
+    return data
