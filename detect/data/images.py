@@ -97,13 +97,15 @@ class ImageIndex:
     _by_lower: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def scan(cls, roots: Sequence[str | Path]) -> "ImageIndex":
-        """Index every image under ``roots`` (missing roots are skipped)."""
+    def scan(cls, roots: Sequence[str | Path], listed: Optional[dict[str, list[tuple[FileStat, str]]]] = None) -> "ImageIndex":
+        """Index every image under ``roots`` (missing roots are skipped). ``listed`` maps a
+        root to its images already found by :func:`walk_files` (not walked again)."""
         index = cls([os.path.abspath(r) for r in roots])
         seen: set[str] = set()
         found = []
         for root in index.roots:
-            for st, rel in walk_files(root, IMAGE_EXTS):
+            files = listed[root] if listed and root in listed else walk_files(root, IMAGE_EXTS)
+            for st, rel in files:
                 if st.path not in seen:
                     seen.add(st.path)
                     found.append((st, os.path.dirname(rel)))

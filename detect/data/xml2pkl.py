@@ -25,7 +25,7 @@ import numpy as np
 
 from detect.data.cache import FORMAT, SCHEMA, Cache, CacheError, problems_path, read_cache_data, write_cache_data
 from detect.data.columns import concat, merge_files, pack, select_records
-from detect.data.images import FileStat, ImageIndex, default_image_roots, walk_files
+from detect.data.images import IMAGE_EXTS, FileStat, ImageIndex, default_image_roots, walk_files
 from detect.data.voc import parse_file
 from detect.structures import Problem
 from detect.utils import atomic_write_text
@@ -252,11 +252,12 @@ def build_cache(
     _check_output(output)
     class_list, split_ids, split_file = _selection(classes, split)
 
-    xmls = walk_files(ann_abs, {".xml"})
+    roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
+    found = walk_files(ann_abs, {".xml"} | (IMAGE_EXTS if ann_abs in roots else set()))  # one walk for both
+    xmls = [f for f in found if f[1][-4:].lower() == ".xml"]
     if not xmls:
         raise UsageError(f"no .xml files under {ann}")
-    roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
-    index = ImageIndex.scan(roots)
+    index = ImageIndex.scan(roots, {ann_abs: [f for f in found if f[1][-4:].lower() != ".xml"]})
     options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
     select = {"classes": class_list, "split": split_ids}
     rels = [rel for _, rel in xmls]
