@@ -28,6 +28,7 @@ prefers the EMA weights.
 
 from __future__ import annotations
 
+import copy
 import io
 import pickle
 import random
@@ -109,7 +110,7 @@ def inference_state(ckpt: dict[str, Any], half: bool = False) -> dict[str, Any]:
     weights = ema["model"] if ema else ckpt["model"]
     if half:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
-    keep = ("config", "classes", "preprocess", "epoch", "best_map", "metrics")
+    keep = ("config", "classes", "preprocess", "epoch", "best_map", "best_epoch", "metrics")
     out = {k: ckpt[k] for k in keep if k in ckpt}
     out.update(model=weights, ema=None, weights="ema" if ema else "model")
     return out
@@ -123,9 +124,9 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, ExperimentConfig, list[str]]:
     """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
 
-    The network is built from the stored config with ``pretrained="none"`` (the trained weights
-    replace the backbone's anyway, so no backbone weight file is needed); the EMA weights are
-    used when the checkpoint has them. Returns ``(model, config, classes)``.
+    The network is built from (a copy of) the stored config with ``pretrained="none"`` (the
+    trained weights replace the backbone's anyway, so no backbone weight file is needed); the EMA
+    weights are used when the checkpoint has them. Returns ``(model, stored config, classes)``.
     """
     from detect.models.build import build_model
 
@@ -133,11 +134,12 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     cfg = ExperimentConfig.from_dict(ckpt["config"])
     classes = [str(c) for c in ckpt["classes"]]
     cfg.model.num_classes = len(classes)
-    cfg.model.pretrained = "none"
-    cfg.model.backbone_weights = None
-    if cfg.model.bn == "sync":  # SyncBN needs a process group; its state dict is a plain BN's
-        cfg.model.bn = "train"
-    model = build_model(cfg.model, cfg.preprocess)
+    build = copy.deepcopy(cfg)
+    build.model.pretrained = "none"
+    build.model.backbone_weights = None
+    if build.model.bn == "sync":  # SyncBN needs a process group; its state dict is a plain BN's
+        build.model.bn = "train"
+    model = build_model(build.model, build.preprocess)
     ema = ckpt.get("ema")
     weights = ema["model"] if ema else ckpt["model"]
     try:

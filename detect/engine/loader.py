@@ -70,8 +70,8 @@ class EpochShardSampler(Sampler):
 
 class SeededDataset(Dataset):
     """``dataset[(epoch, i)]`` = ``dataset[i]`` drawn with every RNG seeded from
-    ``(seed, epoch, i)``. Reaches the transform's own generators through ``set_random_state``
-    / ``set_random_seed`` (albumentations >= 2 ignores the global RNGs)."""
+    ``(seed, epoch, i)``. Reaches the transform's own generators through ``set_random_seed``
+    (albumentations >= 2 ignores the global RNGs)."""
 
     def __init__(self, dataset: Any, seed: int):
         self.dataset, self.seed = dataset, seed
@@ -87,9 +87,7 @@ class SeededDataset(Dataset):
         np.random.seed(s % 2**32)
         torch.manual_seed(s)
         tf = getattr(self.dataset, "transform", None)
-        if hasattr(tf, "set_random_state"):
-            tf.set_random_state(np.random.default_rng(s), random.Random(s))
-        elif hasattr(tf, "set_random_seed"):
+        if hasattr(tf, "set_random_seed"):  # what DetectionDataset itself does from torch.initial_seed()
             tf.set_random_seed(s % 2**32)
         return self.dataset[i]
 

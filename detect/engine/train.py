@@ -146,6 +146,8 @@ def _train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest conv kernels once
 
+    if cfg.model.fit_anchors and cfg.model.anchor_sizes is None:
+        _fit_anchors(cfg, data, log)
     bare = model_fn(cfg).to(device)
     channels_last = t.channels_last and device.type == "cuda"
     if channels_last:
@@ -224,6 +226,25 @@ def _train(
         log.print(f"done: {len(rows)} epochs in {out}; best voc_ap50 {best_map:.4f} (epoch {best_epoch})"
                   if best_epoch else f"done: {len(rows)} epochs in {out} (no validation, no best.pt)")
     return result
+
+
+def _fit_anchors(cfg: ExperimentConfig, data: TrainData, log: RunLog) -> None:
+    """SSD ``fit_anchors``: fit default-box scales/ratios to the training boxes, into the config
+    (so checkpoints rebuild the same model and a resumed run does not fit again)."""
+    import numpy as np
+
+    if cfg.model.name != "ssd":
+        raise UsageError(f"fit_anchors is an SSD option; model {cfg.model.name!r} has no default boxes")
+    from detect.models.ssd import fit_anchor_config
+
+    records = getattr(data.train, "records", None) or []
+    wh = [np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, 2:] - np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, :2]
+          for r in records]
+    sizes = [np.array([[r.width, r.height]], np.float64) for r in records]
+    wh = np.concatenate([w / s for w, s in zip(wh, sizes)]) if records else np.zeros((0, 2))
+    fit_anchor_config(cfg.model, cfg.preprocess.imgsz, wh)
+    log.print(f"default boxes fitted to {len(wh)} training boxes: scales {[round(x, 3) for x in cfg.model.anchor_sizes]}, "
+              f"ratios {[round(x, 2) for x in cfg.model.aspect_ratios[0]]}")
 
 
 def data_workers(cfg: ExperimentConfig) -> int:

@@ -1,0 +1,120 @@
+"""Checkpoints: safe loading only, clear errors for foreign/other-version/pickled/truncated files,
+RNG states through weights_only, atomic writes, and load_model with the real SSD."""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import torch
+
+from detect.config import ExperimentConfig
+from detect.engine import checkpoint as C
+
+
+class Evil:
+    """Any pickled object: weights_only=True must refuse it."""
+
+    def __reduce__(self):
+        return (print, ("unpickled!",))
+
+
+def test_roundtrip_and_rng_states(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    np.random.randn()  # leaves a cached Gaussian in NumPy's state
+    torch.manual_seed(3)
+    state = C.rng_state()
+    path = C.save_checkpoint(tmp_path / "x.pt", config=ExperimentConfig().to_dict(), classes=["a", "b"],
+                             model=OrderedDict(w=torch.ones(2)), rng=[state], best_map=float("nan"), metrics=[{"epoch": 1, "voc_ap50": None}])
+    expect = (random.random(), np.random.rand(), np.random.randn(), torch.rand(2))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    ck = C.load_checkpoint(path)  # weights_only=True
+    assert ck["format"] == C.FORMAT and ck["classes"] == ["a", "b"] and ck["metrics"][0]["voc_ap50"] is None
+    C.set_rng_state(ck["rng"][0])
+    got = (random.random(), np.random.rand(), np.random.randn(), torch.rand(2))
+    assert got[:3] == expect[:3] and torch.equal(got[3], expect[3])
+
+
+def test_refuses_foreign_other_version_pickled_truncated_missing(tmp_path):
+    torch.save({"state_dict": {"w": torch.ones(1)}}, tmp_path / "foreign.pt")
+    with pytest.raises(C.CheckpointError, match="not a retail-detect checkpoint.*state_dict"):
+        C.load_checkpoint(tmp_path / "foreign.pt")
+    torch.save({"format": "retail-detect/2", "config": {}, "classes": [], "model": {}}, tmp_path / "v2.pt")
+    with pytest.raises(C.CheckpointError, match="'retail-detect/2'.*reads 'retail-detect/1'"):
+        C.load_checkpoint(tmp_path / "v2.pt")
+    torch.save({"format": "yolo/8"}, tmp_path / "yolo.pt")
+    with pytest.raises(C.CheckpointError, match="foreign checkpoint format 'yolo/8'"):
+        C.load_checkpoint(tmp_path / "yolo.pt")
+    torch.save({"format": C.FORMAT, "config": {}, "classes": [], "model": {}, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(C.CheckpointError, match="weights_only=True"):
+        C.load_checkpoint(tmp_path / "evil.pt")
+    good = C.save_checkpoint(tmp_path / "good.pt", config={}, classes=[], model={"w": torch.ones(1000)})
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(C.CheckpointError, match="truncated"):
+        C.load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        C.load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"format": C.FORMAT, "classes": []}, tmp_path / "part.pt")
+    with pytest.raises(C.CheckpointError, match="without \\['config', 'model'\\]"):
+        C.load_checkpoint(tmp_path / "part.pt")
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    path = C.save_checkpoint(tmp_path / "last.pt", config={}, classes=["a"], model={"w": torch.zeros(1)})
+    with pytest.raises(Exception):
+        C.save_checkpoint(path, config={}, classes=["b"], model={"w": lambda: 0})  # cannot be saved
+    assert C.load_checkpoint(path)["classes"] == ["a"]
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def _tiny_ssd_cfg() -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.model.pretrained = "imagenet"  # as trained; load_model must not need the weights
+    cfg.model.backbone = "mobilenet_v3_large"  # torchvision backbone: its weight file is absent here
+    cfg.model.backbone_weights = "/nonexistent/mobilenet_v3_large.pth"
+    cfg.model.num_classes = 2
+    cfg.preprocess.imgsz = 64
+    return cfg
+
+
+def test_load_model_rebuilds_ssd_without_backbone_weights_and_prefers_ema(tmp_path):
+    from detect.models.build import build_model
+
+    cfg = _tiny_ssd_cfg()
+    build = ExperimentConfig.from_dict(cfg.to_dict())
+    build.model.pretrained, build.model.backbone_weights = "none", None
+    torch.manual_seed(0)
+    model = build_model(build.model, build.preprocess)
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = dict(config=cfg.to_dict(), classes=["cola", "chips"], model=model.state_dict(),
+                 ema={"model": ema, "updates": 5}, epoch=3, best_map=0.5, best_epoch=3, metrics=[],
+                 optimizer={}, scheduler={})
+    C.save_checkpoint(tmp_path / "last.pt", **state)
+    C.save_checkpoint(tmp_path / "best.pt", **C.inference_state(state))
+    C.export_weights(tmp_path / "last.pt", tmp_path / "half.pt", half=True)
+    for name in ("last.pt", "half.pt"):  # (half.pt is best.pt's inference_state, in fp16)
+        loaded, lcfg, classes = C.load_model(tmp_path / name, "cpu")
+        assert classes == ["cola", "chips"] and not loaded.training
+        assert lcfg.model.pretrained == "imagenet"  # the stored config comes back unchanged
+        key = next(k for k, v in ema.items() if v.is_floating_point())
+        torch.testing.assert_close(loaded.state_dict()[key], ema[key], atol=1e-2 if name == "half.pt" else 0, rtol=1e-3)
+        assert next(loaded.parameters()).dtype == torch.float32
+        out = loaded(torch.rand(1, 3, 64, 64))
+        assert set(out[0]) >= {"boxes", "scores", "labels"}
+    sizes = {n: (tmp_path / n).stat().st_size for n in ("last.pt", "best.pt", "half.pt")}
+    assert sizes["half.pt"] < 0.6 * sizes["best.pt"] < sizes["last.pt"]
+
+
+def test_load_model_reports_weights_that_do_not_fit(tmp_path, monkeypatch):
+    import detect.models.build
+    from tiny_detector import TinyDetector
+
+    monkeypatch.setattr(detect.models.build, "build_model", lambda m, p: TinyDetector(m.num_classes, p.imgsz))
+    cfg = ExperimentConfig()
+    C.save_checkpoint(tmp_path / "bad.pt", config=cfg.to_dict(), classes=["only_one"], ema=None,
+                      model=TinyDetector(3, 32).state_dict())
+    with pytest.raises(C.CheckpointError, match="(?s)bad.pt: weights do not fit.*cls.weight"):
+        C.load_model(tmp_path / "bad.pt")

@@ -1,0 +1,220 @@
+"""Trainer: resume = uninterrupted run, NaN/inf steps skipped, optimizer groups and schedule,
+EMA, sharded sampling, CLI config precedence and exit codes. Tiny model and data (tiny_detector)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+import torch
+import yaml
+from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_data, tiny_eval, tiny_model
+
+from detect.config import ExperimentConfig, TrainConfig
+from detect.engine import train as T
+from detect.engine.checkpoint import load_checkpoint
+from detect.engine.distributed import DistInfo
+from detect.engine.ema import ModelEMA
+from detect.engine.loader import EpochShardSampler
+from detect.engine.loop import train_one_epoch
+from detect.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
+
+
+def _run(cfg, **kw):
+    return T.train(cfg, progress=False, data_fn=kw.pop("data_fn", tiny_data()), model_fn=kw.pop("model_fn", tiny_model),
+                   eval_fn=tiny_eval, **kw)
+
+
+def _assert_same_state(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=lambda m: f"{k}: {m}")
+
+
+def test_resume_repeats_uninterrupted_run(tmp_path):
+    # straight: 3 epochs, no workers. split: killed in epoch 2 (after its training, before its
+    # checkpoint), then --resume with a persistent worker process: the augmentation is seeded
+    # per sample, so the worker must not matter, and the run repeats epoch 2 from last.pt
+    straight = _run(tiny_config(tmp_path / "a", epochs=3, seed=7))
+    calls = []
+
+    def killed_in_epoch_2(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return tiny_eval(*args)
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(tiny_config(tmp_path / "b", epochs=3, seed=7), progress=False, data_fn=tiny_data(),
+                model_fn=tiny_model, eval_fn=killed_in_epoch_2)
+    first = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert first["epoch"] == 1 and straight["epochs"] == 3
+    cfg = tiny_config(tmp_path / "b", epochs=3, seed=7, resume=True)
+    cfg.data.workers = 1
+    resumed = _run(cfg)
+    assert resumed["epochs"] == 3
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    _assert_same_state(a["model"], b["model"], atol=1e-6)
+    _assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 3 * 4
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 12
+    for ra, rb in zip(a["metrics"], b["metrics"]):
+        assert ra["train_loss"] == pytest.approx(rb["train_loss"], abs=1e-6)
+    # a different seed gives a different epoch 1 (the comparison above can fail)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        T.train(tiny_config(tmp_path / "c", epochs=3, seed=8), progress=False, data_fn=tiny_data(),
+                model_fn=tiny_model, eval_fn=killed_in_epoch_2)
+    other = load_checkpoint(tmp_path / "c" / "last.pt")
+    assert (other["model"]["cls.weight"] - first["model"]["cls.weight"]).abs().max() > 1e-4
+    # CSV has one row per epoch, resumed rows included; best.pt and the plot exist
+    lines = (tmp_path / "b" / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,lr,train_loss") and [ln.split(",")[0] for ln in lines[1:]] == ["1", "2", "3"]
+    assert (tmp_path / "b" / "best.pt").is_file() and (tmp_path / "b" / "results.png").is_file()
+    saved = ExperimentConfig.load_yaml(tmp_path / "b" / "config.yaml")
+    assert saved.model.num_classes == 3 and saved.train.epochs == 3
+
+
+class NaNOnImage(TinyDetector):
+    """Returns a NaN loss for any batch holding image 5, an inf one for image 9."""
+
+    def forward(self, images, targets=None):
+        out = super().forward(images, targets)
+        if self.training:
+            ids = {t["image_id"] for t in targets}
+            if 5 in ids:
+                out["loss_cls"] = out["loss_cls"] * float("nan")
+            if 9 in ids:
+                out["loss_box"] = out["loss_box"] + float("inf")
+        return out
+
+
+def test_nonfinite_loss_skips_step_and_is_reported(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run", epochs=2, clip_grad=0.0)
+    res = _run(cfg, model_fn=lambda c: NaNOnImage(c.model.num_classes, c.preprocess.imgsz))
+    # images 5 and 9 are in two (possibly the same) batches of each epoch
+    assert 2 <= res["nonfinite_loss"] <= 4 and res["skipped"] == res["nonfinite_loss"]
+    ck = load_checkpoint(tmp_path / "run" / "last.pt")
+    for sd in (ck["model"], ck["ema"]["model"]):
+        assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
+    assert all(math.isfinite(r["train_loss"]) for r in ck["metrics"])
+    assert "non-finite loss skipped" in capsys.readouterr().err
+
+
+def test_skipped_step_leaves_weights_and_momentum_untouched():
+    torch.manual_seed(0)
+    model = NaNOnImage(3, 32)
+    cfg = TrainConfig(lr=0.1, momentum=0.9, warmup_epochs=0, epochs=1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ds = TinyDataset(16, augment=False)
+    batch = collate([ds[5], ds[6]])
+    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, [batch],
+                            torch.device("cpu"), DistInfo(), log_every=1, warn=lambda m: None)
+    assert stats.skipped == 1 and stats.nonfinite_loss == 1 and stats.steps == 1
+    _assert_same_state(before, model.state_dict())
+    for group in opt.param_groups:  # the first skipped step must not leave garbage momentum
+        for p in group["params"]:
+            assert torch.count_nonzero(opt.state[p]["momentum_buffer"]) == 0
+    batch = collate([ds[1], ds[2]])
+    train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, [batch],
+                    torch.device("cpu"), DistInfo(), log_every=1)
+    assert not torch.equal(before["cls.weight"], model.cls.weight)
+
+
+def test_param_groups_no_decay_on_norm_and_bias():
+    model = TinyDetector(3, 32, bn="train")
+    decay, no_decay = param_groups(model, 5e-4)
+    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == ["body.0.weight", "body.3.weight", "box.weight", "cls.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["body.1.bias", "body.1.weight", "body.3.bias", "box.bias", "cls.bias"]
+    opt = build_optimizer(model, TrainConfig(optimizer="adamw", momentum=0.8, beta2=0.99))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.99)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        build_optimizer(model, TrainConfig(optimizer="lion"))
+
+
+def test_lr_schedule_warmup_cosine_step():
+    assert lr_factor(0, 100, 10) == pytest.approx(0.001)
+    assert lr_factor(5, 100, 10) == pytest.approx(0.001 + 0.999 * 0.5)
+    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
+    assert lr_factor(55, 100, 10) == pytest.approx(0.01 + 0.99 * 0.5)  # half way through the cosine
+    assert lr_factor(100, 100, 10) == pytest.approx(0.01)
+    assert lr_factor(30, 100, 0, "step", [50, 80]) == 1.0
+    assert lr_factor(50, 100, 0, "step", [50, 80]) == pytest.approx(0.1)
+    assert lr_factor(90, 100, 0, "step", [50, 80]) == pytest.approx(0.01)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, TrainConfig(epochs=10, warmup_epochs=1, scheduler="step", milestones=[0.5, 8]), 10)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.001) and lrs[10] == 1.0 and lrs[50] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown scheduler"):
+        build_scheduler(opt, TrainConfig(scheduler="poly"), 10)
+
+
+def test_ema_averages_params_and_buffers_with_ramp():
+    model = TinyDetector(3, 32, bn="train")
+    ema = ModelEMA(model, decay=0.5, tau=1.0)
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            v.add_(1) if v.is_floating_point() else v.fill_(7)
+    ema.update(model)
+    d = 0.5 * (1 - math.exp(-1))
+    e, m = ema.module.state_dict(), model.state_dict()
+    torch.testing.assert_close(e["cls.weight"], m["cls.weight"] - d)  # ema = d * (m - 1) + (1 - d) * m
+    torch.testing.assert_close(e["body.1.running_mean"], m["body.1.running_mean"] - d)  # BN buffer averaged
+    assert e["body.1.num_batches_tracked"].item() == 7  # integer buffer copied
+    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
+
+
+def test_shard_sampler_splits_global_batches_and_is_epoch_seeded():
+    one = list(EpochShardSampler(16, seed=3))
+    r0, r1 = list(EpochShardSampler(16, seed=3, rank=0, world=2)), list(EpochShardSampler(16, seed=3, rank=1, world=2))
+    for step in range(4):  # global batch 4 = 2 per rank
+        assert sorted(r0[2 * step : 2 * step + 2] + r1[2 * step : 2 * step + 2]) == sorted(one[4 * step : 4 * step + 4])
+    s = EpochShardSampler(16, seed=3)
+    s.set_epoch(1)
+    assert list(s) != one and sorted(i for _, i in s) == list(range(16)) and {e for e, _ in s} == {1}
+    assert len(EpochShardSampler(5, rank=1, world=2)) == 3
+
+
+def _args(**kw) -> argparse.Namespace:
+    ns = argparse.Namespace(config=None, resume=False, no_progress=True)
+    for dest in T._CLI:
+        setattr(ns, dest, None)
+    ns.__dict__.update(kw)
+    return ns
+
+
+def test_cli_overrides_yaml_overrides_defaults(tmp_path):
+    y = tmp_path / "exp.yaml"
+    y.write_text(yaml.safe_dump({"train": {"epochs": 7, "lr": 0.5, "optimizer": "adamw"}, "preprocess": {"imgsz": 256}}))
+    cfg = T.config_from_args(_args(config=str(y), lr=0.1, imgsz=160, ema=False, data="d.yaml", out=str(tmp_path / "r")))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.optimizer, cfg.preprocess.imgsz) == (7, 0.1, "adamw", 160)
+    assert cfg.train.ema is False and cfg.data.data == "d.yaml" and cfg.train.momentum == 0.9  # default kept
+
+
+def test_cmd_train_exit_codes(tmp_path, capsys):
+    assert T.cmd_train(_args(out=str(tmp_path / "r"), resume=True)) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: {epochz: 3}\n")
+    assert T.cmd_train(_args(config=str(bad))) == 2
+    assert "epochz" in capsys.readouterr().err
+    assert T.cmd_train(_args(out=str(tmp_path / "r"), device="cpu")) == 2  # no --data
+    assert "--data" in capsys.readouterr().err
+
+
+def test_refuses_to_overwrite_a_run_and_extends_a_finished_one(tmp_path):
+    _run(tiny_config(tmp_path / "r", epochs=1))
+    with pytest.raises(T.UsageError, match="already holds a run"):
+        _run(tiny_config(tmp_path / "r", epochs=1))
+    res = _run(tiny_config(tmp_path / "r", epochs=2, resume=True))  # extend by one epoch
+    assert res["epochs"] == 2 and load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 2
