@@ -304,3 +304,11 @@ def test_unreadable_image_reported(tmp_path):
     f.write_text(voc())
     record, problems = parse_voc(f, ["cup"], images=tmp_path, require_image=True)
     assert record is None and kinds(problems) == ["bad_image", "missing_image"]
+
+
+def test_large_file_read_whole(tmp_path):
+    f = tmp_path / "big.xml"
+    objs = [("cup", (1, 1, 5 + i % 50, 5 + i % 40)) for i in range(3000)]  # > 64 KiB
+    f.write_text(voc(size=(100, 50), objs=objs))
+    assert f.stat().st_size > 1 << 17
+    assert len(parse_file(str(f)).names) == 3000
