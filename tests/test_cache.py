@@ -259,3 +259,24 @@ def test_quirks_folder_cached_nothing_lost(shared_data, tmp_path):
         ("datumaro__voc_dataset2_a.xml", "missing_size"),
         ("groceries5k__FISH0041.xml", "degenerate_box"),
     ]
+
+
+def test_tool_script_with_process_pool(tmp_path):
+    """tools/xml2pkl.py in a fresh interpreter (no torch loaded: the pool forks) on enough
+    files to use the pool, compared with an in-process serial build."""
+    import subprocess
+    import sys
+
+    ann = tmp_path / "Annotations"
+    for i in range(x2p.SERIAL_BELOW + 50):
+        write_voc(ann / f"{i:05d}.xml", [("cup", (1 + i % 7, 2, 30, 40)), ("tea", (5, 5, 9 + i % 11, 20))])
+    tool = Path(__file__).resolve().parents[1] / "tools" / "xml2pkl.py"
+    run = subprocess.run([sys.executable, str(tool), str(ann), "-o", str(tmp_path / "p.pkl"), "--workers", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert f"{x2p.SERIAL_BELOW + 50} XML files" in run.stderr
+    serial = build_cache(ann, tmp_path / "s.pkl", workers=1, progress=False)
+    pooled = load_cache(tmp_path / "p.pkl")
+    assert len(pooled.records) == len(serial.cache.records)
+    for a, b in zip(pooled.records, serial.cache.records):
+        assert a.annotation == b.annotation and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)

@@ -88,7 +88,7 @@ def _normalise_split(ids: Sequence[str]) -> list[str]:
     for sid in ids:
         sid = sid.replace("\\", "/").removeprefix("./")
         stem, ext = os.path.splitext(sid)
-        out.append(stem if ext.lower() in (".xml", ".jpg", ".jpeg", ".png", ".bmp") else sid)
+        out.append(stem if ext.lower() in IMAGE_EXTS or ext.lower() == ".xml" else sid)
     return sorted(set(out))
 
 
@@ -126,6 +126,17 @@ def _cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def _mp_context():
+    """``fork`` (workers start in milliseconds) unless torch is loaded: a process that may hold
+    CUDA state or OpenMP threads is not safe to fork, so then ``forkserver`` (or ``spawn``)."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    if "fork" in methods and "torch" not in sys.modules:
+        return mp.get_context("fork")
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
@@ -145,7 +156,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
         size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         results: list[Any] = [None] * len(chunks)
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(index, require_image)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(index, require_image)) as pool:
             futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
             try:
                 for fut in as_completed(futures):
