@@ -152,12 +152,27 @@ def _check_same_study(study: optuna.Study, sp: SearchSpace, base: ExperimentConf
         study.set_user_attr("tune", sig)
         study.set_user_attr("base", base.to_dict())
         return
-    if old != sig:
-        what = [k for k in sig if sig[k] != old.get(k)]
+    a, b = _flatten(old), _flatten(sig)
+    # settings added to the config since the study began (absent from one side) are not a change
+    changed = sorted(k for k in a.keys() & b.keys() if a[k] != b[k])
+    changed += sorted(k for k in a.keys() ^ b.keys() if not k.startswith("base."))
+    if changed:
+        what = sorted({k.split(".")[0] for k in changed})
         raise TuneUsageError(
-            f"study {sp.study!r} in {url} was started with a different {' and '.join(what)}; "
-            f"continue it with the same --space/--config/--epochs, or use a new --out (or 'study:' name in {sp.path})"
+            f"study {sp.study!r} in {url} was started with a different {' and '.join(what)} "
+            f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); continue it with the same "
+            f"--space/--config/--epochs, or use a new --out (or another 'study:' name in {sp.path})"
         )
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
 
 
 def _pid_alive(pid: int) -> bool:

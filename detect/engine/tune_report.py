@@ -86,7 +86,7 @@ def write_report(study: optuna.Study, space: SearchSpace, out: str | Path) -> Re
     atomic_write_text(out / "trials.csv", buf.getvalue())
     atomic_write_text(out / "trials.md", _markdown(rows, cols, study, space))
     report.files += [out / "trials.csv", out / "trials.md"]
-    report.files += _plots(study, space, rows, out / "plots")
+    report.files += _plots(study, space, rows, out)
     report.best_yaml = write_best_yaml(study, space, out / "best.yaml")
     return report
 
@@ -125,6 +125,7 @@ def _markdown(rows: list[dict], cols: list[str], study: optuna.Study, space: Sea
 
 
 def _plots(study: optuna.Study, space: SearchSpace, rows: list[dict], out: Path) -> list[Path]:
+    """The three PNGs into ``out/plots``; trial run folders are read relative to ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,7 +150,7 @@ def _plots(study: optuna.Study, space: SearchSpace, rows: list[dict], out: Path)
         ax.legend(loc="best")
     else:
         ax.text(0.5, 0.5, "no trial reported the metric", ha="center", va="center", transform=ax.transAxes)
-    files.append(_save(fig, out / "metric_per_trial.png"))
+    files.append(_save(fig, out / "plots" / "metric_per_trial.png"))
 
     k = len(space.params)
     ncol = min(k, 3)
@@ -172,25 +173,26 @@ def _plots(study: optuna.Study, space: SearchSpace, rows: list[dict], out: Path)
     for ax in list(axes.flat)[k:]:
         ax.axis("off")
     fig.suptitle(f"{space.study}: parameters vs best val {space.metric} (blue complete, red pruned)")
-    files.append(_save(fig, out / "params.png"))
+    files.append(_save(fig, out / "plots" / "params.png"))
 
     fig, (ax_loss, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
     for r in [r for r in scored if r["state"] == "COMPLETE"][:TOP_K] or scored[:TOP_K]:
         label = f"#{r['rank']} trial {r['trial']}"
-        curve = read_loss_curve(Path(r["run_dir"])) if r["run_dir"] else None
+        curve = read_loss_curve(out / r["run_dir"]) if r["run_dir"] else None
         if curve:
             ax_loss.plot(curve[0], curve[1], marker=".", label=label)
         iv = sorted(trials[r["trial"]].intermediate_values.items())
         if iv:
             ax_m.plot(*zip(*iv), marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="train loss", title=f"top {TOP_K} trials: loss")
+    ax_loss.ticklabel_format(axis="y", useOffset=False)
     ax_m.set(xlabel="epoch", ylabel=f"val {space.metric}", title=f"top {TOP_K} trials: val {space.metric}")
     for ax in (ax_loss, ax_m):
         if ax.lines:
             ax.legend(loc="best")
         else:
             ax.text(0.5, 0.5, "no curves recorded", ha="center", va="center", transform=ax.transAxes)
-    files.append(_save(fig, out / "loss_curves.png"))
+    files.append(_save(fig, out / "plots" / "loss_curves.png"))
     return files
 
 
@@ -199,7 +201,7 @@ _LOSS_COLUMNS = ("loss", "train/loss", "train_loss", "train/total", "total_loss"
 
 def read_loss_curve(run_dir: Path) -> Optional[tuple[list[float], list[float]]]:
     """(epochs, train loss) from a run's per-epoch CSV: a total-loss column if there is one, else
-    the sum of the columns whose name has 'loss' and not 'val'. None when no CSV is found."""
+    the sum of the ``train_*loss*`` columns. None when no CSV has one."""
     files = sorted(run_dir.glob("*.csv"), key=lambda p: (p.stem not in ("results", "metrics", "epochs", "log"), p.name))
     for f in files:
         with open(f, newline="", encoding="utf-8") as fh:
@@ -208,7 +210,7 @@ def read_loss_curve(run_dir: Path) -> Optional[tuple[list[float], list[float]]]:
             continue
         cols = list(rows[0])
         total = next((c for c in _LOSS_COLUMNS if c in cols), None)
-        parts = [total] if total else [c for c in cols if "loss" in c.lower() and "val" not in c.lower()]
+        parts = [total] if total else [c for c in cols if c.lower().startswith(("train_", "train/")) and "loss" in c.lower()]
         if not parts:
             continue
         xs, ys = [], []

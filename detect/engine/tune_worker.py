@@ -11,6 +11,7 @@ parameters again, so a restarted study runs them without repeating finished ones
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import os
@@ -207,12 +208,15 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: S
     params = {p.name: p.suggest(trial) for p in space.params}
     run_dir = Path(job.out) / "trials" / str(trial.number)
     cfg = trial_config(job, space, params, run_dir)
-    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("run_dir", str(run_dir.relative_to(job.out)))  # relative to OUT: portable
     reporter = EpochReporter(trial, space.metric, space.direction == "maximize", job.parent_pid)
     t0 = time.time()
     print(f"[worker {job.index}] trial {trial.number} start {json.dumps(params)}", flush=True)
     try:
-        result = train_fn(cfg, on_epoch_end=reporter) or {}
+        kwargs: dict[str, Any] = {"on_epoch_end": reporter}
+        if "progress" in inspect.signature(train_fn).parameters:
+            kwargs["progress"] = False  # several workers' bars would interleave
+        result = train_fn(cfg, **kwargs) or {}
     except KeyboardInterrupt:
         interrupt_trial(study, trial._trial_id, trial.number, params, "interrupted (Ctrl-C or SIGTERM)")
         raise
@@ -227,7 +231,9 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: S
         return TrialState.FAIL
     best = reporter.best
     if best is None:  # trainer gave no per-epoch metric: fall back to its final metrics
-        best = find_metric(result, space.metric) or find_metric(result, "best_" + space.metric)
+        best = find_metric(result, "best_" + space.metric)
+        if best is None and space.metric == "voc_ap50":
+            best = find_metric(result, "best_map")  # detect.engine.train's name for it
     trial.set_user_attr("seconds", round(time.time() - t0, 2))
     trial.set_user_attr("epochs_run", reporter.epochs)
     trial.set_user_attr("best_epoch", reporter.best_epoch)
