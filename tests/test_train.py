@@ -218,3 +218,38 @@ def test_refuses_to_overwrite_a_run_and_extends_a_finished_one(tmp_path):
         _run(tiny_config(tmp_path / "r", epochs=1))
     res = _run(tiny_config(tmp_path / "r", epochs=2, resume=True))  # extend by one epoch
     assert res["epochs"] == 2 and load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 2
+    # `detect train --resume --out r --epochs 5`: the run's config, with the options given
+    cfg = T.config_from_args(_args(out=str(tmp_path / "r"), resume=True, epochs=5))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.preprocess.imgsz, cfg.train.resume) == (5, 0.05, 32, True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_cuda_amp_steps_never_sync_the_host(optimizer):
+    """On CUDA with AMP, channels-last, clipping and EMA, a training step (NaN check and skip
+    included) makes no host sync: torch's sync debug mode raises on any. A NaN batch is skipped."""
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = NaNOnImage(3, 32, bn="train").to(dev).to(memory_format=torch.channels_last)
+    cfg = TrainConfig(optimizer=optimizer, lr=0.01, warmup_epochs=0, epochs=1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, 8)
+    ema = ModelEMA(model)
+    ds = TinyDataset(16, augment=False)
+    batches = [collate([ds[i] for i in range(j, j + 2)]) for j in range(0, 16, 2)]  # image 5 -> batch 2
+    pin = lambda t: {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in t.items()}  # noqa: E731 (as the DataLoader does)
+    batches = [(x.pin_memory(), [pin(t) for t in ts]) for x, ts in batches]
+
+    def stream():
+        try:
+            for k, b in enumerate(batches):
+                if k == 1:  # after the first step (lazy CUDA/cuDNN initialisation)
+                    torch.cuda.set_sync_debug_mode("error")
+                yield b
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cuda"), ema, stream(), dev, DistInfo(),
+                            amp=True, clip_grad=10.0, channels_last=True, log_every=10**9, warn=lambda m: None)
+    assert stats.nonfinite_loss == 2 and stats.skipped >= 2  # images 5 and 9 (+ possible fp16 overflows)
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
