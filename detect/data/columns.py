@@ -7,6 +7,7 @@ file ``i`` owns rows ``box_start[i]:box_start[i + 1]``.
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Any, Optional, Sequence
 
@@ -37,19 +38,24 @@ _BOX_ARRAYS = ("boxes", "name_id", "difficult", "truncated")
 def pack(results: Sequence[FileResult]) -> dict[str, Any]:
     """Per-file parse results -> a columnar table (the ``files`` block of a cache without
     the fingerprint). Workers pack their chunk, so few large arrays cross process borders."""
+    chain = itertools.chain.from_iterable
     names: dict[str, int] = {}
-    name_id = [names.setdefault(nm, len(names)) for r in results for nm in r.names]
-    table: dict[str, Any] = {key: np.array([getattr(r, "image_mtime_ns" if key == "image_mtime" else key) for r in results], dt)
-                             for key, dt in _FILE_ARRAYS.items()}
-    table["image"] = [r.image for r in results]
-    table["hints"] = [r.hints for r in results]
-    table["box_start"] = _offsets(np.array([len(r.names) for r in results], np.int64))
-    table["boxes"] = np.array([v for r in results for v in r.boxes], np.float32).reshape(-1, 4)  # flat [4B] -> (B, 4)
-    table["name_id"] = np.array(name_id, np.int32)
-    table["names"] = list(names)
-    table["difficult"] = np.array([d for r in results for d in r.difficult], bool)
-    table["truncated"] = np.array([t for r in results for t in r.truncated], bool)
-    table["problems"] = [(i, kind, msg) for i, r in enumerate(results) for kind, msg in r.problems]
+    table: dict[str, Any] = {
+        "image_size": np.fromiter((r.image_size for r in results), np.int64, len(results)),
+        "image_mtime": np.fromiter((r.image_mtime_ns for r in results), np.int64, len(results)),
+        "ok": np.fromiter((r.ok for r in results), bool, len(results)),
+        "width": np.fromiter((r.width for r in results), np.int32, len(results)),
+        "height": np.fromiter((r.height for r in results), np.int32, len(results)),
+        "image": [r.image for r in results],
+        "hints": [r.hints for r in results],
+        "box_start": _offsets(np.fromiter((len(r.names) for r in results), np.int64, len(results))),
+        "boxes": np.fromiter(chain(r.boxes for r in results), np.float32).reshape(-1, 4),  # flat [4B] -> (B, 4)
+        "name_id": np.fromiter((names.setdefault(nm, len(names)) for nm in chain(r.names for r in results)), np.int32),
+        "difficult": np.fromiter(chain(r.difficult for r in results), bool),
+        "truncated": np.fromiter(chain(r.truncated for r in results), bool),
+        "problems": [(i, kind, msg) for i, r in enumerate(results) for kind, msg in r.problems],
+    }
+    table["names"] = list(names)  # after name_id filled it
     return table
 
 

@@ -13,6 +13,7 @@ finds ``FISH0041.jpg`` and a Windows ``<path>`` from the labeller's machine is o
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
@@ -144,13 +145,14 @@ class ImageIndex:
                     hits = table.get(key(stem))
                     if hits:
                         return self.files[self._best(hits, xml_dir, xml_rel_dir)]
-        if path and os.path.splitext(path)[1].lower() in IMAGE_EXTS:
+        if path and os.path.splitext(path)[1].lower() in IMAGE_EXTS and not (os.sep == "/" and "\\" in path):
+            # a Windows path (C:\Users\...) cannot exist on POSIX: skip the stat and its exception
             p = path if os.path.isabs(path) else os.path.join(xml_dir, path)
             try:
                 st = os.stat(p)
             except (OSError, ValueError):  # points nowhere (another machine's path)
                 return None
-            return FileStat(os.path.abspath(p), st.st_size, st.st_mtime_ns) if os.path.isfile(p) else None
+            return FileStat(os.path.abspath(p), st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
         return None
 
     def _best(self, hits: list[int], xml_dir: str, xml_rel_dir: str) -> int:
