@@ -31,7 +31,9 @@ HANDLERS = {
 def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("xml2pkl", help="parse Pascal VOC XML into a versioned pickle cache")
     p.add_argument("ann_dir", help="folder searched recursively for *.xml")
-    p.add_argument("--images", help="image folder (VOC JPEGImages/, per-class images/<class>/, or beside the XML)")
+    p.add_argument("--images", help="image folder (VOC JPEGImages/, per-class images/<class>/, or beside the XML); "
+                   "given, records whose image is missing are reported and left out; omitted, images are looked up "
+                   "beside the XML and in a sibling JPEGImages/ or images/ folder, and records are kept without one")
     p.add_argument("--classes", help="class file, one name a line; unknown names become problems")
     p.add_argument("--split", help="file of image ids (stem or <class>/<stem>) to keep")
     p.add_argument("-o", "--output", required=True, help="cache file to write (.pkl)")

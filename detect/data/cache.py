@@ -53,8 +53,8 @@ class Cache:
     Attributes:
         classes: class names; ``record.labels`` index into it.
         records: one :class:`ImageRecord` per usable image (boxes float32[N, 4] xyxy 0-based
-            pixels, labels int64[N], difficult/truncated bool[N]); arrays may be read-only
-            views into the cache's columns: copy before changing them in place.
+            pixels, labels int64[N], difficult/truncated bool[N]); its arrays are views of the
+            record's own rows in the cache's columns (cheap to load; copy before growing them).
         problems: every defect found in the inputs of this cache.
         path: the file it was loaded from ("" when built in memory).
     """
