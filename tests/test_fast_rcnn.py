@@ -16,6 +16,16 @@ from detect.models.roi_heads import fast_rcnn_loss, sample_rois_per_image
 S = 64  # image side
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine OpenMP's
+    waiting for a descheduled thread makes a 2 s test take a minute."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class TinyBackbone(nn.Module):
     """Two feature maps (strides 4 and 8) as the project's backbones report them."""
 
@@ -221,3 +231,20 @@ def test_boxes_are_in_input_pixels_and_clipped() -> None:
     assert len(d["boxes"]) > 0
     assert d["boxes"].min() >= 0 and d["boxes"].max() <= S
     assert np.isfinite(d["scores"].numpy()).all()
+
+
+def test_build_model_makes_a_fast_rcnn_on_the_project_backbone() -> None:
+    from detect.config import ModelConfig, Preprocess
+    from detect.models.build import build_model
+
+    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, proposals="selective_search",
+                      roi_op="roi_align", extra={"fc_dim": 64, "proposal_file": "unused.pkl"})
+    model = build_model(cfg, Preprocess(imgsz=64))
+    assert isinstance(model, FastRCNN) and model.feature_stride == 16 and model.rpn is None
+    assert model.backbone.strides == [16]
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 64), proposals=[torch.tensor([[0.0, 0.0, 32.0, 32.0]])])
+    assert out[0]["boxes"].shape[-1] == 4
+    with pytest.raises(ValueError, match="unknown Fast R-CNN option"):
+        build_model(ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, extra={"fc_size": 1}), Preprocess(imgsz=64))

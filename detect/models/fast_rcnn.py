@@ -221,8 +221,13 @@ class FastRCNN(nn.Module):
         )
 
 
-def build_fast_rcnn(cfg: Any, preprocess: Any, backbone: nn.Module) -> FastRCNN:
+def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbone: Optional[nn.Module] = None) -> FastRCNN:
     """Fast R-CNN from a :class:`detect.config.ModelConfig` and :class:`detect.config.Preprocess`.
+
+    The backbone (``cfg.backbone``, ImageNet weights unless ``cfg.pretrained == "none"`` or
+    ``load_weights`` is False) is cut after its stride-``feature_stride`` stage; with ImageNet
+    weights ``preprocess.mean``/``std`` become the values those weights expect (in place, so
+    the saved config and the model agree). ``backbone`` replaces it (tests plug tiny ones in).
 
     Options beyond the typed fields come from ``cfg.extra`` (all optional): ``feature_stride``
     (16), ``head`` ("fc"), ``fc_dim`` (1024), ``roi_channels`` (256), ``rois_per_image`` (128),
@@ -238,7 +243,18 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, backbone: nn.Module) -> FastRCNN:
         raise ValueError(f"unknown Fast R-CNN option(s) in model.extra: {unknown}; known: {sorted(known)}")
     for key in ("proposal_file", "max_proposals"):  # read by the data side (detect.data.proposal_dataset)
         ex.pop(key, None)
-    return FastRCNN(
+    if backbone is None:
+        from detect.models.backbones import build_backbone, pretrained_info
+
+        pretrained = cfg.pretrained if load_weights else "none"
+        if pretrained == "imagenet":
+            info = pretrained_info(cfg.backbone)
+            preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
+        backbone = build_backbone(
+            cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
+            bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=(int(ex.get("feature_stride", 16)),),
+        )
+    model = FastRCNN(
         backbone,
         cfg.num_classes,
         mean=tuple(preprocess.mean),
@@ -252,3 +268,6 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, backbone: nn.Module) -> FastRCNN:
         max_det=cfg.max_det,
         **ex,
     )
+    if cfg.bn == "sync":  # falls back to plain BN outside DistributedDataParallel
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
