@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from detect.config import ExperimentConfig, Preprocess
+from detect.config import Preprocess
 from detect.engine.fuse import optimize_for_inference
 from detect.engine.sources import Frame, iter_source, prefetch
 from detect.structures import Detections
@@ -60,21 +60,26 @@ def resolve_weights(weights: Optional[str | Path]) -> Path:
 def load_for_inference(path: Path, device: torch.device, conf: float, iou: float, max_det: int):
     """Load a checkpoint (config, classes, weights) and build its model with the requested
     postprocess settings. Returns ``(model, ExperimentConfig, classes)``."""
-    from detect.engine.checkpoint import load_model
-    from detect.models.build import build_model
+    from detect.engine.checkpoint import CheckpointError, load_model
 
     try:
         model, cfg, classes = load_model(str(path), device)
     except FileNotFoundError as e:
         raise WeightsError(f"weights file {path} not found: {e}") from e
-    except Exception as e:  # a foreign pickle, another project's checkpoint, a truncated file ...
-        raise WeightsError(f"{path}: not a retail-detect checkpoint, or damaged ({type(e).__name__}: {e})") from e
+    except CheckpointError as e:  # a foreign, truncated or other-version file; the message says which
+        raise WeightsError(str(e)) from e
+    except (ValueError, KeyError, TypeError) as e:  # a retail-detect file whose config this version cannot build
+        raise WeightsError(f"{path}: the checkpoint's config cannot be built by this version ({type(e).__name__}: {e})") from e
     want = {"score_thresh": float(conf), "nms_thresh": float(iou), "max_det": int(max_det)}
-    if any(getattr(cfg.model, k) != v for k, v in want.items()):  # rebuild: the model reads these at build time
-        cfg.model.__dict__.update(want)
-        cfg.model.pretrained = "none"  # the state dict below replaces every weight anyway
+    cfg.model.__dict__.update(want)
+    if all(hasattr(model, k) for k in want):  # SSD and FastRCNN read these at every forward
+        for k, v in want.items():
+            setattr(model, k, v)
+    else:  # a model that reads them only when built: rebuild with the new values
+        from detect.models.build import build_model
+
         state = model.state_dict()
-        model = build_model(cfg.model, cfg.preprocess)
+        model = build_model(cfg.model, cfg.preprocess, load_weights=False)
         model.load_state_dict(state)
         model.to(device)
     return model.eval(), cfg, list(classes)

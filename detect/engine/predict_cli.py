@@ -24,6 +24,9 @@ from detect.engine.sources import VIDEO_EXTS, Frame, SourceError, expand, is_str
 from detect.viz.video import VideoSink
 
 
+DEMO_SIZE = 480  # longer side of the demo shelves (the model resizes to its own input size)
+
+
 class Window:
     """``--show``: a window when a display exists; otherwise one note and nothing else."""
 
@@ -191,6 +194,10 @@ def run_demo(args: argparse.Namespace) -> int:
     drawings: the first thing to run after installing."""
     from detect.data.synth import render_scene
 
+    if args.images < 1:
+        print("error: --images must be at least 1", file=sys.stderr)
+        return 2
+
     try:
         predictor = Predictor(None, device=args.device)
     except (WeightsError, RuntimeError) as e:
@@ -202,7 +209,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     found = []
     for i in range(args.images):
-        image, truth = render_scene(args.seed + i)
+        scene = render_scene(args.seed, i, size=DEMO_SIZE, kind="shelf")
+        image, truth = scene.image, scene.boxes
         det = predictor.predict([image])[0]
         path = out / f"shelf_{i:02d}.jpg"
         atomic_write_bytes(path, cv2.imencode(".jpg", predictor.draw(image, det))[1].tobytes())

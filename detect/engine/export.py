@@ -1,0 +1,177 @@
+"""``detect export``: an SSD checkpoint to ONNX (dynamic batch axis) or TorchScript.
+
+What the exported graph computes (network + box decoding; NMS is left to the runtime)::
+
+    images  float32[B, 3, S, S]  RGB in [0, 1], stretched to S x S (S = the checkpoint's imgsz)
+    boxes   float32[B, N, 4]     xyxy in pixels of the S x S input, one box per default box
+    scores  float32[B, N, K]     softmax class probabilities, background column dropped
+
+Normalisation (mean/std) and BatchNorm (folded into the convolutions) are inside the graph.
+NMS stays outside on purpose: ONNX's ``NonMaxSuppression`` differs between runtimes in output
+order and in how it treats ties and score thresholds, and TensorRT, OpenVINO and CoreML each
+prefer their own NMS plugin; every one of them takes exactly these two tensors.
+:func:`postprocess` (torchvision's batched NMS) turns them into detections, and ``detect
+predict`` gives the same boxes as :func:`postprocess` on the exported outputs.
+
+The ONNX file carries metadata (``classes`` as JSON, ``imgsz``, ``mean``/``std``, ``input``),
+so a consumer needs no other file. Parity with PyTorch at batch 1 and 3 is checked in
+``tests/test_export.py``: scores within 1e-4 absolute, boxes within 1e-3 px (float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from detect.boxes import batched_nms
+from detect.engine.fuse import fuse_conv_bn
+
+SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
+BOX_ATOL = 1e-3
+
+
+class ExportableSSD(nn.Module):
+    """``images -> (boxes, scores)`` of an SSD (see the module docstring for shapes)."""
+
+    def __init__(self, ssd: nn.Module) -> None:
+        super().__init__()
+        if not hasattr(ssd, "head_outputs") or not hasattr(ssd, "box_coder"):
+            raise TypeError(f"{type(ssd).__name__} cannot be exported: only SSD checkpoints are supported (Fast R-CNN's "
+                            "proposal stage has per-image shapes that ONNX cannot express with a dynamic batch)")
+        self.ssd = ssd
+        self.weights = tuple(float(w) for w in ssd.box_coder.weights)
+        self.clip = float(ssd.box_coder.bbox_xform_clip)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cls_logits, codes, anchors = self.ssd.head_outputs(images)  # (B, N, K+1), (B, N, 4), (N, 4)
+        S_h, S_w = images.shape[-2], images.shape[-1]
+        scores = cls_logits.softmax(-1)[..., 1:]  # (B, N, K)
+        boxes = decode(codes, anchors, self.weights, self.clip)  # (B, N, 4)
+        x = boxes[..., 0::2].clamp(min=0.0, max=float(S_w))
+        y = boxes[..., 1::2].clamp(min=0.0, max=float(S_h))
+        boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)  # (B, N, 2) x 2 -> (B, N, 4)
+        return boxes, scores
+
+
+def decode(codes: torch.Tensor, anchors: torch.Tensor, weights: tuple[float, ...], clip: float) -> torch.Tensor:
+    """torchvision ``BoxCoder.decode_single`` for a batch: codes Tensor[B, N, 4] (dx, dy, dw, dh)
+    relative to anchors Tensor[N, 4] xyxy -> boxes Tensor[B, N, 4] xyxy (batched, export-friendly)."""
+    wx, wy, ww, wh = weights
+    aw = anchors[:, 2] - anchors[:, 0]
+    ah = anchors[:, 3] - anchors[:, 1]
+    ax = anchors[:, 0] + 0.5 * aw
+    ay = anchors[:, 1] + 0.5 * ah
+    dx, dy = codes[..., 0] / wx, codes[..., 1] / wy
+    dw = (codes[..., 2] / ww).clamp(max=clip)
+    dh = (codes[..., 3] / wh).clamp(max=clip)
+    cx, cy = dx * aw + ax, dy * ah + ay
+    w, h = dw.exp() * aw, dh.exp() * ah
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+
+
+def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, pre_nms_topk: int = 1000) -> list[dict]:
+    """Exported outputs -> per-image ``{"boxes", "scores", "labels"}`` (labels 0-based), the same
+    rule as the SSD's own postprocess: the best ``pre_nms_topk`` (box, class) pairs, score above
+    ``conf``, non-empty boxes, per-class NMS, the best ``max_det``. Accepts numpy arrays."""
+    boxes, scores = torch.as_tensor(boxes), torch.as_tensor(scores)
+    out = []
+    for b, s in zip(boxes, scores):  # b: (N, 4), s: (N, K)
+        N, K = s.shape
+        top, idx = s.reshape(-1).topk(min(max(pre_nms_topk, max_det), N * K))  # (N, K) -> (N*K,)
+        bb, labels = b[idx // K], idx % K
+        ok = (top > conf) & (bb[:, 2] > bb[:, 0]) & (bb[:, 3] > bb[:, 1])
+        bb, ss, labels = bb[ok], top[ok], labels[ok]
+        keep = batched_nms(bb, ss, labels, iou)[:max_det]
+        out.append({"boxes": bb[keep], "scores": ss[keep], "labels": labels[keep]})
+    return out
+
+
+def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
+    """The checkpoint's SSD wrapped for export (BatchNorm folded, eval, CPU) and its metadata."""
+    from detect.engine.checkpoint import load_model
+    from detect.engine.predict import resolve_weights
+
+    path = resolve_weights(weights)
+    model, cfg, classes = load_model(str(path), "cpu")
+    S = int(cfg.preprocess.imgsz)
+    wrapper = ExportableSSD(model).eval()
+    wrapper.ssd, _ = fuse_conv_bn(model.eval(), torch.rand(1, 3, S, S))
+    meta = {
+        "classes": json.dumps(classes, ensure_ascii=False),
+        "imgsz": str(S),
+        "mean": json.dumps(list(cfg.preprocess.mean)),
+        "std": json.dumps(list(cfg.preprocess.std)),
+        "input": "images float32[B, 3, S, S] RGB in [0, 1], stretched to S x S; mean/std applied inside",
+        "outputs": "boxes float32[B, N, 4] xyxy pixels of the S x S input; scores float32[B, N, K] (no background); NMS not included",
+        "source": str(path),
+    }
+    return wrapper, meta
+
+
+def export_onnx(wrapper: ExportableSSD, meta: dict, output: str | Path, opset: int = 17) -> Path:
+    """Write the ONNX file (dynamic batch axis, metadata) and check it with the ONNX checker."""
+    import onnx
+
+    S = int(meta["imgsz"])
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.part")
+    example = torch.rand(2, 3, S, S)
+    with torch.no_grad():
+        torch.onnx.export(
+            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
+            output_names=["boxes", "scores"], do_constant_folding=True,
+            dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
+        )
+    proto = onnx.load(str(tmp))
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(tmp))
+    tmp.replace(output)
+    return output
+
+
+def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -> Path:
+    """Trace the wrapper (batch-size independent: no Python loop over images) and save it with
+    the metadata as ``_extra_files`` (``meta.json``)."""
+    S = int(meta["imgsz"])
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.part")
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, torch.rand(2, 3, S, S), check_trace=False)
+    torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(meta, ensure_ascii=False)})
+    tmp.replace(output)
+    return output
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from detect.engine.checkpoint import CheckpointError
+    from detect.engine.predict import WeightsError
+
+    try:
+        wrapper, meta = load_exportable(args.weights)
+    except (WeightsError, CheckpointError, FileNotFoundError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.format == "onnx":
+            out = export_onnx(wrapper, meta, args.output, args.opset)
+        else:
+            out = export_torchscript(wrapper, meta, args.output)
+    except ImportError as e:
+        print(f"error: {args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
+          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.engine.export.postprocess)")
+    return 0

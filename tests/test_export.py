@@ -1,0 +1,98 @@
+"""Export: ONNX with a dynamic batch axis matches PyTorch (batch 1 and 3); TorchScript too."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from _predict_helpers import CLASSES
+from detect.cli import main
+from detect.config import ExperimentConfig, ModelConfig, Preprocess
+from detect.engine import export as E
+
+
+@pytest.fixture(scope="module")
+def ssd_weights(tmp_path_factory):
+    from detect.engine.checkpoint import save_checkpoint
+    from detect.models.build import build_model
+
+    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", num_classes=len(CLASSES)), preprocess=Preprocess(imgsz=64))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.preprocess).eval()
+    with torch.no_grad():  # trained-looking BN statistics and confident heads, so folding and decoding matter
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+        for h in model.heads:
+            h[-1].weight.normal_(0, 0.3)
+    path = tmp_path_factory.mktemp("w") / "ssd.pt"
+    save_checkpoint(path, config=cfg.to_dict(), classes=CLASSES, model=model.state_dict())
+    return path
+
+
+def _reference(weights, x):
+    """PyTorch outputs of the unfused model for the same images."""
+    from detect.engine.checkpoint import load_model
+
+    model, _, _ = load_model(str(weights), "cpu")
+    model.score_thresh = 0.3  # few enough candidates that no top-k cut falls among equal scores
+    with torch.no_grad():
+        return E.ExportableSSD(model.eval())(x), model(x)
+
+
+def _rows(d: dict) -> np.ndarray:
+    r = torch.cat([d["scores"][:, None], d["labels"][:, None].float(), d["boxes"]], 1).numpy()
+    return r[np.lexsort(np.round(r, 2).T[::-1])]
+
+
+def test_onnx_matches_pytorch_at_batch_1_and_3(tmp_path, ssd_weights):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(ssd_weights), "--format", "onnx", "-o", str(out)]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == CLASSES and meta["imgsz"] == "64"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(1)
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64, generator=g)
+        boxes, scores = sess.run(["boxes", "scores"], {"images": x.numpy()})
+        (rb, rs), dets = _reference(ssd_weights, x)
+        assert boxes.shape == tuple(rb.shape) and scores.shape == tuple(rs.shape) and boxes.shape[0] == batch
+        np.testing.assert_allclose(scores, rs.numpy(), atol=E.SCORE_ATOL, rtol=0)
+        np.testing.assert_allclose(boxes, rb.numpy(), atol=E.BOX_ATOL, rtol=0)
+        # the documented postprocess on the ONNX outputs gives the model's own detections
+        mine = E.postprocess(boxes, scores, conf=0.3, iou=0.45, max_det=300)
+        for a, b in zip(mine, dets):
+            assert 0 < len(a["boxes"]) == len(b["boxes"]) < 300
+            ra, rb_ = _rows(a), _rows(b)  # sorted by (score, label, box)
+            np.testing.assert_allclose(ra[:, :2], rb_[:, :2], atol=1e-4, rtol=0)
+            # a random model scores many boxes exactly alike, and NMS may keep either of two equal
+            # boxes: compare boxes where the score is unique
+            sc = np.round(rb_[:, 0], 5)
+            vals, counts = np.unique(sc, return_counts=True)
+            unique = np.isin(sc, vals[counts == 1])
+            assert unique.sum() >= 10
+            np.testing.assert_allclose(ra[unique, 2:], rb_[unique, 2:], atol=1e-2, rtol=0)
+
+
+def test_torchscript_export(tmp_path, ssd_weights):
+    out = tmp_path / "m.torchscript"
+    assert main(["export", "--weights", str(ssd_weights), "--format", "torchscript", "-o", str(out)]) == 0
+    files = {"meta.json": ""}
+    ts = torch.jit.load(str(out), _extra_files=files)
+    assert json.loads(files["meta.json"])["imgsz"] == "64"
+    x = torch.rand(3, 3, 64, 64)
+    (rb, rs), _ = _reference(ssd_weights, x)
+    b, s = ts(x)
+    torch.testing.assert_close(s, rs, atol=E.SCORE_ATOL, rtol=0)
+    torch.testing.assert_close(b, rb, atol=E.BOX_ATOL, rtol=0)
+
+
+def test_export_errors(tmp_path, capsys):
+    assert main(["export", "--weights", str(tmp_path / "none.pt"), "-o", str(tmp_path / "x.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err

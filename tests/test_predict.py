@@ -1,0 +1,206 @@
+"""Inference: Predictor API, sources, BN folding, `detect predict` outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from _predict_helpers import CLASSES, StandInDetector, synthetic_image
+from detect.cli import main
+from detect.config import ExperimentConfig, ModelConfig, Preprocess
+from detect.engine import sources as S
+from detect.engine.fuse import fuse_conv_bn
+from detect.engine.predict import DEFAULT_WEIGHTS, Predictor
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny SSD checkpoint (random weights, 64 px input) written by the checkpoint module."""
+    build = pytest.importorskip("detect.models.build", reason="SSD model not written yet")
+    from detect.engine.checkpoint import save_checkpoint
+
+    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", num_classes=len(CLASSES)), preprocess=Preprocess(imgsz=64))
+    torch.manual_seed(0)
+    model = build.build_model(cfg.model, cfg.preprocess)
+    path = tmp_path_factory.mktemp("weights") / "tiny.pt"
+    save_checkpoint(path, config=cfg.to_dict(), classes=CLASSES, model=model.state_dict())
+    return path
+
+
+@pytest.fixture()
+def standin() -> Predictor:
+    return Predictor.from_model(StandInDetector(), Preprocess(imgsz=64), CLASSES, conf=0.3)
+
+
+# ----------------------------------------------------------------------------- Predictor
+def test_boxes_come_back_in_original_pixels(standin):
+    img = synthetic_image(64, 64)
+    # 3x wider, 2x taller: linear resizing back to 64 x 64 gives exactly img again
+    big = cv2.resize(img, (192, 128), interpolation=cv2.INTER_NEAREST)
+    a, b = standin.predict([img, big])
+    assert len(a) > 0 and len(a) == len(b)
+    assert a.boxes.dtype == np.float32 and a.labels.dtype == np.int64
+    assert np.all(b.boxes[:, [0, 2]] <= 192) and np.all(b.boxes[:, [1, 3]] <= 128) and np.all(b.boxes >= 0)
+    np.testing.assert_allclose(b.boxes, a.boxes * [3, 2, 3, 2], atol=1.0)  # same detections, scaled
+    assert np.all(np.diff(a.scores) <= 0) and np.all(a.scores >= 0.3)
+    assert a.names == [CLASSES[i] for i in a.labels]
+    assert sum(a.counts().values()) == len(a)
+
+
+def test_class_filter_and_validation():
+    p = Predictor.from_model(StandInDetector(), Preprocess(imgsz=64), CLASSES, conf=0.05, keep=["cola", "2"])
+    dets = p.predict([synthetic_image(seed=s) for s in range(3)])
+    assert all(set(d.labels.tolist()) <= {0, 2} for d in dets)
+    with pytest.raises(ValueError, match="unknown class 'fanta'"):
+        Predictor.from_model(StandInDetector(), Preprocess(imgsz=64), CLASSES, keep=["fanta"])
+    with pytest.raises(ValueError, match="BGR uint8"):
+        p.predict([np.zeros((8, 8), np.uint8)])
+    assert p.predict([]) == []
+
+
+def test_folding_keeps_outputs_and_finds_every_pair():
+    m = StandInDetector().eval()
+    x = torch.rand(2, 3, 64, 64)
+    fused, n = fuse_conv_bn(m, x)
+    assert n == 3
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in fused.modules())
+    assert any(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules()), "the input model must stay untouched"
+    (b0, s0), (b1, s1) = m.raw(x), fused.raw(x)
+    torch.testing.assert_close(s1, s0, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(b1, b0, atol=1e-3, rtol=1e-4)
+
+
+def test_folding_refuses_a_conv_whose_output_is_also_used_elsewhere():
+    class Residual(torch.nn.Module):  # y = bn(conv(x)) + conv(x): folding bn would change the sum
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3)
+            self.bn.running_mean.fill_(0.5)
+
+        def forward(self, x):
+            c = self.conv(x)
+            return self.bn(c) + c
+
+    m = Residual().eval()
+    out, n = fuse_conv_bn(m, torch.rand(1, 3, 8, 8))
+    assert n == 0 and out is m
+
+
+def test_stream_batches_and_reports_bad_items(tmp_path, standin):
+    for i in range(5):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), synthetic_image(seed=i))
+    (tmp_path / "2.png").write_bytes(b"\x89PNG garbage")
+    got = list(standin.stream(str(tmp_path), batch=2))
+    assert [Path(f.path).name for f, _ in got] == [f"{i}.png" for i in range(5)]
+    assert [d is None for _, d in got] == [False, False, True, False, False]
+    assert "not a readable image" in got[2][0].error
+
+
+def test_sources_kinds(tmp_path):
+    img = synthetic_image()
+    cv2.imwrite(str(tmp_path / "a.jpg"), img)
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "b.png"), img)
+    (tmp_path / "list.txt").write_text("a.jpg\n# comment\nsub/b.png\n")
+    assert [Path(f).name for f in S.expand(str(tmp_path))[0]] == ["a.jpg", "b.png"]  # recursive, sorted
+    assert [Path(f).name for f in S.expand(str(tmp_path / "list.txt"))[0]] == ["a.jpg", "b.png"]
+    assert [Path(f).name for f in S.expand(str(tmp_path / "**" / "*.png"))[0]] == ["b.png"]
+    assert S.is_stream("0") and S.is_stream("rtsp://cam/1") and not S.is_stream(str(tmp_path))
+    with pytest.raises(S.SourceError, match="no such file"):
+        S.iter_source(str(tmp_path / "missing.jpg"))
+    with pytest.raises(S.SourceError, match="no file matches"):
+        S.iter_source(str(tmp_path / "*.gif"))
+    gray = tmp_path / "g.png"
+    cv2.imwrite(str(gray), np.zeros((5, 7), np.uint8))
+    im, err = S.read_image(str(gray))
+    assert err is None and im.shape == (5, 7, 3)
+
+
+def test_prefetch_propagates_errors_and_stops_early():
+    def gen():
+        yield 1
+        yield 2
+        raise RuntimeError("decoder died")
+
+    it = S.prefetch(gen(), depth=1)
+    assert next(it) == 1 and next(it) == 2
+    with pytest.raises(RuntimeError, match="decoder died"):
+        next(it)
+    endless = S.prefetch(iter(int, 1), depth=2)  # never ends: closing must stop the thread
+    assert next(endless) == 0
+    endless.close()
+
+
+# ----------------------------------------------------------------------------- detect predict
+def test_folder_with_one_corrupt_image_exits_1(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"ok{i}.jpg"), synthetic_image(seed=i))
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    out = tmp_path / "out"
+    rc = main(["predict", str(src), "--weights", str(tiny_weights), "--save-dir", str(out), "--save-json", "--save-csv",
+               "--conf", "0.01", "--no-progress", "--device", "cpu"])
+    assert rc == 1
+    err = capsys.readouterr()
+    assert "broken.jpg" in err.err + err.out
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["ok0.jpg", "ok1.jpg", "ok2.jpg"]
+    lines = [json.loads(line) for line in (out / "detections.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 4 and sum("error" in r for r in lines) == 1
+    good = [r for r in lines if "error" not in r]
+    assert all(r["width"] == 96 and r["height"] == 64 and sum(r["counts"].values()) == len(r["detections"]) for r in good)
+    header = (out / "counts.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert header == ["source", "frame", "total", *CLASSES]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 3 and summary["failed"] == 1
+
+
+def test_missing_source_exits_2(tmp_path, tiny_weights, capsys):
+    rc = main(["predict", str(tmp_path / "nope"), "--weights", str(tiny_weights), "--save-dir", str(tmp_path / "o")])
+    assert rc == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_missing_and_foreign_weights_exit_2_with_a_clear_message(tmp_path, capsys):
+    img = tmp_path / "a.jpg"
+    cv2.imwrite(str(img), synthetic_image())
+    rc = main(["predict", str(img), "--weights", str(tmp_path / "none.pt"), "--save-dir", str(tmp_path / "o")])
+    assert rc == 2 and "not found" in capsys.readouterr().err
+    foreign = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(1)}, foreign)  # a bare state dict of some other model
+    rc = main(["predict", str(img), "--weights", str(foreign), "--save-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a retail-detect checkpoint" in err, err
+
+
+def test_checkpoint_predictor_matches_its_settings(tiny_weights):
+    p = Predictor(tiny_weights, device="cpu", conf=0.02, iou=0.5, max_det=7)
+    assert p.classes == CLASSES and p.imgsz == 64 and p.fused > 0
+    dets = p.predict([synthetic_image(seed=s) for s in range(2)])
+    assert all(len(d) <= 7 and (d.scores >= 0.02).all() for d in dets)
+
+
+def test_shipped_weights_find_products_on_fresh_synthetic_shelves():
+    """The default weights detect the products of shelves rendered now (not seen in training)."""
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip(f"no shipped weights at {DEFAULT_WEIGHTS} yet")
+    from detect.data.synth import render_scene
+    from detect.engine.metrics import box_iou_np
+
+    p = Predictor(device="cpu", conf=0.3)
+    hits = total = 0
+    for i in range(4):
+        scene = render_scene(987654, i, size=480, kind="shelf")
+        det = p.predict([scene.image])[0]
+        keep = ~scene.difficult
+        gt, gl = scene.boxes[keep], scene.labels[keep]
+        total += len(gt)
+        if len(det) and len(gt):
+            iou = box_iou_np(gt, det.boxes)
+            same = gl[:, None] == det.labels[None, :]
+            hits += int(((iou >= 0.5) & same).any(1).sum())
+    assert total > 0 and hits / total >= 0.6, f"recall@0.5 {hits}/{total}"
