@@ -40,7 +40,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe_load_pickle
+from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, load_versioned_pickle, safe_load_pickle
 
 FORMAT = "retail-detect/proposals"
 SCHEMA = 1
@@ -98,14 +98,12 @@ class ProposalSet:
 def read_proposal_cache(path: str | os.PathLike) -> dict[str, Any]:
     """The validated raw dict of a proposal cache; :class:`ProposalFileError` for a truncated,
     foreign, unsafe or other-schema file (never half a cache)."""
-    try:
-        data = safe_load_pickle(path, NUMPY_GLOBALS)
-    except UnsafePickleError as e:
-        raise ProposalFileError(str(e)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
-        raise ProposalFileError(f"{path}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `detect proposals`") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ProposalFileError(f"{path}: not a retail-detect proposal cache")
+    data = load_versioned_pickle(path, FORMAT, SCHEMA, what="proposal cache", rebuild="detect proposals", error=ProposalFileError)
+    return _check_cache(data, os.fspath(path))
+
+
+def _check_cache(data: dict[str, Any], path: str) -> dict[str, Any]:
+    """Cheap structural checks, so a damaged file fails here rather than deep in training."""
     if data.get("schema") != SCHEMA:
         raise ProposalFileError(f"{path}: proposal cache schema {data.get('schema')!r}, this version reads {SCHEMA}; rebuild it with `detect proposals`")
     try:
@@ -159,7 +157,7 @@ def load_proposals(path: str | os.PathLike) -> ProposalSet:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
         raise ProposalFileError(f"{path}: truncated or not a pickle ({type(e).__name__}: {e})") from None
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
-        return proposal_set_from_cache(read_proposal_cache(path), path)
+        return proposal_set_from_cache(_check_cache(raw, path), path)
     return _from_mapping(raw, path)
 
 
