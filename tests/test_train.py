@@ -253,3 +253,63 @@ def test_cuda_amp_steps_never_sync_the_host(optimizer):
                             amp=True, clip_grad=10.0, channels_last=True, log_every=10**9, warn=lambda m: None)
     assert stats.nonfinite_loss == 2 and stats.skipped >= 2  # images 5 and 9 (+ possible fp16 overflows)
     assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+
+
+@pytest.fixture(scope="module")
+def shelves(tmp_path_factory):
+    """A tiny `detect synth` dataset (12 shelves of 96 px)."""
+    from detect.data.synth import render_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "shelves"
+    render_dataset(out, 12, seed=4, size=96, splits=(0.75, 0.25, 0.0))
+    return out
+
+
+def test_real_augmentation_is_seeded_per_sample_and_epoch(shelves):
+    from torch.utils.data import DataLoader
+
+    from detect.data.dataset import DetectionDataset
+    from detect.data.spec import resolve_data
+    from detect.data.transforms import train_transform
+    from detect.engine.loader import SeededDataset
+
+    cache = resolve_data(shelves, "train")
+    ds = SeededDataset(DetectionDataset(cache.records, train_transform(64, 1.0, 0.3)), seed=5)
+    a = ds[(0, 1)]
+    ds[(0, 2)]
+    b = ds[(0, 1)]
+    c = ds[(1, 1)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1]["boxes"], b[1]["boxes"])
+    assert not torch.equal(a[0], c[0])  # the same image is augmented differently next epoch
+    # in a DataLoader worker process (first sample there) it is drawn exactly the same
+    w = next(iter(DataLoader(ds, batch_size=None, sampler=[(0, 1)], num_workers=1)))
+    assert torch.equal(w[0], a[0]) and torch.equal(w[1]["boxes"], a[1]["boxes"])
+
+
+@pytest.mark.slow
+def test_resume_repeats_uninterrupted_run_with_real_ssd_and_data(shelves, tmp_path):
+    """The resume test of the tiny model, with `detect synth` data, albumentations and the SSD."""
+
+    def cfg(out, **kw):
+        c = ExperimentConfig()
+        c.data.data, c.data.workers = str(shelves), 0
+        c.model.pretrained, c.model.backbone = "none", "mobilenet_v3_large"
+        c.preprocess.imgsz = 64
+        c.train.__dict__.update(out=str(out), device="cpu", batch=3, epochs=2, lr=0.02, warmup_epochs=0.5, **kw)
+        return c
+
+    evals = []
+
+    def killed_in_epoch_2(model, *a):
+        evals.append(1)
+        if len(evals) == 2:
+            raise KeyboardInterrupt
+        return T._default_eval(model, *a)
+
+    T.train(cfg(tmp_path / "a"), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg(tmp_path / "b"), progress=False, eval_fn=killed_in_epoch_2)
+    T.train(cfg(tmp_path / "b", resume=True), progress=False)
+    a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
+    _assert_same_state(a["model"], b["model"], atol=1e-6)
+    _assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
