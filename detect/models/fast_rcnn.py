@@ -196,7 +196,8 @@ class FastRCNN(nn.Module):
         return boxes[remove_small_boxes(boxes, 1e-2)]
 
     def _heads(self, feature: Tensor, rois: list[Tensor]) -> tuple[Tensor, Tensor]:
-        pooled = self.roi_pool(feature, [r.to(feature.dtype) for r in rois])  # (sum R_i, C, roi, roi)
+        # pool in float32: box coordinates in fp16 would be off by up to 0.25 px past 256
+        pooled = self.roi_pool(feature.float(), [r.float() for r in rois]).to(feature.dtype)  # (sum R_i, C, roi, roi)
         return self.predictor(self.box_head(pooled))
 
     def _train_head(self, feature: Tensor, props: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
