@@ -8,7 +8,9 @@ inference when a selective-search model is given an image without precomputed pr
 
 Boxes come back as float32[N, 4] xyxy in 0-based pixels of the image given (x2/y2 exclusive,
 see :mod:`detect.structures`), in selective search's own ranking order, so ``boxes[:k]`` are the
-``k`` best-ranked proposals.
+``k`` best-ranked proposals. OpenCV ranks with a random factor (as the paper does) from a
+generator Python cannot seed: the *set* of boxes of an image is repeatable, their order (and so
+which survive a ``max_boxes`` cut) may vary between runs.
 
 ``cv2.ximgproc`` is only in OpenCV's *contrib* build. albumentations pulls in
 ``opencv-python-headless``, which shares the ``cv2`` folder; install
