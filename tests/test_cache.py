@@ -89,9 +89,11 @@ def test_incremental_rebuild_reparses_only_changed_files(dataset, tmp_path):
     out = tmp_path / "c.pkl"
     first = build(dataset, out)
     assert sorted(first.parsed) == sorted(["cup/CUP0.xml", "cup/CUP1.xml", "tea/BROKEN.xml", "tea/TEA0.xml", "tea/TEA1.xml"])
-    again = build(dataset, out)
-    assert again.up_to_date and again.parsed == []
     mtime = out.stat().st_mtime_ns
+    again = build(dataset, out)
+    assert again.up_to_date and again.parsed == [] and again.reused == 5
+    assert "data" not in vars(again)  # decided from the header: the payload was not unpickled
+    assert again.summary["records"] == 4 and again.summary["kinds"] == first.summary["kinds"]
     assert out.stat().st_mtime_ns == mtime  # nothing rewritten
 
     write_voc(dataset / "annotations/cup/CUP0.xml", [("cup", (1, 1, 10, 10))])  # edit one file
@@ -158,17 +160,22 @@ def test_missing_images(dataset, tmp_path):
     assert by["CUP0"].image == "" and by["TEA0"].image == str(dataset / "images/tea/TEA0.jpg")
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "old_schema", "garbage"])
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "old_schema", "corrupt_payload", "bad_payload", "garbage"])
 def test_damaged_cache_detected_and_rebuilt(dataset, tmp_path, damage, capsys):
     out = tmp_path / "c.pkl"
     good = build(dataset, out)
     data = out.read_bytes()
     if damage == "truncated":
-        out.write_bytes(data[: len(data) // 2])
+        out.write_bytes(data[:-100])
     elif damage == "foreign":
         out.write_bytes(pickle.dumps({"records": [1, 2, 3]}))
     elif damage == "old_schema":
-        write_cache_data(out, {**good.data, "schema": 0})
+        out.write_bytes(pickle.dumps({"format": FORMAT, "schema": 0}) + data)
+    elif damage == "corrupt_payload":
+        out.write_bytes(data[:-50] + bytes(b ^ 0xFF for b in data[-50:-40]) + data[-40:])
+    elif damage == "bad_payload":  # intact header and digest, inconsistent columns
+        bad = dict(good.data, records=dict(good.data["records"], labels=good.data["records"]["labels"][:-1]))
+        write_cache_data(out, bad, fingerprint="x", summary={})
     else:
         out.write_bytes(os.urandom(256))
     with pytest.raises(CacheError, match="rebuild"):

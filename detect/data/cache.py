@@ -1,12 +1,18 @@
 """Annotation caches: the on-disk format, :func:`load_cache`, and the public build entry points.
 
-A cache is one pickle (protocol 5) of plain containers and numpy arrays, written atomically,
-read only through :func:`~detect.data.safe_pickle.safe_load_pickle`. It is columnar (all boxes
-of all images in one ``float32[M, 4]`` array plus offsets), so 20,000 images load in
-milliseconds; :class:`Cache` hands out per-image :class:`~detect.structures.ImageRecord` s
-whose arrays are views into those columns. Layout (``SCHEMA`` 1)::
+A cache file is two pickles (protocol 5) of plain containers and numpy arrays, written
+atomically and read only through :func:`~detect.data.safe_pickle.safe_load_pickle`:
 
-    format, schema          "retail-detect/voc-cache", 1
+- a small **header**: ``format``, ``schema``, the input ``fingerprint`` (a digest of every
+  input path, size and mtime plus the options), a ``summary`` (counts, problems per kind,
+  the first problems), and the payload's length and BLAKE2b digest. A re-run on unchanged
+  inputs reads only this (and checks the payload bytes), never unpickling the rest;
+- the **payload**, columnar (all boxes of all images in one ``float32[M, 4]`` array plus
+  offsets), so 20,000 images load in milliseconds; :class:`Cache` hands out per-image
+  :class:`~detect.structures.ImageRecord` s whose arrays are views into those columns.
+
+Payload layout (``SCHEMA`` 1)::
+
     options                 inputs of per-file parsing: ann_dir, image_roots, require_images
     select                  inputs of the final stage: class list given, split ids given
     files                   per XML file (F of them), for incremental rebuilds: rel, size,
@@ -25,13 +31,14 @@ Building (:func:`build_cache`, ``detect xml2pkl``) lives in :mod:`detect.data.xm
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, load_versioned_pickle, safe_load_pickle
+from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, load_versioned_pickle, safe_load_pickle
 from detect.structures import ImageRecord, Problem
 from detect.utils import atomic_write
 
@@ -97,19 +104,46 @@ def problems_path(cache_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".problems.txt") if p.suffix else p.with_name(p.name + ".problems.txt")
 
 
-def read_cache_data(path: str | os.PathLike) -> dict[str, Any]:
-    """The validated raw dict of a cache file. Raises :class:`CacheError` (or OSError) for
-    anything that is not a complete cache of the current schema; never returns half a cache."""
-    data = load_versioned_pickle(path, FORMAT, SCHEMA, what="annotation cache", rebuild="detect xml2pkl", error=CacheError)
+def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """Header (validated) and payload bytes (length and digest checked)."""
+    with open(path, "rb") as f:
+        header = load_versioned_pickle(f, FORMAT, SCHEMA, what="annotation cache", rebuild="detect xml2pkl", error=CacheError)
+        payload = f.read()
     try:
+        size, digest = int(header["payload_bytes"]), str(header["payload_blake2b"])
+    except (KeyError, TypeError, ValueError):
+        raise CacheError(f"{path}: cache header lacks the payload size and digest; rebuild it with `detect xml2pkl`") from None
+    if len(payload) != size:
+        raise CacheError(f"{path}: truncated cache ({len(payload)} of {size} payload bytes); rebuild it with `detect xml2pkl`")
+    if hashlib.blake2b(payload, digest_size=16).hexdigest() != digest:
+        raise CacheError(f"{path}: corrupt cache (payload digest differs); rebuild it with `detect xml2pkl`")
+    return header, payload
+
+
+def read_cache_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header of a complete, intact cache (the payload is checked, not unpickled).
+    Raises :class:`CacheError` (or OSError) like :func:`read_cache_data`."""
+    return _read(path)[0]
+
+
+def read_cache_data(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated payload of a cache file. Raises :class:`CacheError` (or OSError) for
+    anything that is not a complete cache of the current schema; never returns half a cache."""
+    _, payload = _read(path)
+    try:
+        data = safe_load_pickle(payload)
         _check_consistent(data)
-    except (KeyError, TypeError, AttributeError, ValueError) as e:
-        raise CacheError(f"{path}: inconsistent cache ({e}); rebuild it with `detect xml2pkl`") from None
+    except UnsafePickleError as e:
+        raise CacheError(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+        raise CacheError(f"{path}: inconsistent cache ({type(e).__name__}: {e}); rebuild it with `detect xml2pkl`") from None
     return data
 
 
 def _check_consistent(data: dict[str, Any]) -> None:
     """Cheap structural checks, so a damaged file fails here rather than deep in training."""
+    if not isinstance(data, dict):
+        raise TypeError("payload is not a dict")
     f, r = data["files"], data["records"]
     n = len(f["rel"])
     for key in ("size", "mtime", "image", "image_size", "image_mtime", "hints", "ok", "width", "height"):
@@ -135,9 +169,18 @@ def _check_consistent(data: dict[str, Any]) -> None:
             raise ValueError("boxes must be [N, 4]")
 
 
-def write_cache_data(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write a cache atomically (temporary file, fsync, rename)."""
-    atomic_write(path, lambda f: pickle.dump(data, f, protocol=5))
+def write_cache_data(path: str | os.PathLike, data: dict[str, Any], **header: Any) -> None:
+    """Write a cache atomically (temporary file, fsync, rename): a header holding ``header``
+    (``fingerprint``, ``summary``) and the payload's size and digest, then the payload."""
+    payload = pickle.dumps(data, protocol=5)
+    head = {"format": FORMAT, "schema": SCHEMA, **header, "payload_bytes": len(payload),
+            "payload_blake2b": hashlib.blake2b(payload, digest_size=16).hexdigest()}
+
+    def write(f) -> None:
+        pickle.dump(head, f, protocol=5)
+        f.write(payload)
+
+    atomic_write(path, write)
 
 
 def load_cache(path: str | os.PathLike) -> Cache:

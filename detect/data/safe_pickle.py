@@ -78,7 +78,7 @@ def safe_load_pickle(
 
 
 def load_versioned_pickle(
-    path: Union[str, os.PathLike],
+    path: Union[str, os.PathLike, IO[bytes]],
     fmt: str,
     schema: int,
     *,
@@ -90,6 +90,7 @@ def load_versioned_pickle(
     """Load a cache saved as a dict tagged ``{"format": fmt, "schema": schema, ...}``.
 
     Args:
+        path: a path, or a binary file positioned at the pickle (left just past it).
         what: what the file is, for messages ("annotation cache").
         rebuild: the command that rebuilds it, for messages ("detect xml2pkl").
         error: the exception type raised for a truncated, foreign, unsafe or other-schema
@@ -98,14 +99,15 @@ def load_versioned_pickle(
     Raises:
         error: as above. OSError: the file cannot be read.
     """
+    name = getattr(path, "name", path)
     try:
         data = safe_load_pickle(path, allowed)
     except UnsafePickleError as e:
         raise error(str(e)) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
-        raise error(f"{path}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `{rebuild}`") from None
+        raise error(f"{name}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `{rebuild}`") from None
     if not isinstance(data, dict) or data.get("format") != fmt:
-        raise error(f"{path}: not a retail-detect {what} (foreign pickle); rebuild it with `{rebuild}`")
+        raise error(f"{name}: not a retail-detect {what} (foreign pickle); rebuild it with `{rebuild}`")
     if data.get("schema") != schema:
-        raise error(f"{path}: {what} schema {data.get('schema')!r}, this version reads {schema}; rebuild it with `{rebuild}`")
+        raise error(f"{name}: {what} schema {data.get('schema')!r}, this version reads {schema}; rebuild it with `{rebuild}`")
     return data

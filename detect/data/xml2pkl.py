@@ -16,14 +16,14 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+import hashlib
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence, TextIO
 
 import numpy as np
 
-from detect.data.cache import FORMAT, SCHEMA, Cache, CacheError, problems_path, read_cache_data, write_cache_data
+from detect.data.cache import Cache, CacheError, problems_path, read_cache_data, read_cache_header, write_cache_data
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, FileStat, ImageIndex, default_image_roots, walk_files
 from detect.data.voc import parse_file
@@ -38,25 +38,31 @@ class UsageError(Exception):
     """Bad invocation: missing folder or file, unwritable output (exit code 2)."""
 
 
-@dataclass
 class BuildResult:
     """What :func:`build_cache` did.
 
     Attributes:
         path: the cache file.
-        data: its raw columns (see :mod:`detect.data.cache`).
         parsed: relative paths of the XML files parsed in this run (the rest were reused).
         reused: number of files taken from the previous cache unchanged.
-        up_to_date: nothing changed: the old cache was kept as it was.
+        up_to_date: nothing changed: the old cache was kept as it was (and not unpickled).
         seconds: wall time of the build.
+        summary: counts (files, records, boxes, classes, problems), problems per kind and
+            the first few problems, as stored in the cache header.
+        data, cache, problems: the cache's payload, as a :class:`Cache`, its problems
+            (loaded from the file on first use after an up-to-date run).
     """
 
-    path: str
-    data: dict[str, Any]
-    parsed: list[str]
-    reused: int
-    up_to_date: bool
-    seconds: float
+    def __init__(self, path: str, parsed: list[str], reused: int, up_to_date: bool, seconds: float,
+                 summary: dict[str, Any], data: Optional[dict[str, Any]] = None):
+        self.path, self.parsed, self.reused, self.up_to_date = path, parsed, reused, up_to_date
+        self.seconds, self.summary = seconds, summary
+        if data is not None:
+            self.__dict__["data"] = data  # fills the cached_property
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        return read_cache_data(self.path)
 
     @cached_property
     def cache(self) -> Cache:
@@ -172,15 +178,42 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
 
 
 # -- the build ------------------------------------------------------------------------------
-def _load_old(output: Path, log: TextIO) -> Optional[dict[str, Any]]:
+def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]]]:
+    """``(header, None)`` when the cache at ``output`` is intact and its fingerprint matches
+    (nothing to do), else ``(None, payload or None)`` for an incremental or full rebuild."""
     if not output.exists():
-        return None
+        return None, None
     try:
-        return read_cache_data(output)
+        header = read_cache_header(output)
+        if header.get("fingerprint") == fingerprint and isinstance(header.get("summary"), dict) and problems_path(output).exists():
+            return header, None
+        return None, read_cache_data(output)
     except (CacheError, OSError) as e:
         reason = str(e).split("; rebuild it with")[0]
         print(f"xml2pkl: previous cache unusable, rebuilding: {reason}", file=log)
-        return None
+        return None, None
+
+
+def fingerprint(options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: np.ndarray, mtimes: np.ndarray, index: ImageIndex) -> str:
+    """Digest of everything a cache is built from: options, class list, split, and the path,
+    size and mtime of every XML file and every indexed image."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((options, select)).encode("utf-8", "surrogateescape"))
+    h.update("\0".join(rels).encode("utf-8", "surrogateescape"))
+    h.update(sizes.tobytes())
+    h.update(mtimes.tobytes())
+    h.update("\0".join(f.path for f in index.files).encode("utf-8", "surrogateescape"))
+    h.update(np.array([(f.size, f.mtime_ns) for f in index.files], np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _summary(data: dict[str, Any]) -> dict[str, Any]:
+    problems = data["problems"]
+    return {
+        "files": len(data["files"]["rel"]), "records": len(data["records"]["file"]), "boxes": len(data["records"]["boxes"]),
+        "classes": len(data["classes"]), "problems": len(problems),
+        "kinds": dict(Counter(k for _, k, _ in problems).most_common()), "first": problems[:SUMMARY_LINES],
+    }
 
 
 def _same_images(old: dict[str, Any], index: ImageIndex) -> bool:
@@ -275,25 +308,19 @@ def build_cache(
     sizes = np.array([st.size for st, _ in xmls], np.int64)
     mtimes = np.array([st.mtime_ns for st, _ in xmls], np.int64)
 
-    old = _load_old(output, log or sys.stderr)
+    fp = fingerprint(options, select, rels, sizes, mtimes, index)
+    header, old = _load_old(output, fp, log or sys.stderr)
+    if header is not None:
+        return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"])
     if old is not None and old["options"] != options:
         old = None  # other folders: no row can be trusted
     same_images = old is not None and _same_images(old, index)
-    if (
-        old is not None and same_images and old["select"] == select and old["files"]["rel"] == rels
-        and np.array_equal(old["files"]["size"], sizes) and np.array_equal(old["files"]["mtime"], mtimes)
-        and problems_path(output).exists()
-    ):
-        return BuildResult(str(output), old, [], len(rels), True, time.perf_counter() - t0)
-
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
     new = parse_many(jobs, index, images is not None, workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
     classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
     data = {
-        "format": FORMAT,
-        "schema": SCHEMA,
         "options": options,
         "select": select,
         "files": files,
@@ -306,14 +333,15 @@ def build_cache(
         "records": records,
         "problems": problems,
     }
+    summary = _summary(data)
     try:
-        write_cache_data(output, data)
+        write_cache_data(output, data, fingerprint=fp, summary=summary)
         atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
     n_old = len(old_files["rel"]) if old_files is not None else 0
     parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
-    return BuildResult(str(output), data, parsed, len(rels) - len(parsed), False, time.perf_counter() - t0)
+    return BuildResult(str(output), parsed, len(rels) - len(parsed), False, time.perf_counter() - t0, summary, data)
 
 
 def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str, rel: str) -> bool:
@@ -331,23 +359,19 @@ def _one_line(text: str) -> str:
 def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     """One line on what was cached, problem counts per kind, and the first few problems."""
     out = out or sys.stderr
-    data = result.data
-    n_files = len(data["files"]["rel"])
-    n_rec = len(data["records"]["file"])
-    n_box = len(data["records"]["boxes"])
+    sm = result.summary
     how = "up to date, nothing re-parsed" if result.up_to_date else f"{len(result.parsed)} parsed, {result.reused} reused"
-    print(f"xml2pkl: {n_files} XML files ({how}) -> {n_rec} images, {n_box} boxes, {len(data['classes'])} classes "
+    print(f"xml2pkl: {sm['files']} XML files ({how}) -> {sm['records']} images, {sm['boxes']} boxes, {sm['classes']} classes "
           f"in {result.seconds:.2f}s: {result.path}", file=out)
-    problems = data["problems"]
-    if not problems:
+    n = sm["problems"]
+    if not n:
         return
-    counts = Counter(k for _, k, _ in problems)
-    kinds = ", ".join(f"{k} {n}" for k, n in counts.most_common())
-    print(f"xml2pkl: {len(problems)} problem{'s' if len(problems) > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
-    for f, k, m in problems[:SUMMARY_LINES]:
+    kinds = ", ".join(f"{k} {c}" for k, c in sm["kinds"].items())
+    print(f"xml2pkl: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
+    for f, k, m in sm["first"]:
         print(f"  {f}: [{k}] {m}", file=out)
-    if len(problems) > SUMMARY_LINES:
-        print(f"  ... and {len(problems) - SUMMARY_LINES} more", file=out)
+    if n > len(sm["first"]):
+        print(f"  ... and {n - len(sm['first'])} more", file=out)
 
 
 def cmd_xml2pkl(args) -> int:
@@ -363,4 +387,4 @@ def cmd_xml2pkl(args) -> int:
         print(f"xml2pkl: error: {e}", file=sys.stderr)
         return 2
     summarize(result)
-    return 1 if args.strict and result.data["problems"] else 0
+    return 1 if args.strict and result.summary["problems"] else 0
