@@ -1,9 +1,10 @@
-"""``detect tune``: space parsing and errors, grid with 2 workers, resume without rerunning,
+"""``detect tune``: grid with 2 workers, resume without rerunning,
 trials orphaned by a kill queued again, pruning, report files.
 
 Most tests train with ``fake_train`` (a deterministic stand-in with the trainer's contract:
 ``train(cfg, on_epoch_end) -> dict``, a per-epoch CSV in ``cfg.train.out``) so the study
-machinery is tested in seconds; ``test_tune_real_tiny_model`` runs the real trainer end to end.
+machinery is tested in seconds; ``test_real_trainer_grid_two_workers`` runs the real training loop
+with the tiny test detector, and the slow ``test_cli_tune_real_ssd_on_synth_data`` the real SSD.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import yaml
 from detect.cli import main
 from detect.config import ExperimentConfig
 from detect.engine.tune import TuneUsageError, run_tune
-from detect.engine.tune_space import SpaceError, load_space, parse_space
+from detect.engine.tune_space import load_space
 from detect.engine.tune_worker import make_sampler
 
 FAKE = "test_tune:fake_train"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_metric(cfg: ExperimentConfig) -> float:
@@ -72,72 +72,6 @@ def _study(out: Path, name: str = "space") -> optuna.Study:
 
 
 GRID_2X2 = {"lr": {"values": [0.1, 0.01], "log": True}, "momentum": [0.8, 0.88]}
-
-
-# ---------------------------------------------------------------- space files
-
-
-def test_example_space_parses():
-    sp = load_space(REPO / "datasets" / "space_example.yaml")
-    assert sp.grid_space() == {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88, 0.9]}
-    assert sp.grid_size() == 9 and sp.params[0].log_scale and not sp.params[1].log_scale
-    wide = load_space(REPO / "datasets" / "space_wide_example.yaml")
-    assert not wide.griddable
-    lr = next(p for p in wide.params if p.name == "lr")
-    assert lr.grid() == [0.0001, 0.001, 0.01, 0.1]
-
-
-def test_space_maps_onto_config():
-    sp = parse_space({"params": {"lr": [0.1], "beta2": [0.99], "bn": {"choice": ["train"]}, "imgsz": [128],
-                                 "augment": {"low": "0", "high": "1e-0"}, "model.nms_thresh": [0.5]}})
-    cfg = sp.apply(ExperimentConfig(), {"lr": 0.1, "beta2": 0.99, "bn": "train", "imgsz": 128, "augment": 0.5,
-                                        "model.nms_thresh": 0.5})
-    assert (cfg.train.lr, cfg.train.beta2, cfg.model.bn, cfg.preprocess.imgsz, cfg.data.augment, cfg.model.nms_thresh) == (
-        0.1, 0.99, "train", 128, 0.5, 0.5)
-    assert ExperimentConfig().train.lr == 0.01  # apply copies
-
-
-@pytest.mark.parametrize(
-    "params, words",
-    [
-        ({"lrr": [0.1]}, ["'lrr'", "unknown parameter"]),
-        ({"lr": {"low": 0, "high": 0.1, "log": True}}, ["'lr'", "low: train.lr must be > 0"]),
-        ({"weight_decay": {"low": 0, "high": 0.1, "log": True}}, ["'weight_decay'", "log range needs low > 0"]),
-        ({"lr": {"low": 0.1, "high": 0.01}}, ["'lr'", "low must be < high"]),
-        ({"momentum": [0.9, 1.5]}, ["'momentum'", "in [0, 1)"]),
-        ({"batch": [8, 12.5]}, ["'batch'", "integer"]),
-        ({"bn": ["frozen", "half"]}, ["'bn'", "'half'", "frozen"]),
-        ({"lr": {"values": []}}, ["'lr'", "non-empty"]),
-        ({"lr": {"values": [0.1], "low": 0.01}}, ["'lr'", "exactly one"]),
-        ({"lr": {"vals": [0.1]}}, ["'lr'", "unknown key", "vals"]),
-        ({"optimizer": {"low": 1, "high": 2}}, ["'optimizer'", "range"]),
-        ({"momentum": [0.9], "beta1": [0.8]}, ["'momentum'", "'beta1'", "train.momentum"]),
-        ({"model.anchor_sizes": [1]}, ["'model.anchor_sizes'", "cannot be searched"]),
-    ],
-)
-def test_bad_space_names_file_and_parameter(tmp_path, params, words):
-    path = _space(tmp_path, params)
-    with pytest.raises(SpaceError) as e:
-        load_space(path)
-    msg = str(e.value)
-    assert str(path) in msg
-    for w in words:
-        assert w in msg, msg
-
-
-def test_grid_sampler_needs_grid_points(tmp_path):
-    path = _space(tmp_path, {"lr": {"low": 1e-3, "high": 0.1, "log": True}}, sampler="grid")
-    with pytest.raises(SpaceError, match=r"'lr'.*num"):
-        load_space(path)
-
-
-def test_cli_bad_space_exit_2(tmp_path, capsys):
-    path = _space(tmp_path, {"weight_decay": {"low": -1, "high": 0.1}})
-    rc = main(["tune", "--data", str(tmp_path), "--space", str(path), "--out", str(tmp_path / "o"), "--device", "cpu"])
-    err = capsys.readouterr().err
-    assert rc == 2 and "'weight_decay'" in err and str(path) in err and ">= 0" in err
-    assert main(["tune", "--data", str(tmp_path), "--space", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
-    assert "not found" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- the study
@@ -235,6 +169,18 @@ def test_failing_trial_is_recorded_and_exit_1(tmp_path):
     rows = (out / "trials.csv").read_text()
     assert rows.count("FAIL") == 2 and "ValueError: lr 0.1 is bad" in rows
     assert (out / "trials" / "0" / "error.txt").exists() and not (out / "best.yaml").exists()
+
+
+def test_worker_stops_after_repeated_identical_failures(tmp_path, capsys):
+    out = tmp_path / "tune"
+    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001, 0.00001]})
+    assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer="test_tune:no_data_train") == 1
+    assert [t.state.name for t in _study(out).trials] == ["FAIL"] * 3  # not all 5
+    assert "the last 3 trials failed with the same error" in capsys.readouterr().err
+
+
+def no_data_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
+    raise FileNotFoundError("data.yaml: no such dataset")
 
 
 def broken_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
@@ -363,3 +309,60 @@ def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
     args = __import__("argparse").Namespace(config=str(out / "best.yaml"), resume=False)
     cfg = config_from_args(args)
     assert cfg.train.lr in (0.01, 0.001) and cfg.preprocess.imgsz == 64 and cfg.data.data == str(tmp_path / "data")
+
+
+def test_journal_storage_two_runs(tmp_path):
+    """A journal file (what several machines or processes can share) instead of SQLite."""
+    out = tmp_path / "tune"
+    space = _space(tmp_path, GRID_2X2, pruner="none")
+    journal = f"journal:{tmp_path / 'shared' / 'study.journal'}"
+    assert run_tune(str(tmp_path), space, out, trials=2, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
+    assert run_tune(str(tmp_path), space, out, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
+    from detect.engine.tune_worker import open_storage
+
+    trials = optuna.load_study(study_name="space", storage=open_storage(journal)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and len(_runs(out)) == 4
+    assert not (out / "study.db").exists()
+
+
+def test_plan_workers_pins_one_gpu_each_or_splits_cores(monkeypatch):
+    import detect.engine.tune as T
+
+    monkeypatch.setattr(T, "_gpu_ids", lambda device: [0, 1])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    plans = T.plan_workers("auto", 3)
+    assert [(d, v) for d, v, _ in plans] == [("cuda", "0"), ("cuda", "1"), ("cuda", "0")]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")  # indices refer to the GPUs already visible
+    assert [v for _, v, _ in T.plan_workers("auto", 2)] == ["4", "6"]
+    assert T.plan_workers("cuda:1", 1)[0][:2] == ("cuda:1", None)
+    monkeypatch.setattr(T, "_gpu_ids", lambda device: [])
+    cores = len(os.sched_getaffinity(0))
+    assert T.plan_workers("cpu", 2) == [("cpu", None, max(1, cores // 2))] * 2
+
+
+def fake_train_gpu(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
+    """Records what a worker sees: its CUDA_VISIBLE_DEVICES, GPU count and the trial's device."""
+    import torch
+
+    out = Path(cfg.train.out)
+    out.mkdir(parents=True, exist_ok=True)
+    x = torch.ones(8, device=cfg.train.device).sum().item()
+    with open(out.parents[1] / "GPU.log", "a") as f:
+        f.write(json.dumps({"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "count": torch.cuda.device_count(),
+                            "device": cfg.train.device, "x": x}) + "\n")
+    on_epoch_end(0, {"voc_ap50": cfg.train.lr})
+    return {}
+
+
+@pytest.mark.gpu
+def test_gpu_workers_each_see_one_gpu(tmp_path):
+    import torch
+
+    out = tmp_path / "tune"
+    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001]}, pruner="none")
+    assert run_tune(str(tmp_path), space, out, workers=2, epochs=1, device="auto", trainer="test_tune:fake_train_gpu") == 0
+    seen = [json.loads(s) for s in (out / "GPU.log").read_text().splitlines()]
+    n = torch.cuda.device_count()
+    assert len(seen) == 4 and all(s["count"] == 1 and s["device"] == "cuda" and s["x"] == 8.0 for s in seen)
+    names = (os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(map(str, range(n)))).split(",")
+    assert {s["visible"] for s in seen} == set(names[: min(n, 2)])

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,6 +54,9 @@ def cmd_tune(args: Any) -> int:
     except (SpaceError, TuneUsageError) as e:
         print(f"detect tune: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable --out, a storage that cannot be opened
+        print(f"detect tune: error: {e}", file=sys.stderr)
+        return 2
 
 
 def run_tune(
@@ -82,6 +86,8 @@ def run_tune(
     if sampler == "grid":
         sp.grid_space()  # raises SpaceError naming a range without num
         n_trials = min(trials or sp.grid_size(), sp.grid_size())
+        if trials and trials > n_trials:
+            print(f"detect tune: the grid has {n_trials} points; running {n_trials} trials, not {trials}")
     else:
         n_trials = trials or DEFAULT_TRIALS
     base = _base_config(config)
@@ -110,19 +116,19 @@ def run_tune(
                   seed=seed0 + 7919 * i, grid_seed=base.train.seed, index=i, device=dev, cuda_visible=vis, threads=thr, trainer=trainer)
         for i, (dev, vis, thr) in enumerate(plans)
     ]
-    interrupted = _run_jobs(jobs) if done < n_trials else False
+    status = _run_jobs(jobs) if done < n_trials else "ok"
 
     study = optuna.load_study(study_name=sp.study, storage=open_storage(storage_url))
     report = write_report(study, sp, out)
     print_summary(report, out)
-    if interrupted:
+    if status == "interrupted":
         print("detect tune: interrupted; run the same command again to continue the study", file=sys.stderr)
         return 130
     states = [t.state for t in counted_trials(study.get_trials(deepcopy=False))]
     failed = sum(s == optuna.trial.TrialState.FAIL for s in states)
     if failed:
         print(f"detect tune: {failed} trial(s) failed; see the error column of {out / 'trials.md'}", file=sys.stderr)
-    return 1 if failed or optuna.trial.TrialState.COMPLETE not in states else 0
+    return 1 if status == "error" or failed or optuna.trial.TrialState.COMPLETE not in states else 0
 
 
 def _base_config(path: Optional[str]) -> ExperimentConfig:
@@ -199,7 +205,9 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     storage = study._storage
     if hasattr(storage, "is_heartbeat_enabled") and storage.is_heartbeat_enabled():
         before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # calls requeue_failed for each
         out += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - before)
     return out
 
@@ -247,8 +255,8 @@ def _gpu_ids(device: str) -> list[int]:
     return ids
 
 
-def _run_jobs(jobs: list[WorkerJob]) -> bool:
-    """Run the workers (in this process when there is one); True when interrupted."""
+def _run_jobs(jobs: list[WorkerJob]) -> str:
+    """Run the workers (in this process when there is one): "ok", "interrupted" or "error"."""
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if len(jobs) == 1 and jobs[0].cuda_visible is None:
@@ -262,8 +270,11 @@ def _run_jobs(jobs: list[WorkerJob]) -> bool:
             try:
                 worker_loop(job)
             except KeyboardInterrupt:
-                return True
-            return False
+                return "interrupted"
+            except RuntimeError as e:  # the worker gave up (repeated identical failures)
+                print(f"detect tune: {e}", file=sys.stderr)
+                return "error"
+            return "ok"
         ctx = mp.get_context("spawn")  # fresh interpreters: safe with CUDA, own CUDA_VISIBLE_DEVICES
         procs = []
         for job in jobs:
@@ -279,11 +290,14 @@ def _run_jobs(jobs: list[WorkerJob]) -> bool:
                     p.terminate()
             for p in procs:
                 p.join(30)
-            return True
-        bad = [p.name for p in procs if p.exitcode not in (0, None)]
+            return "interrupted"
+        if any(p.exitcode == 130 for p in procs):
+            return "interrupted"
+        bad = [p.name for p in procs if p.exitcode != 0]
         if bad:
             print(f"detect tune: worker(s) {bad} stopped with an error; see the log above", file=sys.stderr)
-        return any(p.exitcode == 130 for p in procs)
+            return "error"
+        return "ok"
     finally:
         signal.signal(signal.SIGTERM, old)
 

@@ -33,6 +33,7 @@ from detect.config import ExperimentConfig
 from detect.engine.tune_space import SearchSpace, parse_space
 
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+MAX_SAME_FAILURES = 3  # a worker stops when this many trials in a row fail with one error (bad data...)
 
 
 @dataclass
@@ -281,6 +282,7 @@ def worker_loop(job: WorkerJob) -> None:
                               sampler=make_sampler(job.sampler, space, job.seed, job.grid_seed), pruner=make_pruner(space))
     train_fn = load_trainer(job.trainer)
     lock = Path(job.out) / ".tune.lock"
+    errors: list[Optional[str]] = []  # errors of this worker's consecutive failed trials
     while True:
         with file_lock(lock):
             if len(counted_trials(study.get_trials(deepcopy=False))) >= job.n_trials:
@@ -291,9 +293,13 @@ def worker_loop(job: WorkerJob) -> None:
             trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": job.index})
         stop_beat = _heartbeat(study, trial._trial_id)
         try:
-            run_trial(study, trial, job, space, train_fn)
+            state = run_trial(study, trial, job, space, train_fn)
         finally:
             stop_beat()
+        errors = errors + [study._storage.get_trial(trial._trial_id).user_attrs.get("error")] if state == TrialState.FAIL else []
+        if len(errors) >= MAX_SAME_FAILURES and len(set(errors[-MAX_SAME_FAILURES:])) == 1:
+            raise RuntimeError(f"worker {job.index}: the last {MAX_SAME_FAILURES} trials failed with the same error, "
+                               f"stopping rather than failing every trial: {errors[-1]}")
 
 
 def worker_main(job: WorkerJob) -> None:
@@ -313,6 +319,9 @@ def worker_main(job: WorkerJob) -> None:
         worker_loop(job)
     except KeyboardInterrupt:
         sys.exit(130)
+    except RuntimeError as e:  # gave up after repeated identical failures
+        print(f"detect tune: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
