@@ -31,34 +31,55 @@ class FileStat(NamedTuple):
     mtime_ns: int
 
 
-def walk_files(root: str | Path, exts: Iterable[str]) -> list[tuple[FileStat, str]]:
-    """``(FileStat, relative posix path)`` for every file under ``root`` whose lower-case
-    suffix is in ``exts``, recursively, sorted by relative path. Hidden folders (``.git``...)
-    and symlinked folders are not entered (no loops); unreadable folders are skipped.
-    This runs on every re-run over all files, so it is kept lean (~1 stat per file)."""
+class Listing(NamedTuple):
+    """Files found by :func:`walk_files`, as parallel lists (cheap to build for 100k files)."""
+
+    paths: list[str]  # absolute
+    rels: list[str]  # relative to the root, "/"-separated
+    sizes: list[int]
+    mtimes: list[int]  # ns
+
+    def stats(self) -> list[FileStat]:
+        return [FileStat(*t) for t in zip(self.paths, self.sizes, self.mtimes)]
+
+
+def walk_files(root: str | Path, *ext_groups: Iterable[str]) -> list[Listing]:
+    """Files under ``root`` whose lower-case suffix is in an extension group, one
+    :class:`Listing` per group, in a deterministic order (sorted names, depth first).
+    Hidden folders (``.git``...) and symlinked folders are not entered (no loops); unreadable
+    folders are skipped. This runs over every file on every re-run, so it is lean: one
+    ``stat`` per matching file and no per-file objects beyond the four list entries."""
     root = os.path.abspath(root)
-    suffixes = tuple(exts) + tuple(e.upper() for e in exts)
-    out: list[tuple[FileStat, str]] = []
+    groups = [tuple(e for ext in exts for e in (ext, ext.upper())) for exts in ext_groups]
+    out = [Listing([], [], [], []) for _ in groups]
     stack = [(root, "")]
     while stack:
         folder, rel = stack.pop()
         try:
             with os.scandir(folder) as it:
-                entries = list(it)
+                entries = sorted(it, key=lambda e: e.name)
         except OSError:
             continue
+        subdirs = []
         for e in entries:
             name = e.name
             try:
                 if e.is_dir(follow_symlinks=False):
                     if name[0] != ".":
-                        stack.append((e.path, f"{rel}{name}/"))
-                elif name.endswith(suffixes) or name.lower().endswith(suffixes):
-                    st = e.stat()
-                    out.append((FileStat(e.path, st.st_size, st.st_mtime_ns), rel + name))
+                        subdirs.append((e.path, f"{rel}{name}/"))
+                    continue
+                for g, suffixes in enumerate(groups):
+                    if name.endswith(suffixes) or name.lower().endswith(suffixes):
+                        st = e.stat()
+                        listing = out[g]
+                        listing.paths.append(e.path)
+                        listing.rels.append(rel + name)
+                        listing.sizes.append(st.st_size)
+                        listing.mtimes.append(st.st_mtime_ns)
+                        break
             except OSError:  # vanished or unreadable: not ours to report
                 continue
-    out.sort(key=lambda t: t[1])
+        stack.extend(reversed(subdirs))
     return out
 
 
@@ -98,15 +119,15 @@ class ImageIndex:
     _by_lower: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def scan(cls, roots: Sequence[str | Path], listed: Optional[dict[str, list[tuple[FileStat, str]]]] = None) -> "ImageIndex":
+    def scan(cls, roots: Sequence[str | Path], listed: Optional[dict[str, Listing]] = None) -> "ImageIndex":
         """Index every image under ``roots`` (missing roots are skipped). ``listed`` maps a
         root to its images already found by :func:`walk_files` (not walked again)."""
         index = cls([os.path.abspath(r) for r in roots])
         seen: set[str] = set()
         found = []
         for root in index.roots:
-            files = listed[root] if listed and root in listed else walk_files(root, IMAGE_EXTS)
-            for st, rel in files:
+            files = listed[root] if listed and root in listed else walk_files(root, IMAGE_EXTS)[0]
+            for st, rel in zip(files.stats(), files.rels):
                 if st.path not in seen:
                     seen.add(st.path)
                     found.append((st, os.path.dirname(rel)))

@@ -25,7 +25,7 @@ import numpy as np
 
 from detect.data.cache import Cache, CacheError, problems_path, read_cache_data, read_cache_header, write_cache_data
 from detect.data.columns import concat, merge_files, pack, select_records
-from detect.data.images import IMAGE_EXTS, FileStat, ImageIndex, default_image_roots, walk_files
+from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import parse_file
 from detect.structures import Problem
 from detect.utils import atomic_write_text
@@ -235,7 +235,7 @@ def _selection(classes, split) -> tuple[Optional[list[str]], Optional[list[str]]
     return class_list, split_ids, split_file
 
 
-def _plan(xmls: list[tuple[FileStat, str]], old_files: Optional[dict[str, Any]], index: ImageIndex, same_images: bool):
+def _plan(xmls: Listing, old_files: Optional[dict[str, Any]], index: ImageIndex, same_images: bool):
     """Which files to reuse and which to parse: ``rows`` (int64[F]: the old row of a reused
     file, or ``n_old + k`` for the k-th job) and the jobs ``(xml_path, xml_rel_dir)``. A file
     is reused when its size and mtime are unchanged and it still finds the same image."""
@@ -243,17 +243,17 @@ def _plan(xmls: list[tuple[FileStat, str]], old_files: Optional[dict[str, Any]],
     old_pos = {rel: i for i, rel in enumerate(old_files["rel"])} if old_files is not None else {}
     old_size = old_files["size"].tolist() if old_files is not None else []
     old_mtime = old_files["mtime"].tolist() if old_files is not None else []
-    rows = np.empty(len(xmls), np.int64)
+    rows = np.empty(len(xmls.rels), np.int64)
     jobs: list[tuple[str, str]] = []
-    for j, (st, rel) in enumerate(xmls):
+    for j, (path, rel, size, mtime) in enumerate(zip(*xmls)):
         i = old_pos.get(rel)
-        if i is not None and old_size[i] == st.size and old_mtime[i] == st.mtime_ns and (
-            same_images or _same_image(old_files, i, index, st.path, rel)
+        if i is not None and old_size[i] == size and old_mtime[i] == mtime and (
+            same_images or _same_image(old_files, i, index, path, rel)
         ):
             rows[j] = i
         else:
             rows[j] = n_old + len(jobs)
-            jobs.append((st.path, os.path.dirname(rel)))
+            jobs.append((path, os.path.dirname(rel)))
     return rows, jobs
 
 
@@ -297,16 +297,15 @@ def build_cache(
     class_list, split_ids, split_file = _selection(classes, split)
 
     roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
-    found = walk_files(ann_abs, {".xml"} | (IMAGE_EXTS if ann_abs in roots else set()))  # one walk for both
-    xmls = [f for f in found if f[1][-4:].lower() == ".xml"]
-    if not xmls:
+    xmls, beside = walk_files(ann_abs, {".xml"}, IMAGE_EXTS if ann_abs in roots else ())  # one walk for both
+    if not xmls.rels:
         raise UsageError(f"no .xml files under {ann}")
-    index = ImageIndex.scan(roots, {ann_abs: [f for f in found if f[1][-4:].lower() != ".xml"]})
+    index = ImageIndex.scan(roots, {ann_abs: beside})
     options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
     select = {"classes": class_list, "split": split_ids}
-    rels = [rel for _, rel in xmls]
-    sizes = np.array([st.size for st, _ in xmls], np.int64)
-    mtimes = np.array([st.mtime_ns for st, _ in xmls], np.int64)
+    rels = xmls.rels
+    sizes = np.array(xmls.sizes, np.int64)
+    mtimes = np.array(xmls.mtimes, np.int64)
 
     fp = fingerprint(options, select, rels, sizes, mtimes, index)
     header, old = _load_old(output, fp, log or sys.stderr)
