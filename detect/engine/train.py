@@ -48,7 +48,12 @@ class TrainData:
     problems: int = 0  # defects found while reading the annotations
 
 
-def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> TrainData:
+def _warn_rank0(msg: str) -> None:
+    if D.env_dist_info().is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
     """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
     from detect.data.dataset import DetectionDataset, collate
     from detect.data.spec import resolve_data
@@ -69,7 +74,10 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> Trai
     imgsz = cfg.preprocess.imgsz
     tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
     val = None
-    if d.val_split:
+    if d.val_split and Path(d.data).suffix.lower() in (".pkl", ".pickle"):
+        log(f"warning: {d.data} is a cache, i.e. one split: no validation and no best.pt "
+            "(use a dataset YAML or a VOC folder to name a val split)")
+    elif d.val_split:
         try:
             va = resolve_data(d.data, d.val_split)
         except (FileNotFoundError, ValueError, KeyError) as e:
