@@ -213,7 +213,9 @@ def test_cmd_train_exit_codes(tmp_path, capsys):
 
 
 def test_refuses_to_overwrite_a_run_and_extends_a_finished_one(tmp_path):
-    _run(tiny_config(tmp_path / "r", epochs=1))
+    seen = []
+    res = _run(tiny_config(tmp_path / "r", epochs=3), on_epoch_end=lambda e, row: seen.append((e, row)) or e == 1)
+    assert res["epochs"] == 1 and seen[0][0] == 1 and "voc_ap50" in seen[0][1]  # stopped early, as asked
     with pytest.raises(T.UsageError, match="already holds a run"):
         _run(tiny_config(tmp_path / "r", epochs=1))
     res = _run(tiny_config(tmp_path / "r", epochs=2, resume=True))  # extend by one epoch

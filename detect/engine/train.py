@@ -118,8 +118,9 @@ def train(
 
     ``data_fn``/``model_fn``/``eval_fn`` replace :func:`load_data`, ``build_model`` and
     ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
-    ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch with its CSV row (losses,
-    val metrics); returning True stops training there (``detect tune``'s pruner uses it).
+    ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch's checkpoint (``epoch``
+    counts from 1, ``row`` is its CSV row: losses, val metrics); returning True stops training
+    there (``detect tune``'s pruner uses it).
     """
     info, device = D.setup(cfg.train.device)
     try:
@@ -219,9 +220,10 @@ def _train(
                 save_checkpoint(best_pt, **inference_state(state))
             log.epoch(rows)
             log.print(format_row(row, t.epochs))
-        stop = bool(on_epoch_end(epoch, dict(row))) if on_epoch_end is not None and info.is_main else False
+        stop = bool(on_epoch_end(epoch + 1, dict(row))) if on_epoch_end is not None and info.is_main else False
         D.barrier(info)
         if D.broadcast_object(stop, info):
+            log.print(f"stopped after epoch {epoch + 1}: on_epoch_end asked to")
             break
 
     plot = log.close()
