@@ -104,6 +104,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
     p.add_argument("--device", default="auto")
     p.add_argument("--half", action="store_true", help="fp16 on GPU")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.45)
