@@ -21,8 +21,10 @@ class Preprocess:
     scaled to [0, 1], then normalised with ``mean``/``std`` (inside the model)."""
 
     imgsz: int = 320
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # The default backbone's (EfficientNet-Lite, TF preprocessing: (pixel - 127) / 128); other
+    # backbones: detect.models.backbones.preprocess_for(name, imgsz) (ImageNet mean/std).
+    mean: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
+    std: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
 
 
 @dataclass
@@ -35,9 +37,10 @@ class ModelConfig:
     num_classes: int = 0  # object classes, background excluded; filled from the data
     # SSD
     anchor_sizes: Optional[list[float]] = None  # per feature map, relative to imgsz; None = defaults
-    aspect_ratios: Optional[list[list[float]]] = None  # per feature map; None = defaults
+    aspect_ratios: Optional[list[list[float]]] = None  # per feature map, explicit w/h list; None = defaults
     fit_anchors: bool = False  # fit aspect ratios to the training boxes (k-means on log w/h)
     neg_pos_ratio: int = 3
+    box_loss: str = "smooth_l1"  # "smooth_l1" (encoded offsets) | "giou" (decoded boxes)
     # Fast R-CNN
     proposals: str = "rpn"  # "rpn" | "selective_search" | "file"
     roi_op: str = "roi_pool"  # "roi_pool" | "roi_align"
@@ -46,6 +49,7 @@ class ModelConfig:
     score_thresh: float = 0.01
     nms_thresh: float = 0.45
     max_det: int = 300  # up to 1000 for dense shelves
+    pre_nms_topk: int = 1000  # best (box, class) candidates per image entering NMS (at least max_det)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,115 @@
+"""Vectorised detection postprocessing: decode, score threshold, top-k and one NMS for the batch.
+
+Shorthand: B images, N anchors, K object classes (softmax column 0 is background and dropped),
+k = pre-NMS candidates per image, M = candidates left in the batch after the score threshold.
+
+Per-image, per-class NMS is done as a single ``torchvision.ops.nms`` call by shifting every
+candidate box: by ``class * (W + 1)`` along x and ``image * (H + 1)`` along y. Boxes are clipped to
+the image first, so boxes of different (image, class) pairs can never overlap, and the shifts stay
+small (x < K * (W + 1), y < B * (H + 1)), so float32 keeps sub-pixel precision. Very large batches
+are split into image groups of at most ``max_nms_boxes`` candidates (NMS memory is quadratic).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.ops import nms
+
+
+def offset_nms(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, image: torch.Tensor,
+               size: tuple[int, int], iou_thresh: float) -> torch.Tensor:
+    """NMS within each (image, label) group in one call.
+
+    Args:
+        boxes (Tensor[M, 4]): xyxy, clipped to an image of ``size`` (h, w).
+        scores (Tensor[M]), labels (Tensor[M] int64), image (Tensor[M] int64): per candidate.
+
+    Returns:
+        Tensor[M'] int64: kept indices, by decreasing score.
+    """
+    h, w = size
+    ox = labels.to(boxes.dtype) * (w + 1)
+    oy = image.to(boxes.dtype) * (h + 1)
+    shifted = boxes + torch.stack((ox, oy, ox, oy), 1)  # (M, 4)
+    return nms(shifted, scores, iou_thresh)
+
+
+@torch.no_grad()
+def detect_postprocess(
+    cls_logits: torch.Tensor,
+    box_regression: torch.Tensor,
+    anchors: torch.Tensor,
+    box_coder: BoxCoder,
+    image_size: tuple[int, int],
+    score_thresh: float = 0.01,
+    nms_thresh: float = 0.45,
+    pre_nms_topk: int = 1000,
+    max_det: int = 300,
+    max_nms_boxes: int = 100_000,
+) -> list[dict[str, torch.Tensor]]:
+    """Turn head outputs into per-image detections.
+
+    Args:
+        cls_logits (Tensor[B, N, K+1]), box_regression (Tensor[B, N, 4]), anchors (Tensor[N, 4] xyxy pixels).
+        image_size: (h, w) of the model input; boxes are clipped to it.
+        pre_nms_topk: best (anchor, class) pairs per image kept before NMS.
+        max_det: detections kept per image after NMS (by score).
+
+    Returns:
+        per image {"boxes": Tensor[D, 4] xyxy input pixels, "scores": Tensor[D],
+        "labels": Tensor[D] int64 0-based}, D <= max_det, sorted by decreasing score.
+    """
+    B, N, C = cls_logits.shape
+    K = C - 1
+    h, w = image_size
+    scores = cls_logits.float().softmax(-1)[..., 1:].reshape(B, N * K)  # (B, N, K) -> (B, N*K)
+    k = min(max(pre_nms_topk, max_det), N * K)
+    top_scores, top_idx = scores.topk(k, dim=1)  # (B, k), sorted
+    anchor_idx = top_idx // K
+    labels = top_idx % K
+
+    codes = box_regression.float().gather(1, anchor_idx.unsqueeze(-1).expand(B, k, 4))  # (B, k, 4)
+    boxes = box_coder.decode_single(codes.reshape(-1, 4), anchors.float()[anchor_idx.reshape(-1)])
+    boxes = boxes.reshape(B, k, 4)  # (B*k, 4) -> (B, k, 4)
+    boxes[..., 0::2] = boxes[..., 0::2].clamp(0, w)
+    boxes[..., 1::2] = boxes[..., 1::2].clamp(0, h)
+
+    keep = (top_scores > score_thresh) & (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
+    image = torch.arange(B, device=boxes.device).unsqueeze(1).expand(B, k)
+    boxes, top_scores, labels, image = boxes[keep], top_scores[keep], labels[keep], image[keep]  # (M, ...), image-major
+
+    if boxes.shape[0] <= max_nms_boxes:
+        kept = offset_nms(boxes, top_scores, labels, image, (h, w), nms_thresh)
+    else:
+        kept = _chunked_nms(boxes, top_scores, labels, image, keep.sum(1).tolist(), (h, w), nms_thresh, max_nms_boxes)
+
+    # Group by image (stable: scores stay sorted within an image), then keep the best max_det of each.
+    img = image[kept]
+    order = torch.sort(img, stable=True).indices
+    kept, img = kept[order], img[order]
+    counts = torch.bincount(img, minlength=B)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(kept.shape[0], device=kept.device) - starts[img]
+    sel = rank < max_det
+    kept, img = kept[sel], img[sel]
+    sizes = torch.bincount(img, minlength=B).tolist()
+    out_boxes, out_scores, out_labels = boxes[kept], top_scores[kept], labels[kept]
+    return [
+        {"boxes": b, "scores": s, "labels": l}
+        for b, s, l in zip(out_boxes.split(sizes), out_scores.split(sizes), out_labels.split(sizes))
+    ]
+
+
+def _chunked_nms(boxes, scores, labels, image, per_image: list[int], size, iou_thresh, limit) -> torch.Tensor:
+    """:func:`offset_nms` over consecutive image groups of at most ``limit`` candidates each."""
+    kept, start, end, total = [], 0, 0, 0
+    for n in per_image + [None]:
+        if n is None or (total + n > limit and total > 0):
+            sl = slice(start, end)
+            kept.append(offset_nms(boxes[sl], scores[sl], labels[sl], image[sl], size, iou_thresh) + start)
+            start, total = end, 0
+        if n is not None:
+            end += n
+            total += n
+    return torch.cat(kept)

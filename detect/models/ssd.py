@@ -1,0 +1,234 @@
+"""SSD (Liu et al. 2016) with SSDLite-style light layers on a pretrained BN backbone.
+
+Shorthand: B images of S x S pixels, K object classes, C = K + 1 logits (0 = background),
+A_k default boxes per location of feature map k, N = sum_k H_k * W_k * A_k default boxes.
+
+Layout: backbone maps at strides 8/16/32, then extra blocks (1x1 conv, 3x3 depthwise stride 2,
+1x1 conv; each conv + BN + ReLU6) halving the last map until it is at most 2 pixels wide (320:
+40, 20, 10, 5, 3, 2). Each map has one light head: a 3x3 depthwise conv + BN + ReLU6 shared by
+both tasks, then one 1x1 conv predicting A_k * (4 + C) values (box codes first, then logits).
+
+Contract (docs/ARCHITECTURE.md): ``images`` are Tensor[B, 3, S, S] float RGB in [0, 1]; the model
+normalises them with the preprocessing mean/std (buffers). Train mode:
+``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
+list[{"boxes": Tensor[D, 4] xyxy pixels of the S x S input, "scores": Tensor[D], "labels":
+Tensor[D] int64 0-based}]``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection._utils import BoxCoder
+
+from detect.config import ModelConfig, Preprocess
+from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
+from detect.models.backbones import Backbone, build_backbone, pretrained_info
+from detect.models.layers import conv_bn_act
+from detect.models.postprocess import detect_postprocess
+from detect.models.ssd_loss import multibox_loss
+
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+
+def extra_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """SSDLite extra layer: 1x1 to out/2, 3x3 depthwise stride 2, 1x1 to out (each + BN + ReLU6)."""
+    mid = max(16, out_ch // 2)
+    return nn.Sequential(
+        conv_bn_act(in_ch, mid, 1),
+        conv_bn_act(mid, mid, 3, stride=2, groups=mid),
+        conv_bn_act(mid, out_ch, 1),
+    )
+
+
+def head_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    """3x3 depthwise conv + BN + ReLU6, then a 1x1 predictor conv (with bias)."""
+    return nn.Sequential(conv_bn_act(in_ch, in_ch, 3, groups=in_ch), nn.Conv2d(in_ch, out_ch, 1))
+
+
+def num_extra_maps(last_size: int, min_size: int = 2) -> int:
+    """Extra stride-2 maps added after a backbone map of ``last_size`` pixels until <= ``min_size``."""
+    n = 0
+    while last_size > min_size:
+        last_size = (last_size + 1) // 2  # 3x3, stride 2, padding 1
+        n += 1
+    return n
+
+
+class SSD(nn.Module):
+    """SSD detector; see the module docstring for the train/eval contract.
+
+    Args:
+        backbone: feature extractor reporting ``channels``/``strides``.
+        num_classes: K, object classes without background.
+        imgsz: S, the training input size (used to lay out the extra layers).
+        mean, std: per-channel normalisation of [0, 1] RGB input.
+        scales, aspect_ratios: default boxes (see detect.models.anchors); None = SSD defaults.
+        extra_channels: output channels of the extra blocks (the last value repeats).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        imgsz: int = 320,
+        mean: Sequence[float] = (0.5, 0.5, 0.5),
+        std: Sequence[float] = (0.5, 0.5, 0.5),
+        scales: Optional[Sequence[float]] = None,
+        aspect_ratios: Optional[Sequence[Sequence[float]]] = None,
+        extra_channels: Sequence[int] = (256, 256, 128),
+        neg_pos_ratio: int = 3,
+        box_loss: str = "smooth_l1",
+        score_thresh: float = 0.01,
+        nms_thresh: float = 0.45,
+        pre_nms_topk: int = 1000,
+        max_det: int = 300,
+    ):
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 (object classes without background), got {num_classes}")
+        if imgsz < 64:
+            raise ValueError(f"imgsz must be at least 64 pixels, got {imgsz}")
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+        with torch.no_grad():  # actual backbone map sizes at imgsz (odd sizes round differently)
+            was_training = backbone.training
+            backbone.eval()
+            last = backbone(torch.zeros(1, 3, imgsz, imgsz, device=self.mean.device))[-1].shape[-1]
+            backbone.train(was_training)
+        n_extra = num_extra_maps(last)
+        chans = list(backbone.channels)
+        self.extras = nn.ModuleList()
+        for i in range(n_extra):
+            out = extra_channels[min(i, len(extra_channels) - 1)]
+            self.extras.append(extra_block(chans[-1], out))
+            chans.append(out)
+
+        scales, ratios = resolve_default_boxes(len(chans), scales, aspect_ratios)
+        self.default_boxes = DefaultBoxes(scales, ratios)
+        self.anchors_per_location = self.default_boxes.num_anchors()
+        self.heads = nn.ModuleList(
+            head_block(c, a * (4 + num_classes + 1)) for c, a in zip(chans, self.anchors_per_location)
+        )
+        self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
+        self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
+        self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
+        self.pre_nms_topk, self.max_det = pre_nms_topk, max_det
+        self._init_new_layers()
+
+    def _init_new_layers(self) -> None:
+        """Predictors start small (near-uniform scores, anchors as boxes); convs before a BN keep
+        PyTorch's default init."""
+        for head in self.heads:
+            nn.init.normal_(head[-1].weight, std=0.01)
+            nn.init.zeros_(head[-1].bias)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Normalised input -> backbone maps + extra maps (fine to coarse)."""
+        x = (images - self.mean) / self.std
+        feats = self.backbone(x)
+        for extra in self.extras:
+            feats.append(extra(feats[-1]))
+        return feats
+
+    def head_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw outputs (for losses, export and custom postprocessing).
+
+        Returns:
+            cls_logits (Tensor[B, N, K+1]), box_regression (Tensor[B, N, 4]), anchors (Tensor[N, 4]
+            float32 xyxy input pixels).
+        """
+        feats = self.features(images)
+        outs = []
+        for f, head, a in zip(feats, self.heads, self.anchors_per_location):
+            o = head(f)
+            b, _, h, w = o.shape
+            outs.append(o.permute(0, 2, 3, 1).reshape(b, h * w * a, -1))  # (B, A*(4+C), H, W) -> (B, H*W*A, 4+C)
+        out = torch.cat(outs, 1)  # (B, N, 4+C)
+        sizes = [tuple(f.shape[-2:]) for f in feats]
+        anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
+        return out[..., 4:], out[..., :4], anchors
+
+    def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images Tensor[B, 3, S, S], got shape {tuple(images.shape)}")
+        cls_logits, box_regression, anchors = self.head_outputs(images)
+        if self.training:
+            if targets is None or len(targets) != images.shape[0]:
+                raise ValueError("training mode needs one target dict per image: model(images, targets)")
+            _check_targets(targets, self.num_classes)
+            return multibox_loss(
+                cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
+            )
+        return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
+
+    def postprocess(self, cls_logits, box_regression, anchors, image_size) -> list[dict[str, torch.Tensor]]:
+        return detect_postprocess(
+            cls_logits, box_regression, anchors, self.box_coder, image_size,
+            self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det,
+        )
+
+
+def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> None:
+    for i, t in enumerate(targets):
+        boxes, labels = t.get("boxes"), t.get("labels")
+        if boxes is None or labels is None:
+            raise ValueError(f"target {i}: needs 'boxes' (Tensor[G, 4]) and 'labels' (Tensor[G])")
+        if boxes.dim() != 2 or boxes.shape[-1] != 4 or labels.shape[0] != boxes.shape[0]:
+            raise ValueError(f"target {i}: boxes {tuple(boxes.shape)} and labels {tuple(labels.shape)} do not match")
+    labels = torch.cat([t["labels"].reshape(-1) for t in targets])
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"target labels must be in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+
+
+def ssd_num_maps(cfg: ModelConfig, imgsz: int) -> int:
+    """How many feature maps (so how many default-box scales) an SSD for ``cfg`` at ``imgsz`` has."""
+    backbone = build_backbone(cfg.backbone, pretrained="none", bn="train")
+    with torch.no_grad():
+        last = backbone.eval()(torch.zeros(1, 3, imgsz, imgsz))[-1].shape[-1]
+    return len(backbone.strides) + num_extra_maps(last)
+
+
+def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: int = 3) -> None:
+    """Set ``cfg.anchor_sizes`` and ``cfg.aspect_ratios`` from training boxes (float[M, 2] w, h as
+    fractions of their image), in place, so the fitted values are saved with the config."""
+    scales, ratios = fit_default_boxes(wh, ssd_num_maps(cfg, imgsz), num_ratios=num_ratios)
+    cfg.anchor_sizes, cfg.aspect_ratios = scales, ratios
+
+
+def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True) -> SSD:
+    """An SSD for ``cfg``; ``load_weights=False`` skips the ImageNet weights (the caller loads a
+    checkpoint next). With ImageNet weights, ``preprocess.mean``/``std`` are set to the values
+    those weights expect (in place, with a warning when they differed), so the saved config and
+    the model agree."""
+    pretrained = cfg.pretrained if load_weights else "none"
+    if pretrained == "imagenet":
+        info = pretrained_info(cfg.backbone)
+        if not (np.allclose(preprocess.mean, info.mean, atol=1e-3) and np.allclose(preprocess.std, info.std, atol=1e-3)):
+            warnings.warn(
+                f"preprocess mean/std {tuple(preprocess.mean)}/{tuple(preprocess.std)} replaced by the values the "
+                f"{cfg.backbone} ImageNet weights expect, {tuple(round(v, 4) for v in info.mean)}/"
+                f"{tuple(round(v, 4) for v in info.std)} (see detect.models.backbones.preprocess_for)",
+                stacklevel=2,
+            )
+            preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
+    backbone = build_backbone(
+        cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
+        bn="train" if cfg.bn == "sync" else cfg.bn,
+    )
+    model = SSD(
+        backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
+        scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
+        box_loss=cfg.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
+        pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det,
+    )
+    if cfg.bn == "sync":  # the new layers too; falls back to plain BN outside DistributedDataParallel
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

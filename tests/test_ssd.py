@@ -1,0 +1,300 @@
+"""SSD: default boxes (against torchvision's generator), anchor fitting, loss and backward, empty
+images, overfitting 4 images, batched postprocess (against per-image NMS), build options."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchvision.models.detection._utils import BoxCoder
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import batched_nms, box_iou
+
+from detect.config import ModelConfig, Preprocess
+from detect.models import postprocess as pp
+from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
+from detect.models.build import build_model
+from detect.models.ssd import SSD, fit_anchor_config, ssd_num_maps
+from detect.models.ssd_loss import match_anchors
+
+K = 3  # object classes in the tiny configs
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and shared CI cores make it spin."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_ssd(imgsz: int = 128, pretrained: str = "none", **kw) -> SSD:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=K, pretrained=pretrained, bn=kw.pop("bn", "train"), **kw)
+    return build_model(cfg, Preprocess(imgsz=imgsz))
+
+
+def targets_for(n: int, imgsz: int = 128) -> list[dict[str, torch.Tensor]]:
+    """Seeded boxes: a tall bottle, a wide box and a square product per image (shifted per image)."""
+    out = []
+    for i in range(n):
+        s = imgsz / 128
+        boxes = torch.tensor([[10 + 4 * i, 8, 34 + 4 * i, 80], [50, 70 + 3 * i, 120, 100 + 3 * i], [70, 10, 110, 50]]) * s
+        out.append({"boxes": boxes.float(), "labels": torch.tensor([0, 1, 2 - i % 2])})
+    return out
+
+
+def render(targets: list[dict[str, torch.Tensor]], imgsz: int = 128) -> torch.Tensor:
+    """Images where each box is a flat patch whose colour depends on its class."""
+    g = torch.Generator().manual_seed(1)
+    imgs = 0.4 + 0.1 * torch.rand(len(targets), 3, imgsz, imgsz, generator=g)
+    colours = torch.tensor([[1.0, 0.1, 0.1], [0.1, 0.9, 0.1], [0.1, 0.2, 1.0]])
+    for img, t in zip(imgs, targets):
+        for (x1, y1, x2, y2), l in zip(t["boxes"].round().int().tolist(), t["labels"].tolist()):
+            img[:, y1:y2, x1:x2] = colours[l].view(3, 1, 1)
+    return imgs
+
+
+# ------------------------------------------------------------------ default boxes
+
+
+def test_default_boxes_equal_torchvision_generator():
+    tv_ratios = [[2], [2, 3], [2, 3], [2]]
+    scales = [0.1, 0.3, 0.55, 0.8, 1.0]
+    mine_ratios = [[1.0] + sum(([r, 1 / r] for r in rs), []) for rs in tv_ratios]
+    sizes = [(20, 20), (10, 10), (5, 5), (3, 3)]
+    gen = DefaultBoxGenerator(tv_ratios, scales=scales, clip=True)
+    ref = gen(ImageList(torch.zeros(1, 3, 160, 160), [(160, 160)]), [torch.zeros(1, 1, h, w) for h, w in sizes])[0]
+    ours = DefaultBoxes(scales, mine_ratios)(sizes, (160, 160), torch.device("cpu"), torch.float32)
+    assert ours.shape == ref.shape
+    # Same boxes at every location; within a location the order differs (ours: listed ratios, then
+    # the extra box; torchvision: s_k, the extra box, then r, 1/r).
+    start = 0
+    for (h, w), a in zip(sizes, DefaultBoxes(scales, mine_ratios).num_anchors()):
+        n = h * w * a
+        o = ours[start : start + n].view(h * w, a, 4)
+        r = ref[start : start + n].view(h * w, a, 4)
+        key = lambda t: t[..., 2] - t[..., 0] + 1000 * (t[..., 3] - t[..., 1])  # noqa: E731
+        o = o.gather(1, key(o).argsort(1).unsqueeze(-1).expand(-1, -1, 4))
+        r = r.gather(1, key(r).argsort(1).unsqueeze(-1).expand(-1, -1, 4))
+        assert torch.allclose(o, r, atol=1e-3)
+        start += n
+
+
+def test_resolve_default_boxes_validates():
+    scales, ratios = resolve_default_boxes(3, [0.2, 0.4, 0.8], [[1.0, 0.5]])
+    assert scales == [0.2, 0.4, 0.8, 1.0] and ratios == [[1.0, 0.5]] * 3
+    with pytest.raises(ValueError, match="expected 3"):
+        resolve_default_boxes(3, [0.1, 0.2], None)
+    with pytest.raises(ValueError, match="one per feature map"):
+        resolve_default_boxes(3, None, [[1.0], [2.0]])
+    with pytest.raises(ValueError, match="positive"):
+        resolve_default_boxes(2, None, [[1.0, -2.0]])
+
+
+def test_fit_default_boxes_finds_tall_and_wide_shapes():
+    rng = np.random.default_rng(0)
+    h = rng.uniform(0.2, 0.4, 300)
+    tall = np.stack([h * 0.35 * rng.uniform(0.9, 1.1, 300), h], 1)  # bottles, w/h ~ 0.35
+    w = rng.uniform(0.2, 0.5, 200)
+    wide = np.stack([w, w / 2.5 * rng.uniform(0.9, 1.1, 200)], 1)  # boxes, w/h ~ 2.5
+    square = np.full((100, 2), 0.15)
+    scales, ratios = fit_default_boxes(np.concatenate([tall, wide, square]), num_maps=4, num_ratios=3)
+    assert len(ratios) == 4 and all(r == ratios[0] for r in ratios)
+    r = ratios[0]
+    assert len(r) == 3 and r == sorted(r)
+    assert 0.3 < r[0] < 0.4 and 0.9 < r[1] < 1.1 and 2.2 < r[2] < 2.8
+    sizes = np.sqrt(np.concatenate([tall, wide, square]).prod(1))
+    assert len(scales) == 5 and scales == sorted(scales)
+    assert scales[0] == pytest.approx(np.quantile(sizes, 0.02), rel=0.01)
+    assert scales[3] == pytest.approx(np.quantile(sizes, 0.98), rel=0.01)
+    with pytest.raises(ValueError, match="valid boxes"):
+        fit_default_boxes(np.zeros((5, 2)), 3)
+
+
+def test_fit_anchor_config_matches_model_maps():
+    cfg = ModelConfig(num_classes=K, pretrained="none")
+    wh = np.array([[0.1, 0.3], [0.3, 0.1], [0.2, 0.2]] * 10)
+    fit_anchor_config(cfg, 128, wh)
+    n = ssd_num_maps(cfg, 128)
+    assert len(cfg.aspect_ratios) == n and len(cfg.anchor_sizes) == n + 1
+    model = build_model(cfg, Preprocess(imgsz=128))
+    assert model.anchors_per_location == [4] * n  # 3 fitted ratios + the extra square box
+
+
+# ------------------------------------------------------------------ model
+
+
+@pytest.mark.parametrize("imgsz,maps", [(64, 3), (300, 6), (320, 6), (512, 6)])
+def test_input_sizes_head_matches_anchors(imgsz, maps):
+    model = tiny_ssd(imgsz).eval()
+    with torch.no_grad():
+        logits, codes, anchors = model.head_outputs(torch.rand(1, 3, imgsz, imgsz))
+    assert len(model.heads) == maps
+    assert logits.shape == (1, anchors.shape[0], K + 1) and codes.shape == (1, anchors.shape[0], 4)
+    assert float((anchors[:, 2:] - anchors[:, :2]).max()) <= imgsz + 1e-3  # sides clipped to the image
+
+
+def test_loss_backward_and_empty_images():
+    model = tiny_ssd().train()
+    targets = targets_for(2)
+    targets.append({"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)})  # no boxes
+    losses = model(render(targets), targets)
+    assert set(losses) == {"loss_box", "loss_cls"}
+    total = sum(losses.values())
+    assert torch.isfinite(total.detach()) and float(losses["loss_box"].detach()) > 0
+    total.backward()
+    head_grad = lambda: sum(float(h[-1].weight.grad.abs().sum()) for h in model.heads)  # noqa: E731
+    assert head_grad() > 0
+    assert model.backbone.stages[0][0].weight.grad.abs().sum() > 0
+
+    model.zero_grad()
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)} for _ in range(2)]
+    losses = model(torch.rand(2, 3, 128, 128), empty)
+    assert float(losses["loss_box"].detach()) == 0 and float(losses["loss_cls"].detach()) > 0  # background still learned
+    sum(losses.values()).backward()
+    assert head_grad() > 0
+
+
+def test_giou_loss_and_target_validation():
+    model = tiny_ssd(box_loss="giou").train()
+    targets = targets_for(2)
+    losses = model(render(targets), targets)
+    assert 0 < float(losses["loss_box"].detach()) < 2 * 1.0001  # GIoU loss per positive is in [0, 2]
+    bad = [{"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([K])}]
+    with pytest.raises(ValueError, match="labels must be in"):
+        model(torch.rand(1, 3, 128, 128), bad)
+    with pytest.raises(ValueError, match="one target dict per image"):
+        model(torch.rand(1, 3, 128, 128))
+
+
+def test_difficult_boxes_are_ignored_in_matching():
+    anchors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [50, 50, 60, 60]])
+    boxes = torch.tensor([[0.0, 0, 10, 11], [20, 20, 31, 30]])
+    m = match_anchors(anchors, boxes, torch.tensor([False, True]))
+    assert m.tolist() == [0, -2, -1]
+    assert match_anchors(anchors, boxes[:0], None).tolist() == [-1, -1, -1]
+
+
+def test_overfit_four_images():
+    """40 steps on 4 fixed images drive the loss below 0.3x its start, and the model then finds the boxes."""
+    torch.manual_seed(0)
+    model = tiny_ssd(pretrained="imagenet", bn="frozen").train()
+    targets = targets_for(4)
+    images = render(targets)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0)
+    start = None
+    for step in range(40):
+        loss = sum(model(images, targets).values())
+        start = float(loss.detach()) if start is None else start
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.3 * start, (start, float(loss.detach()))
+    model.eval()
+    with torch.no_grad():
+        dets = model(images)
+    for det, t in zip(dets, targets):
+        hit = box_iou(t["boxes"], det["boxes"][:10]) > 0.5  # each box found among the 10 best
+        assert hit.any(1).all(), det["boxes"][:5]
+
+
+def test_channels_last_and_dtype_independent():
+    model = tiny_ssd().eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        ref = model.head_outputs(x)
+        cl = model.to(memory_format=torch.channels_last).head_outputs(x.contiguous(memory_format=torch.channels_last))
+    for a, b in zip(ref, cl):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_fuses_every_batchnorm():
+    from detect.engine.fuse import fuse_conv_bn
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    model = tiny_ssd(bn="frozen").eval()
+    n_bn = sum(isinstance(m, (torch.nn.BatchNorm2d, FrozenBatchNorm2d)) for m in model.modules())
+    x = torch.rand(1, 3, 128, 128)
+    fused, n = fuse_conv_bn(model, x)
+    assert n == n_bn
+    with torch.no_grad():
+        for a, b in zip(model.head_outputs(x), fused.head_outputs(x)):
+            assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+def test_build_model_options():
+    with pytest.raises(ValueError, match="num_classes"):
+        build_model(ModelConfig(num_classes=0), Preprocess())
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model(ModelConfig(name="yolo", num_classes=2), Preprocess())
+    pre = Preprocess(imgsz=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    with pytest.warns(UserWarning, match="replaced"):
+        model = build_model(ModelConfig(num_classes=2), pre)  # lite0 ImageNet weights: TF preprocessing
+    assert pre.mean == pytest.approx((127 / 255,) * 3)
+    assert torch.allclose(model.mean.flatten(), torch.tensor(pre.mean))
+    sync = build_model(ModelConfig(num_classes=2, pretrained="none", bn="sync"), Preprocess(imgsz=64))
+    assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.heads.modules())
+
+
+# ------------------------------------------------------------------ postprocess
+
+
+def _random_head(B: int, N: int, C: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, N, C, generator=g) * 3
+    codes = torch.randn(B, N, 4, generator=g) * 0.5
+    xy = torch.rand(N, 2, generator=g) * 100
+    anchors = torch.cat([xy, xy + 5 + torch.rand(N, 2, generator=g) * 40], 1)
+    return logits, codes, anchors
+
+
+def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch):
+    B, N, C = 3, 400, 5
+    logits, codes, anchors = _random_head(B, N, C)
+    calls = []
+    real_nms = pp.nms
+    monkeypatch.setattr(pp, "nms", lambda *a: calls.append(1) or real_nms(*a))
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    dets = pp.detect_postprocess(logits, codes, anchors, coder, (128, 128), 0.05, 0.5, pre_nms_topk=300, max_det=50)
+    assert len(calls) == 1 and len(dets) == B
+
+    for b in range(B):  # reference: this image alone, torchvision's batched_nms over classes
+        scores = logits[b].softmax(-1)[:, 1:]
+        s, idx = scores.flatten().topk(300)
+        boxes = coder.decode_single(codes[b][idx // (C - 1)], anchors[idx // (C - 1)]).clamp(0, 128)
+        labels = idx % (C - 1)
+        ok = (s > 0.05) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = batched_nms(boxes[ok], s[ok], labels[ok], 0.5)[:50]
+        assert len(dets[b]["boxes"]) <= 50
+        assert torch.allclose(dets[b]["scores"], s[ok][keep])
+        assert torch.equal(dets[b]["labels"], labels[ok][keep])
+        assert torch.allclose(dets[b]["boxes"], boxes[ok][keep], atol=1e-4)
+
+
+def test_postprocess_chunks_and_max_det_1000():
+    B, N, C = 4, 3000, 3
+    logits, codes, anchors = _random_head(B, N, C, seed=1)
+    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
+    args = (logits, codes, anchors, coder, (160, 160), 0.0, 0.9)
+    whole = pp.detect_postprocess(*args, pre_nms_topk=3000, max_det=1000)
+    chunked = pp.detect_postprocess(*args, pre_nms_topk=3000, max_det=1000, max_nms_boxes=5000)
+    assert all(len(d["boxes"]) == 1000 for d in whole)  # 0.9 IoU leaves plenty: capped at max_det
+    for a, b in zip(whole, chunked):
+        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
+    assert all(math.isclose(float(d["scores"][0]), float(d["scores"].max())) for d in whole)
+
+
+def test_eval_contract_outputs():
+    model = tiny_ssd(max_det=7).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 128, 128))
+    assert len(out) == 2
+    for d in out:
+        assert set(d) == {"boxes", "scores", "labels"} and len(d["boxes"]) <= 7
+        assert d["labels"].dtype == torch.int64 and (d["labels"] < K).all() and (d["labels"] >= 0).all()
+        assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
