@@ -74,6 +74,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--config", help="YAML config; options given here override it")
     p.add_argument("--proposals", choices=["rpn", "selective_search", "file"], help="Fast R-CNN proposal source")
+    p.add_argument("--proposal-file", help="precomputed proposals (from `detect proposals`, or .npz/.json/.pkl)")
     p.add_argument("--scheduler", choices=["cosine", "step"], help="decay after the linear warmup")
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--clip-grad", type=float, help="max gradient norm (0: no clipping)")

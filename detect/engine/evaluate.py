@@ -103,7 +103,10 @@ def collect(
             s_h, s_w = images.shape[-2:]  # (B, 3, S, S)
             ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
             with ctx:
-                outputs = model(images)
+                if targets and "proposals" in targets[0]:  # Fast R-CNN with precomputed proposals
+                    outputs = model(images, proposals=[t["proposals"].to(device) for t in targets])
+                else:
+                    outputs = model(images)
             for out, tgt in zip(outputs, targets):
                 h, w = (int(v) for v in tgt["orig_size"])
                 scale = np.array([w / s_w, h / s_h, w / s_w, h / s_h])
@@ -296,7 +299,12 @@ def cmd_val(args: argparse.Namespace) -> int:
     if not records:
         return usage(f"data {args.data!r} split {args.split!r} has no images")
 
-    dataset = DetectionDataset(records, eval_transform(cfg.preprocess.imgsz))
+    from detect.data.proposal_dataset import ProposalFileError, attach_proposals
+
+    try:  # Fast R-CNN with precomputed proposals reads them beside the images
+        dataset = attach_proposals(DetectionDataset(records, eval_transform(cfg.preprocess.imgsz)), cfg.model)
+    except (ProposalFileError, FileNotFoundError, ValueError) as e:
+        return usage(str(e))
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
     try:

@@ -88,7 +88,14 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
                              f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
         if va is not None and va.records:
             val = DetectionDataset(va.records, eval_transform(imgsz))
-    return TrainData(list(tr.classes), DetectionDataset(tr.records, tf), val, collate, problems)
+    from detect.data.proposal_dataset import ProposalFileError, attach_proposals
+
+    try:  # Fast R-CNN with precomputed proposals: the datasets carry them (a no-op otherwise)
+        train_ds = attach_proposals(DetectionDataset(tr.records, tf), cfg.model)
+        val = attach_proposals(val, cfg.model) if val is not None else None
+    except (ProposalFileError, FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    return TrainData(list(tr.classes), train_ds, val, collate, problems)
 
 
 def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -336,6 +343,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
     ``--epochs`` to extend a finished run)."""
     cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_cli(cfg, args)
+    if getattr(args, "proposal_file", None):
+        cfg.model.extra["proposal_file"] = args.proposal_file
     if getattr(args, "resume", False):
         last = Path(cfg.train.out) / "last.pt"
         if not last.is_file():
