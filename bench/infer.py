@@ -7,7 +7,8 @@
 
 Contenders get the same images, the same number of classes, score threshold and maximum
 detections, and random weights: the default SSD (``detect.models.build``, the whole
-:class:`~detect.engine.predict.Predictor` path), torchvision's ``ssdlite320_mobilenet_v3_large``
+:class:`~detect.engine.predict.Predictor` path; ``ssd`` with the default backend, ONNX Runtime
+on a CPU, and ``ssd_torch`` on eager PyTorch with BatchNorm folded), torchvision's ``ssdlite320_mobilenet_v3_large``
 and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (each with its own transform, as users run them),
 and our Fast R-CNN with each proposal source that works on a new image. Ours is also timed with
 the shipped trained weights (reported beside; trained weights give real detections, so NMS has
@@ -33,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONTENDERS = ("ssd", "ssd_trained", "tv_ssdlite320", "tv_fasterrcnn_mnv3_320", "fast_rcnn_rpn", "fast_rcnn_selective_search")
+CONTENDERS = ("ssd", "ssd_torch", "ssd_trained", "tv_ssdlite320", "tv_fasterrcnn_mnv3_320", "fast_rcnn_rpn", "fast_rcnn_selective_search")
 
 
 def _peak_rss_mb() -> float:
@@ -64,14 +65,16 @@ def _our_predictor(name: str, args):
     device = torch.device(args.device)
     if name == "ssd_trained":
         return Predictor(args.weights, device=device, half=args.half, conf=args.conf, max_det=args.max_det)
-    cfg = ModelConfig(name="ssd" if name == "ssd" else "fast_rcnn", pretrained="none", num_classes=args.classes,
-                      score_thresh=args.conf, max_det=args.max_det)
+    cfg = ModelConfig(name="fast_rcnn" if name.startswith("fast_rcnn") else "ssd", pretrained="none",
+                      num_classes=args.classes, score_thresh=args.conf, max_det=args.max_det)
     if name.startswith("fast_rcnn_"):
         cfg.proposals = name[len("fast_rcnn_"):]
     torch.manual_seed(0)
     model = build_model(cfg, Preprocess(imgsz=args.imgsz))
     names = [f"class{i}" for i in range(args.classes)]
-    return Predictor.from_model(model, Preprocess(imgsz=args.imgsz), names, device=device, half=args.half, conf=args.conf)
+    backend = "torch" if name == "ssd_torch" else "auto"  # auto: ONNX Runtime on the CPU
+    return Predictor.from_model(model, Preprocess(imgsz=args.imgsz), names, device=device, half=args.half, conf=args.conf,
+                                backend=backend)
 
 
 def _torchvision_runner(name: str, args):
@@ -108,6 +111,9 @@ def bench_one(name: str, args) -> dict:
     torch.set_num_threads(args.threads)
     w, h = args.size
     images = _images(max(args.batch, 8), w, h)
+    import torchvision  # noqa: F401  (imported by every contender: part of the baseline)
+
+    base_rss = _peak_rss_mb()  # torch + libraries + the input images, before any model exists
     if name.startswith("tv_"):
         run = _torchvision_runner(name, args)
     else:
@@ -134,6 +140,7 @@ def bench_one(name: str, args) -> dict:
         "latency_ms_p50": round(float(np.median(t)) * 1000, 2), "latency_ms_p90": round(float(np.percentile(t, 90)) * 1000, 2),
         "detections_per_image": round(ndet / (len(t) * args.batch), 2),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "peak_rss_above_imports_mb": round(_peak_rss_mb() - base_rss, 1),
         "gpu_peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if args.device.startswith("cuda") else None,
     }
 
@@ -208,7 +215,8 @@ def _child(name: str, args) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ("model", "device", "batch", "input", "images_per_s", "latency_ms_p50", "detections_per_image", "peak_rss_mb")
+    cols = ("model", "device", "batch", "input", "images_per_s", "latency_ms_p50", "detections_per_image", "peak_rss_mb",
+            "peak_rss_above_imports_mb")
     lines = [" | ".join(cols)]
     for r in rows:
         if "error" in r:

@@ -178,10 +178,24 @@ def test_missing_and_foreign_weights_exit_2_with_a_clear_message(tmp_path, capsy
 
 
 def test_checkpoint_predictor_matches_its_settings(tiny_weights):
-    p = Predictor(tiny_weights, device="cpu", conf=0.02, iou=0.5, max_det=7)
-    assert p.classes == CLASSES and p.imgsz == 64 and p.fused > 0
+    p = Predictor(tiny_weights, device="cpu", conf=0.02, iou=0.5, max_det=7, backend="torch")
+    assert p.classes == CLASSES and p.imgsz == 64 and p.fused > 0 and p.backend == "torch"
     dets = p.predict([synthetic_image(seed=s) for s in range(2)])
     assert all(len(d) <= 7 and (d.scores >= 0.02).all() for d in dets)
+
+
+def test_onnxruntime_backend_gives_the_same_detections(tiny_weights):
+    pytest.importorskip("onnxruntime")
+    images = [synthetic_image(seed=s) for s in range(3)]
+    ref = Predictor(tiny_weights, device="cpu", conf=0.05, backend="torch", fuse=False).predict(images)
+    p = Predictor(tiny_weights, device="cpu", conf=0.05)
+    assert p.backend == "onnxruntime"  # the CPU default when onnxruntime is installed
+    for a, b in zip(p.predict(images), ref):
+        assert len(a) == len(b) > 0
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+        same = np.abs(a.scores[:, None] - b.scores[None, :]) < 1e-5  # equal scores may swap places
+        close = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(-1) < 0.05
+        assert (same & close).any(1).all()
 
 
 def test_shipped_weights_find_products_on_fresh_synthetic_shelves():
@@ -204,3 +218,33 @@ def test_shipped_weights_find_products_on_fresh_synthetic_shelves():
             same = gl[:, None] == det.labels[None, :]
             hits += int(((iou >= 0.5) & same).any(1).sum())
     assert total > 0 and hits / total >= 0.6, f"recall@0.5 {hits}/{total}"
+
+
+def test_demo_renders_detects_and_saves(tmp_path, tiny_weights, monkeypatch, capsys):
+    import detect.engine.predict as P
+
+    monkeypatch.setattr(P, "DEFAULT_WEIGHTS", tiny_weights)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "2", "--device", "cpu"]) == 0
+    saved = sorted((tmp_path / "demo").glob("*.jpg"))
+    assert [p.name for p in saved] == ["shelf_00.jpg", "shelf_01.jpg"]
+    assert cv2.imread(str(saved[0])).shape[1] == 480
+    assert str(tmp_path / "demo") in capsys.readouterr().out
+    monkeypatch.setattr(P, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
+    assert main(["demo", "--out", str(tmp_path / "d2")]) == 2
+    assert "shipped weights" in capsys.readouterr().err
+
+
+def test_show_without_display_says_so_and_goes_on(tmp_path, standin, monkeypatch, capsys):
+    from detect.engine.predict_cli import run
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    cv2.imwrite(str(tmp_path / "a.png"), synthetic_image())
+    summary = run(standin, str(tmp_path / "a.png"), tmp_path / "o", show=True, progress=False)
+    assert summary.images == 1 and "--show: no display" in capsys.readouterr().err
+
+
+def test_unreachable_stream_and_missing_webcam_are_reported_not_fatal(standin):
+    for source, what in (("rtsp://127.0.0.1:9/none", "cannot open stream"), ("7", "cannot open webcam 7")):
+        items = list(standin.stream(source))
+        assert len(items) == 1 and items[0][1] is None and what in items[0][0].error

@@ -7,9 +7,11 @@
 
 Any checkpoint of either model loads by itself: its config (architecture, preprocessing) and
 class names are inside it. Speed, in the order it matters:
-- CPU: the uint8 image is resized to S x S with ``cv2.resize`` before it becomes float (a
-  640x480 float resize costs more than the resize itself); the HWC uint8 array becomes a
-  channels_last float tensor without a copy; BatchNorm is folded into the convolutions.
+- CPU: an SSD's network runs in ONNX Runtime (exported in memory at load; 2-3x faster than
+  eager PyTorch there), its postprocess in PyTorch. The uint8 image is resized to S x S with
+  ``cv2.resize`` before it becomes float (a 640x480 float resize costs more than the resize
+  itself); the HWC uint8 array becomes a channels_last float tensor without a copy; on the
+  PyTorch backend BatchNorm is folded into the convolutions.
 - GPU: uint8 frames are uploaded as they are (4x less traffic than float) and resized and
   normalised on the device in one batch; fp16 with ``--half``.
 - Everywhere: ``torch.inference_mode``; the model's own vectorised decode and one batched NMS;
@@ -95,6 +97,8 @@ class Predictor:
         conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image.
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
+        backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
+            "torch" or "onnxruntime" (see :mod:`detect.engine.ort_backend`).
     """
 
     def __init__(
@@ -107,11 +111,12 @@ class Predictor:
         max_det: int = 300,
         classes: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
+        backend: str = "auto",
     ) -> None:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
         model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
-        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse)
+        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend)
         self.cfg = cfg
 
     @classmethod
@@ -125,16 +130,18 @@ class Predictor:
         conf: float = 0.25,
         keep: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
+        backend: str = "auto",
     ) -> "Predictor":
         """A predictor around a model already in memory (tests, benchmarks, notebooks)."""
         self = cls.__new__(cls)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
         self.cfg = None
-        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse)
+        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse, backend)
         return self
 
-    def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool) -> None:
+    def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool,
+               backend: str) -> None:
         self.classes = names
         self.imgsz = int(preprocess.imgsz)
         self.conf = float(conf)
@@ -143,10 +150,16 @@ class Predictor:
             print("note: --half needs CUDA; running in fp32 on the CPU", file=sys.stderr)
         self.keep = _class_ids(keep, names) if keep else None
         self.fused = 0
-        if fuse:
+        self.backend = _pick_backend(backend, model, self.device)
+        if fuse and self.backend == "torch":  # ONNX Runtime folds BatchNorm itself
             example = torch.rand(1, 3, self.imgsz, self.imgsz, device=self.device)
             model, self.fused = optimize_for_inference(model, example, channels_last=True)
         self.model = model.half() if self.half else model
+        self.runner = self.model
+        if self.backend == "onnxruntime":
+            from detect.engine.ort_backend import OrtSSD
+
+            self.runner = OrtSSD(self.model, self.imgsz)
         self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
 
     # ----------------------------------------------------------------------------- preprocess
@@ -164,13 +177,30 @@ class Predictor:
         dtype = torch.float16 if self.half else torch.float32
         out = []
         for group in _same_size_runs(images):  # frames of one video: one upload, one resize
-            u8 = torch.from_numpy(np.stack(group)).to(self.device, non_blocking=True)  # (b, H, W, 3) uint8
+            u8 = self._upload(group)  # (b, H, W, 3) uint8 on the device
             x = u8.permute(0, 3, 1, 2).to(dtype)  # (b, H, W, 3) -> (b, 3, H, W)
             if x.shape[-2:] != (S, S):
                 x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
             out.append(x.flip(1).mul_(1.0 / 255.0))  # BGR -> RGB, [0, 1]
         x = torch.cat(out) if len(out) > 1 else out[0]
         return x.contiguous(memory_format=torch.channels_last)
+
+    def _upload(self, group: list[np.ndarray]) -> torch.Tensor:
+        """Copy same-size uint8 images into a reused pinned host buffer and send it to the GPU
+        in one asynchronous transfer (one host copy instead of two). Reusing the buffer is safe:
+        every :meth:`predict` ends by copying its results to the host, which waits for this
+        transfer to finish."""
+        if len(group) < 8:  # single frames/small batches: pinning a new buffer costs more than it saves
+            return torch.from_numpy(np.stack(group)).to(self.device)
+        shape = (len(group), *group[0].shape)
+        buf = getattr(self, "_pinned", None)
+        if buf is None or tuple(buf.shape) != shape:
+            buf = torch.empty(shape, dtype=torch.uint8).pin_memory()
+            self._pinned = buf
+        host = buf.numpy()
+        for i, im in enumerate(group):
+            host[i] = im
+        return buf.to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------------------- predict
     @torch.inference_mode()
@@ -183,7 +213,7 @@ class Predictor:
                 got = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
                 raise ValueError(f"Predictor.predict expects BGR uint8 images [H, W, 3] (as cv2.imread gives), got {got}")
         x = self.preprocess(images)
-        outputs = self.model(x)
+        outputs = self.runner(x)
         return self._postprocess(outputs, [im.shape[:2] for im in images])
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
@@ -236,6 +266,26 @@ class Predictor:
     def draw(self, image: np.ndarray, detections: Detections, **kwargs) -> np.ndarray:
         """A copy of ``image`` with boxes, names and scores drawn (see :func:`draw_detections`)."""
         return draw_detections(image, detections.boxes, detections.scores, detections.labels, self.classes, **kwargs)
+
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:
+    """"auto": ONNX Runtime for an SSD on the CPU when it is installed (2-3x faster there), else
+    PyTorch. An explicit "onnxruntime" that cannot work is an error that says why."""
+    from detect.engine import ort_backend
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
+        return "torch"
+    if ort_backend.supports(model) and device.type == "cpu":
+        return "onnxruntime"
+    if backend == "onnxruntime":
+        raise ValueError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
+                         "(pip install onnxruntime); use --backend torch")
+    return "torch"
 
 
 def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:

@@ -132,7 +132,7 @@ def run_predict(args: argparse.Namespace) -> int:
     try:
         total = count_frames(args.source)
         predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det, classes=args.classes)
+                              max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
     except (SourceError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -134,7 +134,8 @@ def _iter_capture(cap_src: int | str, name: str, kind: str, start_index: int, ma
     file truncated beyond repair), reported as one more error item."""
     cap = cv2.VideoCapture(cap_src)
     if not cap.isOpened():
-        yield Frame(None, name, start_index, None, kind, 0.0, None, f"cannot open {kind} (missing codec, corrupt file or unreachable stream)")
+        what = f"webcam {cap_src}" if isinstance(cap_src, int) else kind
+        yield Frame(None, name, start_index, None, kind, 0.0, None, f"cannot open {what} (missing codec, corrupt file, no such camera or unreachable stream)")
         return
     try:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
