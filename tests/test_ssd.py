@@ -253,14 +253,15 @@ def _random_head(B: int, N: int, C: int, seed: int = 0):
     return logits, codes, anchors
 
 
-def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch):
+@pytest.mark.parametrize("thresh", [0.05, 0.6])  # top-k path / sparse path (all candidates fit)
+def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch, thresh):
     B, N, C = 3, 400, 5
     logits, codes, anchors = _random_head(B, N, C)
     calls = []
     real_nms = pp.nms
     monkeypatch.setattr(pp, "nms", lambda *a: calls.append(1) or real_nms(*a))
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    dets = pp.detect_postprocess(logits, codes, anchors, coder, (128, 128), 0.05, 0.5, pre_nms_topk=300, max_det=50)
+    dets = pp.detect_postprocess(logits, codes, anchors, coder, (128, 128), thresh, 0.5, pre_nms_topk=300, max_det=50)
     assert len(calls) == 1 and len(dets) == B
 
     for b in range(B):  # reference: this image alone, torchvision's batched_nms over classes
@@ -268,7 +269,8 @@ def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch):
         s, idx = scores.flatten().topk(300)
         boxes = coder.decode_single(codes[b][idx // (C - 1)], anchors[idx // (C - 1)]).clamp(0, 128)
         labels = idx % (C - 1)
-        ok = (s > 0.05) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        ok = (s > thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        assert 0 < int(ok.sum()) < (300 if thresh > 0.5 else 10**6)
         keep = batched_nms(boxes[ok], s[ok], labels[ok], 0.5)[:50]
         assert len(dets[b]["boxes"]) <= 50
         assert torch.allclose(dets[b]["scores"], s[ok][keep])
