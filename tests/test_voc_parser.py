@@ -312,3 +312,29 @@ def test_large_file_read_whole(tmp_path):
     f.write_text(voc(size=(100, 50), objs=objs))
     assert f.stat().st_size > 1 << 17
     assert len(parse_file(str(f)).names) == 3000
+
+
+def test_every_box_equals_check_box(tmp_path):
+    """parse_file takes a shortcut for boxes well inside the image: its boxes and problems must
+    be exactly check_box's, at the borders too (0, fractions below 1, == size, past it)."""
+    rng = np.random.default_rng(0)
+    edges = [0, 0.5, 1, 1.5, 2, 49, 50, 50.5, 99, 100, 100.5, -1, 7.25]
+    boxes = [tuple(rng.choice(edges, 4)) for _ in range(300)] + [(1, 1, 100, 50), (0.5, 1, 100, 50), (1, 1, 100.5, 50)]
+    for size in [(100, 50), None]:
+        f = tmp_path / "a.xml"
+        f.write_text(voc(size=size, objs=[("cup", b) for b in boxes]))
+        r = parse_file(str(f))
+        expected, problems = [], [("missing_size", "")] if size is None else []
+        for i, b in enumerate(boxes, 1):
+            box = check_box([float(v) for v in b], *(size or (0, 0)), i, "cup", problems)
+            expected += box or ()
+        assert r.boxes == expected
+        assert [(k, m) for k, m in r.problems if k != "missing_size"] == [(k, m) for k, m in problems if k != "missing_size"]
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf", "abc", ""])
+def test_non_finite_size_is_unknown_not_a_crash(tmp_path, value):
+    f = tmp_path / "a.xml"
+    f.write_text(voc(size=(100, 50)).replace("<width>100</width>", f"<width>{value}</width>"))
+    r = parse_file(str(f))
+    assert (r.width, r.height) == (0, 0) and [k for k, _ in r.problems] == ["missing_size"] and len(r.names) == 1

@@ -86,8 +86,9 @@ def _text(el) -> str:
     return t.strip() if t else ""
 
 
-def _flag(el) -> bool:
-    t = el.text
+def flag_value(t: Optional[str]) -> bool:
+    """``<difficult>``/``<truncated>`` text -> bool: "1", "true", "yes", "2.0" are True;
+    "0", "", "no", "unspecified" and other words are False."""
     if t == "0":  # the common cases first: this runs for every object
         return False
     if t == "1":
@@ -101,19 +102,23 @@ def _flag(el) -> bool:
         return t in ("true", "yes")
 
 
+def size_value(t: Optional[str]) -> int:
+    """``<width>``/``<height>`` text -> int pixels (floats rounded); 0 when missing or not a
+    finite number."""
+    try:
+        return int(round(float(t)))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # None, "abc", "nan" / "inf"
+        return 0
+
+
 def _size(el) -> tuple[int, int]:
     w = h = 0
-    for c in el:
+    for c in el:  # the last <width>/<height> wins
         tag = c.tag
-        if tag == "width" or tag == "height":
-            try:
-                v = int(round(float(c.text)))
-            except (TypeError, ValueError):
-                v = 0
-            if tag == "width":
-                w = v
-            else:
-                h = v
+        if tag == "width":
+            w = size_value(c.text)
+        elif tag == "height":
+            h = size_value(c.text)
     return w, h
 
 
@@ -124,13 +129,14 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
     for c in obj:  # direct children only: <part> boxes nested deeper are ignored
         tag = c.tag
         if tag == "name":
-            name = _text(c)
+            t = c.text
+            name = t.strip() if t else ""
         elif tag == "bndbox":
             bb = c
         elif tag == "difficult":
-            difficult = _flag(c)
+            difficult = flag_value(c.text)
         elif tag == "truncated":
-            truncated = _flag(c)
+            truncated = flag_value(c.text)
     if not name:
         problems.append(("bad_box", f"object {i} has no <name>; dropped"))
         return None
@@ -158,7 +164,7 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
                 what = f"has no <{key}>" if raw is None else f"<{key}> {raw.strip()!r} is not a number"
                 problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
                 return None
-    if not all(map(math.isfinite, vals)):
+    if not math.isfinite(vals[0] + vals[1] + vals[2] + vals[3]) and not all(map(math.isfinite, vals)):  # sum: one call
         problems.append(("bad_box", f"object {i} ({name}): non-finite coordinate {vals}; dropped"))
         return None
     return name, vals, difficult, truncated
@@ -192,6 +198,50 @@ def check_box(vals: Sequence[float], width: int, height: int, i: int, name: str,
             return None
         problems.append(("box_clipped", f"object {i} ({name}): box {written} extends past the {width}x{height} image; clipped"))
     return x1, y1, x2, y2
+
+
+def resolve_image(
+    xml_path: str,
+    images: Optional[ImageIndex],
+    xml_rel_dir: str,
+    require_image: bool,
+    width: int,
+    height: int,
+    hints: tuple[str, str, str],
+    problems: list[tuple[str, str]],
+) -> tuple[bool, str, int, int, int, int]:
+    """Find the annotation's image and settle the size boxes are checked against.
+
+    Returns ``(ok, image, image_size, image_mtime_ns, width, height)``: the image's real size
+    wins over the declared ``width`` x ``height``; 0 x 0 when neither is known. Problems
+    (``bad_image``, ``size_mismatch``, ``missing_image``, ``missing_size``) go to ``problems``.
+    """
+    filename, frame, path = hints
+    image, img_size, img_mtime = "", -1, -1
+    ok = True
+    if images is not None:
+        found = images.find(xml_path, xml_rel_dir, filename, frame, path)
+        if found is not None:
+            image, img_size, img_mtime = found
+            try:
+                iw, ih = read_image_size(image)
+            except Exception as e:  # PIL raises several types for bad files
+                problems.append(("bad_image", f"image {image} cannot be read ({e}); treated as missing"))
+                image, img_size, img_mtime = "", -1, -1
+            else:
+                if width > 0 and height > 0 and (width, height) != (iw, ih):
+                    problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
+                width, height = iw, ih
+        if not image and require_image:
+            stem = os.path.splitext(os.path.basename(xml_path))[0]
+            tried = ", ".join(hint_stems(stem, filename, frame, path))
+            problems.append(("missing_image", f"no image found (looked for {tried} in {', '.join(images.roots)}); record left out"))
+            ok = False
+    if width <= 0 or height <= 0:
+        width = height = 0
+        if ok:
+            problems.append(("missing_size", "no usable <size> and no image to read it from: size unknown, boxes not clipped (give --images)"))
+    return ok, image, img_size, img_mtime, width, height
 
 
 def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False) -> FileResult:
@@ -237,30 +287,8 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
             path = _text(c)
     hints = (filename, frame, path)
 
-    image, img_size, img_mtime = "", -1, -1
-    ok = True
-    if images is not None:
-        found = images.find(xml_path, xml_rel_dir, filename, frame, path)
-        if found is not None:
-            image, img_size, img_mtime = found
-            try:
-                iw, ih = read_image_size(image)
-            except Exception as e:  # PIL raises several types for bad files
-                problems.append(("bad_image", f"image {image} cannot be read ({e}); treated as missing"))
-                image, img_size, img_mtime = "", -1, -1
-            else:
-                if width > 0 and height > 0 and (width, height) != (iw, ih):
-                    problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
-                width, height = iw, ih
-        if not image and require_image:
-            stem = os.path.splitext(os.path.basename(xml_path))[0]
-            tried = ", ".join(hint_stems(stem, filename, frame, path))
-            problems.append(("missing_image", f"no image found (looked for {tried} in {', '.join(images.roots)}); record left out"))
-            ok = False
-    if width <= 0 or height <= 0:
-        width = height = 0
-        if ok:
-            problems.append(("missing_size", "no usable <size> and no image to read it from: size unknown, boxes not clipped (give --images)"))
+    ok, image, img_size, img_mtime, width, height = resolve_image(
+        xml_path, images, xml_rel_dir, require_image, width, height, hints, problems)
 
     boxes: list[float] = []
     names: list[str] = []
@@ -271,10 +299,14 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
         if parsed is None:
             continue
         name, vals, diff, trunc = parsed
-        box = check_box(vals, width, height, i, name, problems)
-        if box is None:
-            continue
-        boxes.extend(box)
+        xmin, ymin, xmax, ymax = vals
+        if 1.0 <= xmin < xmax <= width and 1.0 <= ymin < ymax <= height:
+            boxes += (xmin - 1.0, ymin - 1.0, xmax, ymax)  # the usual box: what check_box returns for it, cheaper
+        else:
+            box = check_box(vals, width, height, i, name, problems)
+            if box is None:
+                continue
+            boxes += box
         names.append(name)
         difficult.append(diff)
         truncated.append(trunc)

@@ -239,10 +239,12 @@ def _plan(xmls: Listing, old_files: Optional[dict[str, Any]], index: ImageIndex,
     """Which files to reuse and which to parse: ``rows`` (int64[F]: the old row of a reused
     file, or ``n_old + k`` for the k-th job) and the jobs ``(xml_path, xml_rel_dir)``. A file
     is reused when its size and mtime are unchanged and it still finds the same image."""
-    n_old = len(old_files["rel"]) if old_files is not None else 0
-    old_pos = {rel: i for i, rel in enumerate(old_files["rel"])} if old_files is not None else {}
-    old_size = old_files["size"].tolist() if old_files is not None else []
-    old_mtime = old_files["mtime"].tolist() if old_files is not None else []
+    if old_files is None:  # first run: parse everything
+        return np.arange(len(xmls.rels), dtype=np.int64), [(path, rel.rpartition("/")[0]) for path, rel in zip(xmls.paths, xmls.rels)]
+    n_old = len(old_files["rel"])
+    old_pos = {rel: i for i, rel in enumerate(old_files["rel"])}
+    old_size = old_files["size"].tolist()
+    old_mtime = old_files["mtime"].tolist()
     rows = np.empty(len(xmls.rels), np.int64)
     jobs: list[tuple[str, str]] = []
     for j, (path, rel, size, mtime) in enumerate(zip(*xmls)):
@@ -253,7 +255,7 @@ def _plan(xmls: Listing, old_files: Optional[dict[str, Any]], index: ImageIndex,
             rows[j] = i
         else:
             rows[j] = n_old + len(jobs)
-            jobs.append((path, os.path.dirname(rel)))
+            jobs.append((path, rel.rpartition("/")[0]))
     return rows, jobs
 
 
