@@ -300,3 +300,46 @@ def test_eval_contract_outputs():
         assert set(d) == {"boxes", "scores", "labels"} and len(d["boxes"]) <= 7
         assert d["labels"].dtype == torch.int64 and (d["labels"] < K).all() and (d["labels"] >= 0).all()
         assert (d["boxes"] >= 0).all() and (d["boxes"] <= 128).all()
+
+
+# ------------------------------------------------------------------ GPU (the lead's device run)
+
+
+@pytest.mark.gpu
+def test_cuda_amp_train_step_and_fp16_batch_inference():
+    """On CUDA: an AMP train step at 320 px (channels_last), then fp16 inference at batch 256
+    whose postprocess matches the CPU one; prints the network + postprocess images/s."""
+    import time
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=12), Preprocess(imgsz=320)).to(dev).to(memory_format=torch.channels_last)
+    targets = [{k: v.to(dev) for k, v in t.items()} for t in targets_for(8, 320)]
+    images = render(targets_for(8, 320), 320).to(dev).contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    with torch.autocast("cuda", dtype=torch.float16):
+        losses = model(images, targets)
+    assert all(torch.isfinite(v.detach()) for v in losses.values())
+    sum(losses.values()).backward()
+    opt.step()
+
+    model.eval().half()
+    x = torch.rand(256, 3, 320, 320, device=dev).half().contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(x)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(5):
+            dets = model(x)
+        torch.cuda.synchronize()
+        print(f"\nSSD lite0 320 fp16 batch 256 (random weights, score_thresh {model.score_thresh}): "
+              f"{5 * 256 / (time.perf_counter() - t):.0f} images/s")
+        assert len(dets) == 256 and all(len(d["boxes"]) <= model.max_det for d in dets)
+    logits, codes, anchors = _random_head(16, 9602, 13, seed=3)  # distinct scores: no tie order
+    gpu = model.postprocess(logits.to(dev), codes.to(dev), anchors.to(dev), (320, 320))
+    cpu = model.postprocess(logits, codes, anchors, (320, 320))
+    for g, c in zip(gpu, cpu):
+        n = min(20, len(c["scores"]))
+        assert torch.allclose(g["scores"][:n].cpu(), c["scores"][:n], atol=1e-4)
+        assert torch.allclose(g["boxes"][:n].cpu(), c["boxes"][:n], atol=1e-2)

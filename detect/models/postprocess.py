@@ -46,7 +46,7 @@ def detect_postprocess(
     nms_thresh: float = 0.45,
     pre_nms_topk: int = 1000,
     max_det: int = 300,
-    max_nms_boxes: int = 100_000,
+    max_nms_boxes: int = 20_000,
 ) -> list[dict[str, torch.Tensor]]:
     """Turn head outputs into per-image detections.
 
@@ -56,6 +56,8 @@ def detect_postprocess(
         pre_nms_topk: at most this many (anchor, class) pairs per image enter NMS (the best ones;
             when no image has more above ``score_thresh``, all of those enter without a top-k).
         max_det: detections kept per image after NMS (by score).
+        max_nms_boxes: candidates per NMS call; bigger batches are split by image (the NMS mask
+            is quadratic in its input: 20k boxes need 50 MB on a GPU).
 
     Returns:
         per image {"boxes": Tensor[D, 4] xyxy input pixels, "scores": Tensor[D],
