@@ -44,3 +44,15 @@ def _few_threads():
     except Exception:
         pass
     yield
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for tiny models: they gain nothing from a second, and on shared CI
+    cores a second OpenMP thread spins. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -27,13 +27,7 @@ CATS = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian
 ESPRESSO = 967
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small inputs gain nothing from a second thread, and shared CI cores make it spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _lite_available(name: str) -> bool:

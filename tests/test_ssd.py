@@ -23,13 +23,7 @@ from detect.models.ssd_loss import match_anchors
 K = 3  # object classes in the tiny configs
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from a second thread, and shared CI cores make it spin."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ssd(imgsz: int = 128, pretrained: str = "none", **kw) -> SSD:
