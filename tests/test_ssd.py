@@ -15,7 +15,7 @@ from torchvision.ops import batched_nms, box_iou
 
 from detect.config import ModelConfig, Preprocess
 from detect.models import postprocess as pp
-from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
+from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_shapes, resolve_default_boxes
 from detect.models.build import build_model
 from detect.models.ssd import SSD, fit_anchor_config, ssd_num_maps
 from detect.models.ssd_loss import match_anchors
@@ -111,8 +111,12 @@ def test_fit_default_boxes_finds_tall_and_wide_shapes():
 
 
 def test_fit_anchor_config_matches_model_maps():
+    from detect.structures import ImageRecord
+
     cfg = ModelConfig(num_classes=K, pretrained="none")
-    wh = np.array([[0.1, 0.3], [0.3, 0.1], [0.2, 0.2]] * 10)
+    rec = ImageRecord("a.jpg", 200, 100, boxes=np.array([[0, 0, 20, 30], [10, 10, 70, 20], [0, 0, 40, 20]], np.float32))
+    wh = record_box_shapes([rec] * 10 + [ImageRecord("empty.jpg", 50, 50)])
+    assert wh.shape == (30, 2) and np.allclose(wh[:3], [[0.1, 0.3], [0.3, 0.1], [0.2, 0.2]])
     fit_anchor_config(cfg, 128, wh)
     n = ssd_num_maps(cfg, 128)
     assert len(cfg.aspect_ratios) == n and len(cfg.anchor_sizes) == n + 1

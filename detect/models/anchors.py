@@ -120,6 +120,17 @@ class DefaultBoxes:
         return torch.cat(out) * torch.tensor([w, h, w, h], dtype=torch.float64)
 
 
+def record_box_shapes(records: Sequence) -> np.ndarray:
+    """Box widths and heights as fractions of their image's size, float[M, 2], from cache records
+    (``detect.structures.ImageRecord``: ``boxes`` xyxy pixels, ``width``, ``height``)."""
+    shapes = [
+        (np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, 2:] - np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, :2])
+        / np.array([max(r.width, 1), max(r.height, 1)], np.float64)
+        for r in records
+    ]
+    return np.concatenate(shapes) if shapes else np.zeros((0, 2))
+
+
 def fit_default_boxes(
     wh: np.ndarray,
     num_maps: int,
