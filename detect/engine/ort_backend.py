@@ -14,6 +14,7 @@ per-image shapes).
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -44,6 +45,13 @@ def supports(model: nn.Module) -> bool:
     return True
 
 
+def default_threads() -> int:
+    """Operator threads for ONNX Runtime: torch's setting, but one core left free for the
+    decode and encode threads (on 2 cores: 1 thread, which measured 38.7 fps on a 720p video
+    against 11.6 fps with 2 threads on a busy machine)."""
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+
+
 class OrtSSD:
     """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only."""
 
@@ -63,7 +71,7 @@ class OrtSSD:
             )
             self.anchors = self.ssd.head_outputs(example)[2]  # Tensor[N, 4], fixed for S x S inputs
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.intra_op_num_threads = threads or default_threads()
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between operators: the decode and encode threads need those cores
