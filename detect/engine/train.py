@@ -248,17 +248,12 @@ def _train(
 def _fit_anchors(cfg: ExperimentConfig, data: TrainData, log: RunLog) -> None:
     """SSD ``fit_anchors``: fit default-box scales/ratios to the training boxes, into the config
     (so checkpoints rebuild the same model and a resumed run does not fit again)."""
-    import numpy as np
-
     if cfg.model.name != "ssd":
         raise UsageError(f"fit_anchors is an SSD option; model {cfg.model.name!r} has no default boxes")
+    from detect.models.anchors import record_box_shapes
     from detect.models.ssd import fit_anchor_config
 
-    records = getattr(data.train, "records", None) or []
-    wh = [np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, 2:] - np.asarray(r.boxes, np.float64).reshape(-1, 4)[:, :2]
-          for r in records]
-    sizes = [np.array([[r.width, r.height]], np.float64) for r in records]
-    wh = np.concatenate([w / s for w, s in zip(wh, sizes)]) if records else np.zeros((0, 2))
+    wh = record_box_shapes(getattr(data.train, "records", None) or [])  # (M, 2) w, h / image size
     fit_anchor_config(cfg.model, cfg.preprocess.imgsz, wh)
     log.print(f"default boxes fitted to {len(wh)} training boxes: scales {[round(x, 3) for x in cfg.model.anchor_sizes]}, "
               f"ratios {[round(x, 2) for x in cfg.model.aspect_ratios[0]]}")
