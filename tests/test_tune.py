@@ -25,7 +25,7 @@ from detect.cli import main
 from detect.config import ExperimentConfig
 from detect.engine.tune import TuneUsageError, run_tune
 from detect.engine.tune_space import load_space
-from detect.engine.tune_worker import make_sampler
+from detect.engine.tune_worker import make_sampler, open_storage
 
 FAKE = "test_tune:fake_train"
 
@@ -68,7 +68,7 @@ def _runs(out: Path) -> list[dict]:
 
 
 def _study(out: Path, name: str = "space") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'study.db'}")
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{out / 'study.db'}"))
 
 
 GRID_2X2 = {"lr": {"values": [0.1, 0.01], "log": True}, "momentum": [0.8, 0.88]}
@@ -122,11 +122,12 @@ def _exit_now() -> None:
     pass
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_trial_left_running_by_a_kill_is_failed_and_rerun(tmp_path):
     out = tmp_path / "tune"
     space = _space(tmp_path, GRID_2X2)
     assert run_tune(str(tmp_path), space, out, trials=1, epochs=1, device="cpu", trainer=FAKE) == 0
-    study = optuna.load_study(study_name="space", storage=f"sqlite:///{out / 'study.db'}",
+    study = optuna.load_study(study_name="space", storage=open_storage(f"sqlite:///{out / 'study.db'}"),
                               sampler=make_sampler("grid", load_space(space), seed=0, grid_seed=0))
     dead = mp.get_context("spawn").Process(target=_exit_now)
     dead.start()
@@ -248,6 +249,14 @@ def test_pruned_trial_stops_the_real_trainer(tmp_path):
     assert reporter.pruned and reporter.epochs == 1 and result["epochs"] == 1
 
 
+def _proc_state(pid) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().split()
+        return f"state {stat[2]} wchan {Path(f'/proc/{pid}/wchan').read_text()}"
+    except (OSError, TypeError):
+        return "gone"
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_finishes_without_rerunning(tmp_path):
     """SIGKILL `detect tune` (2 workers) after its first finished trial; the workers die with it
@@ -261,24 +270,30 @@ def test_sigkill_then_resume_finishes_without_rerunning(tmp_path):
     base.save_yaml(tmp_path / "base.yaml")
     out = tmp_path / "tune"
     space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88]}, pruner="none")
-    code = (f"import sys; from detect.engine.tune import TuneUsageError, run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
+    code = (f"import sys; from detect.engine.tune import run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
             f"{str(out)!r}, workers=2, epochs=3, config={str(tmp_path / 'base.yaml')!r}, device='cpu', trainer={FAKE!r}))")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if (out / "study.db").exists() and any(t.state.name == "COMPLETE" for t in _study(out).trials):
+        # RUNS.log: a trial started, so the study exists (opening the db earlier races its creation)
+        if (out / "RUNS.log").exists() and any(t.state.name == "COMPLETE" for t in _study(out).trials):
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(2)  # the workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and queue their trials
+    deadline = time.time() + 60  # the workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and queue their trials
+    while time.time() < deadline and any(t.state.name == "RUNNING" for t in _study(out).trials):
+        time.sleep(1.0)  # poll gently: SQLite readers delay the workers' writes
+    stuck = [(t.number, t.user_attrs.get("worker"), _proc_state(t.user_attrs.get("worker", {}).get("pid")))
+             for t in _study(out).trials if t.state.name == "RUNNING"]
+    assert not stuck, stuck
     before = {t.number: t.params for t in _study(out).trials if t.state.name == "COMPLETE"}
     assert 1 <= len(before) < 6
     assert run_tune(str(tmp_path), space, out, workers=2, epochs=3, config=str(tmp_path / "base.yaml"), device="cpu",
                     trainer=FAKE) == 0
     trials = _study(out).trials
     done = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) == 6 and sorted(map(str, (t.params for t in done))) == sorted(map(str, (t.params for t in done)))
+    assert len(done) == 6, [(t.number, t.state.name, t.params, t.user_attrs) for t in trials]
     assert len({(t.params["lr"], t.params["momentum"]) for t in done}) == 6
     assert all(trials[n].params == p and trials[n].state.name == "COMPLETE" for n, p in before.items())
     assert not [t for t in trials if t.state.name == "RUNNING"]
@@ -318,8 +333,6 @@ def test_journal_storage_two_runs(tmp_path):
     journal = f"journal:{tmp_path / 'shared' / 'study.journal'}"
     assert run_tune(str(tmp_path), space, out, trials=2, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
     assert run_tune(str(tmp_path), space, out, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
-    from detect.engine.tune_worker import open_storage
-
     trials = optuna.load_study(study_name="space", storage=open_storage(journal)).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and len(_runs(out)) == 4
     assert not (out / "study.db").exists()

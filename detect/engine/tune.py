@@ -33,6 +33,7 @@ from detect.engine.tune_worker import (
     counted_trials,
     interrupt_trial,
     open_storage,
+    remaining,
     worker_main,
 )
 
@@ -116,7 +117,11 @@ def run_tune(
                   seed=seed0 + 7919 * i, grid_seed=base.train.seed, index=i, device=dev, cuda_visible=vis, threads=thr, trainer=trainer)
         for i, (dev, vis, thr) in enumerate(plans)
     ]
-    status = _run_jobs(jobs) if done < n_trials else "ok"
+    status, rounds = "ok", 0
+    while status == "ok" and rounds < 3 and remaining(study, n_trials) > 0:
+        # another round only when a worker that stopped late (after our workers ended) queued
+        # its interrupted trial again
+        status, rounds = _run_jobs(jobs), rounds + 1
 
     study = optuna.load_study(study_name=sp.study, storage=open_storage(storage_url))
     report = write_report(study, sp, out)

@@ -101,6 +101,14 @@ def counted_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.
     return [t for t in trials if t.state in STARTED and t.number not in replaced]
 
 
+def remaining(study: optuna.Study, n_trials: int) -> int:
+    """Trials still to start: the budget left, or at least the queued (WAITING) ones, which
+    replace interrupted trials already counted."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return max(n_trials - len(counted_trials(trials)), waiting)
+
+
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between processes on this machine (no-op where fcntl is missing)."""
@@ -126,6 +134,22 @@ class _GridSampler(optuna.samplers.GridSampler):
         pass
 
 
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends (Unix main thread; elsewhere a no-op)."""
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def make_sampler(name: str, space: SearchSpace, seed: int, grid_seed: int = 0) -> optuna.samplers.BaseSampler:
     """Random/TPE get a per-worker ``seed``; the grid sampler numbers its shuffled grid with
     ``grid_seed``, which must be the same in every worker and every restart of a study."""
@@ -133,7 +157,9 @@ def make_sampler(name: str, space: SearchSpace, seed: int, grid_seed: int = 0) -
         return _GridSampler(space.grid_space(), seed=grid_seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
+    with warnings.catch_warnings():  # multivariate and constant_liar are flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, multivariate=True)
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
@@ -204,23 +230,20 @@ def trial_config(job: WorkerJob, space: SearchSpace, params: dict, run_dir: Opti
 
 def run_trial(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: SearchSpace, train_fn: Callable) -> TrialState:
     """Sample, train and tell one trial; returns its final state. Exceptions from training make the
-    trial FAIL (message in its ``error`` attribute, traceback in its run folder); Ctrl-C/SIGTERM
-    queue it again and propagate."""
-    params = {p.name: p.suggest(trial) for p in space.params}
+    trial FAIL (message in its ``error`` attribute, traceback in its run folder); KeyboardInterrupt
+    (Ctrl-C, SIGTERM) propagates to :func:`worker_loop`, which queues the trial again."""
     run_dir = Path(job.out) / "trials" / str(trial.number)
-    cfg = trial_config(job, space, params, run_dir)
-    trial.set_user_attr("run_dir", str(run_dir.relative_to(job.out)))  # relative to OUT: portable
     reporter = EpochReporter(trial, space.metric, space.direction == "maximize", job.parent_pid)
     t0 = time.time()
-    print(f"[worker {job.index}] trial {trial.number} start {json.dumps(params)}", flush=True)
     try:
+        params = {p.name: p.suggest(trial) for p in space.params}
+        cfg = trial_config(job, space, params, run_dir)
+        trial.set_user_attr("run_dir", str(run_dir.relative_to(job.out)))  # relative to OUT: portable
+        print(f"[worker {job.index}] trial {trial.number} start {json.dumps(params)}", flush=True)
         kwargs: dict[str, Any] = {"on_epoch_end": reporter}
         if "progress" in inspect.signature(train_fn).parameters:
             kwargs["progress"] = False  # several workers' bars would interleave
         result = train_fn(cfg, **kwargs) or {}
-    except KeyboardInterrupt:
-        interrupt_trial(study, trial._trial_id, trial.number, params, "interrupted (Ctrl-C or SIGTERM)")
-        raise
     except Exception as e:  # a trial's own failure (bad setting, OOM, diverged): record, go on
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
@@ -284,18 +307,28 @@ def worker_loop(job: WorkerJob) -> None:
     lock = Path(job.out) / ".tune.lock"
     errors: list[Optional[str]] = []  # errors of this worker's consecutive failed trials
     while True:
-        with file_lock(lock):
-            if len(counted_trials(study.get_trials(deepcopy=False))) >= job.n_trials:
-                return
-            with warnings.catch_warnings():  # heartbeats are recorded by _heartbeat below
-                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                trial = study.ask()
-            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": job.index})
-        stop_beat = _heartbeat(study, trial._trial_id)
+        trial = None
         try:
-            state = run_trial(study, trial, job, space, train_fn)
-        finally:
-            stop_beat()
+            # signals wait until the new trial names its owner, so a restart can always recover it
+            with file_lock(lock), signals_deferred():
+                if remaining(study, job.n_trials) <= 0:
+                    return
+                with warnings.catch_warnings():  # heartbeats are recorded by _heartbeat below
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = study.ask()
+                trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid(), "index": job.index})
+            stop_beat = _heartbeat(study, trial._trial_id)
+            try:
+                state = run_trial(study, trial, job, space, train_fn)
+            finally:
+                stop_beat()
+        except KeyboardInterrupt:
+            if trial is not None:
+                with signals_deferred():  # a second Ctrl-C must not leave the trial half re-queued
+                    frozen = study._storage.get_trial(trial._trial_id)
+                    if frozen.state == TrialState.RUNNING:
+                        interrupt_trial(study, trial._trial_id, trial.number, frozen.params, "interrupted (Ctrl-C or SIGTERM)")
+            raise
         errors = errors + [study._storage.get_trial(trial._trial_id).user_attrs.get("error")] if state == TrialState.FAIL else []
         if len(errors) >= MAX_SAME_FAILURES and len(set(errors[-MAX_SAME_FAILURES:])) == 1:
             raise RuntimeError(f"worker {job.index}: the last {MAX_SAME_FAILURES} trials failed with the same error, "
