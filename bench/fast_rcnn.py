@@ -33,8 +33,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from detect.config import ExperimentConfig  # noqa: E402
-from detect.data.proposal_dataset import attach_proposals  # noqa: E402
-from detect.engine.evaluate import evaluate  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
 from detect.engine.train import TrainData, load_data, train  # noqa: E402
 
 MODELS = {  # name -> (model.name, model.proposals)
@@ -42,37 +41,6 @@ MODELS = {  # name -> (model.name, model.proposals)
     "fast_rcnn_rpn": ("fast_rcnn", "rpn"),
     "fast_rcnn_ss": ("fast_rcnn", "selective_search"),
 }
-
-
-class _ProposalFeeder(torch.nn.Module):
-    """Evaluation helper: ``evaluate`` calls ``model(images)``; this passes each batch's
-    precomputed proposals (taken from its targets by :class:`_FeedingLoader`) along."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.pending: list[torch.Tensor] = []
-
-    def forward(self, images: torch.Tensor) -> Any:
-        return self.model(images, proposals=[p.to(images.device) for p in self.pending])
-
-
-class _FeedingLoader:
-    def __init__(self, loader: Any, feeder: _ProposalFeeder) -> None:
-        self.loader, self.feeder, self.dataset = loader, feeder, loader.dataset
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for images, targets in self.loader:
-            self.feeder.pending = [t["proposals"] for t in targets]
-            yield images, targets
-
-
-def _eval_with_proposals(model, loader, classes, device, max_det) -> dict:
-    feeder = _ProposalFeeder(model)
-    return evaluate(feeder, _FeedingLoader(loader, feeder), classes, device, max_det=max_det)
 
 
 def _all_images_cache(data: str, out: Path) -> str:
@@ -104,17 +72,16 @@ def _config(args: argparse.Namespace, name: str, out: Path, proposal_file: str =
     return cfg
 
 
-def _data_fn(limit: int, with_proposals: bool):
+def _data_fn(limit: int):
+    """The trainer's data (which carries precomputed proposals for a selective-search model),
+    cut to the first ``limit`` train images for smoke runs."""
+
     def data_fn(cfg: ExperimentConfig) -> TrainData:
         d = load_data(cfg)
-        train_ds, val_ds = d.train, d.val
-        if limit:
-            train_ds = type(train_ds)(train_ds.records[:limit], train_ds.transform)
-            val_ds = type(val_ds)(val_ds.records[: max(8, limit // 4)], val_ds.transform) if val_ds is not None else None
-        if with_proposals:
-            train_ds = attach_proposals(train_ds, cfg.model)
-            val_ds = attach_proposals(val_ds, cfg.model) if val_ds is not None else None
-        return TrainData(d.classes, train_ds, val_ds, d.collate, d.problems)
+        if not limit:
+            return d
+        val = Subset(d.val, range(min(len(d.val), max(8, limit // 4)))) if d.val is not None else None
+        return TrainData(d.classes, Subset(d.train, range(min(len(d.train), limit))), val, d.collate, d.problems)
 
     return data_fn
 
@@ -123,8 +90,7 @@ def _run(args: argparse.Namespace, name: str, out: Path, proposal_file: str = ""
     shutil.rmtree(out / name, ignore_errors=True)
     cfg = _config(args, name, out, proposal_file)
     t0 = time.perf_counter()
-    ss = bool(proposal_file)
-    res = train(cfg, progress=False, data_fn=_data_fn(args.limit, ss), eval_fn=_eval_with_proposals if ss else None)
+    res = train(cfg, progress=False, data_fn=_data_fn(args.limit))
     keep = ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75", "images_per_s", "epochs")
     row = {k: res.get(k) for k in keep}
     row.update(model=name, seconds=time.perf_counter() - t0, params_m=None)

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of the project in one call, for a lent GPU machine (the
+# workplace's device tool) or any CUDA box. Usage, from the repository root:
+#
+#   MODE=smoke bash bench/gpu_all.sh   # ~1 min: GPU tests + a 1-epoch train + inference smoke
+#   MODE=full  bash bench/gpu_all.sh   # ~9 min: shipped weights, groceries SSD, Fast R-CNN race,
+#                                      #         GPU inference benchmark, xml2pkl on many cores
+#
+# Inputs (git-ignored, carried to the device): .gpu/groceries-voc (a copy of
+# ../shared/data/groceries-voc, benchmark only), .gpu/groceries.yaml, .gpu/groceries_ss_fast.npz
+# (selective-search proposals computed on the CPU with `detect proposals`), .gpu/site (a
+# transport copy of the EfficientNet-Lite0 ImageNet weights package, conv weights stored fp16 to
+# fit the upload limit) and .whl/ (wheels the device image lacks). Results go to $OUT (or
+# bench/out/gpu). CPU-only machines: `CUDA_VISIBLE_DEVICES= MODE=smoke` still runs end to end.
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/bench/out/gpu}  # what comes back: results.tgz (logs, JSON, CSV, PNG) + weights
+MODE=${MODE:-full}
+DEV=${DEV:-cuda}                  # cpu for a dry run of the script
+W=/tmp/gpu_runs                   # run folders (checkpoints stay here)
+mkdir -p "$OUT" "$W"
+pack() { tar czf "$OUT/results.tgz" -C "$W" --exclude='*.pt' --exclude='tb' . 2>/dev/null; }
+trap pack EXIT
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+el() { echo "[$(( $(date +%s) - T0 ))s] $*"; }
+
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || { echo "wheel install failed"; exit 3; }
+  export PYTHONPATH=$ROOT/.gpu/site:/tmp/site:$ROOT${PYTHONPATH:+:$PYTHONPATH}
+else
+  export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
+fi
+export RETAIL_DETECT_CACHE=/tmp/rd-cache
+PY=python3
+DET="$PY -m detect"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$W/gpu.txt" 2>&1
+$PY - <<'EOF' 2>&1 | tee -a "$W/gpu.txt"
+import torch, torchvision, cv2, albumentations, os
+print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "-", "cv2", cv2.__version__,
+      "albumentations", albumentations.__version__, "cpus", os.cpu_count())
+EOF
+el "setup done"
+
+if [ "$MODE" = smoke ]; then
+  $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests 2>&1 | tail -25 | tee "$W/pytest_gpu.txt"
+  el "gpu tests done"
+  $DET synth /tmp/s --images 256 --seed 1 --size 320 --workers 8 > "$W/smoke.log" 2>&1
+  timeout 120 $DET train --data /tmp/s --epochs 2 --batch 64 --imgsz 320 --workers 6 --channels-last \
+    --out /tmp/smoke_run --device $DEV --no-progress >> "$W/smoke.log" 2>&1; echo "train exit $?" >> "$W/smoke.log"
+  timeout 60 $DET train --data .gpu/groceries.yaml --model fast_rcnn --proposals selective_search \
+    --proposal-file .gpu/groceries_ss_fast.npz --imgsz 224 --epochs 1 --batch 32 --workers 6 \
+    --out /tmp/smoke_frcnn --device $DEV --no-progress >> "$W/smoke.log" 2>&1; echo "frcnn exit $?" >> "$W/smoke.log"
+  tail -30 "$W/smoke.log"
+  timeout 90 $PY bench/infer.py --device $DEV --half --batch 256 --models ssd_torch,tv_ssdlite320 --iters 5 \
+    --warmup 2 --video-frames 0 --json "$W/infer_smoke.json" 2>&1 | tail -15
+  el "smoke done"
+  exit 0
+fi
+
+# ---- full run: three trainings share the GPU and the 16 cores ----
+# (1) shipped default weights: SSD EfficientNet-Lite0 320 on synthetic shelves (seed 1)
+(
+  $DET synth /tmp/synth_train --images 4000 --seed 1 --size 320 --workers 6 \
+  && timeout 330 $DET train --data /tmp/synth_train --epochs 30 --batch 64 --imgsz 320 --workers 5 \
+       --channels-last --eval-every 5 --out "$W/synth_ssd" --device $DEV --no-progress
+  echo "exit $?"
+) > "$W/synth_train.log" 2>&1 &
+P1=$!
+# (2) groceries SSD, the 0.75 target: two settings, best by val voc_ap50
+(
+  timeout 330 $DET train --data .gpu/groceries.yaml --epochs 40 --batch 32 --imgsz 320 --workers 5 \
+    --channels-last --eval-every 4 --out "$W/groc_sgd" --device $DEV --no-progress
+  echo "exit $?"
+) > "$W/groc_sgd.log" 2>&1 &
+P2=$!
+# (3) Fast R-CNN (selective search, RPN) and SSD on one backbone and budget, 224 px
+(
+  timeout 360 $PY bench/fast_rcnn.py --data .gpu/groceries.yaml --device $DEV --epochs 6 --batch 32 --workers 4 \
+    --proposals .gpu/groceries_ss_fast.npz --out "$W/frcnn"
+  echo "exit $?"
+) > "$W/frcnn.log" 2>&1 &
+P3=$!
+wait $P2; el "groceries SSD done"; pack; tail -5 "$W/groc_sgd.log"
+timeout 60 $DET val --weights "$W/groc_sgd/best.pt" --data .gpu/groceries.yaml --split val --max-det 100 \
+  --json "$W/groc_sgd_val.json" --workers 6 > "$W/groc_sgd_val.txt" 2>&1
+tail -8 "$W/groc_sgd_val.txt"
+wait $P1; el "synthetic SSD done"; pack; tail -5 "$W/synth_train.log"
+# unseen-seed synthetic test split for the shipped weights
+$DET synth /tmp/synth_test --images 500 --seed 777 --size 320 --workers 6 > /dev/null 2>&1
+timeout 60 $DET val --weights "$W/synth_ssd/best.pt" --data /tmp/synth_test --split test \
+  --json "$W/synth_test_val.json" --workers 6 > "$W/synth_test_val.txt" 2>&1
+timeout 60 $DET val --weights "$W/synth_ssd/best.pt" --data /tmp/synth_test --split all \
+  --json "$W/synth_all_val.json" --workers 6 > "$W/synth_all_val.txt" 2>&1
+tail -4 "$W/synth_test_val.txt" "$W/synth_all_val.txt"
+$PY -c "from detect.engine.checkpoint import export_weights as e; e('$W/synth_ssd/best.pt', '$OUT/ssd_lite0_synth.pt', half=True)"
+wait $P3; el "Fast R-CNN race done"; pack; tail -12 "$W/frcnn.log"
+# GPU inference race (trained weights beside random ones) and GPU tests
+timeout 100 $PY bench/infer.py --device $DEV --half --batch 256 --weights "$OUT/ssd_lite0_synth.pt" \
+  --models ssd_torch,ssd_trained,tv_ssdlite320,tv_fasterrcnn_mnv3_320 --iters 20 --video-frames 0 \
+  --json "$W/infer_gpu.json" > "$W/infer_gpu.txt" 2>&1; tail -12 "$W/infer_gpu.txt"
+timeout 60 $PY bench/xml2pkl.py --files 20000 --repeat 2 --workers 8 > "$W/xml2pkl_16core.txt" 2>&1; tail -9 "$W/xml2pkl_16core.txt"
+el "all done"
