@@ -6,7 +6,7 @@
 #   MODE=full  bash bench/gpu_all.sh   # ~9 min: shipped weights, groceries SSD, Fast R-CNN race,
 #                                      #         GPU inference benchmark, xml2pkl on many cores
 #
-# Inputs (git-ignored, carried to the device): .gpu/groceries-voc (a copy of
+# Inputs (git-ignored, carried to the device): .gpu/groceries-voc.tgz (an archive of
 # ../shared/data/groceries-voc, benchmark only), .gpu/groceries.yaml, .gpu/groceries_ss_fast.npz
 # (selective-search proposals computed on the CPU with `detect proposals`), .gpu/site (a
 # transport copy of the EfficientNet-Lite0 ImageNet weights package, conv weights stored fp16 to
@@ -34,6 +34,8 @@ else
   export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 fi
 export RETAIL_DETECT_CACHE=/tmp/rd-cache
+# the groceries copy travels as one archive (thousands of small files cost more than their bytes)
+[ -d .gpu/groceries-voc ] || { [ -f .gpu/groceries-voc.tgz ] && tar xzf .gpu/groceries-voc.tgz -C .gpu; }
 PY=python3
 DET="$PY -m detect"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$W/gpu.txt" 2>&1
