@@ -67,21 +67,28 @@ fi
 # (1) shipped default weights: SSD EfficientNet-Lite0 320 on synthetic shelves (seed 1)
 (
   $DET synth /tmp/synth_train --images 4000 --seed 1 --size 320 --workers 6 \
-  && timeout 330 $DET train --data /tmp/synth_train --epochs 30 --batch 64 --imgsz 320 --workers 5 \
+  && timeout 320 $DET train --data /tmp/synth_train --epochs 40 --batch 64 --imgsz 320 --workers 4 \
        --channels-last --eval-every 5 --out "$W/synth_ssd" --device $DEV --no-progress
   echo "exit $?"
 ) > "$W/synth_train.log" 2>&1 &
 P1=$!
 # (2) groceries SSD, the 0.75 target: two settings, best by val voc_ap50
 (
-  timeout 330 $DET train --data .gpu/groceries.yaml --epochs 40 --batch 32 --imgsz 320 --workers 5 \
+  timeout 320 $DET train --data .gpu/groceries.yaml --epochs 40 --batch 32 --imgsz 320 --workers 4 \
     --channels-last --eval-every 4 --out "$W/groc_sgd" --device $DEV --no-progress
   echo "exit $?"
 ) > "$W/groc_sgd.log" 2>&1 &
 P2=$!
+(
+  timeout 320 $DET train --data .gpu/groceries.yaml --epochs 40 --batch 32 --imgsz 320 --workers 4 \
+    --optimizer adamw --lr 0.001 --weight-decay 0.05 --channels-last --eval-every 4 \
+    --out "$W/groc_adamw" --device $DEV --no-progress
+  echo "exit $?"
+) > "$W/groc_adamw.log" 2>&1 &
+P4=$!
 # (3) Fast R-CNN (selective search, RPN) and SSD on one backbone and budget, 224 px
 (
-  timeout 360 $PY bench/fast_rcnn.py --data .gpu/groceries.yaml --device $DEV --epochs 6 --batch 32 --workers 4 \
+  timeout 360 $PY bench/fast_rcnn.py --data .gpu/groceries.yaml --device $DEV --epochs 6 --batch 32 --workers 3 \
     --proposals .gpu/groceries_ss_fast.npz --out "$W/frcnn"
   echo "exit $?"
 ) > "$W/frcnn.log" 2>&1 &
@@ -90,6 +97,10 @@ wait $P2; el "groceries SSD done"; pack; tail -5 "$W/groc_sgd.log"
 timeout 60 $DET val --weights "$W/groc_sgd/best.pt" --data .gpu/groceries.yaml --split val --max-det 100 \
   --json "$W/groc_sgd_val.json" --workers 6 > "$W/groc_sgd_val.txt" 2>&1
 tail -8 "$W/groc_sgd_val.txt"
+wait $P4; el "groceries SSD (AdamW) done"; tail -3 "$W/groc_adamw.log"
+timeout 60 $DET val --weights "$W/groc_adamw/best.pt" --data .gpu/groceries.yaml --split val --max-det 100 \
+  --json "$W/groc_adamw_val.json" --workers 6 > "$W/groc_adamw_val.txt" 2>&1
+tail -3 "$W/groc_adamw_val.txt"; pack
 wait $P1; el "synthetic SSD done"; pack; tail -5 "$W/synth_train.log"
 # unseen-seed synthetic test split for the shipped weights
 $DET synth /tmp/synth_test --images 500 --seed 777 --size 320 --workers 6 > /dev/null 2>&1
@@ -103,6 +114,9 @@ wait $P3; el "Fast R-CNN race done"; pack; tail -12 "$W/frcnn.log"
 # GPU inference race (trained weights beside random ones) and GPU tests
 timeout 100 $PY bench/infer.py --device $DEV --half --batch 256 --weights "$OUT/ssd_lite0_synth.pt" \
   --models ssd_torch,ssd_trained,tv_ssdlite320,tv_fasterrcnn_mnv3_320 --iters 20 --video-frames 0 \
-  --json "$W/infer_gpu.json" > "$W/infer_gpu.txt" 2>&1; tail -12 "$W/infer_gpu.txt"
+  --json "$W/infer_gpu.json" > "$W/infer_gpu.txt" 2>&1; tail -6 "$W/infer_gpu.txt"
+timeout 60 $PY bench/infer.py --device $DEV --half --batch 256 --size 320x320 --weights "$OUT/ssd_lite0_synth.pt" \
+  --models ssd_torch,ssd_trained,tv_ssdlite320 --iters 20 --video-frames 0 \
+  --json "$W/infer_gpu_320.json" > "$W/infer_gpu_320.txt" 2>&1; tail -5 "$W/infer_gpu_320.txt"
 timeout 60 $PY bench/xml2pkl.py --files 20000 --repeat 2 --workers 8 > "$W/xml2pkl_16core.txt" 2>&1; tail -9 "$W/xml2pkl_16core.txt"
 el "all done"

@@ -59,6 +59,8 @@ def setup(device_spec: str = "auto", timeout_min: float = 30.0) -> tuple[DistInf
     device = select_device(device_spec)
     if not info.distributed:
         if device.type == "cuda":
+            if device.index is None:  # "cuda" means the current device; set_device wants an index
+                device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(device)
         return info, device
     if device.type == "cuda":
