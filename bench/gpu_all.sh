@@ -104,7 +104,7 @@ tail -3 "$W/groc_adamw_val.txt"; pack
 wait $P1; el "synthetic SSD done"; pack; tail -5 "$W/synth_train.log"
 # unseen-seed synthetic test split for the shipped weights
 $DET synth /tmp/synth_test --images 1000 --seed 777 --size 320 --workers 8 > /dev/null 2>&1
-timeout 45 $DET val --weights "$W/synth_ssd/best.pt" --data /tmp/synth_test --split test \
+timeout 45 $DET val --weights "$W/synth_ssd/best.pt" --data /tmp/synth_test --split all \
   --json "$W/synth_test_val.json" --workers 6 > "$W/synth_test_val.txt" 2>&1
 tail -4 "$W/synth_test_val.txt"
 $PY -c "from detect.engine.checkpoint import export_weights as e; e('$W/synth_ssd/best.pt', '$OUT/ssd_lite0_synth.pt', half=True)"
