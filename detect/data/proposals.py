@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, load_versioned_pickle, safe_load_pickle
+from detect.data.safe_pickle import NUMPY_GLOBALS, load_pickle_or_raise, load_versioned_pickle
 
 FORMAT = "retail-detect/proposals"
 SCHEMA = 1
@@ -150,12 +149,7 @@ def load_proposals(path: str | os.PathLike) -> ProposalSet:
         except (ValueError, UnicodeDecodeError) as e:
             raise ProposalFileError(f"{path}: not valid JSON ({e})") from None
         return _from_mapping(raw, path)
-    try:
-        raw = safe_load_pickle(path, NUMPY_GLOBALS)
-    except UnsafePickleError as e:
-        raise ProposalFileError(str(e)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
-        raise ProposalFileError(f"{path}: truncated or not a pickle ({type(e).__name__}: {e})") from None
+    raw = load_pickle_or_raise(path, NUMPY_GLOBALS, ProposalFileError)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:
         return proposal_set_from_cache(_check_cache(raw, path), path)
     return _from_mapping(raw, path)

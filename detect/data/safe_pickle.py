@@ -77,6 +77,18 @@ def safe_load_pickle(
     return RestrictedUnpickler(source, allowed, getattr(source, "name", "<pickle>")).load()
 
 
+def load_pickle_or_raise(path, allowed, error: type[Exception], hint: str = "") -> Any:
+    """:func:`safe_load_pickle`, with every way a file can be unsafe, truncated or not a pickle
+    turned into ``error`` (its message names the file; ``hint`` is appended)."""
+    name = getattr(path, "name", path)
+    try:
+        return safe_load_pickle(path, allowed)
+    except UnsafePickleError as e:
+        raise error(str(e)) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+        raise error(f"{name}: truncated or not a pickle ({type(e).__name__}: {e}){hint}") from None
+
+
 def load_versioned_pickle(
     path: Union[str, os.PathLike, IO[bytes]],
     fmt: str,
@@ -100,12 +112,7 @@ def load_versioned_pickle(
         error: as above. OSError: the file cannot be read.
     """
     name = getattr(path, "name", path)
-    try:
-        data = safe_load_pickle(path, allowed)
-    except UnsafePickleError as e:
-        raise error(str(e)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
-        raise error(f"{name}: truncated or not a pickle ({type(e).__name__}: {e}); rebuild it with `{rebuild}`") from None
+    data = load_pickle_or_raise(path, allowed, error, f"; rebuild it with `{rebuild}`")
     if not isinstance(data, dict) or data.get("format") != fmt:
         raise error(f"{name}: not a retail-detect {what} (foreign pickle); rebuild it with `{rebuild}`")
     if data.get("schema") != schema:
