@@ -11,7 +11,6 @@ conv -> BN pair of these layers, the backbones and the heads).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.ops.misc import Conv2dNormActivation, FrozenBatchNorm2d
 
