@@ -55,6 +55,12 @@ def test_refuses_foreign_other_version_pickled_truncated_missing(tmp_path):
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:300])
     with pytest.raises(C.CheckpointError, match="truncated"):
         C.load_checkpoint(tmp_path / "cut.pt")
+    passwd = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    junk_files = [("passwd.pt", passwd), ("text.pt", b"not a checkpoint\n" * 20), ("zeros.pt", bytes(4096)), ("empty.pt", b"")]
+    for name, junk in junk_files:
+        (tmp_path / name).write_bytes(junk)  # garbage must give CheckpointError, never a raw traceback
+        with pytest.raises(C.CheckpointError, match="not a readable PyTorch file|refused by the safe loader"):
+            C.load_checkpoint(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         C.load_checkpoint(tmp_path / "nope.pt")
     torch.save({"format": C.FORMAT, "classes": []}, tmp_path / "part.pt")
