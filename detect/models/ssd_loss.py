@@ -37,6 +37,45 @@ def match_anchors(
     return matched
 
 
+def match_anchors_batched(anchors: torch.Tensor, targets: list[dict[str, torch.Tensor]], iou_thresh: float = 0.5) -> tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor
+]:
+    """:func:`match_anchors` for a whole batch in a few tensor ops, with no host synchronisation
+    (the per-image loop costs a sync and ~10 kernel launches per image on a GPU).
+
+    Returns:
+        matched (Tensor[B, N] int64): as :func:`match_anchors`, per image.
+        gt_boxes (Tensor[B, G, 4]), gt_labels (Tensor[B, G] int64, 0 = background): the ground truth
+            padded to G = max boxes per image (at least 1); labels shifted by +1.
+    """
+    B, N, dev = len(targets), anchors.shape[0], anchors.device
+    counts = [int(t["boxes"].shape[0]) for t in targets]  # shapes: known on the host, no sync
+    G = max(1, max(counts, default=0))
+    gt_boxes = anchors.new_zeros(B, G, 4)
+    gt_labels = torch.zeros(B, G, dtype=torch.int64, device=dev)
+    difficult = torch.zeros(B, G, dtype=torch.bool, device=dev)
+    for i, (t, g) in enumerate(zip(targets, counts)):  # copies only, no sync
+        if g:
+            gt_boxes[i, :g] = t["boxes"].float()
+            gt_labels[i, :g] = t["labels"] + 1  # background is class 0
+            if t.get("difficult") is not None and t["difficult"].numel():
+                difficult[i, :g] = t["difficult"].to(dev, torch.bool)
+    valid = torch.arange(G, device=dev).unsqueeze(0) < torch.tensor(counts, device=dev).unsqueeze(1)  # (B, G)
+    # IoU of every ground-truth box with every anchor; padding rows get -1 so they never win.
+    iou = box_iou(gt_boxes.reshape(-1, 4), anchors).view(B, G, N)  # (B*G, N) -> (B, G, N)
+    iou = torch.where(valid.unsqueeze(-1), iou, iou.new_full((), -1.0))
+    best_iou, matched = iou.max(dim=1)  # (B, N): each anchor's best box
+    matched = torch.where(best_iou >= iou_thresh, matched, matched.new_full((), BACKGROUND))
+    # Every real box also takes its best anchor (SSDMatcher); padding rows scatter into a spare column.
+    best_anchor = torch.where(valid, iou.argmax(dim=2), torch.full_like(valid, N, dtype=torch.int64))  # (B, G)
+    matched = torch.cat([matched, matched.new_full((B, 1), BACKGROUND)], dim=1)
+    matched.scatter_(1, best_anchor, torch.arange(G, device=dev).expand(B, G).contiguous())
+    matched = matched[:, :N]
+    hit_difficult = (matched >= 0) & difficult.gather(1, matched.clamp(min=0))
+    matched = torch.where(hit_difficult, matched.new_full((), IGNORE), matched)
+    return matched, gt_boxes, gt_labels
+
+
 def multibox_loss(
     cls_logits: torch.Tensor,
     box_regression: torch.Tensor,
@@ -66,37 +105,33 @@ def multibox_loss(
         raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     B, N, C = cls_logits.shape
     anchors = anchors.float()
-    matched = torch.stack([match_anchors(anchors, t["boxes"].float(), t.get("difficult"), iou_thresh) for t in targets])  # (B, N)
+    matched, gt_boxes, gt_labels = match_anchors_batched(anchors, targets, iou_thresh)  # (B, N), (B, G, 4), (B, G)
     fg = matched >= 0
-
-    # Gather each anchor's ground truth; padded to G_max so the whole batch is one tensor op.
-    g_max = max(1, max(int(t["boxes"].shape[0]) for t in targets))
-    gt_boxes = anchors.new_zeros(B, g_max, 4)
-    gt_labels = torch.zeros(B, g_max, dtype=torch.int64, device=anchors.device)
-    for i, t in enumerate(targets):
-        g = t["boxes"].shape[0]
-        gt_boxes[i, :g] = t["boxes"].float()
-        gt_labels[i, :g] = t["labels"] + 1  # background is class 0
     idx = matched.clamp(min=0)
     cls_target = torch.where(fg, gt_labels.gather(1, idx), torch.zeros_like(idx))  # (B, N)
     num_pos = fg.sum(1)  # (B,)
     norm = num_pos.sum().clamp(min=1).float()
 
-    # Box regression on positives only.
-    pos_anchors = anchors.unsqueeze(0).expand(B, N, 4)[fg]  # (P, 4)
-    pos_gt = gt_boxes.gather(1, idx.unsqueeze(-1).expand(B, N, 4))[fg]  # (P, 4)
-    pos_pred = box_regression[fg].float()  # (P, 4)
+    # Box regression on positives only, as masked sums (boolean indexing would sync the host).
+    # Non-positive anchors regress onto themselves, so their (masked) terms stay finite.
+    anchors_b = anchors.unsqueeze(0).expand(B, N, 4)
+    gt_b = gt_boxes.gather(1, idx.unsqueeze(-1).expand(B, N, 4))  # (B, G, 4) -> (B, N, 4)
+    gt_b = torch.where(fg.unsqueeze(-1), gt_b, anchors_b)
+    pred = box_regression.float().reshape(-1, 4)  # (B, N, 4) -> (B*N, 4)
     if box_loss == "smooth_l1":
-        loss_box = F.smooth_l1_loss(pos_pred, box_coder.encode_single(pos_gt, pos_anchors), reduction="sum")
+        target = box_coder.encode_single(gt_b.reshape(-1, 4), anchors_b.reshape(-1, 4))
+        per_anchor = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (B*N,)
     else:
-        loss_box = generalized_box_iou_loss(box_coder.decode_single(pos_pred, pos_anchors), pos_gt, reduction="sum")
+        decoded = box_coder.decode_single(pred, anchors_b.reshape(-1, 4))
+        per_anchor = generalized_box_iou_loss(decoded, gt_b.reshape(-1, 4), reduction="none")
+    loss_box = (per_anchor.view(B, N) * fg).sum()
 
     # Classification with hard negative mining (torchvision's double-argsort ranking).
     ce = F.cross_entropy(cls_logits.reshape(-1, C).float(), cls_target.reshape(-1), reduction="none").view(B, N)
     neg_loss = ce.detach().clone()
-    neg_loss[matched != BACKGROUND] = -float("inf")  # positives and ignored anchors are never negatives
+    neg_loss.masked_fill_(matched != BACKGROUND, -float("inf"))  # positives and ignored anchors are never negatives
     rank = neg_loss.argsort(1, descending=True).argsort(1)  # (B, N): 0 for the hardest negative
     num_neg = neg_pos_ratio * num_pos.clamp(min=1)
     neg = (rank < num_neg.unsqueeze(1)) & (matched == BACKGROUND)
-    loss_cls = (ce[fg].sum() + ce[neg].sum()) / norm
+    loss_cls = ((ce * fg).sum() + (ce * neg).sum()) / norm
     return {"loss_box": loss_box / norm, "loss_cls": loss_cls}
