@@ -34,6 +34,7 @@ from detect.engine.tune_worker import (
     interrupt_trial,
     open_storage,
     remaining,
+    requeue,
     worker_main,
 )
 
@@ -201,11 +202,23 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     become FAIL and their parameters are queued again; on RDB storages, trials of other machines
     whose heartbeat stopped are handled the same way. Returns the numbers queued again."""
     host = socket.gethostname()
+
+    def orphaned(t: optuna.trial.FrozenTrial) -> bool:  # its worker ran on this machine and is gone
+        owner = t.user_attrs.get("worker") or {}
+        return owner.get("host") == host and not _pid_alive(int(owner.get("pid", 0)) or -1)
+
     out = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = t.user_attrs.get("worker") or {}
-        if owner.get("host") == host and not _pid_alive(int(owner.get("pid", 0)) or -1):
-            interrupt_trial(study, t._trial_id, t.number, t.params, f"worker pid {owner.get('pid')} on {host} was gone")
+        if orphaned(t):
+            interrupt_trial(study, t, f"worker pid {t.user_attrs['worker'].get('pid')} on {host} was gone")
+            out.append(t.number)
+    # A worker killed between marking its interrupted trial FAIL and queuing it again would leave
+    # that point out for good: queue it now.
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.FAIL and "interrupted" in t.user_attrs and t.number not in retried and orphaned(t):
+            requeue(study, t)
             out.append(t.number)
     storage = study._storage
     if hasattr(storage, "is_heartbeat_enabled") and storage.is_heartbeat_enabled():

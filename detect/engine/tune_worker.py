@@ -83,16 +83,29 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 def requeue_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a failed-by-interruption trial's parameters again (marks the new trial ``retry_of``)."""
-    study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+    """Queue a failed-by-interruption trial again (heartbeat callback; see :func:`requeue`)."""
+    requeue(study, trial)
 
 
-def interrupt_trial(study: optuna.Study, trial_id: int, number: int, params: dict, why: str) -> None:
-    """Mark a RUNNING trial FAIL (``interrupted``) and queue its parameters again."""
+def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Queue a WAITING copy of an interrupted trial, marked ``retry_of``: its parameters, and with
+    the grid sampler its grid point (the ``grid_id``/``search_space`` system attrs, as Optuna's
+    ``RetryFailedTrialCallback`` does). A trial stopped after ``ask`` gave it a grid point but before
+    it sampled its parameters has empty ``params``: queued with those alone, the copy would get no
+    grid point (GridSampler fails it), while the interrupted trial still marks its point visited,
+    so that point would never be trained."""
+    system_attrs: dict[str, Any] = {"fixed_params": dict(trial.params)}
+    system_attrs.update({k: trial.system_attrs[k] for k in ("grid_id", "search_space") if k in trial.system_attrs})
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, system_attrs=system_attrs,
+                                              user_attrs={"retry_of": trial.number}))
+
+
+def interrupt_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> None:
+    """Mark a RUNNING trial FAIL (``interrupted``) and queue it again (:func:`requeue`)."""
     storage = study._storage
-    storage.set_trial_user_attr(trial_id, "interrupted", why)
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    study.enqueue_trial(dict(params), user_attrs={"retry_of": number})
+    storage.set_trial_user_attr(trial._trial_id, "interrupted", why)
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    requeue(study, trial)
 
 
 def counted_trials(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
@@ -136,18 +149,31 @@ class _GridSampler(optuna.samplers.GridSampler):
 
 @contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends (Unix main thread; elsewhere a no-op)."""
+    """Hold SIGINT/SIGTERM until the block ends, then act on the first one that came (main
+    thread; elsewhere a no-op). The Python handlers are swapped for ones that only record:
+    masking with ``pthread_sigmask`` does not hold a signal the C-level handler already noted
+    (Python runs it at its next check, inside the block), nor one the kernel hands to another
+    thread. A worker whose parent is killed gets SIGTERM twice, milliseconds apart (once as the
+    parent dies, once as it is reparented): the second must not cut short its re-queuing."""
     import threading
 
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    got: list[int] = []
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if got:
+            handler = old[got[0]]
+            if callable(handler):
+                handler(got[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(got[0])
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int, grid_seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -327,7 +353,7 @@ def worker_loop(job: WorkerJob) -> None:
                 with signals_deferred():  # a second Ctrl-C must not leave the trial half re-queued
                     frozen = study._storage.get_trial(trial._trial_id)
                     if frozen.state == TrialState.RUNNING:
-                        interrupt_trial(study, trial._trial_id, trial.number, frozen.params, "interrupted (Ctrl-C or SIGTERM)")
+                        interrupt_trial(study, frozen, "interrupted (Ctrl-C or SIGTERM)")
             raise
         errors = errors + [study._storage.get_trial(trial._trial_id).user_attrs.get("error")] if state == TrialState.FAIL else []
         if len(errors) >= MAX_SAME_FAILURES and len(set(errors[-MAX_SAME_FAILURES:])) == 1:
