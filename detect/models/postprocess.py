@@ -7,7 +7,7 @@ Per-image, per-class NMS is done as a single ``torchvision.ops.nms`` call by shi
 candidate box: by ``class * (W + 1)`` along x and ``image * (H + 1)`` along y. Boxes are clipped to
 the image first, so boxes of different (image, class) pairs can never overlap, and the shifts stay
 small (x < K * (W + 1), y < B * (H + 1)), so float32 keeps sub-pixel precision. Very large batches
-are split into image groups of at most ``max_nms_boxes`` candidates (NMS memory is quadratic).
+are split into image groups of at most ``max_nms_boxes`` candidates (NMS cost is quadratic).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def detect_postprocess(
     nms_thresh: float = 0.45,
     pre_nms_topk: int = 1000,
     max_det: int = 300,
-    max_nms_boxes: int = 20_000,
+    max_nms_boxes: int = 2048,
 ) -> list[dict[str, torch.Tensor]]:
     """Turn head outputs into per-image detections.
 
@@ -56,8 +56,10 @@ def detect_postprocess(
         pre_nms_topk: at most this many (anchor, class) pairs per image enter NMS (the best ones;
             when no image has more above ``score_thresh``, all of those enter without a top-k).
         max_det: detections kept per image after NMS (by score).
-        max_nms_boxes: candidates per NMS call; bigger batches are split by image (the NMS mask
-            is quadratic in its input: 20k boxes need 50 MB on a GPU).
+        max_nms_boxes: candidates per NMS call; bigger batches are split by image, which gives
+            the same result because the offsets keep images apart. NMS cost is quadratic in its
+            input (20k boxes: a 50 MB mask on a GPU): on the CPU, 256 images x ~960 candidates
+            took 4.7 s in chunks of 20,000, 1.3 s in chunks of 4,096 and 0.84 s in chunks of 2,048.
 
     Returns:
         per image {"boxes": Tensor[D, 4] xyxy input pixels, "scores": Tensor[D],
