@@ -311,15 +311,3 @@ def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
         else:
             runs.append([im])
     return runs
-
-
-def cmd_predict(args) -> int:
-    from detect.engine.predict_cli import run_predict
-
-    return run_predict(args)
-
-
-def cmd_demo(args) -> int:
-    from detect.engine.predict_cli import run_demo
-
-    return run_demo(args)

@@ -128,7 +128,7 @@ def count_frames(source: str) -> Optional[int]:
     return total
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def cmd_predict(args: argparse.Namespace) -> int:
     try:
         total = count_frames(args.source)
         predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
@@ -189,7 +189,7 @@ def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, sa
     return summary
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     """Render a few synthetic shelves, detect products with the shipped weights and save the
     drawings: the first thing to run after installing."""
     from detect.data.synth import render_scene
