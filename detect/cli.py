@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
-    "xml2pkl": "detect.data.cache:cmd_xml2pkl",
+    "xml2pkl": "detect.data.xml2pkl:cmd_xml2pkl",
     "synth": "detect.data.synth:cmd_synth",
     "train": "detect.engine.train:cmd_train",
     "val": "detect.engine.evaluate:cmd_val",

@@ -4,6 +4,7 @@
 downstream; build caches with ``detect xml2pkl`` or :func:`build_cache`.
 """
 
-from detect.data.cache import Cache, CacheError, build_cache, load_cache
+from detect.data.cache import Cache, CacheError, load_cache
+from detect.data.xml2pkl import build_cache
 
 __all__ = ["Cache", "CacheError", "build_cache", "load_cache"]

@@ -46,7 +46,7 @@ FORMAT = "retail-detect/voc-cache"
 SCHEMA = 1
 
 # safe_load_pickle and NUMPY_GLOBALS are re-exported for other caches (proposal caches).
-__all__ = ["Cache", "CacheError", "load_cache", "build_cache", "cmd_xml2pkl", "safe_load_pickle", "NUMPY_GLOBALS", "problems_path"]
+__all__ = ["Cache", "CacheError", "load_cache", "safe_load_pickle", "NUMPY_GLOBALS", "problems_path"]
 
 
 class CacheError(ValueError):
@@ -184,7 +184,7 @@ def write_cache_data(path: str | os.PathLike, data: dict[str, Any], **header: An
 
 
 def load_cache(path: str | os.PathLike) -> Cache:
-    """Load an annotation cache written by ``detect xml2pkl`` / :func:`build_cache`.
+    """Load an annotation cache written by ``detect xml2pkl`` / :func:`detect.data.xml2pkl.build_cache`.
 
     Raises:
         FileNotFoundError: no such file.
@@ -192,17 +192,3 @@ def load_cache(path: str | os.PathLike) -> Cache:
             written by another schema version; the message says to rebuild it.
     """
     return Cache.from_data(read_cache_data(path), os.fspath(path))
-
-
-def build_cache(*args, **kwargs):
-    """See :func:`detect.data.xml2pkl.build_cache`."""
-    from detect.data.xml2pkl import build_cache as _build
-
-    return _build(*args, **kwargs)
-
-
-def cmd_xml2pkl(args) -> int:
-    """``detect xml2pkl`` handler; see :func:`detect.data.xml2pkl.cmd_xml2pkl`."""
-    from detect.data.xml2pkl import cmd_xml2pkl as _cmd
-
-    return _cmd(args)

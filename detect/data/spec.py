@@ -17,7 +17,7 @@ A VOC folder (what ``detect synth`` writes) needs no YAML: ``Annotations/``, ``J
 optional ``classes.txt`` and ``ImageSets/Main/<split>.txt``.
 
 Caches are built, and rebuilt incrementally when inputs change, by
-:func:`detect.data.cache.build_cache`, one file per split, in the first of: ``cache_dir``;
+:func:`detect.data.xml2pkl.build_cache`, one file per split, in the first of: ``cache_dir``;
 ``$RETAIL_DETECT_CACHE``; ``<root>/.cache`` when the dataset folder is writable; otherwise
 ``~/.cache/retail-detect`` (``$XDG_CACHE_HOME`` honoured). A read-only dataset (such as the
 shared benchmark data) is never written to.
@@ -35,7 +35,8 @@ from typing import Optional, TextIO
 
 import yaml
 
-from detect.data.cache import Cache, build_cache, load_cache
+from detect.data.cache import Cache, load_cache
+from detect.data.xml2pkl import build_cache
 from detect.data.xml2pkl import UsageError
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
@@ -197,7 +198,7 @@ def resolve_data(data: str | os.PathLike, split: Optional[str] = "train", *, wor
         data: a dataset YAML (``.yaml``/``.yml``), a VOC folder, or a cache ``.pkl`` (loaded
             as it is: a cache already is one split, so ``split`` is not used).
         split: split name ("train", "val", ...), or None / "all" for every annotated image.
-        workers, progress, log: passed to :func:`~detect.data.cache.build_cache`.
+        workers, progress, log: passed to :func:`~detect.data.xml2pkl.build_cache`.
 
     Raises:
         DatasetError: unknown kind of input, bad YAML, missing folder or split.
