@@ -13,5 +13,6 @@ VENV=${VENV:-.venv}
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 cv=$("$VENV/bin/python" -m pip show opencv-python-headless 2>/dev/null | sed -n 's/^Version: //p')
-"$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless${cv:+==$cv}"
+"$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps "opencv-contrib-python-headless${cv:+==$cv}" \
+  || "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps opencv-contrib-python-headless
 "$VENV/bin/python" -c "import cv2, torch, albumentations; assert hasattr(cv2, 'ximgproc'), 'cv2.ximgproc missing'; print('retail-detect installed: torch', torch.__version__, '| OpenCV', cv2.__version__, '(contrib) | albumentations', albumentations.__version__)"
