@@ -19,14 +19,16 @@ Supported (``available_backbones()``):
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-from detect.config import Preprocess
+from detect.config import ModelConfig, Preprocess
 from detect.models.layers import set_bn_mode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -173,6 +175,33 @@ def build_backbone(
         stages = _torchvision_stages(name, net)
     backbone = Backbone(stages, out_strides, info, name)
     return set_bn_mode(backbone, bn)
+
+
+def build_config_backbone(
+    cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True, out_strides: Sequence[int] = (8, 16, 32)
+) -> Backbone:
+    """The backbone of a detector built from ``cfg`` (every detector builds it this way).
+
+    ``load_weights=False`` skips the ImageNet weights (a checkpoint is loaded next). With ImageNet
+    weights, ``preprocess.mean``/``std`` are set to the values those weights expect (in place,
+    with a warning when they differed), so the saved config and the model agree. ``cfg.bn ==
+    "sync"`` builds plain BatchNorm here: the caller converts the whole model, new layers too.
+    """
+    pretrained = cfg.pretrained if load_weights else "none"
+    if pretrained == "imagenet":
+        info = pretrained_info(cfg.backbone)
+        if not (np.allclose(preprocess.mean, info.mean, atol=1e-3) and np.allclose(preprocess.std, info.std, atol=1e-3)):
+            warnings.warn(
+                f"preprocess mean/std {tuple(preprocess.mean)}/{tuple(preprocess.std)} replaced by the values the "
+                f"{cfg.backbone} ImageNet weights expect, {tuple(round(v, 4) for v in info.mean)}/"
+                f"{tuple(round(v, 4) for v in info.std)} (see detect.models.backbones.preprocess_for)",
+                stacklevel=3,
+            )
+        preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
+    return build_backbone(
+        cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
+        bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=out_strides,
+    )
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite

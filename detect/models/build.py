@@ -14,7 +14,7 @@ def build_model(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = T
 
     Args:
         cfg: model settings; ``cfg.num_classes`` (object classes, without background) must be set.
-        preprocess: input size and normalisation (with ImageNet backbone weights an SSD sets
+        preprocess: input size and normalisation (with ImageNet backbone weights the detector sets
             ``mean``/``std`` to the values those weights expect).
         load_weights: False skips the backbone's ImageNet weights (a checkpoint is loaded next);
             ``cfg.pretrained = "none"`` does the same.

@@ -245,16 +245,9 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
     for key in ("proposal_file", "max_proposals"):  # read by the data side (detect.data.proposal_dataset)
         ex.pop(key, None)
     if backbone is None:
-        from detect.models.backbones import build_backbone, pretrained_info
+        from detect.models.backbones import build_config_backbone
 
-        pretrained = cfg.pretrained if load_weights else "none"
-        if pretrained == "imagenet":
-            info = pretrained_info(cfg.backbone)
-            preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
-        backbone = build_backbone(
-            cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
-            bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=(int(ex.get("feature_stride", 16)),),
-        )
+        backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(int(ex.get("feature_stride", 16)),))
     model = FastRCNN(
         backbone,
         cfg.num_classes,

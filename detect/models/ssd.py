@@ -17,7 +17,6 @@ Tensor[D] int64 0-based}]``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,7 +26,7 @@ from torchvision.models.detection._utils import BoxCoder
 
 from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
-from detect.models.backbones import Backbone, build_backbone, pretrained_info
+from detect.models.backbones import Backbone, build_backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
 from detect.models.postprocess import detect_postprocess
 from detect.models.ssd_loss import multibox_loss
@@ -210,21 +209,7 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
     checkpoint next). With ImageNet weights, ``preprocess.mean``/``std`` are set to the values
     those weights expect (in place, with a warning when they differed), so the saved config and
     the model agree."""
-    pretrained = cfg.pretrained if load_weights else "none"
-    if pretrained == "imagenet":
-        info = pretrained_info(cfg.backbone)
-        if not (np.allclose(preprocess.mean, info.mean, atol=1e-3) and np.allclose(preprocess.std, info.std, atol=1e-3)):
-            warnings.warn(
-                f"preprocess mean/std {tuple(preprocess.mean)}/{tuple(preprocess.std)} replaced by the values the "
-                f"{cfg.backbone} ImageNet weights expect, {tuple(round(v, 4) for v in info.mean)}/"
-                f"{tuple(round(v, 4) for v in info.std)} (see detect.models.backbones.preprocess_for)",
-                stacklevel=2,
-            )
-            preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
-    backbone = build_backbone(
-        cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
-        bn="train" if cfg.bn == "sync" else cfg.bn,
-    )
+    backbone = build_config_backbone(cfg, preprocess, load_weights)
     model = SSD(
         backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
         scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
