@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect.data.voc import FileResult
+from detect.data.voc import FileResult, unknown_class_problems
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -176,13 +176,7 @@ def select_records(
     unknown = np.flatnonzero(labels < 0)
     for j, grp in _group(file_of_box[unknown], unknown):
         if in_split[j]:
-            per_name: dict[str, int] = {}
-            for b in grp:
-                nm = names[files["name_id"][b]]
-                per_name[nm] = per_name.get(nm, 0) + 1
-            for nm, k in per_name.items():
-                problems_by_file.setdefault(j, []).append(
-                    ("unknown_class", f"class {nm!r} is not in the class list; {k} box{'es' if k > 1 else ''} dropped"))
+            problems_by_file.setdefault(j, []).extend(unknown_class_problems(names[files["name_id"][b]] for b in grp))
 
     rec_files = np.flatnonzero(files["ok"] & in_split)
     keep = np.zeros(len(labels), bool)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import NamedTuple, Optional, Sequence
+from collections import Counter
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from lxml import etree
@@ -313,19 +314,18 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
     return FileResult(ok, image, img_size, img_mtime, width, height, boxes, names, difficult, truncated, hints, problems)
 
 
+def unknown_class_problems(unknown: Iterable[str]) -> list[tuple[str, str]]:
+    """One ``unknown_class`` problem per distinct name of ``unknown`` (the names of one file's
+    boxes whose class is not in the list), in first-seen order, with its box count."""
+    return [("unknown_class", f"class {n!r} is not in the class list; {k} box{'es' if k > 1 else ''} dropped")
+            for n, k in Counter(unknown).items()]
+
+
 def map_classes(names: Sequence[str], class_index: dict[str, int]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Labels for ``names`` (int64[N], -1 for names not in ``class_index``) and one
     ``unknown_class`` problem per unknown name with its box count."""
     labels = np.fromiter((class_index.get(n, -1) for n in names), np.int64, len(names))
-    problems = []
-    if (labels < 0).any():
-        unknown: dict[str, int] = {}
-        for n, lab in zip(names, labels):
-            if lab < 0:
-                unknown[n] = unknown.get(n, 0) + 1
-        for n, k in unknown.items():
-            problems.append(("unknown_class", f"class {n!r} is not in the class list; {k} box{'es' if k > 1 else ''} dropped"))
-    return labels, problems
+    return labels, unknown_class_problems(n for n, lab in zip(names, labels.tolist()) if lab < 0)
 
 
 def parse_voc(
