@@ -75,7 +75,6 @@ class SeededDataset(Dataset):
 
     def __init__(self, dataset: Any, seed: int):
         self.dataset, self.seed = dataset, seed
-        self.records = getattr(dataset, "records", None)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -83,9 +82,7 @@ class SeededDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, i = key
         s = mix_seed(self.seed, epoch, i)
-        random.seed(s)
-        np.random.seed(s % 2**32)
-        torch.manual_seed(s)
+        seed_everything(s)
         tf = getattr(self.dataset, "transform", None)
         if hasattr(tf, "set_random_seed"):  # what DetectionDataset itself does from torch.initial_seed()
             tf.set_random_seed(s % 2**32)
