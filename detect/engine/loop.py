@@ -96,10 +96,10 @@ def train_one_epoch(
             scaler.scale(loss).backward()
             if scaler.is_enabled():
                 scaler.unscale_(optimizer)
-            grads = [p.grad for p in params if p.grad is not None]
             if clip_grad > 0:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
             else:
+                grads = [p.grad for p in params if p.grad is not None]
                 norm = torch.nn.utils.get_total_norm(grads) if grads else zero
             ok = (loss_ok & torch.isfinite(norm)).float()
             all_reduce_(ok, info, "min")  # a step happens on every rank or on none
