@@ -268,8 +268,9 @@ def _finite(v: Any) -> bool:
 
 
 def _state(cfg, classes, bare, ema, optimizer, scheduler, scaler, epoch, best_map, best_epoch, rows, rngs) -> dict:
+    config = cfg.to_dict()
     return {
-        "config": cfg.to_dict(), "classes": list(classes), "preprocess": cfg.to_dict()["preprocess"],
+        "config": config, "classes": list(classes), "preprocess": dict(config["preprocess"]),
         "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "best_map": best_map, "best_epoch": best_epoch, "metrics": list(rows), "rng": rngs,
