@@ -109,13 +109,19 @@ def inference_state(ckpt: dict[str, Any], half: bool = False) -> dict[str, Any]:
     best_map, metrics and ONE state dict ``model`` (the EMA weights when there are some).
     ``half`` stores floating tensors as fp16 (``load_model`` casts back to fp32)."""
     ema = ckpt.get("ema")
-    weights = ema["model"] if ema else ckpt["model"]
+    weights = _weights(ckpt)
     if half:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     keep = ("config", "classes", "preprocess", "epoch", "best_map", "best_epoch", "metrics")
     out = {k: ckpt[k] for k in keep if k in ckpt}
     out.update(model=weights, ema=None, weights="ema" if ema else "model")
     return out
+
+
+def _weights(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The state dict to infer with: the EMA weights when the checkpoint has them."""
+    ema = ckpt.get("ema")
+    return ema["model"] if ema else ckpt["model"]
 
 
 def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
@@ -142,10 +148,8 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     if build.model.bn == "sync":  # SyncBN needs a process group; its state dict is a plain BN's
         build.model.bn = "train"
     model = build_model(build.model, build.preprocess)
-    ema = ckpt.get("ema")
-    weights = ema["model"] if ema else ckpt["model"]
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(_weights(ckpt))
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes: {e}") from None
     return model.to(device).eval(), cfg, classes
