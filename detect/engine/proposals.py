@@ -63,16 +63,16 @@ def _search_one(job: tuple[str, str, int, int]) -> tuple[str, Optional[np.ndarra
     """Worker: (image path, mode, max, resize) -> (path, boxes or None, seconds, error)."""
     import cv2
 
+    from detect.data.dataset import ImageReadError, read_image_rgb
+
     cv2.setNumThreads(1)
     path, mode, max_boxes, resize = job
     t0 = time.perf_counter()
-    try:
-        img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
-    except OSError as e:
-        return path, None, 0.0, f"cannot read: {e.strerror or e}"
-    if img is None:
-        return path, None, 0.0, "not a decodable image"
-    boxes = selective_search(img, mode=mode, max_boxes=max_boxes, resize=resize)
+    try:  # the dataset's reader: the boxes must fit the pixels training sees (no EXIF rotation)
+        rgb = read_image_rgb(path)
+    except ImageReadError as e:
+        return path, None, 0.0, e.reason
+    boxes = selective_search(np.ascontiguousarray(rgb[:, :, ::-1]), mode=mode, max_boxes=max_boxes, resize=resize)
     return path, boxes, time.perf_counter() - t0, ""
 
 
