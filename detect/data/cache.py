@@ -38,15 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, load_versioned_pickle, safe_load_pickle
+from detect.data.safe_pickle import UnsafePickleError, load_versioned_pickle, safe_load_pickle
 from detect.structures import ImageRecord, Problem
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/voc-cache"
 SCHEMA = 1
 
-# safe_load_pickle and NUMPY_GLOBALS are re-exported for other caches (proposal caches).
-__all__ = ["Cache", "CacheError", "load_cache", "safe_load_pickle", "NUMPY_GLOBALS", "problems_path"]
+__all__ = ["Cache", "CacheError", "load_cache", "problems_path"]
 
 
 class CacheError(ValueError):
