@@ -54,12 +54,7 @@ def find_conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[st
             handles.append(m.register_forward_hook(conv_hook))
         elif isinstance(m, _BN):
             handles.append(m.register_forward_pre_hook(bn_pre_hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, example, handles)
     ok = [(c, b) for c, b in pairs if calls.get(c) == 1 and calls.get(b) == 1 and c.out_channels == _bn_features(b)]
     return [(names[c], names[b]) for c, b in ok]
 
@@ -130,13 +125,18 @@ def _feature_maps(model: nn.Module, x: torch.Tensor) -> dict[str, list[torch.Ten
             if isinstance(y, torch.Tensor) and y.ndim == 4:
                 out.setdefault(name, []).append(y.detach())
         handles.append(m.register_forward_hook(hook))
+    _run_hooked(model, x, handles)
+    return out
+
+
+def _run_hooked(model: nn.Module, x: torch.Tensor, handles: list) -> None:
+    """Run ``model(x)`` without gradients, then remove the hooks ``handles`` (also on error)."""
     try:
         with torch.no_grad():
             model(x)
     finally:
         for h in handles:
             h.remove()
-    return out
 
 
 def _same_features(a: nn.Module, b: nn.Module, x: torch.Tensor, skip: set[str], rtol: float) -> bool:
