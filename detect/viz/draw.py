@@ -211,20 +211,6 @@ def draw_detections(
     return img
 
 
-def draw_counts(image_bgr: np.ndarray, counts: dict[str, int], names: Sequence[str], *, font_size: Optional[int] = None) -> np.ndarray:
-    """Write per-class product counts (shelf counting) in the top-left corner, in place."""
-    H, W = image_bgr.shape[:2]
-    fs = font_size or max(round((H + W) / 2 * 0.025), 11)
-    y = 0
-    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        label = names.index(name) if name in names else 0
-        draw_label(image_bgr, f"{name}: {n}", 0, y, class_color(label), fs, above=False)
-        y += text_mask("x", fs).shape[0] + 2 * max(fs // 6, 1)
-        if y >= H:
-            break
-    return image_bgr
-
-
 def _numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):
         a = a.detach().float().cpu().numpy() if a.is_floating_point() else a.detach().cpu().numpy()
