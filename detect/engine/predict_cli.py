@@ -21,6 +21,7 @@ from tqdm import tqdm
 from detect.engine.predict import Predictor, WeightsError
 from detect.engine.results import ResultWriter, Summary
 from detect.engine.sources import VIDEO_EXTS, Frame, SourceError, expand, is_stream
+from detect.utils import atomic_write_bytes
 from detect.viz.video import VideoSink
 
 
@@ -94,8 +95,6 @@ class Outputs:
             ok, buf = cv2.imencode(path.suffix, annotated)
             if not ok:
                 raise OSError(f"{path}: OpenCV cannot encode this image format")
-            from detect.utils import atomic_write_bytes
-
             atomic_write_bytes(path, buf.tobytes())
             self.written.append(str(path))
             return
@@ -133,10 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         total = count_frames(args.source)
         predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                               max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
-    except (SourceError, WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, RuntimeError) as e:  # --classes unknown, CUDA asked for but absent
+    except (SourceError, WeightsError, ValueError, RuntimeError) as e:  # also --classes unknown, CUDA asked for but absent
         print(f"error: {e}", file=sys.stderr)
         return 2
     save_dir = Path(args.save_dir)
@@ -205,8 +201,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from detect.utils import atomic_write_bytes
-
     found = []
     for i in range(args.images):
         scene = render_scene(args.seed, i, size=DEMO_SIZE, kind="shelf")
