@@ -84,13 +84,14 @@ def build_proposal_cache(
     resize: int = 500,
     workers: int = 0,
     progress: Optional[Callable[[int], Any]] = None,
+    annotations: Any = None,
 ) -> ProposalBuild:
     """Selective-search proposals for the images of annotation cache ``cache_path``, written
     to ``output``. Only images that are new, or whose file changed (size or mtime), or all of
     them when the settings changed, are searched again.
 
     Raises FileNotFoundError / CacheError for an unusable annotation cache and ValueError for
-    a bad option.
+    a bad option. ``annotations``: the cache already loaded from ``cache_path`` (saves reading it again).
     """
     from detect.data.cache import load_cache
 
@@ -99,7 +100,7 @@ def build_proposal_cache(
     if max_boxes < 0 or resize < 0:
         raise ValueError("--max and --resize must be >= 0")
     t0 = time.perf_counter()
-    ann = load_cache(cache_path)
+    ann = annotations if annotations is not None else load_cache(cache_path)
     images = list(dict.fromkeys(r.image for r in ann.records if r.image))
     method = {"name": "selective_search", "mode": mode, "max": int(max_boxes), "resize": int(resize)}
     stats = [_stat(p) for p in images]
@@ -201,13 +202,13 @@ def cmd_proposals(args: argparse.Namespace) -> int:
         return 2
     bar = None
     try:
-        n = len(load_cache(args.cache).records)
-        if not args.no_progress and n >= 50:
+        ann = load_cache(args.cache)
+        if not args.no_progress and len(ann.records) >= 50:
             from tqdm import tqdm
 
-            bar = tqdm(total=n, desc="selective search", unit="img", dynamic_ncols=True, file=sys.stderr)
+            bar = tqdm(total=len(ann.records), desc="selective search", unit="img", dynamic_ncols=True, file=sys.stderr)
         res = build_proposal_cache(args.cache, output, args.mode, args.max, args.resize, args.workers,
-                                   progress=bar.update if bar is not None else None)
+                                   progress=bar.update if bar is not None else None, annotations=ann)
     except (CacheError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -223,7 +224,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     print(f"{output}: {len(d['images'])} images, {len(res.computed)} searched, {res.reused} reused "
           f"({d['method']['mode']} mode, max {d['method']['max']}, resize {d['method']['resize']}); "
           f"selective search {per}; {res.seconds:.1f} s total")
-    print(recall_table(d, load_cache(args.cache).records))
+    print(recall_table(d, ann.records))
     for path, why in res.failed[:10]:
         print(f"{path}: {why}; no proposals", file=sys.stderr)
     if res.failed:
