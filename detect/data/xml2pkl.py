@@ -194,16 +194,27 @@ def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dic
         return None, None
 
 
-def fingerprint(options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: np.ndarray, mtimes: np.ndarray, index: ImageIndex) -> str:
+def image_columns(index: ImageIndex) -> dict[str, Any]:
+    """The indexed images' fingerprint as cache columns: path list, size and mtime int64[I]."""
+    files = index.files
+    return {
+        "path": [f.path for f in files],
+        "size": np.fromiter((f.size for f in files), np.int64, len(files)),
+        "mtime": np.fromiter((f.mtime_ns for f in files), np.int64, len(files)),
+    }
+
+
+def fingerprint(options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: np.ndarray, mtimes: np.ndarray,
+                images: dict[str, Any]) -> str:
     """Digest of everything a cache is built from: options, class list, split, and the path,
-    size and mtime of every XML file and every indexed image."""
+    size and mtime of every XML file and every indexed image (``images``: :func:`image_columns`)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((options, select)).encode("utf-8", "surrogateescape"))
     h.update("\0".join(rels).encode("utf-8", "surrogateescape"))
     h.update(sizes.tobytes())
     h.update(mtimes.tobytes())
-    h.update("\0".join(f.path for f in index.files).encode("utf-8", "surrogateescape"))
-    h.update(np.array([(f.size, f.mtime_ns) for f in index.files], np.int64).tobytes())
+    h.update("\0".join(images["path"]).encode("utf-8", "surrogateescape"))
+    h.update(np.stack([images["size"], images["mtime"]], 1).tobytes())  # (size, mtime) per image, interleaved
     return h.hexdigest()
 
 
@@ -216,11 +227,9 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _same_images(old: dict[str, Any], index: ImageIndex) -> bool:
+def _same_images(old: dict[str, Any], images: dict[str, Any]) -> bool:
     o = old["images"]
-    return o["path"] == [f.path for f in index.files] and np.array_equal(o["size"], [f.size for f in index.files]) and np.array_equal(
-        o["mtime"], [f.mtime_ns for f in index.files]
-    )
+    return o["path"] == images["path"] and np.array_equal(o["size"], images["size"]) and np.array_equal(o["mtime"], images["mtime"])
 
 
 def _selection(classes, split) -> tuple[Optional[list[str]], Optional[list[str]], str]:
@@ -309,13 +318,14 @@ def build_cache(
     sizes = np.array(xmls.sizes, np.int64)
     mtimes = np.array(xmls.mtimes, np.int64)
 
-    fp = fingerprint(options, select, rels, sizes, mtimes, index)
+    image_cols = image_columns(index)
+    fp = fingerprint(options, select, rels, sizes, mtimes, image_cols)
     header, old = _load_old(output, fp, log or sys.stderr)
     if header is not None:
         return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"])
     if old is not None and old["options"] != options:
         old = None  # other folders: no row can be trusted
-    same_images = old is not None and _same_images(old, index)
+    same_images = old is not None and _same_images(old, image_cols)
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
     new = parse_many(jobs, index, images is not None, workers, progress)
@@ -325,11 +335,7 @@ def build_cache(
         "options": options,
         "select": select,
         "files": files,
-        "images": {
-            "path": [f.path for f in index.files],
-            "size": np.array([f.size for f in index.files], np.int64),
-            "mtime": np.array([f.mtime_ns for f in index.files], np.int64),
-        },
+        "images": image_cols,
         "classes": classes_out,
         "records": records,
         "problems": problems,
