@@ -30,6 +30,7 @@ from detect.config import ExperimentConfig
 from detect.engine.tune_space import SearchSpace, SpaceError, load_space
 from detect.engine.tune_worker import (
     WorkerJob,
+    _raise_interrupt,
     counted_trials,
     interrupt_trial,
     open_storage,
@@ -113,7 +114,7 @@ def run_tune(
     seed0 = base.train.seed + len(study.trials)  # a restart samples new points, reproducibly
     plans = plan_workers(device, workers)
     jobs = [
-        WorkerJob(storage=storage_url, study=sp.study, space=_raw_space(space), space_path=str(space), base=base.to_dict(),
+        WorkerJob(storage=storage_url, study=sp.study, space=sp, base=base.to_dict(),
                   data=str(data), epochs=epochs, out=str(out), sampler=sampler, n_trials=n_trials,
                   seed=seed0 + 7919 * i, grid_seed=base.train.seed, index=i, device=dev, cuda_visible=vis, threads=thr, trainer=trainer)
         for i, (dev, vis, thr) in enumerate(plans)
@@ -146,11 +147,6 @@ def _base_config(path: Optional[str]) -> ExperimentConfig:
         raise TuneUsageError(f"--config {path}: not found") from None
     except (ValueError, TypeError, yaml.YAMLError) as e:
         raise TuneUsageError(f"--config {path}: {e}") from None
-
-
-def _raw_space(path: str | Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
 
 
 def _check_same_study(study: optuna.Study, sp: SearchSpace, base: ExperimentConfig, epochs: int, url: str) -> None:
@@ -225,7 +221,7 @@ def recover_orphans(study: optuna.Study) -> list[int]:
         before = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)  # calls requeue_failed for each
+            optuna.storages.fail_stale_trials(study)  # calls requeue for each
         out += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - before)
     return out
 
@@ -319,6 +315,3 @@ def _run_jobs(jobs: list[WorkerJob]) -> str:
     finally:
         signal.signal(signal.SIGTERM, old)
 
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")

@@ -22,7 +22,7 @@ import time
 import traceback
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SearchSpace, parse_space
+from detect.engine.tune_space import SearchSpace
 
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 MAX_SAME_FAILURES = 3  # a worker stops when this many trials in a row fail with one error (bad data...)
@@ -38,12 +38,11 @@ MAX_SAME_FAILURES = 3  # a worker stops when this many trials in a row fail with
 
 @dataclass
 class WorkerJob:
-    """Everything a worker process needs (plain data, so it pickles for ``spawn``)."""
+    """Everything a worker process needs (plain dataclasses, so it pickles for ``spawn``)."""
 
     storage: str
     study: str
-    space: dict  # the raw space mapping; parsed again in the worker
-    space_path: str
+    space: SearchSpace
     base: dict  # ExperimentConfig.to_dict() of the base config
     data: str
     epochs: int
@@ -58,7 +57,6 @@ class WorkerJob:
     threads: int = 0  # torch threads; 0 = leave as is
     trainer: str = "detect.engine.train:train"
     parent_pid: Optional[int] = None  # stop when this process is gone
-    extra: dict = field(default_factory=dict)
 
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
@@ -78,13 +76,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=600, heartbeat_stale_trial_callback=requeue_failed
+            url, engine_kwargs=kwargs, heartbeat_interval=60, grace_period=600, heartbeat_stale_trial_callback=requeue
         )
-
-
-def requeue_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Queue a failed-by-interruption trial again (heartbeat callback; see :func:`requeue`)."""
-    requeue(study, trial)
 
 
 def requeue(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -325,7 +318,7 @@ def _heartbeat(study: optuna.Study, trial_id: int) -> Callable[[], None]:
 
 def worker_loop(job: WorkerJob) -> None:
     """Take and run trials until the study has ``job.n_trials`` counted trials."""
-    space = parse_space(job.space, job.space_path)
+    space = job.space
     storage = open_storage(job.storage)
     study = optuna.load_study(study_name=job.study, storage=storage,
                               sampler=make_sampler(job.sampler, space, job.seed, job.grid_seed), pruner=make_pruner(space))
