@@ -115,22 +115,26 @@ def voc_evaluate(
     if len(dets) != len(gts):
         raise ValueError(f"voc_evaluate: {len(dets)} detection entries for {len(gts)} images; need one each")
     per = {key: [] for key in ("ap", "ap07", "n_gt", "n_difficult", "n_det", "tp", "fp", "precision", "recall", "scores")}
+    # Arrays converted once, and per class only the images with a detection of it are matched.
+    g_lab = [np.asarray(gt["labels"]).reshape(-1) for gt in gts]
+    g_box = [np.asarray(gt["boxes"], np.float64).reshape(-1, 4) for gt in gts]
+    g_dif = [np.asarray(gt.get("difficult", np.zeros(len(lab), bool)), bool).reshape(-1) for gt, lab in zip(gts, g_lab)]
+    d_lab = [np.asarray(det["labels"]).reshape(-1) for det in dets]
+    d_box = [np.asarray(det["boxes"], np.float64).reshape(-1, 4) for det in dets]
+    d_sco = [np.asarray(det["scores"], np.float64).reshape(-1) for det in dets]
+    npos = _class_counts([lab[~dif] for lab, dif in zip(g_lab, g_dif)], num_classes)  # non-difficult boxes
+    ndiff = _class_counts([lab[dif] for lab, dif in zip(g_lab, g_dif)], num_classes)
+    ndet = _class_counts(d_lab, num_classes)
+    images_of: list[list[int]] = [[] for _ in range(num_classes)]
+    for i, lab in enumerate(d_lab):
+        for c in np.unique(lab):
+            if 0 <= c < num_classes:
+                images_of[int(c)].append(i)
     for c in range(num_classes):
         s_all, tp_all, fp_all = [], [], []
-        npos = ndiff = ndet = 0
-        for det, gt in zip(dets, gts):
-            gmask = np.asarray(gt["labels"]) == c
-            g_boxes = np.asarray(gt["boxes"], np.float64).reshape(-1, 4)[gmask]
-            g_diff = np.asarray(gt.get("difficult", np.zeros(len(gmask), bool)), bool)[gmask]
-            npos += int((~g_diff).sum())
-            ndiff += int(g_diff.sum())
-            dmask = np.asarray(det["labels"]) == c
-            if not dmask.any():
-                continue
-            d_boxes = np.asarray(det["boxes"], np.float64).reshape(-1, 4)[dmask]
-            d_scores = np.asarray(det["scores"], np.float64)[dmask]
-            ndet += len(d_scores)
-            s, tp, fp = _match_image_voc(d_boxes, d_scores, g_boxes, g_diff, iou_thr)
+        for i in images_of[c]:
+            gmask, dmask = g_lab[i] == c, d_lab[i] == c
+            s, tp, fp = _match_image_voc(d_box[i][dmask], d_sco[i][dmask], g_box[i][gmask], g_dif[i][gmask], iou_thr)
             s_all.append(s), tp_all.append(tp), fp_all.append(fp)
         scores = np.concatenate(s_all) if s_all else np.zeros(0)
         tp = np.concatenate(tp_all) if tp_all else np.zeros(0, bool)
@@ -139,18 +143,24 @@ def voc_evaluate(
         scores, tp, fp = scores[order], tp[order], fp[order]
         ctp, cfp = np.cumsum(tp), np.cumsum(fp)
         precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-        recall = ctp / npos if npos > 0 else np.full(len(ctp), np.nan)
-        if npos > 0:
+        recall = ctp / npos[c] if npos[c] > 0 else np.full(len(ctp), np.nan)
+        if npos[c] > 0:
             ap, ap07 = voc_ap(recall, precision), voc_ap(recall, precision, use_07_metric=True)
         else:
             ap = ap07 = float("nan")
-        for key, v in (("ap", ap), ("ap07", ap07), ("n_gt", npos), ("n_difficult", ndiff), ("n_det", ndet),
-                       ("tp", int(tp.sum())), ("fp", int(fp.sum())), ("precision", precision),
+        for key, v in (("ap", ap), ("ap07", ap07), ("n_gt", int(npos[c])), ("n_difficult", int(ndiff[c])),
+                       ("n_det", int(ndet[c])), ("tp", int(tp.sum())), ("fp", int(fp.sum())), ("precision", precision),
                        ("recall", recall), ("scores", scores)):
             per[key].append(v)
     per["map"] = _nanmean(per["ap"])
     per["map07"] = _nanmean(per["ap07"])
     return per
+
+
+def _class_counts(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
+    """How many of the labels (per image int[N]) are each class, int64[C] (others ignored)."""
+    lab = np.concatenate([np.zeros(0, np.int64), *(np.asarray(x, np.int64) for x in labels)])
+    return np.bincount(lab[(lab >= 0) & (lab < num_classes)], minlength=num_classes)
 
 
 def _nanmean(values: Sequence[float]) -> float:
