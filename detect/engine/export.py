@@ -93,11 +93,11 @@ def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: i
 
 def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
     """The checkpoint's SSD wrapped for export (BatchNorm folded, eval, CPU) and its metadata."""
-    from detect.engine.checkpoint import load_model
-    from detect.engine.predict import resolve_weights
+    from detect.engine.predict import load_for_inference, resolve_weights
 
     path = resolve_weights(weights)
-    model, cfg, classes = load_model(str(path), "cpu")
+    # predict's loader: every unloadable file becomes a WeightsError; its NMS settings do not matter here
+    model, cfg, classes = load_for_inference(path, torch.device("cpu"), conf=0.25, iou=0.45, max_det=300)
     S = int(cfg.preprocess.imgsz)
     wrapper = ExportableSSD(model).eval()
     wrapper.ssd, _ = fuse_conv_bn(model.eval(), torch.rand(1, 3, S, S))
@@ -153,12 +153,11 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from detect.engine.checkpoint import CheckpointError
     from detect.engine.predict import WeightsError
 
     try:
         wrapper, meta = load_exportable(args.weights)
-    except (WeightsError, CheckpointError, FileNotFoundError, TypeError) as e:
+    except (WeightsError, TypeError) as e:  # TypeError: not an SSD
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
