@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Sequence
@@ -160,16 +161,9 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
         objects, kinds = 0, {"shelf": 0, "checkout": 0}
         # progress None: a bar only on a terminal (tqdm's disable=None)
         bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress is None else not progress)
-        if workers > 1:
-            with get_context("spawn").Pool(workers) as pool:
-                results = pool.imap_unordered(_write_one, jobs, chunksize=16)
-                for _, k, kind in results:
-                    objects += k
-                    kinds[kind] += 1
-                    bar.update()
-        else:
-            for job in jobs:
-                _, k, kind = _write_one(job)
+        with get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
+            results = pool.imap_unordered(_write_one, jobs, chunksize=16) if pool else map(_write_one, jobs)
+            for _, k, kind in results:
                 objects += k
                 kinds[kind] += 1
                 bar.update()
