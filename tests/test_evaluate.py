@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from detect.data.dataset import collate
 from detect.engine import evaluate as E
 from detect.structures import ImageRecord
 
@@ -55,10 +56,6 @@ class TinyDataset(torch.utils.data.Dataset):
                   "difficult": torch.as_tensor(r.difficult[:keep]), "image_id": i,
                   "orig_size": torch.tensor([r.height, r.width])}
         return img, target
-
-
-def collate(batch):
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
 class NoRecords(TinyDataset):
