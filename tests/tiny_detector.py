@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from detect.data.dataset import collate  # noqa: F401  (the trainer's collate; tests import it from here)
 from detect.engine.train import TrainData
 
 
@@ -71,10 +72,6 @@ class TinyDataset(torch.utils.data.Dataset):
         if self.augment:
             img = (img + 0.05 * torch.randn_like(img)).clamp(0, 1)
         return img, dict(self.targets[i])
-
-
-def collate(batch):
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
 
 
 def tiny_data(n: int = 16, imgsz: int = 32, num_classes: int = 3, val: bool = True, augment: bool = True):
