@@ -55,11 +55,10 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     a, b = load_checkpoint(tmp_path / "one" / "last.pt"), load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert a["config"]["train"]["batch"] == b["config"]["train"]["batch"] == 4
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8  # same steps of the global batch
-    moved = 0.0
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, atol=TOL, rtol=0, msg=lambda m: f"{k}: {m}")
         torch.testing.assert_close(b["ema"]["model"][k], a["ema"]["model"][k], atol=TOL, rtol=0)
-    init = {k: v for k, v in _init_state().items()}
+    init = _init_state()
     moved = max((a["model"][k] - init[k]).abs().max().item() for k in init if init[k].is_floating_point())
     assert moved > 100 * TOL  # training changed the weights far beyond the tolerance
     for ra, rb in zip(a["metrics"], b["metrics"]):
