@@ -34,6 +34,7 @@ import torch  # noqa: E402
 
 from detect.config import ExperimentConfig  # noqa: E402
 from torch.utils.data import Subset  # noqa: E402
+from detect.engine.runlog import METRIC_KEYS  # noqa: E402
 from detect.engine.train import TrainData, load_data, train  # noqa: E402
 
 MODELS = {  # name -> (model.name, model.proposals)
@@ -91,7 +92,7 @@ def _run(args: argparse.Namespace, name: str, out: Path, proposal_file: str = ""
     cfg = _config(args, name, out, proposal_file)
     t0 = time.perf_counter()
     res = train(cfg, progress=False, data_fn=_data_fn(args.limit))
-    keep = ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75", "images_per_s", "epochs")
+    keep = (*METRIC_KEYS, "images_per_s", "epochs")
     row = {k: res.get(k) for k in keep}
     row.update(model=name, seconds=time.perf_counter() - t0, params_m=None)
     print(f"{name}: voc_ap50 {row['voc_ap50']}, coco_ap {row['coco_ap']} ({row['seconds']:.0f} s)", flush=True)
