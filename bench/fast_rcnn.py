@@ -30,6 +30,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from detect.engine.cpu_alloc import keep_heap_for_training  # noqa: E402
+
+keep_heap_for_training()  # as `detect train` does, before torch allocates anything
 import torch  # noqa: E402
 
 from detect.config import ExperimentConfig  # noqa: E402

@@ -183,6 +183,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "tune"):
+        from detect.engine.cpu_alloc import keep_heap_for_training
+
+        keep_heap_for_training()  # before torch allocates anything: about 2x faster CPU training
     try:
         return int(_handler(args.command)(args) or 0)
     except KeyboardInterrupt:

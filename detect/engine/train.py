@@ -25,6 +25,7 @@ import torch
 
 from detect.config import ExperimentConfig
 from detect.engine import distributed as D
+from detect.engine.cpu_alloc import keep_heap_for_training
 from detect.engine.checkpoint import CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detect.engine.ema import ModelEMA
 from detect.engine.loader import eval_loader, seed_everything, train_loader
@@ -141,6 +142,8 @@ def _train(
     data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
 ) -> dict[str, Any]:
     t = cfg.train
+    if device.type == "cpu":
+        keep_heap_for_training()  # about 2x faster CPU steps; see detect/engine/cpu_alloc.py
     out = Path(t.out)
     log = RunLog(out, enabled=info.is_main)
     last_pt, best_pt = out / "last.pt", out / "best.pt"

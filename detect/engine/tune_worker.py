@@ -357,6 +357,9 @@ def worker_loop(job: WorkerJob) -> None:
 def worker_main(job: WorkerJob) -> None:
     """Entry point of a spawned worker process: pin the GPU and threads, turn SIGTERM (and the
     parent's death, on Linux) into KeyboardInterrupt, then run :func:`worker_loop`."""
+    from detect.engine.cpu_alloc import keep_heap_for_training
+
+    keep_heap_for_training()  # as `detect train` does, before torch allocates anything
     if job.cuda_visible is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = job.cuda_visible
     _die_with_parent()
