@@ -8,7 +8,8 @@
 #    search on EfficientNet-Lite0 at 224 px (the images' own size), 6 epochs, batch 32, the
 #    trainer's default SGD schedule. Selective-search proposals come from PROPOSALS when that
 #    file exists (bench/prepare_gpu.sh makes it with `detect proposals`), else are computed first.
-# 2. SSD Lite0 at 224 px with the AdamW setting of the GPU run, EPOCHS epochs, then `detect val`.
+# 2. SSD Lite0 at 224 px with the AdamW setting of the GPU run, EPOCHS epochs, then `detect val`
+#    (SSD_ARGS: more `detect train` options; SKIP_RACE=1 runs this step alone).
 # Logs and JSON go to OUT (bench/out/cpu, git-ignored). Data loading runs in the main process
 # (--workers 0): with 224x224 JPEGs, worker processes cost more in transfers than they save.
 set -eu
@@ -28,11 +29,11 @@ if [ "${SKIP_RACE:-0}" != 1 ]; then
     "${prop[@]}" --out "$OUT/fast_rcnn" 2>&1 | tee "$OUT/fast_rcnn.log"
   el "race done"
 fi
-RUN=$OUT/ssd_adamw_224
+RUN=$OUT/${SSD_NAME:-ssd_adamw_224}
 rm -rf "$RUN"
 $PY -m detect train --data $DATA --epochs "$EPOCHS" --batch 32 --imgsz 224 --workers 0 \
   --optimizer adamw --lr 0.001 --weight-decay 0.05 --eval-every 4 --out "$RUN" --device cpu \
-  --no-progress 2>&1 | tee "$OUT/ssd_adamw_224.log"
+  ${SSD_ARGS:-} --no-progress 2>&1 | tee "$RUN.log"
 $PY -m detect val --weights "$RUN/best.pt" --data $DATA --split val --max-det 100 --json "$RUN/val.json" \
-  --device cpu 2>&1 | tee "$OUT/ssd_adamw_224_val.log"
+  --device cpu 2>&1 | tee "${RUN}_val.log"
 el "ssd done"
