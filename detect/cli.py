@@ -60,6 +60,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", choices=["imagenet", "none"])
     p.add_argument("--backbone-weights", help="local weight file for a torchvision backbone")
     p.add_argument("--bn", choices=["frozen", "train", "sync"])
+    p.add_argument("--conv-head", action=argparse.BooleanOptionalAction, default=None,
+                   help="EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)

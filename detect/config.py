@@ -34,6 +34,10 @@ class ModelConfig:
     pretrained: str = "imagenet"  # "imagenet" or "none" (train from scratch on purpose)
     backbone_weights: Optional[str] = None  # local weight file for torchvision backbones
     bn: str = "frozen"  # "frozen" | "train" | "sync"
+    # EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map (the
+    # features its ImageNet classifier reads; +0.07 voc_ap50 on groceries, bench/RESULTS.md).
+    # Other backbones ignore it. Checkpoints from before this field rebuild with False.
+    conv_head: bool = True
     num_classes: int = 0  # object classes, background excluded; filled from the data
     # SSD
     anchor_sizes: Optional[list[float]] = None  # per feature map, relative to imgsz; None = defaults

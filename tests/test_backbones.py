@@ -176,6 +176,21 @@ def test_lite_weights_are_loaded_and_stride1_convs_are_plain():
     assert n_static == 5  # only the stride-2 convolutions keep TF's asymmetric "SAME" padding
 
 
+def test_lite_conv_head_gives_the_classifiers_own_1280_channel_features():
+    net = efficientnet_lite_classifier("efficientnet_lite0").eval()
+    b = build_backbone("efficientnet_lite0", bn="frozen", conv_head=True)
+    assert b.channels == [40, 112, 1280] and b.strides == [8, 16, 32]
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        ref = net.extract_features(x)  # (2, 1280, 3, 3): what the ImageNet classifier pools
+        last = b(x)[-1]
+    assert last.shape == ref.shape
+    assert torch.allclose(last, ref, atol=1e-4, rtol=1e-4)
+    assert build_backbone("efficientnet_lite0", pretrained="none").channels == [40, 112, 320]  # default: no head
+    plain = build_backbone("resnet18", pretrained="none")  # backbones without such a conv ignore it
+    assert build_backbone("resnet18", pretrained="none", conv_head=True).channels == plain.channels
+
+
 def test_bn_modes_frozen_keeps_statistics_and_sync_converts():
     torch.manual_seed(0)
     ref = build_backbone("efficientnet_lite0", bn="train").eval()

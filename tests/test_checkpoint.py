@@ -124,3 +124,31 @@ def test_load_model_reports_weights_that_do_not_fit(tmp_path, monkeypatch):
                       model=TinyDetector(3, 32).state_dict())
     with pytest.raises(C.CheckpointError, match="(?s)bad.pt: weights do not fit.*cls.weight"):
         C.load_model(tmp_path / "bad.pt")
+
+
+def test_checkpoint_from_before_conv_head_rebuilds_without_it(tmp_path):
+    """``model.conv_head`` arrived after retail-detect/1 checkpoints existed (the shipped weights
+    among them): a stored config without the key must rebuild the 320-channel network it was
+    trained as, while a fresh config gets today's default (the 1280-channel head)."""
+    from detect.models.build import build_model
+
+    def lite_cfg() -> ExperimentConfig:
+        cfg = _tiny_ssd_cfg()
+        cfg.model.backbone, cfg.model.backbone_weights = "efficientnet_lite0", None
+        return cfg
+
+    old = lite_cfg()
+    old.model.conv_head = False
+    build = ExperimentConfig.from_dict(old.to_dict())
+    build.model.pretrained = "none"
+    model = build_model(build.model, build.preprocess)
+    stored = old.to_dict()
+    del stored["model"]["conv_head"]  # as written before the field existed
+    C.save_checkpoint(tmp_path / "old.pt", config=stored, classes=["cola", "chips"], ema=None, model=model.state_dict())
+    loaded, cfg, _ = C.load_model(tmp_path / "old.pt")
+    assert cfg.model.conv_head is False
+    assert loaded.backbone.channels[-1] == 320
+    assert ExperimentConfig().model.conv_head is True
+    fresh = lite_cfg()
+    fresh.model.pretrained = "none"
+    assert build_model(fresh.model, fresh.preprocess).backbone.channels[-1] == 1280

@@ -42,6 +42,9 @@ from detect.config import ExperimentConfig
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
+# Config fields added after checkpoints of this FORMAT were written, with the value that
+# rebuilds those older checkpoints' network (a missing field would otherwise take today's default).
+ADDED_FIELDS = {("model", "conv_head"): False}
 FORMAT_NAME = FORMAT.split("/")[0]
 
 
@@ -129,6 +132,15 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     return save_checkpoint(dst, **inference_state(load_checkpoint(src), half=half))
 
 
+def stored_config(ckpt: dict[str, Any]) -> ExperimentConfig:
+    """The config a checkpoint was trained with, fields it predates set as :data:`ADDED_FIELDS` says."""
+    d = copy.deepcopy(ckpt["config"])
+    for (section, name), old in ADDED_FIELDS.items():
+        if isinstance(d.get(section), dict):
+            d[section].setdefault(name, old)
+    return ExperimentConfig.from_dict(d)
+
+
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, ExperimentConfig, list[str]]:
     """Rebuild the model stored in a checkpoint, in eval mode on ``device``.
 
@@ -139,7 +151,7 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     from detect.models.build import build_model
 
     ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = ExperimentConfig.from_dict(ckpt["config"])
+    cfg = stored_config(ckpt)
     classes = [str(c) for c in ckpt["classes"]]
     cfg.model.num_classes = len(classes)
     build = copy.deepcopy(cfg)

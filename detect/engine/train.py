@@ -26,7 +26,9 @@ import torch
 from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
-from detect.engine.checkpoint import CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detect.engine.checkpoint import (
+    CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
+)
 from detect.engine.ema import ModelEMA
 from detect.engine.loader import eval_loader, seed_everything, train_loader
 from detect.engine.loop import train_one_epoch
@@ -318,6 +320,7 @@ _CLI = {  # argparse dest -> (config section, field)
     "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"),
     "model": ("model", "name"), "backbone": ("model", "backbone"), "pretrained": ("model", "pretrained"),
     "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
+    "conv_head": ("model", "conv_head"),
     "imgsz": ("preprocess", "imgsz"),
     **{k: ("train", k) for k in ("epochs", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
                                  "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
@@ -348,7 +351,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         last = Path(cfg.train.out) / "last.pt"
         if not last.is_file():
             raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
-        cfg = ExperimentConfig.from_dict(load_checkpoint(last)["config"])
+        cfg = stored_config(load_checkpoint(last))
         apply_cli(cfg, args)
         cfg.train.resume = True
     return cfg

@@ -151,6 +151,7 @@ def build_backbone(
     weights_path: Optional[str] = None,
     bn: str = "frozen",
     out_strides: Sequence[int] = (8, 16, 32),
+    conv_head: bool = False,
 ) -> Backbone:
     """Build backbone ``name`` returning feature maps at ``out_strides``.
 
@@ -160,6 +161,10 @@ def build_backbone(
         weights_path: a local weights file (a classifier state dict, possibly wrapped in
             {"state_dict"|"model": ...}); overrides the packaged/cached weights.
         bn: "train", "frozen" or "sync" (see detect.models.layers.set_bn_mode).
+        conv_head: keep the classifier's pretrained 1x1 expansion conv (+ BN + ReLU6) after the
+            last block, so the deepest stride-32 map is the 1280-channel one its ImageNet
+            classifier reads. EfficientNet-Lite only; other backbones ignore it (torchvision's
+            MobileNetV3 ``features`` already end with theirs, ResNet and VGG have none).
     """
     if pretrained not in ("imagenet", "none"):
         raise ValueError(f"pretrained must be 'imagenet' or 'none', got {pretrained!r}")
@@ -169,7 +174,7 @@ def build_backbone(
     load = pretrained == "imagenet"
     if name in _LITE:
         net = efficientnet_lite_classifier(name, weights_path if load else None, load=load)
-        stages = _lite_stages(net)
+        stages = _lite_stages(net, conv_head)
     else:
         net = _torchvision_classifier(name, weights_path, load=load)
         stages = _torchvision_stages(name, net)
@@ -200,7 +205,7 @@ def build_config_backbone(
         preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
     return build_backbone(
         cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
-        bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=out_strides,
+        bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=out_strides, conv_head=cfg.conv_head,
     )
 
 
@@ -232,12 +237,14 @@ def efficientnet_lite_classifier(name: str = "efficientnet_lite0", weights_path:
     return net
 
 
-def _lite_stages(net: nn.Module) -> list[nn.Module]:
-    """Stem + every MBConv block (the 1280-channel head and classifier are dropped). Stride-1
-    "same" convolutions become plain Conv2d with symmetric padding (identical output, no pad op)."""
+def _lite_stages(net: nn.Module, conv_head: bool = False) -> list[nn.Module]:
+    """Stem + every MBConv block (+ the 1x1 conv to 1280 channels when ``conv_head``; the
+    pooling and classifier are always dropped). Stride-1 "same" convolutions become plain
+    Conv2d with symmetric padding (identical output, no pad op)."""
     _plain_same_padding(net)
     stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
-    return [stem, *net._blocks]
+    head = [nn.Sequential(net._conv_head, net._bn1, nn.ReLU6(inplace=True))] if conv_head else []
+    return [stem, *net._blocks, *head]
 
 
 def _plain_same_padding(module: nn.Module) -> None:
