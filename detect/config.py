@@ -107,6 +107,16 @@ class ExperimentConfig:
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
         return _from_dict(cls, d or {}, "")
 
+    def for_rebuild(self) -> "ExperimentConfig":
+        """A copy that builds the same network without any weight file (no ImageNet weights, no
+        ``backbone_weights``) and without a process group (SyncBN's state dict is a plain BN's):
+        for rebuilding a model whose trained state dict is loaded next."""
+        c = ExperimentConfig.from_dict(self.to_dict())
+        c.model.pretrained, c.model.backbone_weights = "none", None
+        if c.model.bn == "sync":
+            c.model.bn = "train"
+        return c
+
     def save_yaml(self, path: str | Path) -> None:
         from detect.utils import atomic_write_text
 

@@ -152,3 +152,16 @@ def test_checkpoint_from_before_conv_head_rebuilds_without_it(tmp_path):
     fresh = lite_cfg()
     fresh.model.pretrained = "none"
     assert build_model(fresh.model, fresh.preprocess).backbone.channels[-1] == 1280
+
+
+def test_for_rebuild_drops_weight_files_and_process_groups_on_a_copy():
+    """What load_model and `detect val --max-det` build from: a checkpoint trained with
+    --backbone-weights and --bn sync must rebuild with neither (the file may be gone; there
+    is no process group), and the stored config itself stays as trained."""
+    cfg = _tiny_ssd_cfg()
+    cfg.model.bn = "sync"
+    build = cfg.for_rebuild()
+    assert (build.model.pretrained, build.model.backbone_weights, build.model.bn) == ("none", None, "train")
+    assert (cfg.model.pretrained, cfg.model.backbone_weights, cfg.model.bn) == (
+        "imagenet", "/nonexistent/mobilenet_v3_large.pth", "sync")
+    assert build.model.backbone == cfg.model.backbone and build.preprocess == cfg.preprocess

@@ -154,11 +154,7 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     cfg = stored_config(ckpt)
     classes = [str(c) for c in ckpt["classes"]]
     cfg.model.num_classes = len(classes)
-    build = copy.deepcopy(cfg)
-    build.model.pretrained = "none"
-    build.model.backbone_weights = None
-    if build.model.bn == "sync":  # SyncBN needs a process group; its state dict is a plain BN's
-        build.model.bn = "train"
+    build = cfg.for_rebuild()
     model = build_model(build.model, build.preprocess)
     try:
         model.load_state_dict(_weights(ckpt))

@@ -61,8 +61,8 @@ def _rebuilt_with_max_det(model: torch.nn.Module, cfg: Any, max_det: int, device
     from detect.models.build import build_model
 
     cfg.model.max_det = max_det
-    cfg.model.pretrained = "none"  # the state dict below replaces every weight
-    rebuilt = build_model(cfg.model, cfg.preprocess)
+    build = cfg.for_rebuild()  # the state dict below replaces every weight
+    rebuilt = build_model(build.model, build.preprocess)
     rebuilt.load_state_dict(model.state_dict())
     return rebuilt.to(device).eval()
 
