@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jpe", ".jp2", ".pgm", ".ppm"})
+# What cv2.imread decodes: the one list for matching annotations to images and for `detect predict`.
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
+                        ".pgm", ".ppm", ".pnm", ".sr", ".ras", ".exr", ".hdr", ".pic"})
 # Extensions stripped from a name hint before matching by stem ("000162.xml" is a labeller bug).
 _HINT_EXTS = IMAGE_EXTS | {".xml", ".gif"}
 

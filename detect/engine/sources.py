@@ -21,7 +21,8 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm", ".dib", ".jpe", ".sr", ".ras", ".exr", ".hdr", ".pic"}
+from detect.data.images import IMAGE_EXTS  # what cv2.imread decodes
+
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".3gp", ".gif", ".asf", ".mts"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
