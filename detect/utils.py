@@ -8,6 +8,17 @@ from pathlib import Path
 from typing import Callable, IO
 
 
+def _read_umask() -> int:
+    """The process umask, read once at import: reading it means setting it, and a umask of 0
+    for that moment would leak into files other threads create (the tune heartbeat's SQLite)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file atomically: ``write(f)`` fills a temporary file beside ``path``, which is
     fsynced and renamed over ``path``. A crash leaves the old file intact, never half a file."""
@@ -15,10 +26,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp creates 0600 files; give the result the usual umask-based mode instead.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600 files; give the usual umask-based mode
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
