@@ -190,7 +190,7 @@ def build_config_backbone(
     ``load_weights=False`` skips the ImageNet weights (a checkpoint is loaded next). With ImageNet
     weights, ``preprocess.mean``/``std`` are set to the values those weights expect (in place,
     with a warning when they differed), so the saved config and the model agree. ``cfg.bn ==
-    "sync"`` builds plain BatchNorm here: the caller converts the whole model, new layers too.
+    "sync"`` builds plain BatchNorm here: ``build_model`` converts the whole model, new layers too.
     """
     pretrained = cfg.pretrained if load_weights else "none"
     if pretrained == "imagenet":

@@ -24,9 +24,13 @@ def build_model(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = T
     if cfg.name == "ssd":
         from detect.models.ssd import build_ssd
 
-        return build_ssd(cfg, preprocess, load_weights=load_weights)
-    if cfg.name == "fast_rcnn":
+        model = build_ssd(cfg, preprocess, load_weights=load_weights)
+    elif cfg.name == "fast_rcnn":
         from detect.models.fast_rcnn import build_fast_rcnn
 
-        return build_fast_rcnn(cfg, preprocess, load_weights=load_weights)
-    raise ValueError(f"unknown model {cfg.name!r}; choose one of {MODELS}")
+        model = build_fast_rcnn(cfg, preprocess, load_weights=load_weights)
+    else:
+        raise ValueError(f"unknown model {cfg.name!r}; choose one of {MODELS}")
+    if cfg.bn == "sync":  # every BN, new layers too; falls back to plain BN outside DistributedDataParallel
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model

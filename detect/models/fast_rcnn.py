@@ -262,6 +262,4 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
         max_det=cfg.max_det,
         **ex,
     )
-    if cfg.bn == "sync":  # falls back to plain BN outside DistributedDataParallel
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model

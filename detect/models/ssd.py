@@ -216,6 +216,4 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         box_loss=cfg.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
         pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det,
     )
-    if cfg.bn == "sync":  # the new layers too; falls back to plain BN outside DistributedDataParallel
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return model
