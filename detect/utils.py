@@ -48,6 +48,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 def select_device(spec: str = "auto"):
     """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' or 'cuda:i'. A clear error when CUDA
     is asked for but absent."""

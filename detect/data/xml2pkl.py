@@ -28,7 +28,7 @@ from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import parse_file
 from detect.structures import Problem
-from detect.utils import atomic_write_text
+from detect.utils import atomic_write_text, cpu_count
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
@@ -125,13 +125,6 @@ def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
     return pack([parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs])
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def _mp_context():
     """``fork`` (workers start in milliseconds) unless torch is loaded: a process that may hold
     CUDA state or OpenMP threads is not safe to fork, so then ``forkserver`` (or ``spawn``)."""
@@ -149,7 +142,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
     tqdm bar on stderr for runs longer than a second."""
     from tqdm import tqdm
 
-    workers = workers if workers > 0 else _cpu_count()
+    workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
     try:
         if workers <= 1 or len(jobs) < SERIAL_BELOW:

@@ -28,6 +28,7 @@ import yaml
 
 from detect.config import ExperimentConfig
 from detect.engine.tune_space import SearchSpace, SpaceError, load_space
+from detect.utils import cpu_count
 from detect.engine.tune_worker import (
     WorkerJob,
     _raise_interrupt,
@@ -232,7 +233,7 @@ def plan_workers(device: str, workers: int) -> list[tuple[str, Optional[str], in
     GPUs (``auto`` with CUDA, ``cuda``, ``cuda:1`` or ``cuda:0,1``): worker i sees only GPU
     ``gpus[i % len(gpus)]`` and trains on ``cuda``; several workers share a GPU only when there
     are more workers than GPUs. CPU: each worker gets ``cores // workers`` threads."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     threads = max(1, cores // workers)
     gpus = _gpu_ids(device)
     if not gpus:
