@@ -119,16 +119,21 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def read_cache_header(path: str | os.PathLike) -> dict[str, Any]:
-    """The header of a complete, intact cache (the payload is checked, not unpickled).
-    Raises :class:`CacheError` (or OSError) like :func:`read_cache_data`."""
-    return _read(path)[0]
+def read_cache_parts(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
+    """The header of a complete, intact cache and its payload bytes, checked but not unpickled
+    (:func:`decode_payload` does that), in one read. Raises :class:`CacheError` (or OSError)
+    like :func:`read_cache_data`."""
+    return _read(path)
 
 
 def read_cache_data(path: str | os.PathLike) -> dict[str, Any]:
     """The validated payload of a cache file. Raises :class:`CacheError` (or OSError) for
     anything that is not a complete cache of the current schema; never returns half a cache."""
-    _, payload = _read(path)
+    return decode_payload(_read(path)[1], path)
+
+
+def decode_payload(payload: bytes, path: str | os.PathLike) -> dict[str, Any]:
+    """Unpickle (restricted) and check the payload bytes of the cache at ``path``."""
     try:
         data = safe_load_pickle(payload)
         _check_consistent(data)

@@ -23,7 +23,9 @@ from typing import Any, Optional, Sequence, TextIO
 
 import numpy as np
 
-from detect.data.cache import Cache, CacheError, problems_path, read_cache_data, read_cache_header, write_cache_data
+from detect.data.cache import (
+    Cache, CacheError, decode_payload, problems_path, read_cache_data, read_cache_parts, write_cache_data,
+)
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import parse_file
@@ -50,19 +52,21 @@ class BuildResult:
         summary: counts (files, records, boxes, classes, problems), problems per kind and
             the first few problems, as stored in the cache header.
         data, cache, problems: the cache's payload, as a :class:`Cache`, its problems
-            (loaded from the file on first use after an up-to-date run).
+            (unpickled on first use after an up-to-date run, from the bytes that run read).
     """
 
     def __init__(self, path: str, parsed: list[str], reused: int, up_to_date: bool, seconds: float,
-                 summary: dict[str, Any], data: Optional[dict[str, Any]] = None):
+                 summary: dict[str, Any], data: Optional[dict[str, Any]] = None, payload: Optional[bytes] = None):
         self.path, self.parsed, self.reused, self.up_to_date = path, parsed, reused, up_to_date
         self.seconds, self.summary = seconds, summary
+        self._payload = payload  # the up-to-date cache's checked payload bytes: no second read
         if data is not None:
             self.__dict__["data"] = data  # fills the cached_property
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        return read_cache_data(self.path)
+        payload, self._payload = self._payload, None
+        return decode_payload(payload, self.path) if payload is not None else read_cache_data(self.path)
 
     @cached_property
     def cache(self) -> Cache:
@@ -171,20 +175,21 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
 
 
 # -- the build ------------------------------------------------------------------------------
-def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dict[str, Any]], Optional[dict[str, Any]]]:
-    """``(header, None)`` when the cache at ``output`` is intact and its fingerprint matches
-    (nothing to do), else ``(None, payload or None)`` for an incremental or full rebuild."""
+def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dict[str, Any]], Optional[bytes], Optional[dict[str, Any]]]:
+    """One read of the cache at ``output``: ``(header, payload bytes, None)`` when it is intact
+    and its fingerprint matches (nothing to do; the bytes are unpickled only if asked for), else
+    ``(None, None, old payload or None)`` for an incremental or full rebuild."""
     if not output.exists():
-        return None, None
+        return None, None, None
     try:
-        header = read_cache_header(output)
+        header, payload = read_cache_parts(output)
         if header.get("fingerprint") == fingerprint and isinstance(header.get("summary"), dict) and problems_path(output).exists():
-            return header, None
-        return None, read_cache_data(output)
+            return header, payload, None
+        return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:
         reason = str(e).split("; rebuild it with")[0]
         print(f"xml2pkl: previous cache unusable, rebuilding: {reason}", file=log)
-        return None, None
+        return None, None, None
 
 
 def image_columns(index: ImageIndex) -> dict[str, Any]:
@@ -313,9 +318,9 @@ def build_cache(
 
     image_cols = image_columns(index)
     fp = fingerprint(options, select, rels, sizes, mtimes, image_cols)
-    header, old = _load_old(output, fp, log or sys.stderr)
+    header, payload, old = _load_old(output, fp, log or sys.stderr)
     if header is not None:
-        return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"])
+        return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"], payload=payload)
     if old is not None and old["options"] != options:
         old = None  # other folders: no row can be trusted
     same_images = old is not None and _same_images(old, image_cols)
