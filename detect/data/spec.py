@@ -190,6 +190,11 @@ def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: 
     return result.cache
 
 
+def is_cache_path(data: str | Path) -> bool:
+    """Whether ``--data`` names an annotation cache (one split) rather than a YAML or folder."""
+    return Path(data).suffix.lower() in (".pkl", ".pickle")
+
+
 def resolve_data(data: str | os.PathLike, split: Optional[str] = "train", *, workers: int = 0,
                  progress: bool = False, log: TextIO = sys.stderr) -> Cache:
     """``--data`` -> :class:`Cache`.
@@ -209,7 +214,7 @@ def resolve_data(data: str | os.PathLike, split: Optional[str] = "train", *, wor
         if not p.is_file():
             raise DatasetError(f"dataset YAML {p} does not exist")
         return resolve_spec(load_spec(p), split, workers=workers, progress=progress, log=log)
-    if p.suffix.lower() in (".pkl", ".pickle"):
+    if is_cache_path(p):
         if not p.is_file():
             raise DatasetError(f"cache {p} does not exist; build it with `detect xml2pkl`")
         return load_cache(p)
