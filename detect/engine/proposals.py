@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, read_proposal_cache
+from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
 from detect.models.proposals import MODES, proposal_recall, selective_search
 from detect.utils import atomic_write
 
@@ -110,10 +110,9 @@ def build_proposal_cache(
         try:
             prev = read_proposal_cache(output)
             if prev["method"] == method:
-                start = prev["box_start"]
+                boxes = proposal_set_from_cache(prev).boxes
                 for i, img in enumerate(prev["images"]):
-                    old[img] = ((int(prev["size"][i]), int(prev["mtime_ns"][i])),
-                                prev["boxes"][int(start[i]) : int(start[i + 1])], float(prev["seconds"][i]))
+                    old[img] = ((int(prev["size"][i]), int(prev["mtime_ns"][i])), boxes[img], float(prev["seconds"][i]))
         except (ProposalFileError, OSError) as e:
             print(f"warning: {e}; rebuilding it", file=sys.stderr)
 
@@ -171,18 +170,16 @@ def build_proposal_cache(
 
 def recall_table(data: dict[str, Any], records: list, tops: tuple[int, ...] = TOPS, ious: tuple[float, ...] = IOUS) -> str:
     """Recall of the ground truth (difficult boxes excluded) by each image's best proposals."""
-    start = data["box_start"]
-    index = {img: i for i, img in enumerate(data["images"])}
+    boxes = proposal_set_from_cache(data).boxes
     props, gts = [], []
     for r in records:
-        i = index.get(r.image)
-        if i is None:
+        if r.image not in boxes:
             continue
-        props.append(data["boxes"][int(start[i]) : int(start[i + 1])])
+        props.append(boxes[r.image])
         keep = ~np.asarray(r.difficult, bool).reshape(-1) if len(r.difficult) == len(r.boxes) else slice(None)
         gts.append(np.asarray(r.boxes, np.float32).reshape(-1, 4)[keep])
     rec = proposal_recall(props, gts, tops, ious)
-    n_props = np.diff(start)
+    n_props = np.diff(data["box_start"])
     lines = [f"proposals per image: mean {n_props.mean() if len(n_props) else 0:.0f}, "
              f"min {n_props.min() if len(n_props) else 0}, max {n_props.max() if len(n_props) else 0}; "
              f"ground-truth boxes: {sum(len(g) for g in gts)}",
