@@ -63,11 +63,13 @@ def train_one_epoch(
     log_every: int = 20,
     progress: Optional[Callable[[int], Any]] = None,
     warn: Callable[[str], None] = print,
+    on_step: Optional[Callable[[int], bool]] = None,
 ) -> EpochStats:
     """Train ``model`` (possibly DDP-wrapped ``bare``) for one pass over ``loader``.
 
     ``progress(total_steps)`` returns a tqdm-like bar (``update``, ``set_postfix``, ``close``)
-    or None. Returns :class:`EpochStats`.
+    or None. ``on_step(steps_done)`` is called after every step; True ends the epoch there (the
+    time budget; under DDP the caller must make every rank agree). Returns :class:`EpochStats`.
     """
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -131,6 +133,8 @@ def train_one_epoch(
                     bar.set_postfix(loss=f"{means[0]:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
                                     img_s=f"{images_log / max(now - t_log, 1e-9):.0f}", refresh=False)
                 t_log, images_log = now, 0
+            if on_step is not None and on_step(i + 1):
+                break
     finally:
         if bar is not None:
             bar.close()

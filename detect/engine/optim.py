@@ -125,19 +125,39 @@ def lr_factor(
     return decay
 
 
+class LRSchedule:
+    """The per-iteration factor of :func:`lr_factor` for a run of ``epochs`` epochs, as a callable
+    object so that ``LambdaLR.state_dict()`` saves its plan (a resumed run continues the same
+    curve) and :meth:`replan` can stretch or shrink the run while it trains (``--time``: the
+    number of epochs is estimated from the measured speed). Warmup is fixed in iterations, so
+    a re-plan after the first steps leaves the steps already taken on the same curve.
+    """
+
+    def __init__(self, cfg: TrainConfig, iters_per_epoch: int, final: float = 0.01, epochs: int | None = None):
+        self.scheduler, self.gamma, self.final = cfg.scheduler, cfg.gamma, final
+        self.milestone_spec = [float(m) for m in cfg.milestones]
+        self.iters_per_epoch = max(1, int(iters_per_epoch))
+        self.warmup_epochs = float(cfg.warmup_epochs)
+        self.replan(cfg.epochs if epochs is None else epochs)
+        lr_factor(0, self.total, self.warmup, self.scheduler)  # validate the scheduler name now
+
+    def replan(self, epochs: int) -> None:
+        """Make the run ``epochs`` epochs long (milestones given as fractions move with it)."""
+        self.epochs = max(1, int(epochs))
+        self.total = self.epochs * self.iters_per_epoch
+        self.warmup = min(self.total - 1, max(0, round(self.warmup_epochs * self.iters_per_epoch)))
+        self.milestones = [round((m * self.epochs if m <= 1 else m) * self.iters_per_epoch) for m in self.milestone_spec]
+
+    def __call__(self, it: int) -> float:
+        return lr_factor(it, self.total, self.warmup, self.scheduler, self.milestones, self.gamma, self.final)
+
+
 def build_scheduler(
-    opt: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int, final: float = 0.01
+    opt: torch.optim.Optimizer, cfg: TrainConfig, iters_per_epoch: int, final: float = 0.01, epochs: int | None = None
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-iteration ``LambdaLR`` over ``cfg.epochs * iters_per_epoch`` iterations.
+    """Per-iteration ``LambdaLR`` over ``epochs`` (default ``cfg.epochs``) x ``iters_per_epoch``
+    iterations; its ``lr_lambdas[0]`` is the :class:`LRSchedule` (``replan`` changes the length).
 
     ``cfg.milestones`` are fractions of the run when <= 1 (0.67 = two thirds), else epochs.
     """
-    total = max(1, cfg.epochs * iters_per_epoch)
-    warmup = min(total - 1, max(0, round(cfg.warmup_epochs * iters_per_epoch)))
-    milestones = [round((m * cfg.epochs if m <= 1 else m) * iters_per_epoch) for m in cfg.milestones]
-
-    def factor(it: int) -> float:
-        return lr_factor(it, total, warmup, cfg.scheduler, milestones, cfg.gamma, final)
-
-    factor(0)  # validate the scheduler name now, not at the first step
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(cfg, iters_per_epoch, final, epochs))
