@@ -62,8 +62,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bn", choices=["frozen", "train", "sync"])
     p.add_argument("--conv-head", action=argparse.BooleanOptionalAction, default=None,
                    help="EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map")
+    p.add_argument("--freeze-stride", type=int, help="backbone stages up to this output stride stay fixed (0: none)")
+    p.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,
+                   help="image-level context logits added to every box's class logits")
+    p.add_argument("--context-loss", type=float, help="weight of the image-level class loss on the context logits")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--time", type=float, help="wall-clock budget in minutes: epochs and schedule are planned to fit it")
     p.add_argument("--batch", type=int)
     p.add_argument("--optimizer", choices=["sgd", "adamw"])
     p.add_argument("--lr", type=float)
@@ -81,6 +86,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-epochs", type=float)
     p.add_argument("--clip-grad", type=float, help="max gradient norm (0: no clipping)")
     p.add_argument("--augment", type=float, help="train augmentation strength (0: none)")
+    p.add_argument("--balance", type=float, help="class-balanced sampling power (0: off, 0.5: square root)")
     p.add_argument("--eval-every", type=int, help="evaluate on the val split every N epochs (and at the end)")
     p.add_argument("--ema", action=argparse.BooleanOptionalAction, default=None, help="EMA of the weights")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision on CUDA")

@@ -392,3 +392,52 @@ def test_batched_loss_equals_per_image_reference():
     want = _reference_multibox_loss(logits, reg, anchors, targets, coder)
     for k in ("loss_box", "loss_cls"):
         assert torch.isfinite(got[k]) and torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6), (k, got[k], want[k])
+
+
+# ------------------------------------------------------------------ image-level context
+
+
+def test_context_starts_neutral_learns_from_the_image_loss_and_exports_in_head_outputs():
+    plain, ctx = tiny_ssd(), tiny_ssd(context=True, context_loss=1.0)
+    ctx.load_state_dict({**ctx.state_dict(), **plain.state_dict()})  # same weights; context is zero-initialised
+    imgs = render(targets_for(2))
+    plain.eval(), ctx.eval()
+    with torch.no_grad():
+        a, b = plain.head_outputs(imgs), ctx.head_outputs(imgs)
+    torch.testing.assert_close(a[0], b[0])  # zero context: the same logits
+    ctx.train()
+    losses = ctx(imgs, targets_for(2))
+    assert set(losses) == {"loss_box", "loss_cls", "loss_context"}
+    assert losses["loss_context"].item() == pytest.approx(math.log(2), rel=1e-4)  # BCE of zero logits
+    sum(losses.values()).backward()
+    assert ctx.context.weight.grad.abs().sum() > 0
+    # a trained context vector shifts every box of an image by the same logits
+    ctx.eval()
+    with torch.no_grad():
+        base = ctx.head_outputs(imgs)[0]
+        ctx.context.bias[2] = 5.0
+        shifted = ctx.head_outputs(imgs)[0]
+    torch.testing.assert_close(shifted - base, torch.zeros_like(base).index_fill_(-1, torch.tensor([2]), 5.0))
+
+
+def test_image_label_loss_targets_the_classes_present():
+    from detect.models.ssd_loss import image_label_loss
+
+    logits = torch.tensor([[10.0, -10.0, -10.0], [-10.0, -10.0, -10.0]])
+    targets = [{"labels": torch.tensor([0, 0])}, {"labels": torch.zeros(0, dtype=torch.int64)}]
+    assert image_label_loss(logits, targets).item() < 1e-3  # right on both (the empty image: nothing present)
+    assert image_label_loss(-logits, targets).item() > 3
+
+
+def test_frozen_stages_get_no_gradient_and_keep_bn_in_eval():
+    m = tiny_ssd(freeze_stride=8)
+    bb = m.backbone
+    assert 0 < bb.frozen_stages < len(bb.stages) - 1
+    assert all(s <= 8 for s in bb.stage_strides[: bb.frozen_stages]) and bb.stage_strides[bb.frozen_stages] > 8
+    m.train()
+    assert not any(mod.training for stage in bb.stages[: bb.frozen_stages] for mod in stage.modules())
+    assert bb.stages[bb.frozen_stages].training
+    sum(m(render(targets_for(2)), targets_for(2)).values()).backward()
+    frozen = [p for p in bb.stages[: bb.frozen_stages].parameters()]
+    assert frozen and all(p.grad is None for p in frozen)
+    assert any(p.grad is not None for p in bb.stages[bb.frozen_stages].parameters())

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import yaml
@@ -315,3 +317,26 @@ def test_resume_repeats_uninterrupted_run_with_real_ssd_and_data(shelves, tmp_pa
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     _assert_same_state(a["model"], b["model"], atol=1e-6)
     _assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
+
+
+def test_repeat_factors_balance_classes_and_the_sampler_keeps_epoch_length():
+    from detect.engine.loader import repeat_factors
+
+    # class 0 in 8 images, class 1 in 2, image 9 holds both, image 10 has no boxes
+    labels = [np.array([0])] * 8 + [np.array([1]), np.array([0, 1]), np.array([], np.int64)]
+    r = repeat_factors(labels, power=1.0)
+    f0, f1 = 9 / 11, 2 / 11
+    assert r[:8] == pytest.approx([1.0] * 8) and r[8] == pytest.approx(f0 / f1) and r[9] == pytest.approx(f0 / f1)
+    assert r[10] == 1.0
+    assert repeat_factors(labels, power=0.5)[8] == pytest.approx((f0 / f1) ** 0.5)
+    s = EpochShardSampler(11, seed=1, repeat=r)
+    assert len(s) == round(r.sum())
+    counts = np.zeros(11)
+    for epoch in range(50):
+        s.set_epoch(epoch)
+        got = [i for _, i in s]
+        assert len(got) == len(s)
+        counts += np.bincount(got, minlength=11)
+    assert counts[8] / 50 == pytest.approx(r[8], rel=0.15) and counts[0] / 50 == pytest.approx(1.0, rel=0.15)
+    with pytest.raises(ValueError, match=">= 1"):
+        EpochShardSampler(2, repeat=np.array([1.0, 0.5]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -43,12 +43,23 @@ def seed_everything(seed: int) -> None:
 class EpochShardSampler(Sampler):
     """Yields ``(epoch, index)`` pairs: a ``(seed, epoch)``-seeded permutation of ``range(n)``
     (or ``range(n)`` without shuffle), padded to a multiple of ``world`` like
-    ``DistributedSampler``, of which this rank takes every ``world``-th element."""
+    ``DistributedSampler``, of which this rank takes every ``world``-th element.
 
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1):
+    With ``repeat`` (float[n], each >= 1; see :func:`repeat_factors`) an epoch holds image ``i``
+    ``floor(repeat[i])`` times plus once more with probability ``frac(repeat[i])`` (seeded by
+    ``(seed, epoch)``), then is cut or padded to ``round(repeat.sum())`` so every epoch has the
+    same length (LVIS's repeat factor sampling).
+    """
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world: int = 1,
+                 repeat: Optional[np.ndarray] = None):
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, seed, rank, world
         self.epoch = 0
-        self.per_rank = math.ceil(n / world)
+        self.repeat = None if repeat is None else np.asarray(repeat, np.float64).reshape(n)
+        if self.repeat is not None and not (self.repeat >= 1).all():
+            raise ValueError("repeat factors must be >= 1")
+        self.length = n if self.repeat is None else int(round(float(self.repeat.sum())))
+        self.per_rank = math.ceil(self.length / world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -56,16 +67,51 @@ class EpochShardSampler(Sampler):
     def __len__(self) -> int:
         return self.per_rank
 
+    def _indices(self, g: torch.Generator) -> list[int]:
+        if self.repeat is None:
+            return list(range(self.n))
+        base = np.floor(self.repeat)
+        extra = torch.rand(self.n, generator=g, dtype=torch.float64).numpy() < (self.repeat - base)
+        idx = np.repeat(np.arange(self.n), (base + extra).astype(np.int64))
+        return (idx.tolist() * 2)[: self.length] if len(idx) < self.length else idx[: self.length].tolist()
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        order = self._indices(g)
         if self.shuffle:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        pad = self.per_rank * self.world - self.n
-        order += (order * (pad // max(1, self.n) + 1))[:pad]
+            order = [order[i] for i in torch.randperm(len(order), generator=g).tolist()]
+        pad = self.per_rank * self.world - len(order)
+        order += (order * (pad // max(1, len(order)) + 1))[:pad]
         for i in order[self.rank :: self.world]:
             yield self.epoch, i
+
+
+def repeat_factors(image_labels: Sequence[np.ndarray], power: float = 0.5) -> np.ndarray:
+    """Per-image repeat factors that balance classes (repeat factor sampling, Gupta et al., LVIS
+    2019, with the threshold set by the data): class ``c`` in a fraction ``f_c`` of the images
+    gets ``r_c = max(1, (f_max / f_c) ** power)``, where ``f_max`` is the most frequent class's
+    fraction; an image repeats as often as its rarest class asks, ``r_i = max_c r_c`` (1 for an
+    image without boxes). ``power`` 0.5 (square root) halves the imbalance in log scale, 1 removes
+    it in expectation.
+
+    Args:
+        image_labels: per image, int[G] class indices of its boxes.
+
+    Returns:
+        float64[n] factors, each >= 1.
+    """
+    n = len(image_labels)
+    present = [np.unique(np.asarray(l, np.int64).reshape(-1)) for l in image_labels]
+    k = 1 + max((int(p.max()) for p in present if p.size), default=-1)
+    if n == 0 or k == 0:
+        return np.ones(n)
+    freq = np.zeros(k)
+    for p in present:
+        freq[p] += 1
+    freq /= n
+    f_max = freq.max()
+    r_class = np.where(freq > 0, np.maximum(1.0, (f_max / np.maximum(freq, 1e-12)) ** power), 1.0)
+    return np.array([r_class[p].max() if p.size else 1.0 for p in present])
 
 
 class SeededDataset(Dataset):
@@ -98,14 +144,16 @@ def worker_init_fn(worker_id: int) -> None:
 
 
 def train_loader(
-    dataset: Any, batch: int, collate: Callable, info: DistInfo, seed: int, workers: int, device: torch.device
+    dataset: Any, batch: int, collate: Callable, info: DistInfo, seed: int, workers: int, device: torch.device,
+    repeat: Optional[np.ndarray] = None,
 ) -> tuple[DataLoader, EpochShardSampler]:
-    """Loader of this rank's shard, ``batch`` images per step (the global batch / world size).
+    """Loader of this rank's shard, ``batch`` images per step (the global batch / world size);
+    ``repeat``: per-image repeat factors (see :class:`EpochShardSampler`).
 
     Drops the last incomplete batch when the shard holds at least one full batch, so every
     step has the same size (and DDP matches one process with the global batch).
     """
-    sampler = EpochShardSampler(len(dataset), True, seed, info.rank, info.world_size)
+    sampler = EpochShardSampler(len(dataset), True, seed, info.rank, info.world_size, repeat)
     g = torch.Generator().manual_seed(mix_seed(seed, info.rank, 1))
     loader = DataLoader(
         SeededDataset(dataset, seed),

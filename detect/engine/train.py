@@ -26,6 +26,7 @@ import torch
 from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
+from detect.engine.budget import TimeBudget
 from detect.engine.checkpoint import (
     CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
 )
@@ -132,9 +133,11 @@ def train(
     counts from 1, ``row`` is its CSV row: losses, val metrics); returning True stops training
     there (``detect tune``'s pruner uses it).
     """
+    started = time.perf_counter()  # a --time budget counts from here: data and model building are inside it
     info, device = D.setup(cfg.train.device)
     try:
-        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval, on_epoch_end)
+        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval,
+                      on_epoch_end, started)
     finally:
         D.cleanup()
 
@@ -142,8 +145,10 @@ def train(
 def _train(
     cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
     data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
+    started: Optional[float] = None,
 ) -> dict[str, Any]:
     t = cfg.train
+    started = time.perf_counter() if started is None else started
     if device.type == "cpu":
         keep_heap_for_training()  # about 2x faster CPU steps; see detect/engine/cpu_alloc.py
     out = Path(t.out)
@@ -170,7 +175,7 @@ def _train(
     if cfg.model.fit_anchors and cfg.model.anchor_sizes is None:
         _fit_anchors(cfg, data, log)
     bare = model_fn(cfg).to(device)
-    channels_last = t.channels_last and device.type == "cuda"
+    channels_last = t.channels_last
     if channels_last:
         bare = bare.to(memory_format=torch.channels_last)
     model = D.wrap_model(bare, info, device, cfg.model.bn)
@@ -178,7 +183,8 @@ def _train(
     ema = ModelEMA(bare, t.ema_decay) if t.ema else None
 
     per_rank = t.batch // info.world_size
-    loader, sampler = train_loader(data.train, per_rank, data.collate, info, t.seed, data_workers(cfg), device)
+    repeat = _class_balance(data.train, cfg.data.balance, log)
+    loader, sampler = train_loader(data.train, per_rank, data.collate, info, t.seed, data_workers(cfg), device, repeat)
     if len(loader) == 0:
         raise UsageError(f"the training split has {len(data.train)} images, too few for one batch")
     val_loader = eval_loader(data.val, per_rank, data.collate, data_workers(cfg), device) if data.val is not None and info.is_main else None
@@ -191,6 +197,13 @@ def _train(
     if ckpt is not None:
         start, best_map, best_epoch, rows = _restore(ckpt, bare, ema, optimizer, scheduler, scaler, info, log)
         log.print(f"resuming {last_pt} at epoch {start + 1}/{t.epochs}")
+    plan = scheduler.lr_lambdas[0]  # LRSchedule: the run's length in epochs, re-planned under --time
+    if not t.time:
+        plan.replan(t.epochs)  # a resumed run may be extended with --epochs
+    budget = None
+    if t.time:
+        spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
+        budget = TimeBudget(t.time, started, len(loader), len(val_loader) if val_loader is not None else 0, spent)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
@@ -200,20 +213,30 @@ def _train(
 
     bar = _progress_factory(progress and info.is_main)
     totals = {"skipped": 0, "nonfinite_loss": 0}
-    for epoch in range(start, t.epochs):
+    time_spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
+    epoch = start
+    while epoch < plan.epochs:
         sampler.set_epoch(epoch)
         t0 = time.perf_counter()
+        on_step = _budget_hook(budget, plan, epoch, info, log) if budget is not None else None
+        if budget is not None:
+            budget.epoch_started(t0)
         stats = train_one_epoch(
             model, bare, optimizer, scheduler, scaler, ema, loader, device, info,
             amp=amp, clip_grad=t.clip_grad, channels_last=channels_last, log_every=max(1, t.log_every),
-            progress=(lambda n, e=epoch: bar(n, f"epoch {e + 1}/{t.epochs}")) if bar else None,
-            warn=lambda m: log.print(m, err=True),
+            progress=(lambda n, e=epoch: bar(n, f"epoch {e + 1}/{plan.epochs}")) if bar else None,
+            warn=lambda m: log.print(m, err=True), on_step=on_step,
         )
+        cut = stats.steps < len(loader)  # the time budget ended this epoch early: it is the last
+        last_epoch = cut or epoch + 1 >= plan.epochs
+        if budget is not None and not last_epoch and not D.broadcast_object(budget.another_epoch_fits(), info):
+            last_epoch = True  # this epoch's evaluation closes the run
         row: dict[str, Any] = {"epoch": epoch + 1, "lr": stats.lr}
         row.update({f"train_{k}": v for k, v in stats.losses.items()})
         row.update(skipped=stats.skipped, nonfinite_loss=stats.nonfinite_loss)
         metrics: dict[str, Any] = {}
-        if val_loader is not None and ((epoch + 1) % max(1, t.eval_every) == 0 or epoch + 1 == t.epochs):
+        t_eval = time.perf_counter()
+        if val_loader is not None and ((epoch + 1) % max(1, t.eval_every) == 0 or last_epoch):
             metrics = eval_fn(ema.module if ema else bare, val_loader, data.classes, device, cfg.model.max_det)
             row.update({k: float(metrics[k]) for k in METRIC_KEYS if k in metrics})
         row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s)
@@ -224,18 +247,33 @@ def _train(
         improved = _finite(row.get("voc_ap50")) and not (row["voc_ap50"] <= best_map)
         if improved:
             best_map, best_epoch = row["voc_ap50"], epoch + 1
+        if last_epoch:  # what the run really did, for the saved config and a --resume
+            plan.replan(epoch + 1)
+            t.epochs = epoch + 1
+        elif budget is not None:
+            t.epochs = plan.epochs
         rngs = D.all_gather_object(rng_state(), info)
+        time_spent += time.perf_counter() - t0
         if info.is_main:
             state = _state(cfg, data.classes, bare, ema, optimizer, scheduler, scaler, epoch + 1, best_map, best_epoch, rows, rngs)
+            state["time_spent"] = time_spent
             save_checkpoint(last_pt, **state)
             if improved:
                 save_checkpoint(best_pt, **inference_state(state))
             log.epoch(rows)
-            log.print(format_row(row, t.epochs))
+            log.print(format_row(row, plan.epochs))
+        if budget is not None and not last_epoch:
+            budget.eval_done(time.perf_counter() - t_eval)
+            budget.epoch_done(time.perf_counter() - t0)
+            _replan(budget, plan, epoch + 1, info, log)
+            t.epochs = plan.epochs
         stop = bool(on_epoch_end(epoch + 1, dict(row))) if on_epoch_end is not None and info.is_main else False
         D.barrier(info)
         if D.broadcast_object(stop, info):
             log.print(f"stopped after epoch {epoch + 1}: on_epoch_end asked to")
+            break
+        epoch += 1
+        if last_epoch:
             break
 
     plot = log.close()
@@ -248,6 +286,51 @@ def _train(
         log.print(f"done: {len(rows)} epochs in {out}; best voc_ap50 {best_map:.4f} (epoch {best_epoch})"
                   if best_epoch else f"done: {len(rows)} epochs in {out} (no validation, no best.pt)")
     return result
+
+
+def _budget_hook(budget: TimeBudget, plan: Any, epoch: int, info: D.DistInfo, log: RunLog) -> Callable[[int], bool]:
+    """The per-step callback of a ``--time`` run: time the steps, plan the run's epochs once the
+    first steps are timed, and end the epoch when only the closing evaluation still fits (every
+    rank decides alike: rank 0's clock is broadcast under DDP)."""
+    state = {"planned": epoch > 0}
+
+    def on_step(steps_done: int) -> bool:
+        budget.step_done()
+        if not state["planned"] and budget.ready:
+            state["planned"] = True
+            before = plan.epochs
+            plan.replan(D.broadcast_object(budget.plan(epoch, steps_done), info))
+            log.print(f"time budget {budget.seconds / 60:g} min: {budget.step_s:.3f} s/step measured, "
+                      f"{plan.epochs} epochs planned" + (f" (was {before})" if before != plan.epochs else ""))
+        stop = budget.must_stop()
+        return bool(D.broadcast_object(stop, info)) if info.distributed else stop
+
+    return on_step
+
+
+def _replan(budget: TimeBudget, plan: Any, epochs_done: int, info: D.DistInfo, log: RunLog) -> None:
+    """At an epoch end: fit the plan to the measured epoch cost (grow or shrink in the first
+    half of the run, only shrink later)."""
+    fits = D.broadcast_object(budget.plan(epochs_done), info)
+    new = fits if epochs_done <= plan.epochs / 2 else min(fits, plan.epochs)
+    new = max(new, epochs_done + 1)  # another epoch fits (checked before this epoch's evaluation)
+    if new != plan.epochs:
+        log.print(f"time budget: {new} epochs now planned (was {plan.epochs}; {budget.epoch_s:.0f} s per epoch measured)")
+        plan.replan(new)
+
+
+def _class_balance(dataset: Any, power: float, log: RunLog) -> Optional[Any]:
+    """Repeat factors for class-balanced sampling (``data.balance`` > 0), or None."""
+    records = getattr(dataset, "records", None)
+    if not power or not records:
+        return None
+    from detect.engine.loader import repeat_factors
+
+    repeat = repeat_factors([r.labels for r in records], power)
+    if repeat.max() > 1:
+        log.print(f"class-balanced sampling (power {power:g}): {int((repeat > 1).sum())} of {len(repeat)} images "
+                  f"repeated (up to {repeat.max():.2f}x), {round(float(repeat.sum()))} images per epoch")
+    return repeat
 
 
 def _fit_anchors(cfg: ExperimentConfig, data: TrainData, log: RunLog) -> None:
@@ -317,12 +400,12 @@ def _progress_factory(enabled: bool) -> Optional[Callable[[int, str], Any]]:
 # ------------------------------------------------------------------------------ detect train
 
 _CLI = {  # argparse dest -> (config section, field)
-    "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"),
+    "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"), "balance": ("data", "balance"),
     "model": ("model", "name"), "backbone": ("model", "backbone"), "pretrained": ("model", "pretrained"),
     "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
-    "conv_head": ("model", "conv_head"),
+    "conv_head": ("model", "conv_head"), "freeze_stride": ("model", "freeze_stride"), "context": ("model", "context"), "context_loss": ("model", "context_loss"),
     "imgsz": ("preprocess", "imgsz"),
-    **{k: ("train", k) for k in ("epochs", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
+    **{k: ("train", k) for k in ("epochs", "time", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
                                  "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
                                  "channels_last")},
 }

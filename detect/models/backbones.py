@@ -113,9 +113,28 @@ class Backbone(nn.Module):
         if taps != sorted(taps):
             raise ValueError(f"out_strides must increase, got {list(out_strides)}")
         self.stages = nn.ModuleList(stages[: taps[-1] + 1])  # drop unused tail layers (DDP: no unused params)
+        self.stage_strides = strides[: taps[-1] + 1]
+        self.frozen_stages = 0  # the first stages, kept fixed (see freeze)
         self.taps = taps
         self.strides = [strides[i] for i in taps]
         self.channels = [channels[i] for i in taps]
+
+    def freeze(self, max_stride: int) -> "Backbone":
+        """Keep every stage whose output stride is at most ``max_stride`` fixed: no gradients
+        (no backward pass through them at all, the cheapest part of a CPU step to drop: the
+        high-resolution early layers) and BatchNorm in eval mode. 0 freezes nothing."""
+        n = sum(1 for s in self.stage_strides if s <= max_stride) if max_stride > 0 else 0
+        n = min(n, len(self.stages) - 1)  # the last stage always trains
+        for i, stage in enumerate(self.stages):
+            stage.requires_grad_(i >= n)
+        self.frozen_stages = n
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Backbone":
+        super().train(mode)
+        for stage in self.stages[: self.frozen_stages]:
+            stage.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = []
@@ -203,10 +222,11 @@ def build_config_backbone(
                 stacklevel=3,
             )
         preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
-    return build_backbone(
+    backbone = build_backbone(
         cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
         bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=out_strides, conv_head=cfg.conv_head,
     )
+    return backbone.freeze(cfg.freeze_stride)
 
 
 # ---------------------------------------------------------------- EfficientNet-Lite

@@ -97,6 +97,8 @@ class FastRCNN(nn.Module):
         ss_resize: int = 500,
         rpn_anchor_fractions: Optional[Sequence[float]] = None,
         rpn_aspect_ratios: Optional[Sequence[float]] = None,
+        semantic: bool = False,
+        context: bool = False,
     ) -> None:
         super().__init__()
         if proposals not in PROPOSAL_SOURCES:
@@ -133,7 +135,21 @@ class FastRCNN(nn.Module):
         else:
             self.roi_pool = RoIAlign((roi_size, roi_size), spatial_scale=scale, sampling_ratio=2, aligned=True)
         self.box_head: nn.Module = TwoFCHead(c, roi_size, fc_dim) if head == "fc" else ConvHead(c, min(fc_dim, 256))
-        self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes)
+        # The deepest backbone map (stride 32: with EfficientNet-Lite's conv head, the 1280
+        # channels its ImageNet classifier reads): pooled per RoI ("semantic") it joins the
+        # classifier's input; pooled over the whole image ("context") it adds one logit vector
+        # per image to all of that image's RoIs.
+        self.semantic_index = len(strides) - 1 if (semantic or context) else -1
+        if (semantic or context) and self.semantic_index == self.feature_index:
+            raise ValueError("semantic/context features need a backbone map coarser than feature_stride")
+        c_sem = channels[self.semantic_index] if self.semantic_index >= 0 else 0
+        s_sem = strides[self.semantic_index] if self.semantic_index >= 0 else 1
+        self.semantic_pool = RoIAlign((2, 2), spatial_scale=1.0 / s_sem, sampling_ratio=2, aligned=True) if semantic else None
+        self.context = nn.Linear(c_sem, num_classes + 1) if context else None
+        if self.context is not None:
+            nn.init.zeros_(self.context.weight)
+            nn.init.zeros_(self.context.bias)
+        self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
         self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
         self.num_classes = num_classes
         self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou = rois_per_image, fg_fraction, fg_iou, tuple(bg_iou)
@@ -152,7 +168,7 @@ class FastRCNN(nn.Module):
         if self.training and targets is None:
             raise ValueError("training needs targets (list of dicts with 'boxes' and 'labels')")
         size = (int(images.shape[-2]), int(images.shape[-1]))
-        feature = self._feature(images)  # (B, C, S/stride, S/stride)
+        feature, semantic = self._feature(images)  # (B, C, S/stride, S/stride), (B, C32, S/32, S/32) or None
         losses: dict[str, Tensor] = {}
         if self.rpn is not None and proposals is None:
             props, losses = run_rpn(self.rpn, images, feature, targets if self.training else None)
@@ -160,15 +176,17 @@ class FastRCNN(nn.Module):
             props = self._given_proposals(images, targets, proposals)
         props = [self._clean(p.detach().to(feature.device, torch.float32), size) for p in props]
         if self.training:
-            losses.update(self._train_head(feature, props, targets))
+            losses.update(self._train_head(feature, semantic, props, targets))
             return losses
-        return self._detect(feature, props, size)
+        return self._detect(feature, semantic, props, size)
 
-    def _feature(self, images: Tensor) -> Tensor:
+    def _feature(self, images: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        """The RoI map (reduced) and, with semantic/context features, the deepest map."""
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
         feats = self.backbone(x)
         feats = list(feats.values()) if isinstance(feats, dict) else list(feats)
-        return self.reduce(feats[self.feature_index])
+        semantic = feats[self.semantic_index] if self.semantic_index >= 0 else None
+        return self.reduce(feats[self.feature_index]), semantic
 
     def _given_proposals(self, images: Tensor, targets: Optional[list[dict[str, Tensor]]], proposals: Optional[list[Tensor]]) -> list[Tensor]:
         """Proposals passed in, else the targets' ``proposals``, else (selective search only,
@@ -195,12 +213,22 @@ class FastRCNN(nn.Module):
         boxes = clip_boxes_to_image(boxes, size)
         return boxes[remove_small_boxes(boxes, 1e-2)]
 
-    def _heads(self, feature: Tensor, rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _heads(self, feature: Tensor, semantic: Optional[Tensor], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
         # pool in float32: box coordinates in fp16 would be off by up to 0.25 px past 256
-        pooled = self.roi_pool(feature.float(), [r.float() for r in rois]).to(feature.dtype)  # (sum R_i, C, roi, roi)
-        return self.predictor(self.box_head(pooled))
+        rois = [r.float() for r in rois]
+        pooled = self.roi_pool(feature.float(), rois).to(feature.dtype)  # (sum R_i, C, roi, roi)
+        sem = None
+        if self.semantic_pool is not None:
+            sem = self.semantic_pool(semantic.float(), rois).to(feature.dtype).mean((2, 3))  # (sum R_i, C32, 2, 2) -> (sum R_i, C32)
+        logits, boxes = self.predictor(self.box_head(pooled), sem)
+        if self.context is not None:
+            ctx = self.context(semantic.mean((2, 3)))  # (B, C32, h, w) -> (B, K+1)
+            counts = torch.tensor([len(r) for r in rois], device=ctx.device)
+            logits = logits + ctx.repeat_interleave(counts, dim=0)  # each RoI gets its image's row
+        return logits, boxes
 
-    def _train_head(self, feature: Tensor, props: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def _train_head(self, feature: Tensor, semantic: Optional[Tensor], props: list[Tensor],
+                    targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         rois, labels, matched = [], [], []
         for p, t in zip(props, targets):
             gt = t["boxes"].to(feature.device, torch.float32).reshape(-1, 4)
@@ -212,11 +240,11 @@ class FastRCNN(nn.Module):
             labels.append(lab)
             matched.append(m)
         box_targets = torch.cat(self.box_coder.encode(matched, rois)) if sum(len(r) for r in rois) else feature.new_zeros(0, 4)
-        logits, regression = self._heads(feature, rois)
+        logits, regression = self._heads(feature, semantic, rois)
         return fast_rcnn_loss(logits, regression, torch.cat(labels), box_targets)
 
-    def _detect(self, feature: Tensor, props: list[Tensor], size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        logits, regression = self._heads(feature, props)
+    def _detect(self, feature: Tensor, semantic: Optional[Tensor], props: list[Tensor], size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        logits, regression = self._heads(feature, semantic, props)
         return postprocess_detections(
             logits, regression, props, size, self.box_coder, self.score_thresh, self.nms_thresh, self.max_det
         )
@@ -238,7 +266,8 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
     """
     ex = dict(cfg.extra or {})
     known = {"feature_stride", "head", "fc_dim", "roi_channels", "rois_per_image", "fg_fraction", "fg_iou", "bg_iou",
-             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file", "max_proposals"}
+             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file", "max_proposals",
+             "semantic"}
     unknown = sorted(set(ex) - known)
     if unknown:
         raise ValueError(f"unknown Fast R-CNN option(s) in model.extra: {unknown}; known: {sorted(known)}")
@@ -247,7 +276,9 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
     if backbone is None:
         from detect.models.backbones import build_config_backbone
 
-        backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(int(ex.get("feature_stride", 16)),))
+        stride = int(ex.get("feature_stride", 16))
+        deep = (bool(ex.get("semantic")) or cfg.context) and stride < 32
+        backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(stride, 32) if deep else (stride,))
     model = FastRCNN(
         backbone,
         cfg.num_classes,
@@ -260,6 +291,7 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
         score_thresh=cfg.score_thresh,
         nms_thresh=cfg.nms_thresh,
         max_det=cfg.max_det,
+        context=cfg.context,
         **ex,
     )
     return model

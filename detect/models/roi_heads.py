@@ -195,16 +195,18 @@ class ConvHead(nn.Module):
 
 
 class FastRCNNPredictor(nn.Module):
-    """Class scores (K + 1, background at 0) and class-specific boxes ((K + 1) * 4)."""
+    """Class scores (K + 1, background at 0) and class-specific boxes ((K + 1) * 4); with
+    ``cls_extra_dim``, the class scores also read a second per-RoI vector (Tensor[R, extra])."""
 
-    def __init__(self, in_dim: int, num_classes: int) -> None:
+    def __init__(self, in_dim: int, num_classes: int, cls_extra_dim: int = 0) -> None:
         super().__init__()
-        self.cls_score = nn.Linear(in_dim, num_classes + 1)
+        self.cls_score = nn.Linear(in_dim + cls_extra_dim, num_classes + 1)
         self.bbox_pred = nn.Linear(in_dim, (num_classes + 1) * 4)
         nn.init.normal_(self.cls_score.weight, std=0.01)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
         nn.init.zeros_(self.bbox_pred.bias)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+    def forward(self, x: Tensor, cls_extra: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        cls_in = x if cls_extra is None else torch.cat([x, cls_extra], dim=1)  # (R, D + extra)
+        return self.cls_score(cls_in), self.bbox_pred(x)

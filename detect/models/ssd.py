@@ -29,7 +29,7 @@ from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_defau
 from detect.models.backbones import Backbone, build_backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
 from detect.models.postprocess import detect_postprocess
-from detect.models.ssd_loss import multibox_loss
+from detect.models.ssd_loss import image_label_loss, multibox_loss
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -86,6 +86,8 @@ class SSD(nn.Module):
         nms_thresh: float = 0.45,
         pre_nms_topk: int = 1000,
         max_det: int = 300,
+        context: bool = False,
+        context_loss: float = 0.0,
     ):
         super().__init__()
         if num_classes < 1:
@@ -116,6 +118,11 @@ class SSD(nn.Module):
         self.heads = nn.ModuleList(
             head_block(c, a * (4 + num_classes + 1)) for c, a in zip(chans, self.anchors_per_location)
         )
+        # Image-level context: the stride-32 map pooled over the whole image (what an ImageNet
+        # classifier reads) gives one logit vector per image, added to every default box's.
+        self.context_index = len(backbone.channels) - 1
+        self.context = nn.Linear(chans[self.context_index], num_classes + 1) if context else None
+        self.context_loss = float(context_loss)
         self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
         self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
@@ -128,6 +135,9 @@ class SSD(nn.Module):
         for head in self.heads:
             nn.init.normal_(head[-1].weight, std=0.01)
             nn.init.zeros_(head[-1].bias)
+        if self.context is not None:
+            nn.init.zeros_(self.context.weight)
+            nn.init.zeros_(self.context.bias)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised input -> backbone maps + extra maps (fine to coarse)."""
@@ -144,6 +154,11 @@ class SSD(nn.Module):
             cls_logits (Tensor[B, N, K+1]), box_regression (Tensor[B, N, 4]), anchors (Tensor[N, 4]
             float32 xyxy input pixels).
         """
+        cls_logits, box_regression, anchors, _ = self._outputs(images)
+        return cls_logits, box_regression, anchors
+
+    def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`head_outputs` and the context logits (Tensor[B, K+1], None without context)."""
         feats = self.features(images)
         outs = []
         for f, head, a in zip(feats, self.heads, self.anchors_per_location):
@@ -153,19 +168,26 @@ class SSD(nn.Module):
         out = torch.cat(outs, 1)  # (B, N, 4+C)
         sizes = [tuple(f.shape[-2:]) for f in feats]
         anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
-        return out[..., 4:], out[..., :4], anchors
+        cls_logits, ctx = out[..., 4:], None
+        if self.context is not None:
+            ctx = self.context(feats[self.context_index].mean((2, 3)))  # (B, C32, h, w) -> (B, C)
+            cls_logits = cls_logits + ctx.unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
+        return cls_logits, out[..., :4], anchors, ctx
 
     def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images Tensor[B, 3, S, S], got shape {tuple(images.shape)}")
-        cls_logits, box_regression, anchors = self.head_outputs(images)
+        cls_logits, box_regression, anchors, ctx = self._outputs(images)
         if self.training:
             if targets is None or len(targets) != images.shape[0]:
                 raise ValueError("training mode needs one target dict per image: model(images, targets)")
             _check_targets(targets, self.num_classes)
-            return multibox_loss(
+            losses = multibox_loss(
                 cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
             )
+            if ctx is not None and self.context_loss > 0:
+                losses["loss_context"] = self.context_loss * image_label_loss(ctx[:, 1:], targets)
+            return losses
         return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
 
     def postprocess(self, cls_logits, box_regression, anchors, image_size) -> list[dict[str, torch.Tensor]]:
@@ -214,6 +236,7 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
         scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
         box_loss=cfg.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
-        pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det,
+        pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=cfg.context,
+        context_loss=cfg.context_loss,
     )
     return model

@@ -135,3 +135,15 @@ def multibox_loss(
     neg = (rank < num_neg.unsqueeze(1)) & (matched == BACKGROUND)
     loss_cls = ((ce * fg).sum() + (ce * neg).sum()) / norm
     return {"loss_box": loss_box / norm, "loss_cls": loss_cls}
+
+
+def image_label_loss(logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Multi-label BCE of image-level class logits (Tensor[B, K]) against the classes present
+    among each image's boxes (an image without boxes: every class absent), averaged over B*K.
+    Trains the image-level context towards what the image holds."""
+    B, K = logits.shape
+    present = torch.zeros(B, K, device=logits.device)
+    for i, t in enumerate(targets):
+        if t["labels"].numel():
+            present[i, t["labels"].to(logits.device).long()] = 1.0
+    return F.binary_cross_entropy_with_logits(logits.float(), present)
