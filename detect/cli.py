@@ -74,6 +74,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--momentum", type=float)
     p.add_argument("--weight-decay", type=float)
+    p.add_argument("--backbone-lr", type=float, help="the backbone's learning rate as a multiple of --lr")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--out", help="run folder")

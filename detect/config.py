@@ -87,6 +87,7 @@ class TrainConfig:
     momentum: float = 0.9  # SGD momentum, or AdamW beta1
     beta2: float = 0.999
     weight_decay: float = 5e-4
+    backbone_lr: float = 1.0  # the pretrained backbone's learning rate, as a multiple of lr
     warmup_epochs: float = 1.0
     scheduler: str = "cosine"  # "cosine" | "step"
     milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])  # fractions of epochs (step)

@@ -211,6 +211,9 @@ def test_cmd_val_writes_json_table_and_plots(tmp_path, fake_stack, capsys):
     assert data["voc_ap50"] == pytest.approx(1.0) and data["max_det"] == 300
     assert set(data["per_class"]["cola"]) >= {"ap50", "ap50_07", "coco_ap", "n_gt", "n_det", "precision", "recall"}
     assert np.array(data["confusion_matrix"]["matrix"]).shape == (3, 3)
+    assert data["errors"]["ap50"] == pytest.approx(1.0) and set(data["errors"]["dap"]) == {
+        "cls", "loc", "both", "dupe", "bkg", "missed"}
+    assert "errors (TIDE" in out and "weakest classes" in out
     for name in ("pr_curve.png", "confusion_matrix.png"):
         assert (tmp_path / "out" / name).stat().st_size > 5000
 

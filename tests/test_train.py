@@ -140,6 +140,22 @@ def test_param_groups_no_decay_on_norm_and_bias():
         build_optimizer(model, TrainConfig(optimizer="lion"))
 
 
+def test_backbone_lr_gives_the_backbone_its_own_groups():
+    model = TinyDetector(3, 32, bn="train")
+    model.backbone = model.body  # a detector's pretrained part
+    groups = {g["name"]: g for g in param_groups(model, 5e-4, lr=0.1, backbone_lr=0.25)}
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in groups["decay_backbone"]["params"]) == ["body.0.weight", "body.3.weight"]
+    assert sorted(names[id(p)] for p in groups["decay"]["params"]) == ["box.weight", "cls.weight"]
+    assert groups["decay_backbone"]["lr"] == pytest.approx(0.025) and groups["decay"]["lr"] == 0.1
+    assert groups["no_decay_backbone"]["weight_decay"] == 0.0
+    opt = build_optimizer(model, TrainConfig(lr=0.1, backbone_lr=0.25))
+    sched = build_scheduler(opt, TrainConfig(epochs=2, warmup_epochs=0), 1)
+    sched.step()  # the schedule scales every group's own lr
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs["decay_backbone"] / lrs["decay"] == pytest.approx(0.25)
+
+
 def test_lr_schedule_warmup_cosine_step():
     assert lr_factor(0, 100, 10) == pytest.approx(0.001)
     assert lr_factor(5, 100, 10) == pytest.approx(0.001 + 0.999 * 0.5)

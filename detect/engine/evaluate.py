@@ -22,6 +22,10 @@ average, e.g. the AP of a class without ground truth):
   weights, data, split, device, imgsz, classes, problems (defects found in the data)
   confusion_matrix              {conf, iou, rows, columns, last, matrix: int[C+1][C+1]}
   plots                         {pr_curve, confusion_matrix}: PNG paths
+  errors                        where the AP50 goes, TIDE-style (detect.engine.errors.error_breakdown):
+                                {ap50, lost, dap: {cls, loc, both, dupe, bkg, missed}, counts,
+                                per_class: name -> {ap50, dap, counts, main}, weakest: the 5 lowest
+                                classes with their main error type}
 :func:`evaluate` returns the same keys up to ``images_per_s`` (what the trainer logs).
 """
 
@@ -266,6 +270,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from detect.data.spec import resolve_data
     from detect.data.transforms import eval_transform
     from detect.engine.checkpoint import load_model
+    from detect.engine.errors import error_breakdown, format_breakdown
     from detect.utils import atomic_write_text, select_device
     from detect.viz.plots import plot_confusion_matrix, plot_pr_curves
 
@@ -319,6 +324,8 @@ def cmd_val(args: argparse.Namespace) -> int:
     metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
     print(format_table(metrics))
     print(f"{metrics['images']} images in {metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s on {device})")
+    errors = error_breakdown(got["dets"], got["gts"], classes)
+    print(format_breakdown(errors))
 
     plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs/val"))
     pr = plot_pr_curves(details["curves"], {n: v["ap50"] for n, v in metrics["per_class"].items()},
@@ -334,6 +341,7 @@ def cmd_val(args: argparse.Namespace) -> int:
                                  "rows": "true class", "columns": "predicted class", "last": "background",
                                  "matrix": details["confusion_matrix"]},
             "plots": {"pr_curve": str(pr), "confusion_matrix": str(cmp)},
+            "errors": errors,
         })
         atomic_write_text(args.json, json.dumps(json_ready(out), indent=2) + "\n")
         print(f"metrics: {args.json}")

@@ -22,32 +22,39 @@ WARMUP_START = 0.001  # warmup starts at lr * 0.001 (torchvision detection refer
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None, backbone_lr: float = 1.0) -> list[dict]:
     """Two groups of the trainable parameters: ``decay`` (conv/linear weights, ``ndim > 1``)
-    and ``no_decay`` (biases, 1-d tensors, and all parameters of normalisation layers)."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    and ``no_decay`` (biases, 1-d tensors, and all parameters of normalisation layers).
+
+    With ``backbone_lr != 1`` and a model that has a ``backbone`` submodule, each group splits in
+    two, the backbone's (``*_backbone``, learning rate ``lr * backbone_lr``: pretrained weights
+    move slower than the new layers) and the rest (``lr``)."""
+    backbone = getattr(model, "backbone", None) if backbone_lr != 1.0 else None
+    in_backbone = {id(p) for p in backbone.parameters()} if isinstance(backbone, nn.Module) else set()
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "decay_backbone": [], "no_decay_backbone": []}
     seen: set[int] = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            if isinstance(module, NORM_TYPES) or name == "bias" or p.ndim <= 1:
-                no_decay.append(p)
-            else:
-                decay.append(p)
-    if not decay and not no_decay:
+            key = "no_decay" if isinstance(module, NORM_TYPES) or name == "bias" or p.ndim <= 1 else "decay"
+            groups[key + ("_backbone" if id(p) in in_backbone else "")].append(p)
+    if not any(groups.values()):
         raise ValueError("the model has no trainable parameters (everything frozen?)")
-    return [
-        {"params": decay, "weight_decay": weight_decay, "name": "decay"},
-        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-    ]
+    out = []
+    for key, params in groups.items():
+        if params or key in ("decay", "no_decay"):
+            g = {"params": params, "weight_decay": weight_decay if key.startswith("decay") else 0.0, "name": key}
+            if lr is not None:
+                g["lr"] = lr * (backbone_lr if key.endswith("_backbone") else 1.0)
+            out.append(g)
+    return out
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD (momentum, no Nesterov) or AdamW over :func:`param_groups`, fused where possible."""
-    groups = param_groups(model, cfg.weight_decay)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.backbone_lr)
     name = cfg.optimizer.lower()
     if name == "sgd":
         make: Callable[..., torch.optim.Optimizer] = lambda **kw: torch.optim.SGD(  # noqa: E731

@@ -405,7 +405,7 @@ _CLI = {  # argparse dest -> (config section, field)
     "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
     "conv_head": ("model", "conv_head"), "freeze_stride": ("model", "freeze_stride"), "context": ("model", "context"), "context_loss": ("model", "context_loss"),
     "imgsz": ("preprocess", "imgsz"),
-    **{k: ("train", k) for k in ("epochs", "time", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
+    **{k: ("train", k) for k in ("epochs", "time", "batch", "optimizer", "lr", "momentum", "weight_decay", "backbone_lr", "seed", "out",
                                  "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
                                  "channels_last")},
 }
