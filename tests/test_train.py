@@ -151,6 +151,7 @@ def test_backbone_lr_gives_the_backbone_its_own_groups():
     assert groups["no_decay_backbone"]["weight_decay"] == 0.0
     opt = build_optimizer(model, TrainConfig(lr=0.1, backbone_lr=0.25))
     sched = build_scheduler(opt, TrainConfig(epochs=2, warmup_epochs=0), 1)
+    opt.step()
     sched.step()  # the schedule scales every group's own lr
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs["decay_backbone"] / lrs["decay"] == pytest.approx(0.25)
