@@ -228,3 +228,27 @@ def test_plots_are_written(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, p
     with pytest.raises(ValueError, match="shape"):
         plot_confusion_matrix(np.zeros((2, 2)), names, tmp_path / "bad.png")
+
+
+def test_run_plots_decode_and_leave_out_empty_panels(tmp_path):
+    import cv2
+
+    from detect.viz.plots import _informative, image_mosaic, plot_confusion_matrices, plot_curves, plot_per_class_ap
+
+    names = [f"class{i:02d}" for i in range(25)]
+    rng = np.random.default_rng(0)
+    ap = plot_per_class_ap({n: float(v) for n, v in zip(names, rng.random(25))} | {"none": float("nan")}, tmp_path / "ap.png")
+    matrix = rng.integers(0, 20, (26, 26))
+    counts, normed = plot_confusion_matrices(matrix, names, tmp_path / "cm")
+    tiles = [rng.integers(0, 255, (224, 300, 3), dtype=np.uint8) for _ in range(6)]
+    mosaic = image_mosaic(tiles, tmp_path / "mosaic.png", columns=4, tile=160, captions=["gt", "pred"] * 3)
+    for p in (ap, counts, normed, mosaic):
+        img = cv2.imread(str(p))
+        assert img is not None and min(img.shape[:2]) > 200, p
+    assert cv2.imread(str(mosaic)).shape == (2 * 160, 4 * 160, 3)
+    assert cv2.imread(str(counts)).shape[0] > 1000  # 25 classes: big enough to read
+    assert not _informative("skipped", np.zeros(3)) and not _informative("lr", np.full(3, 0.01))
+    assert _informative("train_loss", np.array([2.0, 1.0])) and _informative("voc_ap50", np.array([np.nan, 0.4, 0.5]))
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("epoch,train_loss,skipped,time,voc_ap50\n1,3.5,0,10.2,0.1\n2,2.9,0,11.0,0.3\n")
+    plot_curves(csv_path, tmp_path / "results.png")  # two panels (loss and AP), no error

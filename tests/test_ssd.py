@@ -408,7 +408,7 @@ def test_context_starts_neutral_learns_from_the_image_loss_and_exports_in_head_o
     ctx.train()
     losses = ctx(imgs, targets_for(2))
     assert set(losses) == {"loss_box", "loss_cls", "loss_context"}
-    assert losses["loss_context"].item() == pytest.approx(math.log(2), rel=1e-4)  # BCE of zero logits
+    assert losses["loss_context"].item() == pytest.approx(math.log(K + 1), rel=1e-4)  # cross entropy of zero logits
     sum(losses.values()).backward()
     assert ctx.context.weight.grad.abs().sum() > 0
     # a trained context vector shifts every box of an image by the same logits
@@ -423,10 +423,12 @@ def test_context_starts_neutral_learns_from_the_image_loss_and_exports_in_head_o
 def test_image_label_loss_targets_the_classes_present():
     from detect.models.ssd_loss import image_label_loss
 
-    logits = torch.tensor([[10.0, -10.0, -10.0], [-10.0, -10.0, -10.0]])
-    targets = [{"labels": torch.tensor([0, 0])}, {"labels": torch.zeros(0, dtype=torch.int64)}]
-    assert image_label_loss(logits, targets).item() < 1e-3  # right on both (the empty image: nothing present)
-    assert image_label_loss(-logits, targets).item() > 3
+    # columns: background, class 0, class 1
+    logits = torch.tensor([[-10.0, 10.0, -10.0], [10.0, -10.0, -10.0], [-10.0, 10.0, 10.0]])
+    targets = [{"labels": torch.tensor([0, 0])}, {"labels": torch.zeros(0, dtype=torch.int64)}, {"labels": torch.tensor([1, 0])}]
+    assert image_label_loss(logits, targets).item() == pytest.approx(math.log(2) / 3, abs=1e-3)  # the last: 2 classes, 1/2 each
+    assert image_label_loss(logits[:2], targets[:2]).item() < 1e-3  # right (the empty image: background)
+    assert image_label_loss(-logits[:2], targets[:2]).item() > 10
 
 
 def test_frozen_stages_get_no_gradient_and_keep_bn_in_eval():

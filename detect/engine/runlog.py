@@ -1,7 +1,7 @@
 """What a training run leaves in RUN_DIR besides checkpoints: ``results.csv`` (one row per
 epoch, rewritten atomically), TensorBoard events when ``tensorboard`` is installed, and
-``results.png`` (loss and mAP curves) at the end. Only rank 0 writes; elsewhere every method
-is a no-op."""
+``results.png`` (loss and mAP curves), both rewritten after every epoch so an interrupted run
+has them too. Only rank 0 writes; elsewhere every method is a no-op."""
 
 from __future__ import annotations
 
@@ -71,10 +71,11 @@ class RunLog:
             print(msg, file=sys.stderr if err else sys.stdout, flush=True)
 
     def epoch(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Rewrite the CSV with all ``rows`` and log the last one to TensorBoard."""
+        """Rewrite the CSV and ``results.png`` with all ``rows`` and log the last one to TensorBoard."""
         if not self.enabled or not rows:
             return
         atomic_write_text(self.csv, rows_to_csv(rows))
+        self.plot()
         if self.tb is not None:
             row = rows[-1]
             for k, v in row.items():
@@ -84,12 +85,17 @@ class RunLog:
             self.tb.flush()
 
     def close(self) -> Optional[Path]:
-        """Plot the curves to ``results.png``; returns its path (None when not written)."""
+        """Close TensorBoard; returns the path of ``results.png`` (None when not written)."""
         if not self.enabled:
             return None
         if self.tb is not None:
             self.tb.close()
-        if not self.csv.is_file():
+        png = self.out / "results.png"
+        return png if png.is_file() else self.plot()  # epoch() drew the last row already
+
+    def plot(self) -> Optional[Path]:
+        """Plot the curves of the CSV to ``results.png``; returns its path (None when not written)."""
+        if not self.enabled or not self.csv.is_file():
             return None
         try:
             from detect.viz.plots import plot_curves

@@ -186,7 +186,7 @@ class SSD(nn.Module):
                 cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
             )
             if ctx is not None and self.context_loss > 0:
-                losses["loss_context"] = self.context_loss * image_label_loss(ctx[:, 1:], targets)
+                losses["loss_context"] = self.context_loss * image_label_loss(ctx, targets)
             return losses
         return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
 

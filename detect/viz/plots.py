@@ -93,8 +93,10 @@ def plot_confusion_matrix(
     axis = fig.add_subplot(1, 1, 1)
     im = axis.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     fig.colorbar(im, ax=axis, fraction=0.046, pad=0.04)
-    axis.set_xticks(range(n), labels, rotation=90, fontsize=8)
-    axis.set_yticks(range(n), labels, fontsize=8)
+    cell_pt = side / n * 72  # a cell's side in points: numbers and labels sized to read at a glance
+    fs = int(min(12, max(6, cell_pt * 0.27)))
+    axis.set_xticks(range(n), labels, rotation=90, fontsize=max(fs, 9))
+    axis.set_yticks(range(n), labels, fontsize=max(fs, 9))
     axis.set(xlabel="Predicted", ylabel="True", title=title + (" (row-normalised)" if normalize else ""))
     if n <= 31:
         hi = values.max() if values.size else 0
@@ -103,8 +105,21 @@ def plot_confusion_matrix(
                 if matrix[i, j]:
                     text = f"{values[i, j]:.2f}" if normalize else str(int(matrix[i, j]))
                     color = "white" if values[i, j] > 0.5 * hi else "black"
-                    axis.text(j, i, text, ha="center", va="center", fontsize=6, color=color)
+                    axis.text(j, i, text, ha="center", va="center", fontsize=fs, color=color)
     return _save(fig, png_path)
+
+
+SKIP_CURVES = ("time",)  # wall time per epoch: noise, not a training curve (images_per_s says it)
+COUNTERS = ("skipped", "nonfinite_loss")  # shown only when they are not all zero
+
+
+def _informative(name: str, values: np.ndarray) -> bool:
+    """A panel is worth drawing: some value, not a counter that stayed 0, and (after the first
+    row) not the same value in every row."""
+    v = values[np.isfinite(values)]
+    if v.size == 0 or (name in COUNTERS and not v.any()):
+        return False
+    return len(values) == 1 or np.unique(v).size > 1
 
 
 def plot_curves(csv_path: str | Path, png_path: str | Path, x: str = "epoch") -> Path:
@@ -122,13 +137,14 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, x: str = "epoch") ->
         except ValueError:
             return float("nan")
 
-    cols = [c for c in rows[0] if c != x]
+    cols = [c for c in rows[0] if c != x and c not in SKIP_CURVES]
     series = {c: np.array([num(r.get(c)) for r in rows]) for c in cols}
-    series = {c: v for c, v in series.items() if np.isfinite(v).any()}
+    series = {c: v for c, v in series.items() if _informative(c, v)}
     if not series:
         raise ValueError(f"{csv_path}: no numeric columns besides {x!r}")
     xs = np.array([num(r.get(x)) for r in rows]) if x in rows[0] else np.arange(1, len(rows) + 1, dtype=float)
-    names = sorted(series, key=lambda c: ("loss" not in c.lower(), list(series).index(c)))
+    order = lambda c: (0 if c.startswith(("voc", "coco")) else 1 if "loss" in c.lower() else 2, list(series).index(c))  # noqa: E731
+    names = sorted(series, key=order)
     ncols = min(4, len(names))
     nrows = math.ceil(len(names) / ncols)
     fig = _figure(3.5 * ncols, 2.8 * nrows)
@@ -142,3 +158,69 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, x: str = "epoch") ->
         axis.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, png_path)
+
+
+def plot_per_class_ap(ap: Mapping[str, float], png_path: str | Path, title: str = "AP50 per class") -> Path:
+    """Horizontal bars of each class's AP (NaN classes left out), worst at the top, with the
+    mean as a line: the classes to look at first stand out."""
+    items = sorted(((n, float(v)) for n, v in ap.items() if v is not None and np.isfinite(v)), key=lambda t: t[1])
+    fig = _figure(7, max(2.5, 0.3 * len(items) + 1.2))
+    axis = fig.add_subplot(1, 1, 1)
+    if items:
+        names, vals = zip(*items)
+        axis.barh(range(len(vals)), vals, color=[_ap_colour(v) for v in vals])
+        axis.set_yticks(range(len(vals)), names, fontsize=9)
+        for i, v in enumerate(vals):
+            axis.text(min(v + 0.01, 0.93), i, f"{v:.3f}", va="center", fontsize=8)
+        mean = float(np.mean(vals))
+        axis.axvline(mean, color="black", linestyle="--", linewidth=1)
+        axis.set_title(f"{title} (mean {mean:.3f})")
+    else:
+        axis.set_title(f"{title}: no class with ground truth")
+    axis.set(xlim=(0, 1), xlabel="AP50")
+    axis.invert_yaxis()
+    return _save(fig, png_path)
+
+
+def _ap_colour(v: float) -> tuple[float, float, float]:
+    """Red (0) through yellow to green (1)."""
+    v = min(max(v, 0.0), 1.0)
+    return (min(1.0, 2 * (1 - v)), min(1.0, 2 * v), 0.2)
+
+
+def plot_confusion_matrices(matrix: np.ndarray, names: Sequence[str], folder: str | Path) -> tuple[Path, Path]:
+    """``confusion_matrix.png`` (counts) and ``confusion_matrix_normalized.png`` (each true
+    class's row sums to 1) in ``folder``."""
+    folder = Path(folder)
+    return (plot_confusion_matrix(matrix, names, folder / "confusion_matrix.png", normalize=False),
+            plot_confusion_matrix(matrix, names, folder / "confusion_matrix_normalized.png", normalize=True))
+
+
+def image_mosaic(tiles: Sequence[np.ndarray], png_path: str | Path, columns: int = 4, tile: int = 320,
+                 captions: Sequence[str] | None = None) -> Path:
+    """Lay uint8 BGR images out on a grid (each fitted into ``tile`` x ``tile``, aspect kept,
+    grey padding), with an optional caption drawn on each, and write one PNG."""
+    import cv2
+
+    from detect.viz.draw import draw_label
+
+    if not tiles:
+        raise ValueError("image_mosaic: no images")
+    rows = math.ceil(len(tiles) / columns)
+    cols = min(columns, len(tiles))
+    canvas = np.full((rows * tile, cols * tile, 3), 114, np.uint8)
+    for k, img in enumerate(tiles):
+        h, w = img.shape[:2]
+        s = tile / max(h, w)
+        small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        r, c = divmod(k, cols)
+        y, x = r * tile, c * tile
+        canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
+        if captions is not None and k < len(captions) and captions[k]:
+            draw_label(canvas, captions[k], x + 2, y + 2, (40, 40, 40), 14, above=False)
+        cv2.rectangle(canvas, (x, y), (x + tile - 1, y + tile - 1), (255, 255, 255), 1)
+    ok, buf = cv2.imencode(".png", canvas)
+    if not ok:
+        raise ValueError(f"could not encode {png_path}")
+    atomic_write_bytes(png_path, buf.tobytes())
+    return Path(png_path)
