@@ -261,13 +261,13 @@ def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -
     model.eval()
     with torch.no_grad():
         feature, semantic = model._feature(images)
-        logits, _ = model._heads(feature, semantic, props)
-        model.context.bias[1] = 3.0
-        shifted, _ = model._heads(feature, semantic, props)
+        logits, _ = model._heads(feature, semantic, model.context(semantic), props)
+        model.context.fc.bias[1] = 3.0
+        shifted, _ = model._heads(feature, semantic, model.context(semantic), props)
     assert logits.shape == (80, 3)
     torch.testing.assert_close(shifted - logits, torch.zeros_like(logits).index_fill_(1, torch.tensor([1]), 3.0))
     with torch.no_grad():
-        model.context.bias.zero_()
+        model.context.fc.bias.zero_()
     history, dets, targets = _overfit(model, steps=120, with_proposals=True)
     assert np.mean(history[-5:]) < 0.3 * history[0], history[::10]
     _assert_found(dets, targets, iou=0.7)
@@ -279,9 +279,11 @@ def test_build_model_taps_stride_32_for_semantic_features() -> None:
     from detect.config import ModelConfig, Preprocess
     from detect.models.build import build_model
 
-    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, context=True, extra={"fc_dim": 64, "semantic": True})
+    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, context=True, context_loss=0.5,
+                      extra={"fc_dim": 64, "semantic": True})
     model = build_model(cfg, Preprocess(imgsz=64))
     assert model.backbone.strides == [16, 32] and model.backbone.channels[-1] == 1280
     model.train()
     losses = model(torch.rand(2, 3, 64, 64), [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 50.0]]), "labels": torch.tensor([1])}] * 2)
     assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_context"].item() == pytest.approx(0.5 * np.log(4), rel=1e-4)  # zero-initialised context

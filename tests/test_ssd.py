@@ -410,18 +410,18 @@ def test_context_starts_neutral_learns_from_the_image_loss_and_exports_in_head_o
     assert set(losses) == {"loss_box", "loss_cls", "loss_context"}
     assert losses["loss_context"].item() == pytest.approx(math.log(K + 1), rel=1e-4)  # cross entropy of zero logits
     sum(losses.values()).backward()
-    assert ctx.context.weight.grad.abs().sum() > 0
+    assert ctx.context.fc.weight.grad.abs().sum() > 0
     # a trained context vector shifts every box of an image by the same logits
     ctx.eval()
     with torch.no_grad():
         base = ctx.head_outputs(imgs)[0]
-        ctx.context.bias[2] = 5.0
+        ctx.context.fc.bias[2] = 5.0
         shifted = ctx.head_outputs(imgs)[0]
     torch.testing.assert_close(shifted - base, torch.zeros_like(base).index_fill_(-1, torch.tensor([2]), 5.0))
 
 
 def test_image_label_loss_targets_the_classes_present():
-    from detect.models.ssd_loss import image_label_loss
+    from detect.models.context import image_label_loss
 
     # columns: background, class 0, class 1
     logits = torch.tensor([[-10.0, 10.0, -10.0], [10.0, -10.0, -10.0], [-10.0, 10.0, 10.0]])

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
 
+from detect.models.context import ImageContext, image_label_loss
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_heads import (
     BOX_CODER_WEIGHTS,
@@ -99,6 +100,7 @@ class FastRCNN(nn.Module):
         rpn_aspect_ratios: Optional[Sequence[float]] = None,
         semantic: bool = False,
         context: bool = False,
+        context_loss: float = 0.0,
     ) -> None:
         super().__init__()
         if proposals not in PROPOSAL_SOURCES:
@@ -145,10 +147,8 @@ class FastRCNN(nn.Module):
         c_sem = channels[self.semantic_index] if self.semantic_index >= 0 else 0
         s_sem = strides[self.semantic_index] if self.semantic_index >= 0 else 1
         self.semantic_pool = RoIAlign((2, 2), spatial_scale=1.0 / s_sem, sampling_ratio=2, aligned=True) if semantic else None
-        self.context = nn.Linear(c_sem, num_classes + 1) if context else None
-        if self.context is not None:
-            nn.init.zeros_(self.context.weight)
-            nn.init.zeros_(self.context.bias)
+        self.context = ImageContext(c_sem, num_classes) if context else None
+        self.context_loss = float(context_loss)
         self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
         self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
         self.num_classes = num_classes
@@ -175,10 +175,13 @@ class FastRCNN(nn.Module):
         else:
             props = self._given_proposals(images, targets, proposals)
         props = [self._clean(p.detach().to(feature.device, torch.float32), size) for p in props]
+        ctx = self.context(semantic) if self.context is not None else None  # (B, K+1) image-level logits
         if self.training:
-            losses.update(self._train_head(feature, semantic, props, targets))
+            losses.update(self._train_head(feature, semantic, ctx, props, targets))
+            if ctx is not None and self.context_loss > 0:
+                losses["loss_context"] = self.context_loss * image_label_loss(ctx, targets)
             return losses
-        return self._detect(feature, semantic, props, size)
+        return self._detect(feature, semantic, ctx, props, size)
 
     def _feature(self, images: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """The RoI map (reduced) and, with semantic/context features, the deepest map."""
@@ -213,7 +216,7 @@ class FastRCNN(nn.Module):
         boxes = clip_boxes_to_image(boxes, size)
         return boxes[remove_small_boxes(boxes, 1e-2)]
 
-    def _heads(self, feature: Tensor, semantic: Optional[Tensor], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _heads(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
         # pool in float32: box coordinates in fp16 would be off by up to 0.25 px past 256
         rois = [r.float() for r in rois]
         pooled = self.roi_pool(feature.float(), rois).to(feature.dtype)  # (sum R_i, C, roi, roi)
@@ -221,13 +224,12 @@ class FastRCNN(nn.Module):
         if self.semantic_pool is not None:
             sem = self.semantic_pool(semantic.float(), rois).to(feature.dtype).mean((2, 3))  # (sum R_i, C32, 2, 2) -> (sum R_i, C32)
         logits, boxes = self.predictor(self.box_head(pooled), sem)
-        if self.context is not None:
-            ctx = self.context(semantic.mean((2, 3)))  # (B, C32, h, w) -> (B, K+1)
+        if ctx is not None:
             counts = torch.tensor([len(r) for r in rois], device=ctx.device)
             logits = logits + ctx.repeat_interleave(counts, dim=0)  # each RoI gets its image's row
         return logits, boxes
 
-    def _train_head(self, feature: Tensor, semantic: Optional[Tensor], props: list[Tensor],
+    def _train_head(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], props: list[Tensor],
                     targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         rois, labels, matched = [], [], []
         for p, t in zip(props, targets):
@@ -240,11 +242,12 @@ class FastRCNN(nn.Module):
             labels.append(lab)
             matched.append(m)
         box_targets = torch.cat(self.box_coder.encode(matched, rois)) if sum(len(r) for r in rois) else feature.new_zeros(0, 4)
-        logits, regression = self._heads(feature, semantic, rois)
+        logits, regression = self._heads(feature, semantic, ctx, rois)
         return fast_rcnn_loss(logits, regression, torch.cat(labels), box_targets)
 
-    def _detect(self, feature: Tensor, semantic: Optional[Tensor], props: list[Tensor], size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        logits, regression = self._heads(feature, semantic, props)
+    def _detect(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], props: list[Tensor],
+                size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        logits, regression = self._heads(feature, semantic, ctx, props)
         return postprocess_detections(
             logits, regression, props, size, self.box_coder, self.score_thresh, self.nms_thresh, self.max_det
         )
@@ -292,6 +295,7 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
         nms_thresh=cfg.nms_thresh,
         max_det=cfg.max_det,
         context=cfg.context,
+        context_loss=cfg.context_loss,
         **ex,
     )
     return model

@@ -29,7 +29,8 @@ from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_defau
 from detect.models.backbones import Backbone, build_backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
 from detect.models.postprocess import detect_postprocess
-from detect.models.ssd_loss import image_label_loss, multibox_loss
+from detect.models.context import ImageContext, image_label_loss
+from detect.models.ssd_loss import multibox_loss
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
 
@@ -121,7 +122,7 @@ class SSD(nn.Module):
         # Image-level context: the stride-32 map pooled over the whole image (what an ImageNet
         # classifier reads) gives one logit vector per image, added to every default box's.
         self.context_index = len(backbone.channels) - 1
-        self.context = nn.Linear(chans[self.context_index], num_classes + 1) if context else None
+        self.context = ImageContext(chans[self.context_index], num_classes) if context else None
         self.context_loss = float(context_loss)
         self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
         self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
@@ -135,9 +136,6 @@ class SSD(nn.Module):
         for head in self.heads:
             nn.init.normal_(head[-1].weight, std=0.01)
             nn.init.zeros_(head[-1].bias)
-        if self.context is not None:
-            nn.init.zeros_(self.context.weight)
-            nn.init.zeros_(self.context.bias)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Normalised input -> backbone maps + extra maps (fine to coarse)."""
@@ -170,7 +168,7 @@ class SSD(nn.Module):
         anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
         cls_logits, ctx = out[..., 4:], None
         if self.context is not None:
-            ctx = self.context(feats[self.context_index].mean((2, 3)))  # (B, C32, h, w) -> (B, C)
+            ctx = self.context(feats[self.context_index])  # (B, C32, h, w) -> (B, C)
             cls_logits = cls_logits + ctx.unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
         return cls_logits, out[..., :4], anchors, ctx
 

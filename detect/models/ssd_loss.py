@@ -136,18 +136,3 @@ def multibox_loss(
     loss_cls = ((ce * fg).sum() + (ce * neg).sum()) / norm
     return {"loss_box": loss_box / norm, "loss_cls": loss_cls}
 
-
-def image_label_loss(logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """Cross entropy of image-level logits (Tensor[B, K+1], column 0 = background) against the
-    classes present among each image's boxes, as a distribution: uniform over the classes
-    present (one class: plain cross entropy), background for an image without boxes. Softmax
-    with such soft targets learns multi-label image classes better than per-class BCE (Mahajan
-    et al., "Exploring the Limits of Weakly Supervised Pretraining", 2018), and its gradient is on
-    the scale of the detection losses'. Mean over the B images."""
-    B, C = logits.shape
-    present = torch.zeros(B, C, device=logits.device)
-    for i, t in enumerate(targets):
-        labels = t["labels"].to(logits.device).long().reshape(-1)
-        present[i, labels + 1 if labels.numel() else torch.zeros(1, dtype=torch.long, device=logits.device)] = 1.0
-    target = present / present.sum(1, keepdim=True)  # (B, C), rows sum to 1
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
