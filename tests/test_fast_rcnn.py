@@ -261,9 +261,9 @@ def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -
     model.eval()
     with torch.no_grad():
         feature, semantic = model._feature(images)
-        logits, _ = model._heads(feature, semantic, model.context(semantic), props)
+        logits, _ = model._heads(feature, (semantic, 8.0, model.context(semantic)), props)
         model.context.fc.bias[1] = 3.0
-        shifted, _ = model._heads(feature, semantic, model.context(semantic), props)
+        shifted, _ = model._heads(feature, (semantic, 8.0, model.context(semantic)), props)
     assert logits.shape == (80, 3)
     torch.testing.assert_close(shifted - logits, torch.zeros_like(logits).index_fill_(1, torch.tensor([1]), 3.0))
     with torch.no_grad():

@@ -54,3 +54,25 @@ def keep_heap_for_training() -> bool:
         return False
     _done = True
     return True
+
+
+WAIT_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+
+def passive_thread_wait() -> bool:
+    """Make torch's OpenMP threads sleep, not spin, when they wait for each other: set
+    ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (OpenMP reads it once, when it starts).
+
+    With the default (spinning) policy, a thread that reaches the end of a parallel region first
+    keeps its core busy until its siblings arrive. Alone on the machine that costs nothing, but
+    two trainings on 2 cores (4 threads) spin on each other's time slices: each ran 10-20x
+    slower than alone. Sleeping threads hand the core over (bench/concurrent.py measures both).
+    A user's own ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` wins. Returns True
+    when the policy was set here.
+    """
+    if any(k in os.environ for k in WAIT_ENV):
+        return False
+    if "torch" in sys.modules:  # too late: OpenMP has read its environment already
+        return False
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    return True

@@ -30,6 +30,7 @@ from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small
 
 from detect.models.context import ImageContext, image_label_loss
 from detect.models.proposals import selective_search_tensor
+from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
     BOX_CODER_WEIGHTS,
     ConvHead,
@@ -145,8 +146,7 @@ class FastRCNN(nn.Module):
         if (semantic or context) and self.semantic_index == self.feature_index:
             raise ValueError("semantic/context features need a backbone map coarser than feature_stride")
         c_sem = channels[self.semantic_index] if self.semantic_index >= 0 else 0
-        s_sem = strides[self.semantic_index] if self.semantic_index >= 0 else 1
-        self.semantic_pool = RoIAlign((2, 2), spatial_scale=1.0 / s_sem, sampling_ratio=2, aligned=True) if semantic else None
+        self.semantic = bool(semantic)
         self.context = ImageContext(c_sem, num_classes) if context else None
         self.context_loss = float(context_loss)
         self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
@@ -176,12 +176,14 @@ class FastRCNN(nn.Module):
             props = self._given_proposals(images, targets, proposals)
         props = [self._clean(p.detach().to(feature.device, torch.float32), size) for p in props]
         ctx = self.context(semantic) if self.context is not None else None  # (B, K+1) image-level logits
+        # the deepest map's real stride (an input not divisible by 32 rounds the map's size up)
+        sem_stride = size[1] / semantic.shape[-1] if semantic is not None else 0.0
         if self.training:
-            losses.update(self._train_head(feature, semantic, ctx, props, targets))
+            losses.update(self._train_head(feature, (semantic, sem_stride, ctx), props, targets))
             if ctx is not None and self.context_loss > 0:
                 losses["loss_context"] = self.context_loss * image_label_loss(ctx, targets)
             return losses
-        return self._detect(feature, semantic, ctx, props, size)
+        return self._detect(feature, (semantic, sem_stride, ctx), props, size)
 
     def _feature(self, images: Tensor) -> tuple[Tensor, Optional[Tensor]]:
         """The RoI map (reduced) and, with semantic/context features, the deepest map."""
@@ -216,21 +218,21 @@ class FastRCNN(nn.Module):
         boxes = clip_boxes_to_image(boxes, size)
         return boxes[remove_small_boxes(boxes, 1e-2)]
 
-    def _heads(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+    def _heads(self, feature: Tensor, deep: tuple[Optional[Tensor], float, Optional[Tensor]], rois: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Class logits (Tensor[sum R_i, K+1]) and boxes (Tensor[sum R_i, (K+1)*4]) of the RoIs.
+        ``deep``: the deepest map (or None), its stride, and the image-level context logits."""
+        semantic, sem_stride, ctx = deep
         # pool in float32: box coordinates in fp16 would be off by up to 0.25 px past 256
         rois = [r.float() for r in rois]
         pooled = self.roi_pool(feature.float(), rois).to(feature.dtype)  # (sum R_i, C, roi, roi)
-        sem = None
-        if self.semantic_pool is not None:
-            sem = self.semantic_pool(semantic.float(), rois).to(feature.dtype).mean((2, 3))  # (sum R_i, C32, 2, 2) -> (sum R_i, C32)
+        sem = roi_mean_pool(semantic, rois, sem_stride) if self.semantic else None  # (sum R_i, C32)
         logits, boxes = self.predictor(self.box_head(pooled), sem)
         if ctx is not None:
             counts = torch.tensor([len(r) for r in rois], device=ctx.device)
             logits = logits + ctx.repeat_interleave(counts, dim=0)  # each RoI gets its image's row
         return logits, boxes
 
-    def _train_head(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], props: list[Tensor],
-                    targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    def _train_head(self, feature: Tensor, deep: tuple, props: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
         rois, labels, matched = [], [], []
         for p, t in zip(props, targets):
             gt = t["boxes"].to(feature.device, torch.float32).reshape(-1, 4)
@@ -242,12 +244,11 @@ class FastRCNN(nn.Module):
             labels.append(lab)
             matched.append(m)
         box_targets = torch.cat(self.box_coder.encode(matched, rois)) if sum(len(r) for r in rois) else feature.new_zeros(0, 4)
-        logits, regression = self._heads(feature, semantic, ctx, rois)
+        logits, regression = self._heads(feature, deep, rois)
         return fast_rcnn_loss(logits, regression, torch.cat(labels), box_targets)
 
-    def _detect(self, feature: Tensor, semantic: Optional[Tensor], ctx: Optional[Tensor], props: list[Tensor],
-                size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        logits, regression = self._heads(feature, semantic, ctx, props)
+    def _detect(self, feature: Tensor, deep: tuple, props: list[Tensor], size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        logits, regression = self._heads(feature, deep, props)
         return postprocess_detections(
             logits, regression, props, size, self.box_coder, self.score_thresh, self.nms_thresh, self.max_det
         )
