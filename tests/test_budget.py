@@ -76,7 +76,7 @@ def test_train_with_a_time_budget_plans_epochs_and_closes_with_best_pt(tmp_path)
     res = T.train(cfg, progress=False, data_fn=tiny_data(), eval_fn=tiny_eval,
                   model_fn=lambda c: SlowDetector(c.model.num_classes, c.preprocess.imgsz))
     took = time.perf_counter() - t0
-    assert took <= 9.0 + 1.5  # the budget plus scheduling noise
+    assert took <= 9.0 * 1.6  # the budget, plus slack for a loaded CI machine (the configured 1000 epochs: minutes)
     assert 2 <= res["epochs"] < 1000
     ck = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ck["config"]["train"]["epochs"] == res["epochs"] == ck["epoch"]  # what the run really did
@@ -96,5 +96,5 @@ def test_a_budget_shorter_than_one_epoch_stops_inside_it(tmp_path):
     t0 = time.perf_counter()
     res = T.train(cfg, progress=False, data_fn=data, eval_fn=tiny_eval,
                   model_fn=lambda c: VerySlow(c.model.num_classes, c.preprocess.imgsz))
-    assert time.perf_counter() - t0 <= 6.0 + 1.5
+    assert time.perf_counter() - t0 <= 6.0 * 1.6  # 5 configured epochs would take 50 s
     assert res["epochs"] == 1 and (tmp_path / "run" / "best.pt").is_file()
