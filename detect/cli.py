@@ -63,8 +63,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--conv-head", action=argparse.BooleanOptionalAction, default=None,
                    help="EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map")
     p.add_argument("--freeze-stride", type=int, help="backbone stages up to this output stride stay fixed (0: none)")
-    p.add_argument("--context", action=argparse.BooleanOptionalAction, default=None,
-                   help="image-level context logits added to every box's class logits")
+    p.add_argument("--context", choices=["none", "add", "prior"],
+                   help="image-level context added to every box's class logits")
     p.add_argument("--context-loss", type=float, help="weight of the image-level class loss on the context logits")
     p.add_argument("--imgsz", type=int)
     p.add_argument("--epochs", type=int)

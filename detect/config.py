@@ -41,8 +41,9 @@ class ModelConfig:
     num_classes: int = 0  # object classes, background excluded; filled from the data
     # backbone stages whose output stride is at most this stay fixed (no backward through them)
     freeze_stride: int = 0
-    # image-level context: class logits from the pooled stride-32 map, added to every box's logits
-    context: bool = False
+    # image-level context from the pooled stride-32 map, added to every box's class logits:
+    # "none" | "add" (its logits) | "prior" (a class prior; detect/models/context.py)
+    context: str = "none"
     context_loss: float = 0.0  # weight of a multi-label image-level class loss on the context logits
     # SSD
     anchor_sizes: Optional[list[float]] = None  # per feature map, relative to imgsz; None = defaults

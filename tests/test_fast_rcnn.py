@@ -254,7 +254,7 @@ def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -
     """RoI-pooled deepest-map features join the classifier, the image's pooled map adds one
     logit vector per image; with the context at zero the scores depend on both inputs only
     through the classifier, and the model still learns four images."""
-    model = _model("file", feature_stride=4, semantic=True, context=True)
+    model = _model("file", feature_stride=4, semantic=True, context="add")
     assert model.semantic_index == 1 and model.predictor.cls_score.in_features == 128 + 32
     images = torch.stack([_scene(i)[0] for i in range(2)])
     props = [_grid_proposals()[:50], _grid_proposals()[50:80]]
@@ -272,18 +272,18 @@ def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -
     assert np.mean(history[-5:]) < 0.3 * history[0], history[::10]
     _assert_found(dets, targets, iou=0.7)
     with pytest.raises(ValueError, match="coarser than feature_stride"):
-        _model("file", feature_stride=8, context=True)
+        _model("file", feature_stride=8, context="prior")
 
 
 def test_build_model_taps_stride_32_for_semantic_features() -> None:
     from detect.config import ModelConfig, Preprocess
     from detect.models.build import build_model
 
-    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, context=True, context_loss=0.5,
+    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, context="prior", context_loss=0.5,
                       extra={"fc_dim": 64, "semantic": True})
     model = build_model(cfg, Preprocess(imgsz=64))
     assert model.backbone.strides == [16, 32] and model.backbone.channels[-1] == 1280
     model.train()
     losses = model(torch.rand(2, 3, 64, 64), [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 50.0]]), "labels": torch.tensor([1])}] * 2)
     assert all(torch.isfinite(v) for v in losses.values())
-    assert losses["loss_context"].item() == pytest.approx(0.5 * np.log(4), rel=1e-4)  # zero-initialised context
+    assert losses["loss_context"].item() == pytest.approx(0.5 * np.log(3), rel=1e-4)  # zero-initialised context

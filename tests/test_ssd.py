@@ -398,7 +398,7 @@ def test_batched_loss_equals_per_image_reference():
 
 
 def test_context_starts_neutral_learns_from_the_image_loss_and_exports_in_head_outputs():
-    plain, ctx = tiny_ssd(), tiny_ssd(context=True, context_loss=1.0)
+    plain, ctx = tiny_ssd(), tiny_ssd(context="add", context_loss=1.0)
     ctx.load_state_dict({**ctx.state_dict(), **plain.state_dict()})  # same weights; context is zero-initialised
     imgs = render(targets_for(2))
     plain.eval(), ctx.eval()
@@ -443,3 +443,24 @@ def test_frozen_stages_get_no_gradient_and_keep_bn_in_eval():
     frozen = [p for p in bb.stages[: bb.frozen_stages].parameters()]
     assert frozen and all(p.grad is None for p in frozen)
     assert any(p.grad is not None for p in bb.stages[bb.frozen_stages].parameters())
+
+
+def test_context_prior_moves_probability_between_object_classes_only():
+    from detect.models.context import ImageContext
+
+    ctx = ImageContext(8, num_classes=3, mode="prior")
+    logits = torch.zeros(2, 4)
+    assert torch.equal(ctx.bias(logits), torch.zeros(2, 4))  # a uniform prior: no change
+    logits[0, 2] = 10.0  # image 0: surely class 1 (column 2)
+    b = ctx.bias(logits).detach()
+    assert b[:, 0].abs().max() == 0  # background untouched
+    assert b[0, 2] == pytest.approx(math.log(3), abs=1e-3) and b[0, 1] < -8.5 and b[0, 3] < -8.5
+    # the loss: cross entropy over object classes, images without boxes left out
+    targets = [{"labels": torch.tensor([1])}, {"labels": torch.zeros(0, dtype=torch.int64)}]
+    assert ctx.loss(logits, targets).item() == pytest.approx(0.0, abs=1e-3)  # right
+    assert ctx.loss(torch.zeros(2, 4), targets).item() == pytest.approx(math.log(3), rel=1e-4)
+    assert ctx.loss(logits, [targets[1], targets[1]]).item() == 0.0
+    model = tiny_ssd(context="prior", context_loss=1.0)
+    losses = model(render(targets_for(2)), targets_for(2))
+    sum(losses.values()).backward()
+    assert model.context.fc.weight.grad.abs().sum() > 0

@@ -44,7 +44,7 @@ from detect.utils import atomic_write
 FORMAT = "retail-detect/1"
 # Config fields added after checkpoints of this FORMAT were written, with the value that
 # rebuilds those older checkpoints' network (a missing field would otherwise take today's default).
-ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): False}
+ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): "none"}
 FORMAT_NAME = FORMAT.split("/")[0]
 
 

@@ -5,30 +5,70 @@ the deepest backbone map (with EfficientNet-Lite's conv head, the 1280 its Image
 reads).
 
 The deepest map averaged over the whole image gives one logit vector per image (a linear layer,
-zero at the start so a new detector begins exactly as it would without it), added to the class
-logits of every box of that image: what a product is, is easier to tell knowing what the
-shelf or photo holds. Trained through the detection losses and, with ``context_loss``, by
-:func:`image_label_loss` against the classes the image's boxes carry.
+zero at the start so a new detector begins exactly as it would without it), and a term derived
+from it is added to the class logits of every box of that image: what a product is, is easier
+to tell knowing what the shelf or photo holds. Two ways (``mode``):
+
+- ``add``: the K + 1 context logits themselves. Simple, but the background column moves too, so
+  an image-level loss that learns "this image holds class k" also pushes every box of the image
+  away from background.
+- ``prior``: a class prior. The context's object columns give P(class | image) by softmax, and
+  ``scale * log(K * P(class | image))`` is added to the object logits of each box (0 for a
+  uniform prior: at the start, or for an image the context cannot tell). The background logit
+  is untouched, so the prior only moves probability between object classes: whether a box is
+  an object is the box's own decision. ``scale`` is learned (from 1).
+
+Trained through the detection losses and, with ``context_loss``, by :func:`image_label_loss`
+against the classes the image's boxes carry.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-class ImageContext(nn.Module):
-    """Tensor[B, F, h, w] -> Tensor[B, C] logits (global average pool, then a linear layer)."""
+CONTEXT_MODES = ("none", "add", "prior")
 
-    def __init__(self, channels: int, num_classes: int) -> None:
+
+class ImageContext(nn.Module):
+    """Tensor[B, F, h, w] -> Tensor[B, C] logits (global average pool, then a linear layer);
+    :meth:`bias` turns them into the term added to each box's class logits."""
+
+    def __init__(self, channels: int, num_classes: int, mode: str = "prior") -> None:
         super().__init__()
+        if mode not in CONTEXT_MODES[1:]:
+            raise ValueError(f"context mode must be one of {CONTEXT_MODES[1:]}, got {mode!r}")
+        self.mode = mode
         self.fc = nn.Linear(channels, num_classes + 1)
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
+        if mode == "prior":
+            self.scale = nn.Parameter(torch.ones(()))
 
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.fc(feature.mean((2, 3)))  # (B, F, h, w) -> (B, F) -> (B, C)
+
+    def bias(self, logits: torch.Tensor) -> torch.Tensor:
+        """Context logits (Tensor[B, C]) -> the term added to every box's class logits (Tensor[B, C])."""
+        if self.mode == "add":
+            return logits
+        k = logits.shape[1] - 1
+        prior = F.log_softmax(logits[:, 1:].float(), dim=1) + math.log(k)  # (B, K): log(K * P(class | image))
+        return F.pad(self.scale * prior, (1, 0)).to(logits.dtype)  # background column: 0
+
+    def loss(self, logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """:func:`image_label_loss` over all C columns (``add``) or over the object classes of the
+        images that have boxes (``prior``: the prior says nothing about background)."""
+        if self.mode == "add":
+            return image_label_loss(logits, targets)
+        has = [i for i, t in enumerate(targets) if t["labels"].numel()]
+        if not has:
+            return logits.sum() * 0.0
+        return image_label_loss(F.pad(logits[has, 1:], (1, 0), value=-1e4), [targets[i] for i in has])
 
 
 def image_label_loss(logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
 
-from detect.models.context import ImageContext, image_label_loss
+from detect.models.context import ImageContext
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
@@ -100,7 +100,7 @@ class FastRCNN(nn.Module):
         rpn_anchor_fractions: Optional[Sequence[float]] = None,
         rpn_aspect_ratios: Optional[Sequence[float]] = None,
         semantic: bool = False,
-        context: bool = False,
+        context: str = "none",
         context_loss: float = 0.0,
     ) -> None:
         super().__init__()
@@ -142,12 +142,13 @@ class FastRCNN(nn.Module):
         # channels its ImageNet classifier reads): pooled per RoI ("semantic") it joins the
         # classifier's input; pooled over the whole image ("context") it adds one logit vector
         # per image to all of that image's RoIs.
-        self.semantic_index = len(strides) - 1 if (semantic or context) else -1
-        if (semantic or context) and self.semantic_index == self.feature_index:
+        deep = semantic or context != "none"
+        self.semantic_index = len(strides) - 1 if deep else -1
+        if deep and self.semantic_index == self.feature_index:
             raise ValueError("semantic/context features need a backbone map coarser than feature_stride")
         c_sem = channels[self.semantic_index] if self.semantic_index >= 0 else 0
         self.semantic = bool(semantic)
-        self.context = ImageContext(c_sem, num_classes) if context else None
+        self.context = ImageContext(c_sem, num_classes, context) if context != "none" else None
         self.context_loss = float(context_loss)
         self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
         self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
@@ -181,7 +182,7 @@ class FastRCNN(nn.Module):
         if self.training:
             losses.update(self._train_head(feature, (semantic, sem_stride, ctx), props, targets))
             if ctx is not None and self.context_loss > 0:
-                losses["loss_context"] = self.context_loss * image_label_loss(ctx, targets)
+                losses["loss_context"] = self.context_loss * self.context.loss(ctx, targets)
             return losses
         return self._detect(feature, (semantic, sem_stride, ctx), props, size)
 
@@ -229,7 +230,7 @@ class FastRCNN(nn.Module):
         logits, boxes = self.predictor(self.box_head(pooled), sem)
         if ctx is not None:
             counts = torch.tensor([len(r) for r in rois], device=ctx.device)
-            logits = logits + ctx.repeat_interleave(counts, dim=0)  # each RoI gets its image's row
+            logits = logits + self.context.bias(ctx).repeat_interleave(counts, dim=0)  # each RoI gets its image's row
         return logits, boxes
 
     def _train_head(self, feature: Tensor, deep: tuple, props: list[Tensor], targets: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -281,7 +282,7 @@ def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbo
         from detect.models.backbones import build_config_backbone
 
         stride = int(ex.get("feature_stride", 16))
-        deep = (bool(ex.get("semantic")) or cfg.context) and stride < 32
+        deep = (bool(ex.get("semantic")) or cfg.context != "none") and stride < 32
         backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(stride, 32) if deep else (stride,))
     model = FastRCNN(
         backbone,

@@ -29,7 +29,7 @@ from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_defau
 from detect.models.backbones import Backbone, build_backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
 from detect.models.postprocess import detect_postprocess
-from detect.models.context import ImageContext, image_label_loss
+from detect.models.context import ImageContext
 from detect.models.ssd_loss import multibox_loss
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -87,7 +87,7 @@ class SSD(nn.Module):
         nms_thresh: float = 0.45,
         pre_nms_topk: int = 1000,
         max_det: int = 300,
-        context: bool = False,
+        context: str = "none",
         context_loss: float = 0.0,
     ):
         super().__init__()
@@ -122,7 +122,7 @@ class SSD(nn.Module):
         # Image-level context: the stride-32 map pooled over the whole image (what an ImageNet
         # classifier reads) gives one logit vector per image, added to every default box's.
         self.context_index = len(backbone.channels) - 1
-        self.context = ImageContext(chans[self.context_index], num_classes) if context else None
+        self.context = ImageContext(chans[self.context_index], num_classes, context) if context != "none" else None
         self.context_loss = float(context_loss)
         self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
         self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
@@ -169,7 +169,7 @@ class SSD(nn.Module):
         cls_logits, ctx = out[..., 4:], None
         if self.context is not None:
             ctx = self.context(feats[self.context_index])  # (B, C32, h, w) -> (B, C)
-            cls_logits = cls_logits + ctx.unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
+            cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
         return cls_logits, out[..., :4], anchors, ctx
 
     def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
@@ -184,7 +184,7 @@ class SSD(nn.Module):
                 cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
             )
             if ctx is not None and self.context_loss > 0:
-                losses["loss_context"] = self.context_loss * image_label_loss(ctx, targets)
+                losses["loss_context"] = self.context_loss * self.context.loss(ctx, targets)
             return losses
         return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
 
