@@ -17,14 +17,14 @@ from typing import Callable, Optional, Sequence
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
     "xml2pkl": "detect.data.xml2pkl:cmd_xml2pkl",
-    "synth": "detect.data.synth:cmd_synth",
+    "synth": "detect.data.synth.dataset:cmd_synth",
     "train": "detect.engine.train:cmd_train",
     "val": "detect.engine.evaluate:cmd_val",
-    "predict": "detect.engine.predict_cli:cmd_predict",
-    "demo": "detect.engine.predict_cli:cmd_demo",
-    "export": "detect.engine.export:cmd_export",
+    "predict": "detect.infer.predict_cli:cmd_predict",
+    "demo": "detect.infer.predict_cli:cmd_demo",
+    "export": "detect.infer.export:cmd_export",
     "proposals": "detect.engine.proposals:cmd_proposals",
-    "tune": "detect.engine.tune:cmd_tune",
+    "tune": "detect.tune.search:cmd_tune",
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from _predict_helpers import CLASSES
 from detect.cli import main
 from detect.config import ExperimentConfig, ModelConfig, Preprocess
-from detect.engine import export as E
+from detect.infer import export as E
 
 
 @pytest.fixture(scope="module")

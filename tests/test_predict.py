@@ -13,9 +13,9 @@ import torch
 from _predict_helpers import CLASSES, StandInDetector, synthetic_image
 from detect.cli import main
 from detect.config import ExperimentConfig, ModelConfig, Preprocess
-from detect.engine import sources as S
-from detect.engine.fuse import fuse_conv_bn
-from detect.engine.predict import DEFAULT_WEIGHTS, Predictor
+from detect.infer import sources as S
+from detect.infer.fuse import fuse_conv_bn
+from detect.infer.predict import DEFAULT_WEIGHTS, Predictor
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +221,7 @@ def test_shipped_weights_find_products_on_fresh_synthetic_shelves():
 
 
 def test_demo_renders_detects_and_saves(tmp_path, tiny_weights, monkeypatch, capsys):
-    import detect.engine.predict as P
+    import detect.infer.predict as P
 
     monkeypatch.setattr(P, "DEFAULT_WEIGHTS", tiny_weights)
     assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "2", "--device", "cpu"]) == 0
@@ -235,7 +235,7 @@ def test_demo_renders_detects_and_saves(tmp_path, tiny_weights, monkeypatch, cap
 
 
 def test_show_without_display_says_so_and_goes_on(tmp_path, standin, monkeypatch, capsys):
-    from detect.engine.predict_cli import run
+    from detect.infer.predict_cli import run
 
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)

@@ -212,7 +212,7 @@ def test_channels_last_and_dtype_independent():
 
 
 def test_fuses_every_batchnorm():
-    from detect.engine.fuse import fuse_conv_bn
+    from detect.infer.fuse import fuse_conv_bn
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     model = tiny_ssd(bn="frozen").eval()

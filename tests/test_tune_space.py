@@ -10,7 +10,7 @@ import yaml
 
 from detect.cli import main
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SpaceError, load_space, parse_space
+from detect.tune.space import SpaceError, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 

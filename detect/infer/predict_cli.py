@@ -1,4 +1,4 @@
-"""``detect predict`` and ``detect demo``: run a :class:`~detect.engine.predict.Predictor` over a
+"""``detect predict`` and ``detect demo``: run a :class:`~detect.infer.predict.Predictor` over a
 source and write annotated images/videos, JSON lines/CSV and a summary.
 
 Exit codes: 0 every input was processed; 1 some inputs failed (unreadable images, videos that
@@ -18,9 +18,9 @@ from typing import Optional
 import cv2
 from tqdm import tqdm
 
-from detect.engine.predict import Predictor, WeightsError
-from detect.engine.results import ResultWriter, Summary
-from detect.engine.sources import VIDEO_EXTS, Frame, SourceError, expand, is_stream
+from detect.infer.predict import Predictor, WeightsError
+from detect.infer.results import ResultWriter, Summary
+from detect.infer.sources import VIDEO_EXTS, Frame, SourceError, expand, is_stream
 from detect.utils import atomic_write_bytes
 from detect.viz.video import VideoSink
 

@@ -8,7 +8,7 @@ command again after a kill, or with a larger N, continues the study and never re
 trials; trials left RUNNING by a killed worker on this machine are marked FAIL and their
 parameters queued again. Workers on one machine are separate processes, each pinned to one GPU
 (round robin) or to an equal share of the CPU cores. Each trial trains into ``OUT/trials/<n>``;
-the end writes the ranked table, plots and ``best.yaml`` (see :mod:`detect.engine.tune_report`).
+the end writes the ranked table, plots and ``best.yaml`` (see :mod:`detect.tune.report`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import optuna
 import yaml
 
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SearchSpace, SpaceError, load_space
+from detect.tune.space import SearchSpace, SpaceError, load_space
 from detect.utils import cpu_count
-from detect.engine.tune_worker import (
+from detect.tune.worker import (
     WorkerJob,
     _raise_interrupt,
     counted_trials,
@@ -79,7 +79,7 @@ def run_tune(
     """Run (or continue) a study until it holds ``trials`` started trials, then write the report.
     Returns 0 when every trial completed or was pruned, 1 when some failed or none completed,
     130 when interrupted. Raises :class:`SpaceError`/:class:`TuneUsageError` on usage errors."""
-    from detect.engine.tune_report import print_summary, write_report
+    from detect.tune.report import print_summary, write_report
 
     sp = load_space(space)
     if workers < 1 or epochs < 1 or (trials is not None and trials < 1):
@@ -275,7 +275,7 @@ def _run_jobs(jobs: list[WorkerJob]) -> str:
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if len(jobs) == 1 and jobs[0].cuda_visible is None:
-            from detect.engine.tune_worker import worker_loop
+            from detect.tune.worker import worker_loop
 
             job = jobs[0]
             if job.threads:

@@ -11,7 +11,7 @@ ten product classes (:data:`CLASSES`) and writes them as a Pascal VOC dataset::
 
 Scenes are drawn with OpenCV from a numpy ``Generator`` seeded by ``(seed, image index)``, so
 a seed gives the same bytes on every run, in any order and with any number of workers.
-Boxes are the visible extent of each product (see :mod:`detect.data.synth_camera`).
+Boxes are the visible extent of each product (see :mod:`detect.data.synth.camera`).
 
 Python API: :func:`render_scene` (one scene in memory) and :func:`render_dataset`.
 """
@@ -35,9 +35,9 @@ import numpy as np
 from lxml import etree
 from tqdm import tqdm
 
-from detect.data.synth_camera import render
-from detect.data.synth_products import CLASSES
-from detect.data.synth_scene import Scene
+from detect.data.synth.camera import render
+from detect.data.synth.products import CLASSES
+from detect.data.synth.scene import Scene
 
 __all__ = ["CLASSES", "Scene", "render_scene", "render_dataset", "scene_to_voc_xml", "cmd_synth"]
 

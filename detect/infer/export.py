@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from detect.boxes import batched_nms
-from detect.engine.fuse import fuse_conv_bn
+from detect.infer.fuse import fuse_conv_bn
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
 BOX_ATOL = 1e-3
@@ -93,7 +93,7 @@ def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: i
 
 def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
     """The checkpoint's SSD wrapped for export (BatchNorm folded, eval, CPU) and its metadata."""
-    from detect.engine.predict import load_for_inference, resolve_weights
+    from detect.infer.predict import load_for_inference, resolve_weights
 
     path = resolve_weights(weights)
     # predict's loader: every unloadable file becomes a WeightsError; its NMS settings do not matter here
@@ -153,7 +153,7 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from detect.engine.predict import WeightsError
+    from detect.infer.predict import WeightsError
 
     try:
         wrapper, meta = load_exportable(args.weights)
@@ -172,5 +172,5 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
         return 2
     print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
-          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.engine.export.postprocess)")
+          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.infer.export.postprocess)")
     return 0

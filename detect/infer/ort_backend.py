@@ -6,7 +6,7 @@ exported in memory (no file; about a second at load), ONNX Runtime computes the 
 outputs, and the SSD's own PyTorch postprocess (decode, one batched NMS) turns them into
 detections, so both backends return the same boxes (to float rounding, tested).
 
-Used by :class:`~detect.engine.predict.Predictor` when ``backend`` is "onnxruntime", or "auto"
+Used by :class:`~detect.infer.predict.Predictor` when ``backend`` is "onnxruntime", or "auto"
 on a CPU with onnxruntime installed. Fast R-CNN stays on PyTorch (its proposal stage has
 per-image shapes).
 """

@@ -16,7 +16,7 @@ class names are inside it. Speed, in the order it matters:
   normalised on the device in one batch; fp16 with ``--half``.
 - Everywhere: ``torch.inference_mode``; the model's own vectorised decode and one batched NMS;
   all boxes of a batch are moved to the CPU in one transfer; decode of the next frames runs
-  in a background thread (:func:`detect.engine.sources.prefetch`).
+  in a background thread (:func:`detect.infer.sources.prefetch`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from detect.config import Preprocess
-from detect.engine.fuse import optimize_for_inference
-from detect.engine.sources import Frame, iter_source, prefetch
+from detect.infer.fuse import optimize_for_inference
+from detect.infer.sources import Frame, iter_source, prefetch
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
@@ -98,7 +98,7 @@ class Predictor:
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
-            "torch" or "onnxruntime" (see :mod:`detect.engine.ort_backend`).
+            "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`).
     """
 
     def __init__(
@@ -157,7 +157,7 @@ class Predictor:
         self.model = model.half() if self.half else model
         self.runner = self.model
         if self.backend == "onnxruntime":
-            from detect.engine.ort_backend import OrtSSD
+            from detect.infer.ort_backend import OrtSSD
 
             self.runner = OrtSSD(self.model, self.imgsz)
         self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
@@ -274,7 +274,7 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:
     """"auto": ONNX Runtime for an SSD on the CPU when it is installed (2-3x faster there), else
     PyTorch. An explicit "onnxruntime" that cannot work is an error that says why."""
-    from detect.engine import ort_backend
+    from detect.infer import ort_backend
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
