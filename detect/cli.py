@@ -2,8 +2,10 @@
 
 This is the only module that parses argv. Each sub-command's handler lives beside the code
 it drives and takes the parsed ``argparse.Namespace``; it returns the process exit code:
-0 everything done, 1 done but some inputs had problems (or ``--strict`` tripped),
-2 usage error (missing input, unwritable output, bad option), 130 interrupted.
+0 everything done, 1 done but some inputs had problems (or ``--strict`` tripped). A usage
+error (missing input, unwritable output, bad option) is a :class:`detect.errors.UsageError`
+raised wherever it is found; :func:`main` alone prints it as ``detect <command>: error: ...``
+(argparse's format for its own errors) and returns 2. Interrupted: 130.
 ``tools/*.py`` are thin wrappers that call :func:`main` with their sub-command.
 """
 
@@ -13,6 +15,8 @@ import argparse
 import importlib
 import sys
 from typing import Callable, Optional, Sequence
+
+from detect.errors import UsageError
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
@@ -191,6 +195,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         keep_heap_for_training()  # before torch allocates anything: about 2x faster CPU training
     try:
         return int(_handler(args.command)(args) or 0)
+    except UsageError as e:  # the one mapping of a usage error, raised anywhere below, to output
+        print(f"detect {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

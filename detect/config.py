@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import yaml
 
+from detect.errors import UsageError
+
 
 @dataclass
 class Preprocess:
@@ -124,10 +126,17 @@ class ExperimentConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise UsageError(f"config file {path} not found") from None
+        except OSError as e:
+            raise UsageError(f"config file {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise UsageError(f"config {path}: not valid YAML: {e}") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping with sections model/data/train/preprocess")
+            raise UsageError(f"{path}: expected a mapping with sections model/data/train/preprocess")
         return cls.from_dict(d)
 
     def override(self, section: str, **values: Any) -> None:
@@ -137,7 +146,7 @@ class ExperimentConfig:
             if v is None:
                 continue
             if not hasattr(target, k):
-                raise ValueError(f"unknown {section} setting {k!r}")
+                raise UsageError(f"unknown {section} setting {k!r}")
             setattr(target, k, v)
 
 
@@ -151,12 +160,12 @@ def _to_plain(x: Any) -> Any:
 
 def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"config section {where or 'root'!r}: expected a mapping, got {type(d).__name__}")
+        raise UsageError(f"config section {where or 'root'!r}: expected a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in d.items():
         if k not in fields:
-            raise ValueError(f"unknown config key {where + k!r}; known: {sorted(fields)}")
+            raise UsageError(f"unknown config key {where + k!r}; known: {sorted(fields)}")
         f = fields[k]
         sub = _dataclass_type(f.type)
         if sub is not None:

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 
 from detect.data.dataset import collate
 from detect.engine import evaluate as E
+from detect.errors import UsageError
 from detect.structures import ImageRecord
 
 S = 64
@@ -227,15 +228,17 @@ def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
     assert (tmp_path / "plots" / "pr_curve.png").is_file()
 
 
-def test_cmd_val_usage_errors(tmp_path, fake_stack, capsys):
-    assert E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt"))) == 2
-    assert "not found" in capsys.readouterr().err
-    assert E.cmd_val(val_args(tmp_path, max_det=0)) == 2
+def test_cmd_val_usage_errors(tmp_path, fake_stack):
+    with pytest.raises(UsageError, match="not found"):
+        E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt")))
+    with pytest.raises(UsageError, match="--max-det"):
+        E.cmd_val(val_args(tmp_path, max_det=0))
     fake_stack.cache = SimpleNamespace(classes=["cola", "soap"], records=make_records(), problems=[])
-    assert E.cmd_val(val_args(tmp_path)) == 2
-    assert "only in the data ['soap']" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"only in the data \['soap'\]"):
+        E.cmd_val(val_args(tmp_path))
     fake_stack.cache = SimpleNamespace(classes=list(CLASSES), records=[], problems=[])
-    assert E.cmd_val(val_args(tmp_path)) == 2
+    with pytest.raises(UsageError, match="no images"):
+        E.cmd_val(val_args(tmp_path))
     assert not (tmp_path / "out" / "val.json").exists()
 
 

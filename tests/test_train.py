@@ -11,6 +11,7 @@ import torch
 import yaml
 from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_data, tiny_eval, tiny_model
 
+from detect.cli import main
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import train as T
 from detect.engine.checkpoint import load_checkpoint
@@ -202,13 +203,13 @@ def test_cli_overrides_yaml_overrides_defaults(tmp_path):
 
 
 def test_cmd_train_exit_codes(tmp_path, capsys):
-    assert T.cmd_train(_args(out=str(tmp_path / "r"), resume=True)) == 2
-    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume"]) == 2
+    assert "detect train: error: nothing to resume" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochz: 3}\n")
-    assert T.cmd_train(_args(config=str(bad))) == 2
+    assert main(["train", "--config", str(bad)]) == 2
     assert "epochz" in capsys.readouterr().err
-    assert T.cmd_train(_args(out=str(tmp_path / "r"), device="cpu")) == 2  # no --data
+    assert main(["train", "--out", str(tmp_path / "r"), "--device", "cpu"]) == 2  # no --data
     assert "--data" in capsys.readouterr().err
 
 

@@ -23,7 +23,8 @@ import yaml
 
 from detect.cli import main
 from detect.config import ExperimentConfig
-from detect.tune.search import TuneUsageError, run_tune
+from detect.errors import UsageError
+from detect.tune.search import run_tune
 from detect.tune.space import load_space
 from detect.tune.worker import make_sampler, open_storage
 
@@ -111,10 +112,10 @@ def test_resume_finishes_rest_without_rerunning(tmp_path):
     assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer=FAKE) == 0
     assert len(_runs(out)) == 4
     # a different space for the same study is refused
-    with pytest.raises(TuneUsageError, match=r"different space \(space.params.lr"):
+    with pytest.raises(UsageError, match=r"different space \(space.params.lr"):
         run_tune(str(tmp_path), _space(tmp_path, {"lr": [0.1, 0.3]}), out, epochs=1, device="cpu", trainer=FAKE)
     space = _space(tmp_path, GRID_2X2)
-    with pytest.raises(TuneUsageError, match=r"different epochs"):
+    with pytest.raises(UsageError, match=r"different epochs"):
         run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer=FAKE)
 
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from detect.config import ExperimentConfig
+from detect.errors import UsageError
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
@@ -48,7 +49,7 @@ ADDED_FIELDS = {("model", "conv_head"): False}
 FORMAT_NAME = FORMAT.split("/")[0]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """The file is not a checkpoint this version can read; the message says why and what to do."""
 
 

@@ -27,17 +27,14 @@ from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
 from detect.engine.checkpoint import (
-    CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
+    inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
 )
 from detect.engine.ema import ModelEMA
 from detect.engine.loader import eval_loader, seed_everything, train_loader
 from detect.engine.loop import train_one_epoch
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
-
-
-class UsageError(ValueError):
-    """A problem with the user's options or data; ``cmd_train`` exits 2 with its message."""
+from detect.errors import UsageError
 
 
 @dataclass
@@ -359,17 +356,8 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
-    for a non-finite loss, 2 usage error (bad option, missing data, unusable checkpoint)."""
-    import yaml
-
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:  # CheckpointError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = train(cfg, progress=not getattr(args, "no_progress", False))
-    except (UsageError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
+    :class:`~detect.errors.UsageError`."""
+    cfg = config_from_args(args)
+    result = train(cfg, progress=not getattr(args, "no_progress", False))
     return 1 if result["nonfinite_loss"] or result["data_problems"] else 0

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from detect.boxes import batched_nms
+from detect.errors import UsageError
 from detect.infer.fuse import fuse_conv_bn
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
@@ -153,24 +153,19 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from detect.infer.predict import WeightsError
-
     try:
-        wrapper, meta = load_exportable(args.weights)
-    except (WeightsError, TypeError) as e:  # TypeError: not an SSD
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        wrapper, meta = load_exportable(args.weights)  # WeightsError: a UsageError
+    except TypeError as e:  # not an SSD
+        raise UsageError(str(e)) from None
     try:
         if args.format == "onnx":
             out = export_onnx(wrapper, meta, args.output, args.opset)
         else:
             out = export_torchscript(wrapper, meta, args.output)
     except ImportError as e:
-        print(f"error: {args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'") from None
     except OSError as e:
-        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write {args.output}: {e}") from None
     print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
           f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.infer.export.postprocess)")
     return 0

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from detect.config import Preprocess
+from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
 from detect.infer.sources import Frame, iter_source, prefetch
 from detect.structures import Detections
@@ -41,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "ssd_lite0_synth.pt"
 
 
-class WeightsError(ValueError):
+class WeightsError(UsageError):
     """The weights file is missing or is not a retail-detect checkpoint (exit code 2)."""
 
 
@@ -277,13 +278,13 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
     from detect.infer import ort_backend
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return "torch"
     if ort_backend.supports(model) and device.type == "cpu":
         return "onnxruntime"
     if backend == "onnxruntime":
-        raise ValueError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
+        raise UsageError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
                          "(pip install onnxruntime); use --backend torch")
     return "torch"
 
@@ -294,12 +295,12 @@ def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:
         if isinstance(k, int) or (isinstance(k, str) and k.isdigit() and k not in names):
             i = int(k)
             if not 0 <= i < len(names):
-                raise ValueError(f"--classes: index {i} is out of range; this model has {len(names)} classes (0..{len(names) - 1})")
+                raise UsageError(f"--classes: index {i} is out of range; this model has {len(names)} classes (0..{len(names) - 1})")
             ids.append(i)
         elif k in names:
             ids.append(names.index(k))
         else:
-            raise ValueError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
+            raise UsageError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
     return sorted(set(ids))
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from detect.config import ModelConfig, Preprocess
+from detect.errors import UsageError
 from detect.models.layers import set_bn_mode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +50,7 @@ class PretrainedInfo:
     source: str
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UsageError, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
 
 

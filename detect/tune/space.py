@@ -30,6 +30,7 @@ from typing import Any, Optional
 import yaml
 
 from detect.config import ExperimentConfig
+from detect.errors import UsageError
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "none")
@@ -67,7 +68,7 @@ _PARAM_KEYS = {"values", "choice", "low", "high", "log", "step", "num"}
 _TOP_KEYS = {"study", "sampler", "metric", "direction", "pruner", "params"}
 
 
-class SpaceError(ValueError):
+class SpaceError(UsageError):
     """A search-space file is wrong; the message names the file, the parameter and the fix."""
 
 
