@@ -1,20 +1,53 @@
-"""Typed configuration: dataclasses with a YAML/dict round trip.
+"""Typed configuration: dataclasses with a YAML/dict round trip, and the one table of options.
 
-Every checkpoint stores ``ExperimentConfig.to_dict()`` together with the class names and the
-preprocessing, so loading weights needs nothing else. CLI options override a YAML file, which
-overrides these defaults (see ``detect.cli``).
+Every setting is declared once, here, as a field made by :func:`setting`: its type (a
+``Literal[...]`` for a closed set of values), its default, a one-line help, and where it applies
+the command-line spelling (``cli``), the rule a value must follow (``check``, one of
+:data:`CHECKS`) and other names ``detect tune`` accepts for it (``aliases``). The rest is derived
+from these declarations: :mod:`detect.options` adds the ``detect train`` options (choices, ``--x``
+/ ``--no-x`` for booleans, defaults in ``--help``) and applies the given ones to a config, and
+``detect tune`` takes its parameter names, choices and checks from :func:`settings`. Adding a
+field is one declaration plus the code that uses it.
+
+Every checkpoint stores ``ExperimentConfig.to_dict()`` together with the class names, so loading
+weights needs nothing else. CLI options override a YAML file, which overrides these defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Literal, Optional
 
 import yaml
 
 from detect.errors import UsageError
+
+# The rules a value may have to follow: the text names the rule in error messages.
+CHECKS: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    ">= 1": lambda v: v >= 1,
+    ">= 32": lambda v: v >= 32,
+}
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, cli: Optional[str] = None,
+            check: Optional[str] = None, aliases: tuple[str, ...] = (), factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A config field declared once: ``default`` (or ``factory`` for a list), a one-line ``help``,
+    the ``detect train`` option ``cli`` (e.g. ``"--weight-decay"``; None: YAML only), the rule
+    ``check`` that values given on the command line or searched by ``detect tune`` must follow,
+    and search-name ``aliases``. Choices come from the field's ``Literal[...]`` type."""
+    if check is not None and check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; known: {list(CHECKS)}")
+    meta = {"help": help, "cli": cli, "check": check, "aliases": tuple(aliases)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -22,77 +55,79 @@ class Preprocess:
     """What the model expects of an image: resized (stretched) to ``imgsz`` x ``imgsz``, RGB,
     scaled to [0, 1], then normalised with ``mean``/``std`` (inside the model)."""
 
-    imgsz: int = 320
+    imgsz: int = setting(320, "input side in pixels (images are stretched to imgsz x imgsz)", cli="--imgsz", check=">= 32")
     # The default backbone's (EfficientNet-Lite, TF preprocessing: (pixel - 127) / 128); other
     # backbones: detect.models.backbones.preprocess_for(name, imgsz) (ImageNet mean/std).
-    mean: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
-    std: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
+    mean: tuple[float, float, float] = setting((127 / 255,) * 3, "per-channel mean of [0, 1] RGB input (set from the backbone's weights)")
+    std: tuple[float, float, float] = setting((128 / 255,) * 3, "per-channel std of [0, 1] RGB input (set from the backbone's weights)")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "ssd"  # "ssd" or "fast_rcnn"
-    backbone: str = "efficientnet_lite0"
-    pretrained: str = "imagenet"  # "imagenet" or "none" (train from scratch on purpose)
-    backbone_weights: Optional[str] = None  # local weight file for torchvision backbones
-    bn: str = "frozen"  # "frozen" | "train" | "sync"
-    # EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map (the
-    # features its ImageNet classifier reads; +0.07 voc_ap50 on groceries, bench/RESULTS.md).
-    # Other backbones ignore it. Checkpoints from before this field rebuild with False.
-    conv_head: bool = True
-    num_classes: int = 0  # object classes, background excluded; filled from the data
+    name: Literal["ssd", "fast_rcnn"] = setting("ssd", "detector", cli="--model")
+    backbone: str = setting("efficientnet_lite0", "feature extractor: efficientnet_lite0/1/2 or a torchvision name (README: Models)",
+                            cli="--backbone")
+    pretrained: Literal["imagenet", "none"] = setting("imagenet", "backbone initialisation; none trains from scratch on purpose",
+                                                      cli="--pretrained")
+    backbone_weights: Optional[str] = setting(None, "local weight file for a torchvision backbone", cli="--backbone-weights")
+    bn: Literal["frozen", "train", "sync"] = setting("frozen", "BatchNorm: frozen statistics, trained, or synchronised under DDP",
+                                                     cli="--bn")
+    # +0.07 voc_ap50 on groceries (bench/RESULTS.md); checkpoints from before this field rebuild with False
+    conv_head: bool = setting(True, "EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map",
+                              cli="--conv-head")
+    num_classes: int = setting(0, "object classes, background excluded (filled from the data)")
     # SSD
-    anchor_sizes: Optional[list[float]] = None  # per feature map, relative to imgsz; None = defaults
-    aspect_ratios: Optional[list[list[float]]] = None  # per feature map, explicit w/h list; None = defaults
-    fit_anchors: bool = False  # fit aspect ratios to the training boxes (k-means on log w/h)
-    neg_pos_ratio: int = 3
-    box_loss: str = "smooth_l1"  # "smooth_l1" (encoded offsets) | "giou" (decoded boxes)
+    anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
+    aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")
+    fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
+    neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
+    box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
     # Fast R-CNN
-    proposals: str = "rpn"  # "rpn" | "selective_search" | "file"
-    roi_op: str = "roi_pool"  # "roi_pool" | "roi_align"
-    roi_size: int = 7
+    proposals: Literal["rpn", "selective_search", "file"] = setting("rpn", "Fast R-CNN proposal source", cli="--proposals")
+    roi_op: Literal["roi_pool", "roi_align"] = setting("roi_pool", "Fast R-CNN: RoI max pooling (paper) or RoIAlign")
+    roi_size: int = setting(7, "Fast R-CNN: RoI output bins per side")
     # postprocess
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.45
-    max_det: int = 300  # up to 1000 for dense shelves
-    pre_nms_topk: int = 1000  # best (box, class) candidates per image entering NMS (at least max_det)
-    extra: dict[str, Any] = field(default_factory=dict)
+    score_thresh: float = setting(0.01, "detections scoring at most this are dropped", check=">= 0")
+    nms_thresh: float = setting(0.45, "per-class NMS IoU threshold", check=">= 0")
+    max_det: int = setting(300, "detections kept per image (up to 1000 for dense shelves)", check=">= 1")
+    pre_nms_topk: int = setting(1000, "best (box, class) candidates per image entering NMS (at least max_det)", check=">= 1")
+    extra: dict[str, Any] = setting(help="model-specific options (Fast R-CNN)", factory=dict)
 
 
 @dataclass
 class DataConfig:
-    data: str = ""  # dataset YAML, VOC folder or cache .pkl
-    train_split: str = "train"
-    val_split: str = "val"
-    workers: int = 2
-    augment: float = 1.0  # strength of the train augmentation, 0 disables it
-    min_visibility: float = 0.3  # a box keeps at least this fraction of its area after a crop
+    data: str = setting("", "dataset YAML, VOC folder or cache .pkl", cli="--data")
+    train_split: str = setting("train", "split to train on")
+    val_split: str = setting("val", "split to validate on (empty: none)")
+    workers: int = setting(2, "data loader processes (0: in the training process)", cli="--workers", check=">= 0")
+    augment: float = setting(1.0, "train augmentation strength (0: none)", cli="--augment", check=">= 0")
+    min_visibility: float = setting(0.3, "a box keeps at least this fraction of its area after a crop", check="in [0, 1)")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch: int = 32
-    optimizer: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD momentum, or AdamW beta1
-    beta2: float = 0.999
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    scheduler: str = "cosine"  # "cosine" | "step"
-    milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])  # fractions of epochs (step)
-    gamma: float = 0.1
-    clip_grad: float = 10.0
-    ema: bool = True
-    ema_decay: float = 0.9998
-    amp: bool = True  # only on CUDA
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/train"
-    eval_every: int = 1
-    resume: bool = False
-    channels_last: bool = False  # NHWC activations on CUDA (faster convs with AMP)
-    log_every: int = 20  # iterations between progress-bar/TensorBoard updates (each one syncs the GPU)
+    epochs: int = setting(30, "training epochs", cli="--epochs", check=">= 1")
+    batch: int = setting(32, "global batch size (split over the processes under torchrun)", cli="--batch", check=">= 1")
+    optimizer: Literal["sgd", "adamw"] = setting("sgd", "optimizer", cli="--optimizer")
+    lr: float = setting(0.01, "peak learning rate, reached after the warmup", cli="--lr", check="> 0")
+    momentum: float = setting(0.9, "SGD momentum, or AdamW beta1", cli="--momentum", check="in [0, 1)", aliases=("beta1",))
+    beta2: float = setting(0.999, "AdamW beta2", check="in [0, 1)")
+    weight_decay: float = setting(5e-4, "weight decay (not on BatchNorm and biases)", cli="--weight-decay", check=">= 0")
+    warmup_epochs: float = setting(1.0, "linear warmup length in epochs", cli="--warmup-epochs", check=">= 0")
+    scheduler: Literal["cosine", "step"] = setting("cosine", "decay after the linear warmup", cli="--scheduler")
+    milestones: list[float] = setting(help="step decay points, as fractions of the epochs", factory=lambda: [0.67, 0.89])
+    gamma: float = setting(0.1, "step decay factor", check="> 0")
+    clip_grad: float = setting(10.0, "max gradient norm (0: no clipping)", cli="--clip-grad", check=">= 0")
+    ema: bool = setting(True, "keep an EMA of the weights (evaluated and saved)", cli="--ema")
+    ema_decay: float = setting(0.9998, "EMA decay per step", check="in [0, 1)")
+    amp: bool = setting(True, "mixed precision (CUDA only)", cli="--amp")
+    seed: int = setting(0, "random seed (data order, augmentation, initialisation)", cli="--seed")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:I", cli="--device")
+    out: str = setting("runs/train", "run folder", cli="--out")
+    eval_every: int = setting(1, "evaluate on the val split every N epochs (and at the end)", cli="--eval-every", check=">= 1")
+    resume: bool = setting(False, "continue the run in --out from its last.pt", cli="--resume")
+    channels_last: bool = setting(False, "NHWC activations on CUDA (faster convolutions with AMP)", cli="--channels-last")
+    log_every: int = setting(20, "iterations between progress updates (each one syncs the GPU)", check=">= 1")
 
 
 @dataclass
@@ -139,15 +174,91 @@ class ExperimentConfig:
             raise UsageError(f"{path}: expected a mapping with sections model/data/train/preprocess")
         return cls.from_dict(d)
 
-    def override(self, section: str, **values: Any) -> None:
-        """Set fields of one section, ignoring ``None`` (an option the user did not give)."""
-        target = getattr(self, section)
-        for k, v in values.items():
-            if v is None:
-                continue
-            if not hasattr(target, k):
-                raise UsageError(f"unknown {section} setting {k!r}")
-            setattr(target, k, v)
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared field of :class:`ExperimentConfig`, as :func:`settings` lists it.
+
+    Attributes:
+        path: where it lives, ``"train.weight_decay"`` (nested sections add a part).
+        type: the resolved annotation (``Literal[...]``, ``Optional[str]``, ``list[float]``...).
+        default, help, cli, check, aliases: as declared with :func:`setting`.
+    """
+
+    path: str
+    type: Any
+    default: Any
+    help: str
+    cli: Optional[str]
+    check: Optional[str]
+    aliases: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def choices(self) -> Optional[tuple]:
+        """The values of a ``Literal[...]`` type (inside ``Optional`` too), else None."""
+        t = _strip_optional(self.type)
+        return typing.get_args(t) if typing.get_origin(t) is Literal else None
+
+    @property
+    def kind(self) -> type:
+        """The Python type of one value: bool, int, float, str, or the container (list, dict, tuple)."""
+        t = _strip_optional(self.type)
+        if self.choices:
+            return type(self.choices[0])
+        return typing.get_origin(t) or t
+
+    def violates(self, value: Any) -> Optional[str]:
+        """The rule ``value`` breaks (e.g. ``"> 0"``), or None when it is fine."""
+        if self.check is None or CHECKS[self.check](value):
+            return None
+        return self.check
+
+
+def _strip_optional(t: Any) -> Any:
+    args = typing.get_args(t)
+    if typing.get_origin(t) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else t
+    return t
+
+
+@functools.lru_cache(maxsize=None)
+def settings(cls: Optional[type] = None, prefix: str = "") -> tuple[Setting, ...]:
+    """Every declared field of ``cls`` (default :class:`ExperimentConfig`), sections expanded,
+    in declaration order."""
+    cls = cls or ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out += settings(t, f"{prefix}{f.name}.")
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        m = f.metadata
+        out.append(Setting(prefix + f.name, t, default, m.get("help", ""), m.get("cli"), m.get("check"), m.get("aliases", ())))
+    return tuple(out)
+
+
+def get_value(cfg: Any, path: str) -> Any:
+    """``cfg``'s value at ``path`` (``"train.lr"``)."""
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def set_value(cfg: Any, path: str, value: Any) -> None:
+    """Set ``cfg``'s field at ``path`` (``"train.lr"``) to ``value``."""
+    *parents, name = path.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    if not hasattr(cfg, name):
+        raise UsageError(f"unknown setting {path!r}")
+    setattr(cfg, name, value)
 
 
 def _to_plain(x: Any) -> Any:
@@ -162,23 +273,15 @@ def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     if not isinstance(d, dict):
         raise UsageError(f"config section {where or 'root'!r}: expected a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in d.items():
         if k not in fields:
             raise UsageError(f"unknown config key {where + k!r}; known: {sorted(fields)}")
-        f = fields[k]
-        sub = _dataclass_type(f.type)
-        if sub is not None:
-            kwargs[k] = _from_dict(sub, v, f"{where}{k}.")
-        elif isinstance(f.default, tuple) and isinstance(v, list):
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = _from_dict(hints[k], v, f"{where}{k}.")
+        elif isinstance(fields[k].default, tuple) and isinstance(v, list):
             kwargs[k] = tuple(v)
         else:
             kwargs[k] = v
     return cls(**kwargs)
-
-
-def _dataclass_type(t: Any) -> Optional[type]:
-    names = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "TrainConfig": TrainConfig, "Preprocess": Preprocess}
-    if isinstance(t, str):
-        return names.get(t)
-    return t if dataclasses.is_dataclass(t) else None

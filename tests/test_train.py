@@ -11,7 +11,7 @@ import torch
 import yaml
 from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_data, tiny_eval, tiny_model
 
-from detect.cli import main
+from detect.cli import build_parser, main
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import train as T
 from detect.engine.checkpoint import load_checkpoint
@@ -187,9 +187,7 @@ def test_shard_sampler_splits_global_batches_and_is_epoch_seeded():
 
 
 def _args(**kw) -> argparse.Namespace:
-    ns = argparse.Namespace(config=None, resume=False, no_progress=True)
-    for dest in T._CLI:
-        setattr(ns, dest, None)
+    ns = build_parser().parse_args(["train", "--no-progress"])  # every option as `detect train` leaves it
     ns.__dict__.update(kw)
     return ns
 

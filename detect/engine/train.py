@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from detect.config import ExperimentConfig
+from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
 from detect.engine.checkpoint import (
@@ -35,6 +35,7 @@ from detect.engine.loop import train_one_epoch
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
 from detect.errors import UsageError
+from detect.options import apply_config_options
 
 
 @dataclass
@@ -118,6 +119,7 @@ def train(
     model_fn: Callable[[ExperimentConfig], torch.nn.Module] | None = None,
     eval_fn: Callable[..., dict] | None = None,
     on_epoch_end: Callable[[int, dict], bool] | None = None,
+    checkpoint: Optional[dict] = None,
 ) -> dict[str, Any]:
     """Train as ``cfg`` says (under torchrun: one process per device) and return the final
     metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
@@ -127,11 +129,13 @@ def train(
     ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
     ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch's checkpoint (``epoch``
     counts from 1, ``row`` is its CSV row: losses, val metrics); returning True stops training
-    there (``detect tune``'s pruner uses it).
+    there (``detect tune``'s pruner uses it). ``checkpoint``: with ``cfg.train.resume``, the run's
+    ``last.pt`` when the caller has read it already (else it is read here).
     """
     info, device = D.setup(cfg.train.device)
     try:
-        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval, on_epoch_end)
+        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval,
+                      on_epoch_end, checkpoint)
     finally:
         D.cleanup()
 
@@ -139,6 +143,7 @@ def train(
 def _train(
     cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
     data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
+    checkpoint: Optional[dict] = None,
 ) -> dict[str, Any]:
     t = cfg.train
     if device.type == "cpu":
@@ -148,9 +153,9 @@ def _train(
     last_pt, best_pt = out / "last.pt", out / "best.pt"
     ckpt: Optional[dict] = None
     if t.resume:
-        if not last_pt.is_file():
+        if checkpoint is None and not last_pt.is_file():
             raise UsageError(f"nothing to resume: {last_pt} not found; start a new run without --resume")
-        ckpt = load_checkpoint(last_pt)
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(last_pt)
     elif last_pt.exists():
         raise UsageError(f"{out} already holds a run ({last_pt.name}); pass --resume to continue it or choose another --out")
     if t.batch % info.world_size:
@@ -313,51 +318,42 @@ def _progress_factory(enabled: bool) -> Optional[Callable[[int, str], Any]]:
 
 # ------------------------------------------------------------------------------ detect train
 
-_CLI = {  # argparse dest -> (config section, field)
-    "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"),
-    "model": ("model", "name"), "backbone": ("model", "backbone"), "pretrained": ("model", "pretrained"),
-    "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
-    "conv_head": ("model", "conv_head"),
-    "imgsz": ("preprocess", "imgsz"),
-    **{k: ("train", k) for k in ("epochs", "batch", "optimizer", "lr", "momentum", "weight_decay", "seed", "out",
-                                 "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
-                                 "channels_last")},
-}
+
+def run_checkpoint(args: argparse.Namespace) -> Path:
+    """``RUN/last.pt`` of ``--resume``: the run folder is ``--out``, else the ``--config``
+    YAML's ``train.out``, else the default."""
+    out = getattr(args, "out", None)
+    if not out:
+        out = ExperimentConfig.load_yaml(args.config).train.out if getattr(args, "config", None) else TrainConfig().out
+    last = Path(out) / "last.pt"
+    if not last.is_file():
+        raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
+    return last
 
 
-def apply_cli(cfg: ExperimentConfig, args: argparse.Namespace) -> list[str]:
-    """Override ``cfg`` with the options given on the command line; returns their names."""
-    given = []
-    for dest, (section, name) in _CLI.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            cfg.override(section, **{name: v})
-            given.append(dest)
-    return given
-
-
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Defaults <- ``--config`` YAML <- command-line options. With ``--resume`` the run's saved
-    config replaces the YAML and the defaults (options given here still override it, e.g.
+def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None) -> ExperimentConfig:
+    """Defaults <- ``--config`` YAML <- the options given on the command line. With ``--resume``
+    the run's stored config (from ``checkpoint``, its ``last.pt``; read here when not given)
+    takes the place of the YAML and the defaults; options given still override it (e.g.
     ``--epochs`` to extend a finished run)."""
-    cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
-    apply_cli(cfg, args)
+    resume = bool(getattr(args, "resume", False))
+    if resume:
+        cfg = stored_config(checkpoint if checkpoint is not None else load_checkpoint(run_checkpoint(args)))
+    else:
+        cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
+    apply_config_options(cfg, args)
     if getattr(args, "proposal_file", None):
         cfg.model.extra["proposal_file"] = args.proposal_file
-    if getattr(args, "resume", False):
-        last = Path(cfg.train.out) / "last.pt"
-        if not last.is_file():
-            raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
-        cfg = stored_config(load_checkpoint(last))
-        apply_cli(cfg, args)
-        cfg.train.resume = True
+    cfg.train.resume = resume
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
     for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
-    :class:`~detect.errors.UsageError`."""
-    cfg = config_from_args(args)
-    result = train(cfg, progress=not getattr(args, "no_progress", False))
+    :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
+    the training state."""
+    ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
+    cfg = config_from_args(args, ckpt)
+    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
     return 1 if result["nonfinite_loss"] or result["data_problems"] else 0
