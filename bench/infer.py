@@ -68,7 +68,7 @@ def _our_predictor(name: str, args):
     cfg = ModelConfig(name="fast_rcnn" if name.startswith("fast_rcnn") else "ssd", pretrained="none",
                       num_classes=args.classes, score_thresh=args.conf, max_det=args.max_det)
     if name.startswith("fast_rcnn_"):
-        cfg.proposals = name[len("fast_rcnn_"):]
+        cfg.fast_rcnn.proposals = name[len("fast_rcnn_"):]
     torch.manual_seed(0)
     model = build_model(cfg, Preprocess(imgsz=args.imgsz))
     names = [f"class{i}" for i in range(args.classes)]

@@ -72,7 +72,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description="Options override --config, which overrides the defaults shown here.")
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
     add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
-    p.add_argument("--proposal-file", help="precomputed proposals (from `detect proposals`, or .npz/.json/.pkl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

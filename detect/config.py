@@ -63,6 +63,29 @@ class Preprocess:
 
 
 @dataclass
+class FastRCNNConfig:
+    """Fast R-CNN (``model.name: fast_rcnn``); the defaults follow the paper where it says."""
+
+    proposals: Literal["rpn", "selective_search", "file"] = setting(
+        "rpn", "Fast R-CNN proposal source: a learned RPN, or precomputed (data.proposal_file)", cli="--proposals")
+    roi_op: Literal["roi_pool", "roi_align"] = setting("roi_pool", "RoI max pooling (the paper's) or RoIAlign")
+    roi_size: int = setting(7, "RoI output bins per side", check=">= 1")
+    feature_stride: int = setting(16, "stride of the backbone map the RoIs are pooled from (16 or 32)", check=">= 1")
+    head: Literal["fc", "conv"] = setting("fc", "box head: two fully connected layers, or two 3x3 convs and average pooling")
+    fc_dim: int = setting(1024, "width of the box head", check=">= 1")
+    roi_channels: int = setting(256, "a 1x1 conv projects a wider feature map to this many channels (0: never)", check=">= 0")
+    rois_per_image: int = setting(128, "RoIs sampled per training image", check=">= 1")
+    fg_fraction: float = setting(0.25, "share of foreground RoIs in that sample", check="in [0, 1)")
+    fg_iou: float = setting(0.5, "a RoI with at least this IoU to a ground-truth box is foreground", check=">= 0")
+    bg_iou: tuple[float, float] = setting((0.1, 0.5), "a RoI with IoU in [low, high) is background")
+    ss_mode: Literal["fast", "quality"] = setting("fast", "selective search the model runs on new images without proposals")
+    ss_max: int = setting(2000, "proposals kept per image by that search", check=">= 1")
+    ss_resize: int = setting(500, "longer side that search runs at (0: the original)", check=">= 0")
+    rpn_anchor_fractions: Optional[list[float]] = setting(None, "RPN anchor sides as fractions of imgsz (None: defaults)")
+    rpn_aspect_ratios: Optional[list[float]] = setting(None, "RPN anchor aspect ratios (None: defaults)")
+
+
+@dataclass
 class ModelConfig:
     name: Literal["ssd", "fast_rcnn"] = setting("ssd", "detector", cli="--model")
     backbone: str = setting("efficientnet_lite0", "feature extractor: efficientnet_lite0/1/2 or a torchvision name (README: Models)",
@@ -82,16 +105,17 @@ class ModelConfig:
     fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
     neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
     box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
-    # Fast R-CNN
-    proposals: Literal["rpn", "selective_search", "file"] = setting("rpn", "Fast R-CNN proposal source", cli="--proposals")
-    roi_op: Literal["roi_pool", "roi_align"] = setting("roi_pool", "Fast R-CNN: RoI max pooling (paper) or RoIAlign")
-    roi_size: int = setting(7, "Fast R-CNN: RoI output bins per side")
     # postprocess
     score_thresh: float = setting(0.01, "detections scoring at most this are dropped", check=">= 0")
     nms_thresh: float = setting(0.45, "per-class NMS IoU threshold", check=">= 0")
     max_det: int = setting(300, "detections kept per image (up to 1000 for dense shelves)", check=">= 1")
     pre_nms_topk: int = setting(1000, "best (box, class) candidates per image entering NMS (at least max_det)", check=">= 1")
-    extra: dict[str, Any] = setting(help="model-specific options (Fast R-CNN)", factory=dict)
+    fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)  # read when name is fast_rcnn
+
+    @property
+    def takes_proposals(self) -> bool:
+        """Whether the detector trains and evaluates on precomputed proposals (``data.proposal_file``)."""
+        return self.name == "fast_rcnn" and self.fast_rcnn.proposals != "rpn"
 
 
 @dataclass
@@ -102,6 +126,9 @@ class DataConfig:
     workers: int = setting(2, "data loader processes (0: in the training process)", cli="--workers", check=">= 0")
     augment: float = setting(1.0, "train augmentation strength (0: none)", cli="--augment", check=">= 0")
     min_visibility: float = setting(0.3, "a box keeps at least this fraction of its area after a crop", check="in [0, 1)")
+    proposal_file: Optional[str] = setting(
+        None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")
+    max_proposals: int = setting(0, "keep each image's best this many precomputed proposals (0: all)", check=">= 0")
 
 
 @dataclass
@@ -142,7 +169,9 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        return _from_dict(cls, d or {}, "")
+        """The config of a dict (YAML, checkpoint); settings stored where they used to be
+        (:data:`MOVED`) are read from there."""
+        return _from_dict(cls, upgrade(d or {}), "")
 
     def for_rebuild(self) -> "ExperimentConfig":
         """A copy that builds the same network without any weight file (no ImageNet weights, no
@@ -259,6 +288,43 @@ def set_value(cfg: Any, path: str, value: Any) -> None:
     if not hasattr(cfg, name):
         raise UsageError(f"unknown setting {path!r}")
     setattr(cfg, name, value)
+
+
+# Settings that moved, old path -> new path. Every dict read (YAML, checkpoints, tune studies)
+# passes through upgrade(), so configs written before a move keep loading; ``detect tune``
+# accepts the old paths as parameter names too.
+MOVED: dict[str, str] = {
+    **{f"model.{k}": f"model.fast_rcnn.{k}" for k in ("proposals", "roi_op", "roi_size")},
+    # Fast R-CNN options used to live in an untyped model.extra dict
+    **{f"model.extra.{f.name}": f"model.fast_rcnn.{f.name}" for f in dataclasses.fields(FastRCNNConfig)},
+    "model.extra.proposal_file": "data.proposal_file",
+    "model.extra.max_proposals": "data.max_proposals",
+}
+_RETIRED = ("model.extra",)  # containers that moved away; dropped once empty
+
+
+def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of config dict ``d`` with every setting found at an old path (:data:`MOVED`) put
+    at its new one (a value already at the new path wins)."""
+    d = _to_plain(d)
+    for old, new in MOVED.items():
+        *parents, name = old.split(".")
+        holder = d
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder.pop(name)
+        *parents, name = new.split(".")
+        holder = d
+        for part in parents:
+            holder = holder.setdefault(part, {})
+        holder.setdefault(name, value)
+    for old in _RETIRED:
+        section, name = old.split(".")
+        if isinstance(d.get(section), dict) and d[section].get(name) in ({}, None):
+            d[section].pop(name, None)
+    return d
 
 
 def _to_plain(x: Any) -> Any:

@@ -50,8 +50,7 @@ def fake_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
         best = max(best, ap)
         lines.append(f"{e + 1},{2.0 - ap:.4f},{ap:.4f}")
         (out / "results.csv").write_text("\n".join(lines) + "\n")
-        delay = float((cfg.model.extra or {}).get("fake_delay", 0.0))
-        time.sleep(delay)
+        time.sleep(float(os.environ.get("FAKE_TRAIN_DELAY", "0")))  # seconds per epoch
         if on_epoch_end is not None and on_epoch_end(e, {"train/loss": 2.0 - ap, "voc_ap50": ap}):
             break
     return {"best_voc_ap50": best}
@@ -328,14 +327,13 @@ def test_sigkill_then_resume_finishes_without_rerunning(tmp_path):
     import subprocess
     import sys
 
-    base = ExperimentConfig()
-    base.model.extra = {"fake_delay": 0.4}
-    base.save_yaml(tmp_path / "base.yaml")
+    ExperimentConfig().save_yaml(tmp_path / "base.yaml")
     out = tmp_path / "tune"
     space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88]}, pruner="none")
     code = (f"import sys; from detect.tune.search import run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
             f"{str(out)!r}, workers=2, epochs=3, config={str(tmp_path / 'base.yaml')!r}, device='cpu', trainer={FAKE!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                            env={**os.environ, "FAKE_TRAIN_DELAY": "0.4"})
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         # RUNS.log: a trial started, so the study exists (opening the db earlier races its creation)

@@ -96,3 +96,4 @@ def test_parameter_names_come_from_the_config_table():
     assert [p.target for p in sp.params] == ["model.box_loss", "train.ema_decay"]
     with pytest.raises(SpaceError, match="use one of"):
         parse_space({"params": {"model.box_loss": ["iou"]}})
+    assert resolve_target("model.roi_op").path == "model.fast_rcnn.roi_op"  # a path it moved from

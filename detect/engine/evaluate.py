@@ -264,10 +264,10 @@ def cmd_val(args: argparse.Namespace) -> int:
     raises :class:`~detect.errors.UsageError` for unusable weights, data or options."""
     from torch.utils.data import DataLoader
 
-    from detect.data.dataset import DetectionDataset, collate
+    from detect.data.dataset import collate
     from detect.data.spec import resolve_data
-    from detect.data.transforms import eval_transform
     from detect.engine.checkpoint import load_model
+    from detect.engine.datasets import eval_dataset
     from detect.utils import atomic_write_text, select_device
     from detect.viz.plots import plot_confusion_matrix, plot_pr_curves
 
@@ -293,12 +293,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"data {args.data!r} split {args.split!r} has no images")
 
-    from detect.data.proposal_dataset import attach_proposals
-
-    try:  # Fast R-CNN with precomputed proposals reads them beside the images
-        dataset = attach_proposals(DetectionDataset(records, eval_transform(cfg.preprocess.imgsz)), cfg.model)
-    except (FileNotFoundError, ValueError) as e:  # ProposalFileError included
-        raise UsageError(str(e)) from None
+    dataset = eval_dataset(records, cfg)  # Fast R-CNN with precomputed proposals: they come with the images
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
     try:

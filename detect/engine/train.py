@@ -17,7 +17,6 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,6 +25,7 @@ import torch
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
+from detect.engine.datasets import TrainData, load_data
 from detect.engine.checkpoint import (
     inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
 )
@@ -36,67 +36,6 @@ from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
 from detect.errors import UsageError
 from detect.options import apply_config_options
-
-
-@dataclass
-class TrainData:
-    """What the trainer needs from the data layer."""
-
-    classes: list[str]
-    train: Any  # map-style dataset: item = (Tensor[3, S, S], target dict)
-    val: Optional[Any]
-    collate: Callable
-    problems: int = 0  # defects found while reading the annotations
-
-
-def _warn_rank0(msg: str) -> None:
-    if D.env_dist_info().is_main:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
-    """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
-    from detect.data.dataset import DetectionDataset, collate
-    from detect.data.spec import is_cache_path, resolve_data
-    from detect.data.transforms import eval_transform, train_transform
-
-    d = cfg.data
-    if not d.data:
-        raise UsageError("no training data: pass --data (dataset YAML, VOC folder or cache .pkl)")
-    try:
-        tr = resolve_data(d.data, d.train_split)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise UsageError(f"{d.data}: cannot read split {d.train_split!r}: {e}") from None
-    if not tr.records:
-        raise UsageError(f"{d.data}: split {d.train_split!r} has no images")
-    problems = len(getattr(tr, "problems", []) or [])
-    if problems:
-        log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
-    imgsz = cfg.preprocess.imgsz
-    tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
-    val = None
-    if d.val_split and is_cache_path(d.data):
-        log(f"warning: {d.data} is a cache, i.e. one split: no validation and no best.pt "
-            "(use a dataset YAML or a VOC folder to name a val split)")
-    elif d.val_split:
-        try:
-            va = resolve_data(d.data, d.val_split)
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            log(f"warning: no validation ({e}); best.pt will not be written")
-            va = None
-        if va is not None and list(va.classes) != list(tr.classes):
-            raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
-                             f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
-        if va is not None and va.records:
-            val = DetectionDataset(va.records, eval_transform(imgsz))
-    from detect.data.proposal_dataset import ProposalFileError, attach_proposals
-
-    try:  # Fast R-CNN with precomputed proposals: the datasets carry them (a no-op otherwise)
-        train_ds = attach_proposals(DetectionDataset(tr.records, tf), cfg.model)
-        val = attach_proposals(val, cfg.model) if val is not None else None
-    except (ProposalFileError, FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    return TrainData(list(tr.classes), train_ds, val, collate, problems)
 
 
 def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -342,8 +281,6 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     else:
         cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_config_options(cfg, args)
-    if getattr(args, "proposal_file", None):
-        cfg.model.extra["proposal_file"] = args.proposal_file
     cfg.train.resume = resume
     return cfg
 

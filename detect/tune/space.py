@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 import yaml
 
-from detect.config import ExperimentConfig, Setting, set_value, settings
+from detect.config import MOVED, ExperimentConfig, Setting, set_value, settings
 from detect.errors import UsageError
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -232,8 +232,10 @@ def search_names() -> dict[str, Setting]:
 
 
 def resolve_target(name: str) -> Setting:
-    """The setting a parameter name stands for; KeyError if none."""
-    return search_names()[name.replace("-", "_")]
+    """The setting a parameter name stands for (a path a setting moved from too, e.g.
+    ``model.roi_op``); KeyError if none."""
+    key = name.replace("-", "_")
+    return search_names()[MOVED.get(key, key)]
 
 
 def _parse_param(name: str, spec: Any, path: str) -> Param:
