@@ -41,6 +41,7 @@ import torch
 
 from detect.engine import metrics as M
 from detect.errors import UsageError
+from detect.models.build import set_postprocess
 
 CONF_MATRIX_CONF = 0.25  # score threshold of the confusion matrix (ultralytics' default)
 CONF_MATRIX_IOU = 0.45
@@ -52,20 +53,6 @@ def _dataset_records(dataset: Any) -> Optional[list]:
         dataset = dataset.dataset
     records = getattr(dataset, "records", None)
     return list(records) if records is not None else None
-
-
-def _rebuilt_with_max_det(model: torch.nn.Module, cfg: Any, max_det: int, device: torch.device) -> torch.nn.Module:
-    """The same weights in a model built with ``cfg.model.max_det = max_det`` (models read their
-    postprocess settings at build time), or ``model`` itself when the setting already fits."""
-    if cfg.model.max_det == max_det:
-        return model
-    from detect.models.build import build_model
-
-    cfg.model.max_det = max_det
-    build = cfg.for_rebuild()  # the state dict below replaces every weight
-    rebuilt = build_model(build.model, build.preprocess)
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.to(device).eval()
 
 
 def _gt_from_record(record: Any) -> dict:
@@ -282,7 +269,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     except (ValueError, KeyError, RuntimeError, OSError) as e:  # CheckpointError included
         raise UsageError(f"cannot load {args.weights}: {e}") from None
     max_det = int(args.max_det or cfg.model.max_det)
-    model = _rebuilt_with_max_det(model, cfg, max_det, device)
+    set_postprocess(model, cfg.model, max_det=max_det)
     try:
         cache = resolve_data(args.data, args.split, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:  # DatasetError included

@@ -34,6 +34,7 @@ from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
 from detect.infer.sources import Frame, iter_source, prefetch
+from detect.models.build import set_postprocess
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
@@ -61,8 +62,8 @@ def resolve_weights(weights: Optional[str | Path]) -> Path:
 
 
 def load_for_inference(path: Path, device: torch.device, conf: float, iou: float, max_det: int):
-    """Load a checkpoint (config, classes, weights) and build its model with the requested
-    postprocess settings. Returns ``(model, ExperimentConfig, classes)``."""
+    """Load a checkpoint (config, classes, weights) and set the requested postprocess settings
+    on its model and config. Returns ``(model, ExperimentConfig, classes)``."""
     from detect.engine.checkpoint import CheckpointError, load_model
 
     try:
@@ -73,18 +74,7 @@ def load_for_inference(path: Path, device: torch.device, conf: float, iou: float
         raise WeightsError(str(e)) from e
     except (ValueError, KeyError, TypeError) as e:  # a retail-detect file whose config this version cannot build
         raise WeightsError(f"{path}: the checkpoint's config cannot be built by this version ({type(e).__name__}: {e})") from e
-    want = {"score_thresh": float(conf), "nms_thresh": float(iou), "max_det": int(max_det)}
-    cfg.model.__dict__.update(want)
-    if all(hasattr(model, k) for k in want):  # SSD and FastRCNN read these at every forward
-        for k, v in want.items():
-            setattr(model, k, v)
-    else:  # a model that reads them only when built: rebuild with the new values
-        from detect.models.build import build_model
-
-        state = model.state_dict()
-        model = build_model(cfg.model, cfg.preprocess, load_weights=False)
-        model.load_state_dict(state)
-        model.to(device)
+    set_postprocess(model, cfg.model, score_thresh=conf, nms_thresh=iou, max_det=max_det)
     return model.eval(), cfg, list(classes)
 
 
@@ -95,7 +85,8 @@ class Predictor:
         weights: checkpoint path (default: the shipped weights).
         device: "auto" | "cpu" | "cuda" | "cuda:i".
         half: fp16 on CUDA (ignored with a note on CPU).
-        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image.
+        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image (set
+            on the model with :func:`~detect.models.build.set_postprocess`).
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
@@ -133,7 +124,9 @@ class Predictor:
         fuse: bool = True,
         backend: str = "auto",
     ) -> "Predictor":
-        """A predictor around a model already in memory (tests, benchmarks, notebooks)."""
+        """A predictor around a model already in memory (tests, benchmarks, notebooks); ``conf``
+        becomes the model's score threshold."""
+        set_postprocess(model, score_thresh=conf)
         self = cls.__new__(cls)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
@@ -218,20 +211,20 @@ class Predictor:
         return self._postprocess(outputs, [im.shape[:2] for im in images])
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Filter, map boxes from S x S to each image's pixels, and move the whole batch to the
-        CPU in one transfer."""
+        """Keep the asked-for classes, map boxes from S x S to each image's pixels, and move the
+        whole batch to the CPU in one transfer (the model applied the score threshold)."""
         S = self.imgsz
         hw = torch.tensor(sizes, dtype=torch.float32, device=self.device)  # (B, 2) = h, w
         scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1) / S  # (B, 4) = sx, sy, sx, sy
         rows, counts = [], []
         for i, o in enumerate(outputs):
             boxes, scores, labels = o["boxes"].float(), o["scores"].float(), o["labels"]
-            keep = scores >= self.conf
             if self._keep_t is not None:
-                keep &= torch.isin(labels, self._keep_t)
-            boxes = (boxes[keep] * scale[i]).clamp_(min=0)
+                keep = torch.isin(labels, self._keep_t)
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            boxes = (boxes * scale[i]).clamp_(min=0)
             boxes = torch.minimum(boxes, scale[i] * S)  # clip to (w, h, w, h)
-            rows.append(torch.cat([boxes, scores[keep, None], labels[keep, None].float()], 1))  # (K, 6)
+            rows.append(torch.cat([boxes, scores[:, None], labels[:, None].float()], 1))  # (K, 6)
             counts.append(rows[-1].shape[0])
         flat = torch.cat(rows).cpu().numpy() if rows else np.zeros((0, 6), np.float32)
         dets = []
