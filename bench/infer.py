@@ -201,7 +201,7 @@ def bench_video(args) -> dict:
 
 
 def _shipped() -> bool:
-    from detect.infer.predict import DEFAULT_WEIGHTS
+    from detect.infer.weights import DEFAULT_WEIGHTS
 
     return DEFAULT_WEIGHTS.is_file()
 

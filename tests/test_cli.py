@@ -27,7 +27,7 @@ def test_usage_errors_are_value_errors_for_python_callers():
     from detect.data.proposals import ProposalFileError
     from detect.data.spec import DatasetError
     from detect.engine.checkpoint import CheckpointError
-    from detect.infer.predict import WeightsError
+    from detect.infer.weights import WeightsError
     from detect.infer.sources import SourceError
     from detect.models.backbones import MissingWeightsError
     from detect.tune.space import SpaceError

@@ -34,49 +34,11 @@ from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
 from detect.infer.sources import Frame, iter_source, prefetch
+from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "ssd_lite0_synth.pt"
-
-
-class WeightsError(UsageError):
-    """The weights file is missing or is not a retail-detect checkpoint (exit code 2)."""
-
-
-def resolve_weights(weights: Optional[str | Path]) -> Path:
-    """``weights`` or the shipped default, checked to exist (else a :class:`WeightsError`
-    that says how to get weights)."""
-    path = Path(weights) if weights else DEFAULT_WEIGHTS
-    if not path.is_file():
-        if weights:
-            raise WeightsError(f"weights file {path} not found; pass --weights with a checkpoint from `detect train` (RUN/best.pt)")
-        raise WeightsError(
-            f"the shipped weights {path} are missing from this install; pass --weights with a checkpoint from "
-            "`detect train` (RUN/best.pt), or reinstall retail-detect from a checkout that has weights/"
-        )
-    return path
-
-
-def load_for_inference(path: Path, device: torch.device, conf: float, iou: float, max_det: int):
-    """Load a checkpoint (config, classes, weights) and set the requested postprocess settings
-    on its model and config. Returns ``(model, ExperimentConfig, classes)``."""
-    from detect.engine.checkpoint import CheckpointError, load_model
-
-    try:
-        model, cfg, classes = load_model(str(path), device)
-    except FileNotFoundError as e:
-        raise WeightsError(f"weights file {path} not found: {e}") from e
-    except CheckpointError as e:  # a foreign, truncated or other-version file; the message says which
-        raise WeightsError(str(e)) from e
-    except (ValueError, KeyError, TypeError) as e:  # a retail-detect file whose config this version cannot build
-        raise WeightsError(f"{path}: the checkpoint's config cannot be built by this version ({type(e).__name__}: {e})") from e
-    set_postprocess(model, cfg.model, score_thresh=conf, nms_thresh=iou, max_det=max_det)
-    return model.eval(), cfg, list(classes)
-
 
 class Predictor:
     """Detect products in BGR uint8 images with a checkpoint.

@@ -12,7 +12,8 @@ Contract (docs/ARCHITECTURE.md): ``images`` are Tensor[B, 3, S, S] float RGB in 
 normalises them with the preprocessing mean/std (buffers). Train mode:
 ``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
 list[{"boxes": Tensor[D, 4] xyxy pixels of the S x S input, "scores": Tensor[D], "labels":
-Tensor[D] int64 0-based}]``.
+Tensor[D] int64 0-based}]``, i.e. ``postprocess(*decoded(images))``: :meth:`SSD.decoded` (network,
+softmax, box decoding) is also the head that export and ONNX Runtime run.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
 from detect.models.backbones import Backbone, build_backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
-from detect.models.postprocess import detect_postprocess
+from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -155,24 +156,33 @@ class SSD(nn.Module):
         anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
         return out[..., 4:], out[..., :4], anchors
 
+    def decoded(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network and its box decoding, the SSD's one export head (``detect export``, ONNX
+        Runtime and eval all run it).
+
+        Returns:
+            boxes (Tensor[B, N, 4] float32, xyxy pixels of the S x S input, clipped to it),
+            scores (Tensor[B, N, K] float32, softmax probabilities, background dropped).
+        """
+        cls_logits, box_regression, anchors = self.head_outputs(images)
+        weights = tuple(float(w) for w in self.box_coder.weights)
+        return decode_outputs(cls_logits, box_regression, anchors, weights, self.box_coder.bbox_xform_clip, images.shape[-2:])
+
     def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images Tensor[B, 3, S, S], got shape {tuple(images.shape)}")
+        if not self.training:
+            return self.postprocess(*self.decoded(images))
+        if targets is None or len(targets) != images.shape[0]:
+            raise ValueError("training mode needs one target dict per image: model(images, targets)")
+        _check_targets(targets, self.num_classes)
         cls_logits, box_regression, anchors = self.head_outputs(images)
-        if self.training:
-            if targets is None or len(targets) != images.shape[0]:
-                raise ValueError("training mode needs one target dict per image: model(images, targets)")
-            _check_targets(targets, self.num_classes)
-            return multibox_loss(
-                cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
-            )
-        return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
+        return multibox_loss(cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss)
 
-    def postprocess(self, cls_logits, box_regression, anchors, image_size) -> list[dict[str, torch.Tensor]]:
-        return detect_postprocess(
-            cls_logits, box_regression, anchors, self.box_coder, image_size,
-            self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det,
-        )
+    def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Decoded outputs (:meth:`decoded`) -> per-image detections, with this model's
+        ``score_thresh``, ``nms_thresh``, ``pre_nms_topk`` and ``max_det`` (read at every call)."""
+        return select_detections(boxes, scores, self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det)
 
 
 def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> None:
