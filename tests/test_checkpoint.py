@@ -181,6 +181,22 @@ def test_fast_rcnn_checkpoint_with_the_old_extra_dict_loads(tmp_path):
     assert type(loaded).__name__ == "FastRCNN" and loaded.feature_stride == 32 and loaded.rpn is None
     with torch.no_grad():
         assert len(loaded(torch.rand(1, 3, 64, 64), proposals=[torch.tensor([[0.0, 0.0, 32.0, 32.0]])])) == 1
+    assert "preprocess" not in C.load_checkpoint(tmp_path / "old.pt")  # stored once: in the config
+
+
+def test_ssd_checkpoint_with_mean_std_buffers_loads(tmp_path):
+    """Older SSD checkpoints (the shipped weights among them) hold the preprocessing as
+    ``mean``/``std`` buffers in the state dict too; they load, and the config's values are used."""
+    from detect.models.build import build_model
+
+    cfg = _tiny_ssd_cfg()
+    build = cfg.for_rebuild()
+    model = build_model(build.model, build.preprocess)
+    state = {**model.state_dict(), "mean": torch.zeros(1, 3, 1, 1), "std": torch.ones(1, 3, 1, 1)}
+    C.save_checkpoint(tmp_path / "old.pt", config=cfg.to_dict(), classes=["cola", "chips"], model=state,
+                      ema={"model": dict(state), "updates": 1})
+    loaded, _, _ = C.load_model(tmp_path / "old.pt")
+    assert torch.allclose(loaded.mean.flatten(), torch.tensor(cfg.preprocess.mean))
 
 
 def test_for_rebuild_drops_weight_files_and_process_groups_on_a_copy():

@@ -16,6 +16,7 @@ from torchvision.ops import batched_nms, box_iou
 from detect.config import ModelConfig, Preprocess
 from detect.models import postprocess as pp
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_shapes, resolve_default_boxes
+from detect.models.backbones import input_preprocess
 from detect.models.build import build_model
 from detect.models.ssd import SSD, fit_anchor_config, ssd_num_maps
 from detect.models.ssd_loss import match_anchors
@@ -233,8 +234,11 @@ def test_build_model_options():
     pre = Preprocess(imgsz=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     with pytest.warns(UserWarning, match="replaced"):
         model = build_model(ModelConfig(num_classes=2), pre)  # lite0 ImageNet weights: TF preprocessing
-    assert pre.mean == pytest.approx((127 / 255,) * 3)
-    assert torch.allclose(model.mean.flatten(), torch.tensor(pre.mean))
+    assert pre.mean == (0.485, 0.456, 0.406)  # the argument is not changed ...
+    used = input_preprocess(ModelConfig(num_classes=2), pre)  # ... the trainer saves what the model uses
+    assert used.mean == pytest.approx((127 / 255,) * 3) and used.imgsz == 64
+    assert torch.allclose(model.mean.flatten(), torch.tensor(used.mean))
+    assert "mean" not in model.state_dict()  # the preprocessing is saved once, in the config
     sync = build_model(ModelConfig(num_classes=2, pretrained="none", bn="sync"), Preprocess(imgsz=64))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.heads.modules())
 

@@ -110,6 +110,9 @@ def _train(
 
     if cfg.model.fit_anchors and cfg.model.anchor_sizes is None:
         _fit_anchors(cfg, data, log)
+    from detect.models.backbones import input_preprocess
+
+    cfg.preprocess = input_preprocess(cfg.model, cfg.preprocess)  # the mean/std the model will use, saved with the run
     bare = model_fn(cfg).to(device)
     channels_last = t.channels_last and device.type == "cuda"
     if channels_last:
@@ -214,10 +217,8 @@ def _finite(v: Any) -> bool:
 
 
 def _state(cfg, classes, bare, ema, optimizer, scheduler, scaler, epoch, best_map, best_epoch, rows, rngs) -> dict:
-    config = cfg.to_dict()
     return {
-        "config": config, "classes": list(classes), "preprocess": dict(config["preprocess"]),
-        "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
+        "config": cfg.to_dict(), "classes": list(classes), "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "best_map": best_map, "best_epoch": best_epoch, "metrics": list(rows), "rng": rngs,
     }

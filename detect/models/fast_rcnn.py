@@ -29,7 +29,7 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
 
 from detect.config import FastRCNNConfig, ModelConfig, Preprocess
-from detect.models.backbones import build_config_backbone
+from detect.models.backbones import build_config_backbone, input_preprocess
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_heads import (
     BOX_CODER_WEIGHTS,
@@ -61,7 +61,7 @@ class FastRCNN(nn.Module):
         mean, std: normalisation of the [0, 1] RGB input (the backbone's pretraining values).
         imgsz: S, the input side (sizes the RPN anchors).
         score_thresh, nms_thresh, max_det: inference postprocessing (per-class NMS), read at
-            every forward.
+            every forward (:func:`detect.models.build.set_postprocess` changes them).
     """
 
     def __init__(
@@ -208,12 +208,13 @@ def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool
     """Fast R-CNN from a model config (its settings in ``cfg.fast_rcnn``) and the preprocessing.
 
     The backbone (``cfg.backbone``, ImageNet weights unless ``cfg.pretrained == "none"`` or
-    ``load_weights`` is False) is cut after its stride-``feature_stride`` stage; with ImageNet
-    weights ``preprocess.mean``/``std`` become the values those weights expect (in place, so
-    the saved config and the model agree). ``backbone`` replaces it (tests plug tiny ones in).
+    ``load_weights`` is False) is cut after its stride-``feature_stride`` stage. The model
+    normalises with the mean/std those weights expect (:func:`~detect.models.backbones.input_preprocess`).
+    ``backbone`` replaces it (tests plug tiny ones in).
     """
+    preprocess = input_preprocess(cfg, preprocess, load_weights)
     if backbone is None:
-        backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(cfg.fast_rcnn.feature_stride,))
+        backbone = build_config_backbone(cfg, load_weights, out_strides=(cfg.fast_rcnn.feature_stride,))
     return FastRCNN(
         backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
         imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,

@@ -9,8 +9,8 @@ Layout: backbone maps at strides 8/16/32, then extra blocks (1x1 conv, 3x3 depth
 both tasks, then one 1x1 conv predicting A_k * (4 + C) values (box codes first, then logits).
 
 Contract (docs/ARCHITECTURE.md): ``images`` are Tensor[B, 3, S, S] float RGB in [0, 1]; the model
-normalises them with the preprocessing mean/std (buffers). Train mode:
-``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
+normalises them with the preprocessing mean/std (buffers, not saved: the config holds them). Train
+mode: ``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
 list[{"boxes": Tensor[D, 4] xyxy pixels of the S x S input, "scores": Tensor[D], "labels":
 Tensor[D] int64 0-based}]``, i.e. ``postprocess(*decoded(images))``: :meth:`SSD.decoded` (network,
 softmax, box decoding) is also the head that export and ONNX Runtime run.
@@ -27,7 +27,7 @@ from torchvision.models.detection._utils import BoxCoder
 
 from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
-from detect.models.backbones import Backbone, build_backbone, build_config_backbone
+from detect.models.backbones import Backbone, build_config_backbone, input_preprocess
 from detect.models.layers import conv_bn_act
 from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
@@ -95,15 +95,13 @@ class SSD(nn.Module):
             raise ValueError(f"imgsz must be at least 64 pixels, got {imgsz}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-        with torch.no_grad():  # actual backbone map sizes at imgsz (odd sizes round differently)
-            was_training = backbone.training
-            backbone.eval()
-            last = backbone(torch.zeros(1, 3, imgsz, imgsz, device=self.mean.device))[-1].shape[-1]
-            backbone.train(was_training)
-        n_extra = num_extra_maps(last)
+        if backbone.input_size != imgsz:  # its map sizes at imgsz lay out the extra layers
+            raise ValueError(f"the backbone was measured at {backbone.input_size} px, the SSD is for {imgsz} px: "
+                             "build it with input_size=imgsz")
+        n_extra = num_extra_maps(backbone.sizes[-1])
         chans = list(backbone.channels)
         self.extras = nn.ModuleList()
         for i in range(n_extra):
@@ -201,10 +199,8 @@ def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> 
 
 def ssd_num_maps(cfg: ModelConfig, imgsz: int) -> int:
     """How many feature maps (so how many default-box scales) an SSD for ``cfg`` at ``imgsz`` has."""
-    backbone = build_backbone(cfg.backbone, pretrained="none", bn="train")
-    with torch.no_grad():
-        last = backbone.eval()(torch.zeros(1, 3, imgsz, imgsz))[-1].shape[-1]
-    return len(backbone.strides) + num_extra_maps(last)
+    backbone = build_config_backbone(cfg, load_weights=False, input_size=imgsz)
+    return len(backbone.sizes) + num_extra_maps(backbone.sizes[-1])
 
 
 def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: int = 3) -> None:
@@ -216,10 +212,10 @@ def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: 
 
 def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True) -> SSD:
     """An SSD for ``cfg``; ``load_weights=False`` skips the ImageNet weights (the caller loads a
-    checkpoint next). With ImageNet weights, ``preprocess.mean``/``std`` are set to the values
-    those weights expect (in place, with a warning when they differed), so the saved config and
-    the model agree."""
-    backbone = build_config_backbone(cfg, preprocess, load_weights)
+    checkpoint next). The model normalises with the mean/std those weights expect
+    (:func:`~detect.models.backbones.input_preprocess`; ``preprocess`` itself is not changed)."""
+    preprocess = input_preprocess(cfg, preprocess, load_weights)
+    backbone = build_config_backbone(cfg, load_weights, input_size=preprocess.imgsz)
     model = SSD(
         backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
         scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
