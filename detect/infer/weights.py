@@ -2,6 +2,9 @@
 wheel as in a checkout, and every unusable file turned into a :class:`WeightsError` that says
 what to do (a usage error: ``detect`` exits 2).
 
+The default weights live in the repository's top-level ``weights/`` folder; ``pyproject.toml``
+maps that folder into the wheel as the data-only package ``detect/_weights``, so ``pip install
+.`` (not editable) ships them and ``detect demo`` works from any folder.
 """
 
 from __future__ import annotations
@@ -14,8 +17,18 @@ import torch
 from detect.errors import UsageError
 from detect.models.build import set_postprocess
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "ssd_lite0_synth.pt"
+DEFAULT_WEIGHTS_NAME = "ssd_lite0_synth.pt"
+
+
+def shipped_weights_dir() -> Path:
+    """``detect/_weights`` of an installed wheel, else the checkout's ``weights/`` (editable
+    installs and running from the repository)."""
+    package = Path(__file__).resolve().parents[1]  # detect/
+    installed = package / "_weights"
+    return installed if installed.is_dir() else package.parent / "weights"
+
+
+DEFAULT_WEIGHTS = shipped_weights_dir() / DEFAULT_WEIGHTS_NAME
 
 
 class WeightsError(UsageError):
@@ -31,7 +44,7 @@ def resolve_weights(weights: Optional[str | Path]) -> Path:
             raise WeightsError(f"weights file {path} not found; pass --weights with a checkpoint from `detect train` (RUN/best.pt)")
         raise WeightsError(
             f"the shipped weights {path} are missing from this install; pass --weights with a checkpoint from "
-            "`detect train` (RUN/best.pt), or reinstall retail-detect from a checkout that has weights/"
+            "`detect train` (RUN/best.pt), or reinstall retail-detect (pip install . ships weights/ inside the package)"
         )
     return path
 
