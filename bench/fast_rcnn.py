@@ -38,7 +38,8 @@ import torch  # noqa: E402
 from detect.config import ExperimentConfig  # noqa: E402
 from torch.utils.data import Subset  # noqa: E402
 from detect.engine.runlog import METRIC_KEYS  # noqa: E402
-from detect.engine.train import TrainData, load_data, train  # noqa: E402
+from detect.engine.datasets import TrainData, load_data  # noqa: E402
+from detect.engine.train import train  # noqa: E402
 
 MODELS = {  # name -> (model.name, model.proposals)
     "ssd": ("ssd", "rpn"),
@@ -61,9 +62,8 @@ def _all_images_cache(data: str, out: Path) -> str:
 def _config(args: argparse.Namespace, name: str, out: Path, proposal_file: str = "") -> ExperimentConfig:
     cfg = ExperimentConfig()
     model_name, source = MODELS[name]
-    cfg.model.name, cfg.model.proposals, cfg.model.backbone = model_name, source, args.backbone
-    if proposal_file:
-        cfg.model.extra = {"proposal_file": proposal_file}
+    cfg.model.name, cfg.model.fast_rcnn.proposals, cfg.model.backbone = model_name, source, args.backbone
+    cfg.data.proposal_file = proposal_file or None
     cfg.preprocess.imgsz = args.imgsz
     cfg.data.data, cfg.data.workers = args.data, args.workers
     t = cfg.train

@@ -7,7 +7,7 @@
 
 Contenders get the same images, the same number of classes, score threshold and maximum
 detections, and random weights: the default SSD (``detect.models.build``, the whole
-:class:`~detect.engine.predict.Predictor` path; ``ssd`` with the default backend, ONNX Runtime
+:class:`~detect.infer.predict.Predictor` path; ``ssd`` with the default backend, ONNX Runtime
 on a CPU, and ``ssd_torch`` on eager PyTorch with BatchNorm folded), torchvision's ``ssdlite320_mobilenet_v3_large``
 and ``fasterrcnn_mobilenet_v3_large_320_fpn`` (each with its own transform, as users run them),
 and our Fast R-CNN with each proposal source that works on a new image. Ours is also timed with
@@ -59,7 +59,7 @@ def _our_predictor(name: str, args):
     import torch
 
     from detect.config import ModelConfig, Preprocess
-    from detect.engine.predict import Predictor
+    from detect.infer.predict import Predictor
     from detect.models.build import build_model
 
     device = torch.device(args.device)
@@ -68,7 +68,7 @@ def _our_predictor(name: str, args):
     cfg = ModelConfig(name="fast_rcnn" if name.startswith("fast_rcnn") else "ssd", pretrained="none",
                       num_classes=args.classes, score_thresh=args.conf, max_det=args.max_det)
     if name.startswith("fast_rcnn_"):
-        cfg.proposals = name[len("fast_rcnn_"):]
+        cfg.fast_rcnn.proposals = name[len("fast_rcnn_"):]
     torch.manual_seed(0)
     model = build_model(cfg, Preprocess(imgsz=args.imgsz))
     names = [f"class{i}" for i in range(args.classes)]
@@ -171,7 +171,7 @@ def bench_video(args) -> dict:
 
     import torch
 
-    from detect.engine.predict_cli import run as predict_run
+    from detect.infer.predict_cli import run as predict_run
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-video-"))
@@ -201,7 +201,7 @@ def bench_video(args) -> dict:
 
 
 def _shipped() -> bool:
-    from detect.engine.predict import DEFAULT_WEIGHTS
+    from detect.infer.weights import DEFAULT_WEIGHTS
 
     return DEFAULT_WEIGHTS.is_file()
 

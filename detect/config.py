@@ -1,18 +1,53 @@
-"""Typed configuration: dataclasses with a YAML/dict round trip.
+"""Typed configuration: dataclasses with a YAML/dict round trip, and the one table of options.
 
-Every checkpoint stores ``ExperimentConfig.to_dict()`` together with the class names and the
-preprocessing, so loading weights needs nothing else. CLI options override a YAML file, which
-overrides these defaults (see ``detect.cli``).
+Every setting is declared once, here, as a field made by :func:`setting`: its type (a
+``Literal[...]`` for a closed set of values), its default, a one-line help, and where it applies
+the command-line spelling (``cli``), the rule a value must follow (``check``, one of
+:data:`CHECKS`) and other names ``detect tune`` accepts for it (``aliases``). The rest is derived
+from these declarations: :mod:`detect.options` adds the ``detect train`` options (choices, ``--x``
+/ ``--no-x`` for booleans, defaults in ``--help``) and applies the given ones to a config, and
+``detect tune`` takes its parameter names, choices and checks from :func:`settings`. Adding a
+field is one declaration plus the code that uses it.
+
+Every checkpoint stores ``ExperimentConfig.to_dict()`` together with the class names, so loading
+weights needs nothing else. CLI options override a YAML file, which overrides these defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Literal, Optional
 
 import yaml
+
+from detect.errors import UsageError
+
+# The rules a value may have to follow: the text names the rule in error messages.
+CHECKS: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    ">= 1": lambda v: v >= 1,
+    ">= 32": lambda v: v >= 32,
+}
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, cli: Optional[str] = None,
+            check: Optional[str] = None, aliases: tuple[str, ...] = (), factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A config field declared once: ``default`` (or ``factory`` for a list), a one-line ``help``,
+    the ``detect train`` option ``cli`` (e.g. ``"--weight-decay"``; None: YAML only), the rule
+    ``check`` that values given on the command line or searched by ``detect tune`` must follow,
+    and search-name ``aliases``. Choices come from the field's ``Literal[...]`` type."""
+    if check is not None and check not in CHECKS:
+        raise ValueError(f"unknown check {check!r}; known: {list(CHECKS)}")
+    meta = {"help": help, "cli": cli, "check": check, "aliases": tuple(aliases)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -20,90 +55,121 @@ class Preprocess:
     """What the model expects of an image: resized (stretched) to ``imgsz`` x ``imgsz``, RGB,
     scaled to [0, 1], then normalised with ``mean``/``std`` (inside the model)."""
 
-    imgsz: int = 320
+    imgsz: int = setting(320, "input side in pixels (images are stretched to imgsz x imgsz)", cli="--imgsz", check=">= 32")
     # The default backbone's (EfficientNet-Lite, TF preprocessing: (pixel - 127) / 128); other
     # backbones: detect.models.backbones.preprocess_for(name, imgsz) (ImageNet mean/std).
-    mean: tuple[float, float, float] = (127 / 255, 127 / 255, 127 / 255)
-    std: tuple[float, float, float] = (128 / 255, 128 / 255, 128 / 255)
+    mean: tuple[float, float, float] = setting((127 / 255,) * 3, "per-channel mean of [0, 1] RGB input (set from the backbone's weights)")
+    std: tuple[float, float, float] = setting((128 / 255,) * 3, "per-channel std of [0, 1] RGB input (set from the backbone's weights)")
+
+
+@dataclass
+class FastRCNNConfig:
+    """Fast R-CNN (``model.name: fast_rcnn``); the defaults follow the paper where it says."""
+
+    proposals: Literal["rpn", "selective_search", "file"] = setting(
+        "rpn", "Fast R-CNN proposal source: a learned RPN, or precomputed (data.proposal_file)", cli="--proposals")
+    roi_op: Literal["roi_pool", "roi_align"] = setting("roi_pool", "RoI max pooling (the paper's) or RoIAlign")
+    roi_size: int = setting(7, "RoI output bins per side", check=">= 1")
+    feature_stride: int = setting(16, "stride of the backbone map the RoIs are pooled from (16 or 32)", check=">= 1")
+    head: Literal["fc", "conv"] = setting("fc", "box head: two fully connected layers, or two 3x3 convs and average pooling")
+    fc_dim: int = setting(1024, "width of the box head", check=">= 1")
+    roi_channels: int = setting(256, "a 1x1 conv projects a wider feature map to this many channels (0: never)", check=">= 0")
+    rois_per_image: int = setting(128, "RoIs sampled per training image", check=">= 1")
+    fg_fraction: float = setting(0.25, "share of foreground RoIs in that sample", check="in [0, 1)")
+    fg_iou: float = setting(0.5, "a RoI with at least this IoU to a ground-truth box is foreground", check=">= 0")
+    bg_iou: tuple[float, float] = setting((0.1, 0.5), "a RoI with IoU in [low, high) is background")
+    ss_mode: Literal["fast", "quality"] = setting("fast", "selective search the model runs on new images without proposals")
+    ss_max: int = setting(2000, "proposals kept per image by that search", check=">= 1")
+    ss_resize: int = setting(500, "longer side that search runs at (0: the original)", check=">= 0")
+    rpn_anchor_fractions: Optional[list[float]] = setting(None, "RPN anchor sides as fractions of imgsz (None: defaults)")
+    rpn_aspect_ratios: Optional[list[float]] = setting(None, "RPN anchor aspect ratios (None: defaults)")
+    semantic: bool = setting(False, "the classifier also reads the deepest backbone map averaged over each RoI")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "ssd"  # "ssd" or "fast_rcnn"
-    backbone: str = "efficientnet_lite0"
-    pretrained: str = "imagenet"  # "imagenet" or "none" (train from scratch on purpose)
-    backbone_weights: Optional[str] = None  # local weight file for torchvision backbones
-    bn: str = "frozen"  # "frozen" | "train" | "sync"
-    # EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map (the
-    # features its ImageNet classifier reads; +0.07 voc_ap50 on groceries, bench/RESULTS.md).
-    # Other backbones ignore it. Checkpoints from before this field rebuild with False.
-    conv_head: bool = True
-    num_classes: int = 0  # object classes, background excluded; filled from the data
-    # backbone stages whose output stride is at most this stay fixed (no backward through them)
-    freeze_stride: int = 0
-    # image-level context from the pooled stride-32 map, added to every box's class logits:
-    # "none" | "add" (its logits) | "prior" (a class prior; detect/models/context.py)
-    context: str = "none"
-    context_loss: float = 0.0  # weight of a multi-label image-level class loss on the context logits
+    name: Literal["ssd", "fast_rcnn"] = setting("ssd", "detector", cli="--model")
+    backbone: str = setting("efficientnet_lite0", "feature extractor: efficientnet_lite0/1/2 or a torchvision name (README: Models)",
+                            cli="--backbone")
+    pretrained: Literal["imagenet", "none"] = setting("imagenet", "backbone initialisation; none trains from scratch on purpose",
+                                                      cli="--pretrained")
+    backbone_weights: Optional[str] = setting(None, "local weight file for a torchvision backbone", cli="--backbone-weights")
+    bn: Literal["frozen", "train", "sync"] = setting("frozen", "BatchNorm: frozen statistics, trained, or synchronised under DDP",
+                                                     cli="--bn")
+    # +0.07 voc_ap50 on groceries (bench/RESULTS.md); checkpoints from before this field rebuild with False
+    conv_head: bool = setting(True, "EfficientNet-Lite: keep the pretrained 1x1 conv to 1280 channels on the stride-32 map",
+                              cli="--conv-head")
+    num_classes: int = setting(0, "object classes, background excluded (filled from the data)")
+    freeze_stride: int = setting(0, "backbone stages with output stride up to this stay fixed: no backward through them (0: none)",
+                                 cli="--freeze-stride", check=">= 0")
+    context: Literal["none", "add", "prior"] = setting(
+        "none", "image-level context from the pooled deepest map, added to every box's class logits: its logits (add) "
+        "or a class prior (prior; detect/models/context.py)", cli="--context")
+    context_loss: float = setting(0.0, "weight of the image-level class loss that trains the context", cli="--context-loss",
+                                  check=">= 0")
     # SSD
-    anchor_sizes: Optional[list[float]] = None  # per feature map, relative to imgsz; None = defaults
-    aspect_ratios: Optional[list[list[float]]] = None  # per feature map, explicit w/h list; None = defaults
-    fit_anchors: bool = False  # fit aspect ratios to the training boxes (k-means on log w/h)
-    neg_pos_ratio: int = 3
-    box_loss: str = "smooth_l1"  # "smooth_l1" (encoded offsets) | "giou" (decoded boxes)
-    # Fast R-CNN
-    proposals: str = "rpn"  # "rpn" | "selective_search" | "file"
-    roi_op: str = "roi_pool"  # "roi_pool" | "roi_align"
-    roi_size: int = 7
+    anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
+    aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")
+    fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
+    neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
+    box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
     # postprocess
-    score_thresh: float = 0.01
-    nms_thresh: float = 0.45
-    max_det: int = 300  # up to 1000 for dense shelves
-    pre_nms_topk: int = 1000  # best (box, class) candidates per image entering NMS (at least max_det)
-    extra: dict[str, Any] = field(default_factory=dict)
+    score_thresh: float = setting(0.01, "detections scoring at most this are dropped", check=">= 0")
+    nms_thresh: float = setting(0.45, "per-class NMS IoU threshold", check=">= 0")
+    max_det: int = setting(300, "detections kept per image (up to 1000 for dense shelves)", check=">= 1")
+    pre_nms_topk: int = setting(1000, "best (box, class) candidates per image entering NMS (at least max_det)", check=">= 1")
+    fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)  # read when name is fast_rcnn
+
+    @property
+    def takes_proposals(self) -> bool:
+        """Whether the detector trains and evaluates on precomputed proposals (``data.proposal_file``)."""
+        return self.name == "fast_rcnn" and self.fast_rcnn.proposals != "rpn"
 
 
 @dataclass
 class DataConfig:
-    data: str = ""  # dataset YAML, VOC folder or cache .pkl
-    train_split: str = "train"
-    val_split: str = "val"
-    workers: int = 2
-    augment: float = 1.0  # strength of the train augmentation, 0 disables it
-    min_visibility: float = 0.3  # a box keeps at least this fraction of its area after a crop
-    # class-balanced sampling: images of rare classes repeat (f_max / f_class) ** balance times
-    # per epoch (0: every image once; 0.5: square root, LVIS-style; detect/engine/loader.py)
-    balance: float = 0.0
+    data: str = setting("", "dataset YAML, VOC folder or cache .pkl", cli="--data")
+    train_split: str = setting("train", "split to train on")
+    val_split: str = setting("val", "split to validate on (empty: none)")
+    workers: int = setting(2, "data loader processes (0: in the training process)", cli="--workers", check=">= 0")
+    augment: float = setting(1.0, "train augmentation strength (0: none)", cli="--augment", check=">= 0")
+    min_visibility: float = setting(0.3, "a box keeps at least this fraction of its area after a crop", check="in [0, 1)")
+    proposal_file: Optional[str] = setting(
+        None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")
+    max_proposals: int = setting(0, "keep each image's best this many precomputed proposals (0: all)", check=">= 0")
+    balance: float = setting(0.0, "class-balanced sampling: images of rare classes repeat (f_max / f_class) ** balance times "
+                             "an epoch (0: off, 0.5: square root)", cli="--balance", check=">= 0")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    # wall-clock budget in minutes for the whole run (0: none); the epochs and the learning-rate
-    # schedule are planned to fit it from the measured speed (detect/engine/budget.py)
-    time: float = 0.0
-    batch: int = 32
-    optimizer: str = "sgd"  # "sgd" | "adamw"
-    lr: float = 0.01
-    momentum: float = 0.9  # SGD momentum, or AdamW beta1
-    beta2: float = 0.999
-    weight_decay: float = 5e-4
-    backbone_lr: float = 1.0  # the pretrained backbone's learning rate, as a multiple of lr
-    warmup_epochs: float = 1.0
-    scheduler: str = "cosine"  # "cosine" | "step"
-    milestones: list[float] = field(default_factory=lambda: [0.67, 0.89])  # fractions of epochs (step)
-    gamma: float = 0.1
-    clip_grad: float = 10.0
-    ema: bool = True
-    ema_decay: float = 0.9998
-    amp: bool = True  # only on CUDA
-    seed: int = 0
-    device: str = "auto"
-    out: str = "runs/train"
-    eval_every: int = 1
-    resume: bool = False
-    channels_last: bool = True  # NHWC activations (CPU: about 1.4x faster steps; CUDA: faster convs with AMP)
-    log_every: int = 20  # iterations between progress-bar/TensorBoard updates (each one syncs the GPU)
+    epochs: int = setting(30, "training epochs", cli="--epochs", check=">= 1")
+    time: float = setting(0.0, "wall-clock budget in minutes for the whole run; epochs and schedule are planned to fit it "
+                               "(0: train --epochs)", cli="--time", check=">= 0")
+    batch: int = setting(32, "global batch size (split over the processes under torchrun)", cli="--batch", check=">= 1")
+    optimizer: Literal["sgd", "adamw"] = setting("sgd", "optimizer", cli="--optimizer")
+    lr: float = setting(0.01, "peak learning rate, reached after the warmup", cli="--lr", check="> 0")
+    momentum: float = setting(0.9, "SGD momentum, or AdamW beta1", cli="--momentum", check="in [0, 1)", aliases=("beta1",))
+    beta2: float = setting(0.999, "AdamW beta2", check="in [0, 1)")
+    weight_decay: float = setting(5e-4, "weight decay (not on BatchNorm and biases)", cli="--weight-decay", check=">= 0")
+    backbone_lr: float = setting(1.0, "the pretrained backbone's learning rate, as a multiple of lr", cli="--backbone-lr",
+                                 check="> 0")
+    warmup_epochs: float = setting(1.0, "linear warmup length in epochs", cli="--warmup-epochs", check=">= 0")
+    scheduler: Literal["cosine", "step"] = setting("cosine", "decay after the linear warmup", cli="--scheduler")
+    milestones: list[float] = setting(help="step decay points, as fractions of the epochs", factory=lambda: [0.67, 0.89])
+    gamma: float = setting(0.1, "step decay factor", check="> 0")
+    clip_grad: float = setting(10.0, "max gradient norm (0: no clipping)", cli="--clip-grad", check=">= 0")
+    ema: bool = setting(True, "keep an EMA of the weights (evaluated and saved)", cli="--ema")
+    ema_decay: float = setting(0.9998, "EMA decay per step", check="in [0, 1)")
+    amp: bool = setting(True, "mixed precision (CUDA only)", cli="--amp")
+    seed: int = setting(0, "random seed (data order, augmentation, initialisation)", cli="--seed")
+    device: str = setting("auto", "auto | cpu | cuda | cuda:I", cli="--device")
+    out: str = setting("runs/train", "run folder", cli="--out")
+    eval_every: int = setting(1, "evaluate on the val split every N epochs (and at the end)", cli="--eval-every", check=">= 1")
+    resume: bool = setting(False, "continue the run in --out from its last.pt", cli="--resume")
+    channels_last: bool = setting(True, "NHWC activations (CPU: about 1.4x faster steps; CUDA: faster convolutions with AMP)",
+                                  cli="--channels-last")
+    log_every: int = setting(20, "iterations between progress updates (each one syncs the GPU)", check=">= 1")
 
 
 @dataclass
@@ -118,7 +184,9 @@ class ExperimentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
-        return _from_dict(cls, d or {}, "")
+        """The config of a dict (YAML, checkpoint); settings stored where they used to be
+        (:data:`MOVED`) are read from there."""
+        return _from_dict(cls, upgrade(d or {}), "")
 
     def for_rebuild(self) -> "ExperimentConfig":
         """A copy that builds the same network without any weight file (no ImageNet weights, no
@@ -137,21 +205,141 @@ class ExperimentConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f) or {}
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise UsageError(f"config file {path} not found") from None
+        except OSError as e:
+            raise UsageError(f"config file {path}: {e.strerror or e}") from None
+        except yaml.YAMLError as e:
+            raise UsageError(f"config {path}: not valid YAML: {e}") from None
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: expected a mapping with sections model/data/train/preprocess")
+            raise UsageError(f"{path}: expected a mapping with sections model/data/train/preprocess")
         return cls.from_dict(d)
 
-    def override(self, section: str, **values: Any) -> None:
-        """Set fields of one section, ignoring ``None`` (an option the user did not give)."""
-        target = getattr(self, section)
-        for k, v in values.items():
-            if v is None:
-                continue
-            if not hasattr(target, k):
-                raise ValueError(f"unknown {section} setting {k!r}")
-            setattr(target, k, v)
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared field of :class:`ExperimentConfig`, as :func:`settings` lists it.
+
+    Attributes:
+        path: where it lives, ``"train.weight_decay"`` (nested sections add a part).
+        type: the resolved annotation (``Literal[...]``, ``Optional[str]``, ``list[float]``...).
+        default, help, cli, check, aliases: as declared with :func:`setting`.
+    """
+
+    path: str
+    type: Any
+    default: Any
+    help: str
+    cli: Optional[str]
+    check: Optional[str]
+    aliases: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit(".", 1)[-1]
+
+    @property
+    def choices(self) -> Optional[tuple]:
+        """The values of a ``Literal[...]`` type (inside ``Optional`` too), else None."""
+        t = _strip_optional(self.type)
+        return typing.get_args(t) if typing.get_origin(t) is Literal else None
+
+    @property
+    def kind(self) -> type:
+        """The Python type of one value: bool, int, float, str, or the container (list, dict, tuple)."""
+        t = _strip_optional(self.type)
+        if self.choices:
+            return type(self.choices[0])
+        return typing.get_origin(t) or t
+
+    def violates(self, value: Any) -> Optional[str]:
+        """The rule ``value`` breaks (e.g. ``"> 0"``), or None when it is fine."""
+        if self.check is None or CHECKS[self.check](value):
+            return None
+        return self.check
+
+
+def _strip_optional(t: Any) -> Any:
+    args = typing.get_args(t)
+    if typing.get_origin(t) is typing.Union and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0] if len(rest) == 1 else t
+    return t
+
+
+@functools.lru_cache(maxsize=None)
+def settings(cls: Optional[type] = None, prefix: str = "") -> tuple[Setting, ...]:
+    """Every declared field of ``cls`` (default :class:`ExperimentConfig`), sections expanded,
+    in declaration order."""
+    cls = cls or ExperimentConfig
+    hints = typing.get_type_hints(cls)
+    out: list[Setting] = []
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out += settings(t, f"{prefix}{f.name}.")
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        m = f.metadata
+        out.append(Setting(prefix + f.name, t, default, m.get("help", ""), m.get("cli"), m.get("check"), m.get("aliases", ())))
+    return tuple(out)
+
+
+def get_value(cfg: Any, path: str) -> Any:
+    """``cfg``'s value at ``path`` (``"train.lr"``)."""
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def set_value(cfg: Any, path: str, value: Any) -> None:
+    """Set ``cfg``'s field at ``path`` (``"train.lr"``) to ``value``."""
+    *parents, name = path.split(".")
+    for part in parents:
+        cfg = getattr(cfg, part)
+    if not hasattr(cfg, name):
+        raise UsageError(f"unknown setting {path!r}")
+    setattr(cfg, name, value)
+
+
+# Settings that moved, old path -> new path. Every dict read (YAML, checkpoints, tune studies)
+# passes through upgrade(), so configs written before a move keep loading; ``detect tune``
+# accepts the old paths as parameter names too.
+MOVED: dict[str, str] = {
+    **{f"model.{k}": f"model.fast_rcnn.{k}" for k in ("proposals", "roi_op", "roi_size")},
+    # Fast R-CNN options used to live in an untyped model.extra dict
+    **{f"model.extra.{f.name}": f"model.fast_rcnn.{f.name}" for f in dataclasses.fields(FastRCNNConfig)},
+    "model.extra.proposal_file": "data.proposal_file",
+    "model.extra.max_proposals": "data.max_proposals",
+}
+_RETIRED = ("model.extra",)  # containers that moved away; dropped once empty
+
+
+def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of config dict ``d`` with every setting found at an old path (:data:`MOVED`) put
+    at its new one (a value already at the new path wins)."""
+    d = _to_plain(d)
+    for old, new in MOVED.items():
+        *parents, name = old.split(".")
+        holder = d
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or name not in holder:
+            continue
+        value = holder.pop(name)
+        *parents, name = new.split(".")
+        holder = d
+        for part in parents:
+            holder = holder.setdefault(part, {})
+        holder.setdefault(name, value)
+    for old in _RETIRED:
+        section, name = old.split(".")
+        if isinstance(d.get(section), dict) and d[section].get(name) in ({}, None):
+            d[section].pop(name, None)
+    return d
 
 
 def _to_plain(x: Any) -> Any:
@@ -164,25 +352,17 @@ def _to_plain(x: Any) -> Any:
 
 def _from_dict(cls: type, d: dict[str, Any], where: str) -> Any:
     if not isinstance(d, dict):
-        raise ValueError(f"config section {where or 'root'!r}: expected a mapping, got {type(d).__name__}")
+        raise UsageError(f"config section {where or 'root'!r}: expected a mapping, got {type(d).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for k, v in d.items():
         if k not in fields:
-            raise ValueError(f"unknown config key {where + k!r}; known: {sorted(fields)}")
-        f = fields[k]
-        sub = _dataclass_type(f.type)
-        if sub is not None:
-            kwargs[k] = _from_dict(sub, v, f"{where}{k}.")
-        elif isinstance(f.default, tuple) and isinstance(v, list):
+            raise UsageError(f"unknown config key {where + k!r}; known: {sorted(fields)}")
+        if dataclasses.is_dataclass(hints[k]):
+            kwargs[k] = _from_dict(hints[k], v, f"{where}{k}.")
+        elif isinstance(fields[k].default, tuple) and isinstance(v, list):
             kwargs[k] = tuple(v)
         else:
             kwargs[k] = v
     return cls(**kwargs)
-
-
-def _dataclass_type(t: Any) -> Optional[type]:
-    names = {"ModelConfig": ModelConfig, "DataConfig": DataConfig, "TrainConfig": TrainConfig, "Preprocess": Preprocess}
-    if isinstance(t, str):
-        return names.get(t)
-    return t if dataclasses.is_dataclass(t) else None

@@ -57,7 +57,7 @@ class Problem:
 
 @dataclass
 class Detections:
-    """Detections of one image, in the original image's pixels (see :mod:`detect.engine.predict`).
+    """Detections of one image, in the original image's pixels (see :mod:`detect.infer.predict`).
 
     Attributes:
         boxes (float32[K, 4]): xyxy, 0-based pixels of the original image, clipped to it.

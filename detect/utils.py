@@ -1,4 +1,4 @@
-"""Small helpers with no project dependencies: atomic file writes, device selection."""
+"""Small helpers (only :mod:`detect.errors` below them): atomic file writes, device selection."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable, IO
+
+from detect.errors import UsageError
 
 
 def _read_umask() -> int:
@@ -58,11 +60,14 @@ def cpu_count() -> int:
 
 def select_device(spec: str = "auto"):
     """'auto' -> cuda if available else cpu; 'cpu'; 'cuda' or 'cuda:i'. A clear error when CUDA
-    is asked for but absent."""
+    is asked for but absent (a :class:`~detect.errors.UsageError`)."""
     import torch
 
     if spec in ("", "auto", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} requested but CUDA is not available on this machine; use --device cpu")
-    return torch.device(spec)
+        raise UsageError(f"device {spec!r} requested but CUDA is not available on this machine; use --device cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError as e:  # "cuda:x", "gpu"
+        raise UsageError(f"device {spec!r}: {e}; use auto, cpu, cuda or cuda:I") from None

@@ -67,6 +67,36 @@ class StandInDetector(nn.Module):
         return out
 
 
+def confident_ssd_checkpoint(path: Path, imgsz: int = 64) -> Path:
+    """A tiny SSD checkpoint whose scores differ from box to box. A freshly initialised SSD
+    scores every box alike (to the last bit of float32), so which of them survive NMS and the
+    max_det cut would depend on rounding; this one has calibrated BatchNorm statistics (so each
+    location's activations differ) and confident heads."""
+    from detect.config import ExperimentConfig, ModelConfig, Preprocess
+    from detect.engine.checkpoint import save_checkpoint
+    from detect.models.build import build_model
+
+    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", bn="train", num_classes=len(CLASSES)),
+                           preprocess=Preprocess(imgsz=imgsz))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.preprocess)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():  # trained-looking BN statistics (activations keep their scale through
+        for m in bns:      # every block, so each location scores differently) and confident heads
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        for _ in range(4):
+            model.features(torch.rand(8, 3, imgsz, imgsz))
+        for m in bns:
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.uniform_(-0.2, 0.2)
+        for h in model.heads:
+            h[-1].weight.normal_(0, 2.0 / h[-1].in_channels ** 0.5)
+    save_checkpoint(path, config=cfg.to_dict(), classes=CLASSES, model=model.eval().state_dict())
+    return path
+
+
 def write_video(path: Path, n: int, w: int = 96, h: int = 64, fps: float = 10.0) -> Path:
     """A small MP4 of moving coloured rectangles."""
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))

@@ -154,6 +154,51 @@ def test_checkpoint_from_before_conv_head_rebuilds_without_it(tmp_path):
     assert build_model(fresh.model, fresh.preprocess).backbone.channels[-1] == 1280
 
 
+def test_fast_rcnn_checkpoint_with_the_old_extra_dict_loads(tmp_path):
+    """Fast R-CNN settings used to live in an untyped ``model.extra`` dict (and ``proposals``,
+    ``roi_op``, ``roi_size`` on the model config, the proposal file among them): such a
+    checkpoint rebuilds the same network, and its proposal file lands on the data config."""
+    from detect.config import FastRCNNConfig
+    from detect.models.build import build_model
+
+    cfg = _tiny_ssd_cfg()
+    cfg.model.name, cfg.model.fast_rcnn = "fast_rcnn", FastRCNNConfig(
+        proposals="selective_search", roi_op="roi_align", roi_size=5, feature_stride=32, head="conv", fc_dim=64,
+        roi_channels=32, rois_per_image=16, bg_iou=(0.0, 0.5), ss_mode="quality", rpn_anchor_fractions=[0.1, 0.3])
+    build = cfg.for_rebuild()
+    model = build_model(build.model, build.preprocess)
+    old = cfg.to_dict()  # written the old way:
+    fr = old["model"].pop("fast_rcnn")
+    old["model"].update(proposals=fr.pop("proposals"), roi_op=fr.pop("roi_op"), roi_size=fr.pop("roi_size"))
+    old["model"]["extra"] = {**{k: fr[k] for k in ("feature_stride", "head", "fc_dim", "roi_channels", "rois_per_image",
+                                                     "bg_iou", "ss_mode", "rpn_anchor_fractions")},
+                             "proposal_file": "all.ss.pkl", "max_proposals": 500}
+    del old["data"]["proposal_file"], old["data"]["max_proposals"]
+    C.save_checkpoint(tmp_path / "old.pt", config=old, classes=["cola", "chips"], ema=None, model=model.state_dict(),
+                      preprocess=dict(old["preprocess"]))  # the top-level copy older files carry
+    loaded, got, _ = C.load_model(tmp_path / "old.pt")
+    assert got.model.fast_rcnn == cfg.model.fast_rcnn and (got.data.proposal_file, got.data.max_proposals) == ("all.ss.pkl", 500)
+    assert type(loaded).__name__ == "FastRCNN" and loaded.feature_stride == 32 and loaded.rpn is None
+    with torch.no_grad():
+        assert len(loaded(torch.rand(1, 3, 64, 64), proposals=[torch.tensor([[0.0, 0.0, 32.0, 32.0]])])) == 1
+    assert "preprocess" not in C.load_checkpoint(tmp_path / "old.pt")  # stored once: in the config
+
+
+def test_ssd_checkpoint_with_mean_std_buffers_loads(tmp_path):
+    """Older SSD checkpoints (the shipped weights among them) hold the preprocessing as
+    ``mean``/``std`` buffers in the state dict too; they load, and the config's values are used."""
+    from detect.models.build import build_model
+
+    cfg = _tiny_ssd_cfg()
+    build = cfg.for_rebuild()
+    model = build_model(build.model, build.preprocess)
+    state = {**model.state_dict(), "mean": torch.zeros(1, 3, 1, 1), "std": torch.ones(1, 3, 1, 1)}
+    C.save_checkpoint(tmp_path / "old.pt", config=cfg.to_dict(), classes=["cola", "chips"], model=state,
+                      ema={"model": dict(state), "updates": 1})
+    loaded, _, _ = C.load_model(tmp_path / "old.pt")
+    assert torch.allclose(loaded.mean.flatten(), torch.tensor(cfg.preprocess.mean))
+
+
 def test_for_rebuild_drops_weight_files_and_process_groups_on_a_copy():
     """What load_model and `detect val --max-det` build from: a checkpoint trained with
     --backbone-weights and --bn sync must rebuild with neither (the file may be gone; there

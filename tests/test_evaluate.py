@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 
 from detect.data.dataset import collate
 from detect.engine import evaluate as E
+from detect.errors import UsageError
 from detect.structures import ImageRecord
 
 S = 64
@@ -72,7 +73,7 @@ class FakeModel(torch.nn.Module):
         super().__init__()
         self.truth = truth
         self.extra = extra
-        self.max_det = 100
+        self.score_thresh, self.nms_thresh, self.max_det = 0.01, 0.45, 100  # the detector contract's postprocess settings
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def forward(self, images):
@@ -182,12 +183,6 @@ def fake_stack(monkeypatch):
     module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache)
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
     module("detect.data.transforms", eval_transform=lambda imgsz: None)
-
-    def build_model(model_cfg, preprocess):  # the rebuild for another --max-det
-        state.built_max_det = model_cfg.max_det
-        return perfect_model(recs)
-
-    module("detect.models.build", build_model=build_model)
     return state
 
 
@@ -226,19 +221,21 @@ def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
     assert E.cmd_val(val_args(tmp_path, plots=str(tmp_path / "plots"), max_det=1000)) == 1  # done, with problems
     data = json.loads((tmp_path / "out" / "val.json").read_text())
     assert data["voc_ap50"] == pytest.approx(1.0) and data["coco_max_dets"] == [1, 10, 1000] and data["problems"] == 1
-    assert fake_stack.built_max_det == 1000  # the model was rebuilt with the larger cap
+    assert fake_stack.model.max_det == 1000  # the model got the larger cap
     assert (tmp_path / "plots" / "pr_curve.png").is_file()
 
 
-def test_cmd_val_usage_errors(tmp_path, fake_stack, capsys):
-    assert E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt"))) == 2
-    assert "not found" in capsys.readouterr().err
-    assert E.cmd_val(val_args(tmp_path, max_det=0)) == 2
+def test_cmd_val_usage_errors(tmp_path, fake_stack):
+    with pytest.raises(UsageError, match="not found"):
+        E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt")))
+    with pytest.raises(UsageError, match="--max-det"):
+        E.cmd_val(val_args(tmp_path, max_det=0))
     fake_stack.cache = SimpleNamespace(classes=["cola", "soap"], records=make_records(), problems=[])
-    assert E.cmd_val(val_args(tmp_path)) == 2
-    assert "only in the data ['soap']" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=r"only in the data \['soap'\]"):
+        E.cmd_val(val_args(tmp_path))
     fake_stack.cache = SimpleNamespace(classes=list(CLASSES), records=[], problems=[])
-    assert E.cmd_val(val_args(tmp_path)) == 2
+    with pytest.raises(UsageError, match="no images"):
+        E.cmd_val(val_args(tmp_path))
     assert not (tmp_path / "out" / "val.json").exists()
 
 

@@ -8,38 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from _predict_helpers import CLASSES
+from _predict_helpers import CLASSES, confident_ssd_checkpoint
 from detect.cli import main
-from detect.config import ExperimentConfig, ModelConfig, Preprocess
-from detect.engine import export as E
+from detect.infer import export as E
 
 
 @pytest.fixture(scope="module")
 def ssd_weights(tmp_path_factory):
-    from detect.engine.checkpoint import save_checkpoint
-    from detect.models.build import build_model
-
-    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", bn="train", num_classes=len(CLASSES)),
-                           preprocess=Preprocess(imgsz=64))
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.preprocess)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():  # trained-looking BN statistics (activations keep their scale through
-        for m in bns:      # every block, so each location scores differently) and confident heads
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-        model.train()
-        for _ in range(4):
-            model.features(torch.rand(8, 3, 64, 64))
-        for m in bns:
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.uniform_(-0.2, 0.2)
-        for h in model.heads:
-            h[-1].weight.normal_(0, 2.0 / h[-1].in_channels ** 0.5)
-    model.eval()
-    path = tmp_path_factory.mktemp("w") / "ssd.pt"
-    save_checkpoint(path, config=cfg.to_dict(), classes=CLASSES, model=model.state_dict())
-    return path
+    return confident_ssd_checkpoint(tmp_path_factory.mktemp("w") / "ssd.pt")
 
 
 def _reference(weights, x):

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
+from detect.config import FastRCNNConfig
 from detect.models.fast_rcnn import FastRCNN
 from detect.models.roi_heads import fast_rcnn_loss, sample_rois_per_image
 
@@ -42,10 +43,11 @@ class TinyBackbone(nn.Module):
 
 def _model(proposals: str = "file", **kw) -> FastRCNN:
     torch.manual_seed(0)
-    args = dict(num_classes=2, imgsz=S, proposals=proposals, feature_stride=8, fc_dim=128, rois_per_image=32,
-                score_thresh=0.05, max_det=20)
-    args.update(kw)
-    return FastRCNN(TinyBackbone(), **args)
+    settings = dict(proposals=proposals, feature_stride=8, fc_dim=128, rois_per_image=32)
+    post = dict(score_thresh=0.05, max_det=20)
+    for k, v in kw.items():
+        (post if k in ("score_thresh", "nms_thresh", "max_det", "context", "context_loss") else settings)[k] = v
+    return FastRCNN(TinyBackbone(), 2, FastRCNNConfig(**settings), imgsz=S, **post)
 
 
 def _scene(seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -234,11 +236,11 @@ def test_boxes_are_in_input_pixels_and_clipped() -> None:
 
 
 def test_build_model_makes_a_fast_rcnn_on_the_project_backbone() -> None:
-    from detect.config import ModelConfig, Preprocess
+    from detect.config import ExperimentConfig, ModelConfig, Preprocess
     from detect.models.build import build_model
 
-    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, proposals="selective_search",
-                      roi_op="roi_align", extra={"fc_dim": 64, "proposal_file": "unused.pkl"})
+    cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3,
+                      fast_rcnn=FastRCNNConfig(proposals="selective_search", roi_op="roi_align", fc_dim=64))
     model = build_model(cfg, Preprocess(imgsz=64))
     assert isinstance(model, FastRCNN) and model.feature_stride == 16 and model.rpn is None
     assert model.backbone.strides == [16]
@@ -246,8 +248,9 @@ def test_build_model_makes_a_fast_rcnn_on_the_project_backbone() -> None:
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64), proposals=[torch.tensor([[0.0, 0.0, 32.0, 32.0]])])
     assert out[0]["boxes"].shape[-1] == 4
-    with pytest.raises(ValueError, match="unknown Fast R-CNN option"):
-        build_model(ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, extra={"fc_size": 1}), Preprocess(imgsz=64))
+    with pytest.raises(ValueError, match="unknown config key 'model.fast_rcnn.fc_size'"):
+        ExperimentConfig.from_dict({"model": {"name": "fast_rcnn", "fast_rcnn": {"fc_size": 1}}})
+
 
 
 def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -> None:
@@ -280,7 +283,7 @@ def test_build_model_taps_stride_32_for_semantic_features() -> None:
     from detect.models.build import build_model
 
     cfg = ModelConfig(name="fast_rcnn", pretrained="none", num_classes=3, context="prior", context_loss=0.5,
-                      extra={"fc_dim": 64, "semantic": True})
+                      fast_rcnn=FastRCNNConfig(fc_dim=64, semantic=True))
     model = build_model(cfg, Preprocess(imgsz=64))
     assert model.backbone.strides == [16, 32] and model.backbone.channels[-1] == 1280
     model.train()

@@ -8,7 +8,7 @@ import torch
 
 from _predict_helpers import CLASSES, StandInDetector, synthetic_image
 from detect.config import Preprocess
-from detect.engine.predict import Predictor
+from detect.infer.predict import Predictor
 
 pytestmark = pytest.mark.gpu
 

@@ -16,7 +16,7 @@ import torch
 from detect.cli import main
 from detect.data.cache import load_cache
 from detect.data.dataset import DetectionDataset
-from detect.data.proposal_dataset import ProposalDataset, attach_proposals
+from detect.data.proposal_dataset import ProposalDataset
 from detect.data.proposals import ProposalFileError, load_proposals, read_proposal_cache
 from detect.data.transforms import eval_transform, train_transform
 from detect.data.xml2pkl import build_cache
@@ -167,19 +167,24 @@ def test_proposal_dataset_maps_proposals_through_the_transform(voc: Path, tmp_pa
             assert (torch.isclose(p, ta["boxes"][0], atol=1e-3).all(dim=1)).any()
 
 
-def test_attach_proposals_follows_the_model_config(voc: Path, tmp_path: Path) -> None:
-    from detect.config import ModelConfig
+def test_a_fast_rcnn_that_takes_proposals_gets_them_from_the_data_config(voc: Path, tmp_path: Path) -> None:
+    from detect.config import DataConfig, ExperimentConfig, FastRCNNConfig, ModelConfig, Preprocess
+    from detect.engine.datasets import eval_dataset
+    from detect.errors import UsageError
 
     cache = load_cache(voc)
-    base = DetectionDataset(cache.records, eval_transform(32))
-    assert attach_proposals(base, ModelConfig(name="ssd")) is base
-    assert attach_proposals(base, ModelConfig(name="fast_rcnn", proposals="rpn")) is base
-    with pytest.raises(ProposalFileError, match="proposal_file"):
-        attach_proposals(base, ModelConfig(name="fast_rcnn", proposals="selective_search"))
+
+    def cfg(name: str, proposals: str = "rpn", **data) -> ExperimentConfig:
+        return ExperimentConfig(model=ModelConfig(name=name, fast_rcnn=FastRCNNConfig(proposals=proposals)),
+                                data=DataConfig(**data), preprocess=Preprocess(imgsz=32))
+
+    for plain in (cfg("ssd", proposal_file="ignored.pkl"), cfg("fast_rcnn", "rpn", proposal_file="ignored.pkl")):
+        assert type(eval_dataset(cache.records, plain)) is DetectionDataset
+    with pytest.raises(UsageError, match="--proposal-file"):
+        eval_dataset(cache.records, cfg("fast_rcnn", "selective_search"))
     out = tmp_path / "p.pkl"
     build_proposal_cache(str(voc), str(out), max_boxes=30, resize=0, workers=1)
-    ds = attach_proposals(base, ModelConfig(name="fast_rcnn", proposals="selective_search",
-                                            extra={"proposal_file": str(out), "max_proposals": 5}))
+    ds = eval_dataset(cache.records, cfg("fast_rcnn", "selective_search", proposal_file=str(out), max_proposals=5))
     assert isinstance(ds, ProposalDataset) and ds.missing == []
     assert 0 < len(ds[0][1]["proposals"]) <= 5
     other = tmp_path / "other.json"

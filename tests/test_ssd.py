@@ -16,6 +16,7 @@ from torchvision.ops import batched_nms, box_iou
 from detect.config import ModelConfig, Preprocess
 from detect.models import postprocess as pp
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_shapes, resolve_default_boxes
+from detect.models.backbones import input_preprocess
 from detect.models.build import build_model
 from detect.models.ssd import SSD, fit_anchor_config, ssd_num_maps
 from detect.models.ssd_loss import match_anchors
@@ -212,7 +213,7 @@ def test_channels_last_and_dtype_independent():
 
 
 def test_fuses_every_batchnorm():
-    from detect.engine.fuse import fuse_conv_bn
+    from detect.infer.fuse import fuse_conv_bn
     from torchvision.ops.misc import FrozenBatchNorm2d
 
     model = tiny_ssd(bn="frozen").eval()
@@ -233,8 +234,11 @@ def test_build_model_options():
     pre = Preprocess(imgsz=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     with pytest.warns(UserWarning, match="replaced"):
         model = build_model(ModelConfig(num_classes=2), pre)  # lite0 ImageNet weights: TF preprocessing
-    assert pre.mean == pytest.approx((127 / 255,) * 3)
-    assert torch.allclose(model.mean.flatten(), torch.tensor(pre.mean))
+    assert pre.mean == (0.485, 0.456, 0.406)  # the argument is not changed ...
+    used = input_preprocess(ModelConfig(num_classes=2), pre)  # ... the trainer saves what the model uses
+    assert used.mean == pytest.approx((127 / 255,) * 3) and used.imgsz == 64
+    assert torch.allclose(model.mean.flatten(), torch.tensor(used.mean))
+    assert "mean" not in model.state_dict()  # the preprocessing is saved once, in the config
     sync = build_model(ModelConfig(num_classes=2, pretrained="none", bn="sync"), Preprocess(imgsz=64))
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.heads.modules())
 
@@ -259,7 +263,8 @@ def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch, thresh):
     real_nms = pp.nms
     monkeypatch.setattr(pp, "nms", lambda *a: calls.append(1) or real_nms(*a))
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    dets = pp.detect_postprocess(logits, codes, anchors, coder, (128, 128), thresh, 0.5, pre_nms_topk=300, max_det=50)
+    boxes, scores = pp.decode_outputs(logits, codes, anchors, coder.weights, coder.bbox_xform_clip, (128, 128))
+    dets = pp.select_detections(boxes, scores, thresh, 0.5, pre_nms_topk=300, max_det=50)
     assert len(calls) == 1 and len(dets) == B
 
     for b in range(B):  # reference: this image alone, torchvision's batched_nms over classes
@@ -280,9 +285,9 @@ def test_postprocess_chunks_and_max_det_1000():
     B, N, C = 4, 3000, 3
     logits, codes, anchors = _random_head(B, N, C, seed=1)
     coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    args = (logits, codes, anchors, coder, (160, 160), 0.0, 0.9)
-    whole = pp.detect_postprocess(*args, pre_nms_topk=3000, max_det=1000)
-    chunked = pp.detect_postprocess(*args, pre_nms_topk=3000, max_det=1000, max_nms_boxes=5000)
+    args = (*pp.decode_outputs(logits, codes, anchors, coder.weights, coder.bbox_xform_clip, (160, 160)), 0.0, 0.9)
+    whole = pp.select_detections(*args, pre_nms_topk=3000, max_det=1000)
+    chunked = pp.select_detections(*args, pre_nms_topk=3000, max_det=1000, max_nms_boxes=5000)
     assert all(len(d["boxes"]) == 1000 for d in whole)  # 0.9 IoU leaves plenty: capped at max_det
     for a, b in zip(whole, chunked):
         assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
@@ -335,8 +340,9 @@ def test_cuda_amp_train_step_and_fp16_batch_inference():
               f"{5 * 256 / (time.perf_counter() - t):.0f} images/s")
         assert len(dets) == 256 and all(len(d["boxes"]) <= model.max_det for d in dets)
     logits, codes, anchors = _random_head(16, 9602, 13, seed=3)  # distinct scores: no tie order
-    gpu = model.postprocess(logits.to(dev), codes.to(dev), anchors.to(dev), (320, 320))
-    cpu = model.postprocess(logits, codes, anchors, (320, 320))
+    weights = tuple(model.box_coder.weights)
+    gpu = model.postprocess(*pp.decode_outputs(logits.to(dev), codes.to(dev), anchors.to(dev), weights, math.log(1000 / 16), (320, 320)))
+    cpu = model.postprocess(*pp.decode_outputs(logits, codes, anchors, weights, math.log(1000 / 16), (320, 320)))
     for g, c in zip(gpu, cpu):
         n = min(20, len(c["scores"]))
         assert torch.allclose(g["scores"][:n].cpu(), c["scores"][:n], atol=1e-4)

@@ -3,14 +3,13 @@ back exactly, and the CLI's exit codes."""
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from detect.data.synth import CLASSES, cmd_synth, render_dataset, render_scene, split_indices
+from detect.data.synth import CLASSES, render_dataset, render_scene, split_indices
 from detect.data.voc import parse_voc
 
 
@@ -110,24 +109,23 @@ def test_split_indices():
         split_indices(10, 0, (1, -1, 0))
 
 
-def _args(out, **kw) -> argparse.Namespace:
-    d = dict(out_dir=str(out), images=3, seed=0, size=64, splits="0.8,0.1,0.1", workers=1)
-    d.update(kw)
-    return argparse.Namespace(**d)
-
-
 def test_cli_exit_codes(tmp_path, capsys):
+    from detect.cli import main
+
+    def synth(out, *opts) -> int:
+        return main(["synth", str(out), "--images", "3", "--size", "64", *opts])
+
     out = tmp_path / "ds"
-    assert cmd_synth(_args(out)) == 0
-    assert cmd_synth(_args(out, images=4)) == 0  # an earlier synthetic dataset is replaced
+    assert synth(out) == 0
+    assert synth(out, "--images", "4") == 0  # an earlier synthetic dataset is replaced
     assert len(list((out / "JPEGImages").glob("*.jpg"))) == 4
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    assert cmd_synth(_args(foreign)) == 2 and (foreign / "keep.txt").read_text() == "mine"
-    assert cmd_synth(_args(tmp_path / "x", images=0)) == 2
-    assert cmd_synth(_args(tmp_path / "x", splits="a,b")) == 2
-    assert cmd_synth(_args(tmp_path / "x", size=8)) == 2
+    assert synth(foreign) == 2 and (foreign / "keep.txt").read_text() == "mine"
+    assert synth(tmp_path / "x", "--images", "0") == 2
+    assert synth(tmp_path / "x", "--splits", "a,b") == 2
+    assert synth(tmp_path / "x", "--size", "8") == 2
     assert not (tmp_path / "x").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
     err = capsys.readouterr().err

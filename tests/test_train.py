@@ -13,6 +13,7 @@ import torch
 import yaml
 from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_data, tiny_eval, tiny_model
 
+from detect.cli import build_parser, main
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import train as T
 from detect.engine.checkpoint import load_checkpoint
@@ -205,9 +206,7 @@ def test_shard_sampler_splits_global_batches_and_is_epoch_seeded():
 
 
 def _args(**kw) -> argparse.Namespace:
-    ns = argparse.Namespace(config=None, resume=False, no_progress=True)
-    for dest in T._CLI:
-        setattr(ns, dest, None)
+    ns = build_parser().parse_args(["train", "--no-progress"])  # every option as `detect train` leaves it
     ns.__dict__.update(kw)
     return ns
 
@@ -221,13 +220,13 @@ def test_cli_overrides_yaml_overrides_defaults(tmp_path):
 
 
 def test_cmd_train_exit_codes(tmp_path, capsys):
-    assert T.cmd_train(_args(out=str(tmp_path / "r"), resume=True)) == 2
-    assert "nothing to resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "r"), "--resume"]) == 2
+    assert "detect train: error: nothing to resume" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("train: {epochz: 3}\n")
-    assert T.cmd_train(_args(config=str(bad))) == 2
+    assert main(["train", "--config", str(bad)]) == 2
     assert "epochz" in capsys.readouterr().err
-    assert T.cmd_train(_args(out=str(tmp_path / "r"), device="cpu")) == 2  # no --data
+    assert main(["train", "--out", str(tmp_path / "r"), "--device", "cpu"]) == 2  # no --data
     assert "--data" in capsys.readouterr().err
 
 

@@ -23,9 +23,10 @@ import yaml
 
 from detect.cli import main
 from detect.config import ExperimentConfig
-from detect.engine.tune import TuneUsageError, run_tune
-from detect.engine.tune_space import load_space
-from detect.engine.tune_worker import make_sampler, open_storage
+from detect.errors import UsageError
+from detect.tune.search import run_tune
+from detect.tune.space import load_space
+from detect.tune.worker import make_sampler, open_storage
 
 FAKE = "test_tune:fake_train"
 
@@ -49,8 +50,7 @@ def fake_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
         best = max(best, ap)
         lines.append(f"{e + 1},{2.0 - ap:.4f},{ap:.4f}")
         (out / "results.csv").write_text("\n".join(lines) + "\n")
-        delay = float((cfg.model.extra or {}).get("fake_delay", 0.0))
-        time.sleep(delay)
+        time.sleep(float(os.environ.get("FAKE_TRAIN_DELAY", "0")))  # seconds per epoch
         if on_epoch_end is not None and on_epoch_end(e, {"train/loss": 2.0 - ap, "voc_ap50": ap}):
             break
     return {"best_voc_ap50": best}
@@ -111,10 +111,10 @@ def test_resume_finishes_rest_without_rerunning(tmp_path):
     assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer=FAKE) == 0
     assert len(_runs(out)) == 4
     # a different space for the same study is refused
-    with pytest.raises(TuneUsageError, match=r"different space \(space.params.lr"):
+    with pytest.raises(UsageError, match=r"different space \(space.params.lr"):
         run_tune(str(tmp_path), _space(tmp_path, {"lr": [0.1, 0.3]}), out, epochs=1, device="cpu", trainer=FAKE)
     space = _space(tmp_path, GRID_2X2)
-    with pytest.raises(TuneUsageError, match=r"different epochs"):
+    with pytest.raises(UsageError, match=r"different epochs"):
         run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer=FAKE)
 
 
@@ -187,7 +187,7 @@ def test_signals_deferred_holds_repeated_sigterm_from_any_thread():
     import signal
     import threading
 
-    from detect.engine.tune_worker import _raise_interrupt, signals_deferred
+    from detect.tune.worker import _raise_interrupt, signals_deferred
 
     def kill_twice() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -281,7 +281,7 @@ def test_real_trainer_grid_two_workers(tmp_path):
         cfg = ExperimentConfig.load_yaml(run / "config.yaml")
         assert (cfg.train.lr, cfg.model.bn, cfg.train.epochs) == (t.params["lr"], t.params["bn"], 2)
         assert (run / "results.csv").exists() and (run / "last.pt").exists()
-    from detect.engine.tune_report import read_loss_curve
+    from detect.tune.report import read_loss_curve
 
     xs, ys = read_loss_curve(out / "trials" / "0")
     assert xs == [1.0, 2.0] and all(y > 0 for y in ys)
@@ -295,13 +295,13 @@ def test_pruned_trial_stops_the_real_trainer(tmp_path):
 
     tiny_config(tmp_path / "unused", epochs=4).save_yaml(tmp_path / "base.yaml")
     space = _space(tmp_path, {"lr": [0.05]}, pruner={"type": "median", "min_epochs": 1, "startup_trials": 0})
-    from detect.engine.tune_worker import make_pruner
+    from detect.tune.worker import make_pruner
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner(load_space(space)))
     study.add_trial(optuna.trial.create_trial(  # a finished trial no later one can beat
         params={"lr": 0.05}, distributions={"lr": optuna.distributions.CategoricalDistribution([0.05])},
         value=2.0, intermediate_values={1: 2.0, 2: 2.0, 3: 2.0, 4: 2.0}))
-    from detect.engine.tune_worker import EpochReporter
+    from detect.tune.worker import EpochReporter
 
     trial = study.ask()
     reporter = EpochReporter(trial, "voc_ap50", maximize=True)
@@ -327,14 +327,13 @@ def test_sigkill_then_resume_finishes_without_rerunning(tmp_path):
     import subprocess
     import sys
 
-    base = ExperimentConfig()
-    base.model.extra = {"fake_delay": 0.4}
-    base.save_yaml(tmp_path / "base.yaml")
+    ExperimentConfig().save_yaml(tmp_path / "base.yaml")
     out = tmp_path / "tune"
     space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88]}, pruner="none")
-    code = (f"import sys; from detect.engine.tune import run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
+    code = (f"import sys; from detect.tune.search import run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
             f"{str(out)!r}, workers=2, epochs=3, config={str(tmp_path / 'base.yaml')!r}, device='cpu', trainer={FAKE!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                            env={**os.environ, "FAKE_TRAIN_DELAY": "0.4"})
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         # RUNS.log: a trial started, so the study exists (opening the db earlier races its creation)
@@ -404,7 +403,7 @@ def test_journal_storage_two_runs(tmp_path):
 
 
 def test_plan_workers_pins_one_gpu_each_or_splits_cores(monkeypatch):
-    import detect.engine.tune as T
+    import detect.tune.search as T
 
     monkeypatch.setattr(T, "_gpu_ids", lambda device: [0, 1])
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)

@@ -10,7 +10,7 @@ import yaml
 
 from detect.cli import main
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SpaceError, load_space, parse_space
+from detect.tune.space import SpaceError, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,18 @@ def test_cli_bad_space_exit_2(tmp_path, capsys):
     assert rc == 2 and "'weight_decay'" in err and str(path) in err and ">= 0" in err
     assert main(["tune", "--data", str(tmp_path), "--space", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_parameter_names_come_from_the_config_table():
+    from detect.config import settings
+    from detect.tune.space import resolve_target
+
+    assert resolve_target("beta1").path == resolve_target("momentum").path == "train.momentum"  # a declared alias
+    assert resolve_target("weight-decay").path == "train.weight_decay"
+    for s in settings():  # every field by its path; its rule and choices travel with it
+        assert resolve_target(s.path) is s
+    sp = parse_space({"params": {"model.box_loss": ["giou", "smooth_l1"], "ema_decay": [0.999]}})
+    assert [p.target for p in sp.params] == ["model.box_loss", "train.ema_decay"]
+    with pytest.raises(SpaceError, match="use one of"):
+        parse_space({"params": {"model.box_loss": ["iou"]}})
+    assert resolve_target("model.roi_op").path == "model.fast_rcnn.roi_op"  # a path it moved from

@@ -10,9 +10,9 @@ import pytest
 
 from _predict_helpers import CLASSES, StandInDetector, write_video
 from detect.config import Preprocess
-from detect.engine.predict import Predictor
-from detect.engine.predict_cli import run
-from detect.engine.sources import iter_source
+from detect.infer.predict import Predictor
+from detect.infer.predict_cli import run
+from detect.infer.sources import iter_source
 from detect.viz.video import VideoSink, video_info
 
 

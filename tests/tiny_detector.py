@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from detect.data.dataset import collate  # noqa: F401  (the trainer's collate; tests import it from here)
-from detect.engine.train import TrainData
+from detect.engine.datasets import TrainData
 
 
 class TinyDetector(nn.Module):

@@ -111,6 +111,14 @@ class DetectionDataset(Dataset):
         self._seeded_pid = pid
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        image, target, _ = self.item(i)
+        return image, target
+
+    def item(self, i: int, extra_boxes: Optional[np.ndarray] = None) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+        """Item ``i`` as ``dataset[i]`` gives it, and ``extra_boxes`` (float32[P, 4] xyxy pixels
+        of the original image, e.g. proposals, in order) moved by the *same* transform call as
+        the ground truth: float32[P', 4] in pixels of the S x S image, order kept. A crop drops
+        an extra box as it drops a ground-truth one; empty ones (after clipping) are dropped."""
         r = self.records[i]
         img = read_image_rgb(r.image)
         h, w = img.shape[:2]
@@ -118,15 +126,19 @@ class DetectionDataset(Dataset):
             raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
                                  "the file changed since the cache was built: rebuild it")
         n = len(r.boxes)
-        boxes = np.asarray(r.boxes, np.float32).reshape(n, 4).copy()
+        extra = np.zeros((0, 4), np.float32) if extra_boxes is None else extra_boxes
+        boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(n, 4), np.asarray(extra, np.float32).reshape(-1, 4)])
         np.clip(boxes, 0, [w, h, w, h], out=boxes)  # border boxes stay valid for albumentations
-        index = np.arange(n)
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes = boxes[(np.arange(len(boxes)) < n) | nonempty]  # (N + P', 4): albumentations rejects empty extra boxes
+        index = np.arange(len(boxes))  # >= n: an extra box
         if self.transform is not None:
             self._seed_transform()
             out = self.transform(image=img, bboxes=boxes, index=index)
             img = out["image"]
             index = np.asarray(out["index"], np.int64).reshape(-1)
-            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)  # (N', 4); N' <= N after crops
+            boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)  # (N' + P', 4) after crops, order kept
+        extra, boxes, index = np.ascontiguousarray(boxes[index >= n]), boxes[index < n], index[index < n]
         image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)  # (S, S, 3) -> (3, S, S)
         target = {
             "boxes": torch.from_numpy(boxes),
@@ -135,7 +147,7 @@ class DetectionDataset(Dataset):
             "image_id": int(i),
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
         }
-        return image, target
+        return image, target, extra
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:

@@ -2,10 +2,12 @@
 proposals, transformed with the image.
 
 Each item's target gains ``proposals``: float32[P, 4] xyxy in pixels of the S x S model
-input, ranked best first. The proposals go through the *same* albumentations call as the
-ground-truth boxes (appended to ``bboxes``, told apart by their ``index``), so every crop,
-flip and resize moves them exactly as it moves the image; a crop drops a proposal when less
-than ``min_visibility`` of it stays in view, as it drops a ground-truth box.
+input, ranked best first. The proposals are handed to :meth:`DetectionDataset.item` as extra
+boxes, which go through the *same* albumentations call as the ground-truth boxes, so every
+crop, flip and resize moves them exactly as it moves the image; a crop drops a proposal when
+less than ``min_visibility`` of it stays in view, as it drops a ground-truth box. Which model
+needs proposals is not this module's business: the engine builds a ProposalDataset for a
+Fast R-CNN that takes them (:mod:`detect.engine.datasets`).
 
 One consequence to know: ``RandomSizedBBoxSafeCrop`` keeps *every* box in view, proposals
 included, and proposals cover most of an image, so that branch of the train crop becomes
@@ -23,39 +25,6 @@ import torch
 from detect.data.dataset import DetectionDataset
 from detect.data.proposals import ProposalFileError, ProposalSet, load_proposals
 from detect.structures import ImageRecord
-
-
-class _WithProposals:
-    """Wraps a ``transform(image=, bboxes=, index=)`` pipeline so the proposals set in
-    ``self.proposals`` travel with the boxes; the transformed ones land in ``self.out``."""
-
-    def __init__(self, transform: Optional[Callable[..., dict[str, Any]]]) -> None:
-        self.transform = transform
-        self.proposals = np.zeros((0, 4), np.float32)
-        self.out = np.zeros((0, 4), np.float32)
-
-    def set_random_seed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
-
-    def __call__(self, image: np.ndarray, bboxes: np.ndarray, index: np.ndarray) -> dict[str, Any]:
-        n = len(bboxes)
-        h, w = image.shape[:2]
-        props = self.proposals.reshape(-1, 4).copy()
-        np.clip(props, 0, [w, h, w, h], out=props)
-        props = props[(props[:, 2] > props[:, 0]) & (props[:, 3] > props[:, 1])]  # albumentations rejects empty boxes
-        if self.transform is None:
-            self.out = props
-            return {"image": image, "bboxes": bboxes, "index": index}
-        both = np.concatenate([np.asarray(bboxes, np.float32).reshape(-1, 4), props])
-        idx = np.concatenate([np.asarray(index, np.int64), n + np.arange(len(props))])  # >= n: a proposal
-        out = self.transform(image=image, bboxes=both, index=idx)
-        out_idx = np.asarray(out["index"], np.int64).reshape(-1)
-        out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
-        is_gt = out_idx < n
-        # albumentations keeps box order, so the proposals stay ranked
-        self.out = np.ascontiguousarray(out_boxes[~is_gt])
-        return {"image": out["image"], "bboxes": out_boxes[is_gt], "index": out_idx[is_gt]}
 
 
 class ProposalDataset(DetectionDataset):
@@ -78,8 +47,7 @@ class ProposalDataset(DetectionDataset):
         proposals: ProposalSet | str,
         max_proposals: int = 0,
     ) -> None:
-        self._wrapped = _WithProposals(transform)
-        super().__init__(records, self._wrapped)
+        super().__init__(records, transform)
         self.proposals = load_proposals(proposals) if isinstance(proposals, str) else proposals
         self.max_proposals = max_proposals
         self._keys = [self.proposals.key_for(r.image) for r in self.records]
@@ -99,27 +67,6 @@ class ProposalDataset(DetectionDataset):
         props = self.proposals.boxes[key] if key is not None else np.zeros((0, 4), np.float32)
         if self.max_proposals:
             props = props[: self.max_proposals]
-        self._wrapped.proposals = props
-        image, target = super().__getitem__(i)
-        target["proposals"] = torch.from_numpy(self._wrapped.out.reshape(-1, 4).astype(np.float32, copy=False))
+        image, target, moved = self.item(i, extra_boxes=props)  # the proposals go through the image's transform
+        target["proposals"] = torch.from_numpy(moved.reshape(-1, 4).astype(np.float32, copy=False))
         return image, target
-
-
-def attach_proposals(dataset: DetectionDataset, model_cfg: Any) -> DetectionDataset:
-    """The dataset to train or evaluate ``model_cfg`` (a :class:`detect.config.ModelConfig`) on:
-    ``dataset`` itself, or, for a Fast R-CNN with precomputed proposals, a
-    :class:`ProposalDataset` over the same records and transform reading
-    ``model_cfg.extra["proposal_file"]``.
-
-    Raises ProposalFileError when such a model has no proposal file configured.
-    """
-    if getattr(model_cfg, "name", "") != "fast_rcnn" or getattr(model_cfg, "proposals", "rpn") == "rpn":
-        return dataset
-    extra = dict(getattr(model_cfg, "extra", None) or {})
-    path = extra.get("proposal_file")
-    if not path:
-        raise ProposalFileError(
-            f"model.proposals={model_cfg.proposals!r} needs a proposal file: run `detect proposals CACHE -o FILE.pkl` "
-            "(or bring your own, see detect/data/proposals.py) and set model.extra.proposal_file: FILE.pkl"
-        )
-    return ProposalDataset(dataset.records, dataset.transform, str(path), int(extra.get("max_proposals", 0) or 0))

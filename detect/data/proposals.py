@@ -40,12 +40,13 @@ from typing import Any, Optional
 import numpy as np
 
 from detect.data.safe_pickle import NUMPY_GLOBALS, load_pickle_or_raise, load_versioned_pickle
+from detect.errors import UsageError
 
 FORMAT = "retail-detect/proposals"
 SCHEMA = 1
 
 
-class ProposalFileError(ValueError):
+class ProposalFileError(UsageError):
     """A proposal cache or file that cannot be used: the message names the file and the fix."""
 
 

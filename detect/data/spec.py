@@ -37,13 +37,13 @@ import yaml
 
 from detect.data.cache import Cache, load_cache
 from detect.data.xml2pkl import build_cache
-from detect.data.xml2pkl import UsageError
+from detect.errors import UsageError
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
 ALL = "all"  # the split name meaning every annotated image
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """A dataset that cannot be resolved: bad YAML, missing folder, unknown split."""
 
 

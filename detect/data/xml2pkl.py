@@ -29,15 +29,12 @@ from detect.data.cache import (
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import parse_file
+from detect.errors import UsageError
 from detect.structures import Problem
 from detect.utils import atomic_write_text, cpu_count
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
-
-
-class UsageError(Exception):
-    """Bad invocation: missing folder or file, unwritable output (exit code 2)."""
 
 
 class BuildResult:
@@ -383,13 +380,9 @@ def cmd_xml2pkl(args) -> int:
     """``detect xml2pkl ANN_DIR [--images DIR] [--classes FILE] [--split FILE] -o CACHE``.
     Exit 0: written (problems are reported, not fatal); 1: ``--strict`` and problems found;
     2: usage error (missing folder or file, unwritable output)."""
-    try:
-        result = build_cache(
-            args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
-            workers=args.workers, progress=not getattr(args, "no_progress", False),
-        )
-    except UsageError as e:
-        print(f"xml2pkl: error: {e}", file=sys.stderr)
-        return 2
+    result = build_cache(
+        args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
+        workers=args.workers, progress=not getattr(args, "no_progress", False),
+    )
     summarize(result)
     return 1 if args.strict and result.summary["problems"] else 0

@@ -8,7 +8,6 @@ key            value
 format         "retail-detect/1" (checked on load; other versions are refused)
 config         ``ExperimentConfig.to_dict()`` (model, data, train, preprocess)
 classes        list[str], index = 0-based label
-preprocess     ``{"imgsz", "mean", "std"}`` (a copy of ``config["preprocess"]``)
 model          state dict of the bare model (fp32, or fp16 in a ``half`` export)
 ema            ``{"model": state dict, "updates", "decay", "tau"}`` or None
 epoch          number of finished epochs
@@ -23,7 +22,13 @@ rng            list (one per rank) of {"torch", "cuda", "numpy", "python"}  (tra
 Everything is tensors, numbers, strings, lists and dicts, so ``weights_only=True`` loads it:
 NumPy's and Python's RNG states are stored as tensors/lists, never as pickled objects.
 ``load_model`` rebuilds the network from the stored config (backbone weights not needed) and
-prefers the EMA weights.
+prefers the EMA weights. The preprocessing is stored once, in ``config["preprocess"]``.
+
+Older files of this FORMAT keep loading. :func:`load_checkpoint` drops what they stored twice
+(a top-level ``preprocess`` copy and the SSD's ``mean``/``std`` buffers in the state dicts,
+:data:`RETIRED_WEIGHTS`); :func:`stored_config` gives fields added since the value that rebuilds
+their network (:data:`ADDED_FIELDS`), and settings that moved are read from where they were
+(:data:`detect.config.MOVED`, e.g. Fast R-CNN's old ``model.extra`` dict).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import numpy as np
 import torch
 
 from detect.config import ExperimentConfig
+from detect.errors import UsageError
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
@@ -46,9 +52,12 @@ FORMAT = "retail-detect/1"
 # rebuilds those older checkpoints' network (a missing field would otherwise take today's default).
 ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): "none"}
 FORMAT_NAME = FORMAT.split("/")[0]
+# State-dict entries older checkpoints hold and today's models do not save: the SSD's mean/std
+# buffers (the config holds the preprocessing).
+RETIRED_WEIGHTS = ("mean", "std")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UsageError):
     """The file is not a checkpoint this version can read; the message says why and what to do."""
 
 
@@ -82,7 +91,17 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         # garbage bytes reach the unpickler's internals in many ways (e.g. IndexError on a text file)
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or another format?): "
                               f"{type(e).__name__}: {e}") from None
-    return check_format(ckpt, path)
+    return _drop_retired(check_format(ckpt, path))
+
+
+def _drop_retired(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """``ckpt`` without what older files of this FORMAT stored twice (see the module docstring)."""
+    ckpt.pop("preprocess", None)
+    for state in (ckpt.get("model"), (ckpt.get("ema") or {}).get("model")):
+        if isinstance(state, dict):
+            for key in RETIRED_WEIGHTS:
+                state.pop(key, None)
+    return ckpt
 
 
 def check_format(ckpt: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]:
@@ -108,14 +127,14 @@ def check_format(ckpt: Any, path: str | Path = "<checkpoint>") -> dict[str, Any]
 
 
 def inference_state(ckpt: dict[str, Any], half: bool = False) -> dict[str, Any]:
-    """A small weights-only copy of a training checkpoint: config, classes, preprocess, epoch,
-    best_map, metrics and ONE state dict ``model`` (the EMA weights when there are some).
+    """A small weights-only copy of a training checkpoint: config, classes, epoch, best_map,
+    metrics and ONE state dict ``model`` (the EMA weights when there are some).
     ``half`` stores floating tensors as fp16 (``load_model`` casts back to fp32)."""
     ema = ckpt.get("ema")
     weights = _weights(ckpt)
     if half:
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
-    keep = ("config", "classes", "preprocess", "epoch", "best_map", "best_epoch", "metrics")
+    keep = ("config", "classes", "epoch", "best_map", "best_epoch", "metrics")
     out = {k: ckpt[k] for k in keep if k in ckpt}
     out.update(model=weights, ema=None, weights="ema" if ema else "model")
     return out
@@ -133,7 +152,8 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
 
 
 def stored_config(ckpt: dict[str, Any]) -> ExperimentConfig:
-    """The config a checkpoint was trained with, fields it predates set as :data:`ADDED_FIELDS` says."""
+    """The config a checkpoint was trained with: fields it predates set as :data:`ADDED_FIELDS`
+    says, settings that moved since read from their old place (``ExperimentConfig.from_dict``)."""
     d = copy.deepcopy(ckpt["config"])
     for (section, name), old in ADDED_FIELDS.items():
         if isinstance(d.get(section), dict):

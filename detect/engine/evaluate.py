@@ -44,6 +44,8 @@ import numpy as np
 import torch
 
 from detect.engine import metrics as M
+from detect.errors import UsageError
+from detect.models.build import set_postprocess
 
 CONF_MATRIX_CONF = 0.25  # score threshold of the confusion matrix (ultralytics' default)
 CONF_MATRIX_IOU = 0.45
@@ -55,20 +57,6 @@ def _dataset_records(dataset: Any) -> Optional[list]:
         dataset = dataset.dataset
     records = getattr(dataset, "records", None)
     return list(records) if records is not None else None
-
-
-def _rebuilt_with_max_det(model: torch.nn.Module, cfg: Any, max_det: int, device: torch.device) -> torch.nn.Module:
-    """The same weights in a model built with ``cfg.model.max_det = max_det`` (models read their
-    postprocess settings at build time), or ``model`` itself when the setting already fits."""
-    if cfg.model.max_det == max_det:
-        return model
-    from detect.models.build import build_model
-
-    cfg.model.max_det = max_det
-    build = cfg.for_rebuild()  # the state dict below replaces every weight
-    rebuilt = build_model(build.model, build.preprocess)
-    rebuilt.load_state_dict(model.state_dict())
-    return rebuilt.to(device).eval()
 
 
 def _gt_from_record(record: Any) -> dict:
@@ -245,7 +233,7 @@ def format_table(metrics: dict[str, Any]) -> str:
 
 
 def _align_classes(cache: Any, classes: Sequence[str]) -> list:
-    """The cache's records with labels re-indexed to the model's class order. Raises ValueError
+    """The cache's records with labels re-indexed to the model's class order. Raises UsageError
     naming the classes that differ when the two class sets are not the same."""
     import dataclasses
 
@@ -255,7 +243,7 @@ def _align_classes(cache: Any, classes: Sequence[str]) -> list:
     missing = sorted(set(data_classes) - set(classes))
     extra = sorted(set(classes) - set(data_classes))
     if missing or extra or len(data_classes) != len(classes):
-        raise ValueError(f"the data's classes do not match the model's: only in the data {missing}, "
+        raise UsageError(f"the data's classes do not match the model's: only in the data {missing}, "
                          f"only in the model {extra}; evaluate on data with the classes the model was trained on")
     remap = np.array([list(classes).index(n) for n in data_classes], np.int64)
     return [dataclasses.replace(r, labels=remap[np.asarray(r.labels, np.int64)]) for r in cache.records]
@@ -263,61 +251,47 @@ def _align_classes(cache: Any, classes: Sequence[str]) -> list:
 
 def cmd_val(args: argparse.Namespace) -> int:
     """``detect val``: evaluate weights on a dataset split, print a table, write JSON and plots.
-    Exit 0 when done, 1 when done but the data had problems, 2 on a usage error."""
+    Exit 0 when done, 1 when done but the data had problems or an image could not be read;
+    raises :class:`~detect.errors.UsageError` for unusable weights, data or options."""
     from torch.utils.data import DataLoader
 
-    from detect.data.dataset import DetectionDataset, collate
+    from detect.data.dataset import collate
     from detect.data.spec import resolve_data
-    from detect.data.transforms import eval_transform
     from detect.engine.checkpoint import load_model
+    from detect.engine.datasets import eval_dataset
     from detect.engine.errors import error_breakdown, format_breakdown
     from detect.utils import atomic_write_text, select_device
     from detect.viz.plots import plot_confusion_matrix, plot_pr_curves
 
-    def usage(msg: str) -> int:
-        print(f"detect val: error: {msg}", file=sys.stderr)
-        return 2
-
     t0 = time.perf_counter()
     if not Path(args.weights).is_file():
-        return usage(f"weights file {args.weights} not found")
+        raise UsageError(f"weights file {args.weights} not found")
     if args.max_det is not None and args.max_det < 1:
-        return usage(f"--max-det must be >= 1, got {args.max_det}")
-    try:
-        device = select_device(args.device)
-    except RuntimeError as e:
-        return usage(str(e))
+        raise UsageError(f"--max-det must be >= 1, got {args.max_det}")
+    device = select_device(args.device)
     try:
         model, cfg, classes = load_model(args.weights, device)
-    except (ValueError, KeyError, RuntimeError, OSError) as e:
-        return usage(f"cannot load {args.weights}: {e}")
+    except (ValueError, KeyError, RuntimeError, OSError) as e:  # CheckpointError included
+        raise UsageError(f"cannot load {args.weights}: {e}") from None
     max_det = int(args.max_det or cfg.model.max_det)
-    model = _rebuilt_with_max_det(model, cfg, max_det, device)
+    set_postprocess(model, cfg.model, max_det=max_det)
     try:
         cache = resolve_data(args.data, args.split, progress=sys.stderr.isatty())
-    except (FileNotFoundError, ValueError, KeyError, OSError) as e:
-        return usage(f"cannot read data {args.data!r} split {args.split!r}: {e}")
+    except (FileNotFoundError, ValueError, KeyError, OSError) as e:  # DatasetError included
+        raise UsageError(f"cannot read data {args.data!r} split {args.split!r}: {e}") from None
     for p in cache.problems:
         print(f"warning: {p}", file=sys.stderr)
-    try:
-        records = _align_classes(cache, classes)
-    except ValueError as e:
-        return usage(str(e))
+    records = _align_classes(cache, classes)
     if not records:
-        return usage(f"data {args.data!r} split {args.split!r} has no images")
+        raise UsageError(f"data {args.data!r} split {args.split!r} has no images")
 
-    from detect.data.proposal_dataset import ProposalFileError, attach_proposals
-
-    try:  # Fast R-CNN with precomputed proposals reads them beside the images
-        dataset = attach_proposals(DetectionDataset(records, eval_transform(cfg.preprocess.imgsz)), cfg.model)
-    except (ProposalFileError, FileNotFoundError, ValueError) as e:
-        return usage(str(e))
+    dataset = eval_dataset(records, cfg)  # Fast R-CNN with precomputed proposals: they come with the images
     loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
                         collate_fn=collate, pin_memory=device.type == "cuda")
     try:
         got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
     except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
-        print(f"detect val: error: {e}", file=sys.stderr)
+        print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
         return 1
     metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
     metrics["seconds"] = time.perf_counter() - t0

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
+from detect.errors import UsageError
 from detect.models.proposals import MODES, proposal_recall, selective_search
 from detect.utils import atomic_write
 
@@ -195,8 +196,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
 
     output = args.output or default_output(args.cache, args.mode)
     if not os.path.isfile(args.cache):
-        print(f"error: annotation cache {args.cache} not found (make it with `detect xml2pkl`)", file=sys.stderr)
-        return 2
+        raise UsageError(f"annotation cache {args.cache} not found (make it with `detect xml2pkl`)")
     bar = None
     try:
         ann = load_cache(args.cache)
@@ -207,11 +207,9 @@ def cmd_proposals(args: argparse.Namespace) -> int:
         res = build_proposal_cache(args.cache, output, args.mode, args.max, args.resize, args.workers,
                                    progress=bar.update if bar is not None else None, annotations=ann)
     except (CacheError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     except OSError as e:
-        print(f"error: cannot write {output}: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write {output}: {e}") from None
     finally:
         if bar is not None:
             bar.close()

@@ -17,89 +17,26 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from detect.config import ExperimentConfig
+from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import distributed as D
-from detect.engine.cpu_alloc import keep_heap_for_training
 from detect.engine.budget import TimeBudget
+from detect.engine.cpu_alloc import keep_heap_for_training
+from detect.engine.datasets import TrainData, load_data
 from detect.engine.checkpoint import (
-    CheckpointError, inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
+    inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
 )
 from detect.engine.ema import ModelEMA
 from detect.engine.loader import eval_loader, seed_everything, train_loader
 from detect.engine.loop import train_one_epoch
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
-
-
-class UsageError(ValueError):
-    """A problem with the user's options or data; ``cmd_train`` exits 2 with its message."""
-
-
-@dataclass
-class TrainData:
-    """What the trainer needs from the data layer."""
-
-    classes: list[str]
-    train: Any  # map-style dataset: item = (Tensor[3, S, S], target dict)
-    val: Optional[Any]
-    collate: Callable
-    problems: int = 0  # defects found while reading the annotations
-
-
-def _warn_rank0(msg: str) -> None:
-    if D.env_dist_info().is_main:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
-    """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
-    from detect.data.dataset import DetectionDataset, collate
-    from detect.data.spec import is_cache_path, resolve_data
-    from detect.data.transforms import eval_transform, train_transform
-
-    d = cfg.data
-    if not d.data:
-        raise UsageError("no training data: pass --data (dataset YAML, VOC folder or cache .pkl)")
-    try:
-        tr = resolve_data(d.data, d.train_split)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise UsageError(f"{d.data}: cannot read split {d.train_split!r}: {e}") from None
-    if not tr.records:
-        raise UsageError(f"{d.data}: split {d.train_split!r} has no images")
-    problems = len(getattr(tr, "problems", []) or [])
-    if problems:
-        log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
-    imgsz = cfg.preprocess.imgsz
-    tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
-    val = None
-    if d.val_split and is_cache_path(d.data):
-        log(f"warning: {d.data} is a cache, i.e. one split: no validation and no best.pt "
-            "(use a dataset YAML or a VOC folder to name a val split)")
-    elif d.val_split:
-        try:
-            va = resolve_data(d.data, d.val_split)
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            log(f"warning: no validation ({e}); best.pt will not be written")
-            va = None
-        if va is not None and list(va.classes) != list(tr.classes):
-            raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
-                             f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
-        if va is not None and va.records:
-            val = DetectionDataset(va.records, eval_transform(imgsz))
-    from detect.data.proposal_dataset import ProposalFileError, attach_proposals
-
-    try:  # Fast R-CNN with precomputed proposals: the datasets carry them (a no-op otherwise)
-        train_ds = attach_proposals(DetectionDataset(tr.records, tf), cfg.model)
-        val = attach_proposals(val, cfg.model) if val is not None else None
-    except (ProposalFileError, FileNotFoundError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    return TrainData(list(tr.classes), train_ds, val, collate, problems)
+from detect.errors import UsageError
+from detect.options import apply_config_options
 
 
 def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -122,6 +59,7 @@ def train(
     model_fn: Callable[[ExperimentConfig], torch.nn.Module] | None = None,
     eval_fn: Callable[..., dict] | None = None,
     on_epoch_end: Callable[[int, dict], bool] | None = None,
+    checkpoint: Optional[dict] = None,
 ) -> dict[str, Any]:
     """Train as ``cfg`` says (under torchrun: one process per device) and return the final
     metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
@@ -131,13 +69,14 @@ def train(
     ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
     ``on_epoch_end(epoch, row)`` is called on rank 0 after each epoch's checkpoint (``epoch``
     counts from 1, ``row`` is its CSV row: losses, val metrics); returning True stops training
-    there (``detect tune``'s pruner uses it).
+    there (``detect tune``'s pruner uses it). ``checkpoint``: with ``cfg.train.resume``, the run's
+    ``last.pt`` when the caller has read it already (else it is read here).
     """
     started = time.perf_counter()  # a --time budget counts from here: data and model building are inside it
     info, device = D.setup(cfg.train.device)
     try:
         return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval,
-                      on_epoch_end, started)
+                      on_epoch_end, checkpoint, started)
     finally:
         D.cleanup()
 
@@ -145,7 +84,7 @@ def train(
 def _train(
     cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
     data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
-    started: Optional[float] = None,
+    checkpoint: Optional[dict] = None, started: Optional[float] = None,
 ) -> dict[str, Any]:
     t = cfg.train
     started = time.perf_counter() if started is None else started
@@ -156,9 +95,9 @@ def _train(
     last_pt, best_pt = out / "last.pt", out / "best.pt"
     ckpt: Optional[dict] = None
     if t.resume:
-        if not last_pt.is_file():
+        if checkpoint is None and not last_pt.is_file():
             raise UsageError(f"nothing to resume: {last_pt} not found; start a new run without --resume")
-        ckpt = load_checkpoint(last_pt)
+        ckpt = checkpoint if checkpoint is not None else load_checkpoint(last_pt)
     elif last_pt.exists():
         raise UsageError(f"{out} already holds a run ({last_pt.name}); pass --resume to continue it or choose another --out")
     if t.batch % info.world_size:
@@ -174,6 +113,9 @@ def _train(
 
     if cfg.model.fit_anchors and cfg.model.anchor_sizes is None:
         _fit_anchors(cfg, data, log)
+    from detect.models.backbones import input_preprocess
+
+    cfg.preprocess = input_preprocess(cfg.model, cfg.preprocess)  # the mean/std the model will use, saved with the run
     bare = model_fn(cfg).to(device)
     channels_last = t.channels_last
     if channels_last:
@@ -356,10 +298,8 @@ def _finite(v: Any) -> bool:
 
 
 def _state(cfg, classes, bare, ema, optimizer, scheduler, scaler, epoch, best_map, best_epoch, rows, rngs) -> dict:
-    config = cfg.to_dict()
     return {
-        "config": config, "classes": list(classes), "preprocess": dict(config["preprocess"]),
-        "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
+        "config": cfg.to_dict(), "classes": list(classes), "model": bare.state_dict(), "ema": ema.state_dict() if ema else None,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
         "epoch": epoch, "best_map": best_map, "best_epoch": best_epoch, "metrics": list(rows), "rng": rngs,
     }
@@ -399,60 +339,40 @@ def _progress_factory(enabled: bool) -> Optional[Callable[[int, str], Any]]:
 
 # ------------------------------------------------------------------------------ detect train
 
-_CLI = {  # argparse dest -> (config section, field)
-    "data": ("data", "data"), "workers": ("data", "workers"), "augment": ("data", "augment"), "balance": ("data", "balance"),
-    "model": ("model", "name"), "backbone": ("model", "backbone"), "pretrained": ("model", "pretrained"),
-    "backbone_weights": ("model", "backbone_weights"), "bn": ("model", "bn"), "proposals": ("model", "proposals"),
-    "conv_head": ("model", "conv_head"), "freeze_stride": ("model", "freeze_stride"), "context": ("model", "context"), "context_loss": ("model", "context_loss"),
-    "imgsz": ("preprocess", "imgsz"),
-    **{k: ("train", k) for k in ("epochs", "time", "batch", "optimizer", "lr", "momentum", "weight_decay", "backbone_lr", "seed", "out",
-                                 "device", "scheduler", "warmup_epochs", "clip_grad", "eval_every", "ema", "amp",
-                                 "channels_last")},
-}
+
+def run_checkpoint(args: argparse.Namespace) -> Path:
+    """``RUN/last.pt`` of ``--resume``: the run folder is ``--out``, else the ``--config``
+    YAML's ``train.out``, else the default."""
+    out = getattr(args, "out", None)
+    if not out:
+        out = ExperimentConfig.load_yaml(args.config).train.out if getattr(args, "config", None) else TrainConfig().out
+    last = Path(out) / "last.pt"
+    if not last.is_file():
+        raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
+    return last
 
 
-def apply_cli(cfg: ExperimentConfig, args: argparse.Namespace) -> list[str]:
-    """Override ``cfg`` with the options given on the command line; returns their names."""
-    given = []
-    for dest, (section, name) in _CLI.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            cfg.override(section, **{name: v})
-            given.append(dest)
-    return given
-
-
-def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    """Defaults <- ``--config`` YAML <- command-line options. With ``--resume`` the run's saved
-    config replaces the YAML and the defaults (options given here still override it, e.g.
+def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None) -> ExperimentConfig:
+    """Defaults <- ``--config`` YAML <- the options given on the command line. With ``--resume``
+    the run's stored config (from ``checkpoint``, its ``last.pt``; read here when not given)
+    takes the place of the YAML and the defaults; options given still override it (e.g.
     ``--epochs`` to extend a finished run)."""
-    cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
-    apply_cli(cfg, args)
-    if getattr(args, "proposal_file", None):
-        cfg.model.extra["proposal_file"] = args.proposal_file
-    if getattr(args, "resume", False):
-        last = Path(cfg.train.out) / "last.pt"
-        if not last.is_file():
-            raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
-        cfg = stored_config(load_checkpoint(last))
-        apply_cli(cfg, args)
-        cfg.train.resume = True
+    resume = bool(getattr(args, "resume", False))
+    if resume:
+        cfg = stored_config(checkpoint if checkpoint is not None else load_checkpoint(run_checkpoint(args)))
+    else:
+        cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
+    apply_config_options(cfg, args)
+    cfg.train.resume = resume
     return cfg
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
-    for a non-finite loss, 2 usage error (bad option, missing data, unusable checkpoint)."""
-    import yaml
-
-    try:
-        cfg = config_from_args(args)
-    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:  # CheckpointError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
-        result = train(cfg, progress=not getattr(args, "no_progress", False))
-    except (UsageError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
+    :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
+    the training state."""
+    ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
+    cfg = config_from_args(args, ckpt)
+    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
     return 1 if result["nonfinite_loss"] or result["data_problems"] else 0

@@ -18,7 +18,9 @@ Supported (``available_backbones()``):
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from detect.config import ModelConfig, Preprocess
+from detect.errors import UsageError
 from detect.models.layers import set_bn_mode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,7 +52,7 @@ class PretrainedInfo:
     source: str
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UsageError, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine (nothing is downloaded)."""
 
 
@@ -94,16 +97,21 @@ def preprocess_for(name: str, imgsz: int) -> Preprocess:
 class Backbone(nn.Module):
     """A chain of stages run in order; the outputs of the tapped stages are the feature maps.
 
+    Everything about the maps is measured by one dummy forward at ``input_size`` (a detector
+    passes its input size, so it learns its map sizes here and runs no forward of its own).
+
     Attributes:
         channels (list[int]), strides (list[int]): of the returned maps, in order (fine to coarse).
+        input_size (int), sizes (list[int]): the side of each returned map for an input of
+            ``input_size`` x ``input_size`` pixels.
         info (PretrainedInfo): preprocessing the pretrained weights expect.
     """
 
-    def __init__(self, stages: Sequence[nn.Module], out_strides: Sequence[int], info: PretrainedInfo, name: str):
+    def __init__(self, stages: Sequence[nn.Module], out_strides: Sequence[int], info: PretrainedInfo, name: str,
+                 input_size: int = 128):
         super().__init__()
         self.name, self.info = name, info
-        probe_size = 128
-        strides, channels = _probe(stages, probe_size)
+        strides, channels, sizes = _probe(stages, input_size)
         taps = []
         for s in out_strides:
             idx = [i for i, st in enumerate(strides) if st == s]
@@ -118,6 +126,7 @@ class Backbone(nn.Module):
         self.taps = taps
         self.strides = [strides[i] for i in taps]
         self.channels = [channels[i] for i in taps]
+        self.input_size, self.sizes = input_size, [sizes[i] for i in taps]
 
     def freeze(self, max_stride: int) -> "Backbone":
         """Keep every stage whose output stride is at most ``max_stride`` fixed: no gradients
@@ -148,20 +157,30 @@ class Backbone(nn.Module):
 
 
 @torch.no_grad()
-def _probe(stages: Sequence[nn.Module], size: int) -> tuple[list[int], list[int]]:
-    """Output stride and channels of every stage, from a dummy forward in eval mode."""
+def _probe(stages: Sequence[nn.Module], size: int) -> tuple[list[int], list[int], list[int]]:
+    """Stride, channels and output side of every stage, from one dummy forward at ``size`` x
+    ``size`` in eval mode. A stage's stride factor is its input side over its output side,
+    rounded to a power of two: exact for odd sides too (a stride-2 conv gives ceil(n / 2), a
+    2x2 pool floor(n / 2)) while every map is at least 4 pixels before it is halved, which
+    ``size >= 64`` guarantees for backbones of stride <= 32."""
+    if size < 64:
+        raise ValueError(f"backbones are measured at 64 pixels or more, got {size}")
     modes = [m.training for m in stages]
     for m in stages:
         m.eval()
     x = torch.zeros(1, 3, size, size, device=next(stages[0].parameters()).device)
-    strides, channels = [], []
+    strides, channels, sides = [], [], []
+    stride, side = 1, size
     for m in stages:
         x = m(x)
-        strides.append(size // x.shape[-1])
+        stride *= 2 ** round(math.log2(side / x.shape[-1]))
+        side = x.shape[-1]
+        strides.append(stride)
         channels.append(x.shape[1])
+        sides.append(side)
     for m, mode in zip(stages, modes):
         m.train(mode)
-    return strides, channels
+    return strides, channels, sides
 
 
 def build_backbone(
@@ -171,6 +190,7 @@ def build_backbone(
     bn: str = "frozen",
     out_strides: Sequence[int] = (8, 16, 32),
     conv_head: bool = False,
+    input_size: int = 128,
 ) -> Backbone:
     """Build backbone ``name`` returning feature maps at ``out_strides``.
 
@@ -184,6 +204,7 @@ def build_backbone(
             last block, so the deepest stride-32 map is the 1280-channel one its ImageNet
             classifier reads. EfficientNet-Lite only; other backbones ignore it (torchvision's
             MobileNetV3 ``features`` already end with theirs, ResNet and VGG have none).
+        input_size: the input side the maps are measured at (:class:`Backbone`; at least 64).
     """
     if pretrained not in ("imagenet", "none"):
         raise ValueError(f"pretrained must be 'imagenet' or 'none', got {pretrained!r}")
@@ -197,34 +218,42 @@ def build_backbone(
     else:
         net = _torchvision_classifier(name, weights_path, load=load)
         stages = _torchvision_stages(name, net)
-    backbone = Backbone(stages, out_strides, info, name)
+    backbone = Backbone(stages, out_strides, info, name, input_size)
     return set_bn_mode(backbone, bn)
 
 
-def build_config_backbone(
-    cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True, out_strides: Sequence[int] = (8, 16, 32)
-) -> Backbone:
-    """The backbone of a detector built from ``cfg`` (every detector builds it this way).
+def input_preprocess(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True) -> Preprocess:
+    """The preprocessing a detector built from ``cfg`` normalises with: ``preprocess``, or, when
+    the backbone starts from ImageNet weights, a copy with the mean/std those weights expect
+    (with a warning when they differ). Builders use it for the model; the trainer stores it in
+    the run's config, so the saved config and the model agree."""
+    if not load_weights or cfg.pretrained != "imagenet":
+        return preprocess
+    info = pretrained_info(cfg.backbone)
+    if np.allclose(preprocess.mean, info.mean, atol=1e-3) and np.allclose(preprocess.std, info.std, atol=1e-3):
+        return preprocess
+    warnings.warn(
+        f"preprocess mean/std {tuple(preprocess.mean)}/{tuple(preprocess.std)} replaced by the values the "
+        f"{cfg.backbone} ImageNet weights expect, {tuple(round(v, 4) for v in info.mean)}/"
+        f"{tuple(round(v, 4) for v in info.std)} (see detect.models.backbones.preprocess_for)",
+        stacklevel=3,
+    )
+    return dataclasses.replace(preprocess, mean=tuple(info.mean), std=tuple(info.std))
 
-    ``load_weights=False`` skips the ImageNet weights (a checkpoint is loaded next). With ImageNet
-    weights, ``preprocess.mean``/``std`` are set to the values those weights expect (in place,
-    with a warning when they differed), so the saved config and the model agree. ``cfg.bn ==
+
+def build_config_backbone(
+    cfg: ModelConfig, load_weights: bool = True, out_strides: Sequence[int] = (8, 16, 32), input_size: int = 128,
+) -> Backbone:
+    """The backbone of a detector built from ``cfg`` (every detector builds it this way), its
+    map sizes measured at ``input_size`` (see :class:`Backbone`).
+
+    ``load_weights=False`` skips the ImageNet weights (a checkpoint is loaded next). ``cfg.bn ==
     "sync"`` builds plain BatchNorm here: ``build_model`` converts the whole model, new layers too.
     """
-    pretrained = cfg.pretrained if load_weights else "none"
-    if pretrained == "imagenet":
-        info = pretrained_info(cfg.backbone)
-        if not (np.allclose(preprocess.mean, info.mean, atol=1e-3) and np.allclose(preprocess.std, info.std, atol=1e-3)):
-            warnings.warn(
-                f"preprocess mean/std {tuple(preprocess.mean)}/{tuple(preprocess.std)} replaced by the values the "
-                f"{cfg.backbone} ImageNet weights expect, {tuple(round(v, 4) for v in info.mean)}/"
-                f"{tuple(round(v, 4) for v in info.std)} (see detect.models.backbones.preprocess_for)",
-                stacklevel=3,
-            )
-        preprocess.mean, preprocess.std = tuple(info.mean), tuple(info.std)
     backbone = build_backbone(
-        cfg.backbone, pretrained=pretrained, weights_path=cfg.backbone_weights if load_weights else None,
-        bn="train" if cfg.bn == "sync" else cfg.bn, out_strides=out_strides, conv_head=cfg.conv_head,
+        cfg.backbone, pretrained=cfg.pretrained if load_weights else "none",
+        weights_path=cfg.backbone_weights if load_weights else None, bn="train" if cfg.bn == "sync" else cfg.bn,
+        out_strides=out_strides, conv_head=cfg.conv_head, input_size=input_size,
     )
     return backbone.freeze(cfg.freeze_stride)
 

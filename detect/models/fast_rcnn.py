@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
 
+from detect.config import FastRCNNConfig, ModelConfig, Preprocess
+from detect.models.backbones import build_config_backbone, input_preprocess
 from detect.models.context import ImageContext
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
@@ -55,55 +57,33 @@ class FastRCNN(nn.Module):
         backbone: module mapping Tensor[B, 3, S, S] (normalised) to a list (or dict) of feature
             maps, with ``channels`` and ``strides`` lists describing them.
         num_classes: K, object classes without background.
+        cfg: the Fast R-CNN settings (:class:`detect.config.FastRCNNConfig`: proposal source,
+            RoI op and size, feature stride, head, RoI sampling (paper: 64 per image, 25%, 0.5,
+            [0.1, 0.5)), the selective search run at inference without proposals, RPN anchors).
         mean, std: normalisation of the [0, 1] RGB input (the backbone's pretraining values).
         imgsz: S, the input side (sizes the RPN anchors).
-        proposals: "rpn" | "selective_search" | "file".
-        roi_op: "roi_pool" (the paper's max pooling, coordinates rounded to the feature grid)
-            or "roi_align" (bilinear, ``aligned=True``).
-        roi_size: output bins per side (7).
-        feature_stride: stride of the backbone map the RoIs are pooled from (16 or 32).
-        head: "fc" (two fully connected layers of ``fc_dim``) or "conv" (two 3x3 convs + avg pool).
-        roi_channels: a 1x1 conv projects the feature map to this many channels when it has more
-            (keeps fc6 small on wide backbones); 0 never projects.
-        rois_per_image, fg_fraction, fg_iou, bg_iou: the mini-batch sampling (paper: 64 per
-            image, 25%, 0.5, [0.1, 0.5)).
-        score_thresh, nms_thresh, max_det: inference postprocessing (per-class NMS).
-        ss_mode, ss_max, ss_resize: selective search run by the model at inference when no
-            proposals are given.
-        rpn_anchor_fractions, rpn_aspect_ratios: RPN anchors (sides as fractions of ``imgsz``).
+        score_thresh, nms_thresh, max_det: inference postprocessing (per-class NMS), read at
+            every forward (:func:`detect.models.build.set_postprocess` changes them).
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         num_classes: int,
+        cfg: Optional[FastRCNNConfig] = None,
         mean: Sequence[float] = (0.485, 0.456, 0.406),
         std: Sequence[float] = (0.229, 0.224, 0.225),
         imgsz: int = 320,
-        proposals: str = "rpn",
-        roi_op: str = "roi_pool",
-        roi_size: int = 7,
-        feature_stride: int = 16,
-        head: str = "fc",
-        fc_dim: int = 1024,
-        roi_channels: int = 256,
-        rois_per_image: int = 128,
-        fg_fraction: float = 0.25,
-        fg_iou: float = 0.5,
-        bg_iou: tuple[float, float] = (0.1, 0.5),
         score_thresh: float = 0.01,
         nms_thresh: float = 0.45,
         max_det: int = 300,
-        ss_mode: str = "fast",
-        ss_max: int = 2000,
-        ss_resize: int = 500,
-        rpn_anchor_fractions: Optional[Sequence[float]] = None,
-        rpn_aspect_ratios: Optional[Sequence[float]] = None,
-        semantic: bool = False,
         context: str = "none",
         context_loss: float = 0.0,
     ) -> None:
         super().__init__()
+        cfg = cfg or FastRCNNConfig()
+        proposals, roi_op, roi_size, head = cfg.proposals, cfg.roi_op, cfg.roi_size, cfg.head
+        feature_stride, fc_dim, roi_channels = cfg.feature_stride, cfg.fc_dim, cfg.roi_channels
         if proposals not in PROPOSAL_SOURCES:
             raise ValueError(f"proposals={proposals!r}: expected one of {PROPOSAL_SOURCES}")
         if roi_op not in ROI_OPS:
@@ -131,7 +111,7 @@ class FastRCNN(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
         self.proposal_source = proposals
-        self.rpn = build_rpn(c, imgsz, rpn_anchor_fractions, rpn_aspect_ratios) if proposals == "rpn" else None
+        self.rpn = build_rpn(c, imgsz, cfg.rpn_anchor_fractions, cfg.rpn_aspect_ratios) if proposals == "rpn" else None
         scale = 1.0 / feature_stride
         if roi_op == "roi_pool":
             self.roi_pool: nn.Module = RoIPool((roi_size, roi_size), spatial_scale=scale)
@@ -142,6 +122,7 @@ class FastRCNN(nn.Module):
         # channels its ImageNet classifier reads): pooled per RoI ("semantic") it joins the
         # classifier's input; pooled over the whole image ("context") it adds one logit vector
         # per image to all of that image's RoIs.
+        semantic = cfg.semantic
         deep = semantic or context != "none"
         self.semantic_index = len(strides) - 1 if deep else -1
         if deep and self.semantic_index == self.feature_index:
@@ -153,9 +134,9 @@ class FastRCNN(nn.Module):
         self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
         self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
         self.num_classes = num_classes
-        self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou = rois_per_image, fg_fraction, fg_iou, tuple(bg_iou)
+        self.rois_per_image, self.fg_fraction, self.fg_iou, self.bg_iou = cfg.rois_per_image, cfg.fg_fraction, cfg.fg_iou, tuple(cfg.bg_iou)
         self.score_thresh, self.nms_thresh, self.max_det = score_thresh, nms_thresh, max_det
-        self.ss_mode, self.ss_max, self.ss_resize = ss_mode, ss_max, ss_resize
+        self.ss_mode, self.ss_max, self.ss_resize = cfg.ss_mode, cfg.ss_max, cfg.ss_resize
 
     # ------------------------------------------------------------------------------ forward
     def forward(
@@ -255,49 +236,22 @@ class FastRCNN(nn.Module):
         )
 
 
-def build_fast_rcnn(cfg: Any, preprocess: Any, load_weights: bool = True, backbone: Optional[nn.Module] = None) -> FastRCNN:
-    """Fast R-CNN from a :class:`detect.config.ModelConfig` and :class:`detect.config.Preprocess`.
+def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True,
+                    backbone: Optional[nn.Module] = None) -> FastRCNN:
+    """Fast R-CNN from a model config (its settings in ``cfg.fast_rcnn``) and the preprocessing.
 
     The backbone (``cfg.backbone``, ImageNet weights unless ``cfg.pretrained == "none"`` or
-    ``load_weights`` is False) is cut after its stride-``feature_stride`` stage; with ImageNet
-    weights ``preprocess.mean``/``std`` become the values those weights expect (in place, so
-    the saved config and the model agree). ``backbone`` replaces it (tests plug tiny ones in).
-
-    Options beyond the typed fields come from ``cfg.extra`` (all optional): ``feature_stride``
-    (16), ``head`` ("fc"), ``fc_dim`` (1024), ``roi_channels`` (256), ``rois_per_image`` (128),
-    ``fg_fraction`` (0.25), ``ss_mode`` ("fast"), ``ss_max`` (2000), ``ss_resize`` (500),
-    ``rpn_anchor_fractions``, ``rpn_aspect_ratios``; and for the data side ``proposal_file``
-    (the proposal cache/file of ``selective_search``/``file`` models) and ``max_proposals``.
+    ``load_weights`` is False) is cut after its stride-``feature_stride`` stage. The model
+    normalises with the mean/std those weights expect (:func:`~detect.models.backbones.input_preprocess`).
+    ``backbone`` replaces it (tests plug tiny ones in).
     """
-    ex = dict(cfg.extra or {})
-    known = {"feature_stride", "head", "fc_dim", "roi_channels", "rois_per_image", "fg_fraction", "fg_iou", "bg_iou",
-             "ss_mode", "ss_max", "ss_resize", "rpn_anchor_fractions", "rpn_aspect_ratios", "proposal_file", "max_proposals",
-             "semantic"}
-    unknown = sorted(set(ex) - known)
-    if unknown:
-        raise ValueError(f"unknown Fast R-CNN option(s) in model.extra: {unknown}; known: {sorted(known)}")
-    for key in ("proposal_file", "max_proposals"):  # read by the data side (detect.data.proposal_dataset)
-        ex.pop(key, None)
+    preprocess = input_preprocess(cfg, preprocess, load_weights)
     if backbone is None:
-        from detect.models.backbones import build_config_backbone
-
-        stride = int(ex.get("feature_stride", 16))
-        deep = (bool(ex.get("semantic")) or cfg.context != "none") and stride < 32
-        backbone = build_config_backbone(cfg, preprocess, load_weights, out_strides=(stride, 32) if deep else (stride,))
-    model = FastRCNN(
-        backbone,
-        cfg.num_classes,
-        mean=tuple(preprocess.mean),
-        std=tuple(preprocess.std),
-        imgsz=preprocess.imgsz,
-        proposals=cfg.proposals,
-        roi_op=cfg.roi_op,
-        roi_size=cfg.roi_size,
-        score_thresh=cfg.score_thresh,
-        nms_thresh=cfg.nms_thresh,
-        max_det=cfg.max_det,
-        context=cfg.context,
-        context_loss=cfg.context_loss,
-        **ex,
+        stride = cfg.fast_rcnn.feature_stride
+        deep = (cfg.fast_rcnn.semantic or cfg.context != "none") and stride < 32  # the stride-32 map too
+        backbone = build_config_backbone(cfg, load_weights, out_strides=(stride, 32) if deep else (stride,))
+    return FastRCNN(
+        backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
+        imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,
+        context=cfg.context, context_loss=cfg.context_loss,
     )
-    return model

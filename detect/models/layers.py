@@ -5,7 +5,7 @@
 - :func:`set_bn_mode`: "train" (leave BatchNorm alone), "frozen" (``FrozenBatchNorm2d``, keeping
   the statistics), "sync" (``nn.SyncBatchNorm``, for DistributedDataParallel on GPUs).
 
-Folding BatchNorm into convolutions for inference is ``detect.engine.fuse`` (it finds every
+Folding BatchNorm into convolutions for inference is ``detect.infer.fuse`` (it finds every
 conv -> BN pair of these layers, the backbones and the heads).
 """
 

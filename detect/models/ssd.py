@@ -9,10 +9,11 @@ Layout: backbone maps at strides 8/16/32, then extra blocks (1x1 conv, 3x3 depth
 both tasks, then one 1x1 conv predicting A_k * (4 + C) values (box codes first, then logits).
 
 Contract (docs/ARCHITECTURE.md): ``images`` are Tensor[B, 3, S, S] float RGB in [0, 1]; the model
-normalises them with the preprocessing mean/std (buffers). Train mode:
-``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
+normalises them with the preprocessing mean/std (buffers, not saved: the config holds them). Train
+mode: ``model(images, targets) -> {"loss_box", "loss_cls"}``; eval mode: ``model(images) ->
 list[{"boxes": Tensor[D, 4] xyxy pixels of the S x S input, "scores": Tensor[D], "labels":
-Tensor[D] int64 0-based}]``.
+Tensor[D] int64 0-based}]``, i.e. ``postprocess(*decoded(images))``: :meth:`SSD.decoded` (network,
+softmax, box decoding) is also the head that export and ONNX Runtime run.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from torchvision.models.detection._utils import BoxCoder
 
 from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
-from detect.models.backbones import Backbone, build_backbone, build_config_backbone
+from detect.models.backbones import Backbone, build_config_backbone, input_preprocess
 from detect.models.layers import conv_bn_act
-from detect.models.postprocess import detect_postprocess
 from detect.models.context import ImageContext
+from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
@@ -97,15 +98,13 @@ class SSD(nn.Module):
             raise ValueError(f"imgsz must be at least 64 pixels, got {imgsz}")
         self.backbone = backbone
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-        with torch.no_grad():  # actual backbone map sizes at imgsz (odd sizes round differently)
-            was_training = backbone.training
-            backbone.eval()
-            last = backbone(torch.zeros(1, 3, imgsz, imgsz, device=self.mean.device))[-1].shape[-1]
-            backbone.train(was_training)
-        n_extra = num_extra_maps(last)
+        if backbone.input_size != imgsz:  # its map sizes at imgsz lay out the extra layers
+            raise ValueError(f"the backbone was measured at {backbone.input_size} px, the SSD is for {imgsz} px: "
+                             "build it with input_size=imgsz")
+        n_extra = num_extra_maps(backbone.sizes[-1])
         chans = list(backbone.channels)
         self.extras = nn.ModuleList()
         for i in range(n_extra):
@@ -172,27 +171,36 @@ class SSD(nn.Module):
             cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
         return cls_logits, out[..., :4], anchors, ctx
 
+    def decoded(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network and its box decoding, the SSD's one export head (``detect export``, ONNX
+        Runtime and eval all run it).
+
+        Returns:
+            boxes (Tensor[B, N, 4] float32, xyxy pixels of the S x S input, clipped to it),
+            scores (Tensor[B, N, K] float32, softmax probabilities, background dropped).
+        """
+        cls_logits, box_regression, anchors = self.head_outputs(images)
+        weights = tuple(float(w) for w in self.box_coder.weights)
+        return decode_outputs(cls_logits, box_regression, anchors, weights, self.box_coder.bbox_xform_clip, images.shape[-2:])
+
     def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images Tensor[B, 3, S, S], got shape {tuple(images.shape)}")
+        if not self.training:
+            return self.postprocess(*self.decoded(images))
+        if targets is None or len(targets) != images.shape[0]:
+            raise ValueError("training mode needs one target dict per image: model(images, targets)")
+        _check_targets(targets, self.num_classes)
         cls_logits, box_regression, anchors, ctx = self._outputs(images)
-        if self.training:
-            if targets is None or len(targets) != images.shape[0]:
-                raise ValueError("training mode needs one target dict per image: model(images, targets)")
-            _check_targets(targets, self.num_classes)
-            losses = multibox_loss(
-                cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss
-            )
-            if ctx is not None and self.context_loss > 0:
-                losses["loss_context"] = self.context_loss * self.context.loss(ctx, targets)
-            return losses
-        return self.postprocess(cls_logits, box_regression, anchors, tuple(images.shape[-2:]))
+        losses = multibox_loss(cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss)
+        if ctx is not None and self.context_loss > 0:
+            losses["loss_context"] = self.context_loss * self.context.loss(ctx, targets)
+        return losses
 
-    def postprocess(self, cls_logits, box_regression, anchors, image_size) -> list[dict[str, torch.Tensor]]:
-        return detect_postprocess(
-            cls_logits, box_regression, anchors, self.box_coder, image_size,
-            self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det,
-        )
+    def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Decoded outputs (:meth:`decoded`) -> per-image detections, with this model's
+        ``score_thresh``, ``nms_thresh``, ``pre_nms_topk`` and ``max_det`` (read at every call)."""
+        return select_detections(boxes, scores, self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det)
 
 
 def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> None:
@@ -211,10 +219,8 @@ def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> 
 
 def ssd_num_maps(cfg: ModelConfig, imgsz: int) -> int:
     """How many feature maps (so how many default-box scales) an SSD for ``cfg`` at ``imgsz`` has."""
-    backbone = build_backbone(cfg.backbone, pretrained="none", bn="train")
-    with torch.no_grad():
-        last = backbone.eval()(torch.zeros(1, 3, imgsz, imgsz))[-1].shape[-1]
-    return len(backbone.strides) + num_extra_maps(last)
+    backbone = build_config_backbone(cfg, load_weights=False, input_size=imgsz)
+    return len(backbone.sizes) + num_extra_maps(backbone.sizes[-1])
 
 
 def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: int = 3) -> None:
@@ -226,10 +232,10 @@ def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: 
 
 def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True) -> SSD:
     """An SSD for ``cfg``; ``load_weights=False`` skips the ImageNet weights (the caller loads a
-    checkpoint next). With ImageNet weights, ``preprocess.mean``/``std`` are set to the values
-    those weights expect (in place, with a warning when they differed), so the saved config and
-    the model agree."""
-    backbone = build_config_backbone(cfg, preprocess, load_weights)
+    checkpoint next). The model normalises with the mean/std those weights expect
+    (:func:`~detect.models.backbones.input_preprocess`; ``preprocess`` itself is not changed)."""
+    preprocess = input_preprocess(cfg, preprocess, load_weights)
+    backbone = build_config_backbone(cfg, load_weights, input_size=preprocess.imgsz)
     model = SSD(
         backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
         scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,

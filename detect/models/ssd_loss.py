@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torchvision.models.detection._utils import BoxCoder, SSDMatcher
 from torchvision.ops import box_iou, generalized_box_iou_loss
 
+from detect.boxes import decode_boxes
+
 BACKGROUND, IGNORE = -1, -2
 BOX_LOSSES = ("smooth_l1", "giou")
 
@@ -122,7 +124,7 @@ def multibox_loss(
         target = box_coder.encode_single(gt_b.reshape(-1, 4), anchors_b.reshape(-1, 4))
         per_anchor = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (B*N,)
     else:
-        decoded = box_coder.decode_single(pred, anchors_b.reshape(-1, 4))
+        decoded = decode_boxes(pred, anchors_b.reshape(-1, 4), box_coder.weights, box_coder.bbox_xform_clip)
         per_anchor = generalized_box_iou_loss(decoded, gt_b.reshape(-1, 4), reduction="none")
     loss_box = (per_anchor.view(B, N) * fg).sum()
 

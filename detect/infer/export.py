@@ -10,8 +10,13 @@ Normalisation (mean/std) and BatchNorm (folded into the convolutions) are inside
 NMS stays outside on purpose: ONNX's ``NonMaxSuppression`` differs between runtimes in output
 order and in how it treats ties and score thresholds, and TensorRT, OpenVINO and CoreML each
 prefer their own NMS plugin; every one of them takes exactly these two tensors.
-:func:`postprocess` (torchvision's batched NMS) turns them into detections, and ``detect
-predict`` gives the same boxes as :func:`postprocess` on the exported outputs.
+:func:`postprocess` turns them into detections with the SSD's own selection
+(:func:`detect.models.postprocess.select_detections`), so ``detect predict`` gives the same
+boxes as :func:`postprocess` on the exported outputs.
+
+The graph is the SSD's one export head, ``SSD.decoded`` (the box math is
+:func:`detect.boxes.decode_boxes`); the ONNX Runtime backend (:mod:`detect.infer.ort_backend`)
+runs the same graph, exported in memory by :func:`onnx_export`, and eval runs it in PyTorch.
 
 The ONNX file carries metadata (``classes`` as JSON, ``imgsz``, ``mean``/``std``, ``input``),
 so a consumer needs no other file. Parity with PyTorch at batch 1 and 3 is checked in
@@ -22,78 +27,59 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from detect.boxes import batched_nms
-from detect.engine.fuse import fuse_conv_bn
+from detect.errors import UsageError
+from detect.infer.fuse import fuse_conv_bn
+from detect.models.postprocess import select_detections
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
 BOX_ATOL = 1e-3
 
 
 class ExportableSSD(nn.Module):
-    """``images -> (boxes, scores)`` of an SSD (see the module docstring for shapes)."""
+    """``images -> (boxes, scores)`` of an SSD: its :meth:`~detect.models.ssd.SSD.decoded` as a
+    module's forward, which is what ``torch.onnx.export`` and ``torch.jit.trace`` take."""
 
     def __init__(self, ssd: nn.Module) -> None:
         super().__init__()
-        if not hasattr(ssd, "head_outputs") or not hasattr(ssd, "box_coder"):
+        if not hasattr(ssd, "decoded"):
             raise TypeError(f"{type(ssd).__name__} cannot be exported: only SSD checkpoints are supported (Fast R-CNN's "
                             "proposal stage has per-image shapes that ONNX cannot express with a dynamic batch)")
         self.ssd = ssd
-        self.weights = tuple(float(w) for w in ssd.box_coder.weights)
-        self.clip = float(ssd.box_coder.bbox_xform_clip)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls_logits, codes, anchors = self.ssd.head_outputs(images)  # (B, N, K+1), (B, N, 4), (N, 4)
-        S_h, S_w = images.shape[-2], images.shape[-1]
-        scores = cls_logits.softmax(-1)[..., 1:]  # (B, N, K)
-        boxes = decode(codes, anchors, self.weights, self.clip)  # (B, N, 4)
-        x = boxes[..., 0::2].clamp(min=0.0, max=float(S_w))
-        y = boxes[..., 1::2].clamp(min=0.0, max=float(S_h))
-        boxes = torch.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], -1)  # (B, N, 2) x 2 -> (B, N, 4)
-        return boxes, scores
-
-
-def decode(codes: torch.Tensor, anchors: torch.Tensor, weights: tuple[float, ...], clip: float) -> torch.Tensor:
-    """torchvision ``BoxCoder.decode_single`` for a batch: codes Tensor[B, N, 4] (dx, dy, dw, dh)
-    relative to anchors Tensor[N, 4] xyxy -> boxes Tensor[B, N, 4] xyxy (batched, export-friendly)."""
-    wx, wy, ww, wh = weights
-    aw = anchors[:, 2] - anchors[:, 0]
-    ah = anchors[:, 3] - anchors[:, 1]
-    ax = anchors[:, 0] + 0.5 * aw
-    ay = anchors[:, 1] + 0.5 * ah
-    dx, dy = codes[..., 0] / wx, codes[..., 1] / wy
-    dw = (codes[..., 2] / ww).clamp(max=clip)
-    dh = (codes[..., 3] / wh).clamp(max=clip)
-    cx, cy = dx * aw + ax, dy * ah + ay
-    w, h = dw.exp() * aw, dh.exp() * ah
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], -1)
+        return self.ssd.decoded(images)  # (B, N, 4), (B, N, K)
 
 
 def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, pre_nms_topk: int = 1000) -> list[dict]:
-    """Exported outputs -> per-image ``{"boxes", "scores", "labels"}`` (labels 0-based), the same
-    rule as the SSD's own postprocess: the best ``pre_nms_topk`` (box, class) pairs, score above
-    ``conf``, non-empty boxes, per-class NMS, the best ``max_det``. Accepts numpy arrays."""
-    boxes, scores = torch.as_tensor(boxes), torch.as_tensor(scores)
-    out = []
-    for b, s in zip(boxes, scores):  # b: (N, 4), s: (N, K)
-        N, K = s.shape
-        top, idx = s.reshape(-1).topk(min(max(pre_nms_topk, max_det), N * K))  # (N, K) -> (N*K,)
-        bb, labels = b[idx // K], idx % K
-        ok = (top > conf) & (bb[:, 2] > bb[:, 0]) & (bb[:, 3] > bb[:, 1])
-        bb, ss, labels = bb[ok], top[ok], labels[ok]
-        keep = batched_nms(bb, ss, labels, iou)[:max_det]
-        out.append({"boxes": bb[keep], "scores": ss[keep], "labels": labels[keep]})
-    return out
+    """Exported outputs -> per-image ``{"boxes", "scores", "labels"}`` (labels 0-based) by the
+    SSD's own rule (:func:`~detect.models.postprocess.select_detections`): the best
+    ``pre_nms_topk`` (box, class) pairs, score above ``conf``, non-empty boxes, per-class NMS,
+    the best ``max_det``. Accepts numpy arrays."""
+    return select_detections(torch.as_tensor(boxes), torch.as_tensor(scores), conf, iou, pre_nms_topk, max_det)
+
+
+def onnx_export(wrapper: ExportableSSD, imgsz: int, f: Any, opset: int = 17) -> None:
+    """Trace ``wrapper`` to ONNX into ``f`` (a path or a file object): input ``images``, outputs
+    ``boxes`` and ``scores``, a dynamic batch axis."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as Python numbers: fixed S
+        torch.onnx.export(
+            wrapper, (torch.rand(2, 3, imgsz, imgsz),), f, dynamo=False, opset_version=opset, input_names=["images"],
+            output_names=["boxes", "scores"], do_constant_folding=True,
+            dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
+        )
 
 
 def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
     """The checkpoint's SSD wrapped for export (BatchNorm folded, eval, CPU) and its metadata."""
-    from detect.engine.predict import load_for_inference, resolve_weights
+    from detect.infer.weights import load_for_inference, resolve_weights
 
     path = resolve_weights(weights)
     # predict's loader: every unloadable file becomes a WeightsError; its NMS settings do not matter here
@@ -117,17 +103,10 @@ def export_onnx(wrapper: ExportableSSD, meta: dict, output: str | Path, opset: i
     """Write the ONNX file (dynamic batch axis, metadata) and check it with the ONNX checker."""
     import onnx
 
-    S = int(meta["imgsz"])
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.part")
-    example = torch.rand(2, 3, S, S)
-    with torch.no_grad():
-        torch.onnx.export(
-            wrapper, (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["images"],
-            output_names=["boxes", "scores"], do_constant_folding=True,
-            dynamic_axes={"images": {0: "batch"}, "boxes": {0: "batch"}, "scores": {0: "batch"}},
-        )
+    onnx_export(wrapper, int(meta["imgsz"]), str(tmp), opset)
     proto = onnx.load(str(tmp))
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -153,24 +132,19 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from detect.engine.predict import WeightsError
-
     try:
-        wrapper, meta = load_exportable(args.weights)
-    except (WeightsError, TypeError) as e:  # TypeError: not an SSD
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        wrapper, meta = load_exportable(args.weights)  # WeightsError: a UsageError
+    except TypeError as e:  # not an SSD
+        raise UsageError(str(e)) from None
     try:
         if args.format == "onnx":
             out = export_onnx(wrapper, meta, args.output, args.opset)
         else:
             out = export_torchscript(wrapper, meta, args.output)
     except ImportError as e:
-        print(f"error: {args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'") from None
     except OSError as e:
-        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write {args.output}: {e}") from None
     print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
-          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.engine.export.postprocess)")
+          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.infer.export.postprocess)")
     return 0

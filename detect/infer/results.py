@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Optional
 
-from detect.engine.sources import Frame
+from detect.infer.sources import Frame
 from detect.structures import Detections
 from detect.utils import atomic_write_text
 

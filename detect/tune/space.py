@@ -14,60 +14,37 @@ A space file is YAML::
       bn: {choice: [frozen, train]}                   # a choice (same as values)
       model.nms_thresh: {low: 0.4, high: 0.6}         # any scalar config field, section.field
 
-Short names map onto ``ExperimentConfig`` fields (see ``ALIASES``); ``section.field`` reaches
-any other scalar field. Every problem raises :class:`SpaceError` naming the file, the parameter
-and what to change.
+A parameter is named by a config field's own name (``lr``) when no other field has it, by an
+alias the field declares (``beta1``), or by its path (``model.nms_thresh``): any number, name or
+boolean setting of :mod:`detect.config`, whose type gives the choices and whose declared
+``check`` the values must pass. Every problem raises :class:`SpaceError` naming the file, the
+parameter and what to change.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from detect.config import ExperimentConfig
+from detect.config import MOVED, ExperimentConfig, Setting, set_value, settings
+from detect.errors import UsageError
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "none")
 
-# short name -> (config field, constraint); constraints: "pos" > 0, "nonneg" >= 0,
-# "unit" in [0, 1), "int1" int >= 1, "int32" int >= 32, or None (type check only).
-ALIASES: dict[str, tuple[str, Optional[str]]] = {
-    "lr": ("train.lr", "pos"),
-    "momentum": ("train.momentum", "unit"),
-    "beta1": ("train.momentum", "unit"),  # AdamW betas = (momentum, beta2)
-    "beta2": ("train.beta2", "unit"),
-    "weight_decay": ("train.weight_decay", "nonneg"),
-    "batch": ("train.batch", "int1"),
-    "optimizer": ("train.optimizer", None),
-    "bn": ("model.bn", None),
-    "imgsz": ("preprocess.imgsz", "int32"),
-    "augment": ("data.augment", "nonneg"),
-    "warmup_epochs": ("train.warmup_epochs", "nonneg"),
-    "scheduler": ("train.scheduler", None),
-    "ema_decay": ("train.ema_decay", "unit"),
-    "clip_grad": ("train.clip_grad", "nonneg"),
-}
-# string fields with a closed set of values
-CHOICES: dict[str, tuple[str, ...]] = {
-    "train.optimizer": ("sgd", "adamw"),
-    "train.scheduler": ("cosine", "step"),
-    "model.bn": ("frozen", "train", "sync"),
-    "model.name": ("ssd", "fast_rcnn"),
-    "model.pretrained": ("imagenet", "none"),
-    "model.proposals": ("rpn", "selective_search", "file"),
-    "model.roi_op": ("roi_pool", "roi_align"),
-}
-_CONSTRAINT_TEXT = {"pos": "> 0", "nonneg": ">= 0", "unit": "in [0, 1)", "int1": "an integer >= 1", "int32": "an integer >= 32"}
+_SCALARS = (int, float, str, bool)
 _PARAM_KEYS = {"values", "choice", "low", "high", "log", "step", "num"}
 _TOP_KEYS = {"study", "sampler", "metric", "direction", "pruner", "params"}
 
 
-class SpaceError(ValueError):
+class SpaceError(UsageError):
     """A search-space file is wrong; the message names the file, the parameter and the fix."""
 
 
@@ -78,7 +55,7 @@ class Param:
     points when searched by the grid sampler)."""
 
     name: str
-    target: str  # "section.field" of ExperimentConfig
+    target: str  # the path of an ExperimentConfig field, "section.field"
     kind: str
     values: tuple = ()
     low: Optional[float] = None
@@ -160,8 +137,7 @@ class SearchSpace:
         out = copy.deepcopy(cfg)
         for p in self.params:
             if p.name in values:
-                section, name = p.target.split(".")
-                setattr(getattr(out, section), name, values[p.name])
+                set_value(out, p.target, values[p.name])
         return out
 
     def signature(self) -> dict[str, Any]:
@@ -241,35 +217,39 @@ def _parse_pruner(raw: Any, path: str) -> PrunerSpec:
     return spec
 
 
-def resolve_target(name: str) -> tuple[str, Optional[str]]:
-    """Short name or ``section.field`` -> (``section.field``, constraint); KeyError if unknown."""
+@functools.lru_cache(maxsize=None)
+def search_names() -> dict[str, Setting]:
+    """Parameter name -> setting: every field's path, its own name when no other field has it,
+    and the aliases it declares."""
+    counts = Counter(s.name for s in settings())
+    names: dict[str, Setting] = {}
+    for s in settings():
+        names[s.path] = s
+        names.update({a: s for a in s.aliases})
+        if counts[s.name] == 1:
+            names.setdefault(s.name, s)
+    return names
+
+
+def resolve_target(name: str) -> Setting:
+    """The setting a parameter name stands for (a path a setting moved from too, e.g.
+    ``model.roi_op``); KeyError if none."""
     key = name.replace("-", "_")
-    if key in ALIASES:
-        return ALIASES[key]
-    if key.count(".") == 1:
-        section, fname = key.split(".")
-        cfg = ExperimentConfig()
-        if hasattr(cfg, section) and hasattr(getattr(cfg, section), fname):
-            return key, None
-    raise KeyError(name)
-
-
-def _field_type(target: str) -> type:
-    section, fname = target.split(".")
-    return type(getattr(getattr(ExperimentConfig(), section), fname))
+    return search_names()[MOVED.get(key, key)]
 
 
 def _parse_param(name: str, spec: Any, path: str) -> Param:
     where = f"{path}: parameter {name!r}"
     try:
-        target, constraint = resolve_target(name)
+        setting = resolve_target(name)
     except KeyError:
+        short = sorted(n for n, s in search_names().items() if "." not in n and s.kind in _SCALARS)
         raise SpaceError(
-            f"{where}: unknown parameter; use one of {sorted(ALIASES)} or a config field as section.field "
+            f"{where}: unknown parameter; use one of {short} or a config field as section.field "
             f"(e.g. train.gamma, model.nms_thresh)"
         ) from None
-    ftype = _field_type(target)
-    if ftype not in (int, float, str, bool):
+    target, ftype = setting.path, setting.kind
+    if ftype not in _SCALARS:
         raise SpaceError(f"{where}: {target} is a {ftype.__name__} setting and cannot be searched; only numbers, strings and booleans")
     if isinstance(spec, list):
         spec = {"values": spec}
@@ -292,7 +272,7 @@ def _parse_param(name: str, spec: Any, path: str) -> Param:
             raise SpaceError(f"{where}: values must be a non-empty list")
         if set(spec) - {"values", "choice", "log"}:
             raise SpaceError(f"{where}: low/high/step/num belong to a range, not to a list of values")
-        checked = [_check_value(v, ftype, target, constraint, where) for v in values]
+        checked = [_check_value(v, setting, where) for v in values]
         if len(set(map(repr, checked))) != len(checked):
             raise SpaceError(f"{where}: values contain duplicates: {values}")
         if log and not all(isinstance(v, (int, float)) and v > 0 for v in checked):
@@ -303,8 +283,8 @@ def _parse_param(name: str, spec: Any, path: str) -> Param:
         raise SpaceError(f"{where}: {target} is a {ftype.__name__} setting; a range needs a number, use values: [...]")
     if "low" not in spec or "high" not in spec:
         raise SpaceError(f"{where}: a range needs both low and high")
-    low = _check_value(spec["low"], ftype, target, constraint, f"{where}: low")
-    high = _check_value(spec["high"], ftype, target, constraint, f"{where}: high")
+    low = _check_value(spec["low"], setting, f"{where}: low")
+    high = _check_value(spec["high"], setting, f"{where}: high")
     if not low < high:
         raise SpaceError(f"{where}: low must be < high (got low={low}, high={high})")
     if log and low <= 0:
@@ -325,7 +305,8 @@ def _parse_param(name: str, spec: Any, path: str) -> Param:
     return Param(name, target, "range", low=low, high=high, log=log, step=step, num=num, is_int=ftype is int)
 
 
-def _check_value(v: Any, ftype: type, target: str, constraint: Optional[str], where: str) -> Any:
+def _check_value(v: Any, setting: Setting, where: str) -> Any:
+    target, ftype = setting.path, setting.kind
     if ftype is bool:
         if not isinstance(v, bool):
             raise SpaceError(f"{where}: {target} takes true/false, got {v!r}")
@@ -333,7 +314,7 @@ def _check_value(v: Any, ftype: type, target: str, constraint: Optional[str], wh
     if ftype is str:
         if not isinstance(v, str):
             raise SpaceError(f"{where}: {target} takes a name, got {v!r}")
-        allowed = CHOICES.get(target)
+        allowed = setting.choices
         if allowed and v not in allowed:
             raise SpaceError(f"{where}: {v!r} is not a valid {target}; use one of {list(allowed)}")
         return v
@@ -350,14 +331,7 @@ def _check_value(v: Any, ftype: type, target: str, constraint: Optional[str], wh
         v = int(v)
     else:
         v = float(v)
-    ok = {
-        None: True,
-        "pos": v > 0,
-        "nonneg": v >= 0,
-        "unit": 0 <= v < 1,
-        "int1": v >= 1,
-        "int32": v >= 32,
-    }[constraint]
-    if not ok:
-        raise SpaceError(f"{where}: {target} must be {_CONSTRAINT_TEXT[constraint]} (got {v!r})")
+    rule = setting.violates(v)
+    if rule:
+        raise SpaceError(f"{where}: {target} must be {rule} (got {v!r})")
     return v

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detect.data.synth_products import AA, FONTS, PRODUCTS, draw_product, fit_text
+from detect.data.synth.products import AA, FONTS, PRODUCTS, draw_product, fit_text
 
 MAX_OBJECTS = 25
 CHOCOLATE = next(i for i, p in enumerate(PRODUCTS) if p.name == "chocolate_bar")

@@ -1,9 +1,9 @@
-"""``detect predict`` and ``detect demo``: run a :class:`~detect.engine.predict.Predictor` over a
+"""``detect predict`` and ``detect demo``: run a :class:`~detect.infer.predict.Predictor` over a
 source and write annotated images/videos, JSON lines/CSV and a summary.
 
 Exit codes: 0 every input was processed; 1 some inputs failed (unreadable images, videos that
-would not open, corrupt frames: each is reported and skipped); 2 the source does not exist,
-or the weights are missing or not a retail-detect checkpoint, or an option is wrong.
+would not open, corrupt frames: each is reported and skipped). A source that does not exist,
+missing or foreign weights and wrong options raise :class:`~detect.errors.UsageError` (exit 2).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Optional
 import cv2
 from tqdm import tqdm
 
-from detect.engine.predict import Predictor, WeightsError
-from detect.engine.results import ResultWriter, Summary
-from detect.engine.sources import VIDEO_EXTS, Frame, SourceError, expand, is_stream
+from detect.errors import UsageError
+from detect.infer.predict import Predictor
+from detect.infer.results import ResultWriter, Summary
+from detect.infer.sources import VIDEO_EXTS, Frame, expand, is_stream
 from detect.utils import atomic_write_bytes
 from detect.viz.video import VideoSink
 
@@ -128,19 +129,14 @@ def count_frames(source: str) -> Optional[int]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    try:
-        total = count_frames(args.source)
-        predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
-                              max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
-    except (SourceError, WeightsError, ValueError, RuntimeError) as e:  # also --classes unknown, CUDA asked for but absent
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    total = count_frames(args.source)  # UsageError (SourceError, WeightsError, ...) for bad input
+    predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
+                          max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
     save_dir = Path(args.save_dir)
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        print(f"error: cannot create --save-dir {save_dir}: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
     summary = run(predictor, args.source, save_dir, batch=args.batch, save=not args.no_save, save_json=args.save_json,
                   save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total)
     print(summary.text())
@@ -191,14 +187,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from detect.data.synth import render_scene
 
     if args.images < 1:
-        print("error: --images must be at least 1", file=sys.stderr)
-        return 2
-
-    try:
-        predictor = Predictor(None, device=args.device)
-    except (WeightsError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("--images must be at least 1")
+    predictor = Predictor(None, device=args.device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     found = []

@@ -8,7 +8,7 @@ command again after a kill, or with a larger N, continues the study and never re
 trials; trials left RUNNING by a killed worker on this machine are marked FAIL and their
 parameters queued again. Workers on one machine are separate processes, each pinned to one GPU
 (round robin) or to an equal share of the CPU cores. Each trial trains into ``OUT/trials/<n>``;
-the end writes the ranked table, plots and ``best.yaml`` (see :mod:`detect.engine.tune_report`).
+the end writes the ranked table, plots and ``best.yaml`` (see :mod:`detect.tune.report`).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 import optuna
-import yaml
 
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SearchSpace, SpaceError, load_space
+from detect.errors import UsageError
+from detect.tune.space import SearchSpace, load_space
 from detect.utils import cpu_count
-from detect.engine.tune_worker import (
+from detect.tune.worker import (
     WorkerJob,
     _raise_interrupt,
     counted_trials,
@@ -44,10 +44,6 @@ DEFAULT_TRIALS = 20  # random/TPE when --trials is not given (grid: the grid siz
 _MACHINE_LOCAL = {("train", "device"), ("train", "out"), ("train", "resume"), ("data", "workers"), ("data", "data")}
 
 
-class TuneUsageError(Exception):
-    """A usage problem (exit 2): bad options, a study that does not match its space."""
-
-
 def cmd_tune(args: Any) -> int:
     """Handler of ``detect tune`` (see ``detect.cli``); returns the exit code."""
     try:
@@ -55,12 +51,8 @@ def cmd_tune(args: Any) -> int:
             data=args.data, space=args.space, out=args.out, trials=args.trials, workers=args.workers,
             epochs=args.epochs, sampler=args.sampler, storage=args.storage, config=args.config, device=args.device,
         )
-    except (SpaceError, TuneUsageError) as e:
-        print(f"detect tune: error: {e}", file=sys.stderr)
-        return 2
     except OSError as e:  # an unwritable --out, a storage that cannot be opened
-        print(f"detect tune: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
 
 
 def run_tune(
@@ -78,14 +70,15 @@ def run_tune(
 ) -> int:
     """Run (or continue) a study until it holds ``trials`` started trials, then write the report.
     Returns 0 when every trial completed or was pruned, 1 when some failed or none completed,
-    130 when interrupted. Raises :class:`SpaceError`/:class:`TuneUsageError` on usage errors."""
-    from detect.engine.tune_report import print_summary, write_report
+    130 when interrupted. Raises :class:`~detect.errors.UsageError` (:class:`SpaceError` for the
+    space file) on usage errors."""
+    from detect.tune.report import print_summary, write_report
 
     sp = load_space(space)
     if workers < 1 or epochs < 1 or (trials is not None and trials < 1):
-        raise TuneUsageError("--workers, --epochs and --trials must be >= 1")
+        raise UsageError("--workers, --epochs and --trials must be >= 1")
     if not Path(data).exists() and "://" not in data:
-        raise TuneUsageError(f"--data {data}: not found")
+        raise UsageError(f"--data {data}: not found")
     sampler = sampler or sp.sampler or ("grid" if sp.griddable else "tpe")
     if sampler == "grid":
         sp.grid_space()  # raises SpaceError naming a range without num
@@ -102,7 +95,7 @@ def run_tune(
         study = optuna.create_study(storage=open_storage(storage_url), study_name=sp.study,
                                     direction=sp.direction, load_if_exists=True)
     except ValueError as e:
-        raise TuneUsageError(f"--storage {storage_url}: {e}") from None
+        raise UsageError(f"--storage {storage_url}: {e}") from None
     _check_same_study(study, sp, base, epochs, storage_url)
     study.set_user_attr("data", str(data))
     requeued = recover_orphans(study)
@@ -140,14 +133,7 @@ def run_tune(
 
 
 def _base_config(path: Optional[str]) -> ExperimentConfig:
-    if path is None:
-        return ExperimentConfig()
-    try:
-        return ExperimentConfig.load_yaml(path)
-    except FileNotFoundError:
-        raise TuneUsageError(f"--config {path}: not found") from None
-    except (ValueError, TypeError, yaml.YAMLError) as e:
-        raise TuneUsageError(f"--config {path}: {e}") from None
+    return ExperimentConfig() if path is None else ExperimentConfig.load_yaml(path)
 
 
 def _check_same_study(study: optuna.Study, sp: SearchSpace, base: ExperimentConfig, epochs: int, url: str) -> None:
@@ -167,7 +153,7 @@ def _check_same_study(study: optuna.Study, sp: SearchSpace, base: ExperimentConf
     changed += sorted(k for k in a.keys() ^ b.keys() if not k.startswith("base."))
     if changed:
         what = sorted({k.split(".")[0] for k in changed})
-        raise TuneUsageError(
+        raise UsageError(
             f"study {sp.study!r} in {url} was started with a different {' and '.join(what)} "
             f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); continue it with the same "
             f"--space/--config/--epochs, or use a new --out (or another 'study:' name in {sp.path})"
@@ -257,16 +243,16 @@ def _gpu_ids(device: str) -> list[int]:
         return list(range(n))
     spec = device[len("cuda"):].lstrip(":") if device.startswith("cuda") else device
     if n == 0:
-        raise TuneUsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     if not spec:
         return list(range(n))
     try:
         ids = [int(s) for s in spec.split(",")]
     except ValueError:
-        raise TuneUsageError(f"--device {device}: use auto, cpu, cuda, cuda:I or cuda:I,J") from None
+        raise UsageError(f"--device {device}: use auto, cpu, cuda, cuda:I or cuda:I,J") from None
     bad = [i for i in ids if not 0 <= i < n]
     if bad:
-        raise TuneUsageError(f"--device {device}: GPU(s) {bad} do not exist ({n} visible)")
+        raise UsageError(f"--device {device}: GPU(s) {bad} do not exist ({n} visible)")
     return ids
 
 
@@ -275,7 +261,7 @@ def _run_jobs(jobs: list[WorkerJob]) -> str:
     old = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if len(jobs) == 1 and jobs[0].cuda_visible is None:
-            from detect.engine.tune_worker import worker_loop
+            from detect.tune.worker import worker_loop
 
             job = jobs[0]
             if job.threads:

@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 
 from detect.data.images import IMAGE_EXTS  # what cv2.imread decodes
+from detect.errors import UsageError
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".3gp", ".gif", ".asf", ".mts"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 
-class SourceError(ValueError):
+class SourceError(UsageError):
     """The source does not exist or names nothing readable (a usage error: exit code 2)."""
 
 

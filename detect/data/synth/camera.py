@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from detect.data.synth_scene import Scene, _Canvas, checkout_scene, shelf_scene
+from detect.data.synth.scene import Scene, _Canvas, checkout_scene, shelf_scene
 
 MIN_VISIBLE = 0.05  # under this fraction of its painted area a product is dropped ...
 MIN_PIXELS = 12  # ... and so is one with fewer visible pixels than this

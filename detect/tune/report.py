@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SearchSpace
+from detect.tune.space import SearchSpace
 from detect.utils import atomic_write, atomic_write_text
 
 _STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2, TrialState.WAITING: 3, TrialState.FAIL: 4}

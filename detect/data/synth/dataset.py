@@ -11,7 +11,7 @@ ten product classes (:data:`CLASSES`) and writes them as a Pascal VOC dataset::
 
 Scenes are drawn with OpenCV from a numpy ``Generator`` seeded by ``(seed, image index)``, so
 a seed gives the same bytes on every run, in any order and with any number of workers.
-Boxes are the visible extent of each product (see :mod:`detect.data.synth_camera`).
+Boxes are the visible extent of each product (see :mod:`detect.data.synth.camera`).
 
 Python API: :func:`render_scene` (one scene in memory) and :func:`render_dataset`.
 """
@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -35,9 +34,10 @@ import numpy as np
 from lxml import etree
 from tqdm import tqdm
 
-from detect.data.synth_camera import render
-from detect.data.synth_products import CLASSES
-from detect.data.synth_scene import Scene
+from detect.data.synth.camera import render
+from detect.data.synth.products import CLASSES
+from detect.data.synth.scene import Scene
+from detect.errors import UsageError
 
 __all__ = ["CLASSES", "Scene", "render_scene", "render_dataset", "scene_to_voc_xml", "cmd_synth"]
 
@@ -183,23 +183,20 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    """``detect synth OUT_DIR --images N --seed S --size PX --splits a,b,c``; exit 0, or 2 on
-    a usage error (bad numbers, an output folder that is not ours, an unwritable place)."""
+    """``detect synth OUT_DIR --images N --seed S --size PX --splits a,b,c``; exit 0. Raises
+    UsageError for bad numbers, an output folder that is not ours, an unwritable place."""
     try:
         fractions = [float(v) for v in str(args.splits).split(",")]
     except ValueError:
-        print(f"detect synth: --splits must be three comma-separated fractions, got {args.splits!r}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--splits must be three comma-separated fractions, got {args.splits!r}") from None
     t0 = time.perf_counter()
     try:
         summary = render_dataset(args.out_dir, args.images, args.seed, args.size, fractions,
                                  workers=max(1, int(getattr(args, "workers", 1) or 1)))
     except (ValueError, FileExistsError, PermissionError) as e:
-        print(f"detect synth: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(str(e)) from None
     except OSError as e:
-        print(f"detect synth: cannot write {args.out_dir}: {e}", file=sys.stderr)
-        return 2
+        raise UsageError(f"cannot write {args.out_dir}: {e}") from None
     dt = time.perf_counter() - t0
     sp = summary["splits"]
     print(f"wrote {summary['images']} images ({summary['objects']} products, {len(CLASSES)} classes; "

@@ -16,7 +16,7 @@ class names are inside it. Speed, in the order it matters:
   normalised on the device in one batch; fp16 with ``--half``.
 - Everywhere: ``torch.inference_mode``; the model's own vectorised decode and one batched NMS;
   all boxes of a batch are moved to the CPU in one transfer; decode of the next frames runs
-  in a background thread (:func:`detect.engine.sources.prefetch`).
+  in a background thread (:func:`detect.infer.sources.prefetch`).
 """
 
 from __future__ import annotations
@@ -31,61 +31,14 @@ import torch
 import torch.nn.functional as F
 
 from detect.config import Preprocess
-from detect.engine.fuse import optimize_for_inference
-from detect.engine.sources import Frame, iter_source, prefetch
+from detect.errors import UsageError
+from detect.infer.fuse import optimize_for_inference
+from detect.infer.sources import Frame, iter_source, prefetch
+from detect.infer.weights import load_for_inference, resolve_weights
+from detect.models.build import set_postprocess
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_WEIGHTS = REPO_ROOT / "weights" / "ssd_lite0_synth.pt"
-
-
-class WeightsError(ValueError):
-    """The weights file is missing or is not a retail-detect checkpoint (exit code 2)."""
-
-
-def resolve_weights(weights: Optional[str | Path]) -> Path:
-    """``weights`` or the shipped default, checked to exist (else a :class:`WeightsError`
-    that says how to get weights)."""
-    path = Path(weights) if weights else DEFAULT_WEIGHTS
-    if not path.is_file():
-        if weights:
-            raise WeightsError(f"weights file {path} not found; pass --weights with a checkpoint from `detect train` (RUN/best.pt)")
-        raise WeightsError(
-            f"the shipped weights {path} are missing from this install; pass --weights with a checkpoint from "
-            "`detect train` (RUN/best.pt), or reinstall retail-detect from a checkout that has weights/"
-        )
-    return path
-
-
-def load_for_inference(path: Path, device: torch.device, conf: float, iou: float, max_det: int):
-    """Load a checkpoint (config, classes, weights) and build its model with the requested
-    postprocess settings. Returns ``(model, ExperimentConfig, classes)``."""
-    from detect.engine.checkpoint import CheckpointError, load_model
-
-    try:
-        model, cfg, classes = load_model(str(path), device)
-    except FileNotFoundError as e:
-        raise WeightsError(f"weights file {path} not found: {e}") from e
-    except CheckpointError as e:  # a foreign, truncated or other-version file; the message says which
-        raise WeightsError(str(e)) from e
-    except (ValueError, KeyError, TypeError) as e:  # a retail-detect file whose config this version cannot build
-        raise WeightsError(f"{path}: the checkpoint's config cannot be built by this version ({type(e).__name__}: {e})") from e
-    want = {"score_thresh": float(conf), "nms_thresh": float(iou), "max_det": int(max_det)}
-    cfg.model.__dict__.update(want)
-    if all(hasattr(model, k) for k in want):  # SSD and FastRCNN read these at every forward
-        for k, v in want.items():
-            setattr(model, k, v)
-    else:  # a model that reads them only when built: rebuild with the new values
-        from detect.models.build import build_model
-
-        state = model.state_dict()
-        model = build_model(cfg.model, cfg.preprocess, load_weights=False)
-        model.load_state_dict(state)
-        model.to(device)
-    return model.eval(), cfg, list(classes)
-
 
 class Predictor:
     """Detect products in BGR uint8 images with a checkpoint.
@@ -94,11 +47,12 @@ class Predictor:
         weights: checkpoint path (default: the shipped weights).
         device: "auto" | "cpu" | "cuda" | "cuda:i".
         half: fp16 on CUDA (ignored with a note on CPU).
-        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image.
+        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image (set
+            on the model with :func:`~detect.models.build.set_postprocess`).
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
-            "torch" or "onnxruntime" (see :mod:`detect.engine.ort_backend`).
+            "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`).
     """
 
     def __init__(
@@ -132,7 +86,9 @@ class Predictor:
         fuse: bool = True,
         backend: str = "auto",
     ) -> "Predictor":
-        """A predictor around a model already in memory (tests, benchmarks, notebooks)."""
+        """A predictor around a model already in memory (tests, benchmarks, notebooks); ``conf``
+        becomes the model's score threshold."""
+        set_postprocess(model, score_thresh=conf)
         self = cls.__new__(cls)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
@@ -157,7 +113,7 @@ class Predictor:
         self.model = model.half() if self.half else model
         self.runner = self.model
         if self.backend == "onnxruntime":
-            from detect.engine.ort_backend import OrtSSD
+            from detect.infer.ort_backend import OrtSSD
 
             self.runner = OrtSSD(self.model, self.imgsz)
         self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
@@ -217,20 +173,20 @@ class Predictor:
         return self._postprocess(outputs, [im.shape[:2] for im in images])
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
-        """Filter, map boxes from S x S to each image's pixels, and move the whole batch to the
-        CPU in one transfer."""
+        """Keep the asked-for classes, map boxes from S x S to each image's pixels, and move the
+        whole batch to the CPU in one transfer (the model applied the score threshold)."""
         S = self.imgsz
         hw = torch.tensor(sizes, dtype=torch.float32, device=self.device)  # (B, 2) = h, w
         scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1) / S  # (B, 4) = sx, sy, sx, sy
         rows, counts = [], []
         for i, o in enumerate(outputs):
             boxes, scores, labels = o["boxes"].float(), o["scores"].float(), o["labels"]
-            keep = scores >= self.conf
             if self._keep_t is not None:
-                keep &= torch.isin(labels, self._keep_t)
-            boxes = (boxes[keep] * scale[i]).clamp_(min=0)
+                keep = torch.isin(labels, self._keep_t)
+                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            boxes = (boxes * scale[i]).clamp_(min=0)
             boxes = torch.minimum(boxes, scale[i] * S)  # clip to (w, h, w, h)
-            rows.append(torch.cat([boxes, scores[keep, None], labels[keep, None].float()], 1))  # (K, 6)
+            rows.append(torch.cat([boxes, scores[:, None], labels[:, None].float()], 1))  # (K, 6)
             counts.append(rows[-1].shape[0])
         flat = torch.cat(rows).cpu().numpy() if rows else np.zeros((0, 6), np.float32)
         dets = []
@@ -274,16 +230,16 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:
     """"auto": ONNX Runtime for an SSD on the CPU when it is installed (2-3x faster there), else
     PyTorch. An explicit "onnxruntime" that cannot work is an error that says why."""
-    from detect.engine import ort_backend
+    from detect.infer import ort_backend
 
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return "torch"
     if ort_backend.supports(model) and device.type == "cpu":
         return "onnxruntime"
     if backend == "onnxruntime":
-        raise ValueError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
+        raise UsageError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
                          "(pip install onnxruntime); use --backend torch")
     return "torch"
 
@@ -294,12 +250,12 @@ def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:
         if isinstance(k, int) or (isinstance(k, str) and k.isdigit() and k not in names):
             i = int(k)
             if not 0 <= i < len(names):
-                raise ValueError(f"--classes: index {i} is out of range; this model has {len(names)} classes (0..{len(names) - 1})")
+                raise UsageError(f"--classes: index {i} is out of range; this model has {len(names)} classes (0..{len(names) - 1})")
             ids.append(i)
         elif k in names:
             ids.append(names.index(k))
         else:
-            raise ValueError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
+            raise UsageError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
     return sorted(set(ids))
 
 

@@ -30,7 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from detect.config import ExperimentConfig
-from detect.engine.tune_space import SearchSpace
+from detect.tune.space import SearchSpace
 
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 MAX_SAME_FAILURES = 3  # a worker stops when this many trials in a row fail with one error (bad data...)

@@ -1,0 +1,111 @@
+"""What the engine needs from the data layer: the train and val datasets of a config
+(:func:`load_data`), and the dataset to evaluate a model on (:func:`eval_dataset`).
+
+A Fast R-CNN that takes precomputed proposals (``cfg.model.takes_proposals``) gets them here,
+explicitly: the proposal file named by the data config (``data.proposal_file``) is read once
+and handed to :class:`~detect.data.proposal_dataset.ProposalDataset`; the data layer never
+reads the model config.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from detect.config import ExperimentConfig
+from detect.engine import distributed as D
+from detect.errors import UsageError
+
+
+@dataclass
+class TrainData:
+    """What the trainer needs from the data layer."""
+
+    classes: list[str]
+    train: Any  # map-style dataset: item = (Tensor[3, S, S], target dict)
+    val: Optional[Any]
+    collate: Callable
+    problems: int = 0  # defects found while reading the annotations
+
+
+def _warn_rank0(msg: str) -> None:
+    if D.env_dist_info().is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
+    """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
+    from detect.data.dataset import collate
+    from detect.data.spec import is_cache_path, resolve_data
+    from detect.data.transforms import eval_transform, train_transform
+
+    d = cfg.data
+    if not d.data:
+        raise UsageError("no training data: pass --data (dataset YAML, VOC folder or cache .pkl)")
+    try:
+        tr = resolve_data(d.data, d.train_split)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise UsageError(f"{d.data}: cannot read split {d.train_split!r}: {e}") from None
+    if not tr.records:
+        raise UsageError(f"{d.data}: split {d.train_split!r} has no images")
+    problems = len(getattr(tr, "problems", []) or [])
+    if problems:
+        log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
+    imgsz = cfg.preprocess.imgsz
+    tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
+    proposals = proposals_for(cfg)  # read once, for both splits
+    val = None
+    if d.val_split and is_cache_path(d.data):
+        log(f"warning: {d.data} is a cache, i.e. one split: no validation and no best.pt "
+            "(use a dataset YAML or a VOC folder to name a val split)")
+    elif d.val_split:
+        try:
+            va = resolve_data(d.data, d.val_split)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            log(f"warning: no validation ({e}); best.pt will not be written")
+            va = None
+        if va is not None and list(va.classes) != list(tr.classes):
+            raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
+                             f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
+        if va is not None and va.records:
+            val = _dataset(va.records, eval_transform(imgsz), proposals, d.max_proposals)
+    return TrainData(list(tr.classes), _dataset(tr.records, tf, proposals, d.max_proposals), val, collate, problems)
+
+
+def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
+    """The dataset to evaluate ``cfg``'s model on ``records`` (eval transform; with the
+    precomputed proposals of a Fast R-CNN that takes them)."""
+    from detect.data.transforms import eval_transform
+
+    return _dataset(records, eval_transform(cfg.preprocess.imgsz), proposals_for(cfg), cfg.data.max_proposals)
+
+
+def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
+    """The :class:`~detect.data.proposals.ProposalSet` of ``cfg.data.proposal_file`` when the
+    model takes precomputed proposals, else None. Raises UsageError when the file is missing
+    or unusable."""
+    if not cfg.model.takes_proposals:
+        return None
+    from detect.data.proposals import load_proposals
+
+    if not cfg.data.proposal_file:
+        raise UsageError(
+            f"model.fast_rcnn.proposals={cfg.model.fast_rcnn.proposals!r} needs a proposal file: run "
+            "`detect proposals CACHE -o FILE.pkl` (or bring your own, see detect/data/proposals.py) and pass "
+            "--proposal-file FILE.pkl (data.proposal_file in a config)"
+        )
+    try:
+        return load_proposals(cfg.data.proposal_file)
+    except (FileNotFoundError, ValueError) as e:  # ProposalFileError included
+        raise UsageError(str(e)) from None
+
+
+def _dataset(records: Sequence[Any], transform: Any, proposals: Optional[Any], max_proposals: int) -> Any:
+    if proposals is None:
+        from detect.data.dataset import DetectionDataset
+
+        return DetectionDataset(records, transform)
+    from detect.data.proposal_dataset import ProposalDataset
+
+    return ProposalDataset(records, transform, proposals, max_proposals)

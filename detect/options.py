@@ -1,0 +1,77 @@
+"""Command-line options derived from the settings declared in :mod:`detect.config`.
+
+:func:`add_config_options` adds one option per setting that declares a ``cli`` spelling
+(choices from its ``Literal`` type, ``--x/--no-x`` for a boolean, its default and rule in the
+help); :func:`apply_config_options` sets the options that were given on a config. An option
+left out is ``None`` in the namespace, so a ``--config`` YAML keeps its value.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable, Sequence
+
+from detect.config import ExperimentConfig, Setting, set_value, settings
+
+SECTIONS = ("model", "data", "train", "preprocess")
+
+
+def option_dest(s: Setting) -> str:
+    """The namespace attribute of ``s``'s option (argparse's own rule: ``--weight-decay`` -> ``weight_decay``)."""
+    return s.cli.lstrip("-").replace("-", "_")
+
+
+def command_line_settings(sections: Sequence[str] = SECTIONS) -> list[Setting]:
+    """The settings of ``sections`` that have a command-line option, in declaration order."""
+    return [s for s in settings() if s.cli and s.path.split(".")[0] in sections]
+
+
+def add_config_options(parser: argparse.ArgumentParser, sections: Sequence[str] = SECTIONS) -> None:
+    """Add an option to ``parser`` for every setting of ``sections`` that declares one."""
+    for s in command_line_settings(sections):
+        kw: dict[str, Any] = {"dest": option_dest(s), "default": None, "help": _help(s)}
+        if s.kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = _parse_value(s)
+            if s.choices:
+                kw["choices"] = s.choices
+        parser.add_argument(s.cli, **kw)
+
+
+def apply_config_options(cfg: ExperimentConfig, args: argparse.Namespace, sections: Sequence[str] = SECTIONS) -> list[str]:
+    """Set on ``cfg`` every option of ``sections`` given in ``args`` (not None); returns their paths."""
+    given = []
+    for s in command_line_settings(sections):
+        value = getattr(args, option_dest(s), None)
+        if value is not None:
+            set_value(cfg, s.path, value)
+            given.append(s.path)
+    return given
+
+
+def _help(s: Setting) -> str:
+    if s.kind is bool:
+        default = s.cli if s.default else "--no-" + s.cli.lstrip("-")
+    else:
+        default = "none" if s.default in (None, "") else s.default
+    rule = f"; must be {s.check}" if s.check else ""
+    return f"{s.help} (default: {default}{rule})".replace("%", "%%")  # argparse formats help with %
+
+
+def _parse_value(s: Setting) -> Callable[[str], Any]:
+    """``str -> value`` for ``s``: converted to its type and checked against its rule."""
+    kind = s.kind if s.kind in (int, float) else str
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        rule = s.violates(value) if kind is not str else None
+        if rule:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
