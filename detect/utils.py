@@ -1,11 +1,13 @@
-"""Small helpers with no project dependencies: atomic file writes, device selection."""
+"""Small helpers with no project dependencies: atomic file writes, output-path checks,
+regular-file-only reads, device selection."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import Callable, IO, Iterable
 
 
 def _read_umask() -> int:
@@ -46,6 +48,74 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class OutputPathError(ValueError):
+    """An output path that must not be written (a folder, a device, a FIFO, one of the inputs)."""
+
+
+def file_kind(mode: int) -> str:
+    """What an ``st_mode`` is, for messages: "a regular file", "a FIFO (named pipe)"..."""
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), *, what: str = "output") -> Path:
+    """The absolute ``path`` if a command may write it: a new path or an existing regular file
+    that is none of ``inputs``. :func:`atomic_write` replaces whatever the name points at, so a
+    device node (``/dev/null`` when run as root), a FIFO (reading the old output would block) or
+    an input (``xml2pkl ANN -o ANN/a.xml``) must be refused before anything is read or written.
+
+    A symlink is judged by its target (a link to ``/dev/null`` is refused like it). An input is
+    the same file when it stats the same (another spelling, a symlinked folder, a
+    case-insensitive file system); only inputs with the output's name, case aside, are stat'ed,
+    so passing every file of a large dataset is cheap.
+
+    Raises:
+        OutputPathError: naming the path and what it is, or which input it would replace.
+    """
+    p = Path(os.path.abspath(path))
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):  # a new path (or a dangling link): nothing to replace
+        return p
+    except OSError as e:
+        raise OutputPathError(f"{what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"{what} {path} is a folder; give a file name inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputPathError(f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; give a new file name "
+                              "(only a regular file is ever replaced)")
+    name = p.name.lower()
+    for inp in inputs:
+        if os.path.basename(inp).lower() != name:
+            continue
+        try:
+            same = os.path.samestat(st, os.stat(inp))
+        except OSError:
+            continue
+        if same:
+            raise OutputPathError(f"{what} {path} is one of the inputs ({os.fspath(inp)}); writing it would replace "
+                                  "that input: choose another file name")
+    return p
+
+
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file (symlinks followed); OSError
+    otherwise, before opening a device (opening one can have effects) and without blocking on a
+    FIFO (``O_NONBLOCK``; the type is checked again on the open descriptor)."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise OSError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):  # swapped since the stat
+        os.close(fd)
+        raise OSError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
+    return fd
 
 
 def cpu_count() -> int:

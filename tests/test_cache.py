@@ -287,3 +287,33 @@ def test_tool_script_with_process_pool(tmp_path):
     assert len(pooled.records) == len(serial.cache.records)
     for a, b in zip(pooled.records, serial.cache.records):
         assert a.annotation == b.annotation and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
+
+
+# -- issue 13: outputs that are not new paths or regular files, or are inputs -------------------
+def test_output_device_fifo_or_input_refused(dataset, tmp_path, capsys):
+    import stat
+
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress", "-o"]
+    os.mkfifo(tmp_path / "fifo.pkl")  # reading it as the old cache blocked forever
+    assert main([*args, str(tmp_path / "fifo.pkl")]) == 2
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.pkl").st_mode)
+    if os.geteuid() == 0:  # as root the device node was replaced by a regular file
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert main([*args, str(tmp_path / "null")]) == 2
+        assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+    xml = dataset / "annotations/cup/CUP0.xml"
+    before = xml.read_bytes()
+    assert main([*args, str(xml)]) == 2  # the cache replaced an annotation
+    assert xml.read_bytes() == before
+    image = dataset / "images/cup/CUP0.jpg"
+    before_image = image.read_bytes()
+    assert main([*args, str(image)]) == 2
+    assert image.read_bytes() == before_image
+    err = capsys.readouterr().err
+    assert "fifo.pkl is a FIFO" in err and f"{xml} is one of the inputs" in err and f"{image} is one of the inputs" in err
+    # the problems file written beside the cache must not replace an input either
+    classes = tmp_path / "c.problems.txt"
+    classes.write_text("cup\ntea\n")
+    assert main([*args, str(tmp_path / "c.pkl"), "--classes", str(classes)]) == 2
+    assert classes.read_text() == "cup\ntea\n" and not (tmp_path / "c.pkl").exists()
+    assert "c.problems.txt is one of the inputs" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import parse_file
 from detect.structures import Problem
-from detect.utils import atomic_write_text, cpu_count
+from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
@@ -102,9 +102,14 @@ def _normalise_split(ids: Sequence[str]) -> list[str]:
     return sorted(set(out))
 
 
-def _check_output(output: Path) -> None:
-    if output.is_dir():
-        raise UsageError(f"output {output} is a folder; give a file name such as {output / 'cache.pkl'}")
+def _check_output(output: Path, inputs: Sequence[str]) -> None:
+    """The cache and its problems file are new paths or regular files, none of them an input
+    (an annotation, an image, the class or split file), in a folder we can write."""
+    try:
+        for path, what in ((output, "output"), (problems_path(output), "problems file")):
+            check_output_path(path, inputs, what=what)
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -302,7 +307,6 @@ def build_cache(
     if images is not None and not Path(images).is_dir():
         raise UsageError(f"image folder {images} does not exist or is not a folder")
     output = Path(output)
-    _check_output(output)
     class_list, split_ids, split_file = _selection(classes, split)
 
     roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
@@ -310,6 +314,8 @@ def build_cache(
     if not xmls.rels:
         raise UsageError(f"no .xml files under {ann}")
     index = ImageIndex.scan(roots, {ann_abs: beside})
+    listed = [os.fspath(f) for f in (classes, split) if isinstance(f, (str, os.PathLike))]
+    _check_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
     options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
     select = {"classes": class_list, "split": split_ids}
     rels = xmls.rels

@@ -25,7 +25,7 @@ import numpy as np
 
 from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
 from detect.models.proposals import MODES, proposal_recall, selective_search
-from detect.utils import atomic_write
+from detect.utils import atomic_write, check_output_path
 
 SERIAL_BELOW = 8  # images; fewer run in-process (a pool costs a fraction of a second to start)
 TOPS = (100, 300, 1000, 2000)
@@ -200,6 +200,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     bar = None
     try:
         ann = load_cache(args.cache)
+        check_output_path(output, [args.cache, *(r.image for r in ann.records if r.image)])
         if not args.no_progress and len(ann.records) >= 50:
             from tqdm import tqdm
 
