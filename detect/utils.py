@@ -103,19 +103,35 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
     return p
 
 
+class NotRegularFileError(OSError):
+    """A path that names a FIFO, device, socket or folder where a regular file was expected;
+    ``kind`` says which ("a FIFO (named pipe)")."""
+
+    def __init__(self, path: str, kind: str) -> None:
+        super().__init__(f"{path} is {kind}, not a regular file")
+        self.path, self.kind = path, kind
+
+
 def open_regular(path: str | os.PathLike) -> int:
-    """A read-only descriptor of ``path`` if it is a regular file (symlinks followed); OSError
-    otherwise, before opening a device (opening one can have effects) and without blocking on a
-    FIFO (``O_NONBLOCK``; the type is checked again on the open descriptor)."""
+    """A read-only descriptor of ``path`` if it is a regular file (symlinks followed), else
+    :class:`NotRegularFileError`, raised before a device is opened (opening one can have
+    effects) and without blocking on a FIFO (``O_NONBLOCK``; the type is checked again on the
+    open descriptor)."""
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
-        raise OSError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
+        raise NotRegularFileError(os.fspath(path), file_kind(mode))
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0))
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):  # swapped since the stat
         os.close(fd)
-        raise OSError(f"{os.fspath(path)} is {file_kind(mode)}, not a regular file")
+        raise NotRegularFileError(os.fspath(path), file_kind(mode))
     return fd
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether the real path of ``path`` is ``root`` or lies under it (``root``: a real path)."""
+    real = os.path.realpath(path)
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def cpu_count() -> int:

@@ -317,3 +317,21 @@ def test_output_device_fifo_or_input_refused(dataset, tmp_path, capsys):
     assert main([*args, str(tmp_path / "c.pkl"), "--classes", str(classes)]) == 2
     assert classes.read_text() == "cup\ntea\n" and not (tmp_path / "c.pkl").exists()
     assert "c.problems.txt is one of the inputs" in capsys.readouterr().err
+
+
+def test_special_xml_files_reported_not_read(dataset, tmp_path, capsys):
+    ann = dataset / "annotations"
+    os.mkfifo(ann / "cup" / "FIFO.xml")  # xml2pkl hung on it forever
+    os.symlink("/dev/zero", ann / "tea" / "ZERO.xml")  # read until memory ran out
+    args = ["xml2pkl", str(ann), "--images", str(dataset / "images"), "--no-progress", "-o", str(tmp_path / "c.pkl")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "FIFO.xml: [special_file] a FIFO (named pipe), not a regular file; not read" in err
+    assert "ZERO.xml: [link_outside] symlink to /dev/zero, outside the annotation folder" in err
+    assert len(load_cache(tmp_path / "c.pkl").records) == 4  # the rest is cached
+    # a size cap with an option to raise it; the option is part of the fingerprint
+    assert main([*args, "--max-xml-bytes", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "[too_large]" in err and "over the limit of 100 bytes" in err and "--max-xml-bytes" in err
+    assert len(load_cache(tmp_path / "c.pkl").records) == 0
+    assert main([*args, "--max-xml-bytes", "0"]) == 2

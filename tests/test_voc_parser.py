@@ -6,6 +6,7 @@ becomes ``x1=122``, ``xmax=198`` stays ``x2=198``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -338,3 +339,35 @@ def test_non_finite_size_is_unknown_not_a_crash(tmp_path, value):
     f.write_text(voc(size=(100, 50)).replace("<width>100</width>", f"<width>{value}</width>"))
     r = parse_file(str(f))
     assert (r.width, r.height) == (0, 0) and [k for k, _ in r.problems] == ["missing_size"] and len(r.names) == 1
+
+
+# -- issue 13: only regular files inside the annotation folder, of a bounded size ----------------
+def test_special_files_and_links_leaving_the_folder_are_not_read(tmp_path):
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    os.mkfifo(ann / "fifo.xml")  # a plain read blocked forever
+    os.symlink("/dev/zero", ann / "zero.xml")  # read until memory ran out
+    outside = tmp_path / "elsewhere.xml"
+    outside.write_text(voc())
+    os.symlink(outside, ann / "leaves.xml")
+    (ann / "real.xml").write_text(voc())
+    os.symlink(ann / "real.xml", ann / "inside.xml")  # a link within the folder is fine
+    root = str(ann.resolve())
+    for name, kind, words in [("fifo.xml", "special_file", "a FIFO (named pipe), not a regular file"),
+                              ("zero.xml", "link_outside", "symlink to /dev/zero, outside the annotation folder"),
+                              ("leaves.xml", "link_outside", f"symlink to {outside}, outside the annotation folder")]:
+        r = parse_file(str(ann / name), root=root)
+        assert not r.ok and kinds(r.problems) == [kind] and words in r.problems[0][1], r.problems
+    assert parse_file(str(ann / "zero.xml")).problems[0][0] == "special_file"  # no folder given: still not read
+    r = parse_file(str(ann / "inside.xml"), root=root)
+    assert r.ok and r.names == ["cup"] and r.problems == []
+
+
+def test_xml_size_cap_names_the_limit_and_the_option(tmp_path):
+    f = tmp_path / "big.xml"
+    f.write_text(voc(objs=[("cup", (1, 1, 5, 5))] * 200))
+    size = f.stat().st_size
+    r = parse_file(str(f), max_bytes=size - 1)
+    assert not r.ok and kinds(r.problems) == ["too_large"]
+    assert f"{size:,} bytes" in r.problems[0][1] and f"{size - 1:,}" in r.problems[0][1] and "--max-xml-bytes" in r.problems[0][1]
+    assert len(parse_file(str(f), max_bytes=size).names) == 200

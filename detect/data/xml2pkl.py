@@ -28,7 +28,7 @@ from detect.data.cache import (
 )
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
-from detect.data.voc import parse_file
+from detect.data.voc import MAX_XML_BYTES, parse_file
 from detect.structures import Problem
 from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count
 
@@ -125,13 +125,13 @@ def _check_output(output: Path, inputs: Sequence[str]) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(index: Optional[ImageIndex], require_image: bool) -> None:
-    _WORKER["index"], _WORKER["require"] = index, require_image
+def _init_worker(index: Optional[ImageIndex], how: dict[str, Any]) -> None:
+    _WORKER["index"], _WORKER["how"] = index, how
 
 
 def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
-    index, require = _WORKER["index"], _WORKER["require"]
-    return pack([parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs])
+    index, how = _WORKER["index"], _WORKER["how"]
+    return pack([parse_file(p, index, xml_rel_dir=d, **how) for p, d in jobs])
 
 
 def _mp_context():
@@ -145,17 +145,19 @@ def _mp_context():
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: dict[str, Any], workers: int = 0,
+               progress: bool = True) -> dict[str, Any]:
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
-    tqdm bar on stderr for runs longer than a second."""
+    tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
+    :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``)."""
     from tqdm import tqdm
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
     try:
         if workers <= 1 or len(jobs) < SERIAL_BELOW:
-            _init_worker(index, require_image)
+            _init_worker(index, how)
             tables = []
             for i in range(0, len(jobs), 512):
                 tables.append(_parse_chunk(jobs[i : i + 512]))
@@ -164,7 +166,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
         size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         results: list[Any] = [None] * len(chunks)
-        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(index, require_image)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(index, how)) as pool:
             futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
             try:
                 for fut in as_completed(futures):
@@ -280,6 +282,7 @@ def build_cache(
     workers: int = 0,
     progress: bool = True,
     log: Optional[TextIO] = None,
+    max_xml_bytes: int = MAX_XML_BYTES,
 ) -> BuildResult:
     """Parse every ``*.xml`` under ``ann_dir`` into the cache ``output``, incrementally.
 
@@ -293,6 +296,7 @@ def build_cache(
         classes: class file or list; None: the sorted union of the names found.
         split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
         workers: parser processes (0: one per core).
+        max_xml_bytes: larger annotation files are not read (a ``too_large`` problem).
         progress: show a progress bar (stderr) on runs longer than a second.
         log: where notes go (default: stderr).
 
@@ -306,6 +310,8 @@ def build_cache(
     ann_abs = str(ann.resolve())
     if images is not None and not Path(images).is_dir():
         raise UsageError(f"image folder {images} does not exist or is not a folder")
+    if max_xml_bytes < 1:
+        raise UsageError(f"--max-xml-bytes must be at least 1, got {max_xml_bytes}")
     output = Path(output)
     class_list, split_ids, split_file = _selection(classes, split)
 
@@ -316,7 +322,7 @@ def build_cache(
     index = ImageIndex.scan(roots, {ann_abs: beside})
     listed = [os.fspath(f) for f in (classes, split) if isinstance(f, (str, os.PathLike))]
     _check_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
-    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
+    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None, "max_xml_bytes": int(max_xml_bytes)}
     select = {"classes": class_list, "split": split_ids}
     rels = xmls.rels
     sizes = np.array(xmls.sizes, np.int64)
@@ -332,7 +338,8 @@ def build_cache(
     same_images = old is not None and _same_images(old, image_cols)
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
-    new = parse_many(jobs, index, images is not None, workers, progress)
+    new = parse_many(jobs, index, {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes)},
+                     workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
     classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
     data = {
@@ -389,10 +396,12 @@ def cmd_xml2pkl(args) -> int:
     """``detect xml2pkl ANN_DIR [--images DIR] [--classes FILE] [--split FILE] -o CACHE``.
     Exit 0: written (problems are reported, not fatal); 1: ``--strict`` and problems found;
     2: usage error (missing folder or file, unwritable output)."""
+    max_xml_bytes = getattr(args, "max_xml_bytes", None)
     try:
         result = build_cache(
             args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
             workers=args.workers, progress=not getattr(args, "no_progress", False),
+            max_xml_bytes=MAX_XML_BYTES if max_xml_bytes is None else max_xml_bytes,
         )
     except UsageError as e:
         print(f"xml2pkl: error: {e}", file=sys.stderr)
