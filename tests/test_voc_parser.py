@@ -282,10 +282,11 @@ def test_image_found_by_filename_frame_or_path_when_stem_differs(tmp_path):
     b = tmp_path / "ann/b.xml"
     b.write_text("<annotation><frame>CHN1</frame></annotation>")
     assert parse_file(str(b), index).image == str(tmp_path / "images/CHN1.jpg")
-    elsewhere = img(tmp_path / "other/pic.png")
+    inside = img(tmp_path / "images/sub/pic.png")
+    index = ImageIndex.scan([tmp_path / "images"])
     c = tmp_path / "ann/c.xml"
-    c.write_text(voc(fn="zzz.jpg").replace("</filename>", f"</filename><path>{elsewhere}</path>"))
-    assert parse_file(str(c), index).image == str(elsewhere)  # an existing <path> is used
+    c.write_text(voc(fn="zzz.jpg").replace("</filename>", "</filename><path>D:/labelling/pic.png</path>"))
+    assert parse_file(str(c), index).image == str(inside)  # <path>'s file name is a hint like <filename>
 
 
 def test_missing_image_required_or_not(tmp_path):
@@ -371,3 +372,32 @@ def test_xml_size_cap_names_the_limit_and_the_option(tmp_path):
     assert not r.ok and kinds(r.problems) == ["too_large"]
     assert f"{size:,} bytes" in r.problems[0][1] and f"{size - 1:,}" in r.problems[0][1] and "--max-xml-bytes" in r.problems[0][1]
     assert len(parse_file(str(f), max_bytes=size).names) == 200
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "not_an_image"])
+def test_path_outside_the_image_folders_is_not_followed(tmp_path, how):
+    """<path> was opened wherever it pointed when no image matched by name, even with --images:
+    ../../outside/photo.jpg or /abs/photo.jpg became the record's image, a text file was opened."""
+    outside = img(tmp_path / "outside/photo.jpg")
+    if how == "not_an_image":
+        outside.write_text("private notes")
+    (tmp_path / "data/images").mkdir(parents=True)
+    xml = tmp_path / "data/ann/a.xml"
+    xml.parent.mkdir(parents=True)
+    written = os.path.relpath(outside, xml.parent) if how == "relative" else str(outside)
+    xml.write_text(voc(fn="nomatch.jpg").replace("</filename>", f"</filename><path>{written}</path>"))
+    index = ImageIndex.scan([tmp_path / "data/images"])
+    record, problems = parse_voc(xml, ["cup"], images=index, require_image=True)
+    assert record is None and kinds(problems) == ["image_outside", "missing_image"]  # no bad_image: not opened
+    assert f"<path> {written}" in problems[0].message and "not read" in problems[0].message
+    r = parse_file(str(xml), index)  # annotation-only: kept without an image, still reported
+    assert r.ok and r.image == "" and kinds(r.problems) == ["image_outside"]
+
+
+def test_fifo_image_is_reported_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "a.jpg")  # PIL's open() blocked forever on it
+    f = tmp_path / "a.xml"
+    f.write_text(voc())
+    record, problems = parse_voc(f, ["cup"], images=tmp_path, require_image=True)
+    assert record is None and kinds(problems) == ["bad_image", "missing_image"]
+    assert "a FIFO (named pipe), not a regular file" in problems[0].message

@@ -27,7 +27,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 import numpy as np
 from lxml import etree
 
-from detect.data.images import ImageIndex, hint_stems, read_image_size
+from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size
 from detect.structures import ImageRecord, Problem
 from detect.utils import NotRegularFileError, is_within, open_regular
 
@@ -245,7 +245,8 @@ def resolve_image(
 
     Returns ``(ok, image, image_size, image_mtime_ns, width, height)``: the image's real size
     wins over the declared ``width`` x ``height``; 0 x 0 when neither is known. Problems
-    (``bad_image``, ``size_mismatch``, ``missing_image``, ``missing_size``) go to ``problems``.
+    (``bad_image``, ``size_mismatch``, ``image_outside``, ``missing_image``, ``missing_size``)
+    go to ``problems``.
     """
     filename, frame, path = hints
     image, img_size, img_mtime = "", -1, -1
@@ -263,6 +264,9 @@ def resolve_image(
                 if width > 0 and height > 0 and (width, height) != (iw, ih):
                     problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
                 width, height = iw, ih
+        elif target := path_hint_target(xml_path, path):
+            problems.append(("image_outside", f"<path> {path} names {target}, which is not an image under "
+                                              f"{', '.join(images.roots)}; not read (images are found by name there only)"))
         if not image and require_image:
             stem = os.path.splitext(os.path.basename(xml_path))[0]
             tried = ", ".join(hint_stems(stem, filename, frame, path))
