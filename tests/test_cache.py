@@ -335,3 +335,13 @@ def test_special_xml_files_reported_not_read(dataset, tmp_path, capsys):
     assert "[too_large]" in err and "over the limit of 100 bytes" in err and "--max-xml-bytes" in err
     assert len(load_cache(tmp_path / "c.pkl").records) == 0
     assert main([*args, "--max-xml-bytes", "0"]) == 2
+
+
+def test_huge_size_is_a_problem_of_that_file_only(dataset, tmp_path):
+    """<width> of 2**31 or more crashed columns.pack (int32) and no cache was written at all."""
+    for i, value in enumerate(["2147483648", "1e12", "1e300"]):
+        write_voc(dataset / "annotations" / "cup" / f"HUGE{i}.xml", [("cup", (1, 1, 9, 9))], size=(value, 48))
+    res = build_cache(dataset / "annotations", tmp_path / "c.pkl", progress=False)
+    huge = [p for p in res.problems if "HUGE" in p.file]
+    assert len(huge) == 3 and {p.kind for p in huge} == {"missing_size"}
+    assert len(load_cache(tmp_path / "c.pkl").records) == 7  # the four good ones, the three without a size

@@ -36,6 +36,7 @@ from detect.utils import NotRegularFileError, is_within, open_regular
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True,
                           remove_blank_text=True, collect_ids=False, huge_tree=False)
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
+MAX_SIDE = 2**31  # image sides and box coordinates must be below this (int32 sizes in a cache)
 MAX_XML_BYTES = 16 << 20  # one annotation file; real ones are a few KB (16 MiB: ~150,000 objects)
 
 
@@ -134,12 +135,13 @@ def flag_value(t: Optional[str]) -> bool:
 
 
 def size_value(t: Optional[str]) -> int:
-    """``<width>``/``<height>`` text -> int pixels (floats rounded); 0 when missing or not a
-    finite number."""
+    """``<width>``/``<height>`` text -> int pixels (floats rounded); 0 when missing, not a
+    finite number, or not below ``MAX_SIDE`` (a cache stores sizes as int32)."""
     try:
-        return int(round(float(t)))  # type: ignore[arg-type]
+        v = int(round(float(t)))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):  # None, "abc", "nan" / "inf"
         return 0
+    return v if v < MAX_SIDE else 0
 
 
 def _size(el) -> tuple[int, int]:
