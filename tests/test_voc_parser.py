@@ -401,3 +401,15 @@ def test_fifo_image_is_reported_not_opened(tmp_path):
     record, problems = parse_voc(f, ["cup"], images=tmp_path, require_image=True)
     assert record is None and kinds(problems) == ["bad_image", "missing_image"]
     assert "a FIFO (named pipe), not a regular file" in problems[0].message
+
+
+@pytest.mark.parametrize("value, words", [("1e308", "out of range"), ("-3e9", "out of range"), ("1e39", "out of range"),
+                                          ("inf", "non-finite"), ("NaN", "non-finite")])
+def test_coordinate_out_of_range_is_dropped_not_cached_as_inf(tmp_path, value, words):
+    """1e308 is a finite float64 but inf as the cache's float32: an inf box was cached without a word."""
+    f = tmp_path / "a.xml"
+    f.write_text(voc(size=None, objs=[("cup", (1, 1, value, 9)), ("cup", (1, 1, 2147483647, 9))]))
+    r = parse_file(str(f))
+    assert r.names == ["cup"] and r.boxes == [0, 0, 2147483647, 9]
+    bad = [m for k, m in r.problems if k == "bad_box"]
+    assert len(bad) == 1 and "object 1 (cup)" in bad[0] and words in bad[0] and bad[0].endswith("dropped")

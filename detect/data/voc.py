@@ -197,14 +197,17 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
                 what = f"has no <{key}>" if raw is None else f"<{key}> {raw.strip()!r} is not a number"
                 problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
                 return None
-    if not math.isfinite(vals[0] + vals[1] + vals[2] + vals[3]) and not all(map(math.isfinite, vals)):  # sum: one call
-        problems.append(("bad_box", f"object {i} ({name}): non-finite coordinate {vals}; dropped"))
-        return None
+    if not abs(vals[0]) + abs(vals[1]) + abs(vals[2]) + abs(vals[3]) < MAX_SIDE:  # one test for the usual box
+        bad = [v for v in vals if not abs(v) < MAX_SIDE]  # NaN fails every comparison
+        if bad:  # 1e308 is finite here but inf as the cache's float32
+            what = "non-finite coordinate" if not all(map(math.isfinite, bad)) else f"coordinate out of range (not below {MAX_SIDE})"
+            problems.append(("bad_box", f"object {i} ({name}): {what} in {[_num(v) for v in vals]}; dropped"))
+            return None
     return name, vals, difficult, truncated
 
 
 def _num(v: float) -> str:
-    return str(int(v)) if v == int(v) else f"{v:g}"
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else f"{v:g}"
 
 
 def check_box(vals: Sequence[float], width: int, height: int, i: int, name: str, problems: list[tuple[str, str]]):
