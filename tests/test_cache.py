@@ -345,3 +345,78 @@ def test_huge_size_is_a_problem_of_that_file_only(dataset, tmp_path):
     huge = [p for p in res.problems if "HUGE" in p.file]
     assert len(huge) == 3 and {p.kind for p in huge} == {"missing_size"}
     assert len(load_cache(tmp_path / "c.pkl").records) == 7  # the four good ones, the three without a size
+
+
+class _Placeholder:
+    """Pickles as numpy's array placeholder ``_reconstruct(ndarray, shape, b'b')`` with a huge shape."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, b"b"))
+
+
+def _set(path: str, value):
+    def mutate(data):
+        *keys, last = path.split(".")
+        d = data
+        for k in keys:
+            d = d[k]
+        if value is KeyError:
+            del d[last]
+        else:
+            d[last] = value(d[last]) if callable(value) else value
+    return mutate
+
+
+@pytest.mark.parametrize("name, mutate", [
+    ("problem with two fields", _set("problems", lambda p: [("a", "b")])),
+    ("no options", _set("options", KeyError)),
+    ("options.ann_dir not a string", _set("options.ann_dir", 5)),
+    ("classes an int", _set("classes", 5)),
+    ("class name not a string", _set("classes", lambda c: [1, *c[1:]])),
+    ("NaN box", _set("records.boxes", lambda b: np.where(np.arange(b.size).reshape(b.shape) == 0, np.nan, b).astype(np.float32))),
+    ("inf file box", _set("files.boxes", lambda b: np.full_like(b, np.inf))),
+    ("object-dtype boxes", _set("records.boxes", lambda b: b.astype(object))),
+    ("float64 labels", _set("records.labels", lambda a: a.astype(np.float64))),
+    ("name_id past the names", _set("files.name_id", lambda a: a + 100)),
+    ("hints not triples", _set("files.hints", lambda h: [("x",)] * len(h))),
+    ("file problem index past the files", _set("files.problems", lambda p: [(99, "k", "m")])),
+    ("box_start decreasing", _set("records.box_start", lambda s: s[::-1].copy())),
+    ("image list too short", _set("images.path", lambda p: p[:-1])),
+    ("2**40-byte array placeholder", _set("records.labels", _Placeholder((2**40,)))),
+])
+def test_valid_digest_bad_structure_is_a_cache_error(dataset, tmp_path, name, mutate):
+    """The digest only proves the payload is what was written: a foreign or hand-edited payload
+    raised TypeError, KeyError or MemoryError, or loaded NaN/object boxes and trained on them."""
+    out = tmp_path / "c.pkl"
+    good = build(dataset, out)
+    data = pickle.loads(pickle.dumps(good.data))
+    mutate(data)
+    write_cache_data(out, data, fingerprint="x", summary=good.summary)
+    with pytest.raises(CacheError, match=f"{out}: .*rebuild it with `detect xml2pkl`"):
+        load_cache(out)
+    assert len(build(dataset, out).parsed) == 5  # and xml2pkl rebuilds it
+
+
+def test_damaged_summary_in_an_up_to_date_header_is_rebuilt(dataset, tmp_path, capsys):
+    out = tmp_path / "c.pkl"
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress", "-o", str(out)]
+    assert main(args) == 0
+    good = build(dataset, out)
+    from detect.data.cache import read_cache_parts
+
+    header, _ = read_cache_parts(out)
+    write_cache_data(out, good.data, fingerprint=header["fingerprint"], summary={**good.summary, "first": [1]})
+    assert main(args) == 0  # summarize() unpacked three fields from each of "first" and crashed
+    assert "5 parsed" in capsys.readouterr().err
+
+
+def test_huge_array_placeholder_refused_before_allocation():
+    blob = pickle.dumps({"a": _Placeholder((2**40,)), "b": np.arange(3.0)}, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="placeholder of shape"):
+        safe_load_pickle(blob)
+    assert safe_load_pickle(pickle.dumps(np.arange(70000, dtype=np.int64), protocol=2)).sum() == 70000 * 69999 // 2

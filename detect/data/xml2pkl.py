@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence, TextIO
 import numpy as np
 
 from detect.data.cache import (
-    Cache, CacheError, decode_payload, problems_path, read_cache_data, read_cache_parts, write_cache_data,
+    Cache, CacheError, decode_payload, problems_path, read_cache_data, read_cache_parts, valid_summary, write_cache_data,
 )
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
@@ -190,7 +190,7 @@ def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dic
         return None, None, None
     try:
         header, payload = read_cache_parts(output)
-        if header.get("fingerprint") == fingerprint and isinstance(header.get("summary"), dict) and problems_path(output).exists():
+        if header.get("fingerprint") == fingerprint and valid_summary(header.get("summary")) and problems_path(output).exists():
             return header, payload, None
         return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:

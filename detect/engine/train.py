@@ -434,7 +434,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         last = Path(cfg.train.out) / "last.pt"
         if not last.is_file():
             raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
-        cfg = stored_config(load_checkpoint(last))
+        cfg = stored_config(load_checkpoint(last), last)
         apply_cli(cfg, args)
         cfg.train.resume = True
     return cfg
