@@ -413,3 +413,20 @@ def test_coordinate_out_of_range_is_dropped_not_cached_as_inf(tmp_path, value, w
     assert r.names == ["cup"] and r.boxes == [0, 0, 2147483647, 9]
     bad = [m for k, m in r.problems if k == "bad_box"]
     assert len(bad) == 1 and "object 1 (cup)" in bad[0] and words in bad[0] and bad[0].endswith("dropped")
+
+
+def test_class_name_with_entity_or_control_character_reported_never_changed(tmp_path):
+    """x&sec;y (an entity declared in the DTD, never expanded) was cut to "x" and a tab stayed in
+    a class name, both without a word; a coordinate 1&e;0 was read as 1."""
+    f = tmp_path / "a.xml"
+    f.write_text('<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY sec "ond"><!ENTITY e "0">]>'
+                 + voc(objs=[("x&sec;y", (1, 1, 5, 5)), ("cup\tsmall", (1, 1, 5, 5)), ("line\nbreak", (1, 1, 5, 5)),
+                             ("cup", ("1&e;0", 1, 5, 5)), ("  cup ", (1, 1, 5, 5))]))
+    r = parse_file(str(f))
+    assert r.names == ["cup"]  # only the last object: surrounding blanks are layout, stripped as before
+    assert kinds(r.problems) == ["bad_name", "bad_name", "bad_name", "bad_box"]
+    m = [msg for _, msg in r.problems]
+    assert "object 1" in m[0] and "'x&sec;y'" in m[0] and "entity" in m[0] and m[0].endswith("dropped")
+    assert "object 2" in m[1] and r"'cup\tsmall'" in m[1] and "control character" in m[1]
+    assert "object 3" in m[2] and r"'line\nbreak'" in m[2]
+    assert "object 4" in m[3] and "'1&e;0' is not a number" in m[3]

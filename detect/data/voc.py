@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from typing import Iterable, NamedTuple, Optional, Sequence
 
@@ -36,6 +37,7 @@ from detect.utils import NotRegularFileError, is_within, open_regular
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True,
                           remove_blank_text=True, collect_ids=False, huge_tree=False)
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # tab, newline...: a class name is one line of text
 MAX_SIDE = 2**31  # image sides and box coordinates must be below this (int32 sizes in a cache)
 MAX_XML_BYTES = 16 << 20  # one annotation file; real ones are a few KB (16 MiB: ~150,000 objects)
 
@@ -118,6 +120,12 @@ def _text(el) -> str:
     return t.strip() if t else ""
 
 
+def _written(el) -> str:
+    """An element's content as written, entity references and child elements included
+    (``el.text`` stops at the first one: ``x&sec;y`` has the text "x")."""
+    return (el.text or "") + "".join(etree.tostring(c, encoding="unicode") for c in el)
+
+
 def flag_value(t: Optional[str]) -> bool:
     """``<difficult>``/``<truncated>`` text -> bool: "1", "true", "yes", "2.0" are True;
     "0", "", "no", "unspecified" and other words are False."""
@@ -162,8 +170,13 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
     for c in obj:  # direct children only: <part> boxes nested deeper are ignored
         tag = c.tag
         if tag == "name":
-            t = c.text
+            t = c.text if not len(c) else _written(c)
             name = t.strip() if t else ""
+            if len(c) or _CONTROL.search(name):  # never change a class name silently
+                what = "holds markup (an entity reference is never expanded)" if len(c) else "holds a control character"
+                problems.append(("bad_name", f"object {i}: class name {name!r} {what}; write the name out as "
+                                             "plain text on one line; dropped"))
+                return None
         elif tag == "bndbox":
             bb = c
         elif tag == "difficult":
@@ -179,14 +192,15 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
     xmin = ymin = xmax = ymax = None
     for c in bb:  # any child order
         tag = c.tag
+        t = c.text if not len(c) else _written(c)  # "1&e;0" is not a number (its text alone is "1")
         if tag == "xmin":
-            xmin = c.text
+            xmin = t
         elif tag == "ymin":
-            ymin = c.text
+            ymin = t
         elif tag == "xmax":
-            xmax = c.text
+            xmax = t
         elif tag == "ymax":
-            ymax = c.text
+            ymax = t
     try:  # float() accepts surrounding whitespace and "12.0"
         vals = [float(xmin), float(ymin), float(xmax), float(ymax)]  # type: ignore[arg-type]
     except (TypeError, ValueError):
