@@ -430,3 +430,28 @@ def test_class_name_with_entity_or_control_character_reported_never_changed(tmp_
     assert "object 2" in m[1] and r"'cup\tsmall'" in m[1] and "control character" in m[1]
     assert "object 3" in m[2] and r"'line\nbreak'" in m[2]
     assert "object 4" in m[3] and "'1&e;0' is not a number" in m[3]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_or_declaration_is_read(tmp_path, codec):
+    """Rejected before with 'Char 0x0 out of allowed range' (LE) or 'Document is empty' (BE)."""
+    f = tmp_path / "a.xml"
+    f.write_bytes(("\n" + voc(objs=[("café", (1, 1, 5, 5))])).encode(codec))
+    r = parse_file(str(f))
+    assert r.ok and r.names == ["café"] and r.problems == []
+
+
+def test_encoding_and_parser_limits_are_named(tmp_path):
+    f = tmp_path / "a.xml"
+    f.write_bytes(voc().encode("utf-32-le"))  # libxml2 detects UTF-32 by itself
+    assert parse_file(str(f)).names == ["cup"]
+    f.write_bytes(voc().encode("utf-8")[:30] + "<object>".encode("utf-16-le"))  # mixed: the NULs are named
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["parse_error"] and "NUL bytes" in r.problems[0][1] and "UTF-8" in r.problems[0][1]
+    f.write_text("<annotation>" + "<a>" * 300 + "</a>" * 300 + "</annotation>")
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["over_limit"] and "nested deeper than 256" in r.problems[0][1]
+    assert "XML_PARSE_HUGE" not in r.problems[0][1]  # an option of libxml2 the user cannot set
+    f.write_text(voc(fn="x" * 10_000_001))
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["over_limit"] and "longer than 10,000,000" in r.problems[0][1]

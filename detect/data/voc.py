@@ -115,6 +115,35 @@ def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str
     return data
 
 
+def _utf16_bom(data: bytes) -> tuple[bytes, str]:
+    """UTF-16 without a byte-order mark or declaration (Windows tools write it) is not
+    detected by libxml2: recognise it by its NUL bytes around the first character and add the
+    mark. Returns the bytes to parse and the encoding guessed ("" when none)."""
+    if len(data) < 4 or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data, ""
+    if data[0] and not data[1] and data[2] and not data[3]:  # "<\0a\0": UTF-32 would have "<\0\0\0"
+        return b"\xff\xfe" + data, "UTF-16-LE"
+    if not data[0] and data[1] and not data[2] and data[3]:
+        return b"\xfe\xff" + data, "UTF-16-BE"
+    return data, ""
+
+
+def _syntax_problem(message: str, data: bytes, guessed: str) -> tuple[str, str]:
+    """A parse failure as a problem that says which limit was hit, or what the bytes suggest."""
+    if depth := re.search(r"Excessive depth in document: (\d+)", message):
+        return "over_limit", (f"elements nested deeper than {depth.group(1)} levels, the parser's limit (a guard "
+                              "against hostile files); not read")
+    if "Text node too long" in message or "huge text node" in message:
+        return "over_limit", ("a text value longer than 10,000,000 characters, the parser's limit (a guard against "
+                              "hostile files); not read")
+    hint = ""
+    if guessed:
+        hint = f"; read as {guessed} without a byte-order mark, guessed from its NUL bytes"
+    elif b"\0" in data[:1024]:
+        hint = "; the file holds NUL bytes: if it is UTF-16 or UTF-32 text, save it as UTF-8"
+    return "parse_error", f"not well-formed XML ({message}){hint}; fix or delete the file"
+
+
 def _text(el) -> str:
     t = el.text
     return t.strip() if t else ""
@@ -316,10 +345,11 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
     data = read_xml(xml_path, root, max_bytes, problems)
     if data is None:
         return fail
+    data, guessed = _utf16_bom(data)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as e:
-        problems.append(("parse_error", f"not well-formed XML ({e}); fix or delete the file"))
+        problems.append(_syntax_problem(str(e), data, guessed))
         return fail
     if root.tag != "annotation":
         problems.append(("not_voc", f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file; skipped"))
