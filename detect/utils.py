@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, IO, Iterable
+from typing import Callable, IO, Iterable, Iterator
 
 
 def _read_umask() -> int:
@@ -132,6 +135,37 @@ def is_within(path: str, root: str) -> bool:
     """Whether the real path of ``path`` is ``root`` or lies under it (``root``: a real path)."""
     real = os.path.realpath(path)
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+_CAPTURE_LOCK = threading.Lock()
+_CAPTURE_FILE: dict[int, IO[bytes]] = {}  # per process: a forked child must not share the parent's offset
+
+
+@contextmanager
+def stderr_fd_captured() -> Iterator[list[str]]:
+    """Collect what native code writes to file descriptor 2 while the block runs: libjpeg and
+    libpng print their warnings there ("Corrupt JPEG data: ...") naming no file, so the caller
+    can say which file they are about. The list yielded holds the text once the block is over.
+    Process-wide (a descriptor is): another thread's stderr output in that moment is caught
+    too, so callers print what they caught rather than drop it."""
+    caught: list[str] = []
+    with _CAPTURE_LOCK:
+        tmp = _CAPTURE_FILE.get(os.getpid())
+        if tmp is None:
+            tmp = _CAPTURE_FILE[os.getpid()] = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield caught
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if os.fstat(tmp.fileno()).st_size:
+                tmp.seek(0)
+                caught.append(tmp.read().decode("utf-8", "replace"))
+                tmp.seek(0)
+                tmp.truncate()
 
 
 def cpu_count() -> int:

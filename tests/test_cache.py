@@ -420,3 +420,17 @@ def test_huge_array_placeholder_refused_before_allocation():
     with pytest.raises(pickle.UnpicklingError, match="placeholder of shape"):
         safe_load_pickle(blob)
     assert safe_load_pickle(pickle.dumps(np.arange(70000, dtype=np.int64), protocol=2)).sum() == 70000 * 69999 // 2
+
+
+def test_verify_images_in_the_pool(dataset, tmp_path, monkeypatch, capsys):
+    from test_voc_parser import corrupt_jpeg
+
+    corrupt_jpeg(dataset / "images/cup/CUP0.jpg", size=(64, 48))
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress",
+            "-o", str(tmp_path / "c.pkl"), "--workers", "2"]
+    assert main(args) == 0 and "CUP0" in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
+    monkeypatch.setattr(x2p, "SERIAL_BELOW", 0)  # the pool, as on a large folder
+    assert main([*args, "--verify-images"]) == 0  # a new option: everything is parsed again
+    err = capsys.readouterr().err
+    assert "5 parsed" in err and f"[corrupt_image] image {dataset / 'images/cup/CUP0.jpg'} decodes with errors" in err
+    assert "CUP0" not in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]

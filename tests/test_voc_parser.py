@@ -455,3 +455,35 @@ def test_encoding_and_parser_limits_are_named(tmp_path):
     f.write_text(voc(fn="x" * 10_000_001))
     r = parse_file(str(f))
     assert kinds(r.problems) == ["over_limit"] and "longer than 10,000,000" in r.problems[0][1]
+
+
+def corrupt_jpeg(path: Path, size=(40, 30)) -> Path:
+    """A JPEG whose entropy-coded body has 40 flipped bytes: libjpeg decodes it with a warning."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    data = bytearray(cv2.imencode(".jpg", rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))[1].tobytes())
+    for i in range(len(data) // 2, len(data) // 2 + 40):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_verify_images_decodes_fully_and_names_the_file(tmp_path):
+    """A JPEG with a corrupted body (or a PNG cut short) has a readable header, so it passed and
+    was trained on, with only libjpeg's message on stderr naming no file."""
+    import cv2
+
+    corrupt_jpeg(tmp_path / "a.jpg")
+    png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8))[1].tobytes()
+    (tmp_path / "b.png").write_bytes(png[: len(png) // 2])
+    img(tmp_path / "c.jpg")
+    for stem in "abc":
+        (tmp_path / f"{stem}.xml").write_text(voc(size=(40, 30)))
+    index = ImageIndex.scan([tmp_path])
+    assert all(parse_file(str(tmp_path / f"{s}.xml"), index, require_image=True).ok for s in "abc")  # header only
+    a, b, c = (parse_file(str(tmp_path / f"{s}.xml"), index, require_image=True, verify_images=True) for s in "abc")
+    assert not a.ok and kinds(a.problems) == ["corrupt_image", "missing_image"]
+    assert str(tmp_path / "a.jpg") in a.problems[0][1] and "Corrupt JPEG data" in a.problems[0][1]
+    assert not b.ok and kinds(b.problems)[0] == "corrupt_image" and "libpng error" in b.problems[0][1]
+    assert c.ok and c.problems == []

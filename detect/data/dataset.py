@@ -11,12 +11,14 @@ An item is ``(image, target)``:
 Images are decoded with OpenCV as stored (``IMREAD_UNCHANGED``) and normalised to 8-bit RGB:
 grayscale is repeated to three channels, an alpha channel is dropped, 16-bit samples are
 scaled to 8 bits. A file that is missing or cannot be decoded raises :class:`ImageReadError`
-naming it.
+naming it; what the decoder prints on the way (libjpeg's "Corrupt JPEG data") is printed again
+on stderr with the file's name.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import cv2
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from detect.data.images import decode_image
 from detect.structures import ImageRecord
 
 
@@ -57,9 +60,12 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, f"cannot read file: {e.strerror or e}") from None
     if data.size == 0:
         raise ImageReadError(path, "empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    img, said = decode_image(data)
     if img is None:
-        raise ImageReadError(path, "not a decodable image (corrupt, truncated or an unsupported format)")
+        raise ImageReadError(path, "not a decodable image (corrupt, truncated or an unsupported format)"
+                             + (f"; the decoder says: {said}" if said else ""))
+    if said:  # libjpeg's "Corrupt JPEG data: ..." names no file
+        print(f"warning: {path}: the image decoder says: {said}", file=sys.stderr, flush=True)
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)  # 16-bit -> 8-bit
     elif img.dtype in (np.float32, np.float64):

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-from detect.utils import open_regular
+import numpy as np
+
+from detect.utils import open_regular, stderr_fd_captured
 
 # What cv2.imread decodes: the one list for matching annotations to images and for `detect predict`.
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
@@ -223,3 +225,36 @@ def read_image_size(path: str) -> tuple[int, int]:
     with os.fdopen(open_regular(path), "rb") as f, Image.open(f) as im:  # a FIFO blocked PIL's open() forever
         w, h = im.size
     return int(w), int(h)
+
+
+def decode_image(data: np.ndarray) -> tuple[Optional[np.ndarray], str]:
+    """``cv2.imdecode(data, IMREAD_UNCHANGED)`` (None when it fails) and what the decoder
+    printed meanwhile, on one line ("" when nothing): libjpeg's "Corrupt JPEG data: ..." and
+    "libpng error: ..." name no file, so the caller must."""
+    import cv2
+
+    with stderr_fd_captured() as said:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return img, "; ".join(line.strip() for text in said for line in text.splitlines() if line.strip())
+
+
+def verify_image(path: str, size: tuple[int, int]) -> tuple[str, str]:
+    """Decode a whole image (``--verify-images``), as training will. Returns ``("", "")`` when
+    it decodes silently to ``size`` (w, h); else a problem ``(kind, what)``: ``corrupt_image``
+    when it fails, differs in size or the decoder complains, ``image_warning`` when the only
+    complaint is a libpng warning (an odd colour profile: the pixels are fine)."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            data = np.frombuffer(f.read(), np.uint8)
+    except OSError as e:
+        return "corrupt_image", f"cannot be read ({e.strerror or e})"
+    img, said = decode_image(data)
+    if img is None:
+        return "corrupt_image", "cannot be decoded" + (f" (the decoder says: {said})" if said else "")
+    if (img.shape[1], img.shape[0]) != tuple(size):
+        return "corrupt_image", f"decodes to {img.shape[1]}x{img.shape[0]} pixels but its header says {size[0]}x{size[1]}"
+    if said and all(line.strip().startswith("libpng warning") for line in said.split("; ")):
+        return "image_warning", f"decodes with a warning (the decoder says: {said})"
+    if said:
+        return "corrupt_image", f"decodes with errors (the decoder says: {said})"
+    return "", ""

@@ -28,7 +28,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 import numpy as np
 from lxml import etree
 
-from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size
+from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size, verify_image
 from detect.structures import ImageRecord, Problem
 from detect.utils import NotRegularFileError, is_within, open_regular
 
@@ -288,13 +288,15 @@ def resolve_image(
     height: int,
     hints: tuple[str, str, str],
     problems: list[tuple[str, str]],
+    verify_images: bool = False,
 ) -> tuple[bool, str, int, int, int, int]:
     """Find the annotation's image and settle the size boxes are checked against.
 
     Returns ``(ok, image, image_size, image_mtime_ns, width, height)``: the image's real size
     wins over the declared ``width`` x ``height``; 0 x 0 when neither is known. Problems
     (``bad_image``, ``size_mismatch``, ``image_outside``, ``missing_image``, ``missing_size``)
-    go to ``problems``.
+    go to ``problems``. ``verify_images`` decodes the whole image (:func:`verify_image`): one
+    that fails is a ``corrupt_image`` and treated as missing.
     """
     filename, frame, path = hints
     image, img_size, img_mtime = "", -1, -1
@@ -309,9 +311,16 @@ def resolve_image(
                 problems.append(("bad_image", f"image {image} cannot be read ({e}); treated as missing"))
                 image, img_size, img_mtime = "", -1, -1
             else:
-                if width > 0 and height > 0 and (width, height) != (iw, ih):
-                    problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
-                width, height = iw, ih
+                kind, what = verify_image(image, (iw, ih)) if verify_images else ("", "")
+                if kind == "corrupt_image":
+                    problems.append((kind, f"image {image} {what}; treated as missing"))
+                    image, img_size, img_mtime = "", -1, -1
+                else:
+                    if kind:
+                        problems.append((kind, f"image {image} {what}"))
+                    if width > 0 and height > 0 and (width, height) != (iw, ih):
+                        problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
+                    width, height = iw, ih
         elif target := path_hint_target(xml_path, path):
             problems.append(("image_outside", f"<path> {path} names {target}, which is not an image under "
                                               f"{', '.join(images.roots)}; not read (images are found by name there only)"))
@@ -328,7 +337,7 @@ def resolve_image(
 
 
 def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False,
-               root: str = "", max_bytes: int = MAX_XML_BYTES) -> FileResult:
+               root: str = "", max_bytes: int = MAX_XML_BYTES, verify_images: bool = False) -> FileResult:
     """Parse one VOC XML file without a class list.
 
     Args:
@@ -339,6 +348,7 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
             otherwise the record is kept with ``image=""`` (annotation-only caches).
         root: the annotation folder (a real path): a symlink pointing out of it is not read.
         max_bytes: larger files are not read (``too_large``).
+        verify_images: decode the image fully, not only its header (see :func:`resolve_image`).
     """
     problems: list[tuple[str, str]] = []
     fail = FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
@@ -373,7 +383,7 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
     hints = (filename, frame, path)
 
     ok, image, img_size, img_mtime, width, height = resolve_image(
-        xml_path, images, xml_rel_dir, require_image, width, height, hints, problems)
+        xml_path, images, xml_rel_dir, require_image, width, height, hints, problems, verify_images)
 
     boxes: list[float] = []
     names: list[str] = []

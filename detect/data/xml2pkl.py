@@ -150,13 +150,13 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
     tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
-    :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``)."""
+    :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
     from tqdm import tqdm
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
     try:
-        if workers <= 1 or len(jobs) < SERIAL_BELOW:
+        if workers <= 1 or len(jobs) < (SERIAL_BELOW // 16 if how.get("verify_images") else SERIAL_BELOW):  # decoding is slow
             _init_worker(index, how)
             tables = []
             for i in range(0, len(jobs), 512):
@@ -283,6 +283,7 @@ def build_cache(
     progress: bool = True,
     log: Optional[TextIO] = None,
     max_xml_bytes: int = MAX_XML_BYTES,
+    verify_images: bool = False,
 ) -> BuildResult:
     """Parse every ``*.xml`` under ``ann_dir`` into the cache ``output``, incrementally.
 
@@ -297,6 +298,9 @@ def build_cache(
         split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
         workers: parser processes (0: one per core).
         max_xml_bytes: larger annotation files are not read (a ``too_large`` problem).
+        verify_images: decode every image fully (in the parser processes), not only its header:
+            one that fails or makes the decoder complain is a ``corrupt_image`` problem and is
+            treated as missing.
         progress: show a progress bar (stderr) on runs longer than a second.
         log: where notes go (default: stderr).
 
@@ -322,7 +326,8 @@ def build_cache(
     index = ImageIndex.scan(roots, {ann_abs: beside})
     listed = [os.fspath(f) for f in (classes, split) if isinstance(f, (str, os.PathLike))]
     _check_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
-    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None, "max_xml_bytes": int(max_xml_bytes)}
+    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None, "max_xml_bytes": int(max_xml_bytes),
+               "verify_images": bool(verify_images)}
     select = {"classes": class_list, "split": split_ids}
     rels = xmls.rels
     sizes = np.array(xmls.sizes, np.int64)
@@ -338,8 +343,8 @@ def build_cache(
     same_images = old is not None and _same_images(old, image_cols)
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
-    new = parse_many(jobs, index, {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes)},
-                     workers, progress)
+    how = {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes), "verify_images": bool(verify_images)}
+    new = parse_many(jobs, index, how, workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
     classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
     data = {
@@ -402,6 +407,7 @@ def cmd_xml2pkl(args) -> int:
             args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
             workers=args.workers, progress=not getattr(args, "no_progress", False),
             max_xml_bytes=MAX_XML_BYTES if max_xml_bytes is None else max_xml_bytes,
+            verify_images=getattr(args, "verify_images", False),
         )
     except UsageError as e:
         print(f"xml2pkl: error: {e}", file=sys.stderr)
