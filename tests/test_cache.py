@@ -434,3 +434,15 @@ def test_verify_images_in_the_pool(dataset, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "5 parsed" in err and f"[corrupt_image] image {dataset / 'images/cup/CUP0.jpg'} decodes with errors" in err
     assert "CUP0" not in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
+
+
+def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp_path):
+    from detect.data.cache import unescape_field
+
+    odd = dataset / "annotations" / "cup" / "we\tird\nname\\x.xml"
+    write_voc(odd, [("cup", (5, 5, 5, 9))], filename="CUP1.jpg")  # a degenerate box: one problem
+    res = build(dataset, tmp_path / "c.pkl")
+    rows = [line.split("\t") for line in problems_path(tmp_path / "c.pkl").read_text().splitlines()]
+    assert all(len(r) == 3 for r in rows) and len(rows) == 1 + len(res.problems)  # the name split rows before
+    assert any(r[0].endswith(r"we\tird\nname\\x.xml") for r in rows)  # escaped, and back:
+    assert str(odd) in [unescape_field(r[0]) for r in rows]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -103,6 +104,30 @@ def problems_path(cache_path: str | os.PathLike) -> Path:
     """The problems file written beside a cache: ``g.pkl`` -> ``g.problems.txt``."""
     p = Path(cache_path)
     return p.with_name(p.stem + ".problems.txt") if p.suffix else p.with_name(p.name + ".problems.txt")
+
+
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
+_UNESCAPES = {v[1]: k for k, v in _ESCAPES.items()}
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def escape_field(text: str) -> str:
+    r"""A problems-file field on one line: backslash, tab, newline and CR written as ``\\``,
+    ``\t``, ``\n``, ``\r`` (a file name may hold any of them and split the row)."""
+    return text.translate(_ESCAPE_TABLE)
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of :func:`escape_field`."""
+    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def problems_text(problems: list[tuple[str, str, str]]) -> str:
+    """The problems file: a ``file<TAB>kind<TAB>message`` header, then one row per problem; the
+    file name escaped (:func:`escape_field`), the message on one line."""
+    rows = [("file", "kind", "message"), *problems]
+    return "".join(f"{escape_field(f)}\t{k}\t{' '.join(str(m).split())}\n" for f, k, m in rows)
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:

@@ -24,7 +24,8 @@ from typing import Any, Optional, Sequence, TextIO
 import numpy as np
 
 from detect.data.cache import (
-    Cache, CacheError, decode_payload, problems_path, read_cache_data, read_cache_parts, valid_summary, write_cache_data,
+    Cache, CacheError, decode_payload, escape_field, problems_path, problems_text, read_cache_data, read_cache_parts, valid_summary,
+    write_cache_data,
 )
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
@@ -359,7 +360,7 @@ def build_cache(
     summary = _summary(data)
     try:
         write_cache_data(output, data, fingerprint=fp, summary=summary)
-        atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
+        atomic_write_text(problems_path(output), problems_text(problems))
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
     n_old = len(old_files["rel"]) if old_files is not None else 0
@@ -375,10 +376,6 @@ def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str,
     return (found.path, found.size, found.mtime_ns) == (files["image"][i], files["image_size"][i], files["image_mtime"][i])
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     """One line on what was cached, problem counts per kind, and the first few problems."""
     out = out or sys.stderr
@@ -392,7 +389,7 @@ def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     kinds = ", ".join(f"{k} {c}" for k, c in sm["kinds"].items())
     print(f"xml2pkl: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
     for f, k, m in sm["first"]:
-        print(f"  {f}: [{k}] {m}", file=out)
+        print(f"  {escape_field(f)}: [{k}] {m}", file=out)
     if n > len(sm["first"]):
         print(f"  ... and {n - len(sm['first'])} more", file=out)
 
