@@ -8,6 +8,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, IO, Iterable, Iterator
@@ -166,6 +167,45 @@ def stderr_fd_captured() -> Iterator[list[str]]:
                 caught.append(tmp.read().decode("utf-8", "replace"))
                 tmp.seek(0)
                 tmp.truncate()
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker when the process ``parent`` (the pid that made the
+    pool) dies, so a ``kill -9`` of a command leaves no busy orphans behind.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` kills the worker when its parent exits (with
+    a forkserver the parent is the server, which exits when the pool's owner is gone). As a
+    fallback (other systems; the signal follows the thread that forked us), a daemon thread
+    checks every second that the parent is unchanged and ``parent`` is alive."""
+    first_parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if not _alive(parent) or os.getppid() != first_parent:  # died before the prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != first_parent or not _alive(parent):
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        pass
+    return True
 
 
 def cpu_count() -> int:

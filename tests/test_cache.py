@@ -446,3 +446,27 @@ def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp
     assert all(len(r) == 3 for r in rows) and len(rows) == 1 + len(res.problems)  # the name split rows before
     assert any(r[0].endswith(r"we\tird\nname\\x.xml") for r in rows)  # escaped, and back:
     assert str(odd) in [unescape_field(r[0]) for r in rows]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counts processes through /proc (Linux)")
+def test_kill_9_of_xml2pkl_leaves_no_pool_workers(tmp_path):
+    """After kill -9 of xml2pkl its pool workers lived on (16 orphans, still there 14 minutes later)."""
+    from test_utils import kill_parent_and_count_survivors
+
+    for i in range(60):
+        write_voc(tmp_path / "ann" / f"{i:03d}.xml", [("cup", (1, 1, 9, 9))])
+    code = f"""
+import sys, time
+import detect.data.xml2pkl as x
+x.SERIAL_BELOW = 0
+parse = x._parse_chunk
+def slow(jobs):  # busy workers (forked, so they see this)
+    time.sleep(120)
+    return parse(jobs)
+x._parse_chunk = slow
+from detect.cli import main
+sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pkl")!r}, "--workers", "2", "--no-progress"]))
+"""
+    seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
+    assert seen == 2 and alive == 0
+    assert not (tmp_path / "c.pkl").exists()

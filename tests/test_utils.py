@@ -56,3 +56,64 @@ def test_open_regular_refuses_fifo_without_blocking(tmp_path):
         assert os.read(fd, 10) == b"abc"
     finally:
         os.close(fd)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_parent_and_count_survivors(code: str, cwd: str, want: int = 2, wait: float = 5.0) -> tuple[int, int]:
+    """Run ``code`` in a fresh interpreter, wait until it has ``want`` worker processes (its
+    children, or its forkserver's), kill -9 it, and return (workers seen, workers alive
+    ``wait`` seconds later). Survivors are killed here."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=cwd)
+    workers: list[int] = []
+    for _ in range(300):
+        time.sleep(0.1)
+        kids = _children(p.pid)
+        workers = [w for k in kids for w in (_children(k) or [k])]  # a forkserver's children are the workers
+        if len(workers) >= want:
+            break
+    time.sleep(0.5)  # let the initializers run
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    deadline = time.time() + wait
+    while time.time() < deadline and any(map(_alive, workers)):
+        time.sleep(0.1)
+    alive = [w for w in workers if _alive(w)]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    return len(workers), len(alive)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counts processes through /proc (Linux)")
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_pool_workers_end_when_their_parent_is_killed(method):
+    from pathlib import Path
+
+    code = f"""
+import multiprocessing as mp, os, time
+from concurrent.futures import ProcessPoolExecutor
+from detect.utils import die_with_parent
+pool = ProcessPoolExecutor(2, mp_context=mp.get_context({method!r}), initializer=die_with_parent, initargs=(os.getpid(),))
+for _ in range(2):
+    pool.submit(time.sleep, 120)
+time.sleep(120)
+"""
+    seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
+    assert seen == 2 and alive == 0

@@ -31,7 +31,7 @@ from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.voc import MAX_XML_BYTES, parse_file
 from detect.structures import Problem
-from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count
+from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count, die_with_parent
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
@@ -126,7 +126,9 @@ def _check_output(output: Path, inputs: Sequence[str]) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(index: Optional[ImageIndex], how: dict[str, Any]) -> None:
+def _init_worker(index: Optional[ImageIndex], how: dict[str, Any], parent: int = 0) -> None:
+    if parent:  # a pool worker: end with the command (kill -9 left 16 orphans parsing on)
+        die_with_parent(parent)
     _WORKER["index"], _WORKER["how"] = index, how
 
 
@@ -167,7 +169,8 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
         size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         results: list[Any] = [None] * len(chunks)
-        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(index, how)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+                                 initargs=(index, how, os.getpid())) as pool:
             futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
             try:
                 for fut in as_completed(futures):
