@@ -410,9 +410,10 @@ def test_damaged_summary_in_an_up_to_date_header_is_rebuilt(dataset, tmp_path, c
     from detect.data.cache import read_cache_parts
 
     header, _ = read_cache_parts(out)
-    write_cache_data(out, good.data, fingerprint=header["fingerprint"], summary={**good.summary, "first": [1]})
+    write_cache_data(out, good.data, **{**header, "summary": {**good.summary, "first": [1]}})
+    capsys.readouterr()
     assert main(args) == 0  # summarize() unpacked three fields from each of "first" and crashed
-    assert "5 parsed" in capsys.readouterr().err
+    assert "(0 parsed, 5 reused)" in capsys.readouterr().err  # not "up to date": the header is rewritten
 
 
 def test_huge_array_placeholder_refused_before_allocation():
@@ -470,3 +471,30 @@ sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pk
     seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
     assert seen == 2 and alive == 0
     assert not (tmp_path / "c.pkl").exists()
+
+
+def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypatch, capsys):
+    """A crash between writing the cache and writing problems.txt left a stale list that the next
+    run called 'up to date, N problems'."""
+    from detect.data.cache import problems_text
+
+    out = tmp_path / "c.pkl"
+    build(dataset, out)
+    write_voc(dataset / "annotations/tea/TEA1.xml", [("tea", (9, 9, 9, 20)), ("tea", (1, 1, 99, 9))])  # 2 more
+    bump(dataset / "annotations/tea/TEA1.xml")
+
+    def die(*args, **kwargs):
+        raise SystemExit(9)  # the process dies after the cache, before its problems file
+
+    monkeypatch.setattr(x2p, "atomic_write_text", die)
+    with pytest.raises(SystemExit):
+        build(dataset, out)
+    monkeypatch.undo()
+    capsys.readouterr()
+    res = build(dataset, out, log=None)
+    assert res.up_to_date and res.summary["problems"] == 5
+    assert problems_path(out).read_text() == problems_text([(p.file, p.kind, p.message) for p in load_cache(out).problems])
+    assert "rewritten from the cache" in capsys.readouterr().err
+    problems_path(out).unlink()  # a lost problems file comes back without parsing anything
+    res = build(dataset, out)
+    assert res.up_to_date and len(problems_path(out).read_text().splitlines()) == 6

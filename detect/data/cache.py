@@ -5,8 +5,10 @@ atomically and read only through :func:`~detect.data.safe_pickle.safe_load_pickl
 
 - a small **header**: ``format``, ``schema``, the input ``fingerprint`` (a digest of every
   input path, size and mtime plus the options), a ``summary`` (counts, problems per kind,
-  the first problems), and the payload's length and BLAKE2b digest. A re-run on unchanged
-  inputs reads only this (and checks the payload bytes), never unpickling the rest;
+  the first problems), the BLAKE2b digest of the problems file's text (``problems_blake2b``:
+  the file is a view of the payload's ``problems``, rewritten whenever it differs), and the
+  payload's length and BLAKE2b digest. A re-run on unchanged inputs reads only this (and
+  checks the payload bytes), never unpickling the rest;
 - the **payload**, columnar (all boxes of all images in one ``float32[M, 4]`` array plus
   offsets), so 20,000 images load in milliseconds; :class:`Cache` hands out per-image
   :class:`~detect.structures.ImageRecord` s whose arrays are views into those columns.
@@ -128,6 +130,11 @@ def problems_text(problems: list[tuple[str, str, str]]) -> str:
     file name escaped (:func:`escape_field`), the message on one line."""
     rows = [("file", "kind", "message"), *problems]
     return "".join(f"{escape_field(f)}\t{k}\t{' '.join(str(m).split())}\n" for f, k, m in rows)
+
+
+def problems_digest(text: str) -> str:
+    """The header's ``problems_blake2b``: what the problems file must hash to."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:

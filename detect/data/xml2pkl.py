@@ -24,8 +24,8 @@ from typing import Any, Optional, Sequence, TextIO
 import numpy as np
 
 from detect.data.cache import (
-    Cache, CacheError, decode_payload, escape_field, problems_path, problems_text, read_cache_data, read_cache_parts, valid_summary,
-    write_cache_data,
+    Cache, CacheError, decode_payload, escape_field, problems_digest, problems_path, problems_text, read_cache_data,
+    read_cache_parts, valid_summary, write_cache_data,
 )
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
@@ -194,13 +194,28 @@ def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dic
         return None, None, None
     try:
         header, payload = read_cache_parts(output)
-        if header.get("fingerprint") == fingerprint and valid_summary(header.get("summary")) and problems_path(output).exists():
+        if (header.get("fingerprint") == fingerprint and valid_summary(header.get("summary"))
+                and isinstance(header.get("problems_blake2b"), str)):
+            _sync_problems_file(output, header["problems_blake2b"], payload, log)
             return header, payload, None
         return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:
         reason = str(e).split("; rebuild it with")[0]
         print(f"xml2pkl: previous cache unusable, rebuilding: {reason}", file=log)
         return None, None, None
+
+
+def _sync_problems_file(output: Path, digest: str, payload: bytes, log: TextIO) -> None:
+    """Rewrite the problems file from the cache when it is missing or not the one the header
+    names (a crash between the two writes): the cache holds the problems, the file shows them."""
+    path = problems_path(output)
+    try:
+        if problems_digest(path.read_text(encoding="utf-8")) == digest:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, problems_text(decode_payload(payload, output)["problems"]))
+    print(f"xml2pkl: problems file {path} was missing or out of date; rewritten from the cache", file=log)
 
 
 def image_columns(index: ImageIndex) -> dict[str, Any]:
@@ -361,9 +376,10 @@ def build_cache(
         "problems": problems,
     }
     summary = _summary(data)
-    try:
-        write_cache_data(output, data, fingerprint=fp, summary=summary)
-        atomic_write_text(problems_path(output), problems_text(problems))
+    text = problems_text(problems)
+    try:  # the cache first: its header names the problems file's digest, so a crash between is repaired
+        write_cache_data(output, data, fingerprint=fp, summary=summary, problems_blake2b=problems_digest(text))
+        atomic_write_text(problems_path(output), text)
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
     n_old = len(old_files["rel"]) if old_files is not None else 0
