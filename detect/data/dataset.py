@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detect.data.images import decode_image
-from detect.structures import ImageRecord
+from detect.structures import ImageRecord, Unreadable
 
 
 class ImageReadError(OSError):
@@ -89,6 +89,18 @@ def _flags(a: np.ndarray, n: int) -> np.ndarray:
     return a if a.shape == (n,) else np.zeros(n, bool)
 
 
+class Targets(list):
+    """The targets of a batch (a list, one dict per image) and ``unreadable``: the
+    :class:`Unreadable` items :func:`collate` dropped from it. A list subclass, so it survives
+    DataLoader workers and pinning with the attribute."""
+
+    unreadable: list[Unreadable]
+
+    def __init__(self, targets: Sequence[dict[str, Any]] = (), unreadable: Sequence[Unreadable] = ()) -> None:
+        super().__init__(targets)
+        self.unreadable = list(unreadable)
+
+
 class DetectionDataset(Dataset):
     """Images and boxes of annotation records, augmented by an albumentations pipeline.
 
@@ -96,15 +108,19 @@ class DetectionDataset(Dataset):
         records: :class:`~detect.structures.ImageRecord` s (``Cache.records``).
         transform: a pipeline from :mod:`detect.data.transforms` (called as
             ``transform(image=, bboxes=, index=)``), or None to return the image unresized.
+        skip_unreadable: an image that cannot be read returns an :class:`Unreadable` (which
+            :func:`collate` drops and counts) instead of raising :class:`ImageReadError`.
 
     The transform's random state is reseeded once per process from ``torch.initial_seed()``
     (which differs per DataLoader worker and follows ``torch.manual_seed``), so workers do
     not repeat each other's augmentations and runs are reproducible.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None) -> None:
+    def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None,
+                 skip_unreadable: bool = False) -> None:
         self.records = list(records)
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
         self._seeded_pid: Optional[int] = None
 
     def __len__(self) -> int:
@@ -116,13 +132,18 @@ class DetectionDataset(Dataset):
             self.transform.set_random_seed(int(torch.initial_seed() % 2**32))
         self._seeded_pid = pid
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | Unreadable:
         r = self.records[i]
-        img = read_image_rgb(r.image)
-        h, w = img.shape[:2]
-        if r.width and r.height and (r.width, r.height) != (w, h):
-            raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
-                                 "the file changed since the cache was built: rebuild it")
+        try:
+            img = read_image_rgb(r.image)
+            h, w = img.shape[:2]
+            if r.width and r.height and (r.width, r.height) != (w, h):
+                raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
+                                     "the file changed since the cache was built: rebuild it")
+        except ImageReadError as e:
+            if not self.skip_unreadable:
+                raise
+            return Unreadable(int(i), e.path, e.reason)
         n = len(r.boxes)
         boxes = np.asarray(r.boxes, np.float32).reshape(n, 4).copy()
         np.clip(boxes, 0, [w, h, w, h], out=boxes)  # border boxes stay valid for albumentations
@@ -144,11 +165,15 @@ class DetectionDataset(Dataset):
         return image, target
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """``[(Tensor[3, S, S], target), ...]`` -> ``(Tensor[B, 3, S, S], [target, ...])``."""
-    images = [b[0] for b in batch]
+def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | Unreadable]) -> tuple[torch.Tensor, Targets]:
+    """``[(Tensor[3, S, S], target), ...]`` -> ``(Tensor[B, 3, S, S], Targets[target, ...])``;
+    :class:`Unreadable` items are dropped and listed in ``Targets.unreadable`` (B counts the
+    rest; with none left the images are an empty ``Tensor[0]``)."""
+    unreadable = [b for b in batch if isinstance(b, Unreadable)]
+    items = [b for b in batch if not isinstance(b, Unreadable)] if unreadable else batch
+    images = [b[0] for b in items]
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise ValueError(f"collate needs images of one size, got {sorted(shapes)}; "
                          "use a transform that resizes to the model input (eval_transform(imgsz))")
-    return torch.stack(images), [b[1] for b in batch]
+    return (torch.stack(images) if images else torch.zeros(0)), Targets([b[1] for b in items], unreadable)

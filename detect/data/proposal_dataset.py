@@ -22,7 +22,7 @@ import torch
 
 from detect.data.dataset import DetectionDataset
 from detect.data.proposals import ProposalFileError, ProposalSet, load_proposals
-from detect.structures import ImageRecord
+from detect.structures import ImageRecord, Unreadable
 
 
 class _WithProposals:
@@ -94,13 +94,16 @@ class ProposalDataset(DetectionDataset):
                   f"{self.proposals.source or 'the proposal set'} (first: {self.missing[0]}); they get none",
                   file=sys.stderr)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | Unreadable:
         key = self._keys[i]
         props = self.proposals.boxes[key] if key is not None else np.zeros((0, 4), np.float32)
         if self.max_proposals:
             props = props[: self.max_proposals]
         self._wrapped.proposals = props
-        image, target = super().__getitem__(i)
+        item = super().__getitem__(i)
+        if isinstance(item, Unreadable):
+            return item
+        image, target = item
         target["proposals"] = torch.from_numpy(self._wrapped.out.reshape(-1, 4).astype(np.float32, copy=False))
         return image, target
 
@@ -122,4 +125,6 @@ def attach_proposals(dataset: DetectionDataset, model_cfg: Any) -> DetectionData
             f"model.proposals={model_cfg.proposals!r} needs a proposal file: run `detect proposals CACHE -o FILE.pkl` "
             "(or bring your own, see detect/data/proposals.py) and set model.extra.proposal_file: FILE.pkl"
         )
-    return ProposalDataset(dataset.records, dataset.transform, str(path), int(extra.get("max_proposals", 0) or 0))
+    wrapped = ProposalDataset(dataset.records, dataset.transform, str(path), int(extra.get("max_proposals", 0) or 0))
+    wrapped.skip_unreadable = dataset.skip_unreadable
+    return wrapped

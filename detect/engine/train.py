@@ -91,11 +91,11 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
                              f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
         if va is not None and va.records:
-            val = DetectionDataset(va.records, eval_transform(imgsz))
+            val = DetectionDataset(va.records, eval_transform(imgsz), skip_unreadable=True)
     from detect.data.proposal_dataset import ProposalFileError, attach_proposals
 
     try:  # Fast R-CNN with precomputed proposals: the datasets carry them (a no-op otherwise)
-        train_ds = attach_proposals(DetectionDataset(tr.records, tf), cfg.model)
+        train_ds = attach_proposals(DetectionDataset(tr.records, tf, skip_unreadable=True), cfg.model)
         val = attach_proposals(val, cfg.model) if val is not None else None
     except (ProposalFileError, FileNotFoundError, ValueError) as e:
         raise UsageError(str(e)) from None
@@ -125,7 +125,8 @@ def train(
 ) -> dict[str, Any]:
     """Train as ``cfg`` says (under torchrun: one process per device) and return the final
     metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
-    ``nonfinite_loss``, ``data_problems`` and the last epoch's CSV row).
+    ``nonfinite_loss``, ``unreadable`` (images skipped because their file could not be read,
+    summed over epochs), ``data_problems`` and the last epoch's CSV row).
 
     ``data_fn``/``model_fn``/``eval_fn`` replace :func:`load_data`, ``build_model`` and
     ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
@@ -212,7 +213,7 @@ def _train(
                   + (f" x {info.world_size} processes" if info.distributed else "") + (", AMP" if amp else ""))
 
     bar = _progress_factory(progress and info.is_main)
-    totals = {"skipped": 0, "nonfinite_loss": 0}
+    totals = {"skipped": 0, "nonfinite_loss": 0, "unreadable": 0}
     time_spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
     epoch = start
     while epoch < plan.epochs:
@@ -239,11 +240,17 @@ def _train(
         if val_loader is not None and ((epoch + 1) % max(1, t.eval_every) == 0 or last_epoch):
             metrics = eval_fn(ema.module if ema else bare, val_loader, data.classes, device, cfg.model.max_det)
             row.update({k: float(metrics[k]) for k in METRIC_KEYS if k in metrics})
+        unreadable = stats.unreadable_files + list(metrics.get("unreadable", []))  # files gone since the cache was built
+        row["unreadable"] = stats.unreadable + len(metrics.get("unreadable", []))
+        if unreadable:
+            log.print(f"warning: epoch {epoch + 1}: {row['unreadable']} unreadable image(s) skipped: "
+                      + "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""), err=True)
         row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s)
         row = D.broadcast_object(row, info)  # every rank keeps the same history
         rows.append(row)
         totals["skipped"] += stats.skipped
         totals["nonfinite_loss"] += stats.nonfinite_loss
+        totals["unreadable"] += row["unreadable"]
         improved = _finite(row.get("voc_ap50")) and not (row["voc_ap50"] <= best_map)
         if improved:
             best_map, best_epoch = row["voc_ap50"], epoch + 1
@@ -280,7 +287,7 @@ def _train(
     result = {
         "epochs": len(rows), "best_map": best_map, "best_epoch": best_epoch, "last": str(last_pt),
         "best": str(best_pt) if best_epoch else None, "plot": str(plot) if plot else None,
-        "data_problems": data.problems, **totals, **(rows[-1] if rows else {}),
+        "data_problems": data.problems, **(rows[-1] if rows else {}), **totals,  # run totals, not the last row's
     }
     if info.is_main:
         log.print(f"done: {len(rows)} epochs in {out}; best voc_ap50 {best_map:.4f} (epoch {best_epoch})"
@@ -441,8 +448,9 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
-    for a non-finite loss, 2 usage error (bad option, missing data, unusable checkpoint)."""
+    """``detect train``. Exit 0 done, 1 done but the data had problems, images could not be read
+    or steps were skipped for a non-finite loss, 2 usage error (bad option, missing data,
+    unusable checkpoint)."""
     import yaml
 
     try:
@@ -455,4 +463,4 @@ def cmd_train(args: argparse.Namespace) -> int:
     except (UsageError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 1 if result["nonfinite_loss"] or result["data_problems"] else 0
+    return 1 if result["nonfinite_loss"] or result["data_problems"] or result["unreadable"] else 0
