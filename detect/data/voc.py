@@ -8,10 +8,16 @@ xmax=10); ours are 0-based with an exclusive right/bottom edge, so
 Accepted as they come: any child order (``xmin,xmax,ymin,ymax``), float coordinates, missing
 optional tags (``pose``, ``truncated``, ``difficult``, ``segmented``, ``size``), extra elements
 (``part``, ``actions``, ``point``, ``occluded``: ignored), URPC's ``<frame>`` for
-``<filename>``, any XML declaration, CRLF, non-ASCII text and character references.
+``<filename>``, any XML declaration, CRLF, non-ASCII text and character references, UTF-16
+without a byte-order mark.
 Defects become :class:`~detect.structures.Problem` s, never exceptions: unparseable files,
 degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin``: dropped), boxes outside the image
 (clipped), missing images, a declared ``<size>`` that disagrees with the image (the image wins).
+Annotation files come from strangers, so nothing in one is trusted: only regular files inside
+the annotation folder are read, up to a size limit; entities are never expanded (a class name
+holding one, or a control character, is a ``bad_name``, never silently changed); sizes and
+coordinates must be finite and below ``MAX_SIDE``; ``<path>`` is never opened (see
+:mod:`detect.data.images`).
 
 Two levels: :func:`parse_file` is class-agnostic (names, not labels: what the cache stores
 per file); :func:`parse_voc` maps names to a class list and returns an ``ImageRecord``.
