@@ -192,7 +192,7 @@ def _array(a: Any, name: str, dtype: Any, n: Optional[int] = None, width: int = 
 
 def _strings(a: Any, name: str, n: Optional[int] = None) -> list:
     if not isinstance(a, list) or not all(isinstance(v, str) for v in a) or (n is not None and len(a) != n):
-        raise ValueError(f"{name} must be a list of {'' if n is None else n} strings")
+        raise ValueError(f"{name} must be a list of {'' if n is None else f'{n} '}strings")
     return a
 
 
