@@ -54,6 +54,9 @@ def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="cache file to write (.pkl)")
     p.add_argument("--workers", type=int, default=0, help="parallel parser processes (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any problem was found")
+    p.add_argument("--max-xml-bytes", type=int, help="larger annotation files are reported, not read (default 16 MiB)")
+    p.add_argument("--verify-images", action="store_true", help="decode every image fully (in parallel), not only its "
+                   "header: truncated or corrupt ones are reported and left out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

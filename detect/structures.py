@@ -55,6 +55,20 @@ class Problem:
         return f"{self.file}: [{self.kind}] {self.message}"
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A dataset item whose image could no longer be read (deleted, truncated or changed since
+    the cache was built): what :class:`~detect.data.dataset.DetectionDataset` returns with
+    ``skip_unreadable``; its ``collate`` drops it from the batch and lists it."""
+
+    index: int
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
 @dataclass
 class Detections:
     """Detections of one image, in the original image's pixels (see :mod:`detect.infer.predict`).

@@ -287,3 +287,214 @@ def test_tool_script_with_process_pool(tmp_path):
     assert len(pooled.records) == len(serial.cache.records)
     for a, b in zip(pooled.records, serial.cache.records):
         assert a.annotation == b.annotation and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
+
+
+# -- issue 13: outputs that are not new paths or regular files, or are inputs -------------------
+def test_output_device_fifo_or_input_refused(dataset, tmp_path, capsys):
+    import stat
+
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress", "-o"]
+    os.mkfifo(tmp_path / "fifo.pkl")  # reading it as the old cache blocked forever
+    assert main([*args, str(tmp_path / "fifo.pkl")]) == 2
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.pkl").st_mode)
+    if os.geteuid() == 0:  # as root the device node was replaced by a regular file
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert main([*args, str(tmp_path / "null")]) == 2
+        assert stat.S_ISCHR(os.lstat(tmp_path / "null").st_mode)
+    xml = dataset / "annotations/cup/CUP0.xml"
+    before = xml.read_bytes()
+    assert main([*args, str(xml)]) == 2  # the cache replaced an annotation
+    assert xml.read_bytes() == before
+    image = dataset / "images/cup/CUP0.jpg"
+    before_image = image.read_bytes()
+    assert main([*args, str(image)]) == 2
+    assert image.read_bytes() == before_image
+    err = capsys.readouterr().err
+    assert "fifo.pkl is a FIFO" in err and f"{xml} is one of the inputs" in err and f"{image} is one of the inputs" in err
+    # the problems file written beside the cache must not replace an input either
+    classes = tmp_path / "c.problems.txt"
+    classes.write_text("cup\ntea\n")
+    assert main([*args, str(tmp_path / "c.pkl"), "--classes", str(classes)]) == 2
+    assert classes.read_text() == "cup\ntea\n" and not (tmp_path / "c.pkl").exists()
+    assert "c.problems.txt is one of the inputs" in capsys.readouterr().err
+
+
+def test_special_xml_files_reported_not_read(dataset, tmp_path, capsys):
+    ann = dataset / "annotations"
+    os.mkfifo(ann / "cup" / "FIFO.xml")  # xml2pkl hung on it forever
+    os.symlink("/dev/zero", ann / "tea" / "ZERO.xml")  # read until memory ran out
+    args = ["xml2pkl", str(ann), "--images", str(dataset / "images"), "--no-progress", "-o", str(tmp_path / "c.pkl")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "FIFO.xml: [special_file] a FIFO (named pipe), not a regular file; not read" in err
+    assert "ZERO.xml: [link_outside] symlink to /dev/zero, outside the annotation folder" in err
+    assert len(load_cache(tmp_path / "c.pkl").records) == 4  # the rest is cached
+    # a size cap with an option to raise it; the option is part of the fingerprint
+    assert main([*args, "--max-xml-bytes", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "[too_large]" in err and "over the limit of 100 bytes" in err and "--max-xml-bytes" in err
+    assert len(load_cache(tmp_path / "c.pkl").records) == 0
+    assert main([*args, "--max-xml-bytes", "0"]) == 2
+
+
+def test_huge_size_is_a_problem_of_that_file_only(dataset, tmp_path):
+    """<width> of 2**31 or more crashed columns.pack (int32) and no cache was written at all."""
+    for i, value in enumerate(["2147483648", "1e12", "1e300"]):
+        write_voc(dataset / "annotations" / "cup" / f"HUGE{i}.xml", [("cup", (1, 1, 9, 9))], size=(value, 48))
+    res = build_cache(dataset / "annotations", tmp_path / "c.pkl", progress=False)
+    huge = [p for p in res.problems if "HUGE" in p.file]
+    assert len(huge) == 3 and {p.kind for p in huge} == {"missing_size"}
+    assert len(load_cache(tmp_path / "c.pkl").records) == 7  # the four good ones, the three without a size
+
+
+class _Placeholder:
+    """Pickles as numpy's array placeholder ``_reconstruct(ndarray, shape, b'b')`` with a huge shape."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def __reduce__(self):
+        from numpy._core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, b"b"))
+
+
+def _set(path: str, value):
+    def mutate(data):
+        *keys, last = path.split(".")
+        d = data
+        for k in keys:
+            d = d[k]
+        if value is KeyError:
+            del d[last]
+        else:
+            d[last] = value(d[last]) if callable(value) else value
+    return mutate
+
+
+@pytest.mark.parametrize("name, mutate", [
+    ("problem with two fields", _set("problems", lambda p: [("a", "b")])),
+    ("no options", _set("options", KeyError)),
+    ("options.ann_dir not a string", _set("options.ann_dir", 5)),
+    ("classes an int", _set("classes", 5)),
+    ("class name not a string", _set("classes", lambda c: [1, *c[1:]])),
+    ("NaN box", _set("records.boxes", lambda b: np.where(np.arange(b.size).reshape(b.shape) == 0, np.nan, b).astype(np.float32))),
+    ("inf file box", _set("files.boxes", lambda b: np.full_like(b, np.inf))),
+    ("object-dtype boxes", _set("records.boxes", lambda b: b.astype(object))),
+    ("float64 labels", _set("records.labels", lambda a: a.astype(np.float64))),
+    ("name_id past the names", _set("files.name_id", lambda a: a + 100)),
+    ("hints not triples", _set("files.hints", lambda h: [("x",)] * len(h))),
+    ("file problem index past the files", _set("files.problems", lambda p: [(99, "k", "m")])),
+    ("box_start decreasing", _set("records.box_start", lambda s: s[::-1].copy())),
+    ("image list too short", _set("images.path", lambda p: p[:-1])),
+    ("2**40-byte array placeholder", _set("records.labels", _Placeholder((2**40,)))),
+])
+def test_valid_digest_bad_structure_is_a_cache_error(dataset, tmp_path, name, mutate):
+    """The digest only proves the payload is what was written: a foreign or hand-edited payload
+    raised TypeError, KeyError or MemoryError, or loaded NaN/object boxes and trained on them."""
+    out = tmp_path / "c.pkl"
+    good = build(dataset, out)
+    data = pickle.loads(pickle.dumps(good.data))
+    mutate(data)
+    write_cache_data(out, data, fingerprint="x", summary=good.summary)
+    with pytest.raises(CacheError, match=f"{out}: .*rebuild it with `detect xml2pkl`"):
+        load_cache(out)
+    assert len(build(dataset, out).parsed) == 5  # and xml2pkl rebuilds it
+
+
+def test_damaged_summary_in_an_up_to_date_header_is_rebuilt(dataset, tmp_path, capsys):
+    out = tmp_path / "c.pkl"
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress", "-o", str(out)]
+    assert main(args) == 0
+    good = build(dataset, out)
+    from detect.data.cache import read_cache_parts
+
+    header, _ = read_cache_parts(out)
+    write_cache_data(out, good.data, **{**header, "summary": {**good.summary, "first": [1]}})
+    capsys.readouterr()
+    assert main(args) == 0  # summarize() unpacked three fields from each of "first" and crashed
+    assert "(0 parsed, 5 reused)" in capsys.readouterr().err  # not "up to date": the header is rewritten
+
+
+def test_huge_array_placeholder_refused_before_allocation():
+    blob = pickle.dumps({"a": _Placeholder((2**40,)), "b": np.arange(3.0)}, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="placeholder of shape"):
+        safe_load_pickle(blob)
+    assert safe_load_pickle(pickle.dumps(np.arange(70000, dtype=np.int64), protocol=2)).sum() == 70000 * 69999 // 2
+
+
+def test_verify_images_in_the_pool(dataset, tmp_path, monkeypatch, capsys):
+    from test_voc_parser import corrupt_jpeg
+
+    corrupt_jpeg(dataset / "images/cup/CUP0.jpg", size=(64, 48))
+    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress",
+            "-o", str(tmp_path / "c.pkl"), "--workers", "2"]
+    assert main(args) == 0 and "CUP0" in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
+    monkeypatch.setattr(x2p, "SERIAL_BELOW", 0)  # the pool, as on a large folder
+    assert main([*args, "--verify-images"]) == 0  # a new option: everything is parsed again
+    err = capsys.readouterr().err
+    assert "5 parsed" in err and f"[corrupt_image] image {dataset / 'images/cup/CUP0.jpg'} decodes with errors" in err
+    assert "CUP0" not in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
+
+
+def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp_path):
+    from detect.data.cache import unescape_field
+
+    odd = dataset / "annotations" / "cup" / "we\tird\nname\\x.xml"
+    write_voc(odd, [("cup", (5, 5, 5, 9))], filename="CUP1.jpg")  # a degenerate box: one problem
+    res = build(dataset, tmp_path / "c.pkl")
+    rows = [line.split("\t") for line in problems_path(tmp_path / "c.pkl").read_text().splitlines()]
+    assert all(len(r) == 3 for r in rows) and len(rows) == 1 + len(res.problems)  # the name split rows before
+    assert any(r[0].endswith(r"we\tird\nname\\x.xml") for r in rows)  # escaped, and back:
+    assert str(odd) in [unescape_field(r[0]) for r in rows]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counts processes through /proc (Linux)")
+def test_kill_9_of_xml2pkl_leaves_no_pool_workers(tmp_path):
+    """After kill -9 of xml2pkl its pool workers lived on (16 orphans, still there 14 minutes later)."""
+    from test_utils import kill_parent_and_count_survivors
+
+    for i in range(60):
+        write_voc(tmp_path / "ann" / f"{i:03d}.xml", [("cup", (1, 1, 9, 9))])
+    code = f"""
+import sys, time
+import detect.data.xml2pkl as x
+x.SERIAL_BELOW = 0
+parse = x._parse_chunk
+def slow(jobs):  # busy workers (forked, so they see this)
+    time.sleep(120)
+    return parse(jobs)
+x._parse_chunk = slow
+from detect.cli import main
+sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pkl")!r}, "--workers", "2", "--no-progress"]))
+"""
+    seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
+    assert seen == 2 and alive == 0
+    assert not (tmp_path / "c.pkl").exists()
+
+
+def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypatch, capsys):
+    """A crash between writing the cache and writing problems.txt left a stale list that the next
+    run called 'up to date, N problems'."""
+    from detect.data.cache import problems_text
+
+    out = tmp_path / "c.pkl"
+    build(dataset, out)
+    write_voc(dataset / "annotations/tea/TEA1.xml", [("tea", (9, 9, 9, 20)), ("tea", (1, 1, 99, 9))])  # 2 more
+    bump(dataset / "annotations/tea/TEA1.xml")
+
+    def die(*args, **kwargs):
+        raise SystemExit(9)  # the process dies after the cache, before its problems file
+
+    monkeypatch.setattr(x2p, "atomic_write_text", die)
+    with pytest.raises(SystemExit):
+        build(dataset, out)
+    monkeypatch.undo()
+    capsys.readouterr()
+    res = build(dataset, out, log=None)
+    assert res.up_to_date and res.summary["problems"] == 5
+    assert problems_path(out).read_text() == problems_text([(p.file, p.kind, p.message) for p in load_cache(out).problems])
+    assert "rewritten from the cache" in capsys.readouterr().err
+    problems_path(out).unlink()  # a lost problems file comes back without parsing anything
+    res = build(dataset, out)
+    assert res.up_to_date and len(problems_path(out).read_text().splitlines()) == 6

@@ -210,3 +210,11 @@ def test_for_rebuild_drops_weight_files_and_process_groups_on_a_copy():
     assert (cfg.model.pretrained, cfg.model.backbone_weights, cfg.model.bn) == (
         "imagenet", "/nonexistent/mobilenet_v3_large.pth", "sync")
     assert build.model.backbone == cfg.model.backbone and build.preprocess == cfg.preprocess
+
+
+@pytest.mark.parametrize("config", ["oops", [1, 2], None, {"model": 5}, {"nope": {}}])
+def test_config_that_is_not_a_config_dict_is_a_checkpoint_error(tmp_path, config):
+    """A str config raised AttributeError in stored_config (a traceback from `detect val`)."""
+    torch.save({"format": C.FORMAT, "config": config, "classes": ["a"], "model": {}}, tmp_path / "bad.pt")
+    with pytest.raises(C.CheckpointError, match="bad.pt: .*config"):
+        C.load_model(tmp_path / "bad.pt")

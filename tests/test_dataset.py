@@ -135,3 +135,19 @@ def test_collate_and_reproducible_augmentation(tmp_path):
 
     with pytest.raises(ValueError, match="one size"):
         collate([(torch.zeros(3, 8, 8), {}), (torch.zeros(3, 9, 9), {})])
+
+
+def test_decoder_warnings_name_the_file(tmp_path, capfd):
+    """libjpeg printed 'Corrupt JPEG data: ...' for a damaged image, naming no file."""
+    from test_voc_parser import corrupt_jpeg
+
+    path = corrupt_jpeg(tmp_path / "damaged.jpg")
+    assert read_image_rgb(path).shape == (30, 40, 3)  # decoded, as before
+    err = capfd.readouterr().err
+    assert f"warning: {path}: the image decoder says: Corrupt JPEG data" in err
+    png = tmp_path / "cut.png"
+    data = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8))[1].tobytes()
+    png.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match=r"cut\.png: not a decodable image .*libpng error"):
+        read_image_rgb(png)
+    assert f"{png}" not in capfd.readouterr().err  # said once, in the error

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Subset
 from detect.data.dataset import collate
 from detect.engine import evaluate as E
 from detect.errors import UsageError
-from detect.structures import ImageRecord
+from detect.structures import ImageRecord, Unreadable
 
 S = 64
 CLASSES = ["cola", "chips"]
@@ -36,7 +36,7 @@ def make_records() -> list[ImageRecord]:
 class TinyDataset(torch.utils.data.Dataset):
     """Like DetectionDataset with a stretch resize to S: the image carries its index in pixel (0, 0)."""
 
-    def __init__(self, records, transform=None, drop_last_box: bool = False):
+    def __init__(self, records, transform=None, drop_last_box: bool = False, skip_unreadable: bool = False):
         self._recs = records
         self.drop_last_box = drop_last_box  # imitate a transform that lost a box
 
@@ -290,6 +290,24 @@ def test_real_dataset_and_eval_transform_round_trip(tmp_path):
         np.testing.assert_array_equal(g["difficult"], r.difficult)
     m = E.compute_metrics(got["dets"], got["gts"], got["sizes"], CLASSES)[0]
     assert m["coco_ap"] == pytest.approx(1.0)
+
+
+def test_images_unreadable_during_evaluation_are_skipped_and_listed(tmp_path):
+    """Training evaluates with skip_unreadable: a val image deleted since the cache was built
+    (alone in its batch, or beside a readable one) is left out and listed, not a crash."""
+    from detect.data.dataset import collate as real_collate
+
+    class Skipping(TinyDataset):  # what DetectionDataset(skip_unreadable=True) returns for b.jpg
+        def __getitem__(self, i):
+            return Unreadable(i, "b.jpg", "file not found") if i == 1 else super().__getitem__(i)
+
+    recs = make_records()
+    for batch in (1, 2):
+        loader = DataLoader(Skipping(recs), batch_size=batch, collate_fn=real_collate)
+        got = E.collect(perfect_model(recs), loader, "cpu")
+        assert got["image_ids"] == [0, 2] and got["unreadable"] == ["b.jpg: file not found"]
+    m = E.evaluate(perfect_model(recs), loader, CLASSES, "cpu")
+    assert m["images"] == 2 and m["unreadable"] == ["b.jpg: file not found"]
 
 
 def _write_voc(root):

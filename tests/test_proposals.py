@@ -103,6 +103,20 @@ def test_unreadable_image_gets_no_proposals_and_exit_1(tmp_path: Path, capsys) -
     assert main(["proposals", str(tmp_path / "missing.pkl"), "-o", str(out)]) == 2
 
 
+def test_output_that_is_an_input_or_a_device_is_refused(tmp_path: Path, capsys) -> None:
+    cache = _voc(tmp_path / "voc")
+    before = cache.read_bytes()
+    image = load_cache(cache).records[0].image
+    image_bytes = Path(image).read_bytes()
+    for out in (cache, image):  # the proposal cache replaced the annotation cache it was made from
+        assert main(["proposals", str(cache), "-o", str(out), "--workers", "1", "--no-progress"]) == 2
+    assert cache.read_bytes() == before and Path(image).read_bytes() == image_bytes
+    os.mkfifo(tmp_path / "fifo.pkl")
+    assert main(["proposals", str(cache), "-o", str(tmp_path / "fifo.pkl"), "--workers", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{cache} is one of the inputs" in err and f"{image} is one of the inputs" in err and "is a FIFO" in err
+
+
 def test_damaged_or_malicious_proposal_cache_is_refused(voc: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.pkl"
     build_proposal_cache(str(voc), str(out), max_boxes=10, resize=0, workers=1)

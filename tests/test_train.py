@@ -356,3 +356,51 @@ def test_repeat_factors_balance_classes_and_the_sampler_keeps_epoch_length():
     assert counts[8] / 50 == pytest.approx(r[8], rel=0.15) and counts[0] / 50 == pytest.approx(1.0, rel=0.15)
     with pytest.raises(ValueError, match=">= 1"):
         EpochShardSampler(2, repeat=np.array([1.0, 0.5]))
+
+
+def _cache_of_images(root, n=8):
+    """A cache of ``n`` real 64x48 images with one box each (what `detect xml2pkl` writes)."""
+    from PIL import Image
+
+    from detect.data.xml2pkl import build_cache
+
+    (root / "ann").mkdir(parents=True)
+    (root / "img").mkdir()
+    for i in range(n):
+        Image.new("RGB", (64, 48), (30 * i % 255, 90, 160)).save(root / "img" / f"{i}.jpg")
+        (root / "ann" / f"{i}.xml").write_text(
+            f"<annotation><filename>{i}.jpg</filename><object><name>c{i % 2}</name><bndbox><xmin>2</xmin><ymin>3</ymin>"
+            "<xmax>40</xmax><ymax>30</ymax></bndbox></object></annotation>")
+    build_cache(root / "ann", root / "c.pkl", images=root / "img", progress=False)
+    return root / "c.pkl"
+
+
+@pytest.mark.parametrize("batch", [2, 1])
+def test_images_gone_after_caching_are_skipped_counted_and_named(tmp_path, capsys, batch):
+    """An image deleted or corrupted after the cache was built aborted training with ImageReadError."""
+    cache = _cache_of_images(tmp_path / "d")
+    (tmp_path / "d/img/3.jpg").unlink()
+    (tmp_path / "d/img/5.jpg").write_bytes(b"\xff\xd8 not a jpeg any more")
+    cfg = tiny_config(tmp_path / "run", epochs=2, batch=batch)
+    cfg.data.data, cfg.data.augment = str(cache), 0.0
+    res = T.train(cfg, progress=False, model_fn=tiny_model, eval_fn=tiny_eval)  # the real data path
+    assert res["epochs"] == 2 and res["unreadable"] == 4  # two images, each epoch
+    rows = load_checkpoint(tmp_path / "run" / "last.pt")["metrics"]
+    assert [r["unreadable"] for r in rows] == [2, 2]
+    if batch == 1:  # a batch with no image left is a skipped step, not a crash
+        assert [r["skipped"] for r in rows] == [2, 2]
+    out = capsys.readouterr()
+    assert "unreadable 2" in out.out  # the epoch line
+    assert "3.jpg: file not found" in out.err and "5.jpg: not a decodable image" in out.err
+
+
+def test_cmd_train_exits_1_when_images_were_skipped(tmp_path, monkeypatch):
+    from detect.cli import build_parser
+
+    cache = _cache_of_images(tmp_path / "d", n=4)
+    (tmp_path / "d/img/1.jpg").unlink()
+    monkeypatch.setattr(T, "_default_model", tiny_model)
+    args = build_parser().parse_args(["train", "--data", str(cache), "--out", str(tmp_path / "run"), "--epochs", "1",
+                                      "--batch", "2", "--imgsz", "32", "--device", "cpu", "--workers", "0",
+                                      "--augment", "0", "--no-progress"])
+    assert T.cmd_train(args) == 1

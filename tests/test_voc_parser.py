@@ -6,6 +6,7 @@ becomes ``x1=122``, ``xmax=198`` stays ``x2=198``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -281,10 +282,11 @@ def test_image_found_by_filename_frame_or_path_when_stem_differs(tmp_path):
     b = tmp_path / "ann/b.xml"
     b.write_text("<annotation><frame>CHN1</frame></annotation>")
     assert parse_file(str(b), index).image == str(tmp_path / "images/CHN1.jpg")
-    elsewhere = img(tmp_path / "other/pic.png")
+    inside = img(tmp_path / "images/sub/pic.png")
+    index = ImageIndex.scan([tmp_path / "images"])
     c = tmp_path / "ann/c.xml"
-    c.write_text(voc(fn="zzz.jpg").replace("</filename>", f"</filename><path>{elsewhere}</path>"))
-    assert parse_file(str(c), index).image == str(elsewhere)  # an existing <path> is used
+    c.write_text(voc(fn="zzz.jpg").replace("</filename>", "</filename><path>D:/labelling/pic.png</path>"))
+    assert parse_file(str(c), index).image == str(inside)  # <path>'s file name is a hint like <filename>
 
 
 def test_missing_image_required_or_not(tmp_path):
@@ -332,9 +334,156 @@ def test_every_box_equals_check_box(tmp_path):
         assert [(k, m) for k, m in r.problems if k != "missing_size"] == [(k, m) for k, m in problems if k != "missing_size"]
 
 
-@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf", "abc", ""])
-def test_non_finite_size_is_unknown_not_a_crash(tmp_path, value):
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf", "abc", "", "2147483648", "1e12", "1e300", "-7"])
+def test_non_finite_size_is_unknown_not_a_crash(tmp_path, value):  # 2**31 and up overflowed int32 in columns.pack
     f = tmp_path / "a.xml"
     f.write_text(voc(size=(100, 50)).replace("<width>100</width>", f"<width>{value}</width>"))
     r = parse_file(str(f))
     assert (r.width, r.height) == (0, 0) and [k for k, _ in r.problems] == ["missing_size"] and len(r.names) == 1
+
+
+# -- issue 13: only regular files inside the annotation folder, of a bounded size ----------------
+def test_special_files_and_links_leaving_the_folder_are_not_read(tmp_path):
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    os.mkfifo(ann / "fifo.xml")  # a plain read blocked forever
+    os.symlink("/dev/zero", ann / "zero.xml")  # read until memory ran out
+    outside = tmp_path / "elsewhere.xml"
+    outside.write_text(voc())
+    os.symlink(outside, ann / "leaves.xml")
+    (ann / "real.xml").write_text(voc())
+    os.symlink(ann / "real.xml", ann / "inside.xml")  # a link within the folder is fine
+    root = str(ann.resolve())
+    for name, kind, words in [("fifo.xml", "special_file", "a FIFO (named pipe), not a regular file"),
+                              ("zero.xml", "link_outside", "symlink to /dev/zero, outside the annotation folder"),
+                              ("leaves.xml", "link_outside", f"symlink to {outside}, outside the annotation folder")]:
+        r = parse_file(str(ann / name), root=root)
+        assert not r.ok and kinds(r.problems) == [kind] and words in r.problems[0][1], r.problems
+    assert parse_file(str(ann / "zero.xml")).problems[0][0] == "special_file"  # no folder given: still not read
+    r = parse_file(str(ann / "inside.xml"), root=root)
+    assert r.ok and r.names == ["cup"] and r.problems == []
+
+
+def test_xml_size_cap_names_the_limit_and_the_option(tmp_path):
+    f = tmp_path / "big.xml"
+    f.write_text(voc(objs=[("cup", (1, 1, 5, 5))] * 200))
+    size = f.stat().st_size
+    r = parse_file(str(f), max_bytes=size - 1)
+    assert not r.ok and kinds(r.problems) == ["too_large"]
+    assert f"{size:,} bytes" in r.problems[0][1] and f"{size - 1:,}" in r.problems[0][1] and "--max-xml-bytes" in r.problems[0][1]
+    assert len(parse_file(str(f), max_bytes=size).names) == 200
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "not_an_image"])
+def test_path_outside_the_image_folders_is_not_followed(tmp_path, how):
+    """<path> was opened wherever it pointed when no image matched by name, even with --images:
+    ../../outside/photo.jpg or /abs/photo.jpg became the record's image, a text file was opened."""
+    outside = img(tmp_path / "outside/photo.jpg")
+    if how == "not_an_image":
+        outside.write_text("private notes")
+    (tmp_path / "data/images").mkdir(parents=True)
+    xml = tmp_path / "data/ann/a.xml"
+    xml.parent.mkdir(parents=True)
+    written = os.path.relpath(outside, xml.parent) if how == "relative" else str(outside)
+    xml.write_text(voc(fn="nomatch.jpg").replace("</filename>", f"</filename><path>{written}</path>"))
+    index = ImageIndex.scan([tmp_path / "data/images"])
+    record, problems = parse_voc(xml, ["cup"], images=index, require_image=True)
+    assert record is None and kinds(problems) == ["image_outside", "missing_image"]  # no bad_image: not opened
+    assert f"<path> {written}" in problems[0].message and "not read" in problems[0].message
+    r = parse_file(str(xml), index)  # annotation-only: kept without an image, still reported
+    assert r.ok and r.image == "" and kinds(r.problems) == ["image_outside"]
+
+
+def test_fifo_image_is_reported_not_opened(tmp_path):
+    os.mkfifo(tmp_path / "a.jpg")  # PIL's open() blocked forever on it
+    f = tmp_path / "a.xml"
+    f.write_text(voc())
+    record, problems = parse_voc(f, ["cup"], images=tmp_path, require_image=True)
+    assert record is None and kinds(problems) == ["bad_image", "missing_image"]
+    assert "a FIFO (named pipe), not a regular file" in problems[0].message
+
+
+@pytest.mark.parametrize("value, words", [("1e308", "out of range"), ("-3e9", "out of range"), ("1e39", "out of range"),
+                                          ("inf", "non-finite"), ("NaN", "non-finite")])
+def test_coordinate_out_of_range_is_dropped_not_cached_as_inf(tmp_path, value, words):
+    """1e308 is a finite float64 but inf as the cache's float32: an inf box was cached without a word."""
+    f = tmp_path / "a.xml"
+    f.write_text(voc(size=None, objs=[("cup", (1, 1, value, 9)), ("cup", (1, 1, 2147483647, 9))]))
+    r = parse_file(str(f))
+    assert r.names == ["cup"] and r.boxes == [0, 0, 2147483647, 9]
+    bad = [m for k, m in r.problems if k == "bad_box"]
+    assert len(bad) == 1 and "object 1 (cup)" in bad[0] and words in bad[0] and bad[0].endswith("dropped")
+
+
+def test_class_name_with_entity_or_control_character_reported_never_changed(tmp_path):
+    """x&sec;y (an entity declared in the DTD, never expanded) was cut to "x" and a tab stayed in
+    a class name, both without a word; a coordinate 1&e;0 was read as 1."""
+    f = tmp_path / "a.xml"
+    f.write_text('<?xml version="1.0"?><!DOCTYPE annotation [<!ENTITY sec "ond"><!ENTITY e "0">]>'
+                 + voc(objs=[("x&sec;y", (1, 1, 5, 5)), ("cup\tsmall", (1, 1, 5, 5)), ("line\nbreak", (1, 1, 5, 5)),
+                             ("cup", ("1&e;0", 1, 5, 5)), ("  cup ", (1, 1, 5, 5))]))
+    r = parse_file(str(f))
+    assert r.names == ["cup"]  # only the last object: surrounding blanks are layout, stripped as before
+    assert kinds(r.problems) == ["bad_name", "bad_name", "bad_name", "bad_box"]
+    m = [msg for _, msg in r.problems]
+    assert "object 1" in m[0] and "'x&sec;y'" in m[0] and "entity" in m[0] and m[0].endswith("dropped")
+    assert "object 2" in m[1] and r"'cup\tsmall'" in m[1] and "control character" in m[1]
+    assert "object 3" in m[2] and r"'line\nbreak'" in m[2]
+    assert "object 4" in m[3] and "'1&e;0' is not a number" in m[3]
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_or_declaration_is_read(tmp_path, codec):
+    """Rejected before with 'Char 0x0 out of allowed range' (LE) or 'Document is empty' (BE)."""
+    f = tmp_path / "a.xml"
+    f.write_bytes(("\n" + voc(objs=[("café", (1, 1, 5, 5))])).encode(codec))
+    r = parse_file(str(f))
+    assert r.ok and r.names == ["café"] and r.problems == []
+
+
+def test_encoding_and_parser_limits_are_named(tmp_path):
+    f = tmp_path / "a.xml"
+    f.write_bytes(voc().encode("utf-32-le"))  # libxml2 detects UTF-32 by itself
+    assert parse_file(str(f)).names == ["cup"]
+    f.write_bytes(voc().encode("utf-8")[:30] + "<object>".encode("utf-16-le"))  # mixed: the NULs are named
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["parse_error"] and "NUL bytes" in r.problems[0][1] and "UTF-8" in r.problems[0][1]
+    f.write_text("<annotation>" + "<a>" * 300 + "</a>" * 300 + "</annotation>")
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["over_limit"] and "nested deeper than 256" in r.problems[0][1]
+    assert "XML_PARSE_HUGE" not in r.problems[0][1]  # an option of libxml2 the user cannot set
+    f.write_text(voc(fn="x" * 10_000_001))
+    r = parse_file(str(f))
+    assert kinds(r.problems) == ["over_limit"] and "longer than 10,000,000" in r.problems[0][1]
+
+
+def corrupt_jpeg(path: Path, size=(40, 30)) -> Path:
+    """A JPEG whose entropy-coded body has 40 flipped bytes: libjpeg decodes it with a warning."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    data = bytearray(cv2.imencode(".jpg", rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))[1].tobytes())
+    for i in range(len(data) // 2, len(data) // 2 + 40):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_verify_images_decodes_fully_and_names_the_file(tmp_path):
+    """A JPEG with a corrupted body (or a PNG cut short) has a readable header, so it passed and
+    was trained on, with only libjpeg's message on stderr naming no file."""
+    import cv2
+
+    corrupt_jpeg(tmp_path / "a.jpg")
+    png = cv2.imencode(".png", np.random.default_rng(1).integers(0, 255, (200, 300, 3), dtype=np.uint8))[1].tobytes()
+    (tmp_path / "b.png").write_bytes(png[: len(png) // 2])
+    img(tmp_path / "c.jpg")
+    for stem in "abc":
+        (tmp_path / f"{stem}.xml").write_text(voc(size=(40, 30)))
+    index = ImageIndex.scan([tmp_path])
+    assert all(parse_file(str(tmp_path / f"{s}.xml"), index, require_image=True).ok for s in "abc")  # header only
+    a, b, c = (parse_file(str(tmp_path / f"{s}.xml"), index, require_image=True, verify_images=True) for s in "abc")
+    assert not a.ok and kinds(a.problems) == ["corrupt_image", "missing_image"]
+    assert str(tmp_path / "a.jpg") in a.problems[0][1] and "Corrupt JPEG data" in a.problems[0][1]
+    assert not b.ok and kinds(b.problems)[0] == "corrupt_image" and "libpng error" in b.problems[0][1]
+    assert c.ok and c.problems == []

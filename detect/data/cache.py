@@ -5,8 +5,10 @@ atomically and read only through :func:`~detect.data.safe_pickle.safe_load_pickl
 
 - a small **header**: ``format``, ``schema``, the input ``fingerprint`` (a digest of every
   input path, size and mtime plus the options), a ``summary`` (counts, problems per kind,
-  the first problems), and the payload's length and BLAKE2b digest. A re-run on unchanged
-  inputs reads only this (and checks the payload bytes), never unpickling the rest;
+  the first problems), the BLAKE2b digest of the problems file's text (``problems_blake2b``:
+  the file is a view of the payload's ``problems``, rewritten whenever it differs), and the
+  payload's length and BLAKE2b digest. A re-run on unchanged inputs reads only this (and
+  checks the payload bytes), never unpickling the rest;
 - the **payload**, columnar (all boxes of all images in one ``float32[M, 4]`` array plus
   offsets), so 20,000 images load in milliseconds; :class:`Cache` hands out per-image
   :class:`~detect.structures.ImageRecord` s whose arrays are views into those columns.
@@ -34,9 +36,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import numpy as np
 
 from detect.data.safe_pickle import UnsafePickleError, load_versioned_pickle, safe_load_pickle
 from detect.structures import ImageRecord, Problem
@@ -103,6 +108,35 @@ def problems_path(cache_path: str | os.PathLike) -> Path:
     return p.with_name(p.stem + ".problems.txt") if p.suffix else p.with_name(p.name + ".problems.txt")
 
 
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
+_UNESCAPES = {v[1]: k for k, v in _ESCAPES.items()}
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+def escape_field(text: str) -> str:
+    r"""A problems-file field on one line: backslash, tab, newline and CR written as ``\\``,
+    ``\t``, ``\n``, ``\r`` (a file name may hold any of them and split the row)."""
+    return text.translate(_ESCAPE_TABLE)
+
+
+def unescape_field(text: str) -> str:
+    """The inverse of :func:`escape_field`."""
+    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
+
+
+def problems_text(problems: list[tuple[str, str, str]]) -> str:
+    """The problems file: a ``file<TAB>kind<TAB>message`` header, then one row per problem; the
+    file name escaped (:func:`escape_field`), the message on one line."""
+    rows = [("file", "kind", "message"), *problems]
+    return "".join(f"{escape_field(f)}\t{k}\t{' '.join(str(m).split())}\n" for f, k, m in rows)
+
+
+def problems_digest(text: str) -> str:
+    """The header's ``problems_blake2b``: what the problems file must hash to."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
     """Header (validated) and payload bytes (length and digest checked)."""
     with open(path, "rb") as f:
@@ -139,38 +173,111 @@ def decode_payload(payload: bytes, path: str | os.PathLike) -> dict[str, Any]:
         _check_consistent(data)
     except UnsafePickleError as e:
         raise CacheError(f"{path}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError, IndexError, MemoryError) as e:
         raise CacheError(f"{path}: inconsistent cache ({type(e).__name__}: {e}); rebuild it with `detect xml2pkl`") from None
     return data
 
 
-def _check_consistent(data: dict[str, Any]) -> None:
-    """Cheap structural checks, so a damaged file fails here rather than deep in training."""
-    if not isinstance(data, dict):
-        raise TypeError("payload is not a dict")
-    f, r = data["files"], data["records"]
-    n = len(f["rel"])
-    for key in ("size", "mtime", "image", "image_size", "image_mtime", "hints", "ok", "width", "height"):
-        if len(f[key]) != n:
-            raise ValueError(f"files.{key} has {len(f[key])} entries for {n} files")
-    if len(f["box_start"]) != n + 1 or int(f["box_start"][-1]) != len(f["boxes"]):
-        raise ValueError("files.box_start does not match files.boxes")
-    for key in ("name_id", "difficult", "truncated"):
-        if len(f[key]) != len(f["boxes"]):
-            raise ValueError(f"files.{key} does not match files.boxes")
-    m = len(r["boxes"])
-    if len(r["box_start"]) != len(r["file"]) + 1 or int(r["box_start"][-1]) != m:
-        raise ValueError("records.box_start does not match records.boxes")
-    for key in ("labels", "difficult", "truncated"):
-        if len(r[key]) != m:
-            raise ValueError(f"records.{key} does not match records.boxes")
-    if m and (int(r["labels"].min()) < 0 or int(r["labels"].max()) >= len(data["classes"])):
-        raise ValueError("records.labels out of range of classes")
-    if len(r["file"]) and (int(r["file"].min()) < 0 or int(r["file"].max()) >= n):
-        raise ValueError("records.file out of range")
-    for arr in (f["boxes"], r["boxes"]):
-        if arr.ndim != 2 or arr.shape[1] != 4:
-            raise ValueError("boxes must be [N, 4]")
+def _array(a: Any, name: str, dtype: Any, n: Optional[int] = None, width: int = 0) -> np.ndarray:
+    """``a`` if it is an ndarray of ``dtype`` with ``n`` rows (any when None) and, when
+    ``width``, shape (n, width); ValueError naming the column otherwise."""
+    shape = (n if n is not None else "N",) + ((width,) if width else ())
+    want = f"{np.dtype(dtype)}{list(shape)}"
+    if not isinstance(a, np.ndarray):
+        raise ValueError(f"{name} must be {want}, got {type(a).__name__}")
+    if a.dtype != dtype or a.ndim != len(shape) or (n is not None and len(a) != n) or (width and a.shape[1] != width):
+        raise ValueError(f"{name} must be {want}, got {a.dtype}{list(a.shape)}")
+    return a
+
+
+def _strings(a: Any, name: str, n: Optional[int] = None) -> list:
+    if not isinstance(a, list) or not all(isinstance(v, str) for v in a) or (n is not None and len(a) != n):
+        raise ValueError(f"{name} must be a list of {'' if n is None else f'{n} '}strings")
+    return a
+
+
+def _offsets_of(a: Any, name: str, n: int, total: int) -> None:
+    """``box_start``: int64[n + 1], from 0 to ``total``, never decreasing."""
+    _array(a, name, np.int64, n + 1)
+    if int(a[0]) != 0 or int(a[-1]) != total or (np.diff(a) < 0).any():
+        raise ValueError(f"{name} does not match its boxes")
+
+
+def _index(a: np.ndarray, name: str, size: int) -> None:
+    if len(a) and (int(a.min()) < 0 or int(a.max()) >= size):
+        raise ValueError(f"{name} out of range")
+
+
+def _boxes(a: Any, name: str) -> int:
+    """Rows of a float32[N, 4] box column whose every value is finite."""
+    _array(a, name, np.float32, None, 4)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} holds a non-finite coordinate")
+    return len(a)
+
+
+def _triples(a: Any, name: str, first: type, n_files: int = -1) -> None:
+    """A problem list: (file, kind, message) tuples, file a str or an index below ``n_files``."""
+    if not isinstance(a, list):
+        raise ValueError(f"{name} must be a list")
+    for p in a:
+        if not (isinstance(p, tuple) and len(p) == 3 and isinstance(p[0], first) and isinstance(p[1], str) and isinstance(p[2], str)):
+            raise ValueError(f"{name} must hold (file, kind, message) triples, got {p!r:.80}")
+        if n_files >= 0 and not 0 <= p[0] < n_files:
+            raise ValueError(f"{name} names file {p[0]} of {n_files}")
+
+
+def _check_consistent(data: Any) -> None:
+    """Every column the code reads, with its type, dtype, length and range, so a payload that
+    is intact but foreign or hand-edited fails here (ValueError naming the column) rather than
+    as a TypeError in :meth:`Cache.from_data` or NaN boxes in training."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("options", "select", "files", "images", "records")):
+        raise ValueError("payload must be a dict with the dicts options, select, files, images, records")
+    o, f, r, im = data["options"], data["files"], data["records"], data["images"]
+    if not isinstance(o.get("ann_dir"), str) or not isinstance(o.get("require_images"), bool):
+        raise ValueError("options must hold ann_dir (str) and require_images (bool)")
+    _strings(o.get("image_roots"), "options.image_roots")
+    for key in ("classes", "split"):
+        if data["select"].get(key) is not None:
+            _strings(data["select"][key], f"select.{key}")
+    classes = _strings(data.get("classes"), "classes")
+    n = len(_strings(f.get("rel"), "files.rel"))
+    for key, dtype in (("size", np.int64), ("mtime", np.int64), ("image_size", np.int64), ("image_mtime", np.int64),
+                       ("ok", bool), ("width", np.int32), ("height", np.int32)):
+        _array(f.get(key), f"files.{key}", dtype, n)
+    _strings(f.get("image"), "files.image", n)
+    hints = f.get("hints")
+    if not isinstance(hints, list) or len(hints) != n or not all(
+            isinstance(h, tuple) and len(h) == 3 and all(isinstance(v, str) for v in h) for h in hints):
+        raise ValueError(f"files.hints must hold {n} triples of strings")
+    b = _boxes(f.get("boxes"), "files.boxes")
+    _offsets_of(f.get("box_start"), "files.box_start", n, b)
+    names = _strings(f.get("names"), "files.names")
+    _index(_array(f.get("name_id"), "files.name_id", np.int32, b), "files.name_id", len(names))
+    for key in ("difficult", "truncated"):
+        _array(f.get(key), f"files.{key}", bool, b)
+    _triples(f.get("problems"), "files.problems", int, n)
+    n_img = len(_strings(im.get("path"), "images.path"))
+    for key in ("size", "mtime"):
+        _array(im.get(key), f"images.{key}", np.int64, n_img)
+    m = _boxes(r.get("boxes"), "records.boxes")
+    n_rec = len(_array(r.get("file"), "records.file", np.int64))
+    _index(r["file"], "records.file", n)
+    _offsets_of(r.get("box_start"), "records.box_start", n_rec, m)
+    _index(_array(r.get("labels"), "records.labels", np.int64, m), "records.labels", len(classes))
+    for key in ("difficult", "truncated"):
+        _array(r.get(key), f"records.{key}", bool, m)
+    _triples(data.get("problems"), "problems", str)
+
+
+def valid_summary(summary: Any) -> bool:
+    """Whether a header's ``summary`` has the shape :func:`detect.data.xml2pkl.summarize` prints."""
+    try:
+        _triples(summary["first"], "summary.first", str)
+        return (all(isinstance(summary[k], int) for k in ("files", "records", "boxes", "classes", "problems"))
+                and all(isinstance(k, str) and isinstance(v, int) for k, v in summary["kinds"].items()))
+    except (TypeError, KeyError, AttributeError, ValueError):
+        return False
 
 
 def write_cache_data(path: str | os.PathLike, data: dict[str, Any], **header: Any) -> None:

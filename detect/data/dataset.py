@@ -11,12 +11,14 @@ An item is ``(image, target)``:
 Images are decoded with OpenCV as stored (``IMREAD_UNCHANGED``) and normalised to 8-bit RGB:
 grayscale is repeated to three channels, an alpha channel is dropped, 16-bit samples are
 scaled to 8 bits. A file that is missing or cannot be decoded raises :class:`ImageReadError`
-naming it.
+naming it; what the decoder prints on the way (libjpeg's "Corrupt JPEG data") is printed again
+on stderr with the file's name.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import cv2
@@ -24,7 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from detect.structures import ImageRecord
+from detect.data.images import decode_image
+from detect.structures import ImageRecord, Unreadable
 
 
 class ImageReadError(OSError):
@@ -57,9 +60,12 @@ def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(path, f"cannot read file: {e.strerror or e}") from None
     if data.size == 0:
         raise ImageReadError(path, "empty file")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    img, said = decode_image(data)
     if img is None:
-        raise ImageReadError(path, "not a decodable image (corrupt, truncated or an unsupported format)")
+        raise ImageReadError(path, "not a decodable image (corrupt, truncated or an unsupported format)"
+                             + (f"; the decoder says: {said}" if said else ""))
+    if said:  # libjpeg's "Corrupt JPEG data: ..." names no file
+        print(f"warning: {path}: the image decoder says: {said}", file=sys.stderr, flush=True)
     if img.dtype == np.uint16:
         img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)  # 16-bit -> 8-bit
     elif img.dtype in (np.float32, np.float64):
@@ -83,6 +89,18 @@ def _flags(a: np.ndarray, n: int) -> np.ndarray:
     return a if a.shape == (n,) else np.zeros(n, bool)
 
 
+class Targets(list):
+    """The targets of a batch (a list, one dict per image) and ``unreadable``: the
+    :class:`Unreadable` items :func:`collate` dropped from it. A list subclass, so it survives
+    DataLoader workers and pinning with the attribute."""
+
+    unreadable: list[Unreadable]
+
+    def __init__(self, targets: Sequence[dict[str, Any]] = (), unreadable: Sequence[Unreadable] = ()) -> None:
+        super().__init__(targets)
+        self.unreadable = list(unreadable)
+
+
 class DetectionDataset(Dataset):
     """Images and boxes of annotation records, augmented by an albumentations pipeline.
 
@@ -90,15 +108,19 @@ class DetectionDataset(Dataset):
         records: :class:`~detect.structures.ImageRecord` s (``Cache.records``).
         transform: a pipeline from :mod:`detect.data.transforms` (called as
             ``transform(image=, bboxes=, index=)``), or None to return the image unresized.
+        skip_unreadable: an image that cannot be read returns an :class:`Unreadable` (which
+            :func:`collate` drops and counts) instead of raising :class:`ImageReadError`.
 
     The transform's random state is reseeded once per process from ``torch.initial_seed()``
     (which differs per DataLoader worker and follows ``torch.manual_seed``), so workers do
     not repeat each other's augmentations and runs are reproducible.
     """
 
-    def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None) -> None:
+    def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None,
+                 skip_unreadable: bool = False) -> None:
         self.records = list(records)
         self.transform = transform
+        self.skip_unreadable = skip_unreadable
         self._seeded_pid: Optional[int] = None
 
     def __len__(self) -> int:
@@ -110,21 +132,28 @@ class DetectionDataset(Dataset):
             self.transform.set_random_seed(int(torch.initial_seed() % 2**32))
         self._seeded_pid = pid
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
-        image, target, _ = self.item(i)
-        return image, target
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | Unreadable:
+        got = self.item(i)
+        return got if isinstance(got, Unreadable) else got[:2]
 
-    def item(self, i: int, extra_boxes: Optional[np.ndarray] = None) -> tuple[torch.Tensor, dict[str, Any], np.ndarray]:
+    def item(self, i: int, extra_boxes: Optional[np.ndarray] = None
+             ) -> tuple[torch.Tensor, dict[str, Any], np.ndarray] | Unreadable:
         """Item ``i`` as ``dataset[i]`` gives it, and ``extra_boxes`` (float32[P, 4] xyxy pixels
         of the original image, e.g. proposals, in order) moved by the *same* transform call as
         the ground truth: float32[P', 4] in pixels of the S x S image, order kept. A crop drops
-        an extra box as it drops a ground-truth one; empty ones (after clipping) are dropped."""
+        an extra box as it drops a ground-truth one; empty ones (after clipping) are dropped.
+        An unreadable image gives an :class:`Unreadable` when ``skip_unreadable``."""
         r = self.records[i]
-        img = read_image_rgb(r.image)
-        h, w = img.shape[:2]
-        if r.width and r.height and (r.width, r.height) != (w, h):
-            raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
-                                 "the file changed since the cache was built: rebuild it")
+        try:
+            img = read_image_rgb(r.image)
+            h, w = img.shape[:2]
+            if r.width and r.height and (r.width, r.height) != (w, h):
+                raise ImageReadError(r.image, f"decoded size {w}x{h} differs from the cache's {r.width}x{r.height}; "
+                                     "the file changed since the cache was built: rebuild it")
+        except ImageReadError as e:
+            if not self.skip_unreadable:
+                raise
+            return Unreadable(int(i), e.path, e.reason)
         n = len(r.boxes)
         extra = np.zeros((0, 4), np.float32) if extra_boxes is None else extra_boxes
         boxes = np.concatenate([np.asarray(r.boxes, np.float32).reshape(n, 4), np.asarray(extra, np.float32).reshape(-1, 4)])
@@ -150,11 +179,15 @@ class DetectionDataset(Dataset):
         return image, target, extra
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """``[(Tensor[3, S, S], target), ...]`` -> ``(Tensor[B, 3, S, S], [target, ...])``."""
-    images = [b[0] for b in batch]
+def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | Unreadable]) -> tuple[torch.Tensor, Targets]:
+    """``[(Tensor[3, S, S], target), ...]`` -> ``(Tensor[B, 3, S, S], Targets[target, ...])``;
+    :class:`Unreadable` items are dropped and listed in ``Targets.unreadable`` (B counts the
+    rest; with none left the images are an empty ``Tensor[0]``)."""
+    unreadable = [b for b in batch if isinstance(b, Unreadable)]
+    items = [b for b in batch if not isinstance(b, Unreadable)] if unreadable else batch
+    images = [b[0] for b in items]
     shapes = {tuple(im.shape) for im in images}
     if len(shapes) > 1:
         raise ValueError(f"collate needs images of one size, got {sorted(shapes)}; "
                          "use a transform that resizes to the model input (eval_transform(imgsz))")
-    return torch.stack(images), [b[1] for b in batch]
+    return (torch.stack(images) if images else torch.zeros(0)), Targets([b[1] for b in items], unreadable)

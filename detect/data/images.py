@@ -8,15 +8,20 @@ Layouts understood (any mix of them):
 Images are matched by *stem*, never by the XML's recorded extension or absolute path: datasets
 are routinely re-encoded (PNG -> JPEG) or moved after labelling, so ``<filename>FISH0041.png``
 finds ``FISH0041.jpg`` and a Windows ``<path>`` from the labeller's machine is only a hint.
+Only files found under the image roots are ever opened: ``<path>`` is never followed
+(``../../outside/photo.jpg`` or ``/etc/...`` in a stranger's annotation must not be read).
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+from detect.utils import open_regular, stderr_fd_captured
 
 # What cv2.imread decodes: the one list for matching annotations to images and for `detect predict`.
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".jp2", ".pbm",
@@ -154,8 +159,8 @@ class ImageIndex:
             xml_rel_dir: its folder relative to the annotation root ("fish" for
                 ``annotations/fish/FISH0041.xml``), matched against image folders.
             filename, frame, path: the XML's ``<filename>``, ``<frame>``, ``<path>`` as written
-                (see :func:`hint_stems`). ``path`` is also tried as a file when no stem matches
-                and it names an existing image (relative values from the XML's folder).
+                (see :func:`hint_stems`); only their file names are used, so nothing outside
+                the roots is found (see :func:`path_hint_target` to explain a miss).
         """
         xml_dir, base = os.path.split(xml_path)
         if self.files:
@@ -168,14 +173,6 @@ class ImageIndex:
                     hits = table.get(key(stem))
                     if hits:
                         return self.files[self._best(hits, xml_dir, xml_rel_dir)]
-        if path and os.path.splitext(path)[1].lower() in IMAGE_EXTS and not (os.sep == "/" and "\\" in path):
-            # a Windows path (C:\Users\...) cannot exist on POSIX: skip the stat and its exception
-            p = path if os.path.isabs(path) else os.path.join(xml_dir, path)
-            try:
-                st = os.stat(p)
-            except (OSError, ValueError):  # points nowhere (another machine's path)
-                return None
-            return FileStat(os.path.abspath(p), st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
         return None
 
     def _best(self, hits: list[int], xml_dir: str, xml_rel_dir: str) -> int:
@@ -190,6 +187,19 @@ class ImageIndex:
             if self._rel_dirs[i] == xml_rel_dir:
                 return i
         return hits[0]
+
+
+def path_hint_target(xml_path: str, path: str) -> str:
+    """The file an XML's ``<path>`` names on this machine (relative values from the XML's
+    folder), when something exists there, else "". Only looked up (never opened) to tell the
+    user why such a file was not used; a Windows path cannot exist on POSIX and is skipped."""
+    if not path or (os.sep == "/" and "\\" in path):
+        return ""
+    p = os.path.abspath(path if os.path.isabs(path) else os.path.join(os.path.dirname(xml_path), path))
+    try:
+        return p if os.path.lexists(p) else ""
+    except ValueError:  # an embedded NUL
+        return ""
 
 
 def default_image_roots(ann_dir: str | Path) -> list[str]:
@@ -212,6 +222,39 @@ def read_image_size(path: str) -> tuple[int, int]:
     file that is not a readable image."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with os.fdopen(open_regular(path), "rb") as f, Image.open(f) as im:  # a FIFO blocked PIL's open() forever
         w, h = im.size
     return int(w), int(h)
+
+
+def decode_image(data: np.ndarray) -> tuple[Optional[np.ndarray], str]:
+    """``cv2.imdecode(data, IMREAD_UNCHANGED)`` (None when it fails) and what the decoder
+    printed meanwhile, on one line ("" when nothing): libjpeg's "Corrupt JPEG data: ..." and
+    "libpng error: ..." name no file, so the caller must."""
+    import cv2
+
+    with stderr_fd_captured() as said:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    return img, "; ".join(line.strip() for text in said for line in text.splitlines() if line.strip())
+
+
+def verify_image(path: str, size: tuple[int, int]) -> tuple[str, str]:
+    """Decode a whole image (``--verify-images``), as training will. Returns ``("", "")`` when
+    it decodes silently to ``size`` (w, h); else a problem ``(kind, what)``: ``corrupt_image``
+    when it fails, differs in size or the decoder complains, ``image_warning`` when the only
+    complaint is a libpng warning (an odd colour profile: the pixels are fine)."""
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            data = np.frombuffer(f.read(), np.uint8)
+    except OSError as e:
+        return "corrupt_image", f"cannot be read ({e.strerror or e})"
+    img, said = decode_image(data)
+    if img is None:
+        return "corrupt_image", "cannot be decoded" + (f" (the decoder says: {said})" if said else "")
+    if (img.shape[1], img.shape[0]) != tuple(size):
+        return "corrupt_image", f"decodes to {img.shape[1]}x{img.shape[0]} pixels but its header says {size[0]}x{size[1]}"
+    if said and all(line.strip().startswith("libpng warning") for line in said.split("; ")):
+        return "image_warning", f"decodes with a warning (the decoder says: {said})"
+    if said:
+        return "corrupt_image", f"decodes with errors (the decoder says: {said})"
+    return "", ""

@@ -24,7 +24,7 @@ import torch
 
 from detect.data.dataset import DetectionDataset
 from detect.data.proposals import ProposalFileError, ProposalSet, load_proposals
-from detect.structures import ImageRecord
+from detect.structures import ImageRecord, Unreadable
 
 
 class ProposalDataset(DetectionDataset):
@@ -62,11 +62,14 @@ class ProposalDataset(DetectionDataset):
                   f"{self.proposals.source or 'the proposal set'} (first: {self.missing[0]}); they get none",
                   file=sys.stderr)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | Unreadable:
         key = self._keys[i]
         props = self.proposals.boxes[key] if key is not None else np.zeros((0, 4), np.float32)
         if self.max_proposals:
             props = props[: self.max_proposals]
-        image, target, moved = self.item(i, extra_boxes=props)  # the proposals go through the image's transform
+        got = self.item(i, extra_boxes=props)  # the proposals go through the image's transform
+        if isinstance(got, Unreadable):
+            return got
+        image, target, moved = got
         target["proposals"] = torch.from_numpy(moved.reshape(-1, 4).astype(np.float32, copy=False))
         return image, target

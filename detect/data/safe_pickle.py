@@ -34,6 +34,30 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names a global outside the allow-list; nothing it names was called."""
 
 
+PLACEHOLDER_BYTES = 1 << 16  # numpy pickles ``_reconstruct(ndarray, (0,), b'b')`` and then sets the real data
+
+
+def _checked_reconstruct(reconstruct: Any) -> Any:
+    """numpy's ``_reconstruct`` allocates the shape it is given before any data arrives; numpy
+    itself always asks for an empty placeholder, so a large one (``(2**40,)``: a MemoryError,
+    or a terabyte of address space) is refused before it is allocated."""
+
+    def guarded(subtype: Any, shape: Any, dtype: Any) -> Any:
+        try:
+            import math
+
+            import numpy as np
+
+            size = math.prod(int(v) for v in (shape if isinstance(shape, tuple) else (shape,))) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError, OverflowError):
+            size = 0  # let numpy reject what it cannot read
+        if size > PLACEHOLDER_BYTES:
+            raise pickle.UnpicklingError(f"refusing an array placeholder of shape {shape!r:.60} ({size:,} bytes)")
+        return reconstruct(subtype, shape, dtype)
+
+    return guarded
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` whose ``find_class`` resolves only ``allowed`` (module, name)
     pairs, and which has no ``persistent_load`` (persistent ids are refused too)."""
@@ -45,7 +69,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._allowed:
-            return super().find_class(module, name)
+            found = super().find_class(module, name)
+            return _checked_reconstruct(found) if name == "_reconstruct" else found
         raise UnsafePickleError(
             f"{self._source}: refusing to load {module}.{name}: this pickle wants to import a "
             "global that is not on the allow-list (pickle can run arbitrary code). If you did "

@@ -8,10 +8,16 @@ xmax=10); ours are 0-based with an exclusive right/bottom edge, so
 Accepted as they come: any child order (``xmin,xmax,ymin,ymax``), float coordinates, missing
 optional tags (``pose``, ``truncated``, ``difficult``, ``segmented``, ``size``), extra elements
 (``part``, ``actions``, ``point``, ``occluded``: ignored), URPC's ``<frame>`` for
-``<filename>``, any XML declaration, CRLF, non-ASCII text and character references.
+``<filename>``, any XML declaration, CRLF, non-ASCII text and character references, UTF-16
+without a byte-order mark.
 Defects become :class:`~detect.structures.Problem` s, never exceptions: unparseable files,
 degenerate boxes (``xmax <= xmin`` or ``ymax <= ymin``: dropped), boxes outside the image
 (clipped), missing images, a declared ``<size>`` that disagrees with the image (the image wins).
+Annotation files come from strangers, so nothing in one is trusted: only regular files inside
+the annotation folder are read, up to a size limit; entities are never expanded (a class name
+holding one, or a control character, is a ``bad_name``, never silently changed); sizes and
+coordinates must be finite and below ``MAX_SIDE``; ``<path>`` is never opened (see
+:mod:`detect.data.images`).
 
 Two levels: :func:`parse_file` is class-agnostic (names, not labels: what the cache stores
 per file); :func:`parse_voc` maps names to a class list and returns an ``ImageRecord``.
@@ -21,20 +27,25 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from typing import Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
 from lxml import etree
 
-from detect.data.images import ImageIndex, hint_stems, read_image_size
+from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size, verify_image
 from detect.structures import ImageRecord, Problem
+from detect.utils import NotRegularFileError, is_within, open_regular
 
 # No DTD entities, no network: annotation files come from strangers (XXE, billion laughs).
 # Whitespace-only text nodes are dropped (every value we read is stripped anyway): ~12% faster.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_comments=True, remove_pis=True,
                           remove_blank_text=True, collect_ids=False, huge_tree=False)
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # tab, newline...: a class name is one line of text
+MAX_SIDE = 2**31  # image sides and box coordinates must be below this (int32 sizes in a cache)
+MAX_XML_BYTES = 16 << 20  # one annotation file; real ones are a few KB (16 MiB: ~150,000 objects)
 
 
 class FileResult(NamedTuple):
@@ -67,24 +78,87 @@ def convert_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[flo
     return xmin - 1.0, ymin - 1.0, xmax, ymax
 
 
-def _read_bytes(path: str, block: int = 1 << 16) -> bytes:
-    """A whole small file; raw ``os.read`` is ~3x cheaper than ``open().read()`` per file."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+def _read_bytes(fd: int, limit: int, block: int = 1 << 16) -> bytes:
+    """At most ``limit`` + 1 bytes of an open file (one more than allowed tells "too large");
+    raw ``os.read`` is ~3x cheaper than ``open().read()`` per file."""
+    data = os.read(fd, min(block, limit + 1))
+    if len(data) < block:
+        return data
+    parts, n = [data], len(data)
+    while n <= limit and (chunk := os.read(fd, min(block, limit + 1 - n))):
+        parts.append(chunk)
+        n += len(chunk)
+    return b"".join(parts)
+
+
+def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
+    """The bytes of an annotation file, or None with a problem: only a regular file (a FIFO
+    blocked a read forever, ``/dev/zero`` filled the memory) of at most ``max_bytes``, and, when
+    ``root`` (a real path) is given, a symlink only when it points inside ``root``."""
     try:
-        data = os.read(fd, block)
-        if len(data) < block:
-            return data
-        parts = [data]
-        while chunk := os.read(fd, block):
-            parts.append(chunk)
-        return b"".join(parts)
+        if root and os.path.islink(path) and not is_within(path, root):
+            problems.append(("link_outside", f"symlink to {os.path.realpath(path)}, outside the annotation folder {root}; not read"))
+            return None
+        fd = open_regular(path)
+    except NotRegularFileError as e:
+        problems.append(("special_file", f"{e.kind}, not a regular file; not read"))
+        return None
+    except OSError as e:
+        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        data = _read_bytes(fd, max_bytes) if size <= max_bytes else b""
+    except OSError as e:
+        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
+        return None
     finally:
         os.close(fd)
+    if size > max_bytes or len(data) > max_bytes:  # also a file that grew while read
+        problems.append(("too_large", f"{max(size, len(data)):,} bytes, over the limit of {max_bytes:,} bytes for one annotation "
+                                      "file; not read (a genuine file this large: raise --max-xml-bytes)"))
+        return None
+    return data
+
+
+def _utf16_bom(data: bytes) -> tuple[bytes, str]:
+    """UTF-16 without a byte-order mark or declaration (Windows tools write it) is not
+    detected by libxml2: recognise it by its NUL bytes around the first character and add the
+    mark. Returns the bytes to parse and the encoding guessed ("" when none)."""
+    if len(data) < 4 or data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data, ""
+    if data[0] and not data[1] and data[2] and not data[3]:  # "<\0a\0": UTF-32 would have "<\0\0\0"
+        return b"\xff\xfe" + data, "UTF-16-LE"
+    if not data[0] and data[1] and not data[2] and data[3]:
+        return b"\xfe\xff" + data, "UTF-16-BE"
+    return data, ""
+
+
+def _syntax_problem(message: str, data: bytes, guessed: str) -> tuple[str, str]:
+    """A parse failure as a problem that says which limit was hit, or what the bytes suggest."""
+    if depth := re.search(r"Excessive depth in document: (\d+)", message):
+        return "over_limit", (f"elements nested deeper than {depth.group(1)} levels, the parser's limit (a guard "
+                              "against hostile files); not read")
+    if "Text node too long" in message or "huge text node" in message:
+        return "over_limit", ("a text value longer than 10,000,000 characters, the parser's limit (a guard against "
+                              "hostile files); not read")
+    hint = ""
+    if guessed:
+        hint = f"; read as {guessed} without a byte-order mark, guessed from its NUL bytes"
+    elif b"\0" in data[:1024]:
+        hint = "; the file holds NUL bytes: if it is UTF-16 or UTF-32 text, save it as UTF-8"
+    return "parse_error", f"not well-formed XML ({message}){hint}; fix or delete the file"
 
 
 def _text(el) -> str:
     t = el.text
     return t.strip() if t else ""
+
+
+def _written(el) -> str:
+    """An element's content as written, entity references and child elements included
+    (``el.text`` stops at the first one: ``x&sec;y`` has the text "x")."""
+    return (el.text or "") + "".join(etree.tostring(c, encoding="unicode") for c in el)
 
 
 def flag_value(t: Optional[str]) -> bool:
@@ -104,12 +178,13 @@ def flag_value(t: Optional[str]) -> bool:
 
 
 def size_value(t: Optional[str]) -> int:
-    """``<width>``/``<height>`` text -> int pixels (floats rounded); 0 when missing or not a
-    finite number."""
+    """``<width>``/``<height>`` text -> int pixels (floats rounded); 0 when missing, not a
+    finite number, or not below ``MAX_SIDE`` (a cache stores sizes as int32)."""
     try:
-        return int(round(float(t)))  # type: ignore[arg-type]
+        v = int(round(float(t)))  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):  # None, "abc", "nan" / "inf"
         return 0
+    return v if v < MAX_SIDE else 0
 
 
 def _size(el) -> tuple[int, int]:
@@ -130,8 +205,13 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
     for c in obj:  # direct children only: <part> boxes nested deeper are ignored
         tag = c.tag
         if tag == "name":
-            t = c.text
+            t = c.text if not len(c) else _written(c)
             name = t.strip() if t else ""
+            if len(c) or _CONTROL.search(name):  # never change a class name silently
+                what = "holds markup (an entity reference is never expanded)" if len(c) else "holds a control character"
+                problems.append(("bad_name", f"object {i}: class name {name!r} {what}; write the name out as "
+                                             "plain text on one line; dropped"))
+                return None
         elif tag == "bndbox":
             bb = c
         elif tag == "difficult":
@@ -147,14 +227,15 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
     xmin = ymin = xmax = ymax = None
     for c in bb:  # any child order
         tag = c.tag
+        t = c.text if not len(c) else _written(c)  # "1&e;0" is not a number (its text alone is "1")
         if tag == "xmin":
-            xmin = c.text
+            xmin = t
         elif tag == "ymin":
-            ymin = c.text
+            ymin = t
         elif tag == "xmax":
-            xmax = c.text
+            xmax = t
         elif tag == "ymax":
-            ymax = c.text
+            ymax = t
     try:  # float() accepts surrounding whitespace and "12.0"
         vals = [float(xmin), float(ymin), float(xmax), float(ymax)]  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -165,14 +246,17 @@ def _object(obj, i: int, problems: list[tuple[str, str]]):
                 what = f"has no <{key}>" if raw is None else f"<{key}> {raw.strip()!r} is not a number"
                 problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
                 return None
-    if not math.isfinite(vals[0] + vals[1] + vals[2] + vals[3]) and not all(map(math.isfinite, vals)):  # sum: one call
-        problems.append(("bad_box", f"object {i} ({name}): non-finite coordinate {vals}; dropped"))
-        return None
+    if not abs(vals[0]) + abs(vals[1]) + abs(vals[2]) + abs(vals[3]) < MAX_SIDE:  # one test for the usual box
+        bad = [v for v in vals if not abs(v) < MAX_SIDE]  # NaN fails every comparison
+        if bad:  # 1e308 is finite here but inf as the cache's float32
+            what = "non-finite coordinate" if not all(map(math.isfinite, bad)) else f"coordinate out of range (not below {MAX_SIDE})"
+            problems.append(("bad_box", f"object {i} ({name}): {what} in {[_num(v) for v in vals]}; dropped"))
+            return None
     return name, vals, difficult, truncated
 
 
 def _num(v: float) -> str:
-    return str(int(v)) if v == int(v) else f"{v:g}"
+    return str(int(v)) if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else f"{v:g}"
 
 
 def check_box(vals: Sequence[float], width: int, height: int, i: int, name: str, problems: list[tuple[str, str]]):
@@ -210,12 +294,15 @@ def resolve_image(
     height: int,
     hints: tuple[str, str, str],
     problems: list[tuple[str, str]],
+    verify_images: bool = False,
 ) -> tuple[bool, str, int, int, int, int]:
     """Find the annotation's image and settle the size boxes are checked against.
 
     Returns ``(ok, image, image_size, image_mtime_ns, width, height)``: the image's real size
     wins over the declared ``width`` x ``height``; 0 x 0 when neither is known. Problems
-    (``bad_image``, ``size_mismatch``, ``missing_image``, ``missing_size``) go to ``problems``.
+    (``bad_image``, ``size_mismatch``, ``image_outside``, ``missing_image``, ``missing_size``)
+    go to ``problems``. ``verify_images`` decodes the whole image (:func:`verify_image`): one
+    that fails is a ``corrupt_image`` and treated as missing.
     """
     filename, frame, path = hints
     image, img_size, img_mtime = "", -1, -1
@@ -230,9 +317,19 @@ def resolve_image(
                 problems.append(("bad_image", f"image {image} cannot be read ({e}); treated as missing"))
                 image, img_size, img_mtime = "", -1, -1
             else:
-                if width > 0 and height > 0 and (width, height) != (iw, ih):
-                    problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
-                width, height = iw, ih
+                kind, what = verify_image(image, (iw, ih)) if verify_images else ("", "")
+                if kind == "corrupt_image":
+                    problems.append((kind, f"image {image} {what}; treated as missing"))
+                    image, img_size, img_mtime = "", -1, -1
+                else:
+                    if kind:
+                        problems.append((kind, f"image {image} {what}"))
+                    if width > 0 and height > 0 and (width, height) != (iw, ih):
+                        problems.append(("size_mismatch", f"<size> says {width}x{height} but image {image} is {iw}x{ih}; using the image's size"))
+                    width, height = iw, ih
+        elif target := path_hint_target(xml_path, path):
+            problems.append(("image_outside", f"<path> {path} names {target}, which is not an image under "
+                                              f"{', '.join(images.roots)}; not read (images are found by name there only)"))
         if not image and require_image:
             stem = os.path.splitext(os.path.basename(xml_path))[0]
             tried = ", ".join(hint_stems(stem, filename, frame, path))
@@ -245,7 +342,8 @@ def resolve_image(
     return ok, image, img_size, img_mtime, width, height
 
 
-def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False) -> FileResult:
+def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False,
+               root: str = "", max_bytes: int = MAX_XML_BYTES, verify_images: bool = False) -> FileResult:
     """Parse one VOC XML file without a class list.
 
     Args:
@@ -254,18 +352,20 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
         xml_rel_dir: the XML's folder relative to the annotation root, for per-class layouts.
         require_image: a missing image makes the file unusable (``ok=False``) and is reported;
             otherwise the record is kept with ``image=""`` (annotation-only caches).
+        root: the annotation folder (a real path): a symlink pointing out of it is not read.
+        max_bytes: larger files are not read (``too_large``).
+        verify_images: decode the image fully, not only its header (see :func:`resolve_image`).
     """
     problems: list[tuple[str, str]] = []
     fail = FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
-    try:
-        data = _read_bytes(xml_path)
-    except OSError as e:
-        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
+    data = read_xml(xml_path, root, max_bytes, problems)
+    if data is None:
         return fail
+    data, guessed = _utf16_bom(data)
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as e:
-        problems.append(("parse_error", f"not well-formed XML ({e}); fix or delete the file"))
+        problems.append(_syntax_problem(str(e), data, guessed))
         return fail
     if root.tag != "annotation":
         problems.append(("not_voc", f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file; skipped"))
@@ -289,7 +389,7 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
     hints = (filename, frame, path)
 
     ok, image, img_size, img_mtime, width, height = resolve_image(
-        xml_path, images, xml_rel_dir, require_image, width, height, hints, problems)
+        xml_path, images, xml_rel_dir, require_image, width, height, hints, problems, verify_images)
 
     boxes: list[float] = []
     names: list[str] = []

@@ -24,14 +24,15 @@ from typing import Any, Optional, Sequence, TextIO
 import numpy as np
 
 from detect.data.cache import (
-    Cache, CacheError, decode_payload, problems_path, read_cache_data, read_cache_parts, write_cache_data,
+    Cache, CacheError, decode_payload, escape_field, problems_digest, problems_path, problems_text, read_cache_data,
+    read_cache_parts, valid_summary, write_cache_data,
 )
 from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
-from detect.data.voc import parse_file
+from detect.data.voc import MAX_XML_BYTES, parse_file
 from detect.errors import UsageError
 from detect.structures import Problem
-from detect.utils import atomic_write_text, cpu_count
+from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count, die_with_parent
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
@@ -99,9 +100,14 @@ def _normalise_split(ids: Sequence[str]) -> list[str]:
     return sorted(set(out))
 
 
-def _check_output(output: Path) -> None:
-    if output.is_dir():
-        raise UsageError(f"output {output} is a folder; give a file name such as {output / 'cache.pkl'}")
+def _check_output(output: Path, inputs: Sequence[str]) -> None:
+    """The cache and its problems file are new paths or regular files, none of them an input
+    (an annotation, an image, the class or split file), in a folder we can write."""
+    try:
+        for path, what in ((output, "output"), (problems_path(output), "problems file")):
+            check_output_path(path, inputs, what=what)
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -117,13 +123,15 @@ def _check_output(output: Path) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(index: Optional[ImageIndex], require_image: bool) -> None:
-    _WORKER["index"], _WORKER["require"] = index, require_image
+def _init_worker(index: Optional[ImageIndex], how: dict[str, Any], parent: int = 0) -> None:
+    if parent:  # a pool worker: end with the command (kill -9 left 16 orphans parsing on)
+        die_with_parent(parent)
+    _WORKER["index"], _WORKER["how"] = index, how
 
 
 def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
-    index, require = _WORKER["index"], _WORKER["require"]
-    return pack([parse_file(p, index, xml_rel_dir=d, require_image=require) for p, d in jobs])
+    index, how = _WORKER["index"], _WORKER["how"]
+    return pack([parse_file(p, index, xml_rel_dir=d, **how) for p, d in jobs])
 
 
 def _mp_context():
@@ -137,17 +145,19 @@ def _mp_context():
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require_image: bool, workers: int = 0, progress: bool = True) -> dict[str, Any]:
+def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: dict[str, Any], workers: int = 0,
+               progress: bool = True) -> dict[str, Any]:
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
-    tqdm bar on stderr for runs longer than a second."""
+    tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
+    :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
     from tqdm import tqdm
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
     try:
-        if workers <= 1 or len(jobs) < SERIAL_BELOW:
-            _init_worker(index, require_image)
+        if workers <= 1 or len(jobs) < (SERIAL_BELOW // 16 if how.get("verify_images") else SERIAL_BELOW):  # decoding is slow
+            _init_worker(index, how)
             tables = []
             for i in range(0, len(jobs), 512):
                 tables.append(_parse_chunk(jobs[i : i + 512]))
@@ -156,7 +166,8 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], require
         size = int(np.clip(len(jobs) // (workers * 8), 32, 1024))
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         results: list[Any] = [None] * len(chunks)
-        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker, initargs=(index, require_image)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_init_worker,
+                                 initargs=(index, how, os.getpid())) as pool:
             futures = {pool.submit(_parse_chunk, c): k for k, c in enumerate(chunks)}
             try:
                 for fut in as_completed(futures):
@@ -180,13 +191,28 @@ def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dic
         return None, None, None
     try:
         header, payload = read_cache_parts(output)
-        if header.get("fingerprint") == fingerprint and isinstance(header.get("summary"), dict) and problems_path(output).exists():
+        if (header.get("fingerprint") == fingerprint and valid_summary(header.get("summary"))
+                and isinstance(header.get("problems_blake2b"), str)):
+            _sync_problems_file(output, header["problems_blake2b"], payload, log)
             return header, payload, None
         return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:
         reason = str(e).split("; rebuild it with")[0]
         print(f"xml2pkl: previous cache unusable, rebuilding: {reason}", file=log)
         return None, None, None
+
+
+def _sync_problems_file(output: Path, digest: str, payload: bytes, log: TextIO) -> None:
+    """Rewrite the problems file from the cache when it is missing or not the one the header
+    names (a crash between the two writes): the cache holds the problems, the file shows them."""
+    path = problems_path(output)
+    try:
+        if problems_digest(path.read_text(encoding="utf-8")) == digest:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, problems_text(decode_payload(payload, output)["problems"]))
+    print(f"xml2pkl: problems file {path} was missing or out of date; rewritten from the cache", file=log)
 
 
 def image_columns(index: ImageIndex) -> dict[str, Any]:
@@ -272,6 +298,8 @@ def build_cache(
     workers: int = 0,
     progress: bool = True,
     log: Optional[TextIO] = None,
+    max_xml_bytes: int = MAX_XML_BYTES,
+    verify_images: bool = False,
 ) -> BuildResult:
     """Parse every ``*.xml`` under ``ann_dir`` into the cache ``output``, incrementally.
 
@@ -285,6 +313,10 @@ def build_cache(
         classes: class file or list; None: the sorted union of the names found.
         split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
         workers: parser processes (0: one per core).
+        max_xml_bytes: larger annotation files are not read (a ``too_large`` problem).
+        verify_images: decode every image fully (in the parser processes), not only its header:
+            one that fails or makes the decoder complain is a ``corrupt_image`` problem and is
+            treated as missing.
         progress: show a progress bar (stderr) on runs longer than a second.
         log: where notes go (default: stderr).
 
@@ -298,8 +330,9 @@ def build_cache(
     ann_abs = str(ann.resolve())
     if images is not None and not Path(images).is_dir():
         raise UsageError(f"image folder {images} does not exist or is not a folder")
+    if max_xml_bytes < 1:
+        raise UsageError(f"--max-xml-bytes must be at least 1, got {max_xml_bytes}")
     output = Path(output)
-    _check_output(output)
     class_list, split_ids, split_file = _selection(classes, split)
 
     roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
@@ -307,7 +340,10 @@ def build_cache(
     if not xmls.rels:
         raise UsageError(f"no .xml files under {ann}")
     index = ImageIndex.scan(roots, {ann_abs: beside})
-    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None}
+    listed = [os.fspath(f) for f in (classes, split) if isinstance(f, (str, os.PathLike))]
+    _check_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
+    options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None, "max_xml_bytes": int(max_xml_bytes),
+               "verify_images": bool(verify_images)}
     select = {"classes": class_list, "split": split_ids}
     rels = xmls.rels
     sizes = np.array(xmls.sizes, np.int64)
@@ -323,7 +359,8 @@ def build_cache(
     same_images = old is not None and _same_images(old, image_cols)
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
-    new = parse_many(jobs, index, images is not None, workers, progress)
+    how = {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes), "verify_images": bool(verify_images)}
+    new = parse_many(jobs, index, how, workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
     classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
     data = {
@@ -336,9 +373,10 @@ def build_cache(
         "problems": problems,
     }
     summary = _summary(data)
-    try:
-        write_cache_data(output, data, fingerprint=fp, summary=summary)
-        atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
+    text = problems_text(problems)
+    try:  # the cache first: its header names the problems file's digest, so a crash between is repaired
+        write_cache_data(output, data, fingerprint=fp, summary=summary, problems_blake2b=problems_digest(text))
+        atomic_write_text(problems_path(output), text)
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
     n_old = len(old_files["rel"]) if old_files is not None else 0
@@ -354,10 +392,6 @@ def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str,
     return (found.path, found.size, found.mtime_ns) == (files["image"][i], files["image_size"][i], files["image_mtime"][i])
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     """One line on what was cached, problem counts per kind, and the first few problems."""
     out = out or sys.stderr
@@ -371,7 +405,7 @@ def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
     kinds = ", ".join(f"{k} {c}" for k, c in sm["kinds"].items())
     print(f"xml2pkl: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
     for f, k, m in sm["first"]:
-        print(f"  {f}: [{k}] {m}", file=out)
+        print(f"  {escape_field(f)}: [{k}] {m}", file=out)
     if n > len(sm["first"]):
         print(f"  ... and {n - len(sm['first'])} more", file=out)
 
@@ -380,9 +414,12 @@ def cmd_xml2pkl(args) -> int:
     """``detect xml2pkl ANN_DIR [--images DIR] [--classes FILE] [--split FILE] -o CACHE``.
     Exit 0: written (problems are reported, not fatal); 1: ``--strict`` and problems found;
     2: usage error (missing folder or file, unwritable output)."""
+    max_xml_bytes = getattr(args, "max_xml_bytes", None)
     result = build_cache(
         args.ann_dir, args.output, images=args.images, classes=args.classes, split=args.split,
         workers=args.workers, progress=not getattr(args, "no_progress", False),
+        max_xml_bytes=MAX_XML_BYTES if max_xml_bytes is None else max_xml_bytes,
+        verify_images=getattr(args, "verify_images", False),
     )
     summarize(result)
     return 1 if args.strict and result.summary["problems"] else 0

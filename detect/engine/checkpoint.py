@@ -151,14 +151,22 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True) -> Path:
     return save_checkpoint(dst, **inference_state(load_checkpoint(src), half=half))
 
 
-def stored_config(ckpt: dict[str, Any]) -> ExperimentConfig:
-    """The config a checkpoint was trained with: fields it predates set as :data:`ADDED_FIELDS`
-    says, settings that moved since read from their old place (``ExperimentConfig.from_dict``)."""
-    d = copy.deepcopy(ckpt["config"])
+def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> ExperimentConfig:
+    """The config a checkpoint was trained with, fields it predates set as :data:`ADDED_FIELDS`
+    says, settings that moved since read from their old place (``ExperimentConfig.from_dict``).
+    Raises :class:`CheckpointError` naming ``path`` when it is not a config dict."""
+    d = ckpt.get("config")
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path}: the checkpoint's config is a {type(d).__name__}, not a dict of config "
+                              "sections; the file was not written by retail-detect or was edited")
+    d = copy.deepcopy(d)
     for (section, name), old in ADDED_FIELDS.items():
         if isinstance(d.get(section), dict):
             d[section].setdefault(name, old)
-    return ExperimentConfig.from_dict(d)
+    try:
+        return ExperimentConfig.from_dict(d)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: the checkpoint's config does not fit this version: {e}") from None
 
 
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, ExperimentConfig, list[str]]:
@@ -171,7 +179,7 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     from detect.models.build import build_model
 
     ckpt = load_checkpoint(path, map_location="cpu")
-    cfg = stored_config(ckpt)
+    cfg = stored_config(ckpt, path)
     classes = [str(c) for c in ckpt["classes"]]
     cfg.model.num_classes = len(classes)
     build = cfg.for_rebuild()

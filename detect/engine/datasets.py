@@ -69,8 +69,9 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
                              f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
         if va is not None and va.records:
-            val = _dataset(va.records, eval_transform(imgsz), proposals, d.max_proposals)
-    return TrainData(list(tr.classes), _dataset(tr.records, tf, proposals, d.max_proposals), val, collate, problems)
+            val = _dataset(va.records, eval_transform(imgsz), proposals, d.max_proposals, skip_unreadable=True)
+    train = _dataset(tr.records, tf, proposals, d.max_proposals, skip_unreadable=True)
+    return TrainData(list(tr.classes), train, val, collate, problems)
 
 
 def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
@@ -101,11 +102,16 @@ def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
         raise UsageError(str(e)) from None
 
 
-def _dataset(records: Sequence[Any], transform: Any, proposals: Optional[Any], max_proposals: int) -> Any:
+def _dataset(records: Sequence[Any], transform: Any, proposals: Optional[Any], max_proposals: int,
+             skip_unreadable: bool = False) -> Any:
+    """A dataset over ``records``; in training (``skip_unreadable``) an image gone since the cache
+    was built is skipped and counted (:class:`detect.structures.Unreadable`), not fatal."""
     if proposals is None:
         from detect.data.dataset import DetectionDataset
 
-        return DetectionDataset(records, transform)
+        return DetectionDataset(records, transform, skip_unreadable=skip_unreadable)
     from detect.data.proposal_dataset import ProposalDataset
 
-    return ProposalDataset(records, transform, proposals, max_proposals)
+    ds = ProposalDataset(records, transform, proposals, max_proposals)
+    ds.skip_unreadable = skip_unreadable
+    return ds

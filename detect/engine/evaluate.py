@@ -74,7 +74,8 @@ def collect(
     original-image pixels.
 
     Returns ``dets`` / ``gts`` (per-image dicts, see :mod:`detect.engine.metrics`), ``sizes``
-    ((h, w) per image), ``image_ids``, ``seconds`` (the loop, data loading included).
+    ((h, w) per image), ``image_ids``, ``seconds`` (the loop, data loading included) and
+    ``unreadable`` ("path: reason" of the images the collate dropped: they are not scored).
     Detections are cut to the ``max_det`` best per image (the model's own cap applies first).
     """
     device = torch.device(device)
@@ -82,7 +83,7 @@ def collect(
     model.eval()
     records = _dataset_records(loader.dataset)
     use_amp = amp and device.type == "cuda"
-    dets, gts, sizes, ids = [], [], [], []
+    dets, gts, sizes, ids, unreadable = [], [], [], [], []
     it = loader
     if progress:
         from tqdm import tqdm
@@ -91,6 +92,9 @@ def collect(
     t0 = time.perf_counter()
     try:
         for images, targets in it:
+            unreadable += map(str, getattr(targets, "unreadable", ()))
+            if not len(targets):
+                continue
             images = images.to(device, non_blocking=True)
             s_h, s_w = images.shape[-2:]  # (B, 3, S, S)
             ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
@@ -124,7 +128,8 @@ def collect(
                 ids.append(image_id)
     finally:
         model.train(was_training)
-    return {"dets": dets, "gts": gts, "sizes": sizes, "image_ids": ids, "seconds": time.perf_counter() - t0}
+    return {"dets": dets, "gts": gts, "sizes": sizes, "image_ids": ids, "seconds": time.perf_counter() - t0,
+            "unreadable": unreadable}
 
 
 def compute_metrics(
@@ -180,14 +185,15 @@ def evaluate(
     """Score ``model`` on ``loader`` (batches of ``(Tensor[B, 3, S, S], list[target])``).
 
     Returns the metrics of :func:`compute_metrics` plus ``seconds`` (wall time of the whole
-    evaluation) and ``images_per_s`` (inference loop, data loading included). The model is put
-    back in the train/eval mode it came in.
+    evaluation), ``images_per_s`` (inference loop, data loading included) and ``unreadable``
+    (see :func:`collect`). The model is put back in the train/eval mode it came in.
     """
     t0 = time.perf_counter()
     got = collect(model, loader, device, max_det=max_det, amp=amp, progress=progress)
     metrics, _ = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
     metrics["seconds"] = time.perf_counter() - t0
     metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
+    metrics["unreadable"] = got["unreadable"]
     return metrics
 
 

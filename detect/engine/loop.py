@@ -6,7 +6,9 @@ clipping, then an optimizer step that is skipped when the loss or the gradient n
 finite (NaN/inf never reaches the weights), LR schedule step and EMA update. The skip is
 decided on the device (fused optimizers take a ``found_inf`` flag; under DDP the flag is
 all-reduced so every rank skips together), and losses accumulate on the device: the host
-syncs only every ``log_every`` steps, to update the progress bar.
+syncs only every ``log_every`` steps, to update the progress bar. Images the collate dropped
+because their file could not be read are counted and named; a batch left with none is a
+skipped step.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class EpochStats:
     steps: int = 0
     skipped: int = 0  # steps not applied: non-finite loss or gradient
     nonfinite_loss: int = 0  # steps (summed over ranks) whose loss was NaN/inf
+    unreadable: int = 0  # images (summed over ranks) dropped from their batch: the file could not be read
+    unreadable_files: list[str] = field(default_factory=list)  # this rank's, "path: reason"
     images_per_s: float = 0.0
     seconds: float = 0.0
 
@@ -83,8 +87,20 @@ def train_one_epoch(
     t0 = t_log = time.perf_counter()
     images = images_log = n_steps = 0
     reported_bad = 0
+    unreadable: list[str] = []
     try:
         for i, (imgs, targets) in enumerate(loader):
+            unreadable += map(str, getattr(targets, "unreadable", ()))  # dropped by the collate (detect.data.dataset)
+            if not len(targets):  # no image of the batch could be read: a skipped step
+                if info.distributed:  # the other ranks would wait in backward forever
+                    raise RuntimeError(f"rank {info.rank}: no image of batch {i + 1} could be read: {unreadable[-1]}")
+                scheduler.step()
+                n_steps += 1
+                if bar is not None:
+                    bar.update(1)
+                if on_step is not None and on_step(i + 1):
+                    break
+                continue
             imgs, targets = to_device(imgs, targets, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 losses = _loss_dict(model(imgs, targets))
@@ -138,11 +154,12 @@ def train_one_epoch(
     finally:
         if bar is not None:
             bar.close()
-    counts = torch.stack([n_ok, n_bad_loss, torch.tensor(float(n_steps), device=device)])
+    counts = torch.stack([n_ok, n_bad_loss, torch.tensor(float(n_steps), device=device),
+                          torch.tensor(float(len(unreadable)), device=device)])
     all_reduce_(sums, info, "sum")
     all_reduce_(counts, info, "sum")
     w = info.world_size
-    n_ok_all, n_bad_all, n_steps_all = counts.tolist()
+    n_ok_all, n_bad_all, n_steps_all, n_unreadable = counts.tolist()
     # every rank adds its local-batch means; the global mean of a step is their average
     means = (sums / max(n_ok_all, 1.0)).tolist()
     seconds = time.perf_counter() - t0
@@ -152,6 +169,8 @@ def train_one_epoch(
         steps=int(round(n_steps_all / w)),
         skipped=int(round((n_steps_all - n_ok_all) / w)),
         nonfinite_loss=int(n_bad_all),
+        unreadable=int(n_unreadable),
+        unreadable_files=unreadable,
         images_per_s=images / max(seconds, 1e-9),
         seconds=seconds,
     )

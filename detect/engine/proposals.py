@@ -26,7 +26,7 @@ import numpy as np
 from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
 from detect.errors import UsageError
 from detect.models.proposals import MODES, proposal_recall, selective_search
-from detect.utils import atomic_write
+from detect.utils import atomic_write, check_output_path, die_with_parent
 
 SERIAL_BELOW = 8  # images; fewer run in-process (a pool costs a fraction of a second to start)
 TOPS = (100, 300, 1000, 2000)
@@ -133,7 +133,7 @@ def build_proposal_cache(
         outs = map(_search_one, jobs)
         pool = None
     else:
-        pool = ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)))
+        pool = ProcessPoolExecutor(max_workers=min(n_workers, len(jobs)), initializer=die_with_parent, initargs=(os.getpid(),))
         outs = pool.map(_search_one, jobs, chunksize=max(1, min(16, len(jobs) // (4 * n_workers))))
     try:
         for path, boxes, secs, err in outs:
@@ -200,6 +200,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     bar = None
     try:
         ann = load_cache(args.cache)
+        check_output_path(output, [args.cache, *(r.image for r in ann.records if r.image)])
         if not args.no_progress and len(ann.records) >= 50:
             from tqdm import tqdm
 

@@ -46,6 +46,8 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
     parts += [f"{k} {row[k]:.4f}" for k in ("voc_ap50", "coco_ap") if isinstance(row.get(k), float)]
     if row.get("skipped"):
         parts.append(f"skipped {row['skipped']} (non-finite loss {row.get('nonfinite_loss', 0)})")
+    if row.get("unreadable"):
+        parts.append(f"unreadable {row['unreadable']}")
     parts.append(f"{row['time']:.1f}s {row['images_per_s']:.0f} img/s")
     return "  ".join(parts)
 

@@ -63,7 +63,8 @@ def train(
 ) -> dict[str, Any]:
     """Train as ``cfg`` says (under torchrun: one process per device) and return the final
     metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
-    ``nonfinite_loss``, ``data_problems`` and the last epoch's CSV row).
+    ``nonfinite_loss``, ``unreadable`` (images skipped because their file could not be read,
+    summed over epochs), ``data_problems`` and the last epoch's CSV row).
 
     ``data_fn``/``model_fn``/``eval_fn`` replace :func:`load_data`, ``build_model`` and
     ``evaluate`` (tests plug tiny ones in). ``cfg`` is updated in place (``num_classes``).
@@ -154,7 +155,7 @@ def _train(
                   + (f" x {info.world_size} processes" if info.distributed else "") + (", AMP" if amp else ""))
 
     bar = _progress_factory(progress and info.is_main)
-    totals = {"skipped": 0, "nonfinite_loss": 0}
+    totals = {"skipped": 0, "nonfinite_loss": 0, "unreadable": 0}
     time_spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
     epoch = start
     while epoch < plan.epochs:
@@ -181,11 +182,17 @@ def _train(
         if val_loader is not None and ((epoch + 1) % max(1, t.eval_every) == 0 or last_epoch):
             metrics = eval_fn(ema.module if ema else bare, val_loader, data.classes, device, cfg.model.max_det)
             row.update({k: float(metrics[k]) for k in METRIC_KEYS if k in metrics})
+        unreadable = stats.unreadable_files + list(metrics.get("unreadable", []))  # files gone since the cache was built
+        row["unreadable"] = stats.unreadable + len(metrics.get("unreadable", []))
+        if unreadable:
+            log.print(f"warning: epoch {epoch + 1}: {row['unreadable']} unreadable image(s) skipped: "
+                      + "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""), err=True)
         row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s)
         row = D.broadcast_object(row, info)  # every rank keeps the same history
         rows.append(row)
         totals["skipped"] += stats.skipped
         totals["nonfinite_loss"] += stats.nonfinite_loss
+        totals["unreadable"] += row["unreadable"]
         improved = _finite(row.get("voc_ap50")) and not (row["voc_ap50"] <= best_map)
         if improved:
             best_map, best_epoch = row["voc_ap50"], epoch + 1
@@ -222,7 +229,7 @@ def _train(
     result = {
         "epochs": len(rows), "best_map": best_map, "best_epoch": best_epoch, "last": str(last_pt),
         "best": str(best_pt) if best_epoch else None, "plot": str(plot) if plot else None,
-        "data_problems": data.problems, **totals, **(rows[-1] if rows else {}),
+        "data_problems": data.problems, **(rows[-1] if rows else {}), **totals,  # run totals, not the last row's
     }
     if info.is_main:
         log.print(f"done: {len(rows)} epochs in {out}; best voc_ap50 {best_map:.4f} (epoch {best_epoch})"
@@ -359,7 +366,8 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     ``--epochs`` to extend a finished run)."""
     resume = bool(getattr(args, "resume", False))
     if resume:
-        cfg = stored_config(checkpoint if checkpoint is not None else load_checkpoint(run_checkpoint(args)))
+        last = run_checkpoint(args)
+        cfg = stored_config(checkpoint if checkpoint is not None else load_checkpoint(last), last)
     else:
         cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_config_options(cfg, args)
@@ -368,11 +376,11 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``detect train``. Exit 0 done, 1 done but the data had problems or steps were skipped
-    for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
+    """``detect train``. Exit 0 done, 1 done but the data had problems, images could not be read
+    or steps were skipped for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
     :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
     the training state."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
     result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
-    return 1 if result["nonfinite_loss"] or result["data_problems"] else 0
+    return 1 if result["nonfinite_loss"] or result["data_problems"] or result["unreadable"] else 0
