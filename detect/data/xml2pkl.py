@@ -328,12 +328,26 @@ def build_cache(
     rows, jobs = _plan(xmls, old_files, index, same_images)
     new = parse_many(jobs, index, images is not None, workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
-    classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
+    data, summary = write_cache(output, fp, options, select, files, image_cols, class_list, split_ids, split_file)
+    n_old = len(old_files["rel"]) if old_files is not None else 0
+    parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
+    return BuildResult(str(output), parsed, len(rels) - len(parsed), False, time.perf_counter() - t0, summary, data)
+
+
+def write_cache(output: Path, fp: str, options: dict[str, Any], select: dict[str, Any], files: dict[str, Any],
+                images: dict[str, Any], classes: Optional[list[str]], split: Optional[list[str]] = None, split_file: str = "",
+                extra_problems: Sequence[tuple[str, str, str]] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last stage of every cache build, whatever the annotation format: select the records
+    (:func:`~detect.data.columns.select_records`), then write the cache (fingerprint ``fp``) and
+    its problems file atomically. ``extra_problems`` ``(file, kind, message)`` concern no single
+    row of ``files`` (a split list naming a missing image). Returns ``(data, summary)``."""
+    classes_out, records, problems = select_records(files, options["ann_dir"], classes, split, split_file)
+    problems = problems + list(extra_problems)
     data = {
         "options": options,
         "select": select,
         "files": files,
-        "images": image_cols,
+        "images": images,
         "classes": classes_out,
         "records": records,
         "problems": problems,
@@ -344,9 +358,7 @@ def build_cache(
         atomic_write_text(problems_path(output), "".join(f"{f}\t{k}\t{_one_line(m)}\n" for f, k, m in [("file", "kind", "message"), *problems]))
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
-    n_old = len(old_files["rel"]) if old_files is not None else 0
-    parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
-    return BuildResult(str(output), parsed, len(rels) - len(parsed), False, time.perf_counter() - t0, summary, data)
+    return data, summary
 
 
 def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str, rel: str) -> bool:
@@ -361,18 +373,19 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
-    """One line on what was cached, problem counts per kind, and the first few problems."""
+def summarize(result: BuildResult, out: Optional[TextIO] = None, prog: str = "xml2pkl", what: str = "XML files") -> None:
+    """One line on what was cached, problem counts per kind, and the first few problems
+    (``prog``: the line prefix; ``what``: the kind of annotation file counted)."""
     out = out or sys.stderr
     sm = result.summary
     how = "up to date, nothing re-parsed" if result.up_to_date else f"{len(result.parsed)} parsed, {result.reused} reused"
-    print(f"xml2pkl: {sm['files']} XML files ({how}) -> {sm['records']} images, {sm['boxes']} boxes, {sm['classes']} classes "
+    print(f"{prog}: {sm['files']} {what} ({how}) -> {sm['records']} images, {sm['boxes']} boxes, {sm['classes']} classes "
           f"in {result.seconds:.2f}s: {result.path}", file=out)
     n = sm["problems"]
     if not n:
         return
     kinds = ", ".join(f"{k} {c}" for k, c in sm["kinds"].items())
-    print(f"xml2pkl: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
+    print(f"{prog}: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
     for f, k, m in sm["first"]:
         print(f"  {f}: [{k}] {m}", file=out)
     if n > len(sm["first"]):
