@@ -146,7 +146,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_proposals(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("proposals", help="selective-search proposals for a cache, cached beside it")
-    p.add_argument("cache", help="annotation cache .pkl (from xml2pkl)")
+    p.add_argument("cache", help="annotation cache .pkl (from xml2pkl), or any --data: the cache of its --split")
+    p.add_argument("--split", help="split of a --data given instead of a cache (default: every image)")
     p.add_argument("-o", "--output", help="proposal cache (default: <cache>.ss-<mode>.pkl)")
     p.add_argument("--mode", choices=["fast", "quality"], default="fast")
     p.add_argument("--max", type=int, default=2000, help="proposals kept per image")

@@ -73,3 +73,27 @@ def test_unrecognised_inputs_say_what_is_accepted(tmp_path):
     text(tmp_path / "bad" / "data.yaml", "train: ../train/images\nnames: {0: a, 3: b}\n")
     with pytest.raises(DatasetError, match=r"'names' keys must be 0..1"):
         resolve_data(tmp_path / "bad", "train")
+
+
+def test_proposals_and_train_take_any_data(tmp_path):
+    from detect.cli import main
+    from detect.config import ExperimentConfig
+    from detect.data.proposals import load_proposals
+    from detect.engine.train import load_data
+
+    y = roboflow_yolo(tmp_path / "rf")
+    out = tmp_path / "p.pkl"
+    assert main(["proposals", str(tmp_path / "rf"), "--split", "train", "-o", str(out), "--max", "20", "--resize", "0",
+                 "--workers", "1", "--no-progress"]) == 0
+    train = resolve_data(y, "train")
+    assert all(len(load_proposals(out).get(r.image)) > 0 for r in train.records)
+    coco2017(tmp_path / "coco")
+    cfg = ExperimentConfig()
+    cfg.data.data = str(tmp_path / "coco/annotations/instances_val2017.json")
+    notes: list[str] = []
+    data = load_data(cfg, log=notes.append)
+    assert len(data.train) == 3 and data.val is None  # a JSON alone is one split: not validated on itself
+    assert any("is one split" in n for n in notes)
+    cfg.data.data = str(tmp_path / "coco")
+    data = load_data(cfg, log=notes.append)
+    assert (len(data.train), len(data.val)) == (1, 3) and data.classes == ["cup", "jar", "tea"]
