@@ -54,7 +54,8 @@ def test_a_json_alone_is_one_split(tmp_path):
     coco2017(tmp_path / "coco")
     js = tmp_path / "coco/annotations/instances_val2017.json"
     for split in ("train", "val", None):  # like a cache: whatever split is asked
-        assert len(resolve_data(js, split)) == 3
+        c = resolve_data(js, split)
+        assert len(c) == 3 and Path(c.path) == tmp_path / "coco/.cache/coco-val2017.pkl"  # at the dataset root
 
 
 def test_roboflow_and_cvat_layouts(tmp_path):

@@ -98,12 +98,13 @@ def find_splits(root: Path) -> dict[str, CocoSplit]:
     return out
 
 
-def split_of_file(json_path: Path) -> tuple[str, CocoSplit]:
-    """A COCO JSON given on its own: its split name and its image folder."""
+def split_of_file(json_path: Path) -> tuple[str, CocoSplit, Path]:
+    """A COCO JSON given on its own: its split name, its image folder, and the dataset root
+    (the folder above ``annotations/``, else the JSON's folder)."""
     json_path = json_path.resolve()
     root = json_path.parent.parent if json_path.parent.name.lower() == "annotations" else json_path.parent
     name = split_name(json_path)
-    return name, CocoSplit(json_path, image_folder(root, json_path, name))
+    return name, CocoSplit(json_path, image_folder(root, json_path, name)), root
 
 
 # -- parsing ------------------------------------------------------------------------------------

@@ -275,8 +275,8 @@ def yolo_source(data_yaml: Path) -> DataSource:
 def coco_source(path: Path) -> DataSource:
     """A COCO dataset folder, or one COCO JSON (a single split), as a :class:`DataSource`."""
     if path.is_file():
-        name, split = split_of_file(path)
-        splits, root = {name: split}, path.resolve().parent
+        name, split, root = split_of_file(path)
+        splits = {name: split}
     else:
         splits, root = find_splits(path), path.resolve()
 
