@@ -30,6 +30,7 @@ HANDLERS = {
     "export": "detect.infer.export:cmd_export",
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
+    "convert": "detect.data.convert:cmd_convert",
 }
 
 
@@ -132,7 +133,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_proposals(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("proposals", help="selective-search proposals for a cache, cached beside it", formatter_class=_Help)
-    p.add_argument("cache", help="annotation cache .pkl (from xml2pkl)")
+    p.add_argument("cache", help="annotation cache .pkl (from xml2pkl), or any --data: the cache of its --split")
+    p.add_argument("--split", help="split of a --data given instead of a cache (default: every image)")
     p.add_argument("-o", "--output", help="proposal cache (default: <cache>.ss-<mode>.pkl)")
     p.add_argument("--mode", choices=["fast", "quality"], default="fast", help="selective search strategy")
     p.add_argument("--max", type=int, default=2000, help="proposals kept per image")
@@ -157,11 +159,26 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I | cuda:I,J")
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="convert a dataset, or predict's detections, to VOC, COCO, YOLO or a cache")
+    p.add_argument("source", help="dataset YAML, VOC folder or split folders, YOLO data.yaml or its folder, COCO folder or "
+                   ".json, cache .pkl, or the detections.jsonl of `detect predict --save-json` (pre-labels)")
+    p.add_argument("--to", required=True, choices=["voc", "coco", "yolo", "pkl"],
+                   help="voc: labelImg/CVAT Pascal VOC; coco: instances_<split>.json; yolo: ultralytics data.yaml; "
+                   "pkl: the cache of one split (like xml2pkl)")
+    p.add_argument("-o", "--output", required=True, help="output folder (--to pkl: the cache file); never inside the source")
+    p.add_argument("--split", help="only this split (default: every split; --to pkl: every image)")
+    p.add_argument("--workers", type=int, default=0, help="parallel VOC parser processes (0: one per core)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the source had any problem")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_xml2pkl, _add_synth, _add_train, _add_val, _add_predict, _add_demo, _add_export, _add_proposals, _add_tune):
+    for add in (_add_xml2pkl, _add_synth, _add_train, _add_val, _add_predict, _add_demo, _add_export, _add_proposals, _add_tune,
+                _add_convert):
         add(sub)
     return parser
 

@@ -234,9 +234,12 @@ def _check_consistent(data: Any) -> None:
     if not isinstance(data, dict) or not all(isinstance(data.get(k), dict) for k in ("options", "select", "files", "images", "records")):
         raise ValueError("payload must be a dict with the dicts options, select, files, images, records")
     o, f, r, im = data["options"], data["files"], data["records"], data["images"]
-    if not isinstance(o.get("ann_dir"), str) or not isinstance(o.get("require_images"), bool):
-        raise ValueError("options must hold ann_dir (str) and require_images (bool)")
-    _strings(o.get("image_roots"), "options.image_roots")
+    if not isinstance(o.get("ann_dir"), str):
+        raise ValueError("options must hold ann_dir (str)")
+    if o.get("format", "voc") == "voc":  # the YOLO and COCO importers have options of their own
+        if not isinstance(o.get("require_images"), bool):
+            raise ValueError("options of a VOC cache must hold require_images (bool)")
+        _strings(o.get("image_roots"), "options.image_roots")
     for key in ("classes", "split"):
         if data["select"].get(key) is not None:
             _strings(data["select"][key], f"select.{key}")

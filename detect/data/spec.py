@@ -14,10 +14,15 @@ A dataset YAML (see ``datasets/*.yaml``)::
     cache_dir: null                          # optional; relative to the YAML file's folder
 
 A VOC folder (what ``detect synth`` writes) needs no YAML: ``Annotations/``, ``JPEGImages/``,
-optional ``classes.txt`` and ``ImageSets/Main/<split>.txt``.
+optional ``classes.txt`` and ``ImageSets/Main/<split>.txt``. Nor do the other layouts, found by
+:func:`detect.data.layouts.detect_layout`: VOC split folders (``train/``, ``valid/``, ``test/``
+with XML beside the images; one annotation root whose splits are its folders), a YOLO
+``data.yaml`` (:mod:`detect.data.yolo`) and COCO JSON (:mod:`detect.data.coco`). Each becomes a
+:class:`DataSource` (:func:`open_data`): its split names and how the cache of one is built.
 
 Caches are built, and rebuilt incrementally when inputs change, by
-:func:`detect.data.xml2pkl.build_cache`, one file per split, in the first of: ``cache_dir``;
+:func:`detect.data.xml2pkl.build_cache` (VOC) or :mod:`detect.data.import_cache` (YOLO, COCO),
+one file per split, in the first of: ``cache_dir``;
 ``$RETAIL_DETECT_CACHE``; ``<root>/.cache`` when the dataset folder is writable; otherwise
 ``~/.cache/retail-detect`` (``$XDG_CACHE_HOME`` honoured). A read-only dataset (such as the
 shared benchmark data) is never written to.
@@ -31,12 +36,17 @@ import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 import yaml
 
+from detect.data import layouts
 from detect.data.cache import Cache, load_cache
-from detect.data.xml2pkl import build_cache
+from detect.data.coco import find_splits, split_of_file
+from detect.data.images import walk_files
+from detect.data.import_cache import build_coco_cache, build_yolo_cache
+from detect.data.xml2pkl import BuildResult, build_cache
+from detect.data.yolo import DataYamlError, read_data_yaml
 from detect.errors import UsageError
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
@@ -57,7 +67,7 @@ class DatasetSpec:
         annotations: folder searched recursively for VOC XML.
         images: image folder (None: beside the XML files).
         classes: class file (None: the sorted union of the names found).
-        splits: split name -> id file (None: all files).
+        splits: split name -> id file, or the ids themselves (None: all files).
         cache_dir: where caches go (None: chosen by :func:`cache_dir_for`).
         source: the YAML file or folder the spec came from.
     """
@@ -67,7 +77,7 @@ class DatasetSpec:
     annotations: Path
     images: Optional[Path] = None
     classes: Optional[Path] = None
-    splits: dict[str, Optional[Path]] = field(default_factory=dict)
+    splits: dict[str, Optional[Path] | list[str]] = field(default_factory=dict)
     cache_dir: Optional[Path] = None
     source: str = ""
 
@@ -134,6 +144,27 @@ def voc_folder_spec(folder: str | os.PathLike) -> DatasetSpec:
     )
 
 
+def voc_split_folders_spec(folder: str | os.PathLike) -> DatasetSpec:
+    """The spec of VOC split folders (Roboflow's and CVAT's exports): the folder is one annotation
+    root, so every split shares one class list; each split is the XML of its folder
+    (``valid/`` or ``val/`` is split ``val``), and every record needs its image beside its XML."""
+    root = Path(folder).resolve()
+    found = layouts.voc_split_folders(root)
+    if not found:
+        raise DatasetError(f"{folder}: no train/, valid/, val/ or test/ folder with XML files inside")
+    splits: dict[str, Optional[Path] | list[str]] = {
+        split: [f"{d.name}/{os.path.splitext(rel)[0]}" for rel in walk_files(d, {".xml"})[0].rels] for split, d in found.items()}
+    return DatasetSpec(
+        name=root.name,
+        root=root,
+        annotations=root,
+        images=root,
+        classes=root / "classes.txt" if (root / "classes.txt").is_file() else None,
+        splits=splits,
+        source=str(folder),
+    )
+
+
 def _writable(folder: Path) -> bool:
     """Writable for us *and* meant to be written: root passes ``os.access`` on folders without
     any write bit (a read-only share), so the mode bits are checked as well."""
@@ -144,8 +175,8 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
-def cache_dir_for(spec: DatasetSpec) -> Path:
-    """Folder for the spec's caches (rules in the module docstring)."""
+def cache_dir_for(spec: DatasetSpec | DataSource) -> Path:
+    """Folder for the caches of a spec or source (rules in the module docstring)."""
     if spec.cache_dir is not None:
         return spec.cache_dir
     tag = f"{spec.name}-{hashlib.sha1(str(spec.root).encode()).hexdigest()[:10]}"
@@ -158,36 +189,145 @@ def cache_dir_for(spec: DatasetSpec) -> Path:
     return home / "retail-detect" / tag
 
 
-def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: int = 0,
-                 progress: bool = False, log: TextIO = sys.stderr) -> Cache:
-    """Build or reuse the cache of one split of ``spec`` (``None`` or "all": every file)."""
+@dataclass
+class DataSource:
+    """A dataset found at ``--data``, in any layout: its splits, where its caches go, and how the
+    cache of one split is built.
+
+    Attributes:
+        kind: its layout (see :func:`detect.data.layouts.detect_layout`).
+        name, root, cache_dir: where its caches go (:func:`cache_dir_for`).
+        splits: its split names; :data:`ALL` (every image) is accepted as well, and a name
+            also finds the split it means (:func:`detect.data.layouts.pick_split`).
+        builder: ``builder(split, output, workers=, progress=, log=) -> BuildResult``.
+        single: one annotation file that answers every split name (a COCO .json given alone).
+        source: what the user gave.
+    """
+
+    kind: str
+    name: str
+    root: Path
+    splits: list[str]
+    builder: Callable[..., BuildResult]
+    single: bool = False
+    cache_dir: Optional[Path] = None
+    source: str = ""
+
+    def split_key(self, split: Optional[str]) -> str:
+        """The split name a requested split means here (raises :class:`DatasetError`)."""
+        if self.single:
+            return self.splits[0]
+        if split in (None, ALL):
+            return ALL
+        key = layouts.pick_split(split, self.splits)
+        if key is None:
+            raise DatasetError(f"{self.source}: no split {split!r}; known splits: {sorted(self.splits) + [ALL]}")
+        return key
+
+    def cache_path(self, split: Optional[str]) -> Path:
+        """Where the cache of ``split`` lives (:func:`cache_dir_for`)."""
+        return cache_dir_for(self) / f"{self.name}-{self.split_key(split)}.pkl"
+
+    def build(self, split: Optional[str], output: str | os.PathLike, *, workers: int = 0, progress: bool = False,
+              log: TextIO = sys.stderr) -> BuildResult:
+        """Build or reuse the cache of ``split`` at ``output`` (raises :class:`DatasetError`)."""
+        key = self.split_key(split)
+        try:
+            return self.builder(key, Path(output), workers=workers, progress=progress, log=log)
+        except (UsageError, DataYamlError) as e:
+            raise DatasetError(f"{self.source}: {e}") from None
+
+
+def voc_source(spec: DatasetSpec, kind: str = "voc") -> DataSource:
+    """A dataset YAML, VOC folder or VOC split folders as a :class:`DataSource` (raises
+    :class:`DatasetError` when a folder or file it names does not exist)."""
     if not spec.annotations.is_dir():
         raise DatasetError(f"{spec.source}: annotation folder {spec.annotations} does not exist")
     if spec.images is not None and not spec.images.is_dir():
         raise DatasetError(f"{spec.source}: image folder {spec.images} does not exist")
     if spec.classes is not None and not spec.classes.is_file():
         raise DatasetError(f"{spec.source}: class file {spec.classes} does not exist")
-    if split in (None, ALL):
-        split_file, tag = None, ALL
-    elif split in spec.splits:
-        split_file, tag = spec.splits[split], split
-        if split_file is not None and not split_file.is_file():
-            raise DatasetError(f"{spec.source}: split file {split_file} of split {split!r} does not exist")
+
+    def build(split: str, output: Path, **kw) -> BuildResult:
+        selection = None if split == ALL else spec.splits[split]
+        if isinstance(selection, Path) and not selection.is_file():
+            raise DatasetError(f"{spec.source}: split file {selection} of split {split!r} does not exist")
+        return build_cache(spec.annotations, output, images=spec.images, classes=spec.classes, split=selection, **kw)
+
+    return DataSource(kind, spec.name, spec.root, list(spec.splits), build, cache_dir=spec.cache_dir, source=spec.source)
+
+
+def yolo_source(data_yaml: Path) -> DataSource:
+    """A YOLO ``data.yaml`` as a :class:`DataSource`; its caches are named after the dataset
+    folder when the YAML is a plain ``data.yaml``."""
+    try:
+        spec = read_data_yaml(data_yaml)
+    except DataYamlError as e:
+        raise DatasetError(str(e)) from None
+    name = spec.root.name if data_yaml.stem.lower() in ("data", "dataset") else data_yaml.stem
+
+    def build(split: str, output: Path, *, workers: int = 0, **kw) -> BuildResult:
+        return build_yolo_cache(spec, split, output, **kw)  # reading label files needs no worker pool
+
+    # splits whose folders exist: Roboflow's data.yaml names a test/ folder it may not have
+    return DataSource("yolo", name, spec.root, spec.present(), build, source=str(data_yaml))
+
+
+def coco_source(path: Path) -> DataSource:
+    """A COCO dataset folder, or one COCO JSON (a single split), as a :class:`DataSource`."""
+    if path.is_file():
+        name, split, root = split_of_file(path)
+        splits = {name: split}
     else:
-        known = sorted(spec.splits) + [ALL]
-        raise DatasetError(f"{spec.source}: no split {split!r}; known splits: {known}")
-    out = cache_dir_for(spec) / f"{spec.name}-{tag}.pkl"
+        splits, root = find_splits(path), path.resolve()
+
+    def build(key: str, output: Path, *, workers: int = 0, **kw) -> BuildResult:
+        chosen = list(splits) if key == ALL else [key]
+        return build_coco_cache(root, [splits[s] for s in chosen], output, **kw)
+
+    return DataSource("coco", root.name, root, list(splits), build, single=path.is_file(), source=str(path))
+
+
+def open_data(data: str | os.PathLike) -> DataSource:
+    """``--data`` (anything but a cache) -> :class:`DataSource`, its layout detected
+    (:func:`detect.data.layouts.detect_layout`). Raises :class:`DatasetError` for anything else,
+    saying which layouts are accepted."""
+    p = Path(data)
+    kind = layouts.detect_layout(p)
+    if kind == "dataset_yaml":
+        return voc_source(load_spec(p))
+    if kind == "voc":
+        return voc_source(voc_folder_spec(p))
+    if kind == "voc_splits":
+        return voc_source(voc_split_folders_spec(p), "voc_splits")
+    if kind == "yolo":
+        return yolo_source(p if p.is_file() else layouts.yolo_yaml_in(p))  # type: ignore[arg-type]
+    if kind == "coco":
+        return coco_source(p)
+    if kind == "cache":
+        raise DatasetError(f"{data} is already a cache")
+    if p.suffix.lower() in (".yaml", ".yml") and not p.exists():
+        raise DatasetError(f"dataset YAML {p} does not exist")
+    if not p.exists():
+        raise DatasetError(f"{data}: no such dataset; give {layouts.ACCEPTED}")
+    raise DatasetError(f"{data}: not a dataset layout I know; give {layouts.ACCEPTED}")
+
+
+def resolve_source(src: DataSource, split: Optional[str], **kw) -> Cache:
+    """The cache of one split of ``src``, built or reused in its cache folder (:func:`cache_dir_for`)."""
+    out = src.cache_path(split)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DatasetError(f"cannot create the cache folder {out.parent}: {e.strerror or e}; "
                            "set cache_dir in the dataset YAML or $RETAIL_DETECT_CACHE") from None
-    try:
-        result = build_cache(spec.annotations, out, images=spec.images, classes=spec.classes, split=split_file,
-                             workers=workers, progress=progress, log=log)
-    except UsageError as e:
-        raise DatasetError(f"{spec.source}: {e}") from None
-    return result.cache
+    return src.build(split, out, **kw).cache
+
+
+def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: int = 0,
+                 progress: bool = False, log: TextIO = sys.stderr) -> Cache:
+    """Build or reuse the cache of one split of ``spec`` (``None`` or "all": every file)."""
+    return resolve_source(voc_source(spec), split, workers=workers, progress=progress, log=log)
 
 
 def is_cache_path(data: str | Path) -> bool:
@@ -195,29 +335,29 @@ def is_cache_path(data: str | Path) -> bool:
     return Path(data).suffix.lower() in (".pkl", ".pickle")
 
 
+def is_single_split(data: str | Path) -> bool:
+    """Whether ``--data`` is one split whatever split is asked for: a cache or a COCO .json."""
+    return is_cache_path(data) or Path(data).suffix.lower() == ".json"
+
+
 def resolve_data(data: str | os.PathLike, split: Optional[str] = "train", *, workers: int = 0,
                  progress: bool = False, log: TextIO = sys.stderr) -> Cache:
     """``--data`` -> :class:`Cache`.
 
     Args:
-        data: a dataset YAML (``.yaml``/``.yml``), a VOC folder, or a cache ``.pkl`` (loaded
-            as it is: a cache already is one split, so ``split`` is not used).
+        data: a cache ``.pkl`` (loaded as it is: a cache already is one split, so ``split`` is
+            not used), or any layout :func:`open_data` accepts: a dataset YAML, a VOC folder,
+            VOC split folders, a YOLO data.yaml or its folder, a COCO folder or .json.
         split: split name ("train", "val", ...), or None / "all" for every annotated image.
-        workers, progress, log: passed to :func:`~detect.data.xml2pkl.build_cache`.
+        workers, progress, log: passed to the cache builder.
 
     Raises:
         DatasetError: unknown kind of input, bad YAML, missing folder or split.
         detect.data.cache.CacheError: a ``.pkl`` that is not a usable cache.
     """
     p = Path(data)
-    if p.suffix.lower() in (".yaml", ".yml"):
-        if not p.is_file():
-            raise DatasetError(f"dataset YAML {p} does not exist")
-        return resolve_spec(load_spec(p), split, workers=workers, progress=progress, log=log)
     if is_cache_path(p):
         if not p.is_file():
             raise DatasetError(f"cache {p} does not exist; build it with `detect xml2pkl`")
         return load_cache(p)
-    if p.is_dir():
-        return resolve_spec(voc_folder_spec(p), split, workers=workers, progress=progress, log=log)
-    raise DatasetError(f"{data}: no such dataset; give a dataset YAML, a VOC folder or a cache .pkl")
+    return resolve_source(open_data(p), split, workers=workers, progress=progress, log=log)

@@ -100,7 +100,7 @@ def _normalise_split(ids: Sequence[str]) -> list[str]:
     return sorted(set(out))
 
 
-def _check_output(output: Path, inputs: Sequence[str]) -> None:
+def check_cache_output(output: Path, inputs: Sequence[str]) -> None:
     """The cache and its problems file are new paths or regular files, none of them an input
     (an annotation, an image, the class or split file), in a folder we can write."""
     try:
@@ -183,7 +183,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
 
 
 # -- the build ------------------------------------------------------------------------------
-def _load_old(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dict[str, Any]], Optional[bytes], Optional[dict[str, Any]]]:
+def load_previous(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional[dict[str, Any]], Optional[bytes], Optional[dict[str, Any]]]:
     """One read of the cache at ``output``: ``(header, payload bytes, None)`` when it is intact
     and its fingerprint matches (nothing to do; the bytes are unpickled only if asked for), else
     ``(None, None, old payload or None)`` for an incremental or full rebuild."""
@@ -341,7 +341,7 @@ def build_cache(
         raise UsageError(f"no .xml files under {ann}")
     index = ImageIndex.scan(roots, {ann_abs: beside})
     listed = [os.fspath(f) for f in (classes, split) if isinstance(f, (str, os.PathLike))]
-    _check_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
+    check_cache_output(output, [*xmls.paths, *(f.path for f in index.files), *listed])
     options = {"ann_dir": ann_abs, "image_roots": roots, "require_images": images is not None, "max_xml_bytes": int(max_xml_bytes),
                "verify_images": bool(verify_images)}
     select = {"classes": class_list, "split": split_ids}
@@ -351,7 +351,7 @@ def build_cache(
 
     image_cols = image_columns(index)
     fp = fingerprint(options, select, rels, sizes, mtimes, image_cols)
-    header, payload, old = _load_old(output, fp, log or sys.stderr)
+    header, payload, old = load_previous(output, fp, log or sys.stderr)
     if header is not None:
         return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"], payload=payload)
     if old is not None and old["options"] != options:
@@ -362,12 +362,26 @@ def build_cache(
     how = {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes), "verify_images": bool(verify_images)}
     new = parse_many(jobs, index, how, workers, progress)
     files = merge_files(rels, sizes, mtimes, old_files, new, rows)
-    classes_out, records, problems = select_records(files, ann_abs, class_list, split_ids, split_file)
+    data, summary = write_cache(output, fp, options, select, files, image_cols, class_list, split_ids, split_file)
+    n_old = len(old_files["rel"]) if old_files is not None else 0
+    parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
+    return BuildResult(str(output), parsed, len(rels) - len(parsed), False, time.perf_counter() - t0, summary, data)
+
+
+def write_cache(output: Path, fp: str, options: dict[str, Any], select: dict[str, Any], files: dict[str, Any],
+                images: dict[str, Any], classes: Optional[list[str]], split: Optional[list[str]] = None, split_file: str = "",
+                extra_problems: Sequence[tuple[str, str, str]] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last stage of every cache build, whatever the annotation format: select the records
+    (:func:`~detect.data.columns.select_records`), then write the cache (fingerprint ``fp``) and
+    its problems file atomically. ``extra_problems`` ``(file, kind, message)`` concern no single
+    row of ``files`` (a split list naming a missing image). Returns ``(data, summary)``."""
+    classes_out, records, problems = select_records(files, options["ann_dir"], classes, split, split_file)
+    problems = problems + list(extra_problems)
     data = {
         "options": options,
         "select": select,
         "files": files,
-        "images": image_cols,
+        "images": images,
         "classes": classes_out,
         "records": records,
         "problems": problems,
@@ -379,9 +393,7 @@ def build_cache(
         atomic_write_text(problems_path(output), text)
     except OSError as e:
         raise UsageError(f"cannot write {output}: {e.strerror or e}") from None
-    n_old = len(old_files["rel"]) if old_files is not None else 0
-    parsed = [rels[j] for j in np.flatnonzero(rows >= n_old).tolist()]
-    return BuildResult(str(output), parsed, len(rels) - len(parsed), False, time.perf_counter() - t0, summary, data)
+    return data, summary
 
 
 def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str, rel: str) -> bool:
@@ -392,18 +404,19 @@ def _same_image(files: dict[str, Any], i: int, index: ImageIndex, xml_path: str,
     return (found.path, found.size, found.mtime_ns) == (files["image"][i], files["image_size"][i], files["image_mtime"][i])
 
 
-def summarize(result: BuildResult, out: Optional[TextIO] = None) -> None:
-    """One line on what was cached, problem counts per kind, and the first few problems."""
+def summarize(result: BuildResult, out: Optional[TextIO] = None, prog: str = "xml2pkl", what: str = "XML files") -> None:
+    """One line on what was cached, problem counts per kind, and the first few problems
+    (``prog``: the line prefix; ``what``: the kind of annotation file counted)."""
     out = out or sys.stderr
     sm = result.summary
     how = "up to date, nothing re-parsed" if result.up_to_date else f"{len(result.parsed)} parsed, {result.reused} reused"
-    print(f"xml2pkl: {sm['files']} XML files ({how}) -> {sm['records']} images, {sm['boxes']} boxes, {sm['classes']} classes "
+    print(f"{prog}: {sm['files']} {what} ({how}) -> {sm['records']} images, {sm['boxes']} boxes, {sm['classes']} classes "
           f"in {result.seconds:.2f}s: {result.path}", file=out)
     n = sm["problems"]
     if not n:
         return
     kinds = ", ".join(f"{k} {c}" for k, c in sm["kinds"].items())
-    print(f"xml2pkl: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
+    print(f"{prog}: {n} problem{'s' if n > 1 else ''} ({kinds}); full list: {problems_path(result.path)}", file=out)
     for f, k, m in sm["first"]:
         print(f"  {escape_field(f)}: [{k}] {m}", file=out)
     if n > len(sm["first"]):

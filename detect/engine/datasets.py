@@ -37,7 +37,7 @@ def _warn_rank0(msg: str) -> None:
 def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
     """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
     from detect.data.dataset import collate
-    from detect.data.spec import is_cache_path, resolve_data
+    from detect.data.spec import is_single_split, resolve_data
     from detect.data.transforms import eval_transform, train_transform
 
     d = cfg.data
@@ -56,9 +56,9 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
     tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
     proposals = proposals_for(cfg)  # read once, for both splits
     val = None
-    if d.val_split and is_cache_path(d.data):
-        log(f"warning: {d.data} is a cache, i.e. one split: no validation and no best.pt "
-            "(use a dataset YAML or a VOC folder to name a val split)")
+    if d.val_split and is_single_split(d.data):
+        log(f"warning: {d.data} is one split (a cache or a single annotation file): no validation and no best.pt "
+            "(use a dataset folder or YAML to name a val split)")
     elif d.val_split:
         try:
             va = resolve_data(d.data, d.val_split)

@@ -193,19 +193,23 @@ def recall_table(data: dict[str, Any], records: list, tops: tuple[int, ...] = TO
 def cmd_proposals(args: argparse.Namespace) -> int:
     """``detect proposals CACHE [-o OUT] [--mode fast|quality] [--max N] [--resize PX] [--workers N]``."""
     from detect.data.cache import CacheError, load_cache
+    from detect.data.spec import DatasetError, is_cache_path, resolve_data
 
-    output = args.output or default_output(args.cache, args.mode)
-    if not os.path.isfile(args.cache):
-        raise UsageError(f"annotation cache {args.cache} not found (make it with `detect xml2pkl`)")
+    cache = args.cache
+    if not is_cache_path(cache) and os.path.exists(cache):  # any --data: its split's cache, built or reused
+        cache = resolve_data(cache, getattr(args, "split", None) or "all").path  # DatasetError is a UsageError
+    output = args.output or default_output(cache, args.mode)
+    if not os.path.isfile(cache):
+        raise UsageError(f"annotation cache {cache} not found (make it with `detect xml2pkl`)")
     bar = None
     try:
-        ann = load_cache(args.cache)
-        check_output_path(output, [args.cache, *(r.image for r in ann.records if r.image)])
+        ann = load_cache(cache)
+        check_output_path(output, [cache, *(r.image for r in ann.records if r.image)])
         if not args.no_progress and len(ann.records) >= 50:
             from tqdm import tqdm
 
             bar = tqdm(total=len(ann.records), desc="selective search", unit="img", dynamic_ncols=True, file=sys.stderr)
-        res = build_proposal_cache(args.cache, output, args.mode, args.max, args.resize, args.workers,
+        res = build_proposal_cache(cache, output, args.mode, args.max, args.resize, args.workers,
                                    progress=bar.update if bar is not None else None, annotations=ann)
     except (CacheError, ValueError) as e:
         raise UsageError(str(e)) from None

@@ -1,0 +1,252 @@
+"""``detect convert SRC --to voc|coco|yolo|pkl -o OUT``: a dataset in any layout we read, or
+``detect predict``'s detections (as pre-labels), to the files another tool reads, or to a cache.
+
+Sources: anything ``--data`` accepts (:func:`detect.data.spec.open_data`: dataset YAML, VOC
+folder or split folders, YOLO ``data.yaml`` or its folder, COCO folder or ``.json``), a cache
+``.pkl``, or the ``detections.jsonl`` that ``detect predict --save-json`` writes
+(:func:`read_predictions`; scores are dropped, video frames are skipped).
+
+Flow: every split of the source through its cache (built or reused exactly as for ``--data``,
+so its problems are reported the same way) -> one class list -> the plan of output files
+(:mod:`detect.data.writers`) -> refuse when OUT lies inside the source dataset or a planned file
+is an input -> write. ``--to pkl`` writes the cache of one split (default: every image) to
+``-o``: ``detect xml2pkl`` for every layout.
+
+Exit codes: 0 done; 1 done, but images without an image file were left out (or ``--strict``
+and the source had problems); 2 usage error (unknown source or split, OUT inside the source or
+onto an input file, unwritable output).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, TextIO
+
+import numpy as np
+
+from detect.data.boxcheck import clip_box
+from detect.data.cache import Cache, CacheError
+from detect.data.spec import ALL, DatasetError, is_cache_path, open_data, resolve_data, resolve_source
+from detect.data.writers import PLANNERS, Output, Splits, output_names, write_all
+from detect.data.xml2pkl import summarize
+from detect.errors import UsageError
+from detect.structures import ImageRecord, Problem
+from detect.utils import atomic_write_text
+
+PROBLEMS_FILE = "convert.problems.txt"
+
+
+class ConvertError(UsageError):
+    """A usage error of ``detect convert`` (exit code 2, printed by ``detect.cli.main``)."""
+
+
+# -- sources -------------------------------------------------------------------------------------
+def _find(source: str, base: Path) -> Optional[str]:
+    """A predicted image's path: as written (predict's folder), else from the JSON lines' folder."""
+    for p in (Path(source), base / source):
+        if p.is_file():
+            return str(p.resolve())
+    return None
+
+
+def _prediction_row(row: dict, where: str, base: Path, problems: list[Problem]) -> Optional[tuple[ImageRecord, list[str], dict]]:
+    """One image's row of detections.jsonl -> (record without labels, names per box, label -> name)."""
+    image = _find(str(row["source"]), base)
+    if image is None:
+        problems.append(Problem(str(row["source"]), "missing_image", f"{where}: the image does not exist here; skipped"))
+        return None
+    width, height = int(row["width"]), int(row["height"])
+    boxes: list[float] = []
+    names: list[str] = []
+    seen: dict[int, str] = {}
+    clip: list[tuple[str, str]] = []
+    for k, d in enumerate(row.get("detections") or [], 1):
+        box = clip_box(tuple(float(v) for v in d["box"]), width, height, f"detection {k} ({d['name']})",  # type: ignore[arg-type]
+                       f"box {d['box']}", clip, 0.5)
+        if box is not None:
+            boxes += box
+            names.append(str(d["name"]))
+            seen.setdefault(int(d["label"]), str(d["name"]))
+    problems += [Problem(image, kind, f"{where}: {msg}") for kind, msg in clip]
+    rec = ImageRecord(image, width, height, np.asarray(boxes, np.float32).reshape(-1, 4))
+    return rec, names, seen
+
+
+def read_predictions(path: str | os.PathLike) -> tuple[list[str], list[ImageRecord], list[Problem]]:
+    """``detect predict``'s ``detections.jsonl`` -> ``(classes, records, problems)``.
+
+    Classes are the detected names in the model's label order; video frames, failed inputs and
+    missing images are skipped and reported. Raises :class:`ConvertError` when unreadable."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConvertError(f"cannot read {path}: {e}") from None
+    problems: list[Problem] = []
+    rows: list[tuple[ImageRecord, list[str]]] = []
+    by_label: dict[int, str] = {}
+    videos: Counter = Counter()
+    for ln, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {ln}"
+        try:
+            row = json.loads(line)
+            if row.get("frame") is not None:
+                videos[str(row["source"])] += 1
+                continue
+            if "error" in row:
+                problems.append(Problem(str(row["source"]), "bad_image", f"{where}: predict could not read it ({row['error']}); skipped"))
+                continue
+            got = _prediction_row(row, where, path.parent, problems)
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            problems.append(Problem(str(path), "bad_entry", f"line {ln}: not a detections.jsonl row ({type(e).__name__}: {e}); skipped"))
+            continue
+        if got is not None:
+            rows.append(got[:2])
+            for label, name in got[2].items():
+                by_label.setdefault(label, name)
+    for video, n in videos.items():
+        problems.append(Problem(video, "video_frames", f"{n} video frames skipped: extract them as image files to convert them"))
+    classes = list(dict.fromkeys(by_label[k] for k in sorted(by_label)))
+    index = {c: i for i, c in enumerate(classes)}
+    records = [dataclasses.replace(r, labels=np.array([index[n] for n in names], np.int64),
+                                   difficult=np.zeros(len(names), bool), truncated=np.zeros(len(names), bool),
+                                   annotation=str(path)) for r, names in rows]
+    return classes, records, problems
+
+
+def _merge(caches: dict[str, Cache]) -> tuple[list[str], Splits]:
+    """One class list for every split (the union in order of appearance; usually they are the
+    same list) and each split's records with labels into it."""
+    classes: list[str] = []
+    for c in caches.values():
+        classes += [n for n in c.classes if n not in classes]
+    splits: Splits = {}
+    for name, c in caches.items():
+        lut = np.array([classes.index(n) for n in c.classes] + [0], np.int64)  # +[0]: never empty
+        splits[name] = [r if c.classes == classes else dataclasses.replace(r, labels=lut[r.labels]) for r in c.records]
+    return classes, splits
+
+
+def read_source(src: str, split: Optional[str], workers: int = 0, progress: bool = False,
+                log: TextIO = sys.stderr) -> tuple[list[str], Splits, list[Problem], Optional[Path]]:
+    """The source's splits (``split`` given: only that one) -> ``(classes, splits, problems,
+    dataset root or None)``. Raises :class:`ConvertError`."""
+    p = Path(src)
+    try:
+        if p.suffix.lower() == ".jsonl":
+            classes, records, problems = read_predictions(p)
+            return classes, {split or ALL: records}, problems, None
+        if is_cache_path(p):
+            cache = resolve_data(p)
+            return list(cache.classes), {split or ALL: cache.records}, list(cache.problems), None
+        ds = open_data(p)
+        wanted = [split] if split else (ds.splits or [ALL])
+        caches = {ds.split_key(s): resolve_source(ds, s, workers=workers, progress=progress, log=log) for s in wanted}
+    except (DatasetError, CacheError, FileNotFoundError) as e:
+        raise ConvertError(str(e)) from None
+    classes, splits = _merge(caches)
+    problems = list({(pr.file, pr.kind, pr.message): pr for c in caches.values() for pr in c.problems}.values())  # splits share files
+    return classes, splits, problems, ds.root
+
+
+# -- the guard -----------------------------------------------------------------------------------
+def _real(path: str | Path, dirs: dict[str, str]) -> str:
+    """``path`` with its folder's symlinks resolved (the folder cached: one lookup per folder)."""
+    head, tail = os.path.split(os.path.abspath(path))
+    if head not in dirs:
+        dirs[head] = os.path.realpath(head)
+    return os.path.join(dirs[head], tail)
+
+
+def check_outputs(plan: list[Output], splits: Splits, src: str, out: Path, root: Optional[Path]) -> None:
+    """Refuse (:class:`ConvertError`) an OUT inside the source dataset, or a planned file that is
+    an input (an image, an annotation file, the source itself): the source is never written."""
+    real_out = Path(os.path.realpath(out))
+    if root is not None and real_out.is_relative_to(os.path.realpath(root)):
+        raise ConvertError(f"output {out} is inside the input dataset {root}; choose a folder outside it")
+    if real_out.exists() and not real_out.is_dir():
+        raise ConvertError(f"output {out} is a file; give a folder")
+    dirs: dict[str, str] = {}
+    inputs = {_real(src, dirs)}
+    for recs in splits.values():
+        for r in recs:
+            inputs.add(_real(r.image, dirs))
+            if r.annotation:
+                inputs.add(_real(r.annotation, dirs))
+    for o in plan:
+        if _real(o.path, dirs) in inputs:
+            raise ConvertError(f"writing {o.path} would overwrite the input file {_real(o.path, dirs)}; choose another output folder")
+
+
+# -- the command ---------------------------------------------------------------------------------
+def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = None, *, workers: int = 0,
+            progress: bool = False, log: TextIO = sys.stderr) -> dict[str, Any]:
+    """Convert ``src`` to ``to`` ("voc", "coco", "yolo") in folder ``out``.
+
+    Returns ``{"classes", "splits": {name: (images, boxes)}, "problems": source problems,
+    "left_out": problems of records not written}``. Raises :class:`ConvertError` (usage) or
+    OSError (cannot write)."""
+    classes, splits, problems, root = read_source(src, split, workers, progress, log)
+    left_out: list[Problem] = []
+    for name in splits:
+        keep = [r for r in splits[name] if r.image]
+        left_out += [Problem(r.annotation, "no_image", "the record has no image file; not written")
+                     for r in splits[name] if not r.image]
+        splits[name] = keep
+    out = Path(out)
+    plan = PLANNERS[to](out, classes, splits, output_names(splits))
+    check_outputs(plan, splits, src, out, root)
+    from tqdm import tqdm
+
+    with tqdm(total=len(plan), desc=f"convert to {to}", unit="file", file=sys.stderr, disable=not progress, delay=1.0) as bar:
+        write_all(plan, lambda _: bar.update())
+    report = out / PROBLEMS_FILE
+    if problems or left_out:
+        atomic_write_text(report, "".join(f"{p.file}\t{p.kind}\t{' '.join(p.message.split())}\n"
+                                          for p in [Problem("file", "kind", "message"), *problems, *left_out]))
+    else:
+        report.unlink(missing_ok=True)
+    counts = {s: (len(recs), sum(len(r) for r in recs)) for s, recs in splits.items()}
+    return {"classes": classes, "splits": counts, "problems": problems, "left_out": left_out}
+
+
+def _to_cache(args: Any) -> int:
+    """``--to pkl``: the cache of one split of any layout, at ``-o``."""
+    if not is_cache_path(args.output):
+        raise ConvertError(f"--to pkl writes a cache: give -o a .pkl file name, not {args.output}")
+    if is_cache_path(args.source) or Path(args.source).suffix.lower() == ".jsonl":
+        raise ConvertError(f"{args.source} is not a dataset; --to pkl caches a dataset (convert detections to voc, coco or yolo)")
+    try:
+        ds = open_data(args.source)
+        res = ds.build(args.split, args.output, workers=args.workers, progress=not args.no_progress)
+    except DatasetError as e:
+        raise ConvertError(str(e)) from None
+    summarize(res, prog="convert", what="XML files" if ds.kind.startswith("voc") else "images")
+    return 1 if args.strict and res.summary["problems"] else 0
+
+
+def cmd_convert(args: Any) -> int:
+    """Handler of ``detect convert`` (see ``detect.cli``); returns the exit code."""
+    try:
+        if args.to == "pkl":
+            return _to_cache(args)
+        res = convert(args.source, args.to, args.output, args.split, workers=args.workers, progress=not args.no_progress)
+    except OSError as e:
+        raise ConvertError(f"cannot write in {args.output}: {e.strerror or e}") from None
+    parts = ", ".join(f"{s} {n} images ({b} boxes)" for s, (n, b) in res["splits"].items())
+    print(f"convert: {len(res['classes'])} classes; {parts} -> {args.to.upper()} in {args.output}", file=sys.stderr)
+    for kind, what in (("problems", "problems in the source"), ("left_out", "records left out")):
+        if res[kind]:
+            print(f"convert: {len(res[kind])} {what}; full list: {Path(args.output) / PROBLEMS_FILE}", file=sys.stderr)
+            for p in res[kind][:5]:
+                print(f"  {p}", file=sys.stderr)
+    if res["left_out"]:
+        return 1
+    return 1 if args.strict and res["problems"] else 0

@@ -1,0 +1,115 @@
+"""What a ``--data`` path is: the dataset layouts we read, told apart by their files, and split
+names across them.
+
+Kinds (:func:`detect_layout`), checked in this order:
+
+- ``cache``: a ``.pkl`` / ``.pickle`` file (one split, used as it is);
+- ``yolo``: an ultralytics ``data.yaml`` (keys ``train``/``val``/``names``/``nc``), or a folder
+  holding one (``data.yaml``, else its only YAML of that kind);
+- ``dataset_yaml``: any other ``.yaml`` / ``.yml`` (ours: ``root``, ``annotations``, ...);
+- ``coco``: a ``.json`` file, or a folder with ``annotations/*.json`` or Roboflow's
+  ``<split>/_annotations.coco.json``;
+- ``voc``: a folder with ``Annotations/``;
+- ``voc_splits``: a folder whose ``train/``, ``valid/`` (or ``val/``) and ``test/`` hold XML
+  beside the images (Roboflow's and CVAT's Pascal VOC exports): the split is the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Optional
+
+import yaml
+
+from detect.data.coco import find_splits
+from detect.data.yolo import looks_like_data_yaml
+
+ACCEPTED = ("a dataset YAML, a YOLO data.yaml or its folder, a COCO .json or a folder with annotations/instances_*.json "
+            "or <split>/_annotations.coco.json, a VOC folder with Annotations/, a folder of VOC splits (train/, "
+            "valid/ or val/, test/ with the XML beside the images, as Roboflow and CVAT export), or a cache .pkl")
+SPLIT_FOLDERS = ("train", "valid", "val", "validation", "test")
+
+
+def canonical_split(name: str) -> str:
+    """``valid``/``validation`` -> ``val``; a trailing year goes (``val2017`` -> ``val``)."""
+    n = re.sub(r"\d{4}$", "", name.lower()) or name.lower()
+    return "val" if n in ("valid", "validation") else n
+
+
+def pick_split(requested: str, available: Iterable[str]) -> Optional[str]:
+    """The available split a requested name means: itself, else the only one with the same
+    :func:`canonical_split` (``--split val`` finds COCO's ``val2017`` and Roboflow's ``valid``)."""
+    available = list(available)
+    if requested in available:
+        return requested
+    same = [a for a in available if canonical_split(a) == canonical_split(requested)]
+    return same[0] if len(same) == 1 else None
+
+
+def _load_yaml(path: Path) -> object:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def is_data_yaml(path: Path) -> bool:
+    """Whether a YAML file is an ultralytics data.yaml (an unreadable one is not)."""
+    return looks_like_data_yaml(_load_yaml(path))
+
+
+def yolo_yaml_in(folder: Path) -> Optional[Path]:
+    """The data.yaml of a YOLO dataset folder: ``data.yaml``/``data.yml``, else the only
+    top-level YAML that is one (several: the one named like the folder, as ultralytics picks)."""
+    for name in ("data.yaml", "data.yml"):
+        if (folder / name).is_file() and is_data_yaml(folder / name):
+            return folder / name
+    found = [p for p in sorted(folder.glob("*.y*ml")) if p.suffix.lower() in (".yaml", ".yml") and is_data_yaml(p)]
+    if len(found) > 1:
+        found = [p for p in found if p.stem == folder.name]
+    return found[0] if len(found) == 1 else None
+
+
+def _has_xml(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as it:
+            return any(e.name.lower().endswith(".xml") and e.is_file() for e in it)
+    except OSError:
+        return False
+
+
+def voc_split_folders(root: Path) -> dict[str, Path]:
+    """Split name (canonical) -> folder, for the split folders of ``root`` that hold XML files."""
+    out: dict[str, Path] = {}
+    for name in SPLIT_FOLDERS:
+        folder = root / name
+        if folder.is_dir() and _has_xml(folder):
+            out.setdefault(canonical_split(name), folder)
+    return out
+
+
+def detect_layout(path: str | os.PathLike) -> Optional[str]:
+    """The kind of dataset at ``path`` (see the module docstring), or None."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if p.is_file():
+        if suffix in (".pkl", ".pickle"):
+            return "cache"
+        if suffix in (".yaml", ".yml"):
+            return "yolo" if is_data_yaml(p) else "dataset_yaml"
+        if suffix == ".json":
+            return "coco"
+        return None
+    if not p.is_dir():
+        return None
+    if yolo_yaml_in(p) is not None:
+        return "yolo"
+    if find_splits(p):
+        return "coco"
+    if (p / "Annotations").is_dir():
+        return "voc"
+    if voc_split_folders(p):
+        return "voc_splits"
+    return None
