@@ -199,9 +199,17 @@ class ExperimentConfig:
         return c
 
     def save_yaml(self, path: str | Path) -> None:
+        """Write the config as YAML; input paths (:data:`INPUT_PATHS`) relative to the current
+        folder are written absolute, so the file works from any folder."""
         from detect.utils import atomic_write_text
 
-        atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        d = self.to_dict()
+        for p in INPUT_PATHS:
+            section, name = p.split(".")
+            v = d[section][name]
+            if isinstance(v, str) and v and not Path(v).is_absolute() and Path(v).exists():
+                d[section][name] = str(Path(v).resolve())
+        atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "ExperimentConfig":
@@ -304,6 +312,9 @@ def set_value(cfg: Any, path: str, value: Any) -> None:
         raise UsageError(f"unknown setting {path!r}")
     setattr(cfg, name, value)
 
+
+# Settings naming files that must exist (read, not written): saved configs hold them absolute.
+INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights")
 
 # Settings that moved, old path -> new path. Every dict read (YAML, checkpoints, tune studies)
 # passes through upgrade(), so configs written before a move keep loading; ``detect tune``

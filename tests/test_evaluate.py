@@ -209,8 +209,9 @@ def test_cmd_val_writes_json_table_and_plots(tmp_path, fake_stack, capsys):
     assert data["errors"]["ap50"] == pytest.approx(1.0) and set(data["errors"]["dap"]) == {
         "cls", "loc", "both", "dupe", "bkg", "missed"}
     assert "errors (TIDE" in out and "weakest classes" in out
-    for name in ("pr_curve.png", "confusion_matrix.png"):
-        assert (tmp_path / "out" / name).stat().st_size > 5000
+    for name in ("pr_curve.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_ap.png", "errors.png"):
+        assert (tmp_path / "out" / "val-val" / name).stat().st_size > 5000  # plots per split
+    assert json.loads((tmp_path / "out" / "val-val" / "val.json").read_text())["voc_ap50"] == pytest.approx(1.0)
 
 
 def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
@@ -351,7 +352,8 @@ def test_detect_val_end_to_end_with_a_real_checkpoint(tmp_path):
     assert data["coco_max_dets"] == [1, 10, cfg.model.max_det] and data["classes"] == ["cola", "chips"]
     for key in ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75"):
         assert data[key] is None or 0.0 <= data[key] <= 1.0, key
-    assert (tmp_path / "val" / "pr_curve.png").stat().st_size > 5000
+    for name in ("pr_curve.png", "per_class_ap.png", "val_mosaic.png"):
+        assert (tmp_path / "val" / "val-val" / name).stat().st_size > 5000, name
     assert main(["val", "--weights", str(tmp_path / "w.pt"), "--data", str(tmp_path / "voc"), "--split", "test",
                  "--device", "cpu", "--plots", str(tmp_path / "p")]) == 2  # no such split: usage error
 

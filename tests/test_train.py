@@ -4,7 +4,9 @@ EMA, sharded sampling, CLI config precedence and exit codes. Tiny model and data
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -243,6 +245,22 @@ def test_refuses_to_overwrite_a_run_and_extends_a_finished_one(tmp_path):
     assert (cfg.train.epochs, cfg.train.lr, cfg.preprocess.imgsz, cfg.train.resume) == (5, 0.05, 32, True)
 
 
+def test_runs_without_out_go_to_runs_train_then_train2_and_saved_paths_are_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert T.next_run_dir("runs/train") == Path("runs/train")
+    (tmp_path / "runs" / "train").mkdir(parents=True)
+    assert T.next_run_dir("runs/train") == Path("runs/train")  # an empty folder is free
+    (tmp_path / "runs" / "train" / "last.pt").write_bytes(b"x")
+    (tmp_path / "runs" / "train2").mkdir()
+    (tmp_path / "runs" / "train2" / "results.csv").write_text("epoch\n")
+    assert T.config_from_args(_args()).train.out == str(Path("runs") / "train3")
+    assert T.config_from_args(_args(out="runs/train")).train.out == "runs/train"  # given: it is refused later if it holds a run
+    (tmp_path / "data.yaml").write_text("x: 1\n")
+    cfg = T.config_from_args(_args(data="data.yaml"))
+    cfg.save_yaml(tmp_path / "saved.yaml")
+    assert ExperimentConfig.load_yaml(tmp_path / "saved.yaml").data.data == str(tmp_path / "data.yaml")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_cuda_amp_steps_never_sync_the_host(optimizer):
@@ -404,3 +422,32 @@ def test_cmd_train_exits_1_when_images_were_skipped(tmp_path, monkeypatch):
                                       "--batch", "2", "--imgsz", "32", "--device", "cpu", "--workers", "0",
                                       "--augment", "0", "--no-progress"])
     assert T.cmd_train(args) == 1
+
+
+def test_a_real_run_leaves_its_pictures_and_detect_vals_report(shelves, tmp_path, capsys):
+    """A 1-epoch SSD (random backbone, 64 px) on synthetic shelves through `detect train`: the run
+    folder holds the curves, the first training batch, and best.pt's evaluation as `detect val`
+    writes it (val.json with the error breakdown, PR curves, both confusion matrices, per-class
+    AP, the val mosaic); every picture decodes, and the progress bar showed a loss."""
+    import cv2
+
+    from detect.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(shelves), "--imgsz", "64", "--epochs", "1", "--batch", "4", "--workers", "0",
+               "--pretrained", "none", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "loss=" in err and "epoch 1/1" in err  # the loss shows from the first step
+    data = json.loads((out / "val.json").read_text())
+    assert set(data["errors"]["dap"]) == {"cls", "loc", "both", "dupe", "bkg", "missed"} and data["epoch"] == 1
+    for name in ("results.png", "train_batch.png", "pr_curve.png", "confusion_matrix.png",
+                 "confusion_matrix_normalized.png", "per_class_ap.png", "errors.png", "val_mosaic.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and min(img.shape[:2]) >= 128, name
+    assert cv2.imread(str(out / "train_batch.png")).shape[:2] == (128, 4 * 128)  # 4 images of 64 px, tiles of 128
+    try:
+        import tensorboard  # noqa: F401  (the `tensorboard` extra, in dev)
+    except ImportError:
+        return
+    assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events"

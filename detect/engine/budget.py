@@ -29,6 +29,7 @@ TIMED_STEPS = 10
 # (checkpoint, plots, process exit) and for noise in the estimates.
 MARGIN_FRACTION = 0.02
 MARGIN_MIN_S = 3.0
+REPORT_S = 10.0  # drawing the final report's pictures (matplotlib, the mosaic)
 
 
 class TimeBudget:
@@ -40,9 +41,12 @@ class TimeBudget:
         steps_per_epoch: training steps in one epoch.
         eval_batches: batches of one evaluation (0 when the run has no validation).
         spent: seconds already spent by earlier processes of this run (``--resume``).
+        final_report: the run ends with ``best.pt`` evaluated once more and its pictures drawn
+            (one more evaluation and :data:`REPORT_S` for the plots, kept back too).
     """
 
-    def __init__(self, minutes: float, start: float, steps_per_epoch: int, eval_batches: int = 0, spent: float = 0.0):
+    def __init__(self, minutes: float, start: float, steps_per_epoch: int, eval_batches: int = 0, spent: float = 0.0,
+                 final_report: bool = False):
         if not minutes > 0 or not math.isfinite(minutes):
             raise ValueError(f"the time budget must be a positive number of minutes, got {minutes}")
         self.seconds = float(minutes) * 60.0
@@ -50,6 +54,7 @@ class TimeBudget:
         self.steps_per_epoch = max(1, int(steps_per_epoch))
         self.eval_batches = int(eval_batches)
         self.margin = max(MARGIN_MIN_S, MARGIN_FRACTION * self.seconds)
+        self.final_report = final_report
         self.step_s: Optional[float] = None  # mean seconds per training step
         self.eval_s: Optional[float] = None  # measured evaluation + checkpoint seconds
         self.epoch_s: Optional[float] = None  # measured cost of a whole epoch (train + eval + save)
@@ -86,8 +91,11 @@ class TimeBudget:
         return self.deadline - (time.perf_counter() if now is None else now)
 
     def closing_s(self) -> float:
-        """Seconds the closing evaluation + checkpoint need, plus the margin."""
-        return self._eval_estimate() + self.margin
+        """Seconds the closing evaluation + checkpoint (and the final report) need, plus the margin."""
+        return self._eval_estimate() + self._report_estimate() + self.margin
+
+    def _report_estimate(self) -> float:
+        return self._eval_estimate() + REPORT_S if self.final_report else 0.0
 
     def _eval_estimate(self) -> float:
         if self.eval_s is not None:
@@ -105,7 +113,7 @@ class TimeBudget:
     def plan(self, epochs_done: int, steps_done: int = 0, now: Optional[float] = None) -> int:
         """Total epochs that fit: ``epochs_done`` finished epochs, the current one (``steps_done``
         of its steps taken; 0 at an epoch boundary) and as many more as the time left holds."""
-        left = self.left(now) - self.margin
+        left = self.left(now) - self.margin - self._report_estimate()
         per_epoch = self._epoch_estimate()
         if per_epoch <= 0:
             return epochs_done + 1
@@ -117,7 +125,7 @@ class TimeBudget:
     def another_epoch_fits(self, now: Optional[float] = None) -> bool:
         """At the end of an epoch's training, before its evaluation: does one more whole epoch
         (training + evaluation) fit after this evaluation, with the margin?"""
-        return self.left(now) - self._eval_estimate() - self._epoch_estimate() - self.margin >= 0
+        return self.left(now) - self._eval_estimate() - self._epoch_estimate() - self.margin - self._report_estimate() >= 0
 
     def must_stop(self, now: Optional[float] = None) -> bool:
         """True when the time left only just holds the closing evaluation: stop this epoch now."""

@@ -88,7 +88,7 @@ def collect(
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(loader, desc="val", unit="batch", dynamic_ncols=True)
+        it = tqdm(loader, desc="val", unit="batch", dynamic_ncols=True, leave=False, file=sys.stderr)
     t0 = time.perf_counter()
     try:
         for images, targets in it:
@@ -197,6 +197,31 @@ def evaluate(
     return metrics
 
 
+def report(got: dict[str, Any], classes: Sequence[str], folder: str | Path, records: Optional[Sequence[Any]] = None,
+           max_det: int = 300, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Everything ``detect val`` leaves, from :func:`collect`'s arrays: the metrics, the
+    TIDE-style error breakdown, the pictures of :mod:`detect.engine.report` in ``folder`` and
+    ``folder/val.json``. Returns the dict written there (``extra`` merged in; NaN where
+    undefined, None in the file)."""
+    from detect.engine.errors import error_breakdown
+    from detect.engine.report import write_val_plots
+    from detect.utils import atomic_write_text
+
+    metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
+    errors = error_breakdown(got["dets"], got["gts"], classes)
+    plots = write_val_plots(folder, metrics, details, classes, errors, records, got["dets"], got["gts"])
+    out = dict(metrics)
+    out.update(extra or {})
+    out.update({
+        "classes": list(classes),
+        "confusion_matrix": {"conf": CONF_MATRIX_CONF, "iou": CONF_MATRIX_IOU, "rows": "true class",
+                             "columns": "predicted class", "last": "background", "matrix": details["confusion_matrix"]},
+        "plots": plots, "errors": errors,
+    })
+    atomic_write_text(Path(folder) / "val.json", json.dumps(json_ready(out), indent=2) + "\n")
+    return out
+
+
 # --------------------------------------------------------------------------------- detect val
 
 
@@ -265,9 +290,8 @@ def cmd_val(args: argparse.Namespace) -> int:
     from detect.data.spec import resolve_data
     from detect.engine.checkpoint import load_model
     from detect.engine.datasets import eval_dataset
-    from detect.engine.errors import error_breakdown, format_breakdown
+    from detect.engine.errors import format_breakdown
     from detect.utils import atomic_write_text, select_device
-    from detect.viz.plots import plot_confusion_matrix, plot_pr_curves
 
     t0 = time.perf_counter()
     if not Path(args.weights).is_file():
@@ -299,30 +323,17 @@ def cmd_val(args: argparse.Namespace) -> int:
     except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
         print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
         return 1
-    metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
-    metrics["seconds"] = time.perf_counter() - t0
-    metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
-    print(format_table(metrics))
-    print(f"{metrics['images']} images in {metrics['seconds']:.1f} s ({metrics['images_per_s']:.1f} images/s on {device})")
-    errors = error_breakdown(got["dets"], got["gts"], classes)
-    print(format_breakdown(errors))
-
-    plots = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs/val"))
-    pr = plot_pr_curves(details["curves"], {n: v["ap50"] for n, v in metrics["per_class"].items()},
-                        plots / "pr_curve.png")
-    cmp = plot_confusion_matrix(details["confusion_matrix"], classes, plots / "confusion_matrix.png")
-    print(f"plots: {pr}, {cmp}")
+    folder = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs")) / f"val-{args.split}"
+    extra = {"weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
+             "imgsz": int(cfg.preprocess.imgsz), "problems": len(cache.problems),
+             "images_per_s": len(got["gts"]) / max(got["seconds"], 1e-9)}
+    out = report(got, classes, folder, records, max_det, extra)
+    out["seconds"] = time.perf_counter() - t0
+    print(format_table(out))
+    print(f"{out['images']} images in {out['seconds']:.1f} s ({out['images_per_s']:.1f} images/s on {device})")
+    print(format_breakdown(out["errors"]))
+    print(f"plots and val.json: {folder}")
     if args.json:
-        out = dict(metrics)
-        out.update({
-            "weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
-            "imgsz": int(cfg.preprocess.imgsz), "classes": list(classes), "problems": len(cache.problems),
-            "confusion_matrix": {"conf": CONF_MATRIX_CONF, "iou": CONF_MATRIX_IOU,
-                                 "rows": "true class", "columns": "predicted class", "last": "background",
-                                 "matrix": details["confusion_matrix"]},
-            "plots": {"pr_curve": str(pr), "confusion_matrix": str(cmp)},
-            "errors": errors,
-        })
         atomic_write_text(args.json, json.dumps(json_ready(out), indent=2) + "\n")
         print(f"metrics: {args.json}")
     if cache.problems:

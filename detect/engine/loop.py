@@ -50,6 +50,37 @@ def _loss_dict(out: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+class _Postfix:
+    """The progress bar's loss at every step without stalling a GPU: on the CPU the running mean
+    is read directly; on CUDA it is copied to pinned host memory without blocking and shown at the
+    next step once the copy has landed (one step late, never a sync)."""
+
+    def __init__(self, bar: Any, device: torch.device) -> None:
+        self.bar, self.cuda = bar, device.type == "cuda"
+        self.host: Optional[torch.Tensor] = None
+        self.event: Any = None
+        self.lr, self.img_s = 0.0, float("nan")
+
+    def update(self, means: torch.Tensor, lr: float) -> None:
+        if not self.cuda:
+            self._show(means.tolist(), lr)
+            return
+        if self.event is not None and self.event.query():
+            self._show(self.host.tolist(), self.lr)
+        if self.host is None or self.host.shape != means.shape:
+            self.host = torch.empty(means.shape, dtype=means.dtype, pin_memory=True)
+        self.host.copy_(means, non_blocking=True)
+        self.event = torch.cuda.Event()
+        self.event.record()
+        self.lr = lr
+
+    def _show(self, means: list[float], lr: float) -> None:
+        post = {"loss": f"{means[0]:.4g}", "lr": f"{lr:.3g}"}
+        if self.img_s == self.img_s:  # known after the first log_every steps
+            post["img_s"] = f"{self.img_s:.0f}"
+        self.bar.set_postfix(post, refresh=False)
+
+
 def train_one_epoch(
     model: nn.Module,
     bare: nn.Module,
@@ -84,6 +115,7 @@ def train_one_epoch(
     n_bad_loss = torch.zeros((), device=device)
     steps = len(loader) if hasattr(loader, "__len__") else 0
     bar = progress(steps) if progress else None
+    shown = _Postfix(bar, device)
     t0 = t_log = time.perf_counter()
     images = images_log = n_steps = 0
     reported_bad = 0
@@ -137,17 +169,15 @@ def train_one_epoch(
             images += n
             images_log += n
             if bar is not None:
+                shown.update(sums / n_ok.clamp(min=1), optimizer.param_groups[0]["lr"])  # the running mean loss
                 bar.update(1)
             if (i + 1) % log_every == 0 or i + 1 == steps:
-                means = (sums / n_ok.clamp(min=1)).tolist()  # the host sync, every log_every steps
-                bad = int(n_bad_loss.item())
+                bad = int(n_bad_loss.item())  # the host sync, every log_every steps
                 now = time.perf_counter()
                 if bad > reported_bad:
                     warn(f"warning: {bad - reported_bad} step(s) with a non-finite loss skipped (step {i + 1})")
                     reported_bad = bad
-                if bar is not None:
-                    bar.set_postfix(loss=f"{means[0]:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.3g}",
-                                    img_s=f"{images_log / max(now - t_log, 1e-9):.0f}", refresh=False)
+                shown.img_s = images_log / max(now - t_log, 1e-9)
                 t_log, images_log = now, 0
             if on_step is not None and on_step(i + 1):
                 break

@@ -45,10 +45,11 @@ def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
     return build_model(cfg.model, cfg.preprocess)
 
 
-def _default_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int) -> dict:
+def _default_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
+                  progress: bool = False) -> dict:
     from detect.engine.evaluate import evaluate
 
-    return evaluate(model, loader, classes, device, max_det=max_det)
+    return evaluate(model, loader, classes, device, max_det=max_det, progress=progress)
 
 
 def train(
@@ -75,9 +76,12 @@ def train(
     """
     started = time.perf_counter()  # a --time budget counts from here: data and model building are inside it
     info, device = D.setup(cfg.train.device)
+    final_report = eval_fn is None  # the real evaluation: the run folder also gets detect val's pictures
+    if eval_fn is None:
+        eval_fn = lambda *a: _default_eval(*a, progress=progress and info.is_main)  # noqa: E731
     try:
-        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn or _default_eval,
-                      on_epoch_end, checkpoint, started)
+        return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn,
+                      on_epoch_end, checkpoint, started, final_report)
     finally:
         D.cleanup()
 
@@ -85,7 +89,7 @@ def train(
 def _train(
     cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
     data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
-    checkpoint: Optional[dict] = None, started: Optional[float] = None,
+    checkpoint: Optional[dict] = None, started: Optional[float] = None, final_report: bool = False,
 ) -> dict[str, Any]:
     t = cfg.train
     started = time.perf_counter() if started is None else started
@@ -146,15 +150,18 @@ def _train(
     budget = None
     if t.time:
         spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
-        budget = TimeBudget(t.time, started, len(loader), len(val_loader) if val_loader is not None else 0, spent)
+        budget = TimeBudget(t.time, started, len(loader), len(val_loader) if val_loader is not None else 0, spent,
+                            final_report=final_report and val_loader is not None)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         cfg.save_yaml(out / "config.yaml")
         log.print(f"{out}: {len(data.train)} train / {len(data.val) if data.val is not None else 0} val images, "
                   f"{len(data.classes)} classes, {len(loader)} steps of {t.batch} per epoch, device {device}"
                   + (f" x {info.world_size} processes" if info.distributed else "") + (", AMP" if amp else ""))
+        if final_report and ckpt is None:
+            _train_batch_picture(loader, sampler, start, data.classes, out / "train_batch.png", log)
 
-    bar = _progress_factory(progress and info.is_main)
+    bar = RunBar(len(loader), plan.epochs, start) if progress and info.is_main else None
     totals = {"skipped": 0, "nonfinite_loss": 0, "unreadable": 0}
     time_spent = float(ckpt.get("time_spent", 0.0)) if ckpt is not None else 0.0
     epoch = start
@@ -167,7 +174,7 @@ def _train(
         stats = train_one_epoch(
             model, bare, optimizer, scheduler, scaler, ema, loader, device, info,
             amp=amp, clip_grad=t.clip_grad, channels_last=channels_last, log_every=max(1, t.log_every),
-            progress=(lambda n, e=epoch: bar(n, f"epoch {e + 1}/{plan.epochs}")) if bar else None,
+            progress=(lambda n, e=epoch: bar.epoch(e, plan.epochs)) if bar else None,
             warn=lambda m: log.print(m, err=True), on_step=on_step,
         )
         cut = stats.steps < len(loader)  # the time budget ended this epoch early: it is the last
@@ -225,6 +232,10 @@ def _train(
         if last_epoch:
             break
 
+    if bar is not None:
+        bar.close()
+    if final_report and info.is_main and best_epoch and val_loader is not None:
+        _final_report(cfg, best_pt, ema.module if ema else bare, val_loader, data, device, out, progress, log)
     plot = log.close()
     result = {
         "epochs": len(rows), "best_map": best_map, "best_epoch": best_epoch, "last": str(last_pt),
@@ -336,12 +347,71 @@ def _restore(ckpt, bare, ema, optimizer, scheduler, scaler, info: D.DistInfo, lo
     return int(ckpt["epoch"]), float(ckpt.get("best_map", float("nan"))), int(ckpt.get("best_epoch", 0)), list(ckpt.get("metrics", []))
 
 
-def _progress_factory(enabled: bool) -> Optional[Callable[[int, str], Any]]:
-    if not enabled:
-        return None
-    from tqdm import tqdm
+def _train_batch_picture(loader: Any, sampler: Any, epoch: int, classes: Sequence[str], path: Path, log: RunLog) -> None:
+    """``train_batch.png``: the first batch of the run as the model gets it (augmented, boxes
+    and class names drawn), to check the augmentation and the labels before a long run."""
+    from detect.engine.report import train_batch_mosaic
 
-    return lambda n, desc: tqdm(total=n, desc=desc, unit="it", leave=False, dynamic_ncols=True, file=sys.stderr)
+    try:
+        sampler.set_epoch(epoch)
+        images, targets = next(iter(loader))
+        if len(targets):
+            train_batch_mosaic(images, targets, classes, path)
+    except (OSError, ValueError, StopIteration) as e:  # a picture, never a reason to stop a run
+        log.print(f"warning: no {path.name}: {e}", err=True)
+
+
+def _final_report(cfg: ExperimentConfig, best_pt: Path, model: torch.nn.Module, val_loader: Any, data: TrainData,
+                  device: torch.device, out: Path, progress: bool, log: RunLog) -> None:
+    """Evaluate ``best.pt`` once more and leave in the run folder what ``detect val`` writes:
+    val.json (metrics and the error breakdown) and the pictures of :mod:`detect.engine.report`."""
+    from detect.engine.evaluate import collect, report
+
+    best = load_checkpoint(best_pt)
+    model.load_state_dict(best["model"])  # best.pt holds the weights that scored best (EMA when on)
+    got = collect(model, val_loader, device, max_det=cfg.model.max_det, progress=progress)
+    records = getattr(val_loader.dataset, "records", None)
+    res = report(got, data.classes, out, records, cfg.model.max_det,
+                 extra={"weights": str(best_pt), "data": cfg.data.data, "split": cfg.data.val_split,
+                        "epoch": int(best.get("epoch", 0)), "imgsz": int(cfg.preprocess.imgsz)})
+    from detect.engine.errors import format_breakdown
+
+    log.print(f"best.pt (epoch {best.get('epoch')}): voc_ap50 {res['voc_ap50']:.4f}, coco_ap {res['coco_ap']:.4f}; "
+              f"val.json and plots in {out}")
+    log.print(format_breakdown(res["errors"]))
+
+
+class RunBar:
+    """One progress bar for the whole run (its ETA is the run's, from the steps left in every
+    planned epoch); each epoch's loop gets a view of it (:meth:`epoch`) whose ``close`` keeps it."""
+
+    def __init__(self, steps_per_epoch: int, epochs: int, done_epochs: int = 0) -> None:
+        from tqdm import tqdm
+
+        self.steps = steps_per_epoch
+        self.bar = tqdm(total=steps_per_epoch * epochs, initial=steps_per_epoch * done_epochs, unit="step",
+                        dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
+
+    def epoch(self, epoch: int, epochs: int) -> Any:
+        """The bar for epoch ``epoch`` (0-based) of ``epochs`` (the plan may have changed)."""
+        total = self.steps * epochs
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = self.steps * epoch  # a step count an epoch cut short by the budget left behind
+        self.bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+        bar = self.bar
+
+        class View:
+            update, set_postfix = bar.update, bar.set_postfix
+
+            @staticmethod
+            def close() -> None:
+                bar.refresh()
+
+        return View()
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 # ------------------------------------------------------------------------------ detect train
@@ -372,7 +442,25 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
         cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_config_options(cfg, args)
     cfg.train.resume = resume
+    if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
+        cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
     return cfg
+
+
+def next_run_dir(path: str | Path) -> Path:
+    """``path`` when it is free (missing or an empty folder), else the first free ``path2``,
+    ``path3``, ... (the ultralytics convention for runs/train)."""
+    path = Path(path)
+
+    def free(p: Path) -> bool:
+        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+
+    n = 2
+    candidate = path
+    while not free(candidate):
+        candidate = path.with_name(f"{path.name}{n}")
+        n += 1
+    return candidate
 
 
 def cmd_train(args: argparse.Namespace) -> int:
