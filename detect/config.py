@@ -33,6 +33,7 @@ CHECKS: dict[str, Callable[[float], bool]] = {
     "in [0, 1)": lambda v: 0 <= v < 1,
     ">= 1": lambda v: v >= 1,
     ">= 32": lambda v: v >= 32,
+    "0 or >= 32": lambda v: v == 0 or v >= 32,
 }
 
 
@@ -55,7 +56,8 @@ class Preprocess:
     """What the model expects of an image: resized (stretched) to ``imgsz`` x ``imgsz``, RGB,
     scaled to [0, 1], then normalised with ``mean``/``std`` (inside the model)."""
 
-    imgsz: int = setting(320, "input side in pixels (images are stretched to imgsz x imgsz)", cli="--imgsz", check=">= 32")
+    imgsz: int = setting(0, "input side in pixels (images are stretched to imgsz x imgsz); 0: chosen from the training "
+                            "images (median longer side, in [224, 640])", cli="--imgsz", check="0 or >= 32")
     # The default backbone's (EfficientNet-Lite, TF preprocessing: (pixel - 127) / 128); other
     # backbones: detect.models.backbones.preprocess_for(name, imgsz) (ImageNet mean/std).
     mean: tuple[float, float, float] = setting((127 / 255,) * 3, "per-channel mean of [0, 1] RGB input (set from the backbone's weights)")

@@ -451,3 +451,16 @@ def test_a_real_run_leaves_its_pictures_and_detect_vals_report(shelves, tmp_path
     except ImportError:
         return
     assert list((out / "tb").glob("events.out.tfevents.*")), "TensorBoard events"
+
+
+def test_imgsz_0_is_chosen_from_the_training_images():
+    from types import SimpleNamespace as R
+
+    from detect.engine.datasets import auto_imgsz
+
+    assert auto_imgsz([R(width=224, height=224)] * 5) == 224  # groceries: the photos' own size
+    assert auto_imgsz([R(width=300, height=200), R(width=310, height=240), R(width=1000, height=800)]) == 320
+    assert auto_imgsz([R(width=100, height=80)] * 3) == 224  # not below what ImageNet backbones saw
+    assert auto_imgsz([R(width=4032, height=3024)] * 3) == 640  # nor above what a CPU can afford
+    assert auto_imgsz([R(width=0, height=0)]) == 320  # sizes unknown
+    assert ExperimentConfig().preprocess.imgsz == 0

@@ -52,6 +52,10 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
     problems = len(getattr(tr, "problems", []) or [])
     if problems:
         log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
+    if not cfg.preprocess.imgsz:  # 0: chosen from the data, and saved with the run
+        cfg.preprocess.imgsz = auto_imgsz(tr.records)
+        log(f"imgsz {cfg.preprocess.imgsz} (chosen from the training images: the median longer side, "
+            f"a multiple of 32 in [{AUTO_IMGSZ[0]}, {AUTO_IMGSZ[1]}]; --imgsz sets it)")
     imgsz = cfg.preprocess.imgsz
     tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
     proposals = proposals_for(cfg)  # read once, for both splits
@@ -72,6 +76,21 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             val = _dataset(va.records, eval_transform(imgsz), proposals, d.max_proposals, skip_unreadable=True)
     train = _dataset(tr.records, tf, proposals, d.max_proposals, skip_unreadable=True)
     return TrainData(list(tr.classes), train, val, collate, problems)
+
+
+AUTO_IMGSZ = (224, 640)  # the range imgsz 0 chooses in
+
+
+def auto_imgsz(records: Sequence[Any], bounds: tuple[int, int] = AUTO_IMGSZ) -> int:
+    """The input size for images like ``records``' (``width``/``height`` of each): their median
+    longer side rounded up to a multiple of 32, within ``bounds``. Small photos are not blown up
+    beyond what ImageNet backbones were trained at (224) and big ones not shrunk below what
+    small products need, nor past 640, where a CPU step costs ~8x one at 224 (bench/RESULTS.md)."""
+    sides = sorted(max(int(r.width or 0), int(r.height or 0)) for r in records if (r.width or 0) > 0)
+    if not sides:
+        return bounds[1] if bounds[1] < 320 else 320
+    median = sides[len(sides) // 2]
+    return int(min(max(-(-median // 32) * 32, bounds[0]), bounds[1]))
 
 
 def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
