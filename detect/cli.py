@@ -197,9 +197,10 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("train", "tune"):
-        from detect.engine.cpu_alloc import keep_heap_for_training
+        from detect.engine.cpu_alloc import keep_heap_for_training, passive_thread_wait
 
         keep_heap_for_training()  # before torch allocates anything: about 2x faster CPU training
+        passive_thread_wait()  # before torch starts OpenMP: two trainings on one machine share its cores
     try:
         return int(_handler(args.command)(args) or 0)
     except UsageError as e:  # the one mapping of a usage error, raised anywhere below, to output

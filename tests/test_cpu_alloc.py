@@ -58,3 +58,17 @@ def test_training_settings_keep_large_blocks_on_the_heap():
 def test_user_malloc_settings_win():
     # the user asked for a 64 KiB mmap threshold: we must not override it
     assert _probe("keep", MALLOC_MMAP_THRESHOLD_="65536") == ["False", "False", "1"]
+
+
+def test_passive_thread_wait_is_set_before_torch_and_yields_to_the_user():
+    code = ("import os, sys; from detect.engine.cpu_alloc import passive_thread_wait as p; "
+            "r = p(); print(r, os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "PASSIVE", "False"]
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "1000"}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["False", "None", "False"]  # the user's own setting wins
+    late = subprocess.run([sys.executable, "-c", "import torch; " + code], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert late[0] == "False"  # too late once OpenMP has started
