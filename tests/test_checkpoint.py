@@ -164,7 +164,9 @@ def test_fast_rcnn_checkpoint_with_the_old_extra_dict_loads(tmp_path):
     cfg = _tiny_ssd_cfg()
     cfg.model.name, cfg.model.fast_rcnn = "fast_rcnn", FastRCNNConfig(
         proposals="selective_search", roi_op="roi_align", roi_size=5, feature_stride=32, head="conv", fc_dim=64,
-        roi_channels=32, rois_per_image=16, bg_iou=(0.0, 0.5), ss_mode="quality", rpn_anchor_fractions=[0.1, 0.3])
+        roi_channels=32, rois_per_image=16, bg_iou=(0.0, 0.5), ss_mode="quality", rpn_anchor_fractions=[0.1, 0.3],
+        semantic=False)  # the extra dict predates semantic features and the context
+    cfg.model.context = "none"
     build = cfg.for_rebuild()
     model = build_model(build.model, build.preprocess)
     old = cfg.to_dict()  # written the old way:

@@ -243,7 +243,7 @@ def test_build_model_makes_a_fast_rcnn_on_the_project_backbone() -> None:
                       fast_rcnn=FastRCNNConfig(proposals="selective_search", roi_op="roi_align", fc_dim=64))
     model = build_model(cfg, Preprocess(imgsz=64))
     assert isinstance(model, FastRCNN) and model.feature_stride == 16 and model.rpn is None
-    assert model.backbone.strides == [16]
+    assert model.backbone.strides == [16, 32]  # the stride-32 map feeds the semantic features and the context
     model.eval()
     with torch.no_grad():
         out = model(torch.rand(1, 3, 64, 64), proposals=[torch.tensor([[0.0, 0.0, 32.0, 32.0]])])
@@ -274,8 +274,12 @@ def test_semantic_and_context_features_overfit_and_start_like_the_plain_head() -
     history, dets, targets = _overfit(model, steps=120, with_proposals=True)
     assert np.mean(history[-5:]) < 0.3 * history[0], history[::10]
     _assert_found(dets, targets, iou=0.7)
-    with pytest.raises(ValueError, match="coarser than feature_stride"):
-        _model("file", feature_stride=8, context="prior")
+    # a backbone whose deepest map is the RoI map (feature_stride 32 on the real ones): the context reads that map
+    shared = _model("file", feature_stride=8, context="prior")
+    assert shared.semantic_index == shared.feature_index
+    shared.eval()
+    with torch.no_grad():
+        assert len(shared(images, proposals=props)) == 2
 
 
 def test_build_model_taps_stride_32_for_semantic_features() -> None:

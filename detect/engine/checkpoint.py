@@ -43,14 +43,15 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from detect.config import ExperimentConfig
+from detect.config import ExperimentConfig, upgrade
 from detect.errors import UsageError
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
 # Config fields added after checkpoints of this FORMAT were written, with the value that
 # rebuilds those older checkpoints' network (a missing field would otherwise take today's default).
-ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): "none"}
+ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): "none",
+                ("model", "fast_rcnn", "semantic"): False}
 FORMAT_NAME = FORMAT.split("/")[0]
 # State-dict entries older checkpoints hold and today's models do not save: the SSD's mean/std
 # buffers (the config holds the preprocessing).
@@ -159,10 +160,13 @@ def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Ex
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: the checkpoint's config is a {type(d).__name__}, not a dict of config "
                               "sections; the file was not written by retail-detect or was edited")
-    d = copy.deepcopy(d)
-    for (section, name), old in ADDED_FIELDS.items():
-        if isinstance(d.get(section), dict):
-            d[section].setdefault(name, old)
+    d = upgrade(copy.deepcopy(d))  # settings at their current paths first, then the fields they lack
+    for (section, *parents, name), old in ADDED_FIELDS.items():
+        holder = d.get(section)
+        for part in parents:
+            holder = holder.setdefault(part, {}) if isinstance(holder, dict) else None
+        if isinstance(holder, dict):
+            holder.setdefault(name, old)
     try:
         return ExperimentConfig.from_dict(d)
     except (ValueError, TypeError) as e:

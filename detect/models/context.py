@@ -32,6 +32,14 @@ from torch import nn
 
 
 CONTEXT_MODES = ("none", "add", "prior")
+# ``auto``: the mode that won on groceries for each detector (bench/RESULTS.md). A fixed mapping:
+# checkpoints saved with ``auto`` rebuild the same network as long as this table does not change.
+AUTO_CONTEXT = {"ssd": "add", "fast_rcnn": "prior"}
+
+
+def context_mode(mode: str, detector: str) -> str:
+    """The concrete context mode (one of :data:`CONTEXT_MODES`) for config value ``mode``."""
+    return AUTO_CONTEXT[detector] if mode == "auto" else mode
 
 
 class ImageContext(nn.Module):

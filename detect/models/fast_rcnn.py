@@ -30,7 +30,7 @@ from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small
 
 from detect.config import FastRCNNConfig, ModelConfig, Preprocess
 from detect.models.backbones import build_config_backbone, input_preprocess
-from detect.models.context import ImageContext
+from detect.models.context import ImageContext, context_mode
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
@@ -124,9 +124,7 @@ class FastRCNN(nn.Module):
         # per image to all of that image's RoIs.
         semantic = cfg.semantic
         deep = semantic or context != "none"
-        self.semantic_index = len(strides) - 1 if deep else -1
-        if deep and self.semantic_index == self.feature_index:
-            raise ValueError("semantic/context features need a backbone map coarser than feature_stride")
+        self.semantic_index = len(strides) - 1 if deep else -1  # may be the RoI map itself (feature_stride 32)
         c_sem = channels[self.semantic_index] if self.semantic_index >= 0 else 0
         self.semantic = bool(semantic)
         self.context = ImageContext(c_sem, num_classes, context) if context != "none" else None
@@ -248,10 +246,10 @@ def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool
     preprocess = input_preprocess(cfg, preprocess, load_weights)
     if backbone is None:
         stride = cfg.fast_rcnn.feature_stride
-        deep = (cfg.fast_rcnn.semantic or cfg.context != "none") and stride < 32  # the stride-32 map too
+        deep = (cfg.fast_rcnn.semantic or context_mode(cfg.context, "fast_rcnn") != "none") and stride < 32  # the stride-32 map too
         backbone = build_config_backbone(cfg, load_weights, out_strides=(stride, 32) if deep else (stride,))
     return FastRCNN(
         backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
         imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,
-        context=cfg.context, context_loss=cfg.context_loss,
+        context=context_mode(cfg.context, "fast_rcnn"), context_loss=cfg.context_loss,
     )
