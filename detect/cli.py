@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from detect.errors import UsageError
-from detect.options import add_config_options
+from detect.options import add_config_options, checked, default_note
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
@@ -34,14 +34,23 @@ HANDLERS = {
 }
 
 
-class _Help(argparse.ArgumentDefaultsHelpFormatter):
-    """``--help`` shows each option's default, except where there is none to show (an option that
-    leaves a config value alone, a flag that is off) or the help already says it."""
+class _Help(argparse.HelpFormatter):
+    """``--help`` shows each option's default and the rule its value must follow (a
+    :func:`~detect.options.checked` type's ``rule``), except where there is no default to show (an
+    option that leaves a config value alone, a flag that is off) or the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None or action.default is False or "(default:" in (action.help or ""):
-            return action.help or ""
-        return super()._get_help_string(action)
+        text = action.help or ""
+        if any(action.default is v for v in (None, False, argparse.SUPPRESS)) or "(default:" in text or not action.option_strings:
+            return text
+        note = default_note("%(default)s", getattr(action.type, "rule", None))
+        return f"{text} {note}"
+
+
+# types of options that are not settings of detect/config.py: converted and checked by argparse
+_COUNT = checked(int, ">= 1")  # a number of images, items, trials...
+_WORKERS = checked(int, ">= 0")  # processes; 0: in this process, or one per core where the help says so
+_FRACTION = checked(float, "in [0, 1]")
 
 
 def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +62,9 @@ def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="class file, one name a line; unknown names become problems")
     p.add_argument("--split", help="file of image ids (stem or <class>/<stem>) to keep")
     p.add_argument("-o", "--output", required=True, help="cache file to write (.pkl)")
-    p.add_argument("--workers", type=int, default=0, help="parallel parser processes (0: one per core)")
+    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel parser processes (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any problem was found")
-    p.add_argument("--max-xml-bytes", type=int, help="larger annotation files are reported, not read (default 16 MiB)")
+    p.add_argument("--max-xml-bytes", type=_COUNT, help="larger annotation files are reported, not read (default: 16 MiB)")
     p.add_argument("--verify-images", action="store_true", help="decode every image fully (in parallel), not only its "
                    "header: truncated or corrupt ones are reported and left out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -64,11 +73,11 @@ def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
 def _add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="render synthetic retail shelves as a VOC dataset", formatter_class=_Help)
     p.add_argument("out_dir", help="dataset folder to write (an earlier synthetic dataset there is replaced)")
-    p.add_argument("--images", type=int, default=200, help="number of images")
+    p.add_argument("--images", type=_COUNT, default=200, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="a seed always gives the same bytes")
-    p.add_argument("--size", type=int, default=320, help="longer image side in pixels")
+    p.add_argument("--size", type=checked(int, ">= 32"), default=320, help="longer image side in pixels")
     p.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
-    p.add_argument("--workers", type=int, default=1, help="rendering processes (the output does not depend on it)")
+    p.add_argument("--workers", type=_COUNT, default=1, help="rendering processes (the output does not depend on it)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -86,11 +95,11 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="val", help="split to evaluate")
     p.add_argument("--json", help="write metrics JSON here")
     p.add_argument("--plots", help="folder for PR curves and the confusion matrix (default: beside --json, else runs/val)")
-    p.add_argument("--batch", type=int, default=16, help="images per batch")
+    p.add_argument("--batch", type=_COUNT, default=16, help="images per batch")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
-    p.add_argument("--max-det", type=int, help="max detections per image (COCO maxDets too), up to 1000 "
-                   "(default: the checkpoint's model.max_det)")
-    p.add_argument("--workers", type=int, default=2, help="data loader processes")
+    p.add_argument("--max-det", type=_COUNT, help="max detections per image (COCO maxDets too), up to 1000 "
+                   "(default: the checkpoint's model.max_det; must be >= 1)")
+    p.add_argument("--workers", type=_WORKERS, default=2, help="data loader processes (0: in this process)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -101,10 +110,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="fp16 on GPU")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
-    p.add_argument("--batch", type=int, default=1, help="images or frames per batch")
-    p.add_argument("--conf", type=float, default=0.25, help="score threshold")
-    p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=int, default=300, help="detections kept per image")
+    p.add_argument("--batch", type=_COUNT, default=1, help="images or frames per batch")
+    p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
+    p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=_COUNT, default=300, help="detections kept per image")
     p.add_argument("--classes", nargs="+", help="keep only these class names or indices")
     p.add_argument("--save-dir", default="runs/predict", help="folder for annotated images/videos and tables")
     p.add_argument("--save-json", action="store_true", help="write detections.jsonl")
@@ -118,7 +127,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="render synthetic shelves, detect with the shipped weights, save drawings",
                        formatter_class=_Help)
     p.add_argument("--out", default="runs/demo", help="folder for the annotated shelves")
-    p.add_argument("--images", type=int, default=4, help="shelves to render")
+    p.add_argument("--images", type=_COUNT, default=4, help="shelves to render")
     p.add_argument("--seed", type=int, default=2026, help="seed of the rendered shelves")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
 
@@ -128,7 +137,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="SSD checkpoint (default: the shipped weights)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     p.add_argument("-o", "--output", required=True, help="file to write")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    p.add_argument("--opset", type=checked(int, ">= 7"), default=17, help="ONNX opset")
 
 
 def _add_proposals(sub: argparse._SubParsersAction) -> None:
@@ -137,9 +146,9 @@ def _add_proposals(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", help="split of a --data given instead of a cache (default: every image)")
     p.add_argument("-o", "--output", help="proposal cache (default: <cache>.ss-<mode>.pkl)")
     p.add_argument("--mode", choices=["fast", "quality"], default="fast", help="selective search strategy")
-    p.add_argument("--max", type=int, default=2000, help="proposals kept per image")
-    p.add_argument("--resize", type=int, default=500, help="longer side used for the search (0: original)")
-    p.add_argument("--workers", type=int, default=0, help="parallel processes (0: one per core)")
+    p.add_argument("--max", type=_COUNT, default=2000, help="proposals kept per image")
+    p.add_argument("--resize", type=_WORKERS, default=500, help="longer side used for the search (0: original)")
+    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel processes (0: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -149,9 +158,9 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) with Optuna", formatter_class=_Help)
     p.add_argument("--data", required=True, help="dataset YAML, VOC folder or cache .pkl")
     p.add_argument("--space", required=True, help="search space YAML (parameters: detect/tune/space.py)")
-    p.add_argument("--trials", type=int, help="trials in the study in all, across restarts (default: the grid size; 20 for random/TPE)")
-    p.add_argument("--workers", type=int, default=1, help="parallel trials on this machine (one GPU each, or a share of the CPU cores)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per trial")
+    p.add_argument("--trials", type=_COUNT, help="trials in the study in all, across restarts (default: the grid size; 20 for random/TPE)")
+    p.add_argument("--workers", type=_COUNT, default=1, help="parallel trials on this machine (one GPU each, or a share of the CPU cores)")
+    p.add_argument("--epochs", type=_COUNT, default=5, help="epochs per trial")
     p.add_argument("--out", required=True, help="study folder (study.db, trials/, report)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the space file's, else grid when every parameter has grid points, else tpe")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in OUT)")
@@ -160,7 +169,8 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a dataset, or predict's detections, to VOC, COCO, YOLO or a cache")
+    p = sub.add_parser("convert", help="convert a dataset, or predict's detections, to VOC, COCO, YOLO or a cache",
+                       formatter_class=_Help)
     p.add_argument("source", help="dataset YAML, VOC folder or split folders, YOLO data.yaml or its folder, COCO folder or "
                    ".json, cache .pkl, or the detections.jsonl of `detect predict --save-json` (pre-labels)")
     p.add_argument("--to", required=True, choices=["voc", "coco", "yolo", "pkl"],
@@ -168,7 +178,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    "pkl: the cache of one split (like xml2pkl)")
     p.add_argument("-o", "--output", required=True, help="output folder (--to pkl: the cache file); never inside the source")
     p.add_argument("--split", help="only this split (default: every split; --to pkl: every image)")
-    p.add_argument("--workers", type=int, default=0, help="parallel VOC parser processes (0: one per core)")
+    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel VOC parser processes (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the source had any problem")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -31,7 +31,9 @@ CHECKS: dict[str, Callable[[float], bool]] = {
     "> 0": lambda v: v > 0,
     ">= 0": lambda v: v >= 0,
     "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
     ">= 1": lambda v: v >= 1,
+    ">= 7": lambda v: v >= 7,  # ONNX opsets torch exports
     ">= 32": lambda v: v >= 32,
     "0 or >= 32": lambda v: v == 0 or v >= 32,
 }

@@ -9,9 +9,10 @@ left out is ``None`` in the namespace, so a ``--config`` YAML keeps its value.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Sequence
+import math
+from typing import Any, Callable, Optional, Sequence
 
-from detect.config import ExperimentConfig, Setting, set_value, settings
+from detect.config import CHECKS, ExperimentConfig, Setting, set_value, settings
 
 SECTIONS = ("model", "data", "train", "preprocess")
 
@@ -21,14 +22,16 @@ def option_dest(s: Setting) -> str:
     return s.cli.lstrip("-").replace("-", "_")
 
 
-def command_line_settings(sections: Sequence[str] = SECTIONS) -> list[Setting]:
-    """The settings of ``sections`` that have a command-line option, in declaration order."""
-    return [s for s in settings() if s.cli and s.path.split(".")[0] in sections]
+def command_line_settings(sections: Sequence[str] = SECTIONS, paths: Optional[Sequence[str]] = None) -> list[Setting]:
+    """The settings of ``sections`` (only those at ``paths``, when given) that have a
+    command-line option, in declaration order."""
+    return [s for s in settings() if s.cli and s.path.split(".")[0] in sections and (paths is None or s.path in paths)]
 
 
-def add_config_options(parser: argparse.ArgumentParser, sections: Sequence[str] = SECTIONS) -> None:
-    """Add an option to ``parser`` for every setting of ``sections`` that declares one."""
-    for s in command_line_settings(sections):
+def add_config_options(parser: argparse.ArgumentParser, sections: Sequence[str] = SECTIONS,
+                       paths: Optional[Sequence[str]] = None) -> None:
+    """Add an option to ``parser`` for every setting of ``sections`` (or at ``paths``) that declares one."""
+    for s in command_line_settings(sections, paths):
         kw: dict[str, Any] = {"dest": option_dest(s), "default": None, "help": _help(s)}
         if s.kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
@@ -39,10 +42,12 @@ def add_config_options(parser: argparse.ArgumentParser, sections: Sequence[str] 
         parser.add_argument(s.cli, **kw)
 
 
-def apply_config_options(cfg: ExperimentConfig, args: argparse.Namespace, sections: Sequence[str] = SECTIONS) -> list[str]:
-    """Set on ``cfg`` every option of ``sections`` given in ``args`` (not None); returns their paths."""
+def apply_config_options(cfg: ExperimentConfig, args: argparse.Namespace, sections: Sequence[str] = SECTIONS,
+                         paths: Optional[Sequence[str]] = None) -> list[str]:
+    """Set on ``cfg`` every option of ``sections`` (or at ``paths``) given in ``args`` (not None);
+    returns their paths."""
     given = []
-    for s in command_line_settings(sections):
+    for s in command_line_settings(sections, paths):
         value = getattr(args, option_dest(s), None)
         if value is not None:
             set_value(cfg, s.path, value)
@@ -55,23 +60,39 @@ def _help(s: Setting) -> str:
         default = s.cli if s.default else "--no-" + s.cli.lstrip("-")
     else:
         default = "none" if s.default in (None, "") else s.default
-    rule = f"; must be {s.check}" if s.check else ""
-    return f"{s.help} (default: {default}{rule})".replace("%", "%%")  # argparse formats help with %
+    return f"{s.help} {default_note(default, s.check)}".replace("%", "%%")  # argparse formats help with %
 
 
-def _parse_value(s: Setting) -> Callable[[str], Any]:
-    """``str -> value`` for ``s``: converted to its type and checked against its rule."""
-    kind = s.kind if s.kind in (int, float) else str
+def default_note(default: Any, rule: Optional[str] = None) -> str:
+    """``(default: D; must be R)``: how ``--help`` states an option's default and rule."""
+    return f"(default: {default}{f'; must be {rule}' if rule else ''})"
+
+
+def checked(kind: type, rule: Optional[str] = None) -> Callable[[str], Any]:
+    """An argparse ``type``: ``str -> kind`` (int, float or str), a float finite, the value
+    following ``rule`` (one of :data:`detect.config.CHECKS`); else one sentence saying what was
+    expected, which argparse prints as a usage error (exit 2). The rule is kept as ``.rule`` so
+    ``--help`` can state it."""
+    if rule is not None and rule not in CHECKS:
+        raise ValueError(f"unknown check {rule!r}; known: {list(CHECKS)}")
 
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        rule = s.violates(value) if kind is not str else None
-        if rule:
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if rule is not None and not CHECKS[rule](value):
             raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
         return value
 
-    parse.__name__ = kind.__name__
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    parse.rule = rule  # type: ignore[attr-defined]
     return parse
+
+
+def _parse_value(s: Setting) -> Callable[[str], Any]:
+    """``str -> value`` for ``s``: converted to its type and checked against its rule."""
+    kind = s.kind if s.kind in (int, float) else str
+    return checked(kind, s.check if kind is not str else None)

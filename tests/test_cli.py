@@ -39,6 +39,8 @@ def test_usage_errors_are_value_errors_for_python_callers():
 
 # ----------------------------------------------------------------------- the option table
 
+HELP_COMMANDS = ("xml2pkl", "synth", "train", "val", "predict", "demo", "export", "proposals", "tune", "convert")
+
 
 def test_train_options_come_from_the_config_table():
     from detect.config import settings
@@ -79,11 +81,71 @@ def test_options_apply_onto_the_config_and_check_their_rules(capsys):
     assert "argument --lr: must be > 0, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["xml2pkl", "synth", "train", "val", "predict", "demo", "export", "proposals", "tune"])
+def _subparsers() -> dict:
+    return cli.build_parser()._subparsers._group_actions[0].choices
+
+
+def test_every_command_lists_every_option_with_help_and_default():
+    """Every option of every command (train, val, predict, export, tune, xml2pkl, convert, ...)
+    has one line of help, and --help states the default of each one that has a default."""
+    import argparse
+
+    for name, parser in _subparsers().items():
+        formatter = parser.formatter_class(prog=parser.prog)
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and "\n" not in action.help, (name, action.dest)
+            if not action.option_strings or action.nargs == 0 or action.default is None:
+                continue  # positionals, flags, options that leave a value alone (their help says what then)
+            text = formatter._expand_help(action)
+            assert "(default:" in text, f"detect {name} {action.option_strings[0]}: {text}"
+
+
+@pytest.mark.parametrize("command", list(HELP_COMMANDS))
 def test_help_shows_defaults(command, capsys):
+    from detect.config import settings
+
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
     assert "(default:" in out, out
     if command == "train":
-        assert "--lr LR" in out and "(default: 0.01; must be > 0)" in " ".join(out.split())
+        lr = next(s for s in settings() if s.path == "train.lr")
+        assert "--lr LR" in out and f"(default: {lr.default}; must be > 0)" in out
+    if command in ("val", "predict"):
+        assert "--batch BATCH images" in out and "must be >= 1)" in out
+
+
+# options with a bad value: argparse's usage error (exit 2), one sentence, no traceback
+BAD_VALUES = [
+    (["train", "--imgsz", "-64"], "argument --imgsz: must be 0 or >= 32, got -64"),
+    (["train", "--imgsz", "7"], "argument --imgsz: must be 0 or >= 32, got 7"),
+    (["train", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["train", "--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
+    (["train", "--workers", "-3"], "argument --workers: must be >= 0, got -3"),
+    (["train", "--lr", "nan"], "argument --lr: expected a finite number, got 'nan'"),
+    (["val", "--weights", "w.pt", "--data", "d", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["val", "--weights", "w.pt", "--data", "d", "--workers", "-3"], "argument --workers: must be >= 0, got -3"),
+    (["val", "--weights", "w.pt", "--data", "d", "--max-det", "0"], "argument --max-det: must be >= 1, got 0"),
+    (["predict", "img.jpg", "--conf", "2"], "argument --conf: must be in [0, 1], got 2"),
+    (["predict", "img.jpg", "--iou", "-0.1"], "argument --iou: must be in [0, 1], got -0.1"),
+    (["predict", "img.jpg", "--max-det", "0"], "argument --max-det: must be >= 1, got 0"),
+    (["predict", "img.jpg", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["predict", "img.jpg", "--batch", "two"], "argument --batch: expected an integer, got 'two'"),
+    (["tune", "--data", "d", "--space", "s", "--out", "o", "--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
+    (["tune", "--data", "d", "--space", "s", "--out", "o", "--trials", "0"], "argument --trials: must be >= 1, got 0"),
+    (["xml2pkl", "ann", "-o", "c.pkl", "--workers", "-3"], "argument --workers: must be >= 0, got -3"),
+    (["proposals", "c.pkl", "--max", "0"], "argument --max: must be >= 1, got 0"),
+    (["synth", "out", "--images", "0"], "argument --images: must be >= 1, got 0"),
+    (["demo", "--images", "-1"], "argument --images: must be >= 1, got -1"),
+    (["convert", "src", "--to", "voc", "-o", "out", "--workers", "-1"], "argument --workers: must be >= 0, got -1"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_VALUES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_VALUES])
+def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"detect {argv[0]}: error: {message}\n" in err and "Traceback" not in err
