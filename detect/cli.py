@@ -136,7 +136,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export weights to ONNX (dynamic batch) or TorchScript", formatter_class=_Help)
     p.add_argument("--weights", help="SSD checkpoint (default: the shipped weights)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
-    p.add_argument("-o", "--output", required=True, help="file to write")
+    p.add_argument("-o", "--output", help="file to write, never the weights (default: beside the weights, w.pt -> w.onnx "
+                   "or w.torchscript; the shipped weights' export goes to the current folder)")
     p.add_argument("--opset", type=checked(int, ">= 7"), default=17, help="ONNX opset")
 
 

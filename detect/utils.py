@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, IO, Iterable, Iterator
+from typing import Callable, IO, Iterable, Iterator, Optional
 
 from detect.errors import UsageError
 
@@ -57,7 +57,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 class OutputPathError(ValueError):
-    """An output path that must not be written (a folder, a device, a FIFO, one of the inputs)."""
+    """An output path that must not be written (a folder, a device, a FIFO, one of the inputs);
+    ``input`` is the input it would replace, else None."""
+
+    def __init__(self, message: str, input: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.input = input
 
 
 def file_kind(mode: int) -> str:
@@ -105,7 +110,7 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             continue
         if same:
             raise OutputPathError(f"{what} {path} is one of the inputs ({os.fspath(inp)}); writing it would replace "
-                                  "that input: choose another file name")
+                                  "that input: choose another file name", os.fspath(inp))
     return p
 
 

@@ -92,3 +92,25 @@ def test_torchscript_export(tmp_path, ssd_weights):
 def test_export_errors(tmp_path, capsys):
     assert main(["export", "--weights", str(tmp_path / "none.pt"), "-o", str(tmp_path / "x.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_export_writes_beside_the_weights_never_over_them_and_prints_no_warnings(tmp_path, ssd_weights, capfd):
+    """`detect export --weights w.pt -o w.pt` replaced the checkpoint with the ONNX file (exit 0);
+    without -o the file goes beside the weights; tracing printed TracerWarnings and more."""
+    import shutil
+    import warnings
+
+    pytest.importorskip("onnx")
+    w = tmp_path / "w.pt"
+    shutil.copy(ssd_weights, w)
+    before = w.read_bytes()
+    assert main(["export", "--weights", str(w), "-o", str(w)]) == 2
+    assert w.read_bytes() == before and f"{w} is one of the inputs" in capfd.readouterr().err
+    for fmt, suffix in (("onnx", ".onnx"), ("torchscript", ".torchscript")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["export", "--weights", str(w), "--format", fmt]) == 0
+        assert (tmp_path / f"w{suffix}").is_file() and w.read_bytes() == before
+        out, err = capfd.readouterr()
+        assert not [str(c.message) for c in caught] and "Warning" not in err, (caught, err)
+        assert f"-> {tmp_path / f'w{suffix}'}" in out

@@ -161,6 +161,24 @@ def test_folder_with_one_corrupt_image_exits_1(tmp_path, tiny_weights, capsys):
     assert summary["images"] == 3 and summary["failed"] == 1
 
 
+def test_save_dir_that_holds_the_inputs_is_refused(tmp_path, tiny_weights, capsys):
+    """`detect predict DIR --save-dir DIR` replaced the photos with annotated copies (exit 0)."""
+    src = tmp_path / "imgs"
+    (src / "aisle").mkdir(parents=True)
+    cv2.imwrite(str(src / "aisle" / "a.jpg"), synthetic_image())
+    cv2.imwrite(str(src / "b.png"), synthetic_image(seed=1))
+    (tmp_path / "list.txt").write_text("imgs/b.png\n")
+    before = {p: p.read_bytes() for p in src.rglob("*.*")}
+    for source, save_dir, named in [(src, src, src / "aisle" / "a.jpg"),  # the folder itself
+                                    (src / "aisle", src / "aisle", src / "aisle" / "a.jpg"),
+                                    (tmp_path / "list.txt", src, src / "b.png"),  # a list: outputs by file name
+                                    (src / "b.png", src, src / "b.png")]:
+        rc = main(["predict", str(source), "--weights", str(tiny_weights), "--save-dir", str(save_dir), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"--save-dir {save_dir} holds the input images" in err and str(named) in err, err
+    assert {p: p.read_bytes() for p in src.rglob("*.*")} == before
+
+
 def test_missing_source_exits_2(tmp_path, tiny_weights, capsys):
     rc = main(["predict", str(tmp_path / "nope"), "--weights", str(tiny_weights), "--save-dir", str(tmp_path / "o")])
     assert rc == 2 and "no such file" in capsys.readouterr().err

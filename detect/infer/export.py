@@ -28,8 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ from torch import nn
 from detect.errors import UsageError
 from detect.infer.fuse import fuse_conv_bn
 from detect.models.postprocess import select_detections
+from detect.utils import OutputPathError, check_output_path
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
 BOX_ATOL = 1e-3
@@ -65,11 +67,26 @@ def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: i
     return select_detections(torch.as_tensor(boxes), torch.as_tensor(scores), conf, iou, pre_nms_topk, max_det)
 
 
+@contextmanager
+def quiet_tracing() -> Iterator[None]:
+    """Silence what tracing the SSD prints and what it does not mean here: TracerWarnings (the
+    anchors and the clip size are read as Python numbers, right for the fixed input size S),
+    the ONNX exporter's "Constant folding - Only steps=1" notes, and the deprecation notes of
+    ``torch.jit.trace``/``save`` and of the TorchScript-based ONNX exporter (chosen on purpose:
+    ``dynamo=False``; TorchScript is still what that format is)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning)
+        for note in ("You are using the legacy TorchScript-based ONNX export", "The feature will be removed"):
+            warnings.filterwarnings("ignore", message=note, category=DeprecationWarning)
+        yield
+
+
 def onnx_export(wrapper: ExportableSSD, imgsz: int, f: Any, opset: int = 17) -> None:
     """Trace ``wrapper`` to ONNX into ``f`` (a path or a file object): input ``images``, outputs
     ``boxes`` and ``scores``, a dynamic batch axis."""
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes read as Python numbers: fixed S
+    with torch.no_grad(), quiet_tracing():
         torch.onnx.export(
             wrapper, (torch.rand(2, 3, imgsz, imgsz),), f, dynamo=False, opset_version=opset, input_names=["images"],
             output_names=["boxes", "scores"], do_constant_folding=True,
@@ -124,27 +141,44 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.part")
-    with torch.no_grad():
+    with torch.no_grad(), quiet_tracing():
         traced = torch.jit.trace(wrapper, torch.rand(2, 3, S, S), check_trace=False)
-    torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(meta, ensure_ascii=False)})
+        torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(meta, ensure_ascii=False)})
     tmp.replace(output)
     return output
 
 
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
+
+
+def default_output(weights: str | Path, fmt: str) -> Path:
+    """Where ``detect export`` writes without ``-o``: beside the weights, ``w.pt`` -> ``w.onnx``."""
+    return Path(weights).with_suffix(SUFFIXES[fmt])
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    from detect.infer.weights import resolve_weights
+
+    weights = resolve_weights(args.weights)  # WeightsError: a UsageError
+    # the shipped weights may sit in a read-only install: their export goes to this folder
+    output = Path(args.output or default_output(weights if args.weights else weights.name, args.format))
     try:
-        wrapper, meta = load_exportable(args.weights)  # WeightsError: a UsageError
+        check_output_path(output, [weights])  # `-o w.pt` replaced the checkpoint with the ONNX file
+    except OutputPathError as e:
+        raise UsageError(str(e)) from None
+    try:
+        wrapper, meta = load_exportable(weights)  # WeightsError: a UsageError
     except TypeError as e:  # not an SSD
         raise UsageError(str(e)) from None
     try:
         if args.format == "onnx":
-            out = export_onnx(wrapper, meta, args.output, args.opset)
+            out = export_onnx(wrapper, meta, output, args.opset)
         else:
-            out = export_torchscript(wrapper, meta, args.output)
+            out = export_torchscript(wrapper, meta, output)
     except ImportError as e:
         raise UsageError(f"{args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'") from None
     except OSError as e:
-        raise UsageError(f"cannot write {args.output}: {e}") from None
+        raise UsageError(f"cannot write {output}: {e}") from None
     print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
           f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.infer.export.postprocess)")
     return 0

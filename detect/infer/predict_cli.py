@@ -22,7 +22,7 @@ from detect.errors import UsageError
 from detect.infer.predict import Predictor
 from detect.infer.results import ResultWriter, Summary
 from detect.infer.sources import VIDEO_EXTS, Frame, expand, is_stream
-from detect.utils import atomic_write_bytes
+from detect.utils import OutputPathError, atomic_write_bytes, check_output_path
 from detect.viz.video import VideoSink
 
 
@@ -71,16 +71,8 @@ class Outputs:
         self.sink_source: Optional[str] = None
         self.written: list[str] = []
 
-    def _path(self, frame: Frame, suffix: Optional[str]) -> Path:
-        if frame.kind == "stream":
-            name = f"webcam{frame.path}" if frame.path.isdigit() else re.sub(r"[^\w.-]+", "_", frame.path.split("://", 1)[-1])[:80]
-            rel = Path(name)
-        elif frame.root:
-            rel = Path(os.path.relpath(frame.path, frame.root))
-        else:
-            rel = Path(Path(frame.path).name)
-        if suffix:
-            rel = rel.with_suffix(suffix)
+    def _path(self, frame: Frame) -> Path:
+        rel = output_rel(frame.path, frame.kind, frame.root)
         out, n = self.save_dir / rel, 1
         while out in self.used:  # two inputs with one name (a glob over several folders)
             out = self.save_dir / rel.with_name(f"{rel.stem}_{n}{rel.suffix}")
@@ -91,7 +83,7 @@ class Outputs:
     def write(self, frame: Frame, annotated) -> None:
         if frame.kind == "image":
             self.close_video()
-            path = self._path(frame, None if Path(frame.path).suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"} else ".jpg")
+            path = self._path(frame)
             path.parent.mkdir(parents=True, exist_ok=True)
             ok, buf = cv2.imencode(path.suffix, annotated)
             if not ok:
@@ -101,7 +93,7 @@ class Outputs:
             return
         if self.sink_source != frame.path:
             self.close_video()
-            self.sink = VideoSink(self._path(frame, ".mp4"), frame.fps)
+            self.sink = VideoSink(self._path(frame), frame.fps)
             self.sink_source = frame.path
         self.sink.write(annotated)
 
@@ -111,6 +103,43 @@ class Outputs:
             if path is not None:
                 self.written.append(str(path))
         self.sink, self.sink_source = None, None
+
+
+WRITTEN_AS_IS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # other images are saved as .jpg
+
+
+def output_rel(path: str, kind: str, root: Optional[str]) -> Path:
+    """Where the annotated copy of an input goes, relative to ``--save-dir``: its path relative
+    to the listed folder ``root`` (or its name); videos and streams as .mp4, images in a format
+    OpenCV writes as they are, others as .jpg."""
+    if kind == "stream":
+        rel = Path(f"webcam{path}" if path.isdigit() else re.sub(r"[^\w.-]+", "_", path.split("://", 1)[-1])[:80])
+    else:
+        rel = Path(os.path.relpath(path, root)) if root else Path(Path(path).name)
+    if kind != "image":
+        return rel.with_suffix(".mp4")
+    return rel if rel.suffix.lower() in WRITTEN_AS_IS else rel.with_suffix(".jpg")
+
+
+def check_save_dir(source: str, save_dir: Path) -> None:
+    """Refuse (:class:`~detect.errors.UsageError`) a ``--save-dir`` where an annotated copy would
+    replace one of the inputs (``detect predict DIR --save-dir DIR`` replaced the photos), before
+    anything is read or written."""
+    if is_stream(source):
+        return
+    files, root = expand(source)
+    by_name: dict[str, list[str]] = {}  # check_output_path stats only inputs of the output's name
+    for f in files:
+        by_name.setdefault(os.path.basename(f).lower(), []).append(f)
+    for f in files:
+        out = save_dir / output_rel(f, "video" if Path(f).suffix.lower() in VIDEO_EXTS else "image", root)
+        try:
+            check_output_path(out, by_name.get(out.name.lower(), ()), what="--save-dir output")
+        except OutputPathError as e:
+            if e.input is None:  # a folder or a FIFO where the copy would go
+                raise UsageError(str(e)) from None
+            raise UsageError(f"--save-dir {save_dir} holds the input images: the annotated copy of {f} would replace "
+                             f"{e.input}; choose another --save-dir") from None
 
 
 def count_frames(source: str) -> Optional[int]:
@@ -130,9 +159,11 @@ def count_frames(source: str) -> Optional[int]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     total = count_frames(args.source)  # UsageError (SourceError, WeightsError, ...) for bad input
+    save_dir = Path(args.save_dir)
+    if not args.no_save:
+        check_save_dir(args.source, save_dir)
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
-    save_dir = Path(args.save_dir)
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
