@@ -49,7 +49,7 @@ class _Help(argparse.HelpFormatter):
 
 # types of options that are not settings of detect/config.py: converted and checked by argparse
 _COUNT = checked(int, ">= 1")  # a number of images, items, trials...
-_WORKERS = checked(int, ">= 0")  # processes; 0: in this process, or one per core where the help says so
+_NONNEG = checked(int, ">= 0")  # processes (0: in this process, or one per core), sizes where 0 means none
 _FRACTION = checked(float, "in [0, 1]")
 
 
@@ -62,7 +62,7 @@ def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="class file, one name a line; unknown names become problems")
     p.add_argument("--split", help="file of image ids (stem or <class>/<stem>) to keep")
     p.add_argument("-o", "--output", required=True, help="cache file to write (.pkl)")
-    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel parser processes (0: one per core)")
+    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel parser processes (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any problem was found")
     p.add_argument("--max-xml-bytes", type=_COUNT, help="larger annotation files are reported, not read (default: 16 MiB)")
     p.add_argument("--verify-images", action="store_true", help="decode every image fully (in parallel), not only its "
@@ -99,10 +99,12 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
     p.add_argument("--max-det", type=_COUNT, help="max detections per image (COCO maxDets too), up to 1000 "
                    "(default: the checkpoint's model.max_det; must be >= 1)")
-    p.add_argument("--workers", type=_WORKERS, default=2, help="data loader processes (0: in this process)")
+    p.add_argument("--workers", type=_NONNEG, default=2, help="data loader processes (0: in this process)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from detect.data.images import MAX_PIXELS
+
     p = sub.add_parser("predict", help="detect products in images, folders, videos or streams", formatter_class=_Help)
     p.add_argument("source", help="image, folder, glob, .txt list, video, webcam index or stream URL")
     p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
@@ -115,6 +117,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=_COUNT, default=300, help="detections kept per image")
     p.add_argument("--classes", nargs="+", help="keep only these class names or indices")
+    p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
+                   "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
     p.add_argument("--save-dir", default="runs/predict", help="folder for annotated images/videos and tables")
     p.add_argument("--save-json", action="store_true", help="write detections.jsonl")
     p.add_argument("--save-csv", action="store_true", help="write detections.csv and counts.csv")
@@ -148,8 +152,8 @@ def _add_proposals(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="proposal cache (default: <cache>.ss-<mode>.pkl)")
     p.add_argument("--mode", choices=["fast", "quality"], default="fast", help="selective search strategy")
     p.add_argument("--max", type=_COUNT, default=2000, help="proposals kept per image")
-    p.add_argument("--resize", type=_WORKERS, default=500, help="longer side used for the search (0: original)")
-    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel processes (0: one per core)")
+    p.add_argument("--resize", type=_NONNEG, default=500, help="longer side used for the search (0: original)")
+    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel processes (0: one per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -179,7 +183,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    "pkl: the cache of one split (like xml2pkl)")
     p.add_argument("-o", "--output", required=True, help="output folder (--to pkl: the cache file); never inside the source")
     p.add_argument("--split", help="only this split (default: every split; --to pkl: every image)")
-    p.add_argument("--workers", type=_WORKERS, default=0, help="parallel VOC parser processes (0: one per core)")
+    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel VOC parser processes (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the source had any problem")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -179,6 +179,44 @@ def test_save_dir_that_holds_the_inputs_is_refused(tmp_path, tiny_weights, capsy
     assert {p: p.read_bytes() for p in src.rglob("*.*")} == before
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` (RGB) and whose pixel data is one byte: a
+    decoder would allocate width * height * 3 bytes before finding out."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def test_images_above_the_pixel_limit_are_skipped_before_decoding(tmp_path, tiny_weights, capsys, monkeypatch):
+    """A 1.2 MB PNG of 20000 x 20000 was decoded at 3.55 GB: the header is read first, the image
+    named and skipped, the others run, exit 1 (like any unreadable image)."""
+    src = tmp_path / "imgs"
+    src.mkdir()
+    cv2.imwrite(str(src / "ok.jpg"), synthetic_image())
+    (src / "bomb.png").write_bytes(_png_header(20000, 20000))
+    (src / "big.png").write_bytes(_png_header(12000, 9000))  # above Pillow's limit, below twice it: it gives the size
+    (src / "huge.png").write_bytes(_png_header(100000, 100000))  # above twice Pillow's limit: it gives no size
+    decoded = []
+    real = S.cv2.imdecode
+    monkeypatch.setattr(S.cv2, "imdecode", lambda data, flags: decoded.append(len(data)) or real(data, flags))
+    out = tmp_path / "out"
+    rc = main(["predict", str(src), "--weights", str(tiny_weights), "--save-dir", str(out), "--no-progress", "--device", "cpu"])
+    err = "".join(capsys.readouterr())
+    assert rc == 1 and len(decoded) == 1 and (out / "ok.jpg").is_file()
+    assert f"{src / 'bomb.png'}: image of 400.0 megapixels, above the limit of 89.5 (--max-pixels); not decoded" in err
+    assert f"{src / 'big.png'}: image of 12000x9000 = 108.0 megapixels, above the limit of 89.5" in err
+    assert f"{src / 'huge.png'}: image of 10000.0 megapixels, above the limit of 89.5" in err
+    # an option raises the limit (and a small one refuses ordinary photos)
+    rc = main(["predict", str(src / "ok.jpg"), "--weights", str(tiny_weights), "--save-dir", str(out), "--no-progress",
+               "--device", "cpu", "--max-pixels", "1000"])
+    assert rc == 1 and "image of 96x64 = 0.0061 megapixels, above the limit of 0.001" in "".join(capsys.readouterr())
+
+
 def test_missing_source_exits_2(tmp_path, tiny_weights, capsys):
     rc = main(["predict", str(tmp_path / "nope"), "--weights", str(tiny_weights), "--save-dir", str(tmp_path / "o")])
     assert rc == 2 and "no such file" in capsys.readouterr().err

@@ -15,6 +15,7 @@ Only files found under the image roots are ever opened: ``<path>`` is never foll
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
@@ -225,6 +226,36 @@ def read_image_size(path: str) -> tuple[int, int]:
     with os.fdopen(open_regular(path), "rb") as f, Image.open(f) as im:  # a FIFO blocked PIL's open() forever
         w, h = im.size
     return int(w), int(h)
+
+
+# Pillow's default MAX_IMAGE_PIXELS (about 89.5 megapixels, 8K x 8K and some): `detect predict`
+# refuses larger images unless told otherwise (a 1.2 MB PNG of 20000 x 20000 decoded to 3.55 GB).
+MAX_PIXELS = 89_478_485
+
+
+def header_pixels(path: str) -> Optional[tuple[int, str]]:
+    """``(pixels, "WxH")`` of an image from its header, before anything is decoded; None when
+    Pillow cannot parse the header (a format it does not know, such as EXR, or a broken file:
+    the decoder judges those). Above twice its own limit Pillow refuses even the header and
+    gives only the pixel count (then ``(pixels, "")``). Raises OSError when the
+    file cannot be opened, and :class:`~detect.utils.NotRegularFileError` for a FIFO or device."""
+    import warnings
+
+    from PIL import Image
+
+    with os.fdopen(open_regular(path), "rb") as f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
+                with Image.open(f) as im:
+                    w, h = im.size
+        except Image.DecompressionBombError as e:
+            found = re.search(r"\((\d+) pixels\)", str(e))
+            pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) + 1
+            return pixels, ""
+        except Exception:  # Pillow raises many kinds for headers it cannot parse; OpenCV may still decode them
+            return None
+    return int(w) * int(h), f"{w}x{h}"
 
 
 def decode_image(data: np.ndarray) -> tuple[Optional[np.ndarray], str]:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
-from detect.infer.sources import Frame, iter_source, prefetch
+from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
 from detect.structures import Detections
@@ -197,13 +197,15 @@ class Predictor:
         return dets
 
     # ----------------------------------------------------------------------------- stream, draw
-    def stream(self, source: str, batch: int = 1, depth: int = 4) -> Iterator[tuple[Frame, Optional[Detections]]]:
+    def stream(self, source: str, batch: int = 1, depth: int = 4,
+               max_pixels: int = MAX_PIXELS) -> Iterator[tuple[Frame, Optional[Detections]]]:
         """Yield ``(frame, detections)`` for every frame of ``source`` (image, folder, glob,
-        .txt list, video, webcam index, stream URL). Unreadable frames come with
-        ``frame.image is None``, ``frame.error`` set and ``detections=None``. Frames are decoded
-        ``depth`` ahead in a background thread and run through the model ``batch`` at a time."""
+        .txt list, video, webcam index, stream URL). Unreadable frames, and images of more than
+        ``max_pixels`` pixels (0: no limit), come with ``frame.image is None``, ``frame.error``
+        set and ``detections=None``. Frames are decoded ``depth`` ahead in a background thread
+        and run through the model ``batch`` at a time."""
         pending: list[Frame] = []
-        for fr in prefetch(iter_source(source), depth=max(depth, batch)):
+        for fr in prefetch(iter_source(source, max_pixels=max_pixels), depth=max(depth, batch)):
             if fr.image is None:
                 yield from self._flush(pending)
                 pending = []

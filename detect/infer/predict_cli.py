@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detect.errors import UsageError
 from detect.infer.predict import Predictor
 from detect.infer.results import ResultWriter, Summary
-from detect.infer.sources import VIDEO_EXTS, Frame, expand, is_stream
+from detect.infer.sources import MAX_PIXELS, VIDEO_EXTS, Frame, expand, is_stream
 from detect.utils import OutputPathError, atomic_write_bytes, check_output_path
 from detect.viz.video import VideoSink
 
@@ -169,7 +169,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
     summary = run(predictor, args.source, save_dir, batch=args.batch, save=not args.no_save, save_json=args.save_json,
-                  save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total)
+                  save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total,
+                  max_pixels=args.max_pixels)
     print(summary.text())
     if summary.outputs:
         print(f"results saved to {save_dir}")
@@ -177,7 +178,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, save: bool = True, save_json: bool = False,
-        save_csv: bool = False, show: bool = False, progress: bool = True, total: Optional[int] = None) -> Summary:
+        save_csv: bool = False, show: bool = False, progress: bool = True, total: Optional[int] = None,
+        max_pixels: int = MAX_PIXELS) -> Summary:
     """Stream ``source`` through ``predictor``, writing what was asked for; returns the summary
     (also saved as ``save_dir/summary.json``). Interrupted runs keep what was written."""
     summary = Summary()
@@ -186,7 +188,7 @@ def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, sa
     window = Window(show)
     bar = tqdm(total=total, unit="img", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        for frame, det in predictor.stream(source, batch=batch):
+        for frame, det in predictor.stream(source, batch=batch, max_pixels=max_pixels):
             summary.add(frame, det)
             if writer is not None:
                 writer.write(frame, det)

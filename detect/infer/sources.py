@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from detect.data.images import IMAGE_EXTS  # what cv2.imread decodes
+from detect.data.images import IMAGE_EXTS, MAX_PIXELS, header_pixels  # IMAGE_EXTS: what cv2.imread decodes
 from detect.errors import UsageError
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".3gp", ".gif", ".asf", ".mts"}
@@ -91,17 +91,18 @@ def expand(source: str) -> tuple[list[str], Optional[str]]:
     raise SourceError(f"{source}: no such file, folder, pattern or stream")
 
 
-def iter_source(source: str, stream_retries: int = 30) -> Iterator[Frame]:
-    """Yield every frame of ``source`` (see the module docstring). Raises
-    :class:`SourceError` before the first item when the source does not exist."""
+def iter_source(source: str, stream_retries: int = 30, max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
+    """Yield every frame of ``source`` (see the module docstring); images above ``max_pixels``
+    (0: no limit) are error items, not decoded. Raises :class:`SourceError` before the first
+    item when the source does not exist."""
     if is_stream(source):
         cap_src: int | str = int(source) if source.isdigit() else source
         return _iter_capture(cap_src, source, "stream", 0, max_failures=stream_retries)
     files, root = expand(source)
-    return _iter_files(files, root)
+    return _iter_files(files, root, max_pixels)
 
 
-def _iter_files(files: list[str], root: Optional[str]) -> Iterator[Frame]:
+def _iter_files(files: list[str], root: Optional[str], max_pixels: int = MAX_PIXELS) -> Iterator[Frame]:
     index = 0
     for f in files:
         if Path(f).suffix.lower() in VIDEO_EXTS:
@@ -110,14 +111,24 @@ def _iter_files(files: list[str], root: Optional[str]) -> Iterator[Frame]:
                 index += 1
                 yield fr
         else:
-            image, error = read_image(f)
+            image, error = read_image(f, max_pixels)
             yield Frame(image, f, index, None, "image", 0.0, root, error)
             index += 1
 
 
-def read_image(path: str) -> tuple[Optional[np.ndarray], Optional[str]]:
+def read_image(path: str, max_pixels: int = MAX_PIXELS) -> tuple[Optional[np.ndarray], Optional[str]]:
     """Read an image as uint8 BGR ``[H, W, 3]`` (EXIF orientation applied; grey, alpha and
-    16-bit images converted). Returns ``(image, None)`` or ``(None, reason)``."""
+    16-bit images converted). Returns ``(image, None)`` or ``(None, reason)``; an image of more
+    than ``max_pixels`` pixels by its header (0: no limit) is not decoded (a small file can
+    decode to gigabytes)."""
+    try:
+        size = header_pixels(path) if max_pixels else None
+    except OSError as e:
+        return None, f"cannot read file: {e.strerror or e}"
+    if size is not None and size[0] > max_pixels:
+        pixels, dims = size
+        return None, (f"image of {dims + ' = ' if dims else ''}{_megapixels(pixels)} megapixels, above the limit of "
+                      f"{_megapixels(max_pixels)} (--max-pixels); not decoded")
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work on every OS
     except OSError as e:
@@ -128,6 +139,10 @@ def read_image(path: str) -> tuple[Optional[np.ndarray], Optional[str]]:
     if image is None or image.size == 0:
         return None, "not a readable image (corrupt or unsupported format)"
     return image, None
+
+
+def _megapixels(pixels: int) -> str:
+    return f"{pixels / 1e6:.1f}" if pixels >= 1e6 else f"{pixels / 1e6:.2g}"
 
 
 def _iter_capture(cap_src: int | str, name: str, kind: str, start_index: int, max_failures: int = 30) -> Iterator[Frame]:
