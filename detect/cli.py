@@ -90,7 +90,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="evaluate weights on a dataset split (VOC and COCO metrics)", formatter_class=_Help)
-    p.add_argument("--weights", required=True, help="checkpoint (RUN/best.pt)")
+    p.add_argument("--weights", required=True, help="checkpoint (RUN/best.pt) or the .onnx file of detect export")
     p.add_argument("--data", required=True, help="dataset YAML, VOC folder or cache .pkl")
     p.add_argument("--split", default="val", help="split to evaluate")
     p.add_argument("--json", help="write metrics JSON here")
@@ -107,7 +107,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("predict", help="detect products in images, folders, videos or streams", formatter_class=_Help)
     p.add_argument("source", help="image, folder, glob, .txt list, video, webcam index or stream URL")
-    p.add_argument("--weights", help="checkpoint (default: the shipped weights)")
+    p.add_argument("--weights", help="checkpoint (RUN/best.pt) or the .onnx file of detect export (default: the shipped weights)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
     p.add_argument("--half", action="store_true", help="fp16 on GPU")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",

@@ -4,6 +4,7 @@ RNG states through weights_only, atomic writes, and load_model with the real SSD
 from __future__ import annotations
 
 import random
+import re
 from collections import OrderedDict
 
 import numpy as np
@@ -56,11 +57,20 @@ def test_refuses_foreign_other_version_pickled_truncated_missing(tmp_path):
     with pytest.raises(C.CheckpointError, match="truncated"):
         C.load_checkpoint(tmp_path / "cut.pt")
     passwd = b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
-    junk_files = [("passwd.pt", passwd), ("text.pt", b"not a checkpoint\n" * 20), ("zeros.pt", bytes(4096)), ("empty.pt", b"")]
-    for name, junk in junk_files:
-        (tmp_path / name).write_bytes(junk)  # garbage must give CheckpointError, never a raw traceback
-        with pytest.raises(C.CheckpointError, match="not a readable PyTorch file|refused by the safe loader"):
+    junk_files = [("passwd.pt", passwd, "a text file"), ("text.pt", b"not a checkpoint\n" * 20, "a text file"),
+                  ("x.txt", "größe: 3 µm\n".encode() * 400, "a text file"), ("zeros.pt", bytes(4096), "a file of unknown format"),
+                  ("empty.pt", b"", "an empty file"), ("photo.pt", b"\x89PNG\r\n\x1a\n" + bytes(40), "a PNG image"),
+                  ("random.pt", bytes(range(256)) * 4, "a file of unknown format")]
+    for name, junk, kind in junk_files:
+        (tmp_path / name).write_bytes(junk)  # garbage must give one sentence naming what it is, never a pickle error
+        with pytest.raises(C.CheckpointError, match=f"^{re.escape(str(tmp_path / name))} is {kind}, not a checkpoint; pass"):
             C.load_checkpoint(tmp_path / name)
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 1)), tmp_path / "script.pt")
+    with pytest.raises(C.CheckpointError, match="script.pt is a TorchScript file"):
+        C.load_checkpoint(tmp_path / "script.pt")
+    np.savez(tmp_path / "arrays.npz", a=np.zeros(2))
+    with pytest.raises(C.CheckpointError, match="arrays.npz is a NumPy .npz archive, not a checkpoint"):
+        C.load_checkpoint(tmp_path / "arrays.npz")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         C.load_checkpoint(tmp_path / "nope.pt")
     torch.save({"format": C.FORMAT, "classes": []}, tmp_path / "part.pt")

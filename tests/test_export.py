@@ -114,3 +114,51 @@ def test_export_writes_beside_the_weights_never_over_them_and_prints_no_warnings
         out, err = capfd.readouterr()
         assert not [str(c.message) for c in caught] and "Warning" not in err, (caught, err)
         assert f"-> {tmp_path / f'w{suffix}'}" in out
+
+
+def test_predict_and_val_take_the_exported_onnx_file(tmp_path, ssd_weights, capsys):
+    """`detect export` writes an .onnx file that `detect predict` and `detect val` refused with a
+    pickle error; they run it like the checkpoint, with the same detections and metrics."""
+    import cv2
+
+    from _predict_helpers import synthetic_image
+    from dataset_fixtures import image, text, voc_xml
+
+    pytest.importorskip("onnxruntime")
+    onnx_file = tmp_path / "ssd.onnx"
+    assert main(["export", "--weights", str(ssd_weights), "-o", str(onnx_file)]) == 0
+    src = tmp_path / "imgs"
+    src.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(src / f"{i}.png"), synthetic_image(seed=i))
+    data = tmp_path / "data"  # VOC split folders with the model's classes
+    for split in ("train", "valid"):
+        for i, name in enumerate(CLASSES):
+            image(data / split / f"{i}.jpg", seed=i)
+            text(data / split / f"{i}.xml", voc_xml(f"{i}.jpg", [(name, (4 + i, 4, 40, 30))]))
+    results = {}
+    for w in (ssd_weights, onnx_file):
+        out = tmp_path / f"out-{w.suffix}"
+        assert main(["predict", str(src), "--weights", str(w), "--save-dir", str(out), "--save-json", "--conf", "0.05",
+                     "--device", "cpu", "--no-progress"]) == 0
+        rows = [json.loads(line) for line in (out / "detections.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert main(["val", "--weights", str(w), "--data", str(data), "--split", "valid", "--device", "cpu", "--workers", "0",
+                     "--json", str(out / "val.json")]) == 0
+        results[w.suffix] = rows, json.loads((out / "val.json").read_text())
+    (pt_rows, pt_val), (onnx_rows, onnx_val) = results[".pt"], results[".onnx"]
+    for a, b in zip(pt_rows, onnx_rows):
+        assert len(a["detections"]) == len(b["detections"]) > 0
+        np.testing.assert_allclose([d["score"] for d in a["detections"]], [d["score"] for d in b["detections"]], atol=1e-3)
+    assert onnx_val["images"] == pt_val["images"] == len(CLASSES)
+    assert onnx_val["voc_ap50"] == pytest.approx(pt_val["voc_ap50"], abs=1e-3)
+    capsys.readouterr()
+    # it runs on ONNX Runtime only, and it is no checkpoint to export or train from
+    assert main(["predict", str(src), "--weights", str(onnx_file), "--backend", "torch", "--save-dir", str(tmp_path / "o")]) == 2
+    assert f"{onnx_file} is an ONNX model: it runs on ONNX Runtime" in capsys.readouterr().err
+    assert main(["export", "--weights", str(onnx_file), "-o", str(tmp_path / "again.onnx")]) == 2
+    assert f"{onnx_file} is an ONNX model already" in capsys.readouterr().err
+    notes = tmp_path / "x.txt"
+    notes.write_text("my notes\n")
+    for argv in (["predict", str(src), "--save-dir", str(tmp_path / "o")], ["val", "--data", str(data), "--split", "valid"]):
+        assert main([*argv, "--weights", str(notes)]) == 2
+        assert f"{notes} is a text file, not a checkpoint" in capsys.readouterr().err

@@ -37,6 +37,7 @@ import copy
 import io
 import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -62,6 +63,51 @@ class CheckpointError(UsageError):
     """The file is not a checkpoint this version can read; the message says why and what to do."""
 
 
+WHAT_TO_PASS = "pass the best.pt of a `detect train` run (or, to detect and evaluate, the .onnx file of `detect export`)"
+_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"), (b"BM", "a BMP image"),
+          (b"\x93NUMPY", "a NumPy .npy array"), (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF document"),
+          (b"\x89HDF", "an HDF5 file (Keras or other weights)"), (b"7z\xbc\xaf", "a 7-Zip archive"))
+
+
+def weights_kind(path: str | Path) -> str:
+    """What a weights file holds, from its first bytes (and a ZIP's list of names): "checkpoint"
+    (a PyTorch file; ``torch.load`` judges the rest), "onnx" (``detect export``'s file), or
+    what it is, for messages: "a text file", "a TorchScript file", "a PNG image", "an empty
+    file", "a file of unknown format"."""
+    from detect.models.onnx_ssd import looks_like_onnx
+
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):  # torch.save's format, TorchScript, .npz, any ZIP
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged ZIP archive (a truncated download?)"
+        if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+            return "a TorchScript file (`detect export --format torchscript` writes those; it holds no config)"
+        if any(n.endswith("data.pkl") for n in names):
+            return "checkpoint"
+        return "a NumPy .npz archive" if names and all(n.endswith(".npy") for n in names) else "a ZIP archive"
+    if head[:1] == b"\x80":  # a pickle (torch.save's legacy format)
+        return "checkpoint"
+    if looks_like_onnx(head):
+        return "onnx"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as e:
+            if e.start >= len(head) - 3:  # a character cut at the end of the head
+                return "a text file"
+    return "a file of unknown format"
+
+
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """Write ``{"format": FORMAT, **state}`` to ``path`` atomically (temp file + rename), so a
     crash mid-write leaves the previous file intact."""
@@ -81,6 +127,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    kind = weights_kind(path)
+    if kind == "onnx":
+        raise CheckpointError(f"{path} is an ONNX model (from `detect export`), not a checkpoint: `detect predict` and "
+                              "`detect val` take it, training and export need the .pt checkpoint it came from")
+    if kind != "checkpoint":
+        raise CheckpointError(f"{path} is {kind}, not a checkpoint; {WHAT_TO_PASS}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -179,9 +231,15 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     The network is built from (a copy of) the stored config with ``pretrained="none"`` (the
     trained weights replace the backbone's anyway, so no backbone weight file is needed); the EMA
     weights are used when the checkpoint has them. Returns ``(model, stored config, classes)``.
+    The ``.onnx`` file of ``detect export`` loads too, as an
+    :class:`~detect.models.onnx_ssd.OnnxSSD` with the config its metadata describes.
     """
     from detect.models.build import build_model
 
+    if Path(path).is_file() and weights_kind(path) == "onnx":
+        from detect.models.onnx_ssd import load_onnx
+
+        return load_onnx(path, device)
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(ckpt, path)
     classes = [str(c) for c in ckpt["classes"]]

@@ -37,6 +37,7 @@ from torch import nn
 
 from detect.errors import UsageError
 from detect.infer.fuse import fuse_conv_bn
+from detect.models.onnx_ssd import OnnxSSD
 from detect.models.postprocess import select_detections
 from detect.utils import OutputPathError, check_output_path
 
@@ -101,6 +102,8 @@ def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
     path = resolve_weights(weights)
     # predict's loader: every unloadable file becomes a WeightsError; its NMS settings do not matter here
     model, cfg, classes = load_for_inference(path, torch.device("cpu"), conf=0.25, iou=0.45, max_det=300)
+    if isinstance(model, OnnxSSD):
+        raise UsageError(f"{path} is an ONNX model already; export the .pt checkpoint it came from")
     S = int(cfg.preprocess.imgsz)
     wrapper = ExportableSSD(model).eval()
     wrapper.ssd, _ = fuse_conv_bn(model.eval(), torch.rand(1, 3, S, S))

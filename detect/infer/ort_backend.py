@@ -15,13 +15,13 @@ per-image shapes).
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 import torch
 from torch import nn
 
 from detect.infer.export import ExportableSSD, onnx_export
+from detect.models.onnx_ssd import ort_session
 
 
 def supports(model: nn.Module) -> bool:
@@ -35,29 +35,14 @@ def supports(model: nn.Module) -> bool:
     return True
 
 
-def default_threads() -> int:
-    """Operator threads for ONNX Runtime: torch's setting, but one core left free for the
-    decode and encode threads (on 2 cores: 1 thread, which measured 38.7 fps on a 720p video
-    against 11.6 fps with 2 threads on a busy machine)."""
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
-
-
 class OrtSSD:
     """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only."""
 
     def __init__(self, ssd: nn.Module, imgsz: int, threads: int | None = None, opset: int = 17) -> None:
-        import onnxruntime as ort
-
         self.ssd = ssd.eval()
         buf = io.BytesIO()
         onnx_export(ExportableSSD(self.ssd), imgsz, buf, opset)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or default_threads()
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting between operators: the decode and encode threads need those cores
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        self.session = ort_session(buf.getvalue(), threads)
 
     def __call__(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX

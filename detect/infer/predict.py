@@ -36,6 +36,7 @@ from detect.infer.fuse import optimize_for_inference
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
+from detect.models.onnx_ssd import OnnxSSD
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
@@ -44,7 +45,7 @@ class Predictor:
     """Detect products in BGR uint8 images with a checkpoint.
 
     Args:
-        weights: checkpoint path (default: the shipped weights).
+        weights: checkpoint path, or the ``.onnx`` file of ``detect export`` (default: the shipped weights).
         device: "auto" | "cpu" | "cuda" | "cuda:i".
         half: fp16 on CUDA (ignored with a note on CPU).
         conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image (set
@@ -52,7 +53,8 @@ class Predictor:
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
-            "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`).
+            "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`); an ``.onnx`` file
+            always runs on ONNX Runtime (on the CPU; its detections come back on ``device``).
     """
 
     def __init__(
@@ -112,7 +114,7 @@ class Predictor:
             model, self.fused = optimize_for_inference(model, example, channels_last=True)
         self.model = model.half() if self.half else model
         self.runner = self.model
-        if self.backend == "onnxruntime":
+        if self.backend == "onnxruntime" and not isinstance(model, OnnxSSD):  # an exported file runs itself
             from detect.infer.ort_backend import OrtSSD
 
             self.runner = OrtSSD(self.model, self.imgsz)
@@ -236,6 +238,11 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
 
     if backend not in BACKENDS:
         raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if isinstance(model, OnnxSSD):  # `detect export`'s file
+        if backend == "torch":
+            raise UsageError(f"{model.path} is an ONNX model: it runs on ONNX Runtime, not PyTorch; drop --backend torch "
+                             "or pass the .pt checkpoint it was exported from")
+        return "onnxruntime"
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return "torch"
     if ort_backend.supports(model) and device.type == "cpu":
