@@ -170,7 +170,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
     summary = run(predictor, args.source, save_dir, batch=args.batch, save=not args.no_save, save_json=args.save_json,
                   save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total,
-                  max_pixels=args.max_pixels)
+                  max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
     print(summary.text())
     if summary.outputs:
         print(f"results saved to {save_dir}")
