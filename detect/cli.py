@@ -158,19 +158,22 @@ def _add_proposals(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from detect.tune import TRAIN_OPTIONS
     from detect.tune.space import SAMPLERS
 
-    p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) with Optuna", formatter_class=_Help)
+    p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) with Optuna", formatter_class=_Help,
+                       description="--imgsz, --batch and --workers are train's; they override --config for every trial.")
     p.add_argument("--data", required=True, help="dataset YAML, VOC folder or cache .pkl")
     p.add_argument("--space", required=True, help="search space YAML (parameters: detect/tune/space.py)")
     p.add_argument("--trials", type=_COUNT, help="trials in the study in all, across restarts (default: the grid size; 20 for random/TPE)")
-    p.add_argument("--workers", type=_COUNT, default=1, help="parallel trials on this machine (one GPU each, or a share of the CPU cores)")
+    p.add_argument("--jobs", type=_COUNT, default=1, help="parallel trials on this machine (one GPU each, or a share of the CPU cores)")
     p.add_argument("--epochs", type=_COUNT, default=5, help="epochs per trial")
     p.add_argument("--out", required=True, help="study folder (study.db, trials/, report)")
     p.add_argument("--sampler", choices=SAMPLERS, help="default: the space file's, else grid when every parameter has grid points, else tpe")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite in OUT)")
     p.add_argument("--config", help="base train YAML")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I | cuda:I,J")
+    add_config_options(p, paths=TRAIN_OPTIONS)
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

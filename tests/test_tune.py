@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import os
 import multiprocessing as mp
 import socket
@@ -95,6 +96,50 @@ def test_grid_2x2_ranks_and_reports(tmp_path):
         assert (out / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     best = ExperimentConfig.load_yaml(out / "best.yaml")
     assert (best.train.lr, best.train.momentum, best.train.epochs, best.data.data) == (0.01, 0.88, 2, str(tmp_path))
+
+
+def fake_train_with_checkpoints(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
+    """``fake_train`` leaving the checkpoints the real trainer leaves (and one more)."""
+    result = fake_train(cfg, on_epoch_end)
+    out = Path(cfg.train.out)
+    for name in ("last.pt", "best.pt", "epoch1.pt"):
+        (out / name).write_bytes(b"checkpoint")
+    (out / "config.json").write_text(json.dumps({"imgsz": cfg.preprocess.imgsz, "batch": cfg.train.batch,
+                                                 "workers": cfg.data.workers}))
+    return result
+
+
+def test_trials_keep_only_best_pt_and_log_rounded_values(tmp_path, capsys):
+    """Trials kept last.pt (61 MB each); the log printed lr=0.0031622776601683794."""
+    out = tmp_path / "tune"
+    space = _space(tmp_path, {"lr": [0.0031622776601683794, 0.01], "momentum": [0.8812345678]}, pruner="none")
+    assert run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer="test_tune:fake_train_with_checkpoints") == 0
+    for trial in ("0", "1"):
+        assert sorted(p.name for p in (out / "trials" / trial).glob("*.pt")) == ["best.pt"]
+    logged = capsys.readouterr().out
+    assert '"lr": 0.003162' in logged and '"momentum": 0.8812' in logged, logged
+    numbers = re.findall(r"(?<![\w.])\d+\.\d+(?:e-?\d+)?", "\n".join(line for line in logged.splitlines() if "[worker" in line or
+                                                                 line[:1].isdigit()))
+    long = [n for n in numbers if len(n.lstrip("0.").replace(".", "").split("e")[0]) > 4 and not n.endswith("s")]
+    assert not long, long
+
+
+def test_cli_tune_takes_imgsz_batch_and_workers_like_train(tmp_path, monkeypatch):
+    """`detect tune` lacked train's --imgsz, --batch, --workers; --jobs is the number of parallel trials."""
+    import detect.tune.search as T
+
+    got = {}
+    monkeypatch.setattr(T, "run_tune", lambda **kw: got.update(kw) or 0)
+    base = tmp_path / "base.yaml"
+    base.write_text(yaml.safe_dump({"train": {"batch": 8, "lr": 0.02}, "preprocess": {"imgsz": 96}}))
+    assert main(["tune", "--data", str(tmp_path), "--space", "s.yaml", "--out", str(tmp_path / "o"), "--config", str(base),
+                 "--imgsz", "64", "--workers", "0", "--jobs", "2"]) == 0
+    cfg = got["config"]
+    assert (cfg.preprocess.imgsz, cfg.train.batch, cfg.data.workers, cfg.train.lr, got["workers"]) == (64, 8, 0, 0.02, 2)
+    assert main(["tune", "--data", str(tmp_path), "--space", "s.yaml", "--out", str(tmp_path / "o"), "--batch", "3"]) == 0
+    assert (got["config"].train.batch, got["config"].data.workers, got["workers"]) == (3, ExperimentConfig().data.workers, 1)
+    with pytest.raises(SystemExit):
+        main(["tune", "--data", str(tmp_path), "--space", "s.yaml", "--out", "o", "--imgsz", "7"])
 
 
 def test_resume_finishes_rest_without_rerunning(tmp_path):
@@ -280,7 +325,7 @@ def test_real_trainer_grid_two_workers(tmp_path):
         run = out / "trials" / str(t.number)
         cfg = ExperimentConfig.load_yaml(run / "config.yaml")
         assert (cfg.train.lr, cfg.model.bn, cfg.train.epochs) == (t.params["lr"], t.params["bn"], 2)
-        assert (run / "results.csv").exists() and (run / "last.pt").exists()
+        assert (run / "results.csv").exists() and {p.name for p in run.glob("*.pt")} <= {"best.pt"}  # no last.pt
     from detect.tune.report import read_loss_curve
 
     xs, ys = read_loss_curve(out / "trials" / "0")
@@ -380,7 +425,7 @@ def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
                                     "train": {"batch": 4, "warmup_epochs": 0, "ema": False, "device": "cpu"}}))
     space = _space(tmp_path, {"lr": {"values": [0.01, 0.001], "log": True}, "momentum": [0.8, 0.9]}, pruner="none")
     out = tmp_path / "tune"
-    rc = main(["tune", "--data", str(tmp_path / "data"), "--space", str(space), "--workers", "2", "--epochs", "1",
+    rc = main(["tune", "--data", str(tmp_path / "data"), "--space", str(space), "--jobs", "2", "--epochs", "1",
                "--out", str(out), "--config", str(base), "--device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     lines = (out / "trials.csv").read_text().splitlines()

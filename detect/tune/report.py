@@ -37,6 +37,18 @@ class Report:
     best_yaml: Optional[Path] = None
 
 
+def rounded(x: Any, digits: int = 4) -> Any:
+    """``x`` with every float rounded to ``digits`` significant digits (dicts and lists too), for
+    log lines and the printed table: lr 0.0031622776601683794 -> 0.003162. Files keep full values."""
+    if isinstance(x, float) and math.isfinite(x):
+        return float(f"{x:.{digits}g}")
+    if isinstance(x, dict):
+        return {k: rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(rounded(v, digits) for v in x)
+    return x
+
+
 def trial_metric(t: FrozenTrial) -> Optional[float]:
     """A trial's best validation metric (completed: its value; pruned: best before stopping)."""
     v = t.value if t.state == TrialState.COMPLETE else t.user_attrs.get("best_metric")
@@ -238,7 +250,7 @@ def _save(fig: Any, path: Path) -> Path:
 
 def print_summary(report: Report, out: Path, top: int = 5) -> None:
     """The first ``top`` rows of the ranked table and where the report went."""
-    rows = report.rows[:top]
+    rows = [rounded(r) for r in report.rows[:top]]
     if rows:
         cols = [c for c in rows[0] if c not in ("run_dir", "notes")]
         widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}

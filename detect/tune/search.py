@@ -27,6 +27,8 @@ import optuna
 
 from detect.config import ExperimentConfig
 from detect.errors import UsageError
+from detect.options import apply_config_options
+from detect.tune import TRAIN_OPTIONS
 from detect.tune.space import SearchSpace, load_space
 from detect.utils import cpu_count
 from detect.tune.worker import (
@@ -46,10 +48,12 @@ _MACHINE_LOCAL = {("train", "device"), ("train", "out"), ("train", "resume"), ("
 
 def cmd_tune(args: Any) -> int:
     """Handler of ``detect tune`` (see ``detect.cli``); returns the exit code."""
+    base = _base_config(args.config)
+    apply_config_options(base, args, paths=TRAIN_OPTIONS)  # --imgsz, --batch, --workers as in train
     try:
         return run_tune(
-            data=args.data, space=args.space, out=args.out, trials=args.trials, workers=args.workers,
-            epochs=args.epochs, sampler=args.sampler, storage=args.storage, config=args.config, device=args.device,
+            data=args.data, space=args.space, out=args.out, trials=args.trials, workers=args.jobs,
+            epochs=args.epochs, sampler=args.sampler, storage=args.storage, config=base, device=args.device,
         )
     except OSError as e:  # an unwritable --out, a storage that cannot be opened
         raise UsageError(str(e)) from None
@@ -64,7 +68,7 @@ def run_tune(
     epochs: int = 5,
     sampler: Optional[str] = None,
     storage: Optional[str] = None,
-    config: Optional[str] = None,
+    config: Optional[str | ExperimentConfig] = None,
     device: str = "auto",
     trainer: str = "detect.engine.train:train",
 ) -> int:
@@ -132,8 +136,11 @@ def run_tune(
     return 1 if status == "error" or failed or optuna.trial.TrialState.COMPLETE not in states else 0
 
 
-def _base_config(path: Optional[str]) -> ExperimentConfig:
-    return ExperimentConfig() if path is None else ExperimentConfig.load_yaml(path)
+def _base_config(config: Optional[str | ExperimentConfig]) -> ExperimentConfig:
+    """The base train config: the defaults, a YAML file, or a config given as it is."""
+    if isinstance(config, ExperimentConfig):
+        return config
+    return ExperimentConfig() if config is None else ExperimentConfig.load_yaml(config)
 
 
 def _check_same_study(study: optuna.Study, sp: SearchSpace, base: ExperimentConfig, epochs: int, url: str) -> None:

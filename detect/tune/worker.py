@@ -30,6 +30,7 @@ import optuna
 from optuna.trial import TrialState
 
 from detect.config import ExperimentConfig
+from detect.tune.report import rounded
 from detect.tune.space import SearchSpace
 
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -250,15 +251,36 @@ def trial_config(job: WorkerJob, space: SearchSpace, params: dict, run_dir: Opti
 def run_trial(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: SearchSpace, train_fn: Callable) -> TrialState:
     """Sample, train and tell one trial; returns its final state. Exceptions from training make the
     trial FAIL (message in its ``error`` attribute, traceback in its run folder); KeyboardInterrupt
-    (Ctrl-C, SIGTERM) propagates to :func:`worker_loop`, which queues the trial again."""
+    (Ctrl-C, SIGTERM) propagates to :func:`worker_loop`, which queues the trial again. Either
+    way the trial folder keeps only ``best.pt`` of its checkpoints."""
     run_dir = Path(job.out) / "trials" / str(trial.number)
+    try:
+        return _train_and_tell(study, trial, job, space, train_fn, run_dir)
+    finally:
+        keep_only_best(run_dir)
+
+
+def keep_only_best(run_dir: Path) -> list[Path]:
+    """Delete a finished trial's checkpoints but ``best.pt`` (``last.pt`` with its optimizer
+    state was 61 MB a trial; a trial is never resumed, an interrupted one reruns from scratch).
+    Returns what was deleted."""
+    gone = []
+    for f in run_dir.glob("*.pt") if run_dir.is_dir() else ():
+        if f.name != "best.pt":
+            f.unlink(missing_ok=True)
+            gone.append(f)
+    return gone
+
+
+def _train_and_tell(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: SearchSpace, train_fn: Callable,
+                    run_dir: Path) -> TrialState:
     reporter = EpochReporter(trial, space.metric, space.direction == "maximize", job.parent_pid)
     t0 = time.time()
     try:
         params = {p.name: p.suggest(trial) for p in space.params}
         cfg = trial_config(job, space, params, run_dir)
         trial.set_user_attr("run_dir", str(run_dir.relative_to(job.out)))  # relative to OUT: portable
-        print(f"[worker {job.index}] trial {trial.number} start {json.dumps(params)}", flush=True)
+        print(f"[worker {job.index}] trial {trial.number} start {json.dumps(rounded(params))}", flush=True)
         kwargs: dict[str, Any] = {"on_epoch_end": reporter}
         if "progress" in inspect.signature(train_fn).parameters:
             kwargs["progress"] = False  # several workers' bars would interleave
@@ -292,7 +314,7 @@ def run_trial(study: optuna.Study, trial: optuna.Trial, job: WorkerJob, space: S
     else:
         study.tell(trial, best)
         state = TrialState.COMPLETE
-    print(f"[worker {job.index}] trial {trial.number} {state.name} {space.metric}={best} "
+    print(f"[worker {job.index}] trial {trial.number} {state.name} {space.metric}={rounded(best)} "
           f"epochs={reporter.epochs} {time.time() - t0:.1f}s", flush=True)
     return state
 
