@@ -27,7 +27,7 @@ HANDLERS = {
     "val": "detect.engine.evaluate:cmd_val",
     "predict": "detect.infer.predict_cli:cmd_predict",
     "demo": "detect.infer.predict_cli:cmd_demo",
-    "export": "detect.infer.export:cmd_export",
+    "export": "detect.infer.export_cli:cmd_export",
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
@@ -93,6 +93,15 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="data loader processes")
 
 
+def _add_int8(p: argparse.ArgumentParser, what: str) -> None:
+    """The INT8 options ``detect predict`` and ``detect export`` share (detect/infer/quantize.py)."""
+    p.add_argument("--int8", action="store_true", help=f"{what} the SSD's network quantized to INT8 (ONNX Runtime QDQ, "
+                   "per-channel weights; box decoding and NMS stay float)")
+    p.add_argument("--calib", metavar="DATA", help="INT8 calibration images: a dataset (its train split) or an image "
+                   "folder, glob or .txt list (default: synthetic shelves, right for the shipped weights only)")
+    p.add_argument("--calib-images", type=int, default=200, help="INT8 calibration: at most this many images")
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="detect products in images, folders, videos or streams", formatter_class=_Help)
     p.add_argument("source", help="image, folder, glob, .txt list, video, webcam index or stream URL")
@@ -101,6 +110,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="fp16 on GPU")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
+    _add_int8(p, "run")
+    p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
     p.add_argument("--batch", type=int, default=1, help="images or frames per batch")
     p.add_argument("--conf", type=float, default=0.25, help="score threshold")
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold")
@@ -129,6 +140,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     p.add_argument("-o", "--output", required=True, help="file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    _add_int8(p, "write")
 
 
 def _add_proposals(sub: argparse._SubParsersAction) -> None:

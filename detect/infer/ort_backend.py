@@ -8,8 +8,9 @@ threshold, top-k, one batched NMS, with its current settings) turns the two outp
 detections, so both backends return the same boxes (to float rounding, tested).
 
 Used by :class:`~detect.infer.predict.Predictor` when ``backend`` is "onnxruntime", or "auto"
-on a CPU with onnxruntime installed. Fast R-CNN stays on PyTorch (its proposal stage has
-per-image shapes).
+on a CPU with onnxruntime installed. Given a ``model`` (an ONNX file ``detect export`` wrote, or
+its bytes: the INT8 one of :mod:`detect.infer.quantize`), it runs that graph instead. Fast
+R-CNN stays on PyTorch (its proposal stage has per-image shapes).
 """
 
 from __future__ import annotations
@@ -43,21 +44,25 @@ def default_threads() -> int:
 
 
 class OrtSSD:
-    """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only."""
+    """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only.
+    ``model``: an exported graph of this SSD to run (file or bytes); None exports it here."""
 
-    def __init__(self, ssd: nn.Module, imgsz: int, threads: int | None = None, opset: int = 17) -> None:
+    def __init__(self, ssd: nn.Module, imgsz: int, threads: int | None = None, opset: int = 17,
+                 model: bytes | str | os.PathLike | None = None) -> None:
         import onnxruntime as ort
 
         self.ssd = ssd.eval()
-        buf = io.BytesIO()
-        onnx_export(ExportableSSD(self.ssd), imgsz, buf, opset)
+        if model is None:
+            buf = io.BytesIO()
+            onnx_export(ExportableSSD(self.ssd, imgsz), imgsz, buf, opset)
+            model = buf.getvalue()
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or default_threads()
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between operators: the decode and encode threads need those cores
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), so, providers=["CPUExecutionProvider"])
 
     def __call__(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX

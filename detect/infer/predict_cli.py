@@ -131,7 +131,9 @@ def count_frames(source: str) -> Optional[int]:
 def cmd_predict(args: argparse.Namespace) -> int:
     total = count_frames(args.source)  # UsageError (SourceError, WeightsError, ...) for bad input
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
-                          max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
+                          max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
+                          int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
+                          calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None))
     save_dir = Path(args.save_dir)
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
