@@ -17,7 +17,6 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from detect.errors import UsageError
-from detect.options import add_config_options
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
@@ -74,6 +73,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector", formatter_class=_Help,
                        description="Options override --config, which overrides the defaults shown here.")
+    from detect.options import add_config_options  # the config table (and yaml): only for the commands that use it
+
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
     add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -185,13 +186,18 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``detect`` parser; with ``command`` (a key of :data:`HANDLERS`) only that command's
+    sub-parser is built: ``detect xml2pkl`` on an up-to-date cache takes about as long as its
+    stat calls, and building ``train``'s options from the config table would cost more."""
     parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_xml2pkl, _add_synth, _add_train, _add_val, _add_predict, _add_demo, _add_export, _add_proposals, _add_tune,
-                _add_convert):
-        add(sub)
+    adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
+              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert}
+    for name, add in adders.items():
+        if command is None or name == command:
+            add(sub)
     return parser
 
 
@@ -207,7 +213,8 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in HANDLERS else None).parse_args(argv)
     if args.command in ("train", "tune"):
         from detect.engine.cpu_alloc import keep_heap_for_training, passive_thread_wait
 
