@@ -17,7 +17,7 @@ import sys
 from typing import Callable, Optional, Sequence
 
 from detect.errors import UsageError
-from detect.options import add_config_options, checked, default_note
+from detect.checks import checked, default_note  # standard library only: xml2pkl's re-run stays light
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
@@ -27,7 +27,7 @@ HANDLERS = {
     "val": "detect.engine.evaluate:cmd_val",
     "predict": "detect.infer.predict_cli:cmd_predict",
     "demo": "detect.infer.predict_cli:cmd_demo",
-    "export": "detect.infer.export:cmd_export",
+    "export": "detect.infer.export_cli:cmd_export",
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
@@ -83,6 +83,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector", formatter_class=_Help,
                        description="Options override --config, which overrides the defaults shown here.")
+    from detect.options import add_config_options  # the config table (and yaml): only for the commands that use it
+
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
     add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -102,6 +104,15 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_NONNEG, default=2, help="data loader processes (0: in this process)")
 
 
+def _add_int8(p: argparse.ArgumentParser, what: str) -> None:
+    """The INT8 options ``detect predict`` and ``detect export`` share (detect/infer/quantize.py)."""
+    p.add_argument("--int8", action="store_true", help=f"{what} the SSD's network quantized to INT8 (ONNX Runtime QDQ, "
+                   "per-channel weights; box decoding and NMS stay float)")
+    p.add_argument("--calib", metavar="DATA", help="INT8 calibration images: a dataset (its train split) or an image "
+                   "folder, glob or .txt list (default: synthetic shelves, right for the shipped weights only)")
+    p.add_argument("--calib-images", type=_COUNT, default=200, help="INT8 calibration: at most this many images")
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     from detect.data.images import MAX_PIXELS
 
@@ -112,6 +123,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--half", action="store_true", help="fp16 on GPU")
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
+    _add_int8(p, "run")
+    p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
     p.add_argument("--batch", type=_COUNT, default=1, help="images or frames per batch")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
@@ -141,8 +154,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="SSD checkpoint (default: the shipped weights)")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
     p.add_argument("-o", "--output", help="file to write, never the weights (default: beside the weights, w.pt -> w.onnx "
-                   "or w.torchscript; the shipped weights' export goes to the current folder)")
+                   "or w.torchscript, w.int8.onnx with --int8; the shipped weights' export goes to the current folder)")
     p.add_argument("--opset", type=checked(int, ">= 7"), default=17, help="ONNX opset")
+    _add_int8(p, "write")
 
 
 def _add_proposals(sub: argparse._SubParsersAction) -> None:
@@ -159,6 +173,7 @@ def _add_proposals(sub: argparse._SubParsersAction) -> None:
 
 def _add_tune(sub: argparse._SubParsersAction) -> None:
     from detect.tune import TRAIN_OPTIONS
+    from detect.options import add_config_options
     from detect.tune.space import SAMPLERS
 
     p = sub.add_parser("tune", help="hyperparameter search (grid, random, TPE) with Optuna", formatter_class=_Help,
@@ -191,13 +206,18 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The ``detect`` parser; with ``command`` (a key of :data:`HANDLERS`) only that command's
+    sub-parser is built: ``detect xml2pkl`` on an up-to-date cache takes about as long as its
+    stat calls, and building ``train``'s options from the config table would cost more."""
     parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_xml2pkl, _add_synth, _add_train, _add_val, _add_predict, _add_demo, _add_export, _add_proposals, _add_tune,
-                _add_convert):
-        add(sub)
+    adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
+              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert}
+    for name, add in adders.items():
+        if command is None or name == command:
+            add(sub)
     return parser
 
 
@@ -213,7 +233,8 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv[0] if argv and argv[0] in HANDLERS else None).parse_args(argv)
     if args.command in ("train", "tune"):
         from detect.engine.cpu_alloc import keep_heap_for_training, passive_thread_wait
 

@@ -24,19 +24,8 @@ from typing import Any, Callable, Literal, Optional
 
 import yaml
 
+from detect.checks import CHECKS  # the rules the settings below name (re-exported)
 from detect.errors import UsageError
-
-# The rules a value may have to follow: the text names the rule in error messages.
-CHECKS: dict[str, Callable[[float], bool]] = {
-    "> 0": lambda v: v > 0,
-    ">= 0": lambda v: v >= 0,
-    "in [0, 1)": lambda v: 0 <= v < 1,
-    "in [0, 1]": lambda v: 0 <= v <= 1,
-    ">= 1": lambda v: v >= 1,
-    ">= 7": lambda v: v >= 7,  # ONNX opsets torch exports
-    ">= 32": lambda v: v >= 32,
-    "0 or >= 32": lambda v: v == 0 or v >= 32,
-}
 
 
 def setting(default: Any = dataclasses.MISSING, help: str = "", *, cli: Optional[str] = None,

@@ -9,10 +9,10 @@ left out is ``None`` in the namespace, so a ``--config`` YAML keeps its value.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any, Callable, Optional, Sequence
 
-from detect.config import CHECKS, ExperimentConfig, Setting, set_value, settings
+from detect.checks import checked, default_note  # noqa: F401  (re-exported)
+from detect.config import ExperimentConfig, Setting, set_value, settings
 
 SECTIONS = ("model", "data", "train", "preprocess")
 
@@ -61,35 +61,6 @@ def _help(s: Setting) -> str:
     else:
         default = "none" if s.default in (None, "") else s.default
     return f"{s.help} {default_note(default, s.check)}".replace("%", "%%")  # argparse formats help with %
-
-
-def default_note(default: Any, rule: Optional[str] = None) -> str:
-    """``(default: D; must be R)``: how ``--help`` states an option's default and rule."""
-    return f"(default: {default}{f'; must be {rule}' if rule else ''})"
-
-
-def checked(kind: type, rule: Optional[str] = None) -> Callable[[str], Any]:
-    """An argparse ``type``: ``str -> kind`` (int, float or str), a float finite, the value
-    following ``rule`` (one of :data:`detect.config.CHECKS`); else one sentence saying what was
-    expected, which argparse prints as a usage error (exit 2). The rule is kept as ``.rule`` so
-    ``--help`` can state it."""
-    if rule is not None and rule not in CHECKS:
-        raise ValueError(f"unknown check {rule!r}; known: {list(CHECKS)}")
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-        if kind is float and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-        if rule is not None and not CHECKS[rule](value):
-            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
-    parse.rule = rule  # type: ignore[attr-defined]
-    return parse
 
 
 def _parse_value(s: Setting) -> Callable[[str], Any]:

@@ -289,6 +289,37 @@ def test_tool_script_with_process_pool(tmp_path):
         assert a.annotation == b.annotation and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
 
 
+def test_rerun_process_is_up_to_date_without_numpy_and_reparses_a_changed_file(dataset, tmp_path):
+    """``detect xml2pkl`` as a whole process: on unchanged inputs it says "up to date" and
+    imports neither numpy nor the parsers (issue 14: the imports cost more than the stat calls);
+    a changed file is parsed again and its new boxes are in the cache."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "c.pkl"
+    heavy = ("numpy", "lxml", "torch", "yaml", "cv2", "PIL", "tqdm")
+    code = ("import sys; from detect.cli import main; rc = main(sys.argv[1:]); "
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))); sys.exit(rc)")
+
+    def run() -> tuple[str, str]:
+        p = subprocess.run([sys.executable, "-c", code, "xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"),
+                            "-o", str(out), "--no-progress"], capture_output=True, text=True, timeout=120, cwd=root)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().splitlines()[-1], p.stderr
+
+    loaded, err = run()
+    assert "5 parsed, 0 reused" in err and "numpy" in loaded
+    loaded, err = run()
+    assert "(up to date, nothing re-parsed)" in err and "4 images" in err and "problems" in err
+    assert loaded == "[]"  # nothing heavy imported
+    write_voc(dataset / "annotations/cup/CUP0.xml", [("cup", (1, 1, 10, 10))])
+    bump(dataset / "annotations/cup/CUP0.xml")
+    loaded, err = run()
+    assert "1 parsed, 4 reused" in err
+    np.testing.assert_array_equal(load_cache(out).records[0].boxes, [[0, 0, 10, 10]])
+
+
 # -- issue 13: outputs that are not new paths or regular files, or are inputs -------------------
 def test_output_device_fifo_or_input_refused(dataset, tmp_path, capsys):
     import stat
@@ -334,7 +365,9 @@ def test_special_xml_files_reported_not_read(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[too_large]" in err and "over the limit of 100 bytes" in err and "--max-xml-bytes" in err
     assert len(load_cache(tmp_path / "c.pkl").records) == 0
-    assert main([*args, "--max-xml-bytes", "0"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse checks the option (detect.checks): a usage error
+        main([*args, "--max-xml-bytes", "0"])
+    assert e.value.code == 2 and "--max-xml-bytes: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_huge_size_is_a_problem_of_that_file_only(dataset, tmp_path):

@@ -162,3 +162,11 @@ def test_predict_and_val_take_the_exported_onnx_file(tmp_path, ssd_weights, caps
     for argv in (["predict", str(src), "--save-dir", str(tmp_path / "o")], ["val", "--data", str(data), "--split", "valid"]):
         assert main([*argv, "--weights", str(notes)]) == 2
         assert f"{notes} is a text file, not a checkpoint" in capsys.readouterr().err
+    # --int8 / --onnx take the checkpoint: an exported graph as --weights is named, not silently run in FP32
+    assert main(["predict", str(src), "--weights", str(onnx_file), "--int8", "--device", "cpu", "--save-dir", str(tmp_path / "o")]) == 2
+    assert f"{onnx_file} is an exported graph already: --int8 and --onnx take the .pt checkpoint" in capsys.readouterr().err
+    # without -o, --int8 writes beside the weights as w.int8.onnx
+    w = tmp_path / "w.pt"
+    w.write_bytes(ssd_weights.read_bytes())
+    assert main(["export", "--weights", str(w), "--int8", "--calib-images", "2"]) == 0
+    assert (tmp_path / "w.int8.onnx").is_file() and not (tmp_path / "w.onnx").exists()

@@ -18,9 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence
 
 from detect.utils import open_regular, stderr_fd_captured
 
@@ -29,6 +27,9 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".tif",
                         ".pgm", ".ppm", ".pnm", ".sr", ".ras", ".exr", ".hdr", ".pic"})
 # Extensions stripped from a name hint before matching by stem ("000162.xml" is a labeller bug).
 _HINT_EXTS = IMAGE_EXTS | {".xml", ".gif"}
+
+if TYPE_CHECKING:  # numpy is imported where images are decoded: listing files needs none of it
+    import numpy as np
 
 
 class FileStat(NamedTuple):
@@ -274,6 +275,8 @@ def verify_image(path: str, size: tuple[int, int]) -> tuple[str, str]:
     it decodes silently to ``size`` (w, h); else a problem ``(kind, what)``: ``corrupt_image``
     when it fails, differs in size or the decoder complains, ``image_warning`` when the only
     complaint is a libpng warning (an odd colour profile: the pixels are fine)."""
+    import numpy as np
+
     try:
         with os.fdopen(open_regular(path), "rb") as f:
             data = np.frombuffer(f.read(), np.uint8)

@@ -34,6 +34,7 @@ from typing import Iterable, NamedTuple, Optional, Sequence
 import numpy as np
 from lxml import etree
 
+from detect.data.limits import MAX_XML_BYTES  # noqa: F401  (re-exported)
 from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size, verify_image
 from detect.structures import ImageRecord, Problem
 from detect.utils import NotRegularFileError, is_within, open_regular
@@ -45,7 +46,6 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_commen
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # tab, newline...: a class name is one line of text
 MAX_SIDE = 2**31  # image sides and box coordinates must be below this (int32 sizes in a cache)
-MAX_XML_BYTES = 16 << 20  # one annotation file; real ones are a few KB (16 MiB: ~150,000 objects)
 
 
 class FileResult(NamedTuple):

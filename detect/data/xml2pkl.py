@@ -6,33 +6,38 @@ select classes and split -> write the cache and its problems file atomically.
 
 Re-running on unchanged inputs reads the old cache, compares fingerprints and writes nothing.
 A truncated, foreign, unsafe or older-schema cache is reported on stderr and rebuilt.
+
+That re-run is about one ``stat`` per file, so this module imports only the standard library
+and the light data modules (the walk, the cache header); numpy, lxml, the parsers and the
+column code are imported inside the functions that rebuild, so ``detect xml2pkl`` on an
+up-to-date cache does not pay for them (bench/xml2pkl.py times the whole process).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
 import time
+from array import array
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
-import hashlib
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
-from typing import Any, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
-import numpy as np
-
-from detect.data.cache import (
-    Cache, CacheError, decode_payload, escape_field, problems_digest, problems_path, problems_text, read_cache_data,
-    read_cache_parts, valid_summary, write_cache_data,
+from detect.data.cache_header import (
+    CacheError, escape_field, problems_digest, problems_path, problems_text, read_cache_parts, valid_summary, write_cache_data,
 )
-from detect.data.columns import concat, merge_files, pack, select_records
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
-from detect.data.voc import MAX_XML_BYTES, parse_file
+from detect.data.limits import MAX_XML_BYTES
 from detect.errors import UsageError
-from detect.structures import Problem
 from detect.utils import OutputPathError, atomic_write_text, check_output_path, cpu_count, die_with_parent
+
+if TYPE_CHECKING:
+    from detect.data.cache import Cache
+    from detect.structures import Problem
 
 SERIAL_BELOW = 400  # files; fewer are parsed in-process (a pool costs ~0.1 s to start)
 SUMMARY_LINES = 5
@@ -63,15 +68,21 @@ class BuildResult:
 
     @cached_property
     def data(self) -> dict[str, Any]:
+        from detect.data.cache import decode_payload, read_cache_data
+
         payload, self._payload = self._payload, None
         return decode_payload(payload, self.path) if payload is not None else read_cache_data(self.path)
 
     @cached_property
     def cache(self) -> Cache:
+        from detect.data.cache import Cache
+
         return Cache.from_data(self.data, self.path)
 
     @property
     def problems(self) -> list[Problem]:
+        from detect.structures import Problem
+
         return [Problem(*p) for p in self.data["problems"]]
 
 
@@ -130,6 +141,9 @@ def _init_worker(index: Optional[ImageIndex], how: dict[str, Any], parent: int =
 
 
 def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
+    from detect.data.columns import pack
+    from detect.data.voc import parse_file
+
     index, how = _WORKER["index"], _WORKER["how"]
     return pack([parse_file(p, index, xml_rel_dir=d, **how) for p, d in jobs])
 
@@ -151,7 +165,12 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
     ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
     tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
     :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import numpy as np
     from tqdm import tqdm
+
+    from detect.data.columns import concat
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
@@ -195,6 +214,8 @@ def load_previous(output: Path, fingerprint: str, log: TextIO) -> tuple[Optional
                 and isinstance(header.get("problems_blake2b"), str)):
             _sync_problems_file(output, header["problems_blake2b"], payload, log)
             return header, payload, None
+        from detect.data.cache import decode_payload
+
         return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:
         reason = str(e).split("; rebuild it with")[0]
@@ -211,12 +232,16 @@ def _sync_problems_file(output: Path, digest: str, payload: bytes, log: TextIO) 
             return
     except (OSError, UnicodeDecodeError):
         pass
+    from detect.data.cache import decode_payload
+
     atomic_write_text(path, problems_text(decode_payload(payload, output)["problems"]))
     print(f"xml2pkl: problems file {path} was missing or out of date; rewritten from the cache", file=log)
 
 
 def image_columns(index: ImageIndex) -> dict[str, Any]:
     """The indexed images' fingerprint as cache columns: path list, size and mtime int64[I]."""
+    import numpy as np
+
     files = index.files
     return {
         "path": [f.path for f in files],
@@ -225,18 +250,27 @@ def image_columns(index: ImageIndex) -> dict[str, Any]:
     }
 
 
-def fingerprint(options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: np.ndarray, mtimes: np.ndarray,
+def fingerprint(options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: Sequence[int], mtimes: Sequence[int],
                 images: dict[str, Any]) -> str:
     """Digest of everything a cache is built from: options, class list, split, and the path,
-    size and mtime of every XML file and every indexed image (``images``: :func:`image_columns`)."""
+    size and mtime of every XML file and every indexed image (``images``: :func:`image_columns`,
+    or the same as lists). Sizes and mtimes are hashed as native int64 (lists or numpy arrays
+    give the same digest, so the up-to-date check needs no numpy)."""
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((options, select)).encode("utf-8", "surrogateescape"))
     h.update("\0".join(rels).encode("utf-8", "surrogateescape"))
-    h.update(sizes.tobytes())
-    h.update(mtimes.tobytes())
+    h.update(_int64_bytes(sizes))
+    h.update(_int64_bytes(mtimes))
     h.update("\0".join(images["path"]).encode("utf-8", "surrogateescape"))
-    h.update(np.stack([images["size"], images["mtime"]], 1).tobytes())  # (size, mtime) per image, interleaved
+    h.update(_int64_bytes(chain.from_iterable(zip(images["size"], images["mtime"]))))  # (size, mtime) per image, interleaved
     return h.hexdigest()
+
+
+def _int64_bytes(values) -> bytes:
+    """``values`` as native int64 bytes (``numpy.int64[N].tobytes()`` without numpy)."""
+    if hasattr(values, "dtype"):  # already an array
+        return values.astype("int64", copy=False).tobytes()
+    return array("q", map(int, values)).tobytes()
 
 
 def _summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -249,6 +283,8 @@ def _summary(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _same_images(old: dict[str, Any], images: dict[str, Any]) -> bool:
+    import numpy as np
+
     o = old["images"]
     return o["path"] == images["path"] and np.array_equal(o["size"], images["size"]) and np.array_equal(o["mtime"], images["mtime"])
 
@@ -269,6 +305,8 @@ def _plan(xmls: Listing, old_files: Optional[dict[str, Any]], index: ImageIndex,
     """Which files to reuse and which to parse: ``rows`` (int64[F]: the old row of a reused
     file, or ``n_old + k`` for the k-th job) and the jobs ``(xml_path, xml_rel_dir)``. A file
     is reused when its size and mtime are unchanged and it still finds the same image."""
+    import numpy as np
+
     if old_files is None:  # first run: parse everything
         return np.arange(len(xmls.rels), dtype=np.int64), [(path, rel.rpartition("/")[0]) for path, rel in zip(xmls.paths, xmls.rels)]
     n_old = len(old_files["rel"])
@@ -346,14 +384,19 @@ def build_cache(
                "verify_images": bool(verify_images)}
     select = {"classes": class_list, "split": split_ids}
     rels = xmls.rels
+    image_stats = {"path": [f.path for f in index.files], "size": [f.size for f in index.files],
+                   "mtime": [f.mtime_ns for f in index.files]}
+    fp = fingerprint(options, select, rels, xmls.sizes, xmls.mtimes, image_stats)
+    header, payload, old = load_previous(output, fp, log or sys.stderr)
+    if header is not None:  # up to date: no numpy was needed
+        return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"], payload=payload)
+    import numpy as np
+
+    from detect.data.columns import merge_files
+
     sizes = np.array(xmls.sizes, np.int64)
     mtimes = np.array(xmls.mtimes, np.int64)
-
     image_cols = image_columns(index)
-    fp = fingerprint(options, select, rels, sizes, mtimes, image_cols)
-    header, payload, old = load_previous(output, fp, log or sys.stderr)
-    if header is not None:
-        return BuildResult(str(output), [], len(rels), True, time.perf_counter() - t0, header["summary"], payload=payload)
     if old is not None and old["options"] != options:
         old = None  # other folders: no row can be trusted
     same_images = old is not None and _same_images(old, image_cols)
@@ -375,6 +418,8 @@ def write_cache(output: Path, fp: str, options: dict[str, Any], select: dict[str
     (:func:`~detect.data.columns.select_records`), then write the cache (fingerprint ``fp``) and
     its problems file atomically. ``extra_problems`` ``(file, kind, message)`` concern no single
     row of ``files`` (a split list naming a missing image). Returns ``(data, summary)``."""
+    from detect.data.columns import select_records
+
     classes_out, records, problems = select_records(files, options["ann_dir"], classes, split, split_file)
     problems = problems + list(extra_problems)
     data = {

@@ -66,7 +66,7 @@ def passive_thread_wait() -> bool:
     With the default (spinning) policy, a thread that reaches the end of a parallel region first
     keeps its core busy until its siblings arrive. Alone on the machine that costs nothing, but
     two trainings on 2 cores (4 threads) spin on each other's time slices: each ran 10-20x
-    slower than alone. Sleeping threads hand the core over (bench/concurrent.py measures both).
+    slower than alone. Sleeping threads hand the core over (bench/two_trainings.py measures both).
     A user's own ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` wins. Returns True
     when the policy was set here.
     """

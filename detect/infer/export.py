@@ -25,7 +25,6 @@ so a consumer needs no other file. Parity with PyTorch at batch 1 and 3 is check
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from contextlib import contextmanager
@@ -39,7 +38,6 @@ from detect.errors import UsageError
 from detect.infer.fuse import fuse_conv_bn
 from detect.models.onnx_ssd import OnnxSSD
 from detect.models.postprocess import select_detections
-from detect.utils import OutputPathError, check_output_path
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
 BOX_ATOL = 1e-3
@@ -47,17 +45,27 @@ BOX_ATOL = 1e-3
 
 class ExportableSSD(nn.Module):
     """``images -> (boxes, scores)`` of an SSD: its :meth:`~detect.models.ssd.SSD.decoded` as a
-    module's forward, which is what ``torch.onnx.export`` and ``torch.jit.trace`` take."""
+    module's forward, which is what ``torch.onnx.export`` and ``torch.jit.trace`` take.
 
-    def __init__(self, ssd: nn.Module) -> None:
+    With ``imgsz`` the default boxes of that input size are computed once and passed in, so a
+    traced graph holds them as a constant: computed in the graph, they read the shape of every
+    feature map on every run, which in an INT8 graph also dequantizes each map just for its
+    shape (:mod:`detect.infer.quantize`)."""
+
+    def __init__(self, ssd: nn.Module, imgsz: int | None = None) -> None:
         super().__init__()
         if not hasattr(ssd, "decoded"):
             raise TypeError(f"{type(ssd).__name__} cannot be exported: only SSD checkpoints are supported (Fast R-CNN's "
                             "proposal stage has per-image shapes that ONNX cannot express with a dynamic batch)")
         self.ssd = ssd
+        self.anchors: torch.Tensor | None = None
+        if imgsz:
+            p = next(ssd.parameters())
+            with torch.no_grad():
+                self.anchors = ssd.head_outputs(torch.zeros(1, 3, imgsz, imgsz, device=p.device, dtype=p.dtype))[2]  # (N, 4)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.ssd.decoded(images)  # (B, N, 4), (B, N, K)
+        return self.ssd.decoded(images, self.anchors)  # (B, N, 4), (B, N, K)
 
 
 def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, pre_nms_topk: int = 1000) -> list[dict]:
@@ -105,8 +113,8 @@ def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
     if isinstance(model, OnnxSSD):
         raise UsageError(f"{path} is an ONNX model already; export the .pt checkpoint it came from")
     S = int(cfg.preprocess.imgsz)
-    wrapper = ExportableSSD(model).eval()
-    wrapper.ssd, _ = fuse_conv_bn(model.eval(), torch.rand(1, 3, S, S))
+    fused, _ = fuse_conv_bn(model.eval(), torch.rand(1, 3, S, S))
+    wrapper = ExportableSSD(fused, S).eval()
     meta = {
         "classes": json.dumps(classes, ensure_ascii=False),
         "imgsz": str(S),
@@ -149,39 +157,3 @@ def export_torchscript(wrapper: ExportableSSD, meta: dict, output: str | Path) -
         torch.jit.save(traced, str(tmp), _extra_files={"meta.json": json.dumps(meta, ensure_ascii=False)})
     tmp.replace(output)
     return output
-
-
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
-
-
-def default_output(weights: str | Path, fmt: str) -> Path:
-    """Where ``detect export`` writes without ``-o``: beside the weights, ``w.pt`` -> ``w.onnx``."""
-    return Path(weights).with_suffix(SUFFIXES[fmt])
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from detect.infer.weights import resolve_weights
-
-    weights = resolve_weights(args.weights)  # WeightsError: a UsageError
-    # the shipped weights may sit in a read-only install: their export goes to this folder
-    output = Path(args.output or default_output(weights if args.weights else weights.name, args.format))
-    try:
-        check_output_path(output, [weights])  # `-o w.pt` replaced the checkpoint with the ONNX file
-    except OutputPathError as e:
-        raise UsageError(str(e)) from None
-    try:
-        wrapper, meta = load_exportable(weights)  # WeightsError: a UsageError
-    except TypeError as e:  # not an SSD
-        raise UsageError(str(e)) from None
-    try:
-        if args.format == "onnx":
-            out = export_onnx(wrapper, meta, output, args.opset)
-        else:
-            out = export_torchscript(wrapper, meta, output)
-    except ImportError as e:
-        raise UsageError(f"{args.format} export needs an extra package ({e}); pip install 'retail-detect[export]'") from None
-    except OSError as e:
-        raise UsageError(f"cannot write {output}: {e}") from None
-    print(f"exported {meta['source']} -> {out} ({args.format}; input images[B, 3, {meta['imgsz']}, {meta['imgsz']}], "
-          f"outputs boxes[B, N, 4], scores[B, N, {len(json.loads(meta['classes']))}]; NMS not included: see detect.infer.export.postprocess)")
-    return 0

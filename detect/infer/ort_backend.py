@@ -8,13 +8,15 @@ threshold, top-k, one batched NMS, with its current settings) turns the two outp
 detections, so both backends return the same boxes (to float rounding, tested).
 
 Used by :class:`~detect.infer.predict.Predictor` when ``backend`` is "onnxruntime", or "auto"
-on a CPU with onnxruntime installed. Fast R-CNN stays on PyTorch (its proposal stage has
-per-image shapes).
+on a CPU with onnxruntime installed. Given a ``model`` (an ONNX file ``detect export`` wrote, or
+its bytes: the INT8 one of :mod:`detect.infer.quantize`), it runs that graph instead. Fast
+R-CNN stays on PyTorch (its proposal stage has per-image shapes).
 """
 
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import torch
@@ -36,13 +38,17 @@ def supports(model: nn.Module) -> bool:
 
 
 class OrtSSD:
-    """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only."""
+    """Callable like the SSD in eval mode: ``Tensor[B, 3, S, S] -> list[dict]``, CPU only.
+    ``model``: an exported graph of this SSD to run (file or bytes); None exports it here."""
 
-    def __init__(self, ssd: nn.Module, imgsz: int, threads: int | None = None, opset: int = 17) -> None:
+    def __init__(self, ssd: nn.Module, imgsz: int, threads: int | None = None, opset: int = 17,
+                 model: bytes | str | os.PathLike | None = None) -> None:
         self.ssd = ssd.eval()
-        buf = io.BytesIO()
-        onnx_export(ExportableSSD(self.ssd), imgsz, buf, opset)
-        self.session = ort_session(buf.getvalue(), threads)
+        if model is None:
+            buf = io.BytesIO()
+            onnx_export(ExportableSSD(self.ssd, imgsz), imgsz, buf, opset)
+            model = buf.getvalue()
+        self.session = ort_session(model if isinstance(model, bytes) else str(model), threads)
 
     def __call__(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX

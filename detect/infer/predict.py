@@ -25,7 +25,6 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
+from detect.infer.preprocess import cpu_input
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
@@ -55,6 +55,12 @@ class Predictor:
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
             "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`); an ``.onnx`` file
             always runs on ONNX Runtime (on the CPU; its detections come back on ``device``).
+        int8: run the SSD's network quantized to INT8 in ONNX Runtime (CPU): quantized on first
+            use and cached (:func:`detect.infer.quantize.int8_model_for`), calibrated on
+            ``calib`` (a dataset or image folder; None: synthetic shelves), at most
+            ``calib_images`` images.
+        onnx: run this exported graph (``detect export``, FP32 or ``--int8``) of ``weights``
+            instead; its classes and input size must be the checkpoint's.
     """
 
     def __init__(
@@ -68,11 +74,29 @@ class Predictor:
         classes: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
         backend: str = "auto",
+        int8: bool = False,
+        calib: Optional[str] = None,
+        calib_images: Optional[int] = None,
+        onnx: Optional[str | Path] = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
         model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
-        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend)
+        graph = None
+        if int8 or onnx:
+            if isinstance(model, OnnxSSD):
+                raise UsageError(f"{self.weights} is an exported graph already: --int8 and --onnx take the .pt checkpoint "
+                                 "(or give the .int8.onnx file of detect export --int8 as --weights)")
+            if self.device.type != "cpu" or backend == "torch":
+                raise UsageError("--int8 and --onnx run on ONNX Runtime on the CPU: use --device cpu and --backend auto or onnxruntime")
+            backend = "onnxruntime"
+            if onnx:
+                graph = _checked_onnx(Path(onnx), names, int(cfg.preprocess.imgsz))
+            else:
+                from detect.infer.quantize import DEFAULT_CALIB_IMAGES, int8_model_for
+
+                graph = int8_model_for(self.weights, calib, calib_images or DEFAULT_CALIB_IMAGES)
+        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend, graph)
         self.cfg = cfg
 
     @classmethod
@@ -99,7 +123,7 @@ class Predictor:
         return self
 
     def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool,
-               backend: str) -> None:
+               backend: str, graph: Optional[Path] = None) -> None:
         self.classes = names
         self.imgsz = int(preprocess.imgsz)
         self.conf = float(conf)
@@ -117,7 +141,8 @@ class Predictor:
         if self.backend == "onnxruntime" and not isinstance(model, OnnxSSD):  # an exported file runs itself
             from detect.infer.ort_backend import OrtSSD
 
-            self.runner = OrtSSD(self.model, self.imgsz)
+            self.runner = OrtSSD(self.model, self.imgsz, model=graph)
+        self.graph = graph
         self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
 
     # ----------------------------------------------------------------------------- preprocess
@@ -126,12 +151,7 @@ class Predictor:
         channels_last, on the device (fp16 with ``half``)."""
         S = self.imgsz
         if self.device.type == "cpu":
-            batch = np.empty((len(images), S, S, 3), np.uint8)
-            for i, im in enumerate(images):
-                small = im if im.shape[:2] == (S, S) else cv2.resize(im, (S, S), interpolation=cv2.INTER_LINEAR)
-                cv2.cvtColor(small, cv2.COLOR_BGR2RGB, dst=batch[i])
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # (B, S, S, 3) -> (B, 3, S, S), channels_last strides
-            return x.float().mul_(1.0 / 255.0)
+            return cpu_input(images, S)
         dtype = torch.float16 if self.half else torch.float32
         out = []
         for group in _same_size_runs(images):  # frames of one video: one upload, one resize
@@ -251,6 +271,27 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
         raise UsageError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
                          "(pip install onnxruntime); use --backend torch")
     return "torch"
+
+
+def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
+    """``path`` if it is a graph ``detect export`` wrote for a model with these classes and
+    input size (its metadata says), else a :class:`UsageError` that says what differs."""
+    import json
+
+    import onnx
+
+    if not path.is_file():
+        raise UsageError(f"--onnx {path}: file not found; write one with `detect export -o {path.name}` (add --int8 for INT8)")
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception as e:  # onnx raises its own DecodeError types
+        raise UsageError(f"--onnx {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
+    if "classes" not in meta or "imgsz" not in meta:
+        raise UsageError(f"--onnx {path}: no classes/imgsz metadata; only files written by `detect export` can be run")
+    if json.loads(meta["classes"]) != names or int(meta["imgsz"]) != imgsz:
+        raise UsageError(f"--onnx {path} was exported from another model (classes or input size differ from the "
+                         f"--weights checkpoint's {imgsz} px, {len(names)} classes); pass the --weights it came from")
+    return path
 
 
 def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:

@@ -163,7 +163,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not args.no_save:
         check_save_dir(args.source, save_dir)
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
-                          max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"))
+                          max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
+                          int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
+                          calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None))
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

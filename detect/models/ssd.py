@@ -154,8 +154,10 @@ class SSD(nn.Module):
         cls_logits, box_regression, anchors, _ = self._outputs(images)
         return cls_logits, box_regression, anchors
 
-    def _outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """:meth:`head_outputs` and the context logits (Tensor[B, K+1], None without context)."""
+    def _outputs(self, images: torch.Tensor, anchors: Optional[torch.Tensor] = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`head_outputs` and the context logits (Tensor[B, K+1], None without context);
+        ``anchors`` given (those of this input size) are used instead of computed."""
         feats = self.features(images)
         outs = []
         for f, head, a in zip(feats, self.heads, self.anchors_per_location):
@@ -163,23 +165,26 @@ class SSD(nn.Module):
             b, _, h, w = o.shape
             outs.append(o.permute(0, 2, 3, 1).reshape(b, h * w * a, -1))  # (B, A*(4+C), H, W) -> (B, H*W*A, 4+C)
         out = torch.cat(outs, 1)  # (B, N, 4+C)
-        sizes = [tuple(f.shape[-2:]) for f in feats]
-        anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
+        if anchors is None:
+            sizes = [tuple(f.shape[-2:]) for f in feats]
+            anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
         cls_logits, ctx = out[..., 4:], None
         if self.context is not None:
             ctx = self.context(feats[self.context_index])  # (B, C32, h, w) -> (B, C)
             cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
         return cls_logits, out[..., :4], anchors, ctx
 
-    def decoded(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decoded(self, images: torch.Tensor, anchors: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The network and its box decoding, the SSD's one export head (``detect export``, ONNX
-        Runtime and eval all run it).
+        Runtime and eval all run it). ``anchors`` (Tensor[N, 4], from :meth:`head_outputs` at
+        this input size): export passes them so the graph holds them as a constant instead of
+        computing them from the feature maps' shapes on every run.
 
         Returns:
             boxes (Tensor[B, N, 4] float32, xyxy pixels of the S x S input, clipped to it),
             scores (Tensor[B, N, K] float32, softmax probabilities, background dropped).
         """
-        cls_logits, box_regression, anchors = self.head_outputs(images)
+        cls_logits, box_regression, anchors, _ = self._outputs(images, anchors)
         weights = tuple(float(w) for w in self.box_coder.weights)
         return decode_outputs(cls_logits, box_regression, anchors, weights, self.box_coder.bbox_xform_clip, images.shape[-2:])
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two CPU trainings at once: how much of its solo speed does each keep?
 
-    python bench/concurrent.py                 # SSD Lite0 224, batch 16, 2 epochs of 160 images
+    python bench/two_trainings.py                 # SSD Lite0 224, batch 16, 2 epochs of 160 images
 
 Renders a small synthetic shelf dataset (``detect synth``), then times ``detect train`` on it:
 alone, and two processes started together, under each thread wait policy: ``spin`` (OpenMP's

@@ -1,0 +1,53 @@
+"""The rules an option or config value may have to follow, and the argparse type that applies one.
+
+Standard library only: ``detect/cli.py`` builds every command's options with :func:`checked`,
+and ``detect xml2pkl`` on an up-to-date cache must not pay for importing yaml or numpy
+(:mod:`detect.config` re-exports :data:`CHECKS` for the settings declared there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Callable, Optional
+
+# The rules a value may have to follow: the text names the rule in error messages and --help.
+CHECKS: dict[str, Callable[[float], bool]] = {
+    "> 0": lambda v: v > 0,
+    ">= 0": lambda v: v >= 0,
+    "in [0, 1)": lambda v: 0 <= v < 1,
+    "in [0, 1]": lambda v: 0 <= v <= 1,
+    ">= 1": lambda v: v >= 1,
+    ">= 7": lambda v: v >= 7,  # ONNX opsets torch exports
+    ">= 32": lambda v: v >= 32,
+    "0 or >= 32": lambda v: v == 0 or v >= 32,
+}
+
+
+def default_note(default: Any, rule: Optional[str] = None) -> str:
+    """``(default: D; must be R)``: how ``--help`` states an option's default and rule."""
+    return f"(default: {default}{f'; must be {rule}' if rule else ''})"
+
+
+def checked(kind: type, rule: Optional[str] = None) -> Callable[[str], Any]:
+    """An argparse ``type``: ``str -> kind`` (int, float or str), a float finite, the value
+    following ``rule`` (one of :data:`CHECKS`); else one sentence saying what was expected,
+    which argparse prints as a usage error (exit 2). The rule is kept as ``.rule`` so ``--help``
+    can state it."""
+    if rule is not None and rule not in CHECKS:
+        raise ValueError(f"unknown check {rule!r}; known: {list(CHECKS)}")
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if rule is not None and not CHECKS[rule](value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    parse.rule = rule  # type: ignore[attr-defined]
+    return parse
