@@ -108,10 +108,11 @@ def test_nonfinite_loss_skips_step_and_is_reported(tmp_path, capsys):
     assert "non-finite loss skipped" in capsys.readouterr().err
 
 
-def test_skipped_step_leaves_weights_and_momentum_untouched():
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_skipped_step_leaves_weights_and_momentum_untouched(optimizer):
     torch.manual_seed(0)
     model = NaNOnImage(3, 32)
-    cfg = TrainConfig(lr=0.1, momentum=0.9, warmup_epochs=0, epochs=1)
+    cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.9, warmup_epochs=0, epochs=1)
     opt = build_optimizer(model, cfg)
     sched = build_scheduler(opt, cfg, 1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -121,9 +122,14 @@ def test_skipped_step_leaves_weights_and_momentum_untouched():
                             torch.device("cpu"), DistInfo(), log_every=1, warn=lambda m: None)
     assert stats.skipped == 1 and stats.nonfinite_loss == 1 and stats.steps == 1
     _assert_same_state(before, model.state_dict())
-    for group in opt.param_groups:  # the first skipped step must not leave garbage momentum
+    for group in opt.param_groups:  # the first skipped step must not leave garbage momentum (SGD) or moments (AdamW)
         for p in group["params"]:
-            assert torch.count_nonzero(opt.state[p]["momentum_buffer"]) == 0
+            state = opt.state.get(p, {})
+            for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
+                if state.get(key) is not None:
+                    assert torch.count_nonzero(state[key]) == 0, key
+            if "step" in state:
+                assert float(state["step"]) == 0  # AdamW's bias correction counts applied steps only
     batch = collate([ds[1], ds[2]])
     train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, [batch],
                     torch.device("cpu"), DistInfo(), log_every=1)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from detect.cli import main
-from detect.config import ExperimentConfig
+from detect.config import ExperimentConfig, TrainConfig
 from detect.tune.space import SpaceError, load_space, parse_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def test_space_maps_onto_config():
                                         "model.nms_thresh": 0.5})
     assert (cfg.train.lr, cfg.train.beta2, cfg.model.bn, cfg.preprocess.imgsz, cfg.data.augment, cfg.model.nms_thresh) == (
         0.1, 0.99, "train", 128, 0.5, 0.5)
-    assert ExperimentConfig().train.lr == 0.01  # apply copies
+    assert ExperimentConfig().train.lr == TrainConfig().lr != 0.1  # apply copies
 
 
 @pytest.mark.parametrize(
