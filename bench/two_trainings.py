@@ -48,9 +48,9 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--policies", default="spin,passive")
-    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "concurrent.json"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "out" / "two_trainings.json"))
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="concurrent-"))
+    tmp = Path(tempfile.mkdtemp(prefix="two-trainings-"))
     data = tmp / "shelves"
     subprocess.run([sys.executable, "-m", "detect", "synth", str(data), "--images", str(args.images), "--size",
                     str(args.imgsz), "--splits", "1,0,0"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)

@@ -65,6 +65,7 @@ def test_difficult_boxes_are_ignored_and_a_fixed_duplicate_is_dropped():
     b = error_breakdown(dets, gts, CLASSES)
     assert b["ap50"] == 1.0 and b["counts"]["cls"] == 1  # the b-labelled copy covers a taken box
     assert b["dap"]["cls"] == 0.0  # relabelled, it duplicates the TP and is dropped
+    assert b["per_class"]["a"]["main"] == "none"  # nothing to fix: no error type is named as the main one
 
 
 def test_measured_ap_equals_the_voc_evaluator():

@@ -152,7 +152,7 @@ def error_breakdown(dets: Sequence[DET], gts: Sequence[GT], classes: Sequence[st
         ``dap``: error type -> mean AP50 gained by fixing only that type;
         ``counts``: error type -> how many detections (boxes for ``missed``);
         ``per_class``: name -> {"ap50", "dap": {type: gain}, "counts", "main"} (``main``: the type
-        whose fix gains the most);
+        whose fix gains the most; "none" when no fix gains anything, as for a class at AP 1);
         ``weakest``: the ``weakest`` classes by AP50 (with ground truth), each
         {"class", "ap50", "main", "main_dap"}.
     """
@@ -189,7 +189,7 @@ def error_breakdown(dets: Sequence[DET], gts: Sequence[GT], classes: Sequence[st
             continue
         dap = {t: float(np.nan_to_num(per_type[t][c])) for t in ERROR_TYPES}
         per_class[name] = {"ap50": float(base[c]), "dap": dap, "counts": {t: int(counts[t][c]) for t in ERROR_TYPES},
-                           "main": max(dap, key=dap.get)}
+                           "main": max(dap, key=dap.get) if max(dap.values()) > 0 else "none"}
     ranked = sorted(per_class, key=lambda n: per_class[n]["ap50"])[:weakest]
     ap50 = mean(base)
     return {
@@ -198,7 +198,7 @@ def error_breakdown(dets: Sequence[DET], gts: Sequence[GT], classes: Sequence[st
         "counts": {t: int(counts[t].sum()) for t in ERROR_TYPES},
         "per_class": per_class,
         "weakest": [{"class": n, "ap50": per_class[n]["ap50"], "main": per_class[n]["main"],
-                     "main_dap": per_class[n]["dap"][per_class[n]["main"]]} for n in ranked],
+                     "main_dap": per_class[n]["dap"].get(per_class[n]["main"], 0.0)} for n in ranked],
     }
 
 
