@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
+import threading
 from collections import Counter
 from typing import Iterable, NamedTuple, Optional, Sequence
 
@@ -91,10 +93,43 @@ def _read_bytes(fd: int, limit: int, block: int = 1 << 16) -> bytes:
     return b"".join(parts)
 
 
+_FAST_OPEN = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+
+
 def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
     """The bytes of an annotation file, or None with a problem: only a regular file (a FIFO
     blocked a read forever, ``/dev/zero`` filled the memory) of at most ``max_bytes``, and, when
-    ``root`` (a real path) is given, a symlink only when it points inside ``root``."""
+    ``root`` (a real path) is given, a symlink only when it points inside ``root``.
+
+    The usual file (``lstat``: a regular file, not a link) costs ``lstat``, ``open``
+    (``O_NOFOLLOW``: a link swapped in meanwhile is not followed), one ``fstat`` (still regular,
+    and its size), ``read`` and ``close``; anything else (a link, a special file, an error) takes
+    :func:`_read_xml_checked`, which says what is wrong."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return _read_xml_checked(path, root, max_bytes, problems)
+        fd = os.open(path, _FAST_OPEN)
+    except (OSError, ValueError):  # missing, unreadable, swapped for a link...: the careful path names it
+        return _read_xml_checked(path, root, max_bytes, problems)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # swapped since the lstat
+            os.close(fd)
+            fd = -1
+            return _read_xml_checked(path, root, max_bytes, problems)
+        size = st.st_size
+        data = _read_bytes(fd, max_bytes) if size <= max_bytes else b""
+    except OSError as e:
+        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
+        return None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return _check_size(size, data, max_bytes, problems)
+
+
+def _read_xml_checked(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
+    """:func:`read_xml` for a symlink, a special file or a failing ``lstat``/``open``."""
     try:
         if root and os.path.islink(path) and not is_within(path, root):
             problems.append(("link_outside", f"symlink to {os.path.realpath(path)}, outside the annotation folder {root}; not read"))
@@ -114,6 +149,10 @@ def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str
         return None
     finally:
         os.close(fd)
+    return _check_size(size, data, max_bytes, problems)
+
+
+def _check_size(size: int, data: bytes, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
     if size > max_bytes or len(data) > max_bytes:  # also a file that grew while read
         problems.append(("too_large", f"{max(size, len(data)):,} bytes, over the limit of {max_bytes:,} bytes for one annotation "
                                       "file; not read (a genuine file this large: raise --max-xml-bytes)"))
