@@ -260,61 +260,106 @@ def _size(el) -> tuple[int, int]:
     return w, h
 
 
-def _object(obj, i: int, problems: list[tuple[str, str]]):
-    """One ``<object>`` -> (name, [xmin, ymin, xmax, ymax] as written, difficult, truncated),
-    or None with a problem. ``i`` is the 1-based object number used in messages."""
-    name, bb, difficult, truncated = "", None, False, False
-    for c in obj:  # direct children only: <part> boxes nested deeper are ignored
-        tag = c.tag
-        if tag == "name":
-            t = c.text if not len(c) else _written(c)
-            name = t.strip() if t else ""
-            if len(c) or _CONTROL.search(name):  # never change a class name silently
-                what = "holds markup (an entity reference is never expanded)" if len(c) else "holds a control character"
-                problems.append(("bad_name", f"object {i}: class name {name!r} {what}; write the name out as "
-                                             "plain text on one line; dropped"))
-                return None
-        elif tag == "bndbox":
-            bb = c
-        elif tag == "difficult":
-            difficult = flag_value(c.text)
-        elif tag == "truncated":
-            truncated = flag_value(c.text)
-    if not name:
-        problems.append(("bad_box", f"object {i} has no <name>; dropped"))
-        return None
-    if bb is None:
-        problems.append(("bad_box", f"object {i} ({name}) has no <bndbox>; dropped"))
-        return None
-    xmin = ymin = xmax = ymax = None
-    for c in bb:  # any child order
-        tag = c.tag
-        t = c.text if not len(c) else _written(c)  # "1&e;0" is not a number (its text alone is "1")
-        if tag == "xmin":
-            xmin = t
-        elif tag == "ymin":
-            ymin = t
-        elif tag == "xmax":
-            xmax = t
-        elif tag == "ymax":
-            ymax = t
-    try:  # float() accepts surrounding whitespace and "12.0"
-        vals = [float(xmin), float(ymin), float(xmax), float(ymax)]  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        for key, raw in (("xmin", xmin), ("ymin", ymin), ("xmax", xmax), ("ymax", ymax)):
-            try:
-                float(raw)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                what = f"has no <{key}>" if raw is None else f"<{key}> {raw.strip()!r} is not a number"
-                problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
-                return None
-    if not abs(vals[0]) + abs(vals[1]) + abs(vals[2]) + abs(vals[3]) < MAX_SIDE:  # one test for the usual box
-        bad = [v for v in vals if not abs(v) < MAX_SIDE]  # NaN fails every comparison
-        if bad:  # 1e308 is finite here but inf as the cache's float32
-            what = "non-finite coordinate" if not all(map(math.isfinite, bad)) else f"coordinate out of range (not below {MAX_SIDE})"
-            problems.append(("bad_box", f"object {i} ({name}): {what} in {[_num(v) for v in vals]}; dropped"))
-            return None
-    return name, vals, difficult, truncated
+def _objects(objects, width: int, height: int, problems: list[tuple[str, str]]):
+    """The ``<object>`` elements -> ``(boxes, names, difficult, truncated)``: boxes flat, 0-based
+    and clipped (:func:`check_box`) against ``width`` x ``height``, one name and flag per kept box;
+    each object dropped (no or a bad name, no ``<bndbox>``, a coordinate missing, not a number or
+    out of range, a degenerate box, or one outside the image) is a problem.
+
+    This runs for every object of every file: one pass over each object's children, flags and
+    the usual box (inside the image) decided inline, helpers only for what gets reported."""
+    boxes: list[float] = []
+    names: list[str] = []
+    difficult: list[bool] = []
+    truncated: list[bool] = []
+    clean = _CLEAN_NAMES
+    for i, obj in enumerate(objects, 1):  # i: the 1-based object number used in messages
+        name, bb, diff, trunc = "", None, False, False
+        for c in obj:  # direct children only: <part> boxes nested deeper are ignored
+            tag = c.tag
+            if tag == "name":
+                if len(c):  # never change a class name silently
+                    name = None
+                    _bad_name(_written(c).strip(), i, "holds markup (an entity reference is never expanded)", problems)
+                    break
+                t = c.text
+                name = t.strip() if t else ""
+                if name not in clean:
+                    if _CONTROL.search(name):
+                        name = None
+                        _bad_name(t.strip(), i, "holds a control character", problems)
+                        break
+                    if len(clean) < 4096:
+                        clean.add(name)
+            elif tag == "bndbox":
+                bb = c
+            elif tag == "difficult":
+                t = c.text
+                diff = False if t == "0" else True if t == "1" else flag_value(t)
+            elif tag == "truncated":
+                t = c.text
+                trunc = False if t == "0" else True if t == "1" else flag_value(t)
+        if name is None:
+            continue
+        if not name:
+            problems.append(("bad_box", f"object {i} has no <name>; dropped"))
+            continue
+        if bb is None:
+            problems.append(("bad_box", f"object {i} ({name}) has no <bndbox>; dropped"))
+            continue
+        xmin = ymin = xmax = ymax = None
+        for c in bb:  # any child order
+            tag = c.tag
+            t = c.text if not len(c) else _written(c)  # "1&e;0" is not a number (its text alone is "1")
+            if tag == "xmin":
+                xmin = t
+            elif tag == "ymin":
+                ymin = t
+            elif tag == "xmax":
+                xmax = t
+            elif tag == "ymax":
+                ymax = t
+        try:  # float() accepts surrounding whitespace and "12.0"
+            x1, y1, x2, y2 = float(xmin), float(ymin), float(xmax), float(ymax)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            _not_a_number(i, name, (xmin, ymin, xmax, ymax), problems)
+            continue
+        if 1.0 <= x1 < x2 <= width and 1.0 <= y1 < y2 <= height:  # the usual box (sides < MAX_SIDE)
+            boxes += (x1 - 1.0, y1 - 1.0, x2, y2)  # what check_box returns for it, cheaper
+        else:
+            vals = [x1, y1, x2, y2]
+            if not (-MAX_SIDE < x1 < MAX_SIDE and -MAX_SIDE < y1 < MAX_SIDE and -MAX_SIDE < x2 < MAX_SIDE
+                    and -MAX_SIDE < y2 < MAX_SIDE):  # NaN fails every comparison
+                bad = [v for v in vals if not abs(v) < MAX_SIDE]  # 1e308 is finite here but inf as the cache's float32
+                what = "non-finite coordinate" if not all(map(math.isfinite, bad)) else f"coordinate out of range (not below {MAX_SIDE})"
+                problems.append(("bad_box", f"object {i} ({name}): {what} in {[_num(v) for v in vals]}; dropped"))
+                continue
+            box = check_box(vals, width, height, i, name, problems)
+            if box is None:
+                continue
+            boxes += box
+        names.append(name)
+        difficult.append(diff)
+        truncated.append(trunc)
+    return boxes, names, difficult, truncated
+
+
+_CLEAN_NAMES: set[str] = set()  # class names already checked for control characters (a few per dataset)
+
+
+def _bad_name(name: str, i: int, what: str, problems: list[tuple[str, str]]) -> None:
+    problems.append(("bad_name", f"object {i}: class name {name!r} {what}; write the name out as plain text on one line; dropped"))
+
+
+def _not_a_number(i: int, name: str, raw: tuple, problems: list[tuple[str, str]]) -> None:
+    """The problem for the first coordinate (xmin, ymin, xmax, ymax) missing or not a number."""
+    for key, t in zip(("xmin", "ymin", "xmax", "ymax"), raw):
+        try:
+            float(t)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            what = f"has no <{key}>" if t is None else f"<{key}> {t.strip()!r} is not a number"
+            problems.append(("bad_box", f"object {i} ({name}): {what}; dropped"))
+            return
 
 
 def _num(v: float) -> str:
@@ -453,26 +498,7 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
     ok, image, img_size, img_mtime, width, height = resolve_image(
         xml_path, images, xml_rel_dir, require_image, width, height, hints, problems, verify_images)
 
-    boxes: list[float] = []
-    names: list[str] = []
-    difficult: list[bool] = []
-    truncated: list[bool] = []
-    for i, obj in enumerate(objects, 1):
-        parsed = _object(obj, i, problems)
-        if parsed is None:
-            continue
-        name, vals, diff, trunc = parsed
-        xmin, ymin, xmax, ymax = vals
-        if 1.0 <= xmin < xmax <= width and 1.0 <= ymin < ymax <= height:
-            boxes += (xmin - 1.0, ymin - 1.0, xmax, ymax)  # the usual box: what check_box returns for it, cheaper
-        else:
-            box = check_box(vals, width, height, i, name, problems)
-            if box is None:
-                continue
-            boxes += box
-        names.append(name)
-        difficult.append(diff)
-        truncated.append(trunc)
+    boxes, names, difficult, truncated = _objects(objects, width, height, problems)
     return FileResult(ok, image, img_size, img_mtime, width, height, boxes, names, difficult, truncated, hints, problems)
 
 
