@@ -204,11 +204,13 @@ def parse_xml(data: bytes):
     try:
         parser.feed(data)
         return parser.close()
-    except Exception:
-        try:  # leave the feed parser ready for the next file
+    except BaseException as e:
+        try:  # leave the feed parser ready for the next file, even after a KeyboardInterrupt
             parser.close()
         except Exception:
             pass
+        if not isinstance(e, Exception):
+            raise
     return etree.fromstring(data, _PARSER)
 
 
@@ -289,7 +291,7 @@ def _objects(objects, width: int, height: int, problems: list[tuple[str, str]]):
                         name = None
                         _bad_name(t.strip(), i, "holds a control character", problems)
                         break
-                    if len(clean) < 4096:
+                    if len(name) <= 256 and len(clean) < 4096:  # bounded: names come from strangers too
                         clean.add(name)
             elif tag == "bndbox":
                 bb = c
