@@ -193,7 +193,7 @@ def _syntax_problem(message: str, data: bytes, guessed: str) -> tuple[str, str]:
 
 def parse_xml(data: bytes):
     """``etree.fromstring(data, _PARSER)``, faster: the same parser (libxml2, same options) fed
-    through lxml's feed interface, ~16 instead of ~23 us of CPU for a 1 KB file. Any failure
+    through lxml's feed interface, ~16 instead of 19-23 us of CPU for a 1 KB file. Any failure
     there parses again with ``fromstring``, so a bad file raises the very
     :class:`etree.XMLSyntaxError` (and message) it always did: the feed interface words some
     errors differently ("Entity 'e' not defined" comes out as "no element found"). On 3,100
