@@ -164,17 +164,18 @@ class ImageIndex:
                 (see :func:`hint_stems`); only their file names are used, so nothing outside
                 the roots is found (see :func:`path_hint_target` to explain a miss).
         """
+        if not self.files:  # an annotation-only folder: nothing to split or look up per file
+            return None
         xml_dir, base = os.path.split(xml_path)
-        if self.files:
-            hits = self._by_stem.get(os.path.splitext(base)[0])  # the common case, checked first
-            if hits:
-                return self.files[self._best(hits, xml_dir, xml_rel_dir)]
-            stems = hint_stems(os.path.splitext(base)[0], filename, frame, path)
-            for table, key in ((self._by_stem, str), (self._by_lower, str.lower)):
-                for stem in stems:
-                    hits = table.get(key(stem))
-                    if hits:
-                        return self.files[self._best(hits, xml_dir, xml_rel_dir)]
+        hits = self._by_stem.get(os.path.splitext(base)[0])  # the common case, checked first
+        if hits:
+            return self.files[self._best(hits, xml_dir, xml_rel_dir)]
+        stems = hint_stems(os.path.splitext(base)[0], filename, frame, path)
+        for table, key in ((self._by_stem, str), (self._by_lower, str.lower)):
+            for stem in stems:
+                hits = table.get(key(stem))
+                if hits:
+                    return self.files[self._best(hits, xml_dir, xml_rel_dir)]
         return None
 
     def _best(self, hits: list[int], xml_dir: str, xml_rel_dir: str) -> int:
