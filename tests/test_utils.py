@@ -65,6 +65,15 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _is_helper(pid: int) -> bool:
+    """multiprocessing's resource tracker (started beside a forkserver or spawn pool) is a child
+    too, but no pool worker: it ends by itself once every process holding its pipe is gone."""
+    try:
+        return b"resource_tracker" in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
+
 def _alive(pid: int) -> bool:
     try:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -85,7 +94,7 @@ def kill_parent_and_count_survivors(code: str, cwd: str, want: int = 2, wait: fl
     workers: list[int] = []
     for _ in range(300):
         time.sleep(0.1)
-        kids = _children(p.pid)
+        kids = [k for k in _children(p.pid) if not _is_helper(k)]
         workers = [w for k in kids for w in (_children(k) or [k])]  # a forkserver's children are the workers
         if len(workers) >= want:
             break
