@@ -99,9 +99,10 @@ class ModelConfig:
     context: Literal["auto", "none", "add", "prior"] = setting(
         "auto", "image-level context from the pooled deepest map, added to every box's class logits: its logits (add) "
         "or a class prior (prior; detect/models/context.py); auto: what won on groceries for the detector "
-        "(SSD add, Fast R-CNN prior)", cli="--context")
-    context_loss: float = setting(1.0, "weight of the image-level class loss that trains the context", cli="--context-loss",
-                                  check=">= 0")
+        "(add for both)", cli="--context")
+    context_loss: Optional[float] = setting(
+        None, "weight of the image-level class loss that trains the context; none: what won on groceries "
+        "(SSD 1.0, Fast R-CNN 0: trained through the boxes only)", cli="--context-loss", check=">= 0")
     # SSD
     anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
     aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")

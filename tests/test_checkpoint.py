@@ -196,6 +196,35 @@ def test_fast_rcnn_checkpoint_with_the_old_extra_dict_loads(tmp_path):
     assert "preprocess" not in C.load_checkpoint(tmp_path / "old.pt")  # stored once: in the config
 
 
+@pytest.mark.parametrize("ema", [False, True])
+def test_fast_rcnn_auto_context_from_when_auto_meant_prior_rebuilds_the_prior(tmp_path, ema):
+    """Fast R-CNN's ``context: auto`` was the class prior until the 60-minute groceries runs
+    chose ``add``: a checkpoint saved with ``auto`` and a prior's weights rebuilds the prior; a
+    new one (no ``context.scale``) rebuilds ``add``."""
+    from detect.models.build import build_model
+
+    cfg = _tiny_ssd_cfg()
+    cfg.model.name, cfg.model.context = "fast_rcnn", "prior"
+    cfg.model.fast_rcnn.fc_dim, cfg.model.fast_rcnn.roi_channels = 32, 16
+    build = cfg.for_rebuild()
+    prior = build_model(build.model, build.preprocess)
+    assert "context.scale" in prior.state_dict()
+    stored = cfg.to_dict()
+    stored["model"]["context"] = "auto"  # as training with the defaults wrote it
+    state = prior.state_dict()
+    C.save_checkpoint(tmp_path / "old.pt", config=stored, classes=["cola", "chips"], model=state,
+                      ema={"model": dict(state), "updates": 1} if ema else None)
+    loaded, got, _ = C.load_model(tmp_path / "old.pt")
+    assert got.model.context == "prior" and loaded.context.mode == "prior"
+    cfg.model.context = "auto"
+    build = cfg.for_rebuild()
+    new = build_model(build.model, build.preprocess)
+    assert new.context.mode == "add" and new.context_loss == 0.0  # today's auto for Fast R-CNN
+    C.save_checkpoint(tmp_path / "new.pt", config=cfg.to_dict(), classes=["cola", "chips"], model=new.state_dict(), ema=None)
+    loaded, got, _ = C.load_model(tmp_path / "new.pt")
+    assert got.model.context == "auto" and loaded.context.mode == "add"
+
+
 def test_ssd_checkpoint_with_mean_std_buffers_loads(tmp_path):
     """Older SSD checkpoints (the shipped weights among them) hold the preprocessing as
     ``mean``/``std`` buffers in the state dict too; they load, and the config's values are used."""

@@ -30,7 +30,7 @@ from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small
 
 from detect.config import FastRCNNConfig, ModelConfig, Preprocess
 from detect.models.backbones import build_config_backbone, input_preprocess
-from detect.models.context import ImageContext, context_mode
+from detect.models.context import ImageContext, context_loss_weight, context_mode
 from detect.models.proposals import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
@@ -251,5 +251,5 @@ def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool
     return FastRCNN(
         backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
         imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,
-        context=context_mode(cfg.context, "fast_rcnn"), context_loss=cfg.context_loss,
+        context=context_mode(cfg.context, "fast_rcnn"), context_loss=context_loss_weight(cfg.context_loss, "fast_rcnn"),
     )

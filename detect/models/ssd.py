@@ -29,7 +29,7 @@ from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
 from detect.models.backbones import Backbone, build_config_backbone, input_preprocess
 from detect.models.layers import conv_bn_act
-from detect.models.context import ImageContext, context_mode
+from detect.models.context import ImageContext, context_loss_weight, context_mode
 from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
 
@@ -246,6 +246,6 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
         box_loss=cfg.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
         pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=context_mode(cfg.context, "ssd"),
-        context_loss=cfg.context_loss,
+        context_loss=context_loss_weight(cfg.context_loss, "ssd"),
     )
     return model
