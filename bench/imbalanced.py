@@ -125,7 +125,7 @@ def main() -> int:
     m = json.loads(val_json.read_text())
     ap = {c: m["per_class"][c]["ap50"] for c in CLASSES}
     ok = all(v >= 0.5 for v in ap.values()) and m["voc_ap50"] >= 0.7
-    print(f"\n| class | train boxes (share) | val boxes | AP50 |\n| --- | --- | --- | --- |")
+    print("\n| class | train boxes (share) | val boxes | AP50 |\n| --- | --- | --- | --- |")
     for c in CLASSES:
         pc = stats["per_class"][c]
         print(f"| {c}{' (rare)' if c == RARE else ''} | {pc['boxes']} ({pc['share']:.1%}) | {m['per_class'][c]['n_gt']} | {ap[c]:.4f} |")

@@ -193,7 +193,7 @@ def recall_table(data: dict[str, Any], records: list, tops: tuple[int, ...] = TO
 def cmd_proposals(args: argparse.Namespace) -> int:
     """``detect proposals CACHE [-o OUT] [--mode fast|quality] [--max N] [--resize PX] [--workers N]``."""
     from detect.data.cache import CacheError, load_cache
-    from detect.data.spec import DatasetError, is_cache_path, resolve_data
+    from detect.data.spec import is_cache_path, resolve_data
 
     cache = args.cache
     if not is_cache_path(cache) and os.path.exists(cache):  # any --data: its split's cache, built or reused
