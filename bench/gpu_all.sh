@@ -7,6 +7,8 @@
 #                                      #         GPU inference benchmark, xml2pkl on many cores
 #   MODE=real  bash bench/gpu_all.sh   # ~9 min: groceries only, one training at a time (the
 #                                      #         0.75 target and the Fast R-CNN numbers)
+#   MODE=time5 bash bench/gpu_all.sh   # ~8 min: both detectors' defaults with --time 5 on
+#                                      #         groceries, GPU tests, GPU inference (trained weights)
 #
 # Inputs (git-ignored, carried to the device): .gpu/groceries-voc.tgz (an archive of
 # ../shared/data/groceries-voc, benchmark only), .gpu/groceries.yaml, .gpu/groceries_ss_fast.npz
@@ -62,6 +64,33 @@ if [ "$MODE" = smoke ]; then
   timeout 90 $PY bench/infer.py --device $DEV --half --batch 256 --models ssd_torch,tv_ssdlite320 --iters 5 \
     --warmup 2 --video-frames 0 --json "$W/infer_smoke.json" 2>&1 | tail -15
   el "smoke done"
+  exit 0
+fi
+
+if [ "$MODE" = time5 ]; then
+  # issue 10's GPU check: each detector with its defaults and `--time 5` on groceries. Both run at
+  # once on the one GPU (7 loader workers each) so that the check fits one 10-minute call: each
+  # gets part of the GPU, so the numbers are a floor for a run alone. Then the GPU tests and the
+  # GPU inference benchmark with trained (shipped) weights (issue 14).
+  $PY -c "from detect.data.spec import resolve_data as r; [r('.gpu/groceries.yaml', s) for s in ('train', 'val')]" \
+    > "$W/cache.log" 2>&1  # the caches built once, not by both trainings at once
+  for m in ssd fast_rcnn; do
+    ( timeout 420 $DET train --data .gpu/groceries.yaml --model $m --time 5 --workers 7 \
+        --out "$W/t5_$m" --device $DEV --no-progress; echo "exit $?" ) > "$W/t5_$m.log" 2>&1 &
+  done
+  wait; el "trainings done"; pack
+  for m in ssd fast_rcnn; do
+    timeout 60 $DET val --weights "$W/t5_$m/best.pt" --data .gpu/groceries.yaml --split val --device $DEV \
+      --json "$W/t5_${m}_val.json" --workers 6 > "$W/t5_${m}_val.txt" 2>&1
+    echo "== $m"; grep -E "time budget|^epoch|best.pt|^done|^exit" "$W/t5_$m.log" | cut -c1-48,190- ; tail -6 "$W/t5_${m}_val.txt"
+  done
+  pack; el "val done"
+  timeout 100 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -8 | tee "$W/pytest_gpu.txt"
+  el "gpu tests done"
+  timeout 60 $PY bench/infer.py --device $DEV --half --batch 256 --size 320x320 \
+    --models ssd_trained,tv_ssdlite320 --iters 20 --video-frames 0 --json "$W/infer_gpu_320.json" \
+    > "$W/infer_gpu_320.txt" 2>&1; tail -5 "$W/infer_gpu_320.txt"
+  el "all done"; pack
   exit 0
 fi
 
