@@ -71,8 +71,9 @@ def _cmap() -> frozenset[int]:
     try:
         from fontTools.ttLib import TTCollection, TTFont
 
-        font = TTCollection(path, lazy=True).fonts[0] if path.lower().endswith(".ttc") else TTFont(path, lazy=True)
-        return frozenset(font.getBestCmap() or {})
+        # closed when read: a lazy font left to the garbage collector warned "unclosed file" wherever that ran
+        with (TTCollection if path.lower().endswith(".ttc") else TTFont)(path, lazy=True) as font:
+            return frozenset((font.fonts[0] if isinstance(font, TTCollection) else font).getBestCmap() or {})
     except Exception:  # fontTools missing or an unusual font: assume it covers what it claims
         return frozenset()
 
