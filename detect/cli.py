@@ -36,7 +36,7 @@ HANDLERS = {
 
 class _Help(argparse.HelpFormatter):
     """``--help`` shows each option's default and the rule its value must follow (a
-    :func:`~detect.options.checked` type's ``rule``), except where there is no default to show (an
+    :func:`~detect.checks.checked` type's ``rule``), except where there is no default to show (an
     option that leaves a config value alone, a flag that is off) or the help already says it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:

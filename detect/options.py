@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable, Optional, Sequence
 
-from detect.checks import checked, default_note  # noqa: F401  (re-exported)
+from detect.checks import checked, default_note
 from detect.config import ExperimentConfig, Setting, set_value, settings
 
 SECTIONS = ("model", "data", "train", "preprocess")

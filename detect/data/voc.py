@@ -296,11 +296,9 @@ def _objects(objects, width: int, height: int, problems: list[tuple[str, str]]):
             elif tag == "bndbox":
                 bb = c
             elif tag == "difficult":
-                t = c.text
-                diff = False if t == "0" else True if t == "1" else flag_value(t)
+                diff = flag_value(c.text)
             elif tag == "truncated":
-                t = c.text
-                trunc = False if t == "0" else True if t == "1" else flag_value(t)
+                trunc = flag_value(c.text)
         if name is None:
             continue
         if not name:

@@ -222,8 +222,7 @@ def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Ex
     model = d.get("model")
     if isinstance(model, dict) and model.get("name") == "fast_rcnn" and model.get("context", "auto") == "auto":
         # Fast R-CNN's auto context was the class prior until 2026-12-04 (AUTO_CONTEXT): its learned scale tells
-        weights = ckpt.get("ema", {}).get("model") if isinstance(ckpt.get("ema"), dict) else ckpt.get("model")
-        if isinstance(weights, dict) and "context.scale" in weights:
+        if "context.scale" in _weights(ckpt):
             model["context"] = "prior"
     try:
         return ExperimentConfig.from_dict(d)

@@ -18,12 +18,11 @@ from __future__ import annotations
 import io
 import os
 
-import numpy as np
 import torch
 from torch import nn
 
 from detect.infer.export import ExportableSSD, onnx_export
-from detect.models.onnx_ssd import ort_session
+from detect.models.onnx_ssd import ort_session, run_decoded
 
 
 def supports(model: nn.Module) -> bool:
@@ -51,6 +50,4 @@ class OrtSSD:
         self.session = ort_session(model if isinstance(model, bytes) else str(model), threads)
 
     def __call__(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX
-        boxes, scores = self.session.run(None, {"images": x})  # (B, N, 4), (B, N, K)
-        return self.ssd.postprocess(torch.from_numpy(boxes), torch.from_numpy(scores))
+        return self.ssd.postprocess(*run_decoded(self.session, images))

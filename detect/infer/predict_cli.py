@@ -121,13 +121,10 @@ def output_rel(path: str, kind: str, root: Optional[str]) -> Path:
     return rel if rel.suffix.lower() in WRITTEN_AS_IS else rel.with_suffix(".jpg")
 
 
-def check_save_dir(source: str, save_dir: Path) -> None:
-    """Refuse (:class:`~detect.errors.UsageError`) a ``--save-dir`` where an annotated copy would
-    replace one of the inputs (``detect predict DIR --save-dir DIR`` replaced the photos), before
-    anything is read or written."""
-    if is_stream(source):
-        return
-    files, root = expand(source)
+def check_save_dir(files: list[str], root: Optional[str], save_dir: Path) -> None:
+    """Refuse (:class:`~detect.errors.UsageError`) a ``--save-dir`` where an annotated copy of
+    one of ``files`` (a source's :func:`~detect.infer.sources.expand`) would replace one of them
+    (``detect predict DIR --save-dir DIR`` replaced the photos), before anything is read or written."""
     by_name: dict[str, list[str]] = {}  # check_output_path stats only inputs of the output's name
     for f in files:
         by_name.setdefault(os.path.basename(f).lower(), []).append(f)
@@ -142,12 +139,10 @@ def check_save_dir(source: str, save_dir: Path) -> None:
                              f"{e.input}; choose another --save-dir") from None
 
 
-def count_frames(source: str) -> Optional[int]:
-    """How many images/frames a file source holds (from video headers), None for streams."""
-    if is_stream(source):
-        return None
+def count_frames(files: list[str]) -> int:
+    """How many images/frames ``files`` hold (videos: from their headers)."""
     total = 0
-    for f in expand(source)[0]:
+    for f in files:
         if Path(f).suffix.lower() in VIDEO_EXTS:
             cap = cv2.VideoCapture(f)
             total += max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0)
@@ -158,10 +153,11 @@ def count_frames(source: str) -> Optional[int]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    total = count_frames(args.source)  # UsageError (SourceError, WeightsError, ...) for bad input
+    listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
+    total = count_frames(listed[0]) if listed else None
     save_dir = Path(args.save_dir)
-    if not args.no_save:
-        check_save_dir(args.source, save_dir)
+    if listed and not args.no_save:
+        check_save_dir(*listed, save_dir)
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),

@@ -9,8 +9,9 @@ list[dict(boxes, scores, labels)]``) with the SSD's own selection
 are not in the file: they start at :class:`~detect.config.ModelConfig`'s defaults and are set with
 :func:`~detect.models.build.set_postprocess` like a checkpoint's.
 
-:func:`ort_session` is the one place ONNX Runtime sessions are configured (the in-memory graph
-of :mod:`detect.infer.ort_backend` uses it too).
+:func:`ort_session` is the one place ONNX Runtime sessions are configured, and
+:func:`run_decoded` the one place they are run (the in-memory graph of
+:mod:`detect.infer.ort_backend` uses both).
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def ort_session(model: bytes | str, threads: Optional[int] = None) -> Any:
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+def run_decoded(session: Any, images: torch.Tensor, input_name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
+    """The export head's outputs for a batch Tensor[B, 3, S, S]: boxes Tensor[B, N, 4] and
+    scores Tensor[B, N, K], on the CPU (what the SSD's selection takes)."""
+    x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX
+    boxes, scores = session.run(["boxes", "scores"], {input_name: x})  # (B, N, 4), (B, N, K)
+    return torch.from_numpy(boxes), torch.from_numpy(scores)
+
+
 class OnnxSSD(nn.Module):
     """An exported SSD file as a detector in eval mode (no parameters; runs on the CPU and
     returns its detections on the device of the images)."""
@@ -94,9 +103,8 @@ class OnnxSSD(nn.Module):
         return cfg
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        x = np.ascontiguousarray(images.detach().float().cpu().numpy())  # channels_last -> NCHW for ONNX
-        boxes, scores = self.session.run(["boxes", "scores"], {self.input: x})  # (B, N, 4), (B, N, K)
-        return [{k: v.to(images.device) for k, v in d.items()} for d in self.postprocess(torch.from_numpy(boxes), torch.from_numpy(scores))]
+        dets = self.postprocess(*run_decoded(self.session, images, self.input))
+        return [{k: v.to(images.device) for k, v in d.items()} for d in dets]
 
     def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The SSD's selection with this model's current settings."""
