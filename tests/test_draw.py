@@ -76,3 +76,20 @@ def test_torch_inputs_accepted():
     img = np.zeros((40, 40, 3), np.uint8)
     out = D.draw_detections(img, torch.tensor([[5.0, 5, 30, 30]]), torch.tensor([0.5]), torch.tensor([0]), ["x"])
     assert (out != 0).any()
+
+
+@pytest.mark.parametrize("bg", [(0, 0, 0), (255, 255, 255), (30, 200, 90)])
+def test_label_pixels_are_the_alpha_blend_of_text_on_its_background(bg):
+    """The label is its background blended with the text colour by the glyph mask
+    (``bg * (1 - a) + fg * a``, truncated to uint8), wherever it lands."""
+    fs, text = 20, "milk 0.87"
+    img = np.random.default_rng(0).integers(0, 256, (120, 300, 3), dtype=np.uint8)
+    D.draw_label(img, text, 30, 80, bg, fs)
+    mask = D.text_mask(text, fs)
+    pad = max(fs // 6, 1)
+    y0 = 80 - (mask.shape[0] + 2 * pad)
+    a = mask[..., None].astype(np.float32) / 255.0
+    want = (np.asarray(bg, np.float32) * (1 - a) + np.asarray(D.text_color(bg), np.float32) * a).astype(np.uint8)
+    got = img[y0 + pad : y0 + pad + mask.shape[0], 30 + pad : 30 + pad + mask.shape[1]]
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert (img[y0, 30 : 30 + mask.shape[1] + 2 * pad] == np.asarray(bg, np.uint8)).all()  # the pad row is plain bg

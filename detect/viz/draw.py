@@ -144,24 +144,37 @@ def text_color(bg_bgr: Sequence[int]) -> tuple[int, int, int]:
 
 def draw_label(image: np.ndarray, text: str, x: int, y: int, bg: tuple[int, int, int], size: int, above: bool = True) -> None:
     """Draw ``text`` on a filled ``bg`` box anchored at ``(x, y)`` in place: above the point
-    when ``above`` and there is room, else below it; always kept inside the image."""
+    when ``above`` and there is room, else below it; always kept inside the image (cropped at
+    its right and bottom when the label is larger than the image)."""
     H, W = image.shape[:2]
-    mask = text_mask(text, size)
     pad = max(size // 6, 1)
-    lh, lw = mask.shape[0] + 2 * pad, mask.shape[1] + 2 * pad
+    mask = _padded_mask(text, size, pad)  # (lh, lw): text mask with a pad-wide empty border
+    lh, lw = mask.shape
     y0 = y - lh if above and y - lh >= 0 else y
     y0 = int(min(max(y0, 0), max(H - lh, 0)))
     x0 = int(min(max(x, 0), max(W - lw, 0)))
     y1, x1 = min(y0 + lh, H), min(x0 + lw, W)
-    roi = image[y0:y1, x0:x1]
-    roi[:] = bg
-    m = mask[: max(y1 - y0 - pad, 0), : max(x1 - x0 - pad, 0)]  # crop when the label is wider/taller than the image
-    if m.size == 0:
-        return
-    region = roi[pad : pad + m.shape[0], pad : pad + m.shape[1]]
-    alpha = m[..., None].astype(np.float32) * (1.0 / 255.0)  # (h, w) -> (h, w, 1)
-    fg = np.asarray(text_color(bg), np.float32)
-    region[:] = (region * (1.0 - alpha) + fg * alpha).astype(np.uint8)
+    # the label's blend bg * (1 - a) + fg * a, alpha a from the mask, is a lookup of the mask in
+    # a 256-step bg -> fg ramp: one indexing op (the float math cost ~0.3 ms a label at 720p)
+    image[y0:y1, x0:x1] = np.take(_ramp(tuple(int(c) for c in bg)), mask[: y1 - y0, : x1 - x0], axis=0)  # (h, w) -> (h, w, 3)
+
+
+@lru_cache(maxsize=4096)
+def _padded_mask(text: str, size: int, pad: int) -> np.ndarray:
+    m = cv2.copyMakeBorder(text_mask(text, size), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    m.flags.writeable = False
+    return m
+
+
+@lru_cache(maxsize=256)
+def _ramp(bg: tuple[int, int, int]) -> np.ndarray:
+    """uint8[256, 3]: row a is ``bg`` blended with its text colour at alpha a/255, rounded down
+    as the float blend it replaces was."""
+    a = np.arange(256, dtype=np.float32)[:, None] * (1.0 / 255.0)  # (256, 1)
+    bgf, fg = np.asarray(bg, np.float32), np.asarray(text_color(bg), np.float32)
+    ramp = (bgf * (1.0 - a) + fg * a).astype(np.uint8)
+    ramp.flags.writeable = False
+    return ramp
 
 
 def draw_detections(
