@@ -252,3 +252,24 @@ def test_run_plots_decode_and_leave_out_empty_panels(tmp_path):
     csv_path = tmp_path / "results.csv"
     csv_path.write_text("epoch,train_loss,skipped,time,voc_ap50\n1,3.5,0,10.2,0.1\n2,2.9,0,11.0,0.3\n")
     plot_curves(csv_path, tmp_path / "results.png")  # two panels (loss and AP), no error
+
+
+def test_plots_draw_cjk_class_names_as_glyphs(tmp_path):
+    """Class names in Chinese or Japanese are drawn with the label font (no 'Glyph missing'
+    warning, which is what a font without them gives), and matplotlib's settings are unchanged."""
+    import warnings
+
+    import matplotlib
+
+    from detect.viz import plots
+    from detect.viz.draw import font_path
+
+    if font_path() is None or plots._extra_family() is None:
+        pytest.skip("no label font with CJK glyphs on this machine")
+    before = list(matplotlib.rcParams["font.family"])
+    names = ["可口可乐", "お茶", "chips"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing glyph is a UserWarning
+        plots.plot_per_class_ap({n: 0.5 for n in names}, tmp_path / "ap.png")
+        plots.plot_confusion_matrix(np.eye(4, dtype=np.int64), names, tmp_path / "cm.png")
+    assert list(matplotlib.rcParams["font.family"]) == before

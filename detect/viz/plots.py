@@ -8,6 +8,7 @@ switched and no display is needed, and every PNG is written atomically.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 from pathlib import Path
@@ -16,6 +17,41 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from detect.utils import atomic_write_bytes
+
+
+def _label_fonts(fn):
+    """Run a plot function with matplotlib's font list extended by the label font of
+    :mod:`detect.viz.draw` (Noto Sans CJK when installed), so class names in any script are
+    drawn as glyphs, not boxes with a 'Glyph missing' warning. Only inside the call
+    (``rc_context``): the caller's matplotlib settings are left alone."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import matplotlib
+
+        families = [*matplotlib.rcParams["font.family"]] + [f for f in [_extra_family()] if f]
+        with matplotlib.rc_context({"font.family": families}):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@functools.lru_cache(maxsize=None)
+def _extra_family() -> str | None:
+    """The family name of the label font, registered with matplotlib (None: none found, or
+    matplotlib cannot read it)."""
+    from matplotlib import font_manager
+
+    from detect.viz.draw import font_path
+
+    path = font_path()
+    if path is None:
+        return None
+    try:
+        font_manager.fontManager.addfont(path)
+        return font_manager.FontProperties(fname=path).get_name()
+    except Exception:  # an unusual font file: plots fall back to matplotlib's own fonts
+        return None
 
 
 def _figure(w: float, h: float):
@@ -34,6 +70,7 @@ def _save(fig, png_path: str | Path) -> Path:
     return Path(png_path)
 
 
+@_label_fonts
 def plot_pr_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     ap: Mapping[str, float],
@@ -73,6 +110,7 @@ def plot_pr_curves(
     return _save(fig, png_path)
 
 
+@_label_fonts
 def plot_confusion_matrix(
     matrix: np.ndarray, names: Sequence[str], png_path: str | Path, normalize: bool = True,
     title: str = "Confusion matrix",
@@ -122,6 +160,7 @@ def _informative(name: str, values: np.ndarray) -> bool:
     return len(values) == 1 or np.unique(v).size > 1
 
 
+@_label_fonts
 def plot_curves(csv_path: str | Path, png_path: str | Path, x: str = "epoch") -> Path:
     """Training curves from a per-epoch CSV: one panel per numeric column, against ``x`` (the
     row number when the CSV has no such column). Columns whose names contain "loss" come first.
@@ -160,6 +199,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, x: str = "epoch") ->
     return _save(fig, png_path)
 
 
+@_label_fonts
 def plot_per_class_ap(ap: Mapping[str, float], png_path: str | Path, title: str = "AP50 per class") -> Path:
     """Horizontal bars of each class's AP (NaN classes left out), worst at the top, with the
     mean as a line: the classes to look at first stand out."""
