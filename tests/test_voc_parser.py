@@ -495,7 +495,7 @@ def test_parse_xml_is_fromstring_with_the_same_messages(tmp_path):
     came out as "no element found")."""
     from lxml import etree
 
-    from detect.data import voc as vocmod
+    from detect.data import xml_file as vocmod
 
     good = voc(objs=[("cup", (1, 1, 5, 5)), ("tea", (2, 2, 9, 9))]).encode()
     docs = [good, good.decode().encode("utf-16"), b"", b"<a>", b"<annotation>&e;</annotation>", b"<annotation>\xff</annotation>",
