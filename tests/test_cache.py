@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import detect.data.parse_pool as pool
 import detect.data.xml2pkl as x2p
 from detect.cli import main
 from detect.data import Cache, CacheError, build_cache, load_cache
@@ -128,7 +129,7 @@ def test_incremental_rebuild_reparses_only_changed_files(dataset, tmp_path):
 
 def test_parallel_equals_serial(dataset, tmp_path, monkeypatch):
     serial = build(dataset, tmp_path / "s.pkl", workers=1)
-    monkeypatch.setattr(x2p, "SERIAL_BELOW", 0)  # force the process pool on a tiny folder
+    monkeypatch.setattr(pool, "SERIAL_BELOW", 0)  # force the process pool on a tiny folder
     parallel = build(dataset, tmp_path / "p.pkl", workers=2)
     for key in ("boxes", "labels", "file", "box_start"):
         np.testing.assert_array_equal(serial.data["records"][key], parallel.data["records"][key])
@@ -275,13 +276,13 @@ def test_tool_script_with_process_pool(tmp_path):
     import sys
 
     ann = tmp_path / "Annotations"
-    for i in range(x2p.SERIAL_BELOW + 50):
+    for i in range(pool.SERIAL_BELOW + 50):
         write_voc(ann / f"{i:05d}.xml", [("cup", (1 + i % 7, 2, 30, 40)), ("tea", (5, 5, 9 + i % 11, 20))])
     tool = Path(__file__).resolve().parents[1] / "tools" / "xml2pkl.py"
     run = subprocess.run([sys.executable, str(tool), str(ann), "-o", str(tmp_path / "p.pkl"), "--workers", "2"],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert f"{x2p.SERIAL_BELOW + 50} XML files" in run.stderr
+    assert f"{pool.SERIAL_BELOW + 50} XML files" in run.stderr
     serial = build_cache(ann, tmp_path / "s.pkl", workers=1, progress=False)
     pooled = load_cache(tmp_path / "p.pkl")
     assert len(pooled.records) == len(serial.cache.records)
@@ -463,7 +464,7 @@ def test_verify_images_in_the_pool(dataset, tmp_path, monkeypatch, capsys):
     args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress",
             "-o", str(tmp_path / "c.pkl"), "--workers", "2"]
     assert main(args) == 0 and "CUP0" in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
-    monkeypatch.setattr(x2p, "SERIAL_BELOW", 0)  # the pool, as on a large folder
+    monkeypatch.setattr(pool, "SERIAL_BELOW", 0)  # the pool, as on a large folder
     assert main([*args, "--verify-images"]) == 0  # a new option: everything is parsed again
     err = capsys.readouterr().err
     assert "5 parsed" in err and f"[corrupt_image] image {dataset / 'images/cup/CUP0.jpg'} decodes with errors" in err
@@ -491,7 +492,7 @@ def test_kill_9_of_xml2pkl_leaves_no_pool_workers(tmp_path):
         write_voc(tmp_path / "ann" / f"{i:03d}.xml", [("cup", (1, 1, 9, 9))])
     code = f"""
 import sys, time
-import detect.data.xml2pkl as x
+import detect.data.parse_pool as x
 x.SERIAL_BELOW = 0
 parse = x._parse_chunk
 def slow(jobs):  # busy workers (forked, so they see this)
