@@ -23,7 +23,7 @@ from detect.checks import checked, default_note  # standard library only: xml2pk
 HANDLERS = {
     "xml2pkl": "detect.data.xml2pkl:cmd_xml2pkl",
     "synth": "detect.data.synth.dataset:cmd_synth",
-    "train": "detect.engine.train:cmd_train",
+    "train": "detect.engine.train_cli:cmd_train",
     "val": "detect.engine.evaluate:cmd_val",
     "predict": "detect.infer.predict_cli:cmd_predict",
     "demo": "detect.infer.predict_cli:cmd_demo",
@@ -125,6 +125,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
     _add_int8(p, "run")
     p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
+    p.add_argument("--threads", type=_NONNEG, default=0, help="CPU threads of ONNX Runtime's network (0: every core torch "
+                   "uses; with a video or stream, one fewer for the decoder and the encoder)")
     p.add_argument("--batch", type=_COUNT, default=1, help="images or frames per batch")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")

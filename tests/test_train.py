@@ -18,6 +18,7 @@ from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_
 from detect.cli import build_parser, main
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine import train as T
+from detect.engine import train_cli as TC
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.distributed import DistInfo
 from detect.engine.ema import ModelEMA
@@ -222,7 +223,7 @@ def _args(**kw) -> argparse.Namespace:
 def test_cli_overrides_yaml_overrides_defaults(tmp_path):
     y = tmp_path / "exp.yaml"
     y.write_text(yaml.safe_dump({"train": {"epochs": 7, "lr": 0.5, "optimizer": "adamw"}, "preprocess": {"imgsz": 256}}))
-    cfg = T.config_from_args(_args(config=str(y), lr=0.1, imgsz=160, ema=False, data="d.yaml", out=str(tmp_path / "r")))
+    cfg = TC.config_from_args(_args(config=str(y), lr=0.1, imgsz=160, ema=False, data="d.yaml", out=str(tmp_path / "r")))
     assert (cfg.train.epochs, cfg.train.lr, cfg.train.optimizer, cfg.preprocess.imgsz) == (7, 0.1, "adamw", 160)
     assert cfg.train.ema is False and cfg.data.data == "d.yaml" and cfg.train.momentum == 0.9  # default kept
 
@@ -247,22 +248,22 @@ def test_refuses_to_overwrite_a_run_and_extends_a_finished_one(tmp_path):
     res = _run(tiny_config(tmp_path / "r", epochs=2, resume=True))  # extend by one epoch
     assert res["epochs"] == 2 and load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 2
     # `detect train --resume --out r --epochs 5`: the run's config, with the options given
-    cfg = T.config_from_args(_args(out=str(tmp_path / "r"), resume=True, epochs=5))
+    cfg = TC.config_from_args(_args(out=str(tmp_path / "r"), resume=True, epochs=5))
     assert (cfg.train.epochs, cfg.train.lr, cfg.preprocess.imgsz, cfg.train.resume) == (5, 0.05, 32, True)
 
 
 def test_runs_without_out_go_to_runs_train_then_train2_and_saved_paths_are_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert T.next_run_dir("runs/train") == Path("runs/train")
+    assert TC.next_run_dir("runs/train") == Path("runs/train")
     (tmp_path / "runs" / "train").mkdir(parents=True)
-    assert T.next_run_dir("runs/train") == Path("runs/train")  # an empty folder is free
+    assert TC.next_run_dir("runs/train") == Path("runs/train")  # an empty folder is free
     (tmp_path / "runs" / "train" / "last.pt").write_bytes(b"x")
     (tmp_path / "runs" / "train2").mkdir()
     (tmp_path / "runs" / "train2" / "results.csv").write_text("epoch\n")
-    assert T.config_from_args(_args()).train.out == str(Path("runs") / "train3")
-    assert T.config_from_args(_args(out="runs/train")).train.out == "runs/train"  # given: it is refused later if it holds a run
+    assert TC.config_from_args(_args()).train.out == str(Path("runs") / "train3")
+    assert TC.config_from_args(_args(out="runs/train")).train.out == "runs/train"  # given: it is refused later if it holds a run
     (tmp_path / "data.yaml").write_text("x: 1\n")
-    cfg = T.config_from_args(_args(data="data.yaml"))
+    cfg = TC.config_from_args(_args(data="data.yaml"))
     cfg.save_yaml(tmp_path / "saved.yaml")
     assert ExperimentConfig.load_yaml(tmp_path / "saved.yaml").data.data == str(tmp_path / "data.yaml")
 
@@ -427,7 +428,7 @@ def test_cmd_train_exits_1_when_images_were_skipped(tmp_path, monkeypatch):
     args = build_parser().parse_args(["train", "--data", str(cache), "--out", str(tmp_path / "run"), "--epochs", "1",
                                       "--batch", "2", "--imgsz", "32", "--device", "cpu", "--workers", "0",
                                       "--augment", "0", "--no-progress"])
-    assert T.cmd_train(args) == 1
+    assert TC.cmd_train(args) == 1
 
 
 def test_a_real_run_leaves_its_pictures_and_detect_vals_report(shelves, tmp_path, capsys):

@@ -416,7 +416,7 @@ def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
     """`detect synth` + `detect tune` through the CLI: a 2x2 grid of real SSD trials (untrained
     EfficientNet-Lite0, 64 px, 1 epoch) with 2 workers on CPU, then `detect train --config best.yaml`
     accepts the result (checked by parsing it with the trainer's own config loader)."""
-    from detect.engine.train import config_from_args
+    from detect.engine.train_cli import config_from_args
 
     assert main(["synth", str(tmp_path / "data"), "--images", "12", "--size", "96", "--seed", "1",
                  "--splits", "0.67,0.33,0"]) == 0

@@ -13,7 +13,6 @@ optimizer, schedule, scaler, EMA and RNG states; the data order and augmentation
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -22,13 +21,13 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from detect.config import ExperimentConfig, TrainConfig
+from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.engine.budget import TimeBudget
 from detect.engine.cpu_alloc import keep_heap_for_training
 from detect.engine.datasets import TrainData, load_data
 from detect.engine.checkpoint import (
-    inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state, stored_config,
+    inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
 from detect.engine.ema import ModelEMA
 from detect.engine.loader import eval_loader, seed_everything, train_loader
@@ -36,7 +35,6 @@ from detect.engine.loop import train_one_epoch
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
 from detect.errors import UsageError
-from detect.options import apply_config_options
 
 
 def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
@@ -412,63 +410,3 @@ class RunBar:
 
     def close(self) -> None:
         self.bar.close()
-
-
-# ------------------------------------------------------------------------------ detect train
-
-
-def run_checkpoint(args: argparse.Namespace) -> Path:
-    """``RUN/last.pt`` of ``--resume``: the run folder is ``--out``, else the ``--config``
-    YAML's ``train.out``, else the default."""
-    out = getattr(args, "out", None)
-    if not out:
-        out = ExperimentConfig.load_yaml(args.config).train.out if getattr(args, "config", None) else TrainConfig().out
-    last = Path(out) / "last.pt"
-    if not last.is_file():
-        raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
-    return last
-
-
-def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None) -> ExperimentConfig:
-    """Defaults <- ``--config`` YAML <- the options given on the command line. With ``--resume``
-    the run's stored config (from ``checkpoint``, its ``last.pt``; read here when not given)
-    takes the place of the YAML and the defaults; options given still override it (e.g.
-    ``--epochs`` to extend a finished run)."""
-    resume = bool(getattr(args, "resume", False))
-    if resume:
-        last = run_checkpoint(args)
-        cfg = stored_config(checkpoint if checkpoint is not None else load_checkpoint(last), last)
-    else:
-        cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
-    apply_config_options(cfg, args)
-    cfg.train.resume = resume
-    if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
-        cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
-    return cfg
-
-
-def next_run_dir(path: str | Path) -> Path:
-    """``path`` when it is free (missing or an empty folder), else the first free ``path2``,
-    ``path3``, ... (the ultralytics convention for runs/train)."""
-    path = Path(path)
-
-    def free(p: Path) -> bool:
-        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
-
-    n = 2
-    candidate = path
-    while not free(candidate):
-        candidate = path.with_name(f"{path.name}{n}")
-        n += 1
-    return candidate
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """``detect train``. Exit 0 done, 1 done but the data had problems, images could not be read
-    or steps were skipped for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
-    :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
-    the training state."""
-    ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
-    cfg = config_from_args(args, ckpt)
-    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
-    return 1 if result["nonfinite_loss"] or result["data_problems"] or result["unreadable"] else 0
