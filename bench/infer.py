@@ -61,7 +61,9 @@ def _images(n: int, w: int, h: int, seed: int = 0):
     return [cv2.resize(render_scene(seed, i, size=max(w, h), kind="shelf").image, (w, h)) for i in range(n)]
 
 
-def _our_predictor(name: str, args):
+def _our_predictor(name: str, args, threads: int | None = None):
+    """Ours through :class:`Predictor`; ``threads``: ONNX Runtime's operator threads (None: the
+    predictor's own choice)."""
     import torch
 
     from detect.config import ModelConfig, Preprocess
@@ -70,7 +72,8 @@ def _our_predictor(name: str, args):
 
     device = torch.device(args.device)
     if name in ("ssd_trained", "ssd_int8"):
-        return Predictor(args.weights, device=device, half=args.half, conf=args.conf, max_det=args.max_det, int8=name == "ssd_int8")
+        return Predictor(args.weights, device=device, half=args.half, conf=args.conf, max_det=args.max_det,
+                         int8=name == "ssd_int8", threads=threads)
     cfg = ModelConfig(name="fast_rcnn" if name.startswith("fast_rcnn") else "ssd", pretrained="none",
                       num_classes=args.classes, score_thresh=args.conf, max_det=args.max_det)
     if name.startswith("fast_rcnn_"):
@@ -80,7 +83,7 @@ def _our_predictor(name: str, args):
     names = [f"class{i}" for i in range(args.classes)]
     backend = "torch" if name == "ssd_torch" else "auto"  # auto: ONNX Runtime on the CPU
     return Predictor.from_model(model, Preprocess(imgsz=args.imgsz), names, device=device, half=args.half, conf=args.conf,
-                                backend=backend)
+                                backend=backend, threads=threads)
 
 
 def _torchvision_runner(name: str, args):
@@ -123,7 +126,7 @@ def bench_one(name: str, args) -> dict:
     if name.startswith("tv_"):
         run = _torchvision_runner(name, args)
     else:
-        pred = _our_predictor(name, args)
+        pred = _our_predictor(name, args, threads=args.threads)  # the same threads as torchvision's models
         run = pred.predict
     batches = [[images[(i * args.batch + j) % len(images)] for j in range(args.batch)] for i in range(args.iters + args.warmup)]
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -177,7 +180,7 @@ def bench_video(args) -> dict:
 
     import torch
 
-    from detect.infer.predict_cli import run as predict_run
+    from detect.infer.predict_cli import predict_batch, run as predict_run
 
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench-video-"))
@@ -185,7 +188,7 @@ def bench_video(args) -> dict:
     name = args.video_model
     if name == "auto":
         name = "ssd_trained" if Path(args.weights or "").is_file() or _shipped() else "ssd"
-    pred = _our_predictor(name, args)
+    pred = _our_predictor(name, args, threads=args.video_threads or None)
     samples, stop = [], threading.Event()
 
     def sample() -> None:
@@ -195,13 +198,14 @@ def bench_video(args) -> dict:
     t = threading.Thread(target=sample, daemon=True)
     rss0 = _rss_mb()
     t.start()
-    summary = predict_run(pred, str(clip), tmp / "out", batch=1, save=True, progress=False)
+    batch = args.video_batch or predict_batch(([str(clip)], None))  # detect predict's default for a video file
+    summary = predict_run(pred, str(clip), tmp / "out", batch=batch, save=True, progress=False)
     stop.set()
     t.join()
     n = summary.frames
     k = max(len(samples) // 4, 1)
     return {
-        "model": f"{name} (video)", "input": "1280x720 mp4v 30 fps", "frames": n, "threads": args.threads,
+        "model": f"{name} (video)", "input": "1280x720 mp4v 30 fps", "frames": n, "threads": args.threads, "batch": batch,
         "fps": round(n / summary.elapsed, 2), "seconds": round(summary.elapsed, 2), "failed": len(summary.failed),
         "rss_mb_start": round(rss0, 1), "rss_mb_first_quarter_max": max(samples[:k], default=None),
         "rss_mb_last_quarter_max": max(samples[-k:], default=None), "rss_mb_samples": samples[:: max(len(samples) // 40, 1)],
@@ -254,6 +258,9 @@ def main() -> int:
     ap.add_argument("--video-frames", type=int, default=300, help="frames of the 1280x720 clip (0: skip the video run)")
     ap.add_argument("--video-model", default="auto", choices=["auto", "ssd", "ssd_trained", "ssd_int8"],
                     help="model of the video run (auto: the trained FP32 SSD when there are weights)")
+    ap.add_argument("--video-threads", type=int, default=0,
+                    help="ONNX Runtime threads of the video run (0: detect predict's default, --threads of this script)")
+    ap.add_argument("--video-batch", type=int, default=0, help="frames per batch of the video run (0: detect predict's default)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "infer.json"))
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -286,7 +293,7 @@ def main() -> int:
                 print(f"GPU {m}: {base[m]:.0f} images/s at batch {args.batch}{' fp16' if args.half else ''} (target >= 3000 at batch 256, --half)")
     video = _child("video", args) if args.video_frames > 0 and not args.device.startswith("cuda") else None
     if video:
-        print(f"video: {video.get('frames')} frames of 1280x720 at {video.get('fps')} fps (target >= 60); "
+        print(f"video: {video.get('frames')} frames of 1280x720 at {video.get('fps')} fps, {video.get('batch')} per batch (target >= 60); "
               f"RSS first quarter {video.get('rss_mb_first_quarter_max')} MB, last quarter {video.get('rss_mb_last_quarter_max')} MB"
               if "error" not in video else f"video: error: {video['error']}")
     print(table(rows))

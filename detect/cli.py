@@ -125,9 +125,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
     _add_int8(p, "run")
     p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
-    p.add_argument("--threads", type=_NONNEG, default=0, help="CPU threads of ONNX Runtime's network (0: every core torch "
-                   "uses; with a video or stream, one fewer for the decoder and the encoder)")
-    p.add_argument("--batch", type=_COUNT, default=1, help="images or frames per batch")
+    p.add_argument("--threads", type=_NONNEG, default=0, help="CPU threads of ONNX Runtime's network (0: as many as torch "
+                   "uses, every core unless set)")
+    p.add_argument("--batch", type=_NONNEG, default=0, help="images or frames per batch (0: 8 frames for a "
+                   "video file, else 1; a live stream never waits for a batch)")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=_COUNT, default=300, help="detections kept per image")

@@ -131,7 +131,7 @@ BAD_VALUES = [
     (["predict", "img.jpg", "--conf", "2"], "argument --conf: must be in [0, 1], got 2"),
     (["predict", "img.jpg", "--iou", "-0.1"], "argument --iou: must be in [0, 1], got -0.1"),
     (["predict", "img.jpg", "--max-det", "0"], "argument --max-det: must be >= 1, got 0"),
-    (["predict", "img.jpg", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["predict", "img.jpg", "--batch", "-1"], "argument --batch: must be >= 0, got -1"),
     (["predict", "img.jpg", "--batch", "two"], "argument --batch: expected an integer, got 'two'"),
     (["tune", "--data", "d", "--space", "s", "--out", "o", "--epochs", "-1"], "argument --epochs: must be >= 1, got -1"),
     (["tune", "--data", "d", "--space", "s", "--out", "o", "--trials", "0"], "argument --trials: must be >= 1, got 0"),

@@ -308,3 +308,46 @@ def test_unreachable_stream_and_missing_webcam_are_reported_not_fatal(standin):
     for source, what in (("rtsp://127.0.0.1:9/none", "cannot open stream"), ("7", "cannot open webcam 7")):
         items = list(standin.stream(source))
         assert len(items) == 1 and items[0][1] is None and what in items[0][0].error
+
+
+def test_video_files_are_batched_and_threads_are_set(tmp_path):
+    """--batch 0 batches a video file's frames (VIDEO_BATCH), never still images or a live
+    stream; ONNX Runtime gets exactly the threads asked for, an exported file too."""
+    pytest.importorskip("onnxruntime")
+    from detect.infer.predict_cli import VIDEO_BATCH, predict_batch
+    from detect.models.onnx_ssd import default_threads
+
+    assert VIDEO_BATCH > 1
+    assert predict_batch((["a.jpg", "b.png"], None)) == 1
+    assert predict_batch((["a.jpg", "clip.MP4"], None)) == VIDEO_BATCH
+    assert predict_batch(None) == 1  # a stream
+    assert default_threads() == torch.get_num_threads()
+
+    weights = confident_ssd_checkpoint(tmp_path / "ssd.pt")
+    for n in (1, 2):
+        p = Predictor(weights, device="cpu", threads=n)
+        assert p.backend == "onnxruntime"
+        assert p.runner.session.get_session_options().intra_op_num_threads == n
+    onnx = tmp_path / "ssd.onnx"
+    assert main(["export", "--weights", str(weights), "-o", str(onnx)]) == 0
+    p = Predictor(onnx, device="cpu", threads=2)
+    assert p.model.session.get_session_options().intra_op_num_threads == 2
+    assert len(p.predict([synthetic_image(seed=0)])) == 1
+
+
+def test_onnx_runtime_path_runs_torch_on_one_thread_and_restores_it(tmp_path, monkeypatch):
+    """Torch's ops around an ONNX Runtime run stay on the calling thread (its OpenMP threads
+    spun on the cores ONNX Runtime's threads needed), and torch's setting is back afterwards."""
+    pytest.importorskip("onnxruntime")
+    weights = confident_ssd_checkpoint(tmp_path / "ssd.pt")
+    p = Predictor(weights, device="cpu", threads=2)
+    seen = []
+    run = p.runner.__call__
+    monkeypatch.setattr(p, "runner", lambda x: seen.append(torch.get_num_threads()) or run(x))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert len(p.predict([synthetic_image(seed=0)])) == 1
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

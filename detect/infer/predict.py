@@ -22,6 +22,7 @@ class names are inside it. Speed, in the order it matters:
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
@@ -36,7 +37,7 @@ from detect.infer.preprocess import cpu_input
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
-from detect.models.onnx_ssd import OnnxSSD
+from detect.models.onnx_ssd import OnnxSSD, torch_on_one_thread
 from detect.structures import Detections
 from detect.utils import select_device
 from detect.viz.draw import draw_detections
@@ -61,6 +62,9 @@ class Predictor:
             ``calib_images`` images.
         onnx: run this exported graph (``detect export``, FP32 or ``--int8``) of ``weights``
             instead; its classes and input size must be the checkpoint's.
+        threads: ONNX Runtime's operator threads on the CPU (None: see
+            :func:`~detect.models.onnx_ssd.default_threads`); the PyTorch backend uses torch's
+            own setting (``torch.set_num_threads``).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Predictor:
         calib: Optional[str] = None,
         calib_images: Optional[int] = None,
         onnx: Optional[str | Path] = None,
+        threads: Optional[int] = None,
     ) -> None:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
@@ -96,7 +101,7 @@ class Predictor:
                 from detect.infer.quantize import DEFAULT_CALIB_IMAGES, int8_model_for
 
                 graph = int8_model_for(self.weights, calib, calib_images or DEFAULT_CALIB_IMAGES)
-        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend, graph)
+        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend, graph, threads)
         self.cfg = cfg
 
     @classmethod
@@ -111,6 +116,7 @@ class Predictor:
         keep: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
         backend: str = "auto",
+        threads: Optional[int] = None,
     ) -> "Predictor":
         """A predictor around a model already in memory (tests, benchmarks, notebooks); ``conf``
         becomes the model's score threshold."""
@@ -119,11 +125,11 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
         self.cfg = None
-        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse, backend)
+        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse, backend, threads=threads)
         return self
 
     def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool,
-               backend: str, graph: Optional[Path] = None) -> None:
+               backend: str, graph: Optional[Path] = None, threads: Optional[int] = None) -> None:
         self.classes = names
         self.imgsz = int(preprocess.imgsz)
         self.conf = float(conf)
@@ -141,7 +147,9 @@ class Predictor:
         if self.backend == "onnxruntime" and not isinstance(model, OnnxSSD):  # an exported file runs itself
             from detect.infer.ort_backend import OrtSSD
 
-            self.runner = OrtSSD(self.model, self.imgsz, model=graph)
+            self.runner = OrtSSD(self.model, self.imgsz, threads=threads, model=graph)
+        elif isinstance(model, OnnxSSD) and threads:
+            model.set_threads(threads)
         self.graph = graph
         self._keep_t = torch.as_tensor(self.keep, device=self.device) if self.keep is not None else None
 
@@ -190,9 +198,10 @@ class Predictor:
             if not (isinstance(im, np.ndarray) and im.ndim == 3 and im.shape[2] == 3 and im.dtype == np.uint8):
                 got = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
                 raise ValueError(f"Predictor.predict expects BGR uint8 images [H, W, 3] (as cv2.imread gives), got {got}")
-        x = self.preprocess(images)
-        outputs = self.runner(x)
-        return self._postprocess(outputs, [im.shape[:2] for im in images])
+        with torch_on_one_thread() if self.backend == "onnxruntime" else nullcontext():  # ORT's threads have the cores
+            x = self.preprocess(images)
+            outputs = self.runner(x)
+            return self._postprocess(outputs, [im.shape[:2] for im in images])
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
         """Keep the asked-for classes, map boxes from S x S to each image's pixels, and move the

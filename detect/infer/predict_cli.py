@@ -27,6 +27,7 @@ from detect.viz.video import VideoSink
 
 
 DEMO_SIZE = 480  # longer side of the demo shelves (the model resizes to its own input size)
+VIDEO_BATCH = 8  # frames per batch of a video file when --batch is not given
 
 
 class Window:
@@ -152,6 +153,14 @@ def count_frames(files: list[str]) -> int:
     return total
 
 
+def predict_batch(listed: Optional[tuple[list[str], Optional[str]]]) -> int:
+    """``--batch 0``: :data:`VIDEO_BATCH` frames when the source holds a video file, else 1
+    (``listed``: its files, None for a stream). On 2 cores a 720p video ran at 54 fps one frame
+    at a time and 65 fps eight at a time (INT8; bench/RESULTS.md); still images stay one at a
+    time, since eight large photos in memory at once could be gigabytes."""
+    return VIDEO_BATCH if listed and any(Path(f).suffix.lower() in VIDEO_EXTS for f in listed[0]) else 1
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
@@ -161,12 +170,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
-                          calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None))
+                          calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None),
+                          threads=getattr(args, "threads", 0) or None)
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
-    summary = run(predictor, args.source, save_dir, batch=args.batch, save=not args.no_save, save_json=args.save_json,
+    summary = run(predictor, args.source, save_dir, batch=args.batch or predict_batch(listed), save=not args.no_save, save_json=args.save_json,
                   save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total,
                   max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
     print(summary.text())
@@ -195,7 +205,7 @@ def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, sa
                 bar.write(f"warning: {frame.path}{'' if frame.frame is None else f' frame {frame.frame}'}: {frame.error}; skipped")
                 continue
             if save or window.ok:
-                annotated = predictor.draw(frame.image, det)
+                annotated = predictor.draw(frame.image, det, copy=False)  # the frame is not used after this
                 if save:
                     outputs.write(frame, annotated)
                 if not window.show(annotated):

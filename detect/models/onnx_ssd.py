@@ -17,9 +17,9 @@ are not in the file: they start at :class:`~detect.config.ModelConfig`'s default
 from __future__ import annotations
 
 import json
-import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -39,10 +39,11 @@ def looks_like_onnx(head: bytes) -> bool:
 
 
 def default_threads() -> int:
-    """Operator threads for ONNX Runtime: torch's setting, but one core left free for the
-    decode and encode threads (on 2 cores: 1 thread, which measured 38.7 fps on a 720p video
-    against 11.6 fps with 2 threads on a busy machine)."""
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - 1))
+    """Operator threads for ONNX Runtime: torch's setting (every core unless set). A video's
+    decode and encode threads need no core of their own: ONNX Runtime's threads sleep between
+    operators (no spinning), and on 2 cores a 720p video ran at 54 fps on 2 threads against 45
+    on 1 (bench/RESULTS.md; an earlier 1-thread default came from a loaded machine)."""
+    return max(1, torch.get_num_threads())
 
 
 def ort_session(model: bytes | str, threads: Optional[int] = None) -> Any:
@@ -56,6 +57,24 @@ def ort_session(model: bytes | str, threads: Optional[int] = None) -> Any:
     # no busy-waiting between operators: the decode and encode threads need those cores
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+@contextmanager
+def torch_on_one_thread() -> Iterator[None]:
+    """Run torch's own ops on the calling thread only, inside: for the small ops around an ONNX
+    Runtime run (input conversion, score threshold, NMS). With torch's OpenMP pool, the threads
+    woken for a 96k-element compare keep spinning after it and took the cores from ONNX
+    Runtime's threads: batch-1 INT8 inference measured 15.5 ms with torch on 2 threads against
+    12.2 ms on one (2 cores). The setting is restored on exit."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def run_decoded(session: Any, images: torch.Tensor, input_name: str = "images") -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,6 +115,11 @@ class OnnxSSD(nn.Module):
         self.score_thresh, self.nms_thresh = d.score_thresh, d.nms_thresh
         self.pre_nms_topk, self.max_det = d.pre_nms_topk, d.max_det
 
+    def set_threads(self, threads: int) -> None:
+        """Run on ``threads`` operator threads from now on (a new session: ONNX Runtime fixes its
+        thread pool when a session is made)."""
+        self.session = ort_session(self.path, threads)
+
     def config(self) -> ExperimentConfig:
         """The config a checkpoint of this model would hold, as far as the file says."""
         cfg = ExperimentConfig(preprocess=self.preprocess)
@@ -103,7 +127,8 @@ class OnnxSSD(nn.Module):
         return cfg
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        dets = self.postprocess(*run_decoded(self.session, images, self.input))
+        with torch_on_one_thread():  # ONNX Runtime's threads have the cores
+            dets = self.postprocess(*run_decoded(self.session, images, self.input))
         return [{k: v.to(images.device) for k, v in d.items()} for d in dets]
 
     def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
