@@ -127,8 +127,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
     p.add_argument("--threads", type=_NONNEG, default=0, help="CPU threads of ONNX Runtime's network (0: as many as torch "
                    "uses, every core unless set)")
-    p.add_argument("--batch", type=_NONNEG, default=0, help="images or frames per batch (0: 8 frames for a "
-                   "video file, else 1; a live stream never waits for a batch)")
+    p.add_argument("--batch", type=_NONNEG, default=0, help="images or frames per batch (0: 8 frames when "
+                   "the source is video files, else 1; a live stream never waits for a batch)")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=_COUNT, default=300, help="detections kept per image")

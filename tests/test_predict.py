@@ -319,7 +319,8 @@ def test_video_files_are_batched_and_threads_are_set(tmp_path):
 
     assert VIDEO_BATCH > 1
     assert predict_batch((["a.jpg", "b.png"], None)) == 1
-    assert predict_batch((["a.jpg", "clip.MP4"], None)) == VIDEO_BATCH
+    assert predict_batch((["a.mkv", "clip.MP4"], None)) == VIDEO_BATCH
+    assert predict_batch((["a.jpg", "clip.mp4"], None)) == 1  # a mixed folder: its photos are never batched
     assert predict_batch(None) == 1  # a stream
     assert default_threads() == torch.get_num_threads()
 

@@ -154,11 +154,12 @@ def count_frames(files: list[str]) -> int:
 
 
 def predict_batch(listed: Optional[tuple[list[str], Optional[str]]]) -> int:
-    """``--batch 0``: :data:`VIDEO_BATCH` frames when the source holds a video file, else 1
+    """``--batch 0``: :data:`VIDEO_BATCH` frames when the source is video files only, else 1
     (``listed``: its files, None for a stream). On 2 cores a 720p video ran at 54 fps one frame
-    at a time and 65 fps eight at a time (INT8; bench/RESULTS.md); still images stay one at a
-    time, since eight large photos in memory at once could be gigabytes."""
-    return VIDEO_BATCH if listed and any(Path(f).suffix.lower() in VIDEO_EXTS for f in listed[0]) else 1
+    at a time and 65 fps eight at a time (INT8; bench/RESULTS.md); still images (also in a
+    folder that mixes them with videos) stay one at a time, since eight large photos in memory
+    at once could be gigabytes."""
+    return VIDEO_BATCH if listed and all(Path(f).suffix.lower() in VIDEO_EXTS for f in listed[0]) else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
