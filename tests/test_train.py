@@ -471,3 +471,37 @@ def test_imgsz_0_is_chosen_from_the_training_images():
     assert auto_imgsz([R(width=4032, height=3024)] * 3) == 640  # nor above what a CPU can afford
     assert auto_imgsz([R(width=0, height=0)]) == 320  # sizes unknown
     assert ExperimentConfig().preprocess.imgsz == 0
+
+
+def test_epoch_reports_the_time_spent_waiting_for_data():
+    """data_wait_s is the time the step loop waited on the loader: a loader that takes 40 ms a
+    batch shows at least that per step, and a share of the epoch that says the loader limits it."""
+    import time as _time
+
+    torch.manual_seed(0)
+    model = NaNOnImage(3, 32)
+    cfg = TrainConfig(lr=0.01, warmup_epochs=0, epochs=1)
+    opt = build_optimizer(model, cfg)
+    sched = build_scheduler(opt, cfg, 3)
+    ds = TinyDataset(16, augment=False)
+    batches = [collate([ds[1], ds[2]]), collate([ds[3], ds[4]]), collate([ds[7], ds[8]])]
+
+    class SlowLoader:
+        def __len__(self):
+            return len(batches)
+
+        def __iter__(self):
+            for b in batches:
+                _time.sleep(0.04)
+                yield b
+
+    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, SlowLoader(),
+                            torch.device("cpu"), DistInfo(), log_every=1)
+    assert stats.steps == 3 and stats.data_wait_s >= 3 * 0.04 and stats.data_wait_s <= stats.seconds
+    fast = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, batches,
+                           torch.device("cpu"), DistInfo(), log_every=1)
+    assert fast.data_wait_s < 0.04  # a list hands its batches over at once
+    from detect.engine.runlog import format_row
+
+    line = format_row({"epoch": 1, "lr": 0.01, "time": 1.0, "images_per_s": 6.0, "data_wait": 0.5}, 1)
+    assert line.endswith("data wait 50%")

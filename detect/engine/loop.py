@@ -39,6 +39,7 @@ class EpochStats:
     unreadable_files: list[str] = field(default_factory=list)  # this rank's, "path: reason"
     images_per_s: float = 0.0
     seconds: float = 0.0
+    data_wait_s: float = 0.0  # this rank's time waiting for the loader's next batch: near 0, the step limits the speed
 
 
 def _loss_dict(out: Any) -> dict[str, torch.Tensor]:
@@ -120,8 +121,18 @@ def train_one_epoch(
     images = images_log = n_steps = 0
     reported_bad = 0
     unreadable: list[str] = []
+    wait = 0.0
+    batches = iter(loader)
+    i = -1
     try:
-        for i, (imgs, targets) in enumerate(loader):
+        while True:
+            t_wait = time.perf_counter()
+            try:
+                imgs, targets = next(batches)
+            except StopIteration:
+                break
+            wait += time.perf_counter() - t_wait
+            i += 1
             unreadable += map(str, getattr(targets, "unreadable", ()))  # dropped by the collate (detect.data.dataset)
             if not len(targets):  # no image of the batch could be read: a skipped step
                 if info.distributed:  # the other ranks would wait in backward forever
@@ -203,4 +214,5 @@ def train_one_epoch(
         unreadable_files=unreadable,
         images_per_s=images / max(seconds, 1e-9),
         seconds=seconds,
+        data_wait_s=wait,
     )

@@ -49,6 +49,8 @@ def format_row(row: dict[str, Any], epochs: int) -> str:
     if row.get("unreadable"):
         parts.append(f"unreadable {row['unreadable']}")
     parts.append(f"{row['time']:.1f}s {row['images_per_s']:.0f} img/s")
+    if isinstance(row.get("data_wait"), float):  # the loader's share: high means the loader, not the step, limits the speed
+        parts.append(f"data wait {100 * row['data_wait']:.0f}%")
     return "  ".join(parts)
 
 

@@ -192,7 +192,8 @@ def _train(
         if unreadable:
             log.print(f"warning: epoch {epoch + 1}: {row['unreadable']} unreadable image(s) skipped: "
                       + "; ".join(unreadable[:5]) + (f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""), err=True)
-        row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s)
+        row.update(time=time.perf_counter() - t0, images_per_s=stats.images_per_s,
+                   data_wait=stats.data_wait_s / max(stats.seconds, 1e-9))  # share of the epoch's steps spent waiting for data
         row = D.broadcast_object(row, info)  # every rank keeps the same history
         rows.append(row)
         totals["skipped"] += stats.skipped

@@ -147,7 +147,7 @@ def plot_confusion_matrix(
     return _save(fig, png_path)
 
 
-SKIP_CURVES = ("time",)  # wall time per epoch: noise, not a training curve (images_per_s says it)
+SKIP_CURVES = ("time", "data_wait")  # wall time per epoch and the loader's share: speed, not training curves
 COUNTERS = ("skipped", "nonfinite_loss")  # shown only when they are not all zero
 
 
