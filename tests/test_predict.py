@@ -352,3 +352,28 @@ def test_onnx_runtime_path_runs_torch_on_one_thread_and_restores_it(tmp_path, mo
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_batch_postprocess_maps_filters_and_sorts_each_image(standin):
+    """The whole batch is mapped as one set of rows: each image's boxes scaled from S x S to its
+    own size and clipped to it, unwanted classes dropped, rows sorted by score within the image;
+    an image with no detection stays in its place."""
+    g = torch.Generator().manual_seed(0)
+    S = standin.imgsz
+    sizes = [(48, 64), (100, 30), (64, 64), (7, 200)]
+    counts = [5, 0, 3, 6]
+    outputs = [{"boxes": torch.rand(n, 4, generator=g) * (S + 20) - 10, "scores": torch.rand(n, generator=g),
+                "labels": torch.randint(0, len(CLASSES), (n,), generator=g)} for n in counts]
+    for keep in (None, [0, 2]):
+        standin._keep_t = torch.as_tensor(keep) if keep is not None else None
+        dets = standin._postprocess(outputs, sizes)
+        assert len(dets) == len(sizes)
+        for d, o, (h, w) in zip(dets, outputs, sizes):
+            m = np.isin(o["labels"].numpy(), keep) if keep is not None else np.ones(len(o["labels"]), bool)
+            scale = np.array([w, h, w, h], np.float32) / S
+            want = np.minimum(np.maximum(o["boxes"].numpy()[m] * scale, 0), scale * S)
+            order = np.argsort(-o["scores"].numpy()[m], kind="stable")
+            np.testing.assert_allclose(d.boxes, want[order], rtol=1e-6, atol=1e-4)
+            np.testing.assert_array_equal(d.scores, o["scores"].numpy()[m][order])
+            np.testing.assert_array_equal(d.labels, o["labels"].numpy()[m][order])
+    standin._keep_t = None

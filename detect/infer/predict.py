@@ -205,25 +205,29 @@ class Predictor:
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
         """Keep the asked-for classes, map boxes from S x S to each image's pixels, and move the
-        whole batch to the CPU in one transfer (the model applied the score threshold)."""
+        whole batch to the CPU in one transfer (the model applied the score threshold). The
+        batch is handled as one flat set of rows, not image by image: on a GPU with 256 images
+        a per-image loop was ~1,500 small kernel launches."""
         S = self.imgsz
-        hw = torch.tensor(sizes, dtype=torch.float32, device=self.device)  # (B, 2) = h, w
-        scale = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1) / S  # (B, 4) = sx, sy, sx, sy
-        rows, counts = [], []
-        for i, o in enumerate(outputs):
-            boxes, scores, labels = o["boxes"].float(), o["scores"].float(), o["labels"]
-            if self._keep_t is not None:
-                keep = torch.isin(labels, self._keep_t)
-                boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-            boxes = (boxes * scale[i]).clamp_(min=0)
-            boxes = torch.minimum(boxes, scale[i] * S)  # clip to (w, h, w, h)
-            rows.append(torch.cat([boxes, scores[:, None], labels[:, None].float()], 1))  # (K, 6)
-            counts.append(rows[-1].shape[0])
-        flat = torch.cat(rows).cpu().numpy() if rows else np.zeros((0, 6), np.float32)
+        B = len(outputs)
+        dev = self.device
+        counts = torch.tensor([o["boxes"].shape[0] for o in outputs], device=dev)  # (B,)
+        boxes = torch.cat([o["boxes"].float().reshape(-1, 4) for o in outputs])  # (K, 4)
+        scores = torch.cat([o["scores"].float().reshape(-1) for o in outputs])  # (K,)
+        labels = torch.cat([o["labels"].reshape(-1) for o in outputs])  # (K,)
+        image = torch.repeat_interleave(torch.arange(B, device=dev), counts)  # (K,) the image of each row
+        hw = torch.tensor(sizes, dtype=torch.float32, device=dev)  # (B, 2) = h, w
+        whwh = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1)  # (B, 4) = w, h, w, h
+        if self._keep_t is not None:
+            keep = torch.isin(labels, self._keep_t)
+            boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
+        limit = whwh[image]  # (K, 4)
+        boxes = torch.minimum((boxes * (limit / S)).clamp_(min=0), limit)  # S x S pixels -> the image's, clipped to it
+        flat = torch.cat([boxes, scores[:, None], labels[:, None].float(), image[:, None].float()], 1).cpu().numpy()  # (K, 7)
+        img = flat[:, 6].astype(np.int64)
+        flat = flat[np.lexsort((-flat[:, 4], img))]  # by image, then by decreasing score (stable)
         dets = []
-        for part in np.split(flat, np.cumsum(counts)[:-1]):
-            order = np.argsort(-part[:, 4], kind="stable")
-            part = part[order]
+        for part in np.split(flat, np.cumsum(np.bincount(img, minlength=B))[:-1]):
             dets.append(Detections(part[:, :4].astype(np.float32), part[:, 4].astype(np.float32), part[:, 5].astype(np.int64), self.classes))
         return dets
 
