@@ -310,7 +310,7 @@ def test_unreachable_stream_and_missing_webcam_are_reported_not_fatal(standin):
         assert len(items) == 1 and items[0][1] is None and what in items[0][0].error
 
 
-def test_video_files_are_batched_and_threads_are_set(tmp_path):
+def test_video_files_are_batched_and_threads_are_set(tmp_path, capsys):
     """--batch 0 batches a video file's frames (VIDEO_BATCH), never still images or a live
     stream; ONNX Runtime gets exactly the threads asked for, an exported file too."""
     pytest.importorskip("onnxruntime")
@@ -322,6 +322,9 @@ def test_video_files_are_batched_and_threads_are_set(tmp_path):
     assert predict_batch((["a.mkv", "clip.MP4"], None)) == VIDEO_BATCH
     assert predict_batch((["a.jpg", "clip.mp4"], None)) == 1  # a mixed folder: its photos are never batched
     assert predict_batch(None) == 1  # a stream
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert f"(0: {VIDEO_BATCH} frames when the source is video files" in " ".join(capsys.readouterr().out.split())
     assert default_threads() == torch.get_num_threads()
 
     weights = confident_ssd_checkpoint(tmp_path / "ssd.pt")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -40,6 +40,19 @@ class EpochStats:
     images_per_s: float = 0.0
     seconds: float = 0.0
     data_wait_s: float = 0.0  # this rank's time waiting for the loader's next batch: near 0, the step limits the speed
+
+
+def _timed(batches: Iterable, waited: list[float]) -> Iterator:
+    """The batches of ``batches``, adding the time each took to arrive to ``waited[0]``."""
+    it = iter(batches)
+    while True:
+        t = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - t
+        yield batch
 
 
 def _loss_dict(out: Any) -> dict[str, torch.Tensor]:
@@ -121,18 +134,9 @@ def train_one_epoch(
     images = images_log = n_steps = 0
     reported_bad = 0
     unreadable: list[str] = []
-    wait = 0.0
-    batches = iter(loader)
-    i = -1
+    waited = [0.0]  # seconds spent in the loader's next(), filled by _timed
     try:
-        while True:
-            t_wait = time.perf_counter()
-            try:
-                imgs, targets = next(batches)
-            except StopIteration:
-                break
-            wait += time.perf_counter() - t_wait
-            i += 1
+        for i, (imgs, targets) in enumerate(_timed(loader, waited)):
             unreadable += map(str, getattr(targets, "unreadable", ()))  # dropped by the collate (detect.data.dataset)
             if not len(targets):  # no image of the batch could be read: a skipped step
                 if info.distributed:  # the other ranks would wait in backward forever
@@ -214,5 +218,5 @@ def train_one_epoch(
         unreadable_files=unreadable,
         images_per_s=images / max(seconds, 1e-9),
         seconds=seconds,
-        data_wait_s=wait,
+        data_wait_s=waited[0],
     )

@@ -211,11 +211,12 @@ class Predictor:
         S = self.imgsz
         B = len(outputs)
         dev = self.device
-        counts = torch.tensor([o["boxes"].shape[0] for o in outputs], device=dev)  # (B,)
+        counts = [o["boxes"].shape[0] for o in outputs]  # known on the host: no device sync below
         boxes = torch.cat([o["boxes"].float().reshape(-1, 4) for o in outputs])  # (K, 4)
         scores = torch.cat([o["scores"].float().reshape(-1) for o in outputs])  # (K,)
         labels = torch.cat([o["labels"].reshape(-1) for o in outputs])  # (K,)
-        image = torch.repeat_interleave(torch.arange(B, device=dev), counts)  # (K,) the image of each row
+        image = torch.repeat_interleave(torch.arange(B, device=dev), torch.tensor(counts, device=dev),
+                                        output_size=sum(counts))  # (K,) the image of each row
         hw = torch.tensor(sizes, dtype=torch.float32, device=dev)  # (B, 2) = h, w
         whwh = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1)  # (B, 4) = w, h, w, h
         if self._keep_t is not None:

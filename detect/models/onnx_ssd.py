@@ -116,9 +116,10 @@ class OnnxSSD(nn.Module):
         self.pre_nms_topk, self.max_det = d.pre_nms_topk, d.max_det
 
     def set_threads(self, threads: int) -> None:
-        """Run on ``threads`` operator threads from now on (a new session: ONNX Runtime fixes its
-        thread pool when a session is made)."""
-        self.session = ort_session(self.path, threads)
+        """Run on ``threads`` operator threads from now on (a new session, unless the current one
+        has them: ONNX Runtime fixes its thread pool when a session is made)."""
+        if self.session.get_session_options().intra_op_num_threads != threads:
+            self.session = ort_session(self.path, threads)
 
     def config(self) -> ExperimentConfig:
         """The config a checkpoint of this model would hold, as far as the file says."""

@@ -103,7 +103,6 @@ def _check_glyphs(text: str) -> None:
         )
 
 
-@lru_cache(maxsize=4096)
 def text_mask(text: str, size: int) -> np.ndarray:
     """Render ``text`` at ``size`` px into an alpha mask ``uint8[h, w]`` (255 = ink).
 
@@ -147,8 +146,7 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, bg: tuple[int, int,
     when ``above`` and there is room, else below it; always kept inside the image (cropped at
     its right and bottom when the label is larger than the image)."""
     H, W = image.shape[:2]
-    pad = max(size // 6, 1)
-    mask = _padded_mask(text, size, pad)  # (lh, lw): text mask with a pad-wide empty border
+    mask = _label_mask(text, size)  # (lh, lw): the text mask with a pad-wide empty border
     lh, lw = mask.shape
     y0 = y - lh if above and y - lh >= 0 else y
     y0 = int(min(max(y0, 0), max(H - lh, 0)))
@@ -160,7 +158,10 @@ def draw_label(image: np.ndarray, text: str, x: int, y: int, bg: tuple[int, int,
 
 
 @lru_cache(maxsize=4096)
-def _padded_mask(text: str, size: int, pad: int) -> np.ndarray:
+def _label_mask(text: str, size: int) -> np.ndarray:
+    """:func:`text_mask` with the label's padding (``size // 6``) around it, cached: a label is
+    rendered once, then drawn by :func:`draw_label` with one lookup."""
+    pad = max(size // 6, 1)
     m = cv2.copyMakeBorder(text_mask(text, size), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     m.flags.writeable = False
     return m

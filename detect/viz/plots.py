@@ -29,8 +29,10 @@ def _label_fonts(fn):
     def wrapper(*args, **kwargs):
         import matplotlib
 
-        families = [*matplotlib.rcParams["font.family"]] + [f for f in [_extra_family()] if f]
-        with matplotlib.rc_context({"font.family": families}):
+        extra = _extra_family()
+        if extra is None:
+            return fn(*args, **kwargs)
+        with matplotlib.rc_context({"font.family": [*matplotlib.rcParams["font.family"], extra]}):
             return fn(*args, **kwargs)
 
     return wrapper
