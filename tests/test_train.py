@@ -1,5 +1,6 @@
-"""Trainer: resume = uninterrupted run, NaN/inf steps skipped, optimizer groups and schedule,
-EMA, sharded sampling, CLI config precedence and exit codes. Tiny model and data (tiny_detector)."""
+"""Trainer: resume = uninterrupted run, NaN/inf steps reported, run folders, CLI config
+precedence and exit codes, class balancing, unreadable images, the run's pictures. Tiny model and
+data (tiny_detector); one epoch's parts (loop, optimizer groups, schedule, EMA) are test_loop.py."""
 
 from __future__ import annotations
 
@@ -13,29 +14,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from tiny_detector import TinyDataset, TinyDetector, collate, tiny_config, tiny_data, tiny_eval, tiny_model
+from tiny_detector import NaNOnImage, assert_same_state, tiny_config, tiny_data, tiny_eval, tiny_model
 
 from detect.cli import build_parser, main
-from detect.config import ExperimentConfig, TrainConfig
+from detect.config import ExperimentConfig
 from detect.engine import train as T
 from detect.engine import train_cli as TC
 from detect.engine.checkpoint import load_checkpoint
-from detect.engine.distributed import DistInfo
-from detect.engine.ema import ModelEMA
 from detect.engine.loader import EpochShardSampler
-from detect.engine.loop import train_one_epoch
-from detect.engine.optim import build_optimizer, build_scheduler, lr_factor, param_groups
 
 
 def _run(cfg, **kw):
     return T.train(cfg, progress=False, data_fn=kw.pop("data_fn", tiny_data()), model_fn=kw.pop("model_fn", tiny_model),
                    eval_fn=tiny_eval, **kw)
-
-
-def _assert_same_state(a: dict, b: dict, atol: float = 0.0) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=lambda m: f"{k}: {m}")
 
 
 def test_resume_repeats_uninterrupted_run(tmp_path):
@@ -62,8 +53,8 @@ def test_resume_repeats_uninterrupted_run(tmp_path):
     assert resumed["epochs"] == 3
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["epoch"] == b["epoch"] == 3
-    _assert_same_state(a["model"], b["model"], atol=1e-6)
-    _assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
+    assert_same_state(a["model"], b["model"], atol=1e-6)
+    assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
     assert a["ema"]["updates"] == b["ema"]["updates"] == 3 * 4
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 12
     for ra, rb in zip(a["metrics"], b["metrics"]):
@@ -83,20 +74,6 @@ def test_resume_repeats_uninterrupted_run(tmp_path):
     assert saved.model.num_classes == 3 and saved.train.epochs == 3
 
 
-class NaNOnImage(TinyDetector):
-    """Returns a NaN loss for any batch holding image 5, an inf one for image 9."""
-
-    def forward(self, images, targets=None):
-        out = super().forward(images, targets)
-        if self.training:
-            ids = {t["image_id"] for t in targets}
-            if 5 in ids:
-                out["loss_cls"] = out["loss_cls"] * float("nan")
-            if 9 in ids:
-                out["loss_box"] = out["loss_box"] + float("inf")
-        return out
-
-
 def test_nonfinite_loss_skips_step_and_is_reported(tmp_path, capsys):
     cfg = tiny_config(tmp_path / "run", epochs=2, clip_grad=0.0)
     res = _run(cfg, model_fn=lambda c: NaNOnImage(c.model.num_classes, c.preprocess.imgsz))
@@ -107,111 +84,6 @@ def test_nonfinite_loss_skips_step_and_is_reported(tmp_path, capsys):
         assert all(torch.isfinite(v).all() for v in sd.values() if v.is_floating_point())
     assert all(math.isfinite(r["train_loss"]) for r in ck["metrics"])
     assert "non-finite loss skipped" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_skipped_step_leaves_weights_and_momentum_untouched(optimizer):
-    torch.manual_seed(0)
-    model = NaNOnImage(3, 32)
-    cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.9, warmup_epochs=0, epochs=1)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 1)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    ds = TinyDataset(16, augment=False)
-    batch = collate([ds[5], ds[6]])
-    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, [batch],
-                            torch.device("cpu"), DistInfo(), log_every=1, warn=lambda m: None)
-    assert stats.skipped == 1 and stats.nonfinite_loss == 1 and stats.steps == 1
-    _assert_same_state(before, model.state_dict())
-    for group in opt.param_groups:  # the first skipped step must not leave garbage momentum (SGD) or moments (AdamW)
-        for p in group["params"]:
-            state = opt.state.get(p, {})
-            for key in ("momentum_buffer", "exp_avg", "exp_avg_sq"):
-                if state.get(key) is not None:
-                    assert torch.count_nonzero(state[key]) == 0, key
-            if "step" in state:
-                assert float(state["step"]) == 0  # AdamW's bias correction counts applied steps only
-    batch = collate([ds[1], ds[2]])
-    train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, [batch],
-                    torch.device("cpu"), DistInfo(), log_every=1)
-    assert not torch.equal(before["cls.weight"], model.cls.weight)
-
-
-def test_param_groups_no_decay_on_norm_and_bias():
-    model = TinyDetector(3, 32, bn="train")
-    decay, no_decay = param_groups(model, 5e-4)
-    assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert sorted(names[id(p)] for p in decay["params"]) == ["body.0.weight", "body.3.weight", "box.weight", "cls.weight"]
-    assert sorted(names[id(p)] for p in no_decay["params"]) == ["body.1.bias", "body.1.weight", "body.3.bias", "box.bias", "cls.bias"]
-    opt = build_optimizer(model, TrainConfig(optimizer="adamw", momentum=0.8, beta2=0.99))
-    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.8, 0.99)
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        build_optimizer(model, TrainConfig(optimizer="lion"))
-
-
-def test_backbone_lr_gives_the_backbone_its_own_groups():
-    model = TinyDetector(3, 32, bn="train")
-    model.backbone = model.body  # a detector's pretrained part
-    groups = {g["name"]: g for g in param_groups(model, 5e-4, lr=0.1, backbone_lr=0.25)}
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert sorted(names[id(p)] for p in groups["decay_backbone"]["params"]) == ["body.0.weight", "body.3.weight"]
-    assert sorted(names[id(p)] for p in groups["decay"]["params"]) == ["box.weight", "cls.weight"]
-    assert groups["decay_backbone"]["lr"] == pytest.approx(0.025) and groups["decay"]["lr"] == 0.1
-    assert groups["no_decay_backbone"]["weight_decay"] == 0.0
-    opt = build_optimizer(model, TrainConfig(lr=0.1, backbone_lr=0.25))
-    sched = build_scheduler(opt, TrainConfig(epochs=2, warmup_epochs=0), 1)
-    opt.step()
-    sched.step()  # the schedule scales every group's own lr
-    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs["decay_backbone"] / lrs["decay"] == pytest.approx(0.25)
-
-
-def test_lr_schedule_warmup_cosine_step():
-    assert lr_factor(0, 100, 10) == pytest.approx(0.001)
-    assert lr_factor(5, 100, 10) == pytest.approx(0.001 + 0.999 * 0.5)
-    assert lr_factor(10, 100, 10) == pytest.approx(1.0)
-    assert lr_factor(55, 100, 10) == pytest.approx(0.01 + 0.99 * 0.5)  # half way through the cosine
-    assert lr_factor(100, 100, 10) == pytest.approx(0.01)
-    assert lr_factor(30, 100, 0, "step", [50, 80]) == 1.0
-    assert lr_factor(50, 100, 0, "step", [50, 80]) == pytest.approx(0.1)
-    assert lr_factor(90, 100, 0, "step", [50, 80]) == pytest.approx(0.01)
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = build_scheduler(opt, TrainConfig(epochs=10, warmup_epochs=1, scheduler="step", milestones=[0.5, 8]), 10)
-    lrs = []
-    for _ in range(100):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.001) and lrs[10] == 1.0 and lrs[50] == pytest.approx(0.1) and lrs[80] == pytest.approx(0.01)
-    with pytest.raises(ValueError, match="unknown scheduler"):
-        build_scheduler(opt, TrainConfig(scheduler="poly"), 10)
-
-
-def test_ema_averages_params_and_buffers_with_ramp():
-    model = TinyDetector(3, 32, bn="train")
-    ema = ModelEMA(model, decay=0.5, tau=1.0)
-    with torch.no_grad():
-        for v in model.state_dict().values():
-            v.add_(1) if v.is_floating_point() else v.fill_(7)
-    ema.update(model)
-    d = 0.5 * (1 - math.exp(-1))
-    e, m = ema.module.state_dict(), model.state_dict()
-    torch.testing.assert_close(e["cls.weight"], m["cls.weight"] - d)  # ema = d * (m - 1) + (1 - d) * m
-    torch.testing.assert_close(e["body.1.running_mean"], m["body.1.running_mean"] - d)  # BN buffer averaged
-    assert e["body.1.num_batches_tracked"].item() == 7  # integer buffer copied
-    assert not any(p.requires_grad for p in ema.module.parameters()) and not ema.module.training
-
-
-def test_shard_sampler_splits_global_batches_and_is_epoch_seeded():
-    one = list(EpochShardSampler(16, seed=3))
-    r0, r1 = list(EpochShardSampler(16, seed=3, rank=0, world=2)), list(EpochShardSampler(16, seed=3, rank=1, world=2))
-    for step in range(4):  # global batch 4 = 2 per rank
-        assert sorted(r0[2 * step : 2 * step + 2] + r1[2 * step : 2 * step + 2]) == sorted(one[4 * step : 4 * step + 4])
-    s = EpochShardSampler(16, seed=3)
-    s.set_epoch(1)
-    assert list(s) != one and sorted(i for _, i in s) == list(range(16)) and {e for e, _ in s} == {1}
-    assert len(EpochShardSampler(5, rank=1, world=2)) == 3
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -266,38 +138,6 @@ def test_runs_without_out_go_to_runs_train_then_train2_and_saved_paths_are_absol
     cfg = TC.config_from_args(_args(data="data.yaml"))
     cfg.save_yaml(tmp_path / "saved.yaml")
     assert ExperimentConfig.load_yaml(tmp_path / "saved.yaml").data.data == str(tmp_path / "data.yaml")
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_cuda_amp_steps_never_sync_the_host(optimizer):
-    """On CUDA with AMP, channels-last, clipping and EMA, a training step (NaN check and skip
-    included) makes no host sync: torch's sync debug mode raises on any. A NaN batch is skipped."""
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    model = NaNOnImage(3, 32, bn="train").to(dev).to(memory_format=torch.channels_last)
-    cfg = TrainConfig(optimizer=optimizer, lr=0.01, warmup_epochs=0, epochs=1)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 8)
-    ema = ModelEMA(model)
-    ds = TinyDataset(16, augment=False)
-    batches = [collate([ds[i] for i in range(j, j + 2)]) for j in range(0, 16, 2)]  # image 5 -> batch 2
-    pin = lambda t: {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in t.items()}  # noqa: E731 (as the DataLoader does)
-    batches = [(x.pin_memory(), [pin(t) for t in ts]) for x, ts in batches]
-
-    def stream():
-        try:
-            for k, b in enumerate(batches):
-                if k == 1:  # after the first step (lazy CUDA/cuDNN initialisation)
-                    torch.cuda.set_sync_debug_mode("error")
-                yield b
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-
-    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cuda"), ema, stream(), dev, DistInfo(),
-                            amp=True, clip_grad=10.0, channels_last=True, log_every=10**9, warn=lambda m: None)
-    assert stats.nonfinite_loss == 2 and stats.skipped >= 2  # images 5 and 9 (+ possible fp16 overflows)
-    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
 
 
 @pytest.fixture(scope="module")
@@ -356,8 +196,8 @@ def test_resume_repeats_uninterrupted_run_with_real_ssd_and_data(shelves, tmp_pa
         T.train(cfg(tmp_path / "b"), progress=False, eval_fn=killed_in_epoch_2)
     T.train(cfg(tmp_path / "b", resume=True), progress=False)
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
-    _assert_same_state(a["model"], b["model"], atol=1e-6)
-    _assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
+    assert_same_state(a["model"], b["model"], atol=1e-6)
+    assert_same_state(a["ema"]["model"], b["ema"]["model"], atol=1e-6)
 
 
 def test_repeat_factors_balance_classes_and_the_sampler_keeps_epoch_length():
@@ -471,37 +311,3 @@ def test_imgsz_0_is_chosen_from_the_training_images():
     assert auto_imgsz([R(width=4032, height=3024)] * 3) == 640  # nor above what a CPU can afford
     assert auto_imgsz([R(width=0, height=0)]) == 320  # sizes unknown
     assert ExperimentConfig().preprocess.imgsz == 0
-
-
-def test_epoch_reports_the_time_spent_waiting_for_data():
-    """data_wait_s is the time the step loop waited on the loader: a loader that takes 40 ms a
-    batch shows at least that per step, and a share of the epoch that says the loader limits it."""
-    import time as _time
-
-    torch.manual_seed(0)
-    model = NaNOnImage(3, 32)
-    cfg = TrainConfig(lr=0.01, warmup_epochs=0, epochs=1)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 3)
-    ds = TinyDataset(16, augment=False)
-    batches = [collate([ds[1], ds[2]]), collate([ds[3], ds[4]]), collate([ds[7], ds[8]])]
-
-    class SlowLoader:
-        def __len__(self):
-            return len(batches)
-
-        def __iter__(self):
-            for b in batches:
-                _time.sleep(0.04)
-                yield b
-
-    stats = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, SlowLoader(),
-                            torch.device("cpu"), DistInfo(), log_every=1)
-    assert stats.steps == 3 and stats.data_wait_s >= 3 * 0.04 and stats.data_wait_s <= stats.seconds
-    fast = train_one_epoch(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False), None, batches,
-                           torch.device("cpu"), DistInfo(), log_every=1)
-    assert fast.data_wait_s < 0.04  # a list hands its batches over at once
-    from detect.engine.runlog import format_row
-
-    line = format_row({"epoch": 1, "lr": 0.01, "time": 1.0, "images_per_s": 6.0, "data_wait": 0.5}, 1)
-    assert line.endswith("data wait 50%")

@@ -120,3 +120,24 @@ def tiny_config(out, **train):
     for k, v in train.items():
         setattr(cfg.train, k, v)
     return cfg
+
+
+def assert_same_state(a: dict, b: dict, atol: float = 0.0) -> None:
+    """Two state dicts hold the same keys and tensors (within ``atol``)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=lambda m: f"{k}: {m}")
+
+
+class NaNOnImage(TinyDetector):
+    """Returns a NaN loss for any batch holding image 5, an inf one for image 9."""
+
+    def forward(self, images, targets=None):
+        out = super().forward(images, targets)
+        if self.training:
+            ids = {t["image_id"] for t in targets}
+            if 5 in ids:
+                out["loss_cls"] = out["loss_cls"] * float("nan")
+            if 9 in ids:
+                out["loss_box"] = out["loss_box"] + float("inf")
+        return out
