@@ -1,5 +1,5 @@
 """Annotation caches: round trip, incremental rebuilds, damaged caches, the restricted
-unpickler, the CLI's exit codes and problem reports, and the two shared datasets."""
+unpickler, the CLI's exit codes and problem reports, and the two shared datasets (the parse pool: test_parse_pool.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import detect.data.parse_pool as pool
 import detect.data.xml2pkl as x2p
 from detect.cli import main
 from detect.data import Cache, CacheError, build_cache, load_cache
@@ -125,15 +124,6 @@ def test_incremental_rebuild_reparses_only_changed_files(dataset, tmp_path):
     for a, b in zip(res.cache.records, fresh.cache.records):
         assert (a.image, a.width, a.height) == (b.image, b.width, b.height) and np.array_equal(a.boxes, b.boxes)
     assert [(p.file, p.kind) for p in res.problems] == [(p.file, p.kind) for p in fresh.problems]
-
-
-def test_parallel_equals_serial(dataset, tmp_path, monkeypatch):
-    serial = build(dataset, tmp_path / "s.pkl", workers=1)
-    monkeypatch.setattr(pool, "SERIAL_BELOW", 0)  # force the process pool on a tiny folder
-    parallel = build(dataset, tmp_path / "p.pkl", workers=2)
-    for key in ("boxes", "labels", "file", "box_start"):
-        np.testing.assert_array_equal(serial.data["records"][key], parallel.data["records"][key])
-    assert serial.data["problems"] == parallel.data["problems"]
 
 
 def test_split_and_classes(dataset, tmp_path):
@@ -267,27 +257,6 @@ def test_quirks_folder_cached_nothing_lost(shared_data, tmp_path):
         ("datumaro__voc_dataset2_a.xml", "missing_size"),
         ("groceries5k__FISH0041.xml", "degenerate_box"),
     ]
-
-
-def test_tool_script_with_process_pool(tmp_path):
-    """tools/xml2pkl.py in a fresh interpreter (no torch loaded: the pool forks) on enough
-    files to use the pool, compared with an in-process serial build."""
-    import subprocess
-    import sys
-
-    ann = tmp_path / "Annotations"
-    for i in range(pool.SERIAL_BELOW + 50):
-        write_voc(ann / f"{i:05d}.xml", [("cup", (1 + i % 7, 2, 30, 40)), ("tea", (5, 5, 9 + i % 11, 20))])
-    tool = Path(__file__).resolve().parents[1] / "tools" / "xml2pkl.py"
-    run = subprocess.run([sys.executable, str(tool), str(ann), "-o", str(tmp_path / "p.pkl"), "--workers", "2"],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert f"{pool.SERIAL_BELOW + 50} XML files" in run.stderr
-    serial = build_cache(ann, tmp_path / "s.pkl", workers=1, progress=False)
-    pooled = load_cache(tmp_path / "p.pkl")
-    assert len(pooled.records) == len(serial.cache.records)
-    for a, b in zip(pooled.records, serial.cache.records):
-        assert a.annotation == b.annotation and np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
 
 
 def test_rerun_process_is_up_to_date_without_numpy_and_reparses_a_changed_file(dataset, tmp_path):
@@ -457,20 +426,6 @@ def test_huge_array_placeholder_refused_before_allocation():
     assert safe_load_pickle(pickle.dumps(np.arange(70000, dtype=np.int64), protocol=2)).sum() == 70000 * 69999 // 2
 
 
-def test_verify_images_in_the_pool(dataset, tmp_path, monkeypatch, capsys):
-    from test_voc_parser import corrupt_jpeg
-
-    corrupt_jpeg(dataset / "images/cup/CUP0.jpg", size=(64, 48))
-    args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress",
-            "-o", str(tmp_path / "c.pkl"), "--workers", "2"]
-    assert main(args) == 0 and "CUP0" in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
-    monkeypatch.setattr(pool, "SERIAL_BELOW", 0)  # the pool, as on a large folder
-    assert main([*args, "--verify-images"]) == 0  # a new option: everything is parsed again
-    err = capsys.readouterr().err
-    assert "5 parsed" in err and f"[corrupt_image] image {dataset / 'images/cup/CUP0.jpg'} decodes with errors" in err
-    assert "CUP0" not in [Path(r.annotation).stem for r in load_cache(tmp_path / "c.pkl").records]
-
-
 def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp_path):
     from detect.data.cache import unescape_field
 
@@ -481,30 +436,6 @@ def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp
     assert all(len(r) == 3 for r in rows) and len(rows) == 1 + len(res.problems)  # the name split rows before
     assert any(r[0].endswith(r"we\tird\nname\\x.xml") for r in rows)  # escaped, and back:
     assert str(odd) in [unescape_field(r[0]) for r in rows]
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="counts processes through /proc (Linux)")
-def test_kill_9_of_xml2pkl_leaves_no_pool_workers(tmp_path):
-    """After kill -9 of xml2pkl its pool workers lived on (16 orphans, still there 14 minutes later)."""
-    from test_utils import kill_parent_and_count_survivors
-
-    for i in range(60):
-        write_voc(tmp_path / "ann" / f"{i:03d}.xml", [("cup", (1, 1, 9, 9))])
-    code = f"""
-import sys, time
-import detect.data.parse_pool as x
-x.SERIAL_BELOW = 0
-parse = x._parse_chunk
-def slow(jobs):  # busy workers (forked, so they see this)
-    time.sleep(120)
-    return parse(jobs)
-x._parse_chunk = slow
-from detect.cli import main
-sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pkl")!r}, "--workers", "2", "--no-progress"]))
-"""
-    seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
-    assert seen == 2 and alive == 0
-    assert not (tmp_path / "c.pkl").exists()
 
 
 def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypatch, capsys):
