@@ -1,5 +1,6 @@
 """SSD: default boxes (against torchvision's generator), anchor fitting, loss and backward, empty
-images, overfitting 4 images, batched postprocess (against per-image NMS), build options."""
+images, overfitting 4 images, the eval contract, build options, the image-level context. The
+postprocess functions are test_postprocess.py, the batched loss against its reference test_ssd_loss.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
+
+from test_postprocess import random_head
 
 from detect.config import ModelConfig, Preprocess
 from detect.models import postprocess as pp
@@ -244,55 +246,7 @@ def test_build_model_options():
     assert any(isinstance(m, torch.nn.SyncBatchNorm) for m in sync.heads.modules())
 
 
-# ------------------------------------------------------------------ postprocess
-
-
-def _random_head(B: int, N: int, C: int, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(B, N, C, generator=g) * 3
-    codes = torch.randn(B, N, 4, generator=g) * 0.5
-    xy = torch.rand(N, 2, generator=g) * 100
-    anchors = torch.cat([xy, xy + 5 + torch.rand(N, 2, generator=g) * 40], 1)
-    return logits, codes, anchors
-
-
-@pytest.mark.parametrize("thresh", [0.05, 0.6])  # top-k path / sparse path (all candidates fit)
-def test_postprocess_matches_per_image_nms_with_one_call(monkeypatch, thresh):
-    B, N, C = 3, 400, 5
-    logits, codes, anchors = _random_head(B, N, C)
-    calls = []
-    real_nms = pp.nms
-    monkeypatch.setattr(pp, "nms", lambda *a: calls.append(1) or real_nms(*a))
-    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    boxes, scores = pp.decode_outputs(logits, codes, anchors, coder.weights, coder.bbox_xform_clip, (128, 128))
-    dets = pp.select_detections(boxes, scores, thresh, 0.5, pre_nms_topk=300, max_det=50)
-    assert len(calls) == 1 and len(dets) == B
-
-    for b in range(B):  # reference: this image alone, torchvision's batched_nms over classes
-        scores = logits[b].softmax(-1)[:, 1:]
-        s, idx = scores.flatten().topk(300)
-        boxes = coder.decode_single(codes[b][idx // (C - 1)], anchors[idx // (C - 1)]).clamp(0, 128)
-        labels = idx % (C - 1)
-        ok = (s > thresh) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        assert 0 < int(ok.sum()) < (300 if thresh > 0.5 else 10**6)
-        keep = batched_nms(boxes[ok], s[ok], labels[ok], 0.5)[:50]
-        assert len(dets[b]["boxes"]) <= 50
-        assert torch.allclose(dets[b]["scores"], s[ok][keep])
-        assert torch.equal(dets[b]["labels"], labels[ok][keep])
-        assert torch.allclose(dets[b]["boxes"], boxes[ok][keep], atol=1e-4)
-
-
-def test_postprocess_chunks_and_max_det_1000():
-    B, N, C = 4, 3000, 3
-    logits, codes, anchors = _random_head(B, N, C, seed=1)
-    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    args = (*pp.decode_outputs(logits, codes, anchors, coder.weights, coder.bbox_xform_clip, (160, 160)), 0.0, 0.9)
-    whole = pp.select_detections(*args, pre_nms_topk=3000, max_det=1000)
-    chunked = pp.select_detections(*args, pre_nms_topk=3000, max_det=1000, max_nms_boxes=5000)
-    assert all(len(d["boxes"]) == 1000 for d in whole)  # 0.9 IoU leaves plenty: capped at max_det
-    for a, b in zip(whole, chunked):
-        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["boxes"], b["boxes"])
-    assert all(math.isclose(float(d["scores"][0]), float(d["scores"].max())) for d in whole)
+# ------------------------------------------------------------------ eval contract
 
 
 def test_eval_contract_outputs():
@@ -340,7 +294,7 @@ def test_cuda_amp_train_step_and_fp16_batch_inference():
         print(f"\nSSD lite0 320 fp16 batch 256 (random weights, score_thresh {model.score_thresh}): "
               f"{5 * 256 / (time.perf_counter() - t):.0f} images/s")
         assert len(dets) == 256 and all(len(d["boxes"]) <= model.max_det for d in dets)
-    logits, codes, anchors = _random_head(16, 9602, 13, seed=3)  # distinct scores: no tie order
+    logits, codes, anchors = random_head(16, 9602, 13, seed=3)  # distinct scores: no tie order
     weights = tuple(model.box_coder.weights)
     gpu = model.postprocess(*pp.decode_outputs(logits.to(dev), codes.to(dev), anchors.to(dev), weights, math.log(1000 / 16), (320, 320)))
     cpu = model.postprocess(*pp.decode_outputs(logits, codes, anchors, weights, math.log(1000 / 16), (320, 320)))
@@ -348,57 +302,6 @@ def test_cuda_amp_train_step_and_fp16_batch_inference():
         n = min(20, len(c["scores"]))
         assert torch.allclose(g["scores"][:n].cpu(), c["scores"][:n], atol=1e-4)
         assert torch.allclose(g["boxes"][:n].cpu(), c["boxes"][:n], atol=1e-2)
-
-
-def _reference_multibox_loss(cls_logits, box_regression, anchors, targets, box_coder, neg_pos_ratio=3):
-    """The per-image, boolean-indexing formulation of the SSD loss (the batched one must equal it)."""
-    import torch.nn.functional as F
-
-    B, N, C = cls_logits.shape
-    matched = torch.stack([match_anchors(anchors, t["boxes"], t.get("difficult")) for t in targets])
-    fg = matched >= 0
-    cls_target = torch.zeros(B, N, dtype=torch.int64)
-    box_sum = torch.zeros(())
-    for i, t in enumerate(targets):
-        m = matched[i]
-        cls_target[i, fg[i]] = t["labels"][m[fg[i]]] + 1
-        if fg[i].any():
-            enc = box_coder.encode_single(t["boxes"][m[fg[i]]], anchors[fg[i]])
-            box_sum = box_sum + F.smooth_l1_loss(box_regression[i][fg[i]], enc, reduction="sum")
-    norm = fg.sum().clamp(min=1).float()
-    ce = F.cross_entropy(cls_logits.reshape(-1, C), cls_target.reshape(-1), reduction="none").view(B, N)
-    cls_sum = ce[fg].sum()
-    for i in range(B):
-        bg = (matched[i] == -1).nonzero().flatten()
-        k = min(len(bg), neg_pos_ratio * max(1, int(fg[i].sum())))
-        cls_sum = cls_sum + ce[i, bg].topk(k).values.sum()
-    return {"loss_box": box_sum / norm, "loss_cls": cls_sum / norm}
-
-
-def test_batched_loss_equals_per_image_reference():
-    from torchvision.models.detection._utils import BoxCoder
-
-    from detect.models.ssd_loss import match_anchors_batched, multibox_loss
-
-    g = torch.Generator().manual_seed(0)
-    xy = torch.rand(300, 2, generator=g) * 80
-    anchors = torch.cat([xy, xy + 8 + torch.rand(300, 2, generator=g) * 30], 1)
-    targets = []
-    for n in (3, 0, 1, 5):  # includes an image without boxes
-        p = torch.rand(n, 2, generator=g) * 70
-        boxes = torch.cat([p, p + 10 + torch.rand(n, 2, generator=g) * 25], 1)
-        targets.append({"boxes": boxes, "labels": torch.randint(0, 4, (n,), generator=g),
-                        "difficult": torch.rand(n, generator=g) < 0.3})
-    matched, _, _ = match_anchors_batched(anchors, targets)  # the batched matcher is the per-image one
-    for i, t in enumerate(targets):
-        assert matched[i].tolist() == match_anchors(anchors, t["boxes"], t["difficult"]).tolist()
-    logits = torch.randn(4, 300, 5, generator=g)
-    reg = torch.randn(4, 300, 4, generator=g) * 0.5
-    coder = BoxCoder((10.0, 10.0, 5.0, 5.0))
-    got = multibox_loss(logits, reg, anchors, targets, coder)
-    want = _reference_multibox_loss(logits, reg, anchors, targets, coder)
-    for k in ("loss_box", "loss_cls"):
-        assert torch.isfinite(got[k]) and torch.allclose(got[k], want[k], rtol=1e-5, atol=1e-6), (k, got[k], want[k])
 
 
 # ------------------------------------------------------------------ image-level context
