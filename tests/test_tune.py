@@ -1,5 +1,5 @@
-"""``detect tune``: grid with 2 workers, resume without rerunning,
-trials orphaned by a kill queued again, pruning, report files.
+"""``detect tune``: grid with 2 workers, pruning, report files, failing trials, storages, GPU
+workers (resuming and recovering from kills: test_tune_recovery.py).
 
 Most tests train with ``fake_train`` (a deterministic stand-in with the trainer's contract:
 ``train(cfg, on_epoch_end) -> dict``, a per-epoch CSV in ``cfg.train.out``) so the study
@@ -13,8 +13,6 @@ import json
 import math
 import re
 import os
-import multiprocessing as mp
-import socket
 import time
 from pathlib import Path
 
@@ -24,10 +22,9 @@ import yaml
 
 from detect.cli import main
 from detect.config import ExperimentConfig
-from detect.errors import UsageError
 from detect.tune.search import run_tune
 from detect.tune.space import load_space
-from detect.tune.worker import make_sampler, open_storage
+from detect.tune.worker import open_storage
 
 FAKE = "test_tune:fake_train"
 
@@ -57,18 +54,18 @@ def fake_train(cfg: ExperimentConfig, on_epoch_end=None) -> dict:
     return {"best_voc_ap50": best}
 
 
-def _space(tmp_path: Path, params: dict, **top) -> Path:
+def write_space(tmp_path: Path, params: dict, **top) -> Path:
     p = tmp_path / "space.yaml"
     p.write_text(yaml.safe_dump({"params": params, **top}))
     return p
 
 
-def _runs(out: Path) -> list[dict]:
+def runs_of(out: Path) -> list[dict]:
     f = out / "RUNS.log"
     return [json.loads(s) for s in f.read_text().splitlines()] if f.exists() else []
 
 
-def _study(out: Path, name: str = "space") -> optuna.Study:
+def study_of(out: Path, name: str = "space") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{out / 'study.db'}"))
 
 
@@ -80,10 +77,10 @@ GRID_2X2 = {"lr": {"values": [0.1, 0.01], "log": True}, "momentum": [0.8, 0.88]}
 
 def test_grid_2x2_ranks_and_reports(tmp_path):
     out = tmp_path / "tune"
-    space = _space(tmp_path, GRID_2X2, pruner="none")
+    space = write_space(tmp_path, GRID_2X2, pruner="none")
     rc = run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer=FAKE)
     assert rc == 0
-    runs = _runs(out)
+    runs = runs_of(out)
     assert sorted((r["lr"], r["momentum"]) for r in runs) == [(0.01, 0.8), (0.01, 0.88), (0.1, 0.8), (0.1, 0.88)]
     with open(out / "trials.csv") as f:
         rows = list(__import__("csv").DictReader(f))
@@ -112,7 +109,7 @@ def fake_train_with_checkpoints(cfg: ExperimentConfig, on_epoch_end=None) -> dic
 def test_trials_keep_only_best_pt_and_log_rounded_values(tmp_path, capsys):
     """Trials kept last.pt (61 MB each); the log printed lr=0.0031622776601683794."""
     out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.0031622776601683794, 0.01], "momentum": [0.8812345678]}, pruner="none")
+    space = write_space(tmp_path, {"lr": [0.0031622776601683794, 0.01], "momentum": [0.8812345678]}, pruner="none")
     assert run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer="test_tune:fake_train_with_checkpoints") == 0
     for trial in ("0", "1"):
         assert sorted(p.name for p in (out / "trials" / trial).glob("*.pt")) == ["best.pt"]
@@ -142,126 +139,13 @@ def test_cli_tune_takes_imgsz_batch_and_workers_like_train(tmp_path, monkeypatch
         main(["tune", "--data", str(tmp_path), "--space", "s.yaml", "--out", "o", "--imgsz", "7"])
 
 
-def test_resume_finishes_rest_without_rerunning(tmp_path):
-    out = tmp_path / "tune"
-    space = _space(tmp_path, GRID_2X2)
-    assert run_tune(str(tmp_path), space, out, trials=1, epochs=1, device="cpu", trainer=FAKE) == 0
-    first = _study(out).trials[0]
-    assert run_tune(str(tmp_path), space, out, trials=4, epochs=1, device="cpu", trainer=FAKE) == 0
-    trials = _study(out).trials
-    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 4 and len(trials) == 4
-    assert [t.params for t in trials].count(first.params) == 1 and trials[0].value == first.value
-    assert len(_runs(out)) == 4  # nothing trained twice
-    # a finished study: running it again trains nothing and rewrites the report
-    assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer=FAKE) == 0
-    assert len(_runs(out)) == 4
-    # a different space for the same study is refused
-    with pytest.raises(UsageError, match=r"different space \(space.params.lr"):
-        run_tune(str(tmp_path), _space(tmp_path, {"lr": [0.1, 0.3]}), out, epochs=1, device="cpu", trainer=FAKE)
-    space = _space(tmp_path, GRID_2X2)
-    with pytest.raises(UsageError, match=r"different epochs"):
-        run_tune(str(tmp_path), space, out, epochs=2, device="cpu", trainer=FAKE)
-
-
-def _exit_now() -> None:
-    pass
-
-
-def _started_study_and_dead_owner(tmp_path: Path, space: Path, out: Path) -> tuple[optuna.Study, dict]:
-    """A study with one finished trial (grid sampler, as the workers load it) and the ``worker``
-    attribute of a process on this machine that is gone (what a SIGKILLed worker leaves)."""
-    assert run_tune(str(tmp_path), space, out, trials=1, epochs=1, device="cpu", trainer=FAKE) == 0
-    study = optuna.load_study(study_name="space", storage=open_storage(f"sqlite:///{out / 'study.db'}"),
-                              sampler=make_sampler("grid", load_space(space), seed=0, grid_seed=0))
-    dead = mp.get_context("spawn").Process(target=_exit_now)
-    dead.start()
-    dead.join()
-    return study, {"host": socket.gethostname(), "pid": dead.pid, "index": 0}
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_trial_left_running_by_a_kill_is_failed_and_rerun(tmp_path):
-    out = tmp_path / "tune"
-    space = _space(tmp_path, GRID_2X2)
-    study, owner = _started_study_and_dead_owner(tmp_path, space, out)
-    orphan = study.ask()  # what a SIGKILLed worker leaves: RUNNING, owned by a pid that is gone
-    orphan.set_user_attr("worker", owner)
-    orphan_params = {"lr": orphan.suggest_categorical("lr", [0.1, 0.01]),
-                     "momentum": orphan.suggest_categorical("momentum", [0.8, 0.88])}
-    assert run_tune(str(tmp_path), space, out, trials=4, epochs=1, device="cpu", trainer=FAKE) == 0
-    trials = _study(out).trials
-    states = [t.state.name for t in trials]
-    assert states.count("COMPLETE") == 4 and states[orphan.number] == "FAIL"
-    assert "gone" in trials[orphan.number].user_attrs["interrupted"]
-    rerun = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
-    assert len(rerun) == 1 and rerun[0].params == orphan_params and rerun[0].state.name == "COMPLETE"
-    assert sorted((r["lr"], r["momentum"]) for r in _runs(out)) == [(0.01, 0.8), (0.01, 0.88), (0.1, 0.8), (0.1, 0.88)]
-    md = (out / "trials.md").read_text()
-    assert f"queued again as trial {rerun[0].number}" in md
-
-
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_trials_killed_before_sampling_or_mid_requeue_still_cover_the_grid(tmp_path):
-    """Two half-done interruptions: a worker killed right after ``ask`` gave its trial a grid point
-    (no parameters sampled yet), and one killed after marking its trial FAIL but before queuing it
-    again. The next run trains every grid point exactly once."""
-    out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88]})
-    study, owner = _started_study_and_dead_owner(tmp_path, space, out)
-    unsampled = study.ask()  # has a grid_id, no params
-    unsampled.set_user_attr("worker", owner)
-    half = study.ask()
-    half.set_user_attr("worker", owner)
-    half.suggest_categorical("lr", [0.1, 0.01, 0.001])  # one of its two parameters sampled
-    study._storage.set_trial_user_attr(half._trial_id, "interrupted", "interrupted (Ctrl-C or SIGTERM)")
-    study._storage.set_trial_state_values(half._trial_id, optuna.trial.TrialState.FAIL)  # killed here
-    assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer=FAKE) == 0
-    trials = _study(out).trials
-    done = [(t.params["lr"], t.params["momentum"]) for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) == len(set(done)) == 6, [(t.number, t.state.name, t.params, t.system_attrs) for t in trials]
-    for orphan in (unsampled, half):
-        rerun = [t for t in trials if t.user_attrs.get("retry_of") == orphan.number]
-        assert len(rerun) == 1 and rerun[0].state.name == "COMPLETE"
-        assert rerun[0].system_attrs["grid_id"] == trials[orphan.number].system_attrs["grid_id"]
-    assert sorted((r["lr"], r["momentum"]) for r in _runs(out)) == sorted(done)
-
-
-def test_signals_deferred_holds_repeated_sigterm_from_any_thread():
-    """Two SIGTERMs during the block (sent from another thread, which the kernel may pick to take
-    them) run no handler inside it; the block ends, then one KeyboardInterrupt."""
-    import signal
-    import threading
-
-    from detect.tune.worker import _raise_interrupt, signals_deferred
-
-    def kill_twice() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    finished = []
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        with pytest.raises(KeyboardInterrupt, match="signal 15"):
-            with signals_deferred():
-                thread = threading.Thread(target=kill_twice)
-                thread.start()
-                thread.join()
-                for _ in range(20):  # bytecode ticks: where Python runs pending handlers
-                    time.sleep(0.005)
-                finished.append(True)
-        assert finished == [True]
-        assert signal.getsignal(signal.SIGTERM) is _raise_interrupt
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def test_tpe_with_ranges_prunes_bad_trials(tmp_path):
     out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": {"low": 1e-4, "high": 1.0, "log": True}, "momentum": {"low": 0.5, "high": 0.95}},
+    space = write_space(tmp_path, {"lr": {"low": 1e-4, "high": 1.0, "log": True}, "momentum": {"low": 0.5, "high": 0.95}},
                    pruner={"type": "median", "min_epochs": 1, "startup_trials": 1})
     rc = run_tune(str(tmp_path), space, out, trials=8, epochs=3, sampler="tpe", device="cpu", trainer=FAKE)
     assert rc == 0
-    trials = _study(out).trials
+    trials = study_of(out).trials
     assert len(trials) == 8
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and all(t.user_attrs["epochs_run"] < 3 for t in pruned)
@@ -271,7 +155,7 @@ def test_tpe_with_ranges_prunes_bad_trials(tmp_path):
 
 def test_failing_trial_is_recorded_and_exit_1(tmp_path):
     out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.1, 0.01]})
+    space = write_space(tmp_path, {"lr": [0.1, 0.01]})
     rc = run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer="test_tune:broken_train")
     assert rc == 1
     rows = (out / "trials.csv").read_text()
@@ -281,9 +165,9 @@ def test_failing_trial_is_recorded_and_exit_1(tmp_path):
 
 def test_worker_stops_after_repeated_identical_failures(tmp_path, capsys):
     out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001, 0.00001]})
+    space = write_space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001, 0.00001]})
     assert run_tune(str(tmp_path), space, out, epochs=1, device="cpu", trainer="test_tune:no_data_train") == 1
-    assert [t.state.name for t in _study(out).trials] == ["FAIL"] * 3  # not all 5
+    assert [t.state.name for t in study_of(out).trials] == ["FAIL"] * 3  # not all 5
     assert "the last 3 trials failed with the same error" in capsys.readouterr().err
 
 
@@ -309,12 +193,12 @@ def test_real_trainer_grid_two_workers(tmp_path):
 
     base = tiny_config(tmp_path / "unused", epochs=2)
     base.save_yaml(tmp_path / "base.yaml")
-    space = _space(tmp_path, {"lr": {"values": [0.05, 0.005], "log": True}, "bn": ["frozen", "train"]}, pruner="none")
+    space = write_space(tmp_path, {"lr": {"values": [0.05, 0.005], "log": True}, "bn": ["frozen", "train"]}, pruner="none")
     out = tmp_path / "tune"
     rc = run_tune(str(tmp_path), space, out, workers=2, epochs=2, config=str(tmp_path / "base.yaml"), device="cpu",
                   trainer="test_tune:tiny_real_train")
     assert rc == 0
-    trials = _study(out).trials
+    trials = study_of(out).trials
     assert {t.user_attrs["worker"]["index"] for t in trials} <= {0, 1}
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
     assert os.getpid() not in pids and len(pids) <= 2  # trained in the worker processes
@@ -339,7 +223,7 @@ def test_pruned_trial_stops_the_real_trainer(tmp_path):
     from tiny_detector import tiny_config
 
     tiny_config(tmp_path / "unused", epochs=4).save_yaml(tmp_path / "base.yaml")
-    space = _space(tmp_path, {"lr": [0.05]}, pruner={"type": "median", "min_epochs": 1, "startup_trials": 0})
+    space = write_space(tmp_path, {"lr": [0.05]}, pruner={"type": "median", "min_epochs": 1, "startup_trials": 0})
     from detect.tune.worker import make_pruner
 
     study = optuna.create_study(direction="maximize", pruner=make_pruner(load_space(space)))
@@ -356,61 +240,6 @@ def test_pruned_trial_stops_the_real_trainer(tmp_path):
     assert reporter.pruned and reporter.epochs == 1 and result["epochs"] == 1
 
 
-def _proc_state(pid) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().split()
-        return f"state {stat[2]} wchan {Path(f'/proc/{pid}/wchan').read_text()}"
-    except (OSError, TypeError):
-        return "gone"
-
-
-@pytest.mark.slow
-def test_sigkill_then_resume_finishes_without_rerunning(tmp_path):
-    """SIGKILL `detect tune` (2 workers) after its first finished trial; the workers die with it
-    (their trials are queued again); the same command then finishes the grid."""
-    import signal
-    import subprocess
-    import sys
-
-    ExperimentConfig().save_yaml(tmp_path / "base.yaml")
-    out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001], "momentum": [0.8, 0.88]}, pruner="none")
-    code = (f"import sys; from detect.tune.search import run_tune; sys.exit(run_tune({str(tmp_path)!r}, {str(space)!r}, "
-            f"{str(out)!r}, workers=2, epochs=3, config={str(tmp_path / 'base.yaml')!r}, device='cpu', trainer={FAKE!r}))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent,
-                            env={**os.environ, "FAKE_TRAIN_DELAY": "0.4"})
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        # RUNS.log: a trial started, so the study exists (opening the db earlier races its creation)
-        if (out / "RUNS.log").exists() and any(t.state.name == "COMPLETE" for t in _study(out).trials):
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    deadline = time.time() + 60  # the workers get SIGTERM from the kernel (PR_SET_PDEATHSIG) and queue their trials
-    while time.time() < deadline and any(t.state.name == "RUNNING" for t in _study(out).trials):
-        time.sleep(1.0)  # poll gently: SQLite readers delay the workers' writes
-    # Normally the dying workers queue their trials themselves; on a loaded machine one can die
-    # before its write lands, leaving a RUNNING trial whose process is gone: the restart below
-    # must recover those too. A RUNNING trial whose worker still lives would be a real leak.
-    stuck = [(t.number, t.user_attrs.get("worker"), _proc_state(t.user_attrs.get("worker", {}).get("pid")))
-             for t in _study(out).trials if t.state.name == "RUNNING"]
-    assert all(state == "gone" for *_, state in stuck), stuck
-    before = {t.number: t.params for t in _study(out).trials if t.state.name == "COMPLETE"}
-    assert 1 <= len(before) < 6
-    assert run_tune(str(tmp_path), space, out, workers=2, epochs=3, config=str(tmp_path / "base.yaml"), device="cpu",
-                    trainer=FAKE) == 0
-    trials = _study(out).trials
-    done = [t for t in trials if t.state.name == "COMPLETE"]
-    assert len(done) == 6, [(t.number, t.state.name, t.params, t.user_attrs) for t in trials]
-    assert len({(t.params["lr"], t.params["momentum"]) for t in done}) == 6
-    assert all(trials[n].params == p and trials[n].state.name == "COMPLETE" for n, p in before.items())
-    assert not [t for t in trials if t.state.name == "RUNNING"]
-    runs = [(r["lr"], r["momentum"]) for r in _runs(out)]
-    for p in before.values():  # a finished trial is never trained again
-        assert runs.count((p["lr"], p["momentum"])) == 1
-
-
 @pytest.mark.slow
 def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
     """`detect synth` + `detect tune` through the CLI: a 2x2 grid of real SSD trials (untrained
@@ -423,7 +252,7 @@ def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
     base = tmp_path / "base.yaml"
     base.write_text(yaml.safe_dump({"model": {"pretrained": "none"}, "data": {"workers": 0}, "preprocess": {"imgsz": 64},
                                     "train": {"batch": 4, "warmup_epochs": 0, "ema": False, "device": "cpu"}}))
-    space = _space(tmp_path, {"lr": {"values": [0.01, 0.001], "log": True}, "momentum": [0.8, 0.9]}, pruner="none")
+    space = write_space(tmp_path, {"lr": {"values": [0.01, 0.001], "log": True}, "momentum": [0.8, 0.9]}, pruner="none")
     out = tmp_path / "tune"
     rc = main(["tune", "--data", str(tmp_path / "data"), "--space", str(space), "--jobs", "2", "--epochs", "1",
                "--out", str(out), "--config", str(base), "--device", "cpu"])
@@ -438,12 +267,12 @@ def test_cli_tune_real_ssd_on_synth_data(tmp_path, capsys):
 def test_journal_storage_two_runs(tmp_path):
     """A journal file (what several machines or processes can share) instead of SQLite."""
     out = tmp_path / "tune"
-    space = _space(tmp_path, GRID_2X2, pruner="none")
+    space = write_space(tmp_path, GRID_2X2, pruner="none")
     journal = f"journal:{tmp_path / 'shared' / 'study.journal'}"
     assert run_tune(str(tmp_path), space, out, trials=2, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
     assert run_tune(str(tmp_path), space, out, epochs=1, storage=journal, device="cpu", trainer=FAKE) == 0
     trials = optuna.load_study(study_name="space", storage=open_storage(journal)).trials
-    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and len(_runs(out)) == 4
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 4 and len(runs_of(out)) == 4
     assert not (out / "study.db").exists()
 
 
@@ -481,7 +310,7 @@ def test_gpu_workers_each_see_one_gpu(tmp_path):
     import torch
 
     out = tmp_path / "tune"
-    space = _space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001]}, pruner="none")
+    space = write_space(tmp_path, {"lr": [0.1, 0.01, 0.001, 0.0001]}, pruner="none")
     assert run_tune(str(tmp_path), space, out, workers=2, epochs=1, device="auto", trainer="test_tune:fake_train_gpu") == 0
     seen = [json.loads(s) for s in (out / "GPU.log").read_text().splitlines()]
     n = torch.cuda.device_count()
