@@ -76,6 +76,36 @@ def test_folding_keeps_outputs_and_finds_every_pair():
     torch.testing.assert_close(b1, b0, atol=1e-3, rtol=1e-4)
 
 
+def test_large_batches_are_copied_in_threads_in_order(monkeypatch):
+    import detect.infer.predict as P
+
+    monkeypatch.setattr(P.os, "cpu_count", lambda: 4)
+    images = [np.full((6, 5, 3), i, np.uint8) for i in range(4 * P._COPY_MIN + 3)]
+    host = np.zeros((len(images), 6, 5, 3), np.uint8)
+    P._copy_into(host, images)
+    assert P._COPY_POOL is not None  # the threaded path ran
+    assert [int(h[0, 0, 0]) for h in host] == list(range(len(images))) and all((h == h[0, 0, 0]).all() for h in host)
+
+
+def test_folding_check_runs_float32_in_full_precision(monkeypatch):
+    """cuDNN's default TF32 float32 convolutions (10-bit mantissa) made every fold fail its check
+    on a GPU; the check turns TF32 off while it runs, and restores the settings after."""
+    import detect.infer.fuse as fuse
+
+    seen = []
+    real = fuse._feature_maps
+    monkeypatch.setattr(fuse, "_feature_maps", lambda m, x: seen.append(
+        (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)) or real(m, x))
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        _, n = fuse_conv_bn(StandInDetector().eval(), torch.rand(1, 3, 32, 32))
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    assert n == 3 and seen == [(False, False)] * 2
+
+
 def test_folding_refuses_a_conv_whose_output_is_also_used_elsewhere():
     class Residual(torch.nn.Module):  # y = bn(conv(x)) + conv(x): folding bn would change the sum
         def __init__(self):

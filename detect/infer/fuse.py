@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import copy
 import sys
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
@@ -139,12 +142,26 @@ def _run_hooked(model: nn.Module, x: torch.Tensor, handles: list) -> None:
             h.remove()
 
 
+@contextmanager
+def _exact_float32() -> Iterator[None]:
+    """float32 convolutions and matrix products in full precision while the check runs. cuDNN
+    runs float32 convolutions in TF32 by default (10-bit mantissa): over ~50 layers its rounding
+    alone exceeds the check's tolerance, and on a GPU every fold was rejected as wrong."""
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
 def _same_features(a: nn.Module, b: nn.Module, x: torch.Tensor, skip: set[str], rtol: float) -> bool:
     """Whether every feature map of ``b`` matches ``a``'s, except those of the modules in
     ``skip`` (the folded convolutions, whose outputs change by design). Feature maps, not the
     final detections, are compared: a score that sits on the threshold may flip between two
     numerically equal models, but a wrongly folded pair changes a feature map for sure."""
-    fa, fb = _feature_maps(a, x), _feature_maps(b, x)
+    with _exact_float32():
+        fa, fb = _feature_maps(a, x), _feature_maps(b, x)
     for name, ys in fa.items():
         if name in skip or name not in fb or len(fb[name]) != len(ys):
             continue
