@@ -21,7 +21,9 @@ class names are inside it. Speed, in the order it matters:
 
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
@@ -183,9 +185,7 @@ class Predictor:
         if buf is None or tuple(buf.shape) != shape:
             buf = torch.empty(shape, dtype=torch.uint8).pin_memory()
             self._pinned = buf
-        host = buf.numpy()
-        for i, im in enumerate(group):
-            host[i] = im
+        _copy_into(buf.numpy(), group)
         return buf.to(self.device, non_blocking=True)
 
     # ----------------------------------------------------------------------------- predict
@@ -321,6 +321,33 @@ def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:
         else:
             raise UsageError(f"--classes: unknown class {k!r}; this model knows: {', '.join(names)}")
     return sorted(set(ids))
+
+
+_COPY_POOL: Optional[ThreadPoolExecutor] = None
+_COPY_MIN = 32  # images per copy thread: below that a thread costs more than it saves
+
+
+def _copy_into(host: np.ndarray, images: Sequence[np.ndarray]) -> None:
+    """``host[i] = images[i]`` for every image, in up to 8 threads when the batch is large
+    (NumPy copies without the GIL: on a 16-core GPU machine one thread took 6.4 ms of a 55 ms
+    batch of 256 320x320 images)."""
+    global _COPY_POOL
+    n = len(images)
+    parts = min(8, os.cpu_count() or 1, n // _COPY_MIN)
+    if parts <= 1:
+        for i, im in enumerate(images):
+            host[i] = im
+        return
+    if _COPY_POOL is None:
+        _COPY_POOL = ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="detect-copy")
+
+    def copy(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            host[i] = images[i]
+
+    step = -(-n // parts)
+    for f in [_COPY_POOL.submit(copy, lo, min(n, lo + step)) for lo in range(0, n, step)]:
+        f.result()
 
 
 def _same_size_runs(images: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
