@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.data.dataset import DetectionDataset, ImageReadError, collate, read_image_rgb
+from detect.data.dataset import DetectionDataset, ImageReadError, collate, float_images, read_image_rgb
 from detect.data.transforms import bbox_params, eval_transform, train_transform
 from detect.structures import ImageRecord
 
@@ -85,6 +85,19 @@ def test_item_contract(tmp_path):
     torch.testing.assert_close(t["boxes"], torch.tensor([[0, 0, 40, 40], [5, 40 / 3, 15, 80 / 3]]), atol=1e-4, rtol=0)
     assert t["labels"].tolist() == [2, 5] and t["difficult"].tolist() == [False, True]
     assert t["image_id"] == 0 and t["orig_size"].tolist() == [60, 80] and t["orig_size"].dtype == torch.int64
+
+
+def test_uint8_items_are_the_float_items_before_scaling(tmp_path):
+    """The loaders' uint8 images (a quarter of the bytes between processes and to the device)
+    become exactly the float items on the device."""
+    img = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    r = record(write(tmp_path / "x.png", img), 80, 60, [[10, 20, 30, 40]], [1])
+    (f, tf), (u, tu) = DetectionDataset([r], eval_transform(40))[0], DetectionDataset([r], eval_transform(40), uint8=True)[0]
+    assert u.dtype == torch.uint8 and u.shape == (3, 40, 40) and u.is_contiguous()
+    batch, _ = collate([(u, tu), (u, tu)])
+    assert batch.dtype == torch.uint8
+    torch.testing.assert_close(float_images(batch)[0], f, rtol=0, atol=0)
+    assert float_images(f) is f and torch.equal(tu["boxes"], tf["boxes"])
 
 
 def test_crop_drops_labels_and_flags_with_their_boxes(tmp_path):

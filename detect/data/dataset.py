@@ -3,7 +3,10 @@
 An item is ``(image, target)``:
 
 - ``image``: Tensor[3, S, S] float32 in [0, 1], RGB, stretched to the model input S x S
-  (by the transform; see :mod:`detect.data.transforms`);
+  (by the transform; see :mod:`detect.data.transforms`); with ``uint8=True`` the same image as
+  uint8 in [0, 255], which the training and evaluation loaders use: a batch then crosses the
+  worker processes' shared memory and the host-to-device copy in a quarter of the bytes, and
+  :func:`float_images` makes it [0, 1] floats on the device;
 - ``target``: ``boxes`` float32[N, 4] (xyxy, pixels of the S x S image), ``labels``
   int64[N], ``difficult`` bool[N], ``image_id`` int (the record's index), ``orig_size``
   int64[2] = (h, w) of the file as decoded.
@@ -110,6 +113,8 @@ class DetectionDataset(Dataset):
             ``transform(image=, bboxes=, index=)``), or None to return the image unresized.
         skip_unreadable: an image that cannot be read returns an :class:`Unreadable` (which
             :func:`collate` drops and counts) instead of raising :class:`ImageReadError`.
+        uint8: images as uint8 Tensor[3, S, S] in [0, 255] instead of float32 in [0, 1] (see
+            :func:`float_images`).
 
     The transform's random state is reseeded once per process from ``torch.initial_seed()``
     (which differs per DataLoader worker and follows ``torch.manual_seed``), so workers do
@@ -117,10 +122,11 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[ImageRecord], transform: Optional[Callable[..., dict[str, Any]]] = None,
-                 skip_unreadable: bool = False) -> None:
+                 skip_unreadable: bool = False, uint8: bool = False) -> None:
         self.records = list(records)
         self.transform = transform
         self.skip_unreadable = skip_unreadable
+        self.uint8 = uint8
         self._seeded_pid: Optional[int] = None
 
     def __len__(self) -> int:
@@ -168,7 +174,8 @@ class DetectionDataset(Dataset):
             index = np.asarray(out["index"], np.int64).reshape(-1)
             boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)  # (N' + P', 4) after crops, order kept
         extra, boxes, index = np.ascontiguousarray(boxes[index >= n]), boxes[index < n], index[index < n]
-        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255.0)  # (S, S, 3) -> (3, S, S)
+        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+        image = image.contiguous() if self.uint8 else image.float().div_(255.0)
         target = {
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(np.asarray(r.labels, np.int64)[index]),
@@ -177,6 +184,12 @@ class DetectionDataset(Dataset):
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
         }
         return image, target, extra
+
+
+def float_images(images: torch.Tensor) -> torch.Tensor:
+    """A batch as the model takes it: uint8 [0, 255] (``DetectionDataset(uint8=True)``) ->
+    float32 [0, 1] on the tensor's device; float images pass unchanged."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]] | Unreadable]) -> tuple[torch.Tensor, Targets]:

@@ -124,13 +124,17 @@ def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
 def _dataset(records: Sequence[Any], transform: Any, proposals: Optional[Any], max_proposals: int,
              skip_unreadable: bool = False) -> Any:
     """A dataset over ``records``; in training (``skip_unreadable``) an image gone since the cache
-    was built is skipped and counted (:class:`detect.structures.Unreadable`), not fatal."""
+    was built is skipped and counted (:class:`detect.structures.Unreadable`), not fatal. Its
+    images are uint8 (a quarter of the bytes between processes and to the device); the training
+    loop and the evaluation make them floats on the device."""
     if proposals is None:
         from detect.data.dataset import DetectionDataset
 
-        return DetectionDataset(records, transform, skip_unreadable=skip_unreadable)
-    from detect.data.proposal_dataset import ProposalDataset
+        ds = DetectionDataset(records, transform, skip_unreadable=skip_unreadable)
+    else:
+        from detect.data.proposal_dataset import ProposalDataset
 
-    ds = ProposalDataset(records, transform, proposals, max_proposals)
-    ds.skip_unreadable = skip_unreadable
+        ds = ProposalDataset(records, transform, proposals, max_proposals)
+        ds.skip_unreadable = skip_unreadable
+    ds.uint8 = True
     return ds

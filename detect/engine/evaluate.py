@@ -43,6 +43,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from detect.data.dataset import float_images
 from detect.engine import metrics as M
 from detect.errors import UsageError
 from detect.models.build import set_postprocess
@@ -95,7 +96,7 @@ def collect(
             unreadable += map(str, getattr(targets, "unreadable", ()))
             if not len(targets):
                 continue
-            images = images.to(device, non_blocking=True)
+            images = float_images(images.to(device, non_blocking=True))  # uint8 travels, floats on the device
             s_h, s_w = images.shape[-2:]  # (B, 3, S, S)
             ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext()
             with ctx:

@@ -99,13 +99,15 @@ def val_mosaic(records: Sequence[Any], dets: Sequence[dict], gts: Sequence[dict]
 
 def train_batch_mosaic(images: Any, targets: Sequence[dict], classes: Sequence[str], png_path: str | Path,
                        n: int = 16) -> Path:
-    """The first ``n`` images of a training batch (Tensor[B, 3, S, S] RGB in [0, 1], as the model
-    gets them) with their boxes and class names, as the model is taught them."""
+    """The first ``n`` images of a training batch (Tensor[B, 3, S, S] RGB, float in [0, 1] as the
+    model gets them, or uint8 as the loader gives them) with their boxes and class names, as the model is taught them."""
     from detect.viz.draw import draw_detections
     from detect.viz.plots import image_mosaic
 
+    from detect.data.dataset import float_images
+
     tiles = []
-    for img, t in list(zip(images, targets))[:n]:
+    for img, t in list(zip(float_images(images[:n]), targets))[:n]:
         rgb = (img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # (3, S, S) -> (S, S, 3)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         labels = t["labels"].cpu().numpy().reshape(-1)
