@@ -16,8 +16,9 @@ import os
 import time
 from pathlib import Path
 
-import optuna
 import pytest
+
+optuna = pytest.importorskip("optuna")  # the `tune` extra (in `dev`): a machine without it skips these
 import yaml
 
 from detect.cli import main

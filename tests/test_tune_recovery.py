@@ -11,8 +11,9 @@ import socket
 import time
 from pathlib import Path
 
-import optuna
 import pytest
+
+optuna = pytest.importorskip("optuna")  # the `tune` extra (in `dev`): a machine without it skips these
 from test_tune import FAKE, GRID_2X2, runs_of, write_space, study_of
 
 from detect.config import ExperimentConfig
