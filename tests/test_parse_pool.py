@@ -28,6 +28,45 @@ def test_parallel_equals_serial(dataset, tmp_path, monkeypatch):
     assert serial.data["problems"] == parallel.data["problems"]
 
 
+def test_the_command_and_the_pool_share_the_chunks(tmp_path):
+    """The pool takes chunks from the front and the command itself from the back: both parse,
+    and the table is the serial one, row for row (a fresh interpreter without torch, so the
+    pool forks and sees the recording wrapper)."""
+    import subprocess
+    import sys
+
+    ann = tmp_path / "ann"
+    for i in range(320):
+        objs = [("cup", (1 + i % 7, 2, 30, 40))] if i % 9 else [("cup", (9, 9, 3, 3))]  # some degenerate boxes
+        write_voc(ann / f"{i:04d}.xml", objs)
+    (ann / "0100.xml").write_text("<annotation><object>")  # not well-formed
+    code = f"""
+import os
+import detect.data.parse_pool as pool
+from detect.data import build_cache
+real = pool._parse_chunk
+def recorded(jobs):
+    with open({str(tmp_path / "pids")!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    return real(jobs)
+pool._parse_chunk = recorded
+pool.SERIAL_BELOW = 0
+build_cache({str(ann)!r}, {str(tmp_path / "p.pkl")!r}, workers=2, progress=False)
+print(os.getpid())
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 10 and run.stdout.strip() in pids and len(set(pids)) == 2  # 320 files: 10 chunks of 32
+    pooled = load_cache(tmp_path / "p.pkl")
+    serial = build_cache(ann, tmp_path / "s.pkl", workers=1, progress=False)
+    assert [r.annotation for r in pooled.records] == [r.annotation for r in serial.cache.records]
+    for a, b in zip(pooled.records, serial.cache.records):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.labels, b.labels)
+    assert pooled.problems == serial.problems and len(serial.problems) > 30
+
+
 def test_tool_script_with_process_pool(tmp_path):
     """tools/xml2pkl.py in a fresh interpreter (no torch loaded: the pool forks) on enough
     files to use the pool, compared with an in-process serial build."""
@@ -80,8 +119,8 @@ def slow(jobs):  # busy workers (forked, so they see this)
     return parse(jobs)
 x._parse_chunk = slow
 from detect.cli import main
-sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pkl")!r}, "--workers", "2", "--no-progress"]))
-"""
+sys.exit(main(["xml2pkl", {str(tmp_path / "ann")!r}, "-o", {str(tmp_path / "c.pkl")!r}, "--workers", "3", "--no-progress"]))
+"""  # 3 parsers: the command and 2 pool workers
     seen, alive = kill_parent_and_count_survivors(code, str(Path(__file__).resolve().parents[1]))
     assert seen == 2 and alive == 0
     assert not (tmp_path / "c.pkl").exists()

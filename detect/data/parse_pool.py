@@ -66,7 +66,8 @@ def _mp_context():
 def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: dict[str, Any], workers: int = 0,
                progress: bool = True) -> dict[str, Any]:
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
-    ``workers`` processes (0: one per available core; 1 or few jobs: in this process) and a
+    ``workers`` processes, this one included (0: one per available core; 1 or few jobs: in
+    this process alone) and a
     tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
     :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -86,19 +87,29 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
                 tables.append(_parse_chunk(jobs[i : i + 512]))
                 bar.update(min(512, len(jobs) - i))
             return concat(tables)
-        # ~16 chunks per worker (was 8, up to 1024 files): the workers finish closer together
+        # ~16 chunks per parser (was 8, up to 1024 files): the parsers finish closer together
         size = int(np.clip(len(jobs) // (workers * 16), 32, 512))
         bounds = [(i, min(i + size, len(jobs))) for i in range(0, len(jobs), size)]
         results: list[Any] = [None] * len(bounds)
         ctx = _mp_context()
         inherit = ctx.get_start_method() == "fork"  # forked workers have the job list: send (start, stop) only
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+        _init_worker(index, how)  # this process parses too
+        with ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
                                  initargs=(index, how, os.getpid(), jobs if inherit else None)) as pool:
-            futures = {(pool.submit(_parse_range, a, b) if inherit else pool.submit(_parse_chunk, jobs[a:b])): k
-                       for k, (a, b) in enumerate(bounds)}
+            futures = [pool.submit(_parse_range, a, b) if inherit else pool.submit(_parse_chunk, jobs[a:b]) for a, b in bounds]
             try:
-                for fut in as_completed(futures):
-                    k = futures[fut]
+                # The pool takes chunks from the front, this process from the back, until they
+                # meet (a chunk a worker has taken can no longer be cancelled): one process
+                # fewer to fork, and its chunks cross no process border.
+                for k in reversed(range(len(bounds))):
+                    if not futures[k].cancel():
+                        break
+                    a, b = bounds[k]
+                    results[k] = _parse_chunk(jobs[a:b])
+                    bar.update(b - a)
+                pending = {f: k for k, f in enumerate(futures) if not f.cancelled()}
+                for fut in as_completed(pending):
+                    k = pending[fut]
                     results[k] = fut.result()
                     bar.update(bounds[k][1] - bounds[k][0])
             except BaseException:
