@@ -85,6 +85,36 @@ def test_round_trip(dataset, tmp_path):
     assert all(len(line.split("\t")) == 3 for line in lines)
 
 
+def test_first_build_stats_files_as_it_reads_them_and_a_rerun_agrees(dataset, tmp_path, monkeypatch):
+    """A first build walks without a stat per XML file (the parser's fstat gives size and
+    mtime); a re-run's walk stats them, and finds the cache up to date. A link to nowhere is
+    left out by both (it cannot be stat-ed), a FIFO is kept and reported by both."""
+    import detect.data.images as images
+
+    ann = dataset / "annotations"
+    (ann / "cup/GONE.xml").symlink_to(tmp_path / "nowhere.xml")
+    os.mkfifo(ann / "tea/FIFO.xml")
+    stats = []
+    real_walk = images.walk_files
+
+    def walk(*a, **kw):
+        stats.append(tuple(kw.get("stat", ())))
+        return real_walk(*a, **kw)
+
+    monkeypatch.setattr("detect.data.xml2pkl.walk_files", walk)
+    out = tmp_path / "c.pkl"
+    first = build(dataset, out)
+    assert stats[0][:1] == (False,) and "cup/GONE.xml" not in first.data["files"]["rel"]
+    files = first.data["files"]
+    i = files["rel"].index("cup/CUP0.xml")
+    st = (ann / "cup/CUP0.xml").stat()
+    assert (files["size"][i], files["mtime"][i]) == (st.st_size, st.st_mtime_ns)
+    assert files["size"][files["rel"].index("tea/FIFO.xml")] == 0  # the FIFO's own stat, as a walk gives it
+    assert "FIFO.xml\tspecial_file\t" in problems_path(out).read_text()
+    again = build(dataset, out)
+    assert stats[1][:1] == (True,) and again.up_to_date
+
+
 def test_incremental_rebuild_reparses_only_changed_files(dataset, tmp_path):
     out = tmp_path / "c.pkl"
     first = build(dataset, out)
@@ -268,7 +298,7 @@ def test_rerun_process_is_up_to_date_without_numpy_and_reparses_a_changed_file(d
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "c.pkl"
-    heavy = ("numpy", "lxml", "torch", "yaml", "cv2", "PIL", "tqdm")
+    heavy = ("numpy", "lxml", "torch", "yaml", "cv2", "PIL", "tqdm", "tempfile", "dataclasses")  # the last two: ~17 ms
     code = ("import sys; from detect.cli import main; rc = main(sys.argv[1:]); "
             f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r}))); sys.exit(rc)")
 

@@ -46,6 +46,24 @@ def test_output_path_that_is_an_input_refused(tmp_path):
     check_output_path(tmp_path / "ann" / "c.xml", [xml])  # a new file beside the inputs is fine
 
 
+def test_output_path_input_found_by_name_case_aside_relative_or_from_a_generator(tmp_path, monkeypatch):
+    """The one search over all input names (before the per-input check) misses none: another
+    case of the name, a bare relative name, inputs given as a generator."""
+    (tmp_path / "ann").mkdir()
+    xml = tmp_path / "ann" / "a.xml"
+    xml.write_text("<annotation/>")
+    os.symlink(xml, tmp_path / "ann" / "A.XML")
+    others = [str(tmp_path / "ann" / f"{i}.xml") for i in range(100)]
+    with pytest.raises(OutputPathError, match="one of the inputs"):
+        check_output_path(xml, [*others, str(tmp_path / "ann" / "A.XML")])
+    monkeypatch.chdir(tmp_path / "ann")
+    with pytest.raises(OutputPathError, match="one of the inputs"):
+        check_output_path(xml, ["b.xml", "a.xml"])
+    with pytest.raises(OutputPathError, match="one of the inputs"):
+        check_output_path(xml, (p for p in [*others, str(xml)]))
+    check_output_path(xml, (p for p in others))
+
+
 def test_open_regular_refuses_fifo_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "f")
     with pytest.raises(OSError, match="FIFO"):

@@ -9,7 +9,6 @@ the payload). The payload's layout and :class:`~detect.data.cache.Cache` are in
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -18,6 +17,11 @@ from typing import Any
 
 from detect.data.safe_pickle import load_versioned_pickle
 from detect.utils import atomic_write
+
+try:  # importing hashlib loads OpenSSL's bindings (~4 ms of xml2pkl's re-run); BLAKE2 is built in
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - an interpreter without CPython's built-in module
+    from hashlib import blake2b
 
 FORMAT = "retail-detect/voc-cache"
 SCHEMA = 1
@@ -59,7 +63,7 @@ def problems_text(problems: list[tuple[str, str, str]]) -> str:
 
 def problems_digest(text: str) -> str:
     """The header's ``problems_blake2b``: what the problems file must hash to."""
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
 def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
@@ -73,7 +77,7 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], bytes]:
         raise CacheError(f"{path}: cache header lacks the payload size and digest; rebuild it with `detect xml2pkl`") from None
     if len(payload) != size:
         raise CacheError(f"{path}: truncated cache ({len(payload)} of {size} payload bytes); rebuild it with `detect xml2pkl`")
-    if hashlib.blake2b(payload, digest_size=16).hexdigest() != digest:
+    if blake2b(payload, digest_size=16).hexdigest() != digest:
         raise CacheError(f"{path}: corrupt cache (payload digest differs); rebuild it with `detect xml2pkl`")
     return header, payload
 
@@ -111,7 +115,7 @@ def write_cache_data(path: str | os.PathLike, data: dict[str, Any], **header: An
     (``fingerprint``, ``summary``) and the payload's size and digest, then the payload."""
     payload = pickle.dumps(data, protocol=5)
     head = {"format": FORMAT, "schema": SCHEMA, **header, "payload_bytes": len(payload),
-            "payload_blake2b": hashlib.blake2b(payload, digest_size=16).hexdigest()}
+            "payload_blake2b": blake2b(payload, digest_size=16).hexdigest()}
 
     def write(f) -> None:
         pickle.dump(head, f, protocol=5)

@@ -31,6 +31,9 @@ def _gather_index(src_start: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 _FILE_ARRAYS = {"image_size": np.int64, "image_mtime": np.int64, "ok": bool, "width": np.int32, "height": np.int32}
+# The annotation files' size and mtime as parsed (-1: unknown): what a first build fingerprints
+# them with (:func:`merge_files` takes them); fresh tables only, never stored in a cache.
+_PARSE_STATS = ("xml_size", "xml_mtime")
 _FILE_LISTS = ("image", "hints")
 _BOX_ARRAYS = ("boxes", "name_id", "difficult", "truncated")
 
@@ -54,6 +57,8 @@ def pack(results: Sequence[FileResult]) -> dict[str, Any]:
         "difficult": np.fromiter(chain(r.difficult for r in results), bool),
         "truncated": np.fromiter(chain(r.truncated for r in results), bool),
         "problems": [(i, kind, msg) for i, r in enumerate(results) for kind, msg in r.problems],
+        "xml_size": np.fromiter((r.xml_size for r in results), np.int64, len(results)),
+        "xml_mtime": np.fromiter((r.xml_mtime_ns for r in results), np.int64, len(results)),
     }
     table["names"] = list(names)  # after name_id filled it
     return table
@@ -74,6 +79,9 @@ def concat(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["name_id"] = np.concatenate(
         [np.array([index[nm] for nm in t["names"]] + [0], np.int32)[t["name_id"]] for t in tables])  # +[0]: never empty
     out["names"] = names
+    for key in _PARSE_STATS:
+        if all(key in t for t in tables):
+            out[key] = np.concatenate([t[key] for t in tables])
     out["problems"] = []
     offset = 0
     for t in tables:
@@ -119,6 +127,12 @@ def merge_files(
     out["size"] = np.asarray(sizes, np.int64)
     out["mtime"] = np.asarray(mtimes, np.int64)
     return out
+
+
+def parse_stats(table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``(size, mtime_ns)`` int64[F] of a freshly parsed table's annotation files, as each was
+    read (-1 where it could not be stat-ed)."""
+    return table["xml_size"], table["xml_mtime"]
 
 
 def split_ids(rel: str) -> tuple[str, str]:

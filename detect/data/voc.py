@@ -70,6 +70,8 @@ class FileResult(NamedTuple):
     truncated: list[bool]
     hints: tuple[str, str, str]  # (<filename>, <frame>, <path>) as written, for image re-lookup
     problems: list[tuple[str, str]]  # (kind, message)
+    xml_size: int = -1  # the annotation file's size and mtime (ns) as read; -1: not known
+    xml_mtime_ns: int = -1
 
 
 def convert_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:
@@ -313,9 +315,9 @@ def resolve_image(
     return ok, image, img_size, img_mtime, width, height
 
 
-def _failed(problems: list[tuple[str, str]]) -> FileResult:
+def _failed(problems: list[tuple[str, str]], stat: Sequence[int] = (-1, -1)) -> FileResult:
     """The result of a file that yields no record (unreadable, not XML, not VOC)."""
-    return FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
+    return FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems, stat[0], stat[1])
 
 
 def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_dir: str = "", require_image: bool = False,
@@ -333,12 +335,13 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
         verify_images: decode the image fully, not only its header (see :func:`resolve_image`).
     """
     problems: list[tuple[str, str]] = []
-    root = load_tree(xml_path, root, max_bytes, problems)
+    stat = [-1, -1]  # the file's size and mtime as read (a first build's fingerprint)
+    root = load_tree(xml_path, root, max_bytes, problems, stat)
     if root is None:
-        return _failed(problems)
+        return _failed(problems, stat)
     if root.tag != "annotation":
         problems.append(("not_voc", f"root element is <{root.tag}>, not <annotation>: not a Pascal VOC file; skipped"))
-        return _failed(problems)
+        return _failed(problems, stat)
 
     filename = frame = path = ""
     width = height = 0
@@ -361,7 +364,8 @@ def parse_file(xml_path: str, images: Optional[ImageIndex] = None, *, xml_rel_di
         xml_path, images, xml_rel_dir, require_image, width, height, hints, problems, verify_images)
 
     boxes, names, difficult, truncated = _objects(objects, width, height, problems)
-    return FileResult(ok, image, img_size, img_mtime, width, height, boxes, names, difficult, truncated, hints, problems)
+    return FileResult(ok, image, img_size, img_mtime, width, height, boxes, names, difficult, truncated, hints, problems,
+                      stat[0], stat[1])
 
 
 def unknown_class_problems(unknown: Iterable[str]) -> list[tuple[str, str]]:

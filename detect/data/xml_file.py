@@ -28,10 +28,12 @@ _PARSER = etree.XMLParser(**_PARSER_OPTIONS)
 _LOCAL = threading.local()  # a feed parser per thread (feeding is stateful)
 
 
-def load_tree(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]):
+def load_tree(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]], stat: Optional[list[int]] = None):
     """The parsed root element of the annotation file ``path``, or None with a problem added
-    (unreadable, not a regular file, a link out of ``root``, too large, not well-formed XML)."""
-    data = read_xml(path, root, max_bytes, problems)
+    (unreadable, not a regular file, a link out of ``root``, too large, not well-formed XML).
+    ``stat``, when given (a list ``[-1, -1]``), gets the file's size and mtime in ns (see
+    :func:`read_xml`)."""
+    data = read_xml(path, root, max_bytes, problems, stat)
     if data is None:
         return None
     data, guessed = _utf16_bom(data)
@@ -58,7 +60,8 @@ def _read_bytes(fd: int, limit: int, block: int = 1 << 16) -> bytes:
 _FAST_OPEN = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
-def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
+def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]],
+             stat_out: Optional[list[int]] = None) -> Optional[bytes]:
     """The bytes of an annotation file, or None with a problem: only a regular file (a FIFO
     blocked a read forever, ``/dev/zero`` filled the memory) of at most ``max_bytes``, and, when
     ``root`` (a real path) is given, a symlink only when it points inside ``root``.
@@ -66,19 +69,25 @@ def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str
     The usual file (``lstat``: a regular file, not a link) costs ``lstat``, ``open``
     (``O_NOFOLLOW``: a link swapped in meanwhile is not followed), one ``fstat`` (still regular,
     and its size), ``read`` and ``close``; anything else (a link, a special file, an error) takes
-    :func:`_read_xml_checked`, which says what is wrong."""
+    :func:`_read_xml_checked`, which says what is wrong.
+
+    ``stat_out`` (a list ``[-1, -1]``), when given, gets the file's ``[size, mtime_ns]`` as
+    ``os.stat`` gives them (a link's target; left -1 when it cannot be stat-ed): a first build
+    takes them from here, the ``fstat`` of the file as read, instead of a ``stat`` in the walk."""
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
-            return _read_xml_checked(path, root, max_bytes, problems)
+            return _read_xml_checked(path, root, max_bytes, problems, stat_out)
         fd = os.open(path, _FAST_OPEN)
     except (OSError, ValueError):  # missing, unreadable, swapped for a link...: the careful path names it
-        return _read_xml_checked(path, root, max_bytes, problems)
+        return _read_xml_checked(path, root, max_bytes, problems, stat_out)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # swapped since the lstat
             os.close(fd)
             fd = -1
-            return _read_xml_checked(path, root, max_bytes, problems)
+            return _read_xml_checked(path, root, max_bytes, problems, stat_out)
+        if stat_out is not None:
+            stat_out[0], stat_out[1] = st.st_size, st.st_mtime_ns
         size = st.st_size
         data = _read_bytes(fd, max_bytes) if size <= max_bytes else b""
     except OSError as e:
@@ -90,8 +99,15 @@ def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str
     return _check_size(size, data, max_bytes, problems)
 
 
-def _read_xml_checked(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
+def _read_xml_checked(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]],
+                      stat_out: Optional[list[int]] = None) -> Optional[bytes]:
     """:func:`read_xml` for a symlink, a special file or a failing ``lstat``/``open``."""
+    if stat_out is not None:
+        try:
+            st = os.stat(path)  # what the walk's stat gives: a link's target, a FIFO's own
+            stat_out[0], stat_out[1] = st.st_size, st.st_mtime_ns
+        except (OSError, ValueError):
+            pass
     try:
         if root and os.path.islink(path) and not is_within(path, root):
             problems.append(("link_outside", f"symlink to {os.path.realpath(path)}, outside the annotation folder {root}; not read"))
