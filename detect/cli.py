@@ -62,7 +62,7 @@ def _add_xml2pkl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", help="class file, one name a line; unknown names become problems")
     p.add_argument("--split", help="file of image ids (stem or <class>/<stem>) to keep")
     p.add_argument("-o", "--output", required=True, help="cache file to write (.pkl)")
-    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel parser processes (0: one per core)")
+    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel parsers, this process included (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when any problem was found")
     p.add_argument("--max-xml-bytes", type=_COUNT, help="larger annotation files are reported, not read (default: 16 MiB)")
     p.add_argument("--verify-images", action="store_true", help="decode every image fully (in parallel), not only its "
@@ -204,7 +204,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
                    "pkl: the cache of one split (like xml2pkl)")
     p.add_argument("-o", "--output", required=True, help="output folder (--to pkl: the cache file); never inside the source")
     p.add_argument("--split", help="only this split (default: every split; --to pkl: every image)")
-    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel VOC parser processes (0: one per core)")
+    p.add_argument("--workers", type=_NONNEG, default=0, help="parallel VOC parsers, this process included (0: one per core)")
     p.add_argument("--strict", action="store_true", help="exit 1 when the source had any problem")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -314,7 +314,7 @@ def build_cache(
             ``image=""`` and the XML's ``<size>`` (an annotation-only cache).
         classes: class file or list; None: the sorted union of the names found.
         split: split file or list of ids (``<STEM>`` or ``<class>/<STEM>``); None: all files.
-        workers: parser processes (0: one per core).
+        workers: parsers, this process included (0: one per core).
         max_xml_bytes: larger annotation files are not read (a ``too_large`` problem).
         verify_images: decode every image fully (in the parser processes), not only its header:
             one that fails or makes the decoder complain is a ``corrupt_image`` problem and is
