@@ -328,6 +328,9 @@ def test_output_device_fifo_or_input_refused(dataset, tmp_path, capsys):
     os.mkfifo(tmp_path / "fifo.pkl")  # reading it as the old cache blocked forever
     assert main([*args, str(tmp_path / "fifo.pkl")]) == 2
     assert stat.S_ISFIFO(os.lstat(tmp_path / "fifo.pkl").st_mode)
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "xml2pkl-cache-reader"]  # no reader left blocked on it
     if os.geteuid() == 0:  # as root the device node was replaced by a regular file
         os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
         assert main([*args, str(tmp_path / "null")]) == 2

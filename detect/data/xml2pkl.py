@@ -341,7 +341,7 @@ def build_cache(
     # A first build has no cache to compare with: its XML files are not stat-ed in the walk but
     # as the parser reads them (the fstat it makes anyway), ~4 us a file off the serial part.
     first = not output.exists()
-    reader = CacheReader(output) if not first else None
+    reader = CacheReader(output) if output.is_file() else None  # never a FIFO or device: check_cache_output refuses those
     xmls, beside = walk_files(ann_abs, {".xml"}, IMAGE_EXTS if ann_abs in roots else (), stat=(not first, True))  # one walk for both
     if not xmls.rels:
         raise UsageError(f"no .xml files under {ann}")
