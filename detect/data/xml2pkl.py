@@ -1,6 +1,7 @@
 """``detect xml2pkl``: a folder of VOC XML files -> an incremental, versioned pickle cache.
 
-Flow: scan (XML and image folders, with sizes and mtimes) -> reuse the old cache's rows whose
+Flow: scan (XML and image folders, with sizes and mtimes; a first build takes the XML files'
+from the parser, which stats each as it reads it) -> reuse the old cache's rows whose
 fingerprint is unchanged -> parse only new or changed files (in parallel) -> merge columns ->
 select classes and split -> write the cache and its problems file atomically.
 
