@@ -95,13 +95,57 @@ def _flags(a: np.ndarray, n: int) -> np.ndarray:
 class Targets(list):
     """The targets of a batch (a list, one dict per image) and ``unreadable``: the
     :class:`Unreadable` items :func:`collate` dropped from it. A list subclass, so it survives
-    DataLoader workers and pinning with the attribute."""
+    DataLoader workers and pinning with the attribute.
+
+    Pickled (a DataLoader worker sending the batch), the tensors of each key are sent as one
+    concatenated tensor and split back into per-image views on arrival: every tensor crossing
+    a process border gets its own shared-memory segment, and 4-5 small tensors per image made
+    a 2-worker loader of 320 px images run at half the rate of the same loader without targets
+    (252 against 535 images/s)."""
 
     unreadable: list[Unreadable]
 
     def __init__(self, targets: Sequence[dict[str, Any]] = (), unreadable: Sequence[Unreadable] = ()) -> None:
         super().__init__(targets)
         self.unreadable = list(unreadable)
+
+    def __reduce__(self):
+        return _unpack_targets, (*_pack_targets(self), self.unreadable)
+
+
+def _pack_targets(targets: Sequence[dict[str, Any]]) -> tuple[int, list[str], dict[str, Any], dict[str, dict[int, Any]]]:
+    """``(n, keys, packed, rest)``: ``packed[key] = (Tensor, sizes)`` for every key whose values
+    are tensors of one dtype, at least 1-D with the same trailing shape in all ``n`` dicts
+    (concatenated along dim 0, ``sizes`` their lengths); ``rest[key] = {i: value}``: every other
+    key's values, by dict; ``keys`` in first-seen order."""
+    keys = list(dict.fromkeys(k for t in targets for k in t))
+    packed: dict[str, Any] = {}
+    rest: dict[str, dict[int, Any]] = {}
+    for k in keys:
+        vals = [t[k] for t in targets if k in t]
+        v0 = vals[0]
+        if (len(vals) == len(targets) and torch.is_tensor(v0) and v0.dim() >= 1
+                and all(torch.is_tensor(v) and v.dtype == v0.dtype and v.dim() == v0.dim() and v.shape[1:] == v0.shape[1:]
+                        for v in vals)):
+            packed[k] = (torch.cat(vals), [int(v.shape[0]) for v in vals])
+        else:
+            rest[k] = {i: t[k] for i, t in enumerate(targets) if k in t}
+    return len(targets), keys, packed, rest
+
+
+def _unpack_targets(n: int, keys: list[str], packed: dict[str, Any], rest: dict[str, dict[int, Any]],
+                    unreadable: list[Unreadable]) -> "Targets":
+    """:func:`_pack_targets` undone: per-image dicts, the packed tensors split into views."""
+    split = {k: t.split(sizes) for k, (t, sizes) in packed.items()}
+    dicts: list[dict[str, Any]] = [{} for _ in range(n)]
+    for k in keys:
+        if k in split:
+            for d, v in zip(dicts, split[k]):
+                d[k] = v
+        else:
+            for i, v in rest[k].items():
+                dicts[i][k] = v
+    return Targets(dicts, unreadable)
 
 
 class DetectionDataset(Dataset):
