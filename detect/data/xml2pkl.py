@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
 from detect.data.cache_header import (
-    CacheError, blake2b, escape_field, problems_digest, problems_path, problems_text, read_cache_parts, valid_summary, write_cache_data,
+    CacheError, CacheReader, blake2b, escape_field, problems_digest, problems_path, problems_text, read_cache_parts, valid_summary, write_cache_data,
 )
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.limits import MAX_XML_BYTES
@@ -139,32 +139,6 @@ def check_writable_folder(output: Path) -> None:
 
 
 # -- the build ------------------------------------------------------------------------------
-class CacheReader:
-    """Reads and checks the cache at ``path`` (:func:`read_cache_parts`) in a background thread,
-    started before the walk: reading and hashing its payload (~20 ms for 20,000 files) release
-    the GIL, so on a re-run they overlap the walk's ``stat`` calls instead of following them.
-    :meth:`parts` waits and returns the header and payload, or raises what the read raised."""
-
-    def __init__(self, path: Path) -> None:
-        import threading
-
-        self._result: Any = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="xml2pkl-cache-reader", daemon=True)
-        self._thread.start()
-
-    def _run(self, path: Path) -> None:
-        try:
-            self._result = read_cache_parts(path)
-        except BaseException as e:  # handed to the caller by parts()
-            self._result = e
-
-    def parts(self) -> tuple[dict[str, Any], bytes]:
-        self._thread.join()
-        if isinstance(self._result, BaseException):
-            raise self._result
-        return self._result
-
-
 def load_previous(output: Path, fingerprint: str, log: TextIO, reader: Optional[CacheReader] = None,
                   ) -> tuple[Optional[dict[str, Any]], Optional[bytes], Optional[dict[str, Any]]]:
     """One read of the cache at ``output`` (or ``reader``'s, started earlier): ``(header, payload
