@@ -9,6 +9,10 @@
 #                                      #         0.75 target and the Fast R-CNN numbers)
 #   MODE=time5 bash bench/gpu_all.sh   # ~8 min: both detectors' defaults with --time 5 on
 #                                      #         groceries, GPU tests, GPU inference (trained weights)
+#   MODE=profile bash bench/gpu_all.sh # ~5 min: issue 14's GPU targets: bench/gpu_profile.py (inference
+#                                      #         stage by stage; loader alone, step alone, both), the
+#                                      #         inference race at 320x320 batch 256, the GPU tests
+#                                      #         (needs only .whl; no groceries data)
 #
 # Inputs (git-ignored, carried to the device): .gpu/groceries-voc.tgz (an archive of
 # ../shared/data/groceries-voc, benchmark only), .gpu/groceries.yaml, .gpu/groceries_ss_fast.npz
@@ -64,6 +68,17 @@ if [ "$MODE" = smoke ]; then
   timeout 90 $PY bench/infer.py --device $DEV --half --batch 256 --models ssd_torch,tv_ssdlite320 --iters 5 \
     --warmup 2 --video-frames 0 --json "$W/infer_smoke.json" 2>&1 | tail -15
   el "smoke done"
+  exit 0
+fi
+
+if [ "$MODE" = profile ]; then
+  timeout 200 $PY bench/gpu_profile.py --device $DEV --parts infer,train --iters 20 --train-images 2048 --train-batches 64,128 \
+    --out-dir "$W" --json "$W/gpu_profile.json" > "$W/gpu_profile.txt" 2>&1; grep -v '^ \|^{\|^}' "$W/gpu_profile.txt" | tail -25
+  el "profile done"; pack
+  timeout 60 $PY bench/infer.py --device $DEV --half --batch 256 --size 320x320 --models ssd_trained,tv_ssdlite320 \
+    --iters 10 --video-frames 0 --json "$W/infer_gpu_320.json" > "$W/infer_gpu_320.txt" 2>&1; tail -4 "$W/infer_gpu_320.txt"
+  timeout 100 $PY -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -6 | tee "$W/pytest_gpu.txt"
+  el "all done"; pack
   exit 0
 fi
 
