@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -87,16 +88,20 @@ def _graphed(fn, example: torch.Tensor):
     return run
 
 
+def _batch(S: int, B: int) -> list[np.ndarray]:
+    """``B`` synthetic shelves S x S (64 distinct ones, repeated): bench/infer.py's inputs."""
+    from infer import _images
+
+    distinct = _images(min(B, 64), S, S)
+    return [distinct[i % len(distinct)] for i in range(B)]
+
+
 @torch.inference_mode()
 def infer_part(args, out_dir: Path) -> dict:
-    import cv2
-
-    from detect.data.synth import render_scene
     from detect.infer.predict import Predictor
 
     S, B = args.size, args.batch
-    images = [cv2.resize(render_scene(0, i, size=S, kind="shelf").image, (S, S)) for i in range(min(B, 64))]
-    images = [images[i % len(images)] for i in range(B)]
+    images = _batch(S, B)
     sizes = [im.shape[:2] for im in images]
     res: dict = {"batch": B, "input": f"{S}x{S}"}
     for bench_flag in (False, True):
@@ -147,13 +152,10 @@ def infer_part(args, out_dir: Path) -> dict:
 @torch.inference_mode()
 def compile_part(args) -> dict:
     """The network under ``torch.compile(mode=args.compile)`` (compile time reported apart)."""
-    import cv2
-
-    from detect.data.synth import render_scene
     from detect.infer.predict import Predictor
 
     S, B = args.size, args.batch
-    images = [cv2.resize(render_scene(0, i % 64, size=S, kind="shelf").image, (S, S)) for i in range(B)]
+    images = _batch(S, B)
     res: dict = {"mode": args.compile}
     torch.backends.cudnn.benchmark = True
     pred = Predictor(args.weights, device=args.device, half=True, conf=args.conf, max_det=args.max_det)
@@ -191,6 +193,7 @@ def train_part(args, out_dir: Path) -> dict:
     from detect.engine.train_cli import config_from_args
     from detect.models.backbones import input_preprocess
     from detect.models.build import build_model
+    from loader import _rate
 
     data = args.synth
     if not Path(data).is_dir():
@@ -209,14 +212,7 @@ def train_part(args, out_dir: Path) -> dict:
         cfg.preprocess = input_preprocess(cfg.model, cfg.preprocess)
         loader, sampler = train_loader(d.train, batch, d.collate, info, 0, args.workers, device)
         row: dict = {}
-        # the loader alone: epoch 0 warms the workers up, epoch 1 is timed
-        for ep in range(2):
-            sampler.set_epoch(ep)
-            t0, n = time.perf_counter(), 0
-            for imgs, targets in loader:
-                n += imgs.shape[0]
-            dt = time.perf_counter() - t0
-        row["loader_images_per_s"] = round(n / dt, 1)
+        row["loader_images_per_s"] = round(_rate(loader, sampler, 1), 1)  # the loader alone, after a warm-up epoch
         # the step alone: one batch already on the GPU, repeated
         model = build_model(cfg.model, cfg.preprocess).to(device).to(memory_format=torch.channels_last)
         t = cfg.train

@@ -36,8 +36,8 @@ def make_records() -> list[ImageRecord]:
 class TinyDataset(torch.utils.data.Dataset):
     """Like DetectionDataset with a stretch resize to S: the image carries its index in pixel (0, 0)."""
 
-    def __init__(self, records, transform=None, drop_last_box: bool = False, skip_unreadable: bool = False):
-        self._recs = records
+    def __init__(self, records, transform=None, drop_last_box: bool = False, skip_unreadable: bool = False, uint8: bool = False):
+        self._recs = records  # uint8 accepted like DetectionDataset's; its images stay float (float_images passes them)
         self.drop_last_box = drop_last_box  # imitate a transform that lost a box
 
     @property

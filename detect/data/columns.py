@@ -32,7 +32,7 @@ def _gather_index(src_start: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 _FILE_ARRAYS = {"image_size": np.int64, "image_mtime": np.int64, "ok": bool, "width": np.int32, "height": np.int32}
 # The annotation files' size and mtime as parsed (-1: unknown): what a first build fingerprints
-# them with (:func:`merge_files` takes them); fresh tables only, never stored in a cache.
+# them with (detect.data.xml2pkl.build_cache); fresh tables only, never stored in a cache.
 _PARSE_STATS = ("xml_size", "xml_mtime")
 _FILE_LISTS = ("image", "hints")
 _BOX_ARRAYS = ("boxes", "name_id", "difficult", "truncated")
@@ -127,12 +127,6 @@ def merge_files(
     out["size"] = np.asarray(sizes, np.int64)
     out["mtime"] = np.asarray(mtimes, np.int64)
     return out
-
-
-def parse_stats(table: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """``(size, mtime_ns)`` int64[F] of a freshly parsed table's annotation files, as each was
-    read (-1 where it could not be stat-ed)."""
-    return table["xml_size"], table["xml_mtime"]
 
 
 def split_ids(rel: str) -> tuple[str, str]:

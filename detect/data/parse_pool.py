@@ -67,8 +67,7 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
                progress: bool = True) -> dict[str, Any]:
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes, this one included (0: one per available core; 1 or few jobs: in
-    this process alone) and a
-    tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
+    this process alone) and a tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
     :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -79,9 +78,9 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)
+    _init_worker(index, how)  # this process parses, alone or beside the pool
     try:
         if workers <= 1 or len(jobs) < (SERIAL_BELOW // 16 if how.get("verify_images") else SERIAL_BELOW):  # decoding is slow
-            _init_worker(index, how)
             tables = []
             for i in range(0, len(jobs), 512):
                 tables.append(_parse_chunk(jobs[i : i + 512]))
@@ -93,7 +92,6 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
         results: list[Any] = [None] * len(bounds)
         ctx = _mp_context()
         inherit = ctx.get_start_method() == "fork"  # forked workers have the job list: send (start, stop) only
-        _init_worker(index, how)  # this process parses too
         with ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
                                  initargs=(index, how, os.getpid(), jobs if inherit else None)) as pool:
             futures = [pool.submit(_parse_range, a, b) if inherit else pool.submit(_parse_chunk, jobs[a:b]) for a, b in bounds]

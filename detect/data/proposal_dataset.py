@@ -33,6 +33,7 @@ class ProposalDataset(DetectionDataset):
     Args:
         proposals: a :class:`ProposalSet` or the path of a proposal cache/file.
         max_proposals: keep each image's best this many (0: all).
+        options: :class:`DetectionDataset`'s ``skip_unreadable`` and ``uint8``.
 
     Attributes:
         missing: records whose image has no entry in the set; they get no proposals (in
@@ -46,8 +47,9 @@ class ProposalDataset(DetectionDataset):
         transform: Optional[Callable[..., dict[str, Any]]],
         proposals: ProposalSet | str,
         max_proposals: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(records, transform)
+        super().__init__(records, transform, **options)  # skip_unreadable, uint8
         self.proposals = load_proposals(proposals) if isinstance(proposals, str) else proposals
         self.max_proposals = max_proposals
         self._keys = [self.proposals.key_for(r.image) for r in self.records]

@@ -315,8 +315,8 @@ def build_cache(
     roots = [str(Path(images).resolve())] if images is not None else default_image_roots(ann_abs)
     # A first build has no cache to compare with: its XML files are not stat-ed in the walk but
     # as the parser reads them (the fstat it makes anyway), ~4 us a file off the serial part.
-    first = not output.exists()
     reader = CacheReader(output) if output.is_file() else None  # never a FIFO or device: check_cache_output refuses those
+    first = reader is None
     xmls, beside = walk_files(ann_abs, {".xml"}, IMAGE_EXTS if ann_abs in roots else (), stat=(not first, True))  # one walk for both
     if not xmls.rels:
         raise UsageError(f"no .xml files under {ann}")
@@ -338,7 +338,7 @@ def build_cache(
     check_writable_folder(output)
     import numpy as np
 
-    from detect.data.columns import merge_files, parse_stats
+    from detect.data.columns import merge_files
 
     sizes = np.array(xmls.sizes, np.int64)
     mtimes = np.array(xmls.mtimes, np.int64)
@@ -353,7 +353,7 @@ def build_cache(
 
     new = parse_many(jobs, index, how, workers, progress)
     if first:  # the fingerprint from the files as read; one that could not be stat-ed is left out, as a walk with stat does
-        sizes, mtimes = parse_stats(new)
+        sizes, mtimes = new["xml_size"], new["xml_mtime"]
         rows = np.flatnonzero(sizes >= 0)
         if len(rows) < len(rels):
             rels, sizes, mtimes = [rels[i] for i in rows.tolist()], sizes[rows], mtimes[rows]

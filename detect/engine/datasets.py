@@ -130,11 +130,7 @@ def _dataset(records: Sequence[Any], transform: Any, proposals: Optional[Any], m
     if proposals is None:
         from detect.data.dataset import DetectionDataset
 
-        ds = DetectionDataset(records, transform, skip_unreadable=skip_unreadable)
-    else:
-        from detect.data.proposal_dataset import ProposalDataset
+        return DetectionDataset(records, transform, skip_unreadable=skip_unreadable, uint8=True)
+    from detect.data.proposal_dataset import ProposalDataset
 
-        ds = ProposalDataset(records, transform, proposals, max_proposals)
-        ds.skip_unreadable = skip_unreadable
-    ds.uint8 = True
-    return ds
+    return ProposalDataset(records, transform, proposals, max_proposals, skip_unreadable=skip_unreadable, uint8=True)

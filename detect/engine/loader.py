@@ -36,9 +36,8 @@ def mix_seed(*parts: int) -> int:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    seed_host(seed)
+    torch.manual_seed(seed)  # every device's generator too
 
 
 def seed_host(seed: int) -> None:

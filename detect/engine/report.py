@@ -101,13 +101,12 @@ def train_batch_mosaic(images: Any, targets: Sequence[dict], classes: Sequence[s
                        n: int = 16) -> Path:
     """The first ``n`` images of a training batch (Tensor[B, 3, S, S] RGB, float in [0, 1] as the
     model gets them, or uint8 as the loader gives them) with their boxes and class names, as the model is taught them."""
+    from detect.data.dataset import float_images
     from detect.viz.draw import draw_detections
     from detect.viz.plots import image_mosaic
 
-    from detect.data.dataset import float_images
-
     tiles = []
-    for img, t in list(zip(float_images(images[:n]), targets))[:n]:
+    for img, t in zip(float_images(images[:n]), targets[:n]):
         rgb = (img.detach().float().cpu().clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)  # (3, S, S) -> (S, S, 3)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         labels = t["labels"].cpu().numpy().reshape(-1)
