@@ -88,7 +88,7 @@ class Predictor:
         half: bool = False,
         conf: float = 0.25,
         iou: float = 0.45,
-        max_det: int = 300,
+        max_det: int = 1000,
         classes: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
         backend: str = "auto",
