@@ -180,7 +180,8 @@ def fake_stack(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
 
     module("detect.engine.checkpoint", load_model=lambda path, device: (state.model, cfg, list(CLASSES)))
-    module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache)
+    module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache,
+           input_files=lambda data, cache=None, source=None: [data])
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
     module("detect.data.transforms", eval_transform=lambda imgsz: None)
     return state

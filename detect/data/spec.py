@@ -202,6 +202,8 @@ class DataSource:
         builder: ``builder(split, output, workers=, progress=, log=) -> BuildResult``.
         single: one annotation file that answers every split name (a COCO .json given alone).
         source: what the user gave.
+        files: the files that define it besides its annotations and images (a YAML, a class
+            file, split lists, COCO JSON): outputs must never replace them.
     """
 
     kind: str
@@ -212,6 +214,7 @@ class DataSource:
     single: bool = False
     cache_dir: Optional[Path] = None
     source: str = ""
+    files: list[str] = field(default_factory=list)
 
     def split_key(self, split: Optional[str]) -> str:
         """The split name a requested split means here (raises :class:`DatasetError`)."""
@@ -254,7 +257,10 @@ def voc_source(spec: DatasetSpec, kind: str = "voc") -> DataSource:
             raise DatasetError(f"{spec.source}: split file {selection} of split {split!r} does not exist")
         return build_cache(spec.annotations, output, images=spec.images, classes=spec.classes, split=selection, **kw)
 
-    return DataSource(kind, spec.name, spec.root, list(spec.splits), build, cache_dir=spec.cache_dir, source=spec.source)
+    files = [spec.source] if Path(spec.source).is_file() else []
+    files += [str(p) for p in (spec.classes, *spec.splits.values()) if isinstance(p, Path)]
+    return DataSource(kind, spec.name, spec.root, list(spec.splits), build, cache_dir=spec.cache_dir, source=spec.source,
+                      files=files)
 
 
 def yolo_source(data_yaml: Path) -> DataSource:
@@ -270,7 +276,8 @@ def yolo_source(data_yaml: Path) -> DataSource:
         return build_yolo_cache(spec, split, output, **kw)  # reading label files needs no worker pool
 
     # splits whose folders exist: Roboflow's data.yaml names a test/ folder it may not have
-    return DataSource("yolo", name, spec.root, spec.present(), build, source=str(data_yaml))
+    files = [str(spec.yaml), *(str(e) for entries in spec.splits.values() for e in entries if e.is_file())]
+    return DataSource("yolo", name, spec.root, spec.present(), build, source=str(data_yaml), files=files)
 
 
 def coco_source(path: Path) -> DataSource:
@@ -285,7 +292,8 @@ def coco_source(path: Path) -> DataSource:
         chosen = list(splits) if key == ALL else [key]
         return build_coco_cache(root, [splits[s] for s in chosen], output, **kw)
 
-    return DataSource("coco", root.name, root, list(splits), build, single=path.is_file(), source=str(path))
+    return DataSource("coco", root.name, root, list(splits), build, single=path.is_file(), source=str(path),
+                      files=[str(s.json) for s in splits.values()])
 
 
 def open_data(data: str | os.PathLike) -> DataSource:
@@ -328,6 +336,25 @@ def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: 
                  progress: bool = False, log: TextIO = sys.stderr) -> Cache:
     """Build or reuse the cache of one split of ``spec`` (``None`` or "all": every file)."""
     return resolve_source(voc_source(spec), split, workers=workers, progress=progress, log=log)
+
+
+def input_files(data: str | os.PathLike, cache: Optional[Cache] = None, source: Optional[DataSource] = None) -> list[str]:
+    """Every file ``--data`` reads: the path itself, the files that define the dataset
+    (:attr:`DataSource.files`), and, from ``cache``, each record's image and annotation file.
+    What :func:`detect.utils.check_output_path` must never let an output replace (``val --json
+    ds/classes.txt`` replaced the class list)."""
+    out = [os.fspath(data)]
+    if source is None and not is_cache_path(data):
+        try:
+            source = open_data(data)
+        except UsageError:
+            source = None
+    if source is not None:
+        out += source.files
+    if cache is not None:
+        out += [r.image for r in cache.records if r.image]
+        out += [r.annotation for r in cache.records if r.annotation]
+    return out
 
 
 def is_cache_path(data: str | Path) -> bool:

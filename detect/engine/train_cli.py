@@ -62,6 +62,28 @@ def next_run_dir(path: str | Path) -> Path:
     return candidate
 
 
+def run_inputs(cfg: ExperimentConfig, config: Optional[str] = None) -> list[str]:
+    """The files a training reads that an output could replace: ``--config``, the proposal
+    file, the backbone weights, and the dataset's own (``--data`` and the files defining it)."""
+    from detect.data.spec import input_files
+
+    found = [p for p in (config, cfg.data.proposal_file, getattr(cfg.model, "backbone_weights", None)) if p]
+    if cfg.data.data:
+        found += input_files(cfg.data.data)
+    return found
+
+
+def check_run_folder(cfg: ExperimentConfig, config: Optional[str] = None) -> None:
+    """``--out`` is a folder (or new) and none of the files a run writes there is an input:
+    ``--data RUN/config.yaml --out RUN`` replaced the dataset YAML with the run's config
+    (:func:`detect.utils.check_output_folder`; raises a usage error)."""
+    from detect.engine.report import VAL_OUTPUTS
+    from detect.utils import check_output_folder
+
+    names = ("config.yaml", "last.pt", "best.pt", "results.csv", "results.png", "train_batch.png", *VAL_OUTPUTS)
+    check_output_folder(cfg.train.out, names, run_inputs(cfg, config), what="--out folder")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """``detect train``. Exit 0 done, 1 done but the data had problems, images could not be read
     or steps were skipped for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
@@ -69,5 +91,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     the training state."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
+    check_run_folder(cfg, getattr(args, "config", None))
     result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
     return 1 if result["nonfinite_loss"] or result["data_problems"] or result["unreadable"] else 0
