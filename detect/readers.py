@@ -121,7 +121,7 @@ def _read_checked(path: str, root: Optional[str], max_bytes: int, problems: list
             return b""
         problems.append(("read_error", f"cannot read the {what} ({e.strerror or e})"))
         return None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
         problems.append(("read_error", f"cannot read the {what} ({getattr(e, 'strerror', None) or e})"))
         return None
     try:

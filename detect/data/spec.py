@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import reprlib
 import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TextIO
-
-import yaml
 
 from detect.data import layouts
 from detect.data.cache import Cache, load_cache
@@ -48,6 +47,7 @@ from detect.data.import_cache import build_coco_cache, build_yolo_cache
 from detect.data.xml2pkl import BuildResult, build_cache
 from detect.data.yolo import DataYamlError, read_data_yaml
 from detect.errors import UsageError
+from detect.readers import FileReadError, load_yaml
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
 ALL = "all"  # the split name meaning every annotated image
@@ -84,7 +84,7 @@ class DatasetSpec:
 
 def _under(base: Path, value: object, key: str, where: str) -> Path:
     if not isinstance(value, str) or not value:
-        raise DatasetError(f"{where}: '{key}' must be a non-empty path string, got {value!r}")
+        raise DatasetError(f"{where}: '{key}' must be a non-empty path string, got {reprlib.repr(value)}")
     p = Path(os.path.expanduser(value))
     return (p if p.is_absolute() else base / p).resolve()
 
@@ -93,14 +93,12 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
     """Read and check a dataset YAML (format in the module docstring)."""
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read dataset YAML: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path}: not valid YAML: {e}") from None
+        d = load_yaml(path, "dataset YAML")  # bounded, regular file only, alias and depth limits
+    except FileReadError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(d, dict):
         raise DatasetError(f"{path}: expected a mapping with keys {list(YAML_KEYS)}")
-    unknown = sorted(set(d) - set(YAML_KEYS))
+    unknown = sorted(map(str, set(d) - set(YAML_KEYS)))
     if unknown:
         raise DatasetError(f"{path}: unknown keys {unknown}; known: {list(YAML_KEYS)}")
     for key in ("root", "annotations"):
