@@ -274,6 +274,8 @@ def parse_json(data: str | bytes) -> Any:
 def _depth_over(d: Any, limit: int) -> bool:
     """Whether ``d`` nests deeper than ``limit``; iterative, and only containers are visited
     (a COCO file's numbers are skipped a list at a time)."""
+    if not isinstance(d, (dict, list)):
+        return False
     todo = [(d, 1)]
     while todo:
         x, depth = todo.pop()

@@ -313,3 +313,17 @@ def test_roboflow_missing_test_folder_still_converts(tmp_path):
     """Roboflow's data.yaml names a test/ folder it may not have: still not an error."""
     roboflow_yolo(tmp_path / "r")
     assert convert(tmp_path / "r", "voc", tmp_path / "out") in (0, 1)
+
+
+def test_a_20000_character_class_name_is_shortened_on_the_plots(tmp_path):
+    """Item 14: a 20,000-character class name crashed the confusion-matrix plot (bad_alloc), and
+    val.json was never written."""
+    import numpy as np
+
+    from detect.viz.plots import plot_confusion_matrices, plot_per_class_ap, short_label
+
+    names = ["x" * 20_000, "tea\x01"]
+    paths = plot_confusion_matrices(np.eye(3, dtype=np.int64), names, tmp_path)
+    assert all(Path(p).stat().st_size > 0 for p in paths)
+    assert Path(plot_per_class_ap({names[0]: 0.5, names[1]: 0.7}, tmp_path / "ap.png")).is_file()
+    assert len(short_label(names[0])) == 40 and short_label(names[1]) == "tea?"

@@ -3,4 +3,3 @@ imports: ``detect xml2pkl``'s up-to-date check puts them in the fingerprint with
 the parsers (lxml, numpy)."""
 
 MAX_XML_BYTES = 16 << 20  # one annotation file; real ones are a few KB (16 MiB: ~150,000 objects)
-MAX_CLASSES = 100_000  # class names of a dataset or a model file (names: 40,000 is the largest seen in a test)

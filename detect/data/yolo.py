@@ -52,7 +52,7 @@ from typing import Any, Optional, Sequence
 from detect.data.boxcheck import clip_box
 from detect.data.images import IMAGE_EXTS, FileStat, read_image_size, walk_files
 from detect.data.voc import FileResult
-from detect.data.limits import MAX_CLASSES
+from detect.checks import MAX_CLASSES
 from detect.errors import UsageError
 from detect.readers import MAX_TEXT_BYTES, FileReadError, load_yaml, read_file, read_limited
 
