@@ -159,6 +159,22 @@ def check_output_folder(path: str | os.PathLike, names: Iterable[str] = (), inpu
     return p
 
 
+def next_run_dir(path: str | Path) -> Path:
+    """``path`` when it is free (missing or an empty folder), else the first free ``path2``,
+    ``path3``, ... (the ultralytics convention for runs/train and runs/predict)."""
+    path = Path(path)
+
+    def free(p: Path) -> bool:
+        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+
+    n = 2
+    candidate = path
+    while not free(candidate):
+        candidate = path.with_name(f"{path.name}{n}")
+        n += 1
+    return candidate
+
+
 class NotRegularFileError(OSError):
     """A path that names a FIFO, device, socket or folder where a regular file was expected;
     ``kind`` says which ("a FIFO (named pipe)")."""
