@@ -163,6 +163,20 @@ def read_text(path: str | os.PathLike, what: str, max_bytes: int = MAX_TEXT_BYTE
         raise FileReadError(f"{what} {os.fspath(path)}: not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
 
 
+def path_problem(value: str) -> Optional[str]:
+    """What makes a path written in a file unusable before any system call sees it (a NUL raised
+    ValueError, a 300-character name OSError "File name too long" from ``exists()``), or None."""
+    if "\0" in value:
+        return "it holds a NUL character"
+    try:
+        raw = os.fsencode(value)
+    except UnicodeError:
+        return "it cannot be encoded as a file name"
+    if len(raw) > 4096 or any(len(part) > 255 for part in raw.split(b"/")):
+        return "it is longer than a file name can be (255 bytes a name, 4096 in all)"
+    return None
+
+
 # -- YAML --------------------------------------------------------------------------------------
 def _yaml():
     import yaml  # here: xml2pkl's up-to-date run imports this module and parses no YAML

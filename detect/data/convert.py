@@ -56,8 +56,11 @@ class ConvertError(UsageError):
 def _find(source: str, base: Path) -> Optional[str]:
     """A predicted image's path: as written (predict's folder), else from the JSON lines' folder."""
     for p in (Path(source), base / source):
-        if p.is_file():
-            return str(p.resolve())
+        try:
+            if p.is_file():
+                return str(p.resolve())
+        except (OSError, ValueError):  # a name too long, a NUL in it: no such image
+            continue
     return None
 
 
@@ -157,7 +160,8 @@ def read_predictions(path: str | os.PathLike) -> tuple[list[str], list[ImageReco
                 by_label.setdefault(label, name)
     for video, n in videos.items():
         problems.append(Problem(video, "video_frames", f"{n} video frames skipped: extract them as image files to convert them"))
-    classes = list(dict.fromkeys(by_label[k] for k in sorted(by_label)))
+    # the model's label order; a name seen under another label too (an edited file) joins at the end
+    classes = list(dict.fromkeys([by_label[k] for k in sorted(by_label)] + [n for _, names in rows for n in names]))
     index = {c: i for i, c in enumerate(classes)}
     records = [dataclasses.replace(r, labels=np.array([index[n] for n in names], np.int64),
                                    difficult=np.zeros(len(names), bool), truncated=np.zeros(len(names), bool),

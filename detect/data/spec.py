@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import reprlib
 import stat
 import sys
@@ -47,7 +48,7 @@ from detect.data.import_cache import build_coco_cache, build_yolo_cache
 from detect.data.xml2pkl import BuildResult, build_cache
 from detect.data.yolo import DataYamlError, read_data_yaml
 from detect.errors import UsageError
-from detect.readers import FileReadError, load_yaml
+from detect.readers import FileReadError, load_yaml, path_problem
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
 ALL = "all"  # the split name meaning every annotated image
@@ -85,6 +86,9 @@ class DatasetSpec:
 def _under(base: Path, value: object, key: str, where: str) -> Path:
     if not isinstance(value, str) or not value:
         raise DatasetError(f"{where}: '{key}' must be a non-empty path string, got {reprlib.repr(value)}")
+    problem = path_problem(value)
+    if problem:
+        raise DatasetError(f"{where}: '{key}' is not a usable path: {problem}")
     p = Path(os.path.expanduser(value))
     return (p if p.is_absolute() else base / p).resolve()
 
@@ -109,8 +113,12 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
     splits = d.get("splits") or {}
     if not isinstance(splits, dict):
         raise DatasetError(f"{path}: 'splits' must map split names to id files, got {type(splits).__name__}")
+    name = str(d.get("name") or path.stem)
+    if not re.fullmatch(r"[\w.-]{1,100}", name) or name.startswith("."):  # it names the cache files
+        raise DatasetError(f"{path}: 'name' must be up to 100 letters, digits, '_', '-' or '.' (it names the cache "
+                           f"files), got {reprlib.repr(name)}")
     return DatasetSpec(
-        name=str(d.get("name") or path.stem),
+        name=name,
         root=root,
         annotations=_under(root, d["annotations"], "annotations", str(path)),
         images=_under(root, d["images"], "images", str(path)) if d.get("images") else None,

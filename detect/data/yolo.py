@@ -54,7 +54,7 @@ from detect.data.images import IMAGE_EXTS, FileStat, read_image_size, walk_files
 from detect.data.voc import FileResult
 from detect.checks import MAX_CLASSES
 from detect.errors import UsageError
-from detect.readers import MAX_TEXT_BYTES, FileReadError, load_yaml, read_file, read_limited
+from detect.readers import MAX_TEXT_BYTES, FileReadError, load_yaml, path_problem, read_file, read_limited
 
 SPLIT_KEYS = ("train", "val", "test")
 TOLERANCE = 0.01  # box edges this far past the image (fraction of its size) are rounding, not mistakes
@@ -104,7 +104,7 @@ def read_data_yaml(path: str | os.PathLike) -> YoloSpec:
     if "val" not in d and "validation" in d:
         d["val"] = d["validation"]
     here = path.resolve().parent
-    root = _root(d.get("path"), here)
+    root = _root(d.get("path"), here, path)
     splits = {k: _entries(root, d[k], k, path) for k in SPLIT_KEYS if d.get(k)}
     if not splits:
         raise DataYamlError(f"{path}: no 'train', 'val' or 'test' paths")
@@ -116,10 +116,17 @@ def read_data_yaml(path: str | os.PathLike) -> YoloSpec:
     return YoloSpec(path.resolve(), root, names, splits)
 
 
-def _root(value: Any, here: Path) -> Path:
+def _path_text(value: str, key: str, path: Path) -> str:
+    problem = path_problem(value)
+    if problem:
+        raise DataYamlError(f"{path}: '{key}' is not a usable path: {problem}")
+    return value
+
+
+def _root(value: Any, here: Path, path: Path) -> Path:
     if not value:
         return here
-    p = Path(os.path.expanduser(str(value)))
+    p = Path(os.path.expanduser(_path_text(str(value), "path", path)))
     if p.is_absolute():
         return p.resolve()
     return p.resolve() if p.exists() else (here / p).resolve()
@@ -127,12 +134,12 @@ def _root(value: Any, here: Path) -> Path:
 
 def _entries(root: Path, value: Any, key: str, path: Path) -> list[Path]:
     if isinstance(value, str):
-        x = (root / value).resolve()
+        x = (root / _path_text(value, key, path)).resolve()
         if not x.exists() and value.startswith("../"):
             x = (root / value[3:]).resolve()
         return [x]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [(root / v).resolve() for v in value]
+        return [(root / _path_text(v, key, path)).resolve() for v in value]
     raise DataYamlError(f"{path}: '{key}' must be a path or a list of paths, got {value!r}")
 
 
