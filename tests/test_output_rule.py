@@ -119,3 +119,17 @@ def test_train_never_writes_its_config_over_the_dataset_yaml(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "config.yaml is one of the inputs" in err, err
     assert _digest(yaml_file) == before
+
+
+def test_tune_out_that_is_a_file_or_holds_the_space_file_is_a_usage_error(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    ds = voc_folder(tmp_path / "ds")
+    space = tmp_path / "out" / "best.yaml"
+    space.parent.mkdir()
+    space.write_text("lr: {values: [0.1, 0.01]}\n")
+    (tmp_path / "file").write_text("mine")
+    for out, message in ((tmp_path / "file", "is a regular file, not a folder"), (tmp_path / "out", "best.yaml is one of the inputs")):
+        code = main(["tune", "--data", str(ds), "--space", str(space), "--out", str(out), "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+    assert (tmp_path / "file").read_text() == "mine" and space.read_text() == "lr: {values: [0.1, 0.01]}\n"
