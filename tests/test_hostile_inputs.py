@@ -248,6 +248,8 @@ def test_non_utf8_file_names(tmp_path, capsys):
     assert run("xml2pkl", root / "Annotations", "--images", root / "JPEGImages", "-o", tmp_path / "c.pkl") == 0
     assert "caf\\xe9.xml" in (tmp_path / "c.problems.txt").read_text()
     assert run("xml2pkl", root / "Annotations", "--images", root / "JPEGImages", "-o", tmp_path / "c.pkl") == 0  # up to date
+    cache = resolve_data(root, "all")  # what train and val resolve: no codec error on the way
+    assert len(cache.records) == 1 and all(str(p).encode("utf-8") for p in cache.problems)  # printable to a strict stream
     y = tmp_path / "y"
     one_image_yolo(y, label="0 0.5 0.5 0.5 0.5\n9 0.5 0.5 0.1 0.1\n")  # an unknown class: one problem
     os.rename(y / "images" / "train" / "a.jpg", y / "images" / "train" / f"{bad}.jpg")  # OpenCV cannot write that name
@@ -327,3 +329,15 @@ def test_a_20000_character_class_name_is_shortened_on_the_plots(tmp_path):
     assert all(Path(p).stat().st_size > 0 for p in paths)
     assert Path(plot_per_class_ap({names[0]: 0.5, names[1]: 0.7}, tmp_path / "ap.png")).is_file()
     assert len(short_label(names[0])) == 40 and short_label(names[1]) == "tea?"
+
+
+def test_a_data_yaml_is_parsed_once_per_content(tmp_path, monkeypatch):
+    """Item 5: the same data.yaml was parsed three times (layout check, reader, sources)."""
+    import detect.readers as R
+
+    one_image_yolo(tmp_path / "y")
+    calls = []
+    real = R.parse_yaml
+    monkeypatch.setattr(R, "parse_yaml", lambda text: calls.append(1) or real(text))
+    assert len(resolve_data(tmp_path / "y", "train").records) == 1
+    assert len(calls) == 1

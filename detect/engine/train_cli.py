@@ -73,14 +73,15 @@ def check_run_folder(cfg: ExperimentConfig, config: Optional[str] = None) -> Non
 def cmd_train(args: argparse.Namespace) -> int:
     """``detect train``. Exit 0 done (problems in the data are warned about: annotations dropped
     from thousands must not stop ``detect train ... && detect val ...``), 1 done but images could
-    not be read, steps were skipped for a non-finite loss, or ``--strict`` and the data had problems; a bad option, missing data or an unusable checkpoint raise
+    not be read, steps were skipped for a non-finite loss, or ``--strict`` and the data had
+    problems; a bad option, missing data or an unusable checkpoint raise
     :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
     the training state."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
     check_run_folder(cfg, getattr(args, "config", None))
     result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
-    problems, strict = len(result["data_problems"]), bool(getattr(args, "strict", False))
+    problems, strict = int(result["data_problems"]), bool(getattr(args, "strict", False))  # a count
     if problems:  # dropped annotations of a large dataset are normal: a warning, unless --strict
         print(f"warning: {problems} problem(s) in the data were reported and the annotations concerned left out "
               "(see the warnings above and the problems file beside the cache); "
