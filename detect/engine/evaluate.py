@@ -210,7 +210,14 @@ def report(got: dict[str, Any], classes: Sequence[str], folder: str | Path, reco
 
     metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
     errors = error_breakdown(got["dets"], got["gts"], classes)
-    plots = write_val_plots(folder, metrics, details, classes, errors, records, got["dets"], got["gts"])
+    try:  # pictures to look at: never a reason to lose the metrics (a plot that failed left no val.json)
+        plots = write_val_plots(folder, metrics, details, classes, errors, records, got["dets"], got["gts"])
+    except (MemoryError, RuntimeError, ValueError, OSError) as e:
+        if isinstance(e, UsageError):  # an output the rule refused: not a drawing problem
+            raise
+        print(f"warning: the evaluation plots could not be drawn ({type(e).__name__}: {str(e)[:200]}); "
+              "val.json is written", file=sys.stderr)
+        plots = {}
     out = dict(metrics)
     out.update(extra or {})
     out.update({
