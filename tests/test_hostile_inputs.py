@@ -341,3 +341,24 @@ def test_a_data_yaml_is_parsed_once_per_content(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "parse_yaml", lambda text: calls.append(1) or real(text))
     assert len(resolve_data(tmp_path / "y", "train").records) == 1
     assert len(calls) == 1
+
+
+def test_predict_list_proposal_file_and_search_space_go_through_the_bounded_reader(tmp_path, capsys):
+    """The other files a command reads whole: a predict .txt source list, a .json proposal file, a
+    tune search space; a FIFO hung each, deep nesting was a RecursionError."""
+    from detect.data.proposals import ProposalFileError, load_proposals
+    from detect.tune.space import SpaceError, load_space
+
+    os.mkfifo(tmp_path / "list.txt")
+    assert run("predict", tmp_path / "list.txt", "--save-dir", tmp_path / "out") == 2
+    assert "list of paths" in capsys.readouterr().err
+    (tmp_path / "p.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ProposalFileError, match="p.json: not valid JSON"):
+        load_proposals(tmp_path / "p.json")
+    os.mkfifo(tmp_path / "space.yaml")
+    t = threading.Thread(target=lambda: pytest.raises(SpaceError, load_space, tmp_path / "space.yaml"), daemon=True)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "load_space hung on a FIFO"
+    with pytest.raises(SpaceError, match="FIFO"):
+        load_space(tmp_path / "space.yaml")
