@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -92,6 +93,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
     add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
+    p.add_argument("--strict", action="store_true", help="exit 1 when the data had problems (default: warn, exit 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -165,7 +167,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_slicing(p)
     p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
                    "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
-    p.add_argument("--save-dir", default="runs/predict", help="folder for annotated images/videos and tables")
+    p.add_argument("--save-dir", default=None, help="folder for annotated images/videos and tables (default: runs/predict, "
+                   "then runs/predict2, ... as each is used)")
     p.add_argument("--save-json", action="store_true", help="write detections.jsonl")
     p.add_argument("--save-csv", action="store_true", help="write detections.csv and counts.csv")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
@@ -266,9 +269,33 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), func)
 
 
+def _key_value_hint(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """After argparse refused the arguments: when some are ultralytics' ``key=value`` spelling
+    (``detect train data=x epochs=1``), say how they are spelled here (``--data x --epochs 1``)."""
+    pairs = [a.split("=", 1) for a in argv[1:] if re.fullmatch(r"[A-Za-z][\w-]*=.*", a)]
+    if not pairs or argv[0] not in HANDLERS:
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+    known = sub._option_string_actions
+    good = [f"--{k.replace('_', '-')} {v}" for k, v in pairs if f"--{k.replace('_', '-')}" in known]
+    bad = [k for k, _ in pairs if f"--{k.replace('_', '-')}" not in known]
+    hint = f"detect {argv[0]}: hint: options are spelled --key value, not key=value (the ultralytics spelling)"
+    if good:
+        hint += f": {' '.join(good)}"
+    if bad:
+        hint += f"; no option for {', '.join(bad)} (see detect {argv[0]} --help)"
+    print(hint, file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv and argv[0] in HANDLERS else None).parse_args(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in HANDLERS else None)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2:
+            _key_value_hint(parser, argv)
+        raise
     if args.command in ("train", "tune"):
         from detect.engine.cpu_alloc import keep_heap_for_training, passive_thread_wait
 

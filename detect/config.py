@@ -15,6 +15,7 @@ weights needs nothing else. CLI options override a YAML file, which overrides th
 
 from __future__ import annotations
 
+import os
 import dataclasses
 import functools
 import typing
@@ -222,15 +223,11 @@ class ExperimentConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} not found") from None
-        except OSError as e:
-            raise UsageError(f"config file {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise UsageError(f"config {path}: not valid YAML: {e}") from None
+        from detect.readers import load_yaml  # bounded, regular files only, alias and depth limits
+
+        if not os.path.lexists(path):
+            raise UsageError(f"config file {path} not found")
+        d = load_yaml(path, "config file") or {}
         if not isinstance(d, dict):
             raise UsageError(f"{path}: expected a mapping with sections model/data/train/preprocess")
         return cls.from_dict(d)

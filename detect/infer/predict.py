@@ -451,9 +451,9 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
 def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
     """``path`` if it is a graph ``detect export`` wrote for a model with these classes and
     input size (its metadata says), else a :class:`UsageError` that says what differs."""
-    import json
-
     import onnx
+
+    from detect.readers import parse_json
 
     if not path.is_file():
         raise UsageError(f"--onnx {path}: file not found; write one with `detect export -o {path.name}` (add --int8 for INT8)")
@@ -463,7 +463,11 @@ def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
         raise UsageError(f"--onnx {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
     if "classes" not in meta or "imgsz" not in meta:
         raise UsageError(f"--onnx {path}: no classes/imgsz metadata; only files written by `detect export` can be run")
-    if json.loads(meta["classes"]) != names or int(meta["imgsz"]) != imgsz:
+    try:  # the bounded parse: nested metadata gave a RecursionError, 1e400 an OverflowError
+        same = parse_json(meta["classes"]) == names and parse_json(meta["imgsz"]) == imgsz
+    except ValueError:
+        same = False
+    if not same:
         raise UsageError(f"--onnx {path} was exported from another model (classes or input size differ from the "
                          f"--weights checkpoint's {imgsz} px, {len(names)} classes); pass the --weights it came from")
     return path

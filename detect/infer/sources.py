@@ -23,6 +23,7 @@ import numpy as np
 
 from detect.data.images import IMAGE_EXTS, MAX_PIXELS, header_pixels  # IMAGE_EXTS: what cv2.imread decodes
 from detect.errors import UsageError
+from detect.readers import FileReadError, read_file
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".3gp", ".gif", ".asf", ".mts"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -70,10 +71,14 @@ def expand(source: str) -> tuple[list[str], Optional[str]]:
         if not files:
             raise SourceError(f"{source}: folder has no images or videos (looked for {', '.join(sorted(IMAGE_EXTS)[:6])} ...)")
         return files, str(p)
-    if p.is_file() and p.suffix.lower() == ".txt":
+    if p.suffix.lower() == ".txt" and p.exists() and not p.is_dir():  # a FIFO too: the reader names it
         base = p.parent
         files = []
-        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:  # the bounded reader: a FIFO or a link to /dev/zero is refused, not read forever
+            text = read_file(p, "list of paths").decode("utf-8", "replace")
+        except FileReadError as e:
+            raise SourceError(str(e)) from None
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 f = Path(line)
