@@ -28,6 +28,7 @@ from detect.infer.predict import Predictor  # noqa: E402
 from detect.serve.app import create_app  # noqa: E402
 from detect.serve.service import ServeConfig, Service  # noqa: E402
 from _predict_helpers import CLASSES, confident_ssd_checkpoint, synthetic_image  # noqa: E402
+from _serve_helpers import running  # noqa: E402
 
 KEY = "k" * 24
 
@@ -237,21 +238,11 @@ def test_urls_only_from_allowed_hosts(weights):
 def test_real_uvicorn_chunked_body_and_concurrency(weights):
     """A real server on 127.0.0.1 (random port): a chunked body without Content-Length is cut at
     the limit, and concurrent requests share forward passes."""
-    uvicorn = pytest.importorskip("uvicorn")
+    pytest.importorskip("uvicorn")
     import httpx
 
     svc = Service(ServeConfig(weights=str(weights), device="cpu", max_upload_mb=0.5, max_wait_ms=200, max_batch=4))
-    server = uvicorn.Server(uvicorn.Config(create_app(service=svc), host="127.0.0.1", port=0, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-
+    with running(create_app(service=svc)) as url:
         def chunks():
             for _ in range(64):
                 yield b"\0" * 16384  # 1 MiB in all, no Content-Length
@@ -270,9 +261,6 @@ def test_real_uvicorn_chunked_body_and_concurrency(weights):
             t.join(30)
         assert len(sizes) == 4 and max(sizes) > 1, sizes
         assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "ok"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -102,7 +102,10 @@ class Batcher:
 
     def close(self, timeout: float = 10.0) -> None:
         self._closed = True
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:  # the worker is stuck in a batch: what waits is failed below
+            pass
         self._thread.join(timeout)
         while True:
             try:
