@@ -100,9 +100,11 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         t0 = time.perf_counter()
         auth(request)
         opts = svc.options(conf, iou, max_det, classes, slice)
-        image = await image_of(request, url)
-        t1 = time.perf_counter()
-        det, res = await svc.detect(image, opts)
+        with svc.batcher.arriving():
+            image = await image_of(request, url)
+            t1 = time.perf_counter()
+            pending = svc.submit(image, opts)
+        det, res = await svc.result(pending, opts)
         t2 = time.perf_counter()
         timing = {"decode": _ms(t1 - t0), "queue": _ms(res.queue_s), "inference": _ms(res.infer_s), "total": _ms(t2 - t0),
                   "batch_size": res.batch_size}
@@ -148,8 +150,10 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         if format != "json":
             raise ApiError(422, "bad_option", f"format={format!r}: this server answers format=json only")
         opts = svc.options(_fraction(confidence), _fraction(overlap), max_detections, [classes] if classes else None)
-        img = await image_of(request, image, base64_body=True)
-        det, _ = await svc.detect(img, opts)
+        with svc.batcher.arriving():
+            img = await image_of(request, image, base64_body=True)
+            pending = svc.submit(img, opts)
+        det, _ = await svc.result(pending, opts)
         took = time.perf_counter() - t0
         svc.metrics.latency.labels("roboflow").observe(took)
         svc.metrics.requests.labels("roboflow", "200").inc()

@@ -6,6 +6,11 @@ runs :meth:`Predictor.predict` once on the lot. One thread owns the model, so th
 once and never runs twice at the same time (ONNX Runtime and PyTorch already use every core
 for one batch; two batches at once would only fight over them).
 
+The wait is only for company that is coming: requests announce themselves when they start
+(:meth:`Batcher.arriving`, held while the body is read and decoded), and the first image runs
+at once when nothing else is queued or arriving. One client alone never waits ``max_wait``;
+sixteen at once fill batches.
+
 Images that need different postprocess settings cannot share a forward pass: requests carry a
 :class:`Key` (the NMS IoU, the slicing mode), and one batch holds one key. The score threshold,
 ``max_det`` and the class filter are applied per request afterwards (:func:`filter_detections`),
@@ -20,8 +25,9 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -84,11 +90,25 @@ class Batcher:
         self._held: Optional[Job] = None  # taken from the queue but of another key than the batch being formed
         self._thread = threading.Thread(target=self._run, name="detect-batcher", daemon=True)
         self._closed = False
+        self._arriving = 0
+        self._lock = threading.Lock()
         self._thread.start()
 
     @property
     def waiting(self) -> int:
         return self._queue.qsize()
+
+    @contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Hold this while a request that will :meth:`submit` reads and decodes its image: a
+        batch being formed waits for it (up to ``max_wait``) instead of running without it."""
+        with self._lock:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._arriving -= 1
 
     def submit(self, image: np.ndarray, key: Key) -> Future:
         if self._closed:
@@ -131,10 +151,13 @@ class Batcher:
             deadline = time.perf_counter() + self.max_wait
             stop = False
             while len(batch) < self.max_batch:
+                left = deadline - time.perf_counter()
+                if left <= 0 or (self._arriving == 0 and self._held is None and self._queue.empty()):
+                    break  # nobody else is coming: do not wait for company
                 try:
-                    job = self._next(deadline - time.perf_counter())
+                    job = self._next(min(left, _POLL))
                 except queue.Empty:
-                    break
+                    continue
                 if job is None:
                     stop = True
                     break
@@ -164,6 +187,9 @@ class Batcher:
             self.on_batch(len(batch), took)
         for j, d in zip(batch, dets):
             j.future.set_result(Result(d, len(batch), start - j.queued, took))
+
+
+_POLL = 0.001  # seconds between looks at whether more requests are still arriving
 
 
 class Busy(RuntimeError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -170,20 +171,27 @@ class Service:
         return np.array(sorted(ids), dtype=np.int64)
 
     # ----------------------------------------------------------------------------- detect
-    async def detect(self, image: np.ndarray, opts: Options) -> tuple[Detections, Result]:
-        """Detections of one BGR image with these options, through the batcher."""
+    def submit(self, image: np.ndarray, opts: Options) -> Future:
+        """Queue one BGR image for the model (503 when the queue is full)."""
         try:
             future = self.batcher.submit(image, Key(round(opts.iou, 4), opts.slice))
         except (Busy, Closed) as e:
             raise ApiError(503, "busy", str(e), headers={"Retry-After": "1"}) from None
         self.metrics.queue.set(self.batcher.waiting)
+        return future
+
+    async def result(self, future: Future, opts: Options) -> tuple[Detections, Result]:
+        """The detections of a :meth:`submit` with the request's own threshold, classes, max_det."""
         result: Result = await asyncio.wrap_future(future)
         return filter_detections(result.detections, opts.conf, opts.max_det, opts.keep), result
 
+    async def detect(self, image: np.ndarray, opts: Options) -> tuple[Detections, Result]:
+        """:meth:`submit` then :meth:`result`."""
+        return await self.result(self.submit(image, opts), opts)
+
     def detect_sync(self, image: np.ndarray, opts: Options) -> Detections:
         """:meth:`detect` from a thread that is not running an event loop (the CVAT function)."""
-        future = self.batcher.submit(image, Key(round(opts.iou, 4), opts.slice))
-        result: Result = future.result()
+        result: Result = self.submit(image, opts).result()
         return filter_detections(result.detections, opts.conf, opts.max_det, opts.keep)
 
     # ----------------------------------------------------------------------------- keys
