@@ -144,7 +144,7 @@ def test_bad_input_is_4xx(client, name, kwargs, status, code):
     assert r.status_code == status, (name, r.text)
     err = error_of(r)
     assert code is None or err["code"] == code, err
-    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health").json()["status"] == "UP"
 
 
 @pytest.mark.parametrize("query, words", [
@@ -260,7 +260,7 @@ def test_real_uvicorn_chunked_body_and_concurrency(weights):
         for t in threads:
             t.join(30)
         assert len(sizes) == 4 and max(sizes) > 1, sizes
-        assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "ok"
+        assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "UP"
 
 
 def test_cli_usage_errors(tmp_path, capsys):

@@ -15,7 +15,7 @@ Routes:
 - ``POST /{model}/{version}``: Roboflow's hosted-API route and response (``confidence`` and
   ``overlap`` in percent, ``api_key``, ``image=URL``, base64 bodies), so its clients work unchanged.
 - ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /v1/model`` (classes, settings).
-- Label Studio's ML backend routes (:mod:`detect.serve.label_studio`).
+- Label Studio's ML backend: ``POST /setup``, ``/predict``, ``/webhook`` (:mod:`detect.serve.label_studio`).
 
 Every bad request is a 4xx JSON error (:class:`~detect.serve.errors.ApiError`); an API key
 (``--api-key-file``) is read from ``Authorization: Bearer``, ``X-API-Key`` or ``?api_key=``.
@@ -70,10 +70,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
     def auth(request: Request) -> None:
         if not svc.keys:
             return
-        h = request.headers
-        bearer = h.get("authorization", "")
-        key = bearer[7:].strip() if bearer.lower().startswith("bearer ") else h.get("x-api-key") or request.query_params.get("api_key")
-        if not svc.authorised(key):
+        if not svc.authorised(_given_key(request)):
             raise ApiError(401, "unauthorised", "missing or wrong API key: send it as 'Authorization: Bearer KEY', "
                            "'X-API-Key: KEY' or ?api_key=KEY", headers={"WWW-Authenticate": "Bearer"})
 
@@ -114,7 +111,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
 
     @app.get("/health", summary="Liveness and the model served")
     def health() -> dict:
-        return {"status": "ok", "model": svc.model_name, "classes": len(svc.classes), "version": __version__,
+        return {"status": "UP", "model": svc.model_name, "classes": len(svc.classes), "version": __version__,
                 "uptime_s": round(time.time() - svc.started, 1), "queue": svc.batcher.waiting}
 
     @app.get("/v1/model", summary="The model's classes and the server's settings")
@@ -131,6 +128,10 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         auth(request)
         svc.metrics.queue.set(svc.batcher.waiting)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    from detect.serve import label_studio
+
+    label_studio.add_routes(app, svc, auth, svc.cfg.label_studio_url, svc.cfg.label_studio_token)
 
     @app.post("/{model_id}/{version}", openapi_extra=_ROBOFLOW_BODY, summary="Roboflow-compatible detection",
               description="Roboflow's hosted object-detection API: any model id and version name this model; "
@@ -160,6 +161,25 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         return roboflow_body(det, img, took)
 
     return app
+
+
+def _given_key(request: Request) -> Optional[str]:
+    """The API key of a request: ``Authorization: Bearer KEY``, ``Authorization: Basic`` with the
+    key as password (Label Studio's ML backend auth), ``X-API-Key: KEY`` or ``?api_key=KEY``."""
+    h = request.headers
+    auth = h.get("authorization", "")
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(value.strip()).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+    return h.get("x-api-key") or request.query_params.get("api_key")
 
 
 def _fraction(v: float) -> float:

@@ -52,6 +52,9 @@ def add_parser(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--api-key-file", help="file of API keys, one a line; requests must send one")
     p.add_argument("--slice", help="sliced inference for large photos (auto | off | tile size), when this "
                    "version's Predictor has it")
+    p.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL", ""),
+                   help="Label Studio's address, to read its task images (/data/upload/...) for the ML backend; "
+                   "its API token from $LABEL_STUDIO_API_KEY (default: $LABEL_STUDIO_URL)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
 
@@ -64,7 +67,8 @@ def config_from_args(args: argparse.Namespace):
                        threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                        allow_urls=hosts, api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (),
-                       slice=args.slice)
+                       slice=args.slice, label_studio_url=args.label_studio_url,
+                       label_studio_token=os.environ.get("LABEL_STUDIO_API_KEY", ""))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -46,6 +46,8 @@ class ServeConfig:
     allow_urls: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     slice: Optional[str] = None  # Predictor(slice=...) when this Predictor has sliced inference
+    label_studio_url: str = ""  # where Label Studio's own files (/data/upload/...) are read
+    label_studio_token: str = field(default="", repr=False)
 
     @property
     def max_bytes(self) -> int:

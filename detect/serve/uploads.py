@@ -140,7 +140,7 @@ def _from_base64(data: bytes) -> bytes:
         raise ApiError(400, "bad_base64", "the body is neither an image nor base64 text of one") from None
 
 
-async def fetch_url(url: str, allow_urls: frozenset[str], max_bytes: int) -> bytes:
+async def fetch_url(url: str, allow_urls: frozenset[str], max_bytes: int, headers: Optional[dict] = None) -> bytes:
     """The bytes at ``url`` when its host is allowed (``detect serve --allow-urls``), over
     http(s), without following redirects (a redirect could lead anywhere), within ``max_bytes``."""
     if not allow_urls:
@@ -156,7 +156,7 @@ async def fetch_url(url: str, allow_urls: frozenset[str], max_bytes: int) -> byt
 
     try:
         async with httpx.AsyncClient(follow_redirects=False, timeout=10.0) as client:
-            async with client.stream("GET", url) as r:
+            async with client.stream("GET", url, headers=headers) as r:
                 if r.status_code != 200:
                     raise ApiError(400, "url_failed", f"{url} answered HTTP {r.status_code}")
                 chunks, seen = [], 0
