@@ -181,3 +181,64 @@ def test_cvat_function(weights):
     _, mapped = mapper.validate_and_remap(shapes, 5)
     assert len(mapped) == sum(1 for _, l in want if l == 1)
     assert all(s.label_id == 70 and s.frame == 5 and s.source == "auto" for s in mapped)
+
+
+def test_webhook_collects_corrections_and_starts_fine_tuning(weights, label_studio, tmp_path, monkeypatch):
+    """ANNOTATION_CREATED/UPDATED write the corrected task as Pascal VOC (read back here by the
+    project's own dataset reader), ANNOTATION_DELETED removes it, START_TRAINING starts
+    `detect train --weights <served weights>` on the folder (the subprocess is recorded, not run)."""
+    from detect.data.spec import resolve_data
+    from detect.serve import corrections
+
+    _LabelStudio.files = {f"/data/upload/1/{i}.jpg": jpeg(20 + i, 100, 50) for i in range(3)}
+    started = []
+
+    class FakePopen:
+        pid = 4242
+
+        def __init__(self, cmd, **kwargs):
+            started.append(cmd)
+
+        def poll(self):
+            return None
+
+    monkeypatch.setattr(corrections.subprocess, "Popen", FakePopen)
+    folder = tmp_path / "corrected"
+    app = create_app(ServeConfig(weights=str(weights), device="cpu", label_studio_url=label_studio,
+                                 label_studio_token=TOKEN, label_studio_dir=str(folder), finetune_minutes=3))
+    project = {"id": 3, "label_config": CONFIG}
+
+    def region(x, y, w, h, label):
+        return {"type": "rectanglelabels", "from_name": "products", "to_name": "photo",
+                "value": {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": [label]}}
+
+    with TestClient(app) as c:
+        too_few = c.post("/webhook", json={"action": "START_TRAINING", "project": project}).json()
+        assert too_few["status"] == "too few tasks"
+        for i in range(3):
+            r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": project,
+                                         "task": {"id": 10 + i, "data": {"img": f"/data/upload/1/{i}.jpg"}},
+                                         "annotation": {"result": [region(10, 20, 30, 40, "Cola"),
+                                                                   region(50, 0, 50, 100, "shelf tag"),
+                                                                   region(0, 0, 5, 5, "unknown")]}})
+            assert r.status_code == 200 and r.json()["saved"] == f"task-{10 + i}", r.text
+        deleted = c.post("/webhook", json={"action": "ANNOTATION_DELETED", "project": project, "task": {"id": 12}})
+        assert deleted.json()["tasks"] == 2
+        bad = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": project,
+                                       "task": {"id": 13, "data": {"img": "/data/upload/1/missing.jpg"}}, "annotation": {}})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "url_failed"
+        run = c.post("/webhook", json={"action": "START_TRAINING", "project": project}).json()
+        assert run["status"] == "started" and run["tasks"] == 2
+        assert c.post("/webhook", json={"action": "START_TRAINING", "project": project}).json()["status"] == "busy"
+    cmd = started[0]
+    assert cmd[1:4] == ["-m", "detect", "train"] and cmd[cmd.index("--weights") + 1] == str(weights)
+    assert cmd[cmd.index("--data") + 1] == str(folder) and cmd[cmd.index("--time") + 1] == "3.0"
+    assert (folder / "classes.txt").read_text().split("\n")[:3] == ["Cola", CLASSES[1], "shelf tag"]
+    records = []
+    for split in ("train", "val"):
+        records += resolve_data(str(folder), split).records
+    assert sorted(Path(r.image).name for r in records) == ["task-10.jpg", "task-11.jpg"]
+    for r in records:
+        assert (r.width, r.height) == (100, 50)
+        assert np.allclose(r.boxes, [[10, 10, 40, 30], [50, 0, 100, 50]], atol=1.0)
+        assert r.labels.tolist() == [0, 2]

@@ -131,7 +131,12 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
 
     from detect.serve import label_studio
 
-    label_studio.add_routes(app, svc, auth, svc.cfg.label_studio_url, svc.cfg.label_studio_token)
+    corrections = None
+    if svc.cfg.label_studio_dir:
+        from detect.serve.corrections import Corrections
+
+        corrections = Corrections(svc.cfg.label_studio_dir, svc.predictor.weights, svc.cfg.finetune_minutes)
+    label_studio.add_routes(app, svc, auth, svc.cfg.label_studio_url, svc.cfg.label_studio_token, corrections)
 
     @app.post("/{model_id}/{version}", openapi_extra=_ROBOFLOW_BODY, summary="Roboflow-compatible detection",
               description="Roboflow's hosted object-detection API: any model id and version name this model; "

@@ -11,8 +11,9 @@ address). Label Studio then calls
   ``{"from_name", "to_name", "type": "rectanglelabels", "original_width", "original_height",
   "value": {"x", "y", "width", "height", "rotation": 0, "rectanglelabels": [name]}, "score"}``
   with x/y/width/height in percent of the image from its top-left corner;
-- ``POST /webhook``: annotation events (``ANNOTATION_CREATED`` ...); acknowledged and counted
-  (fine-tuning on corrected tasks is done with ``detect train --weights``, see the README).
+- ``POST /webhook``: annotation events (``ANNOTATION_CREATED`` ...); with ``detect serve
+  --label-studio-dir DIR`` each corrected task is saved there as Pascal VOC and
+  ``START_TRAINING`` fine-tunes the served weights on them (:mod:`detect.serve.corrections`).
 
 The labelling config's first ``<RectangleLabels>`` names the regions; model classes map to its
 ``<Label value>`` by name (exactly, else ignoring case, spaces, ``-`` and ``_``); classes
@@ -34,7 +35,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
+from detect.serve.corrections import Corrections
 from detect.serve.errors import ApiError
 from detect.serve.service import Service
 from detect.serve.uploads import fetch_url
@@ -143,6 +146,7 @@ class Backend:
         self.default = Access(url.rstrip("/"), token)
         self.projects: dict[str, Access] = {}
         self.events: dict[str, int] = {}
+        self.corrections: Optional[Corrections] = None
 
     def access(self, project: Any) -> Access:
         pid = str(project or "").split(".", 1)[0]
@@ -171,9 +175,12 @@ class Backend:
         return await fetch_url(ref, frozenset(allowed), self.svc.cfg.max_bytes, headers=headers)
 
 
-def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url: str = "", token: str = "") -> Backend:
-    """Label Studio's routes on ``app`` (``/health`` is the service's own)."""
+def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url: str = "", token: str = "",
+               corrections: Optional[Corrections] = None) -> Backend:
+    """Label Studio's routes on ``app`` (``/health`` is the service's own); with ``corrections``
+    the webhook collects corrected tasks and starts fine-tuning (:mod:`detect.serve.corrections`)."""
     backend = Backend(svc, url, token)
+    backend.corrections = corrections
 
     async def json_body(request: Request) -> dict:
         try:
@@ -236,6 +243,24 @@ def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url:
         if event not in EVENTS:
             return {"status": "Unknown event", "action": event}
         backend.events[event] = backend.events.get(event, 0) + 1
-        return {"status": "ok", "action": event, "events": dict(backend.events)}
+        out = {"status": "ok", "action": event, "events": dict(backend.events)}
+        corrections = backend.corrections
+        if corrections is None:
+            return {**out, "message": "start detect serve with --label-studio-dir DIR to collect corrected tasks "
+                    "and fine-tune on them"}
+        if event == "START_TRAINING":
+            return {**out, **corrections.start_training()}
+        project = data.get("project") if isinstance(data.get("project"), dict) else {}
+        task = data.get("task") if isinstance(data.get("task"), dict) else {}
+        annotation = data.get("annotation") if isinstance(data.get("annotation"), dict) else {}
+        task_id = task.get("id", annotation.get("task"))
+        if event == "ANNOTATION_DELETED":
+            corrections.delete(task_id)
+            return {**out, "tasks": corrections.tasks()}
+        cfg = parse_label_config(project.get("label_config") or "")
+        raw = await backend.image_bytes((task.get("data") or {}).get(cfg.data_key), backend.access(project.get("id")))
+        image = await run_in_threadpool(svc.decode, raw)  # checked: readable, within the pixel limit
+        stem = corrections.save(task_id, raw, (image.shape[1], image.shape[0]), annotation.get("result") or [], cfg.labels)
+        return {**out, "saved": stem, "tasks": corrections.tasks()}
 
     return backend

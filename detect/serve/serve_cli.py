@@ -55,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--label-studio-url", default=os.environ.get("LABEL_STUDIO_URL", ""),
                    help="Label Studio's address, to read its task images (/data/upload/...) for the ML backend; "
                    "its API token from $LABEL_STUDIO_API_KEY (default: $LABEL_STUDIO_URL)")
+    p.add_argument("--label-studio-dir", metavar="DIR", default="",
+                   help="collect the tasks corrected in Label Studio here (Pascal VOC, from its webhook); its "
+                   "START_TRAINING event fine-tunes the served weights on them (detect train --weights)")
+    p.add_argument("--finetune-minutes", type=positive, default=10.0, help="--time of that fine-tuning run")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn's log level")
 
@@ -68,7 +72,8 @@ def config_from_args(args: argparse.Namespace):
                        max_queue=args.max_queue, max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels,
                        allow_urls=hosts, api_keys=read_api_keys(args.api_key_file) if args.api_key_file else (),
                        slice=args.slice, label_studio_url=args.label_studio_url,
-                       label_studio_token=os.environ.get("LABEL_STUDIO_API_KEY", ""))
+                       label_studio_token=os.environ.get("LABEL_STUDIO_API_KEY", ""),
+                       label_studio_dir=args.label_studio_dir, finetune_minutes=args.finetune_minutes)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -48,6 +48,8 @@ class ServeConfig:
     slice: Optional[str] = None  # Predictor(slice=...) when this Predictor has sliced inference
     label_studio_url: str = ""  # where Label Studio's own files (/data/upload/...) are read
     label_studio_token: str = field(default="", repr=False)
+    label_studio_dir: str = ""  # corrected tasks collected here (Pascal VOC) by the webhook
+    finetune_minutes: float = 10.0  # detect train --time of the webhook's START_TRAINING
 
     @property
     def max_bytes(self) -> int:
