@@ -274,3 +274,18 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert "no keys" in capsys.readouterr().err
     keys.write_text("short\n")
     assert main(["serve", "--api-key-file", str(keys)]) == 2
+
+
+def test_worker_config_round_trip_and_slice_option(weights):
+    """`--workers N` hands the settings to each worker process as JSON; `--slice` needs a
+    Predictor with sliced inference (a usage error otherwise, before any port opens)."""
+    import json
+
+    from detect.errors import UsageError
+    from detect.serve.batcher import _takes_slice
+
+    cfg = ServeConfig(weights=str(weights), allow_urls=("a.example",), api_keys=(KEY,), max_batch=4, label_studio_dir="x")
+    assert ServeConfig.from_env(json.loads(json.dumps(cfg.to_env()))) == cfg
+    if _takes_slice(Predictor(weights, device="cpu")) is None:
+        with pytest.raises(UsageError, match="slice"):
+            Service(ServeConfig(weights=str(weights), device="cpu", slice="auto"))
