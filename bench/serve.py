@@ -5,18 +5,20 @@ throughput with batching on and off, bad requests, and the server's memory.
     python bench/serve.py                          # shipped weights, a 1-megapixel synthetic shelf JPEG
     python bench/serve.py --weights RUN/best.pt --requests 2000 --clients 16
 
-Measured in one run, on the same JPEG:
-1. ``Predictor.predict`` on the decoded image in this process (p50/p95 of ``--single`` calls),
-   and the same with the JPEG decode included;
-2. one client, ``--single`` sequential requests to a server (``POST /v1/detect``, raw body);
-3. ``--clients`` concurrent clients, ``--burst`` requests each, against a server with batching
-   (``--max-batch``, ``--max-wait-ms``) and the same server with ``--max-batch 1``;
+Measured in one run, on the same JPEG, interleaved so that a machine whose load changes (a
+training beside it) weighs on both sides of each comparison alike:
+1. ``Predictor.predict`` on the decoded image in this process, the same with the JPEG decode,
+   and one client's request to the server (``POST /v1/detect``, raw body), taken in turns,
+   ``--single`` of each (p50/p95);
+2. ``--clients`` concurrent clients, ``--burst`` requests each, against a server with batching
+   (``--max-batch``, ``--max-wait-ms``) and the same server with ``--max-batch 1``, in
+   ``--rounds`` alternating rounds (the median round of each);
 4. bad requests (truncated JPEG, not an image, a 50,000 x 50,000 PNG header, a wrong multipart
    field, a body over the limit): each must be a 4xx with a message;
 5. the batching server's resident memory after warm-up and after ``--requests`` more requests
    (16 clients, good and bad mixed).
 
-Servers run as ``detect serve`` subprocesses on 127.0.0.1 (a free port), one at a time; all
+Servers run as ``detect serve`` subprocesses on 127.0.0.1 (free ports), the two side by side; all
 traffic stays on localhost and is bounded in count. Prints a table and writes JSON (default
 ``bench/out/serve.json``).
 """
@@ -94,19 +96,27 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
 
-def one_client(url: str, jpeg: bytes, n: int) -> list[float]:
+def interleaved(url: str, jpeg: bytes, pred, n: int) -> tuple[list[float], list[float], list[float]]:
+    """``n`` turns of (predict on the decoded image, decode + predict, one request): seconds each."""
+    import cv2
     import httpx
 
-    times = []
+    decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    t_pred, t_both, t_req = [], [], []
     with httpx.Client(timeout=60) as c:
         for i in range(n + 3):
             t0 = time.perf_counter()
-            r = c.post(url + "/v1/detect", content=jpeg, headers={"Content-Type": "image/jpeg"})
-            took = time.perf_counter() - t0
-            r.raise_for_status()
+            pred.predict([decoded])
+            t1 = time.perf_counter()
+            pred.predict([cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)])
+            t2 = time.perf_counter()
+            c.post(url + "/v1/detect", content=jpeg, headers={"Content-Type": "image/jpeg"}).raise_for_status()
+            t3 = time.perf_counter()
             if i >= 3:  # warm-up
-                times.append(took)
-    return times
+                t_pred.append(t1 - t0)
+                t_both.append(t2 - t1)
+                t_req.append(t3 - t2)
+    return t_pred, t_both, t_req
 
 
 def many_clients(url: str, jpeg: bytes, clients: int, each: int, bad: list | None = None) -> dict:
@@ -167,7 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", help="default: the shipped weights")
     ap.add_argument("--single", type=int, default=100, help="requests (and predict calls) of the 1-client test")
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--burst", type=int, default=20, help="requests per client in the throughput tests")
+    ap.add_argument("--burst", type=int, default=10, help="requests per client in each throughput round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per server")
     ap.add_argument("--requests", type=int, default=2000, help="requests of the memory test")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
@@ -182,8 +193,7 @@ def main(argv=None) -> int:
 
     image = render_scene(7, 0, size=1155, kind="shelf").image  # 1155 x 866 = 1.0 megapixels
     jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
-    decoded = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    h, w = decoded.shape[:2]
+    h, w = image.shape[:2]
     out: dict = {"image": {"width": w, "height": h, "jpeg_bytes": len(jpeg)}, "cpu_count": os.cpu_count(),
                  "torch_threads": None}
 
@@ -191,24 +201,19 @@ def main(argv=None) -> int:
 
     out["torch_threads"] = torch.get_num_threads()
     pred = Predictor(args.weights, device="cpu", conf=0.05)
-    for _ in range(5):
-        pred.predict([decoded])
-    t_pred, t_both = [], []
-    for _ in range(args.single):
-        t0 = time.perf_counter()
-        pred.predict([decoded])
-        t_pred.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        pred.predict([cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)])
-        t_both.append(time.perf_counter() - t0)
-    del pred
-    out["predict_ms"] = {"p50": round(pct(t_pred, 50), 1), "p95": round(pct(t_pred, 95), 1)}
-    out["decode_predict_ms"] = {"p50": round(pct(t_both, 50), 1), "p95": round(pct(t_both, 95), 1)}
-
-    with server(args, args.max_batch) as (url, pid):
-        t_one = one_client(url, jpeg, args.single)
+    with server(args, args.max_batch) as (url, pid), server(args, 1) as (url_off, _):
+        t_pred, t_both, t_one = interleaved(url, jpeg, pred, args.single)
+        del pred
+        out["predict_ms"] = {"p50": round(pct(t_pred, 50), 1), "p95": round(pct(t_pred, 95), 1)}
+        out["decode_predict_ms"] = {"p50": round(pct(t_both, 50), 1), "p95": round(pct(t_both, 95), 1)}
         out["one_client_ms"] = {"p50": round(pct(t_one, 50), 1), "p95": round(pct(t_one, 95), 1)}
-        out["batching_on"] = many_clients(url, jpeg, args.clients, args.burst)
+        rounds = {"on": [], "off": []}
+        for _ in range(args.rounds):
+            rounds["on"].append(many_clients(url, jpeg, args.clients, args.burst))
+            rounds["off"].append(many_clients(url_off, jpeg, args.clients, args.burst))
+        for side in ("on", "off"):
+            runs = sorted(rounds[side], key=lambda r: r["per_s"])
+            out[f"batching_{side}"] = {**runs[len(runs) // 2], "rounds_per_s": [r["per_s"] for r in rounds[side]]}
         bad = []
         for name, kwargs in bad_requests(jpeg):
             r = httpx.post(url + "/v1/detect", timeout=60, **kwargs)
@@ -228,9 +233,6 @@ def main(argv=None) -> int:
                 statuses[k] = statuses.get(k, 0) + v
         out["memory"] = {"requests": half["requests"] + rest["requests"], "statuses": statuses,
                          "rss_mb_start": round(rss0, 1), "rss_mb_half": round(rss1, 1), "rss_mb_end": round(rss2, 1)}
-    with server(args, 1) as (url, _):
-        one_client(url, jpeg, 3)  # warm-up
-        out["batching_off"] = many_clients(url, jpeg, args.clients, args.burst)
 
     on, off = out["batching_on"], out["batching_off"]
     out["ratios"] = {"one_client_p95_over_predict_p95": round(out["one_client_ms"]["p95"] / out["predict_ms"]["p95"], 2),
@@ -244,8 +246,9 @@ def main(argv=None) -> int:
         ("  p95 ratio to predict / to decode+predict", f"{out['ratios']['one_client_p95_over_predict_p95']} / "
          f"{out['ratios']['one_client_p95_over_decode_predict_p95']}"),
         (f"{args.clients} clients, batching on (max {args.max_batch}, {args.max_wait_ms} ms): req/s",
-         f"{on['per_s']} (mean batch {on['mean_batch']}, statuses {on['statuses']})"),
-        (f"{args.clients} clients, batching off (max-batch 1): req/s", f"{off['per_s']} (statuses {off['statuses']})"),
+         f"{on['per_s']} (rounds {on['rounds_per_s']}, mean batch {on['mean_batch']}, statuses {on['statuses']})"),
+        (f"{args.clients} clients, batching off (max-batch 1): req/s",
+         f"{off['per_s']} (rounds {off['rounds_per_s']}, statuses {off['statuses']})"),
         ("  throughput on / off", str(out["ratios"]["throughput_on_over_off"])),
     ]
     rows += [(f"bad: {b['request']}", f"{b['status']} {b['message'][:70]}") for b in out["bad_requests"]]
