@@ -119,6 +119,27 @@ def interleaved(url: str, jpeg: bytes, pred, n: int) -> tuple[list[float], list[
     return t_pred, t_both, t_req
 
 
+def batch_ceiling(pred, jpeg: bytes, batch: int, n: int) -> dict:
+    """What batching can gain at most here: ``Predictor.predict`` of ``batch`` copies of the image
+    at once against one at a time, per image, in turns (median ms)."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    one, many = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            pred.predict([image])
+        t1 = time.perf_counter()
+        pred.predict([image] * batch)
+        t2 = time.perf_counter()
+        one.append((t1 - t0) / batch)
+        many.append((t2 - t1) / batch)
+    a, b = float(np.median(one)) * 1000, float(np.median(many)) * 1000
+    return {"batch": batch, "per_image_ms_batch1": round(a, 1), f"per_image_ms_batch{batch}": round(b, 1),
+            "speedup": round(a / b, 2)}
+
+
 def many_clients(url: str, jpeg: bytes, clients: int, each: int, bad: list | None = None) -> dict:
     """``clients`` threads, ``each`` requests each; with ``bad``, every 10th request is one of them."""
     import httpx
@@ -203,6 +224,7 @@ def main(argv=None) -> int:
     pred = Predictor(args.weights, device="cpu", conf=0.05)
     with server(args, args.max_batch) as (url, pid), server(args, 1) as (url_off, _):
         t_pred, t_both, t_one = interleaved(url, jpeg, pred, args.single)
+        out["batch_ceiling"] = batch_ceiling(pred, jpeg, args.max_batch, max(5, args.single // 5))
         del pred
         out["predict_ms"] = {"p50": round(pct(t_pred, 50), 1), "p95": round(pct(t_pred, 95), 1)}
         out["decode_predict_ms"] = {"p50": round(pct(t_both, 50), 1), "p95": round(pct(t_both, 95), 1)}
@@ -250,6 +272,9 @@ def main(argv=None) -> int:
         (f"{args.clients} clients, batching off (max-batch 1): req/s",
          f"{off['per_s']} (rounds {off['rounds_per_s']}, statuses {off['statuses']})"),
         ("  throughput on / off", str(out["ratios"]["throughput_on_over_off"])),
+        (f"  ceiling: Predictor.predict per image, batch 1 vs {args.max_batch} (ms)",
+         f"{out['batch_ceiling']['per_image_ms_batch1']} vs {out['batch_ceiling'][f'per_image_ms_batch{args.max_batch}']} "
+         f"= {out['batch_ceiling']['speedup']}x"),
     ]
     rows += [(f"bad: {b['request']}", f"{b['status']} {b['message'][:70]}") for b in out["bad_requests"]]
     m = out["memory"]

@@ -105,8 +105,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         t2 = time.perf_counter()
         timing = {"decode": _ms(t1 - t0), "queue": _ms(res.queue_s), "inference": _ms(res.infer_s), "total": _ms(t2 - t0),
                   "batch_size": res.batch_size}
-        svc.metrics.latency.labels("/v1/detect").observe(t2 - t0)
-        svc.metrics.requests.labels("/v1/detect", "200").inc()
+        svc.metrics.answered("/v1/detect", t2 - t0)
         return detect_body(det, image, svc.model_name, opts.to_dict(svc.classes), timing)
 
     @app.get("/health", summary="Liveness and the model served")
@@ -161,8 +160,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
             pending = svc.submit(img, opts)
         det, _ = await svc.result(pending, opts)
         took = time.perf_counter() - t0
-        svc.metrics.latency.labels("roboflow").observe(took)
-        svc.metrics.requests.labels("roboflow", "200").inc()
+        svc.metrics.answered("roboflow", took)
         return roboflow_body(det, img, took)
 
     return app

@@ -30,6 +30,7 @@ import base64
 import hashlib
 import re
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -208,6 +209,7 @@ def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url:
 
     @app.post("/predict", tags=["label studio"], summary="Label Studio: pre-label tasks")
     async def predict(request: Request) -> dict:
+        t0 = time.perf_counter()
         auth(request)
         data = await json_body(request)
         tasks = data.get("tasks")
@@ -233,6 +235,7 @@ def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url:
                 continue
             h, w = image.shape[:2]
             results.append(to_prediction(det, w, h, cfg, labels, backend.version))
+        svc.metrics.answered("/predict", time.perf_counter() - t0)
         return {"results": results, "model_version": backend.version}
 
     @app.post("/webhook", tags=["label studio"], summary="Label Studio: annotation events")

@@ -41,6 +41,11 @@ class Metrics:
         self.inference.observe(seconds)
         self.images.inc(size)
 
+    def answered(self, route: str, seconds: float) -> None:
+        """A request of ``route`` answered with 200 after ``seconds``."""
+        self.latency.labels(route).observe(seconds)
+        self.requests.labels(route, "200").inc()
+
     def refused_body(self) -> None:
         """A body refused by its Content-Length, before any route saw it."""
         self.errors.labels("any", "body_too_large").inc()
