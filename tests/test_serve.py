@@ -179,6 +179,7 @@ def test_health_metrics_openapi_page(client):
     assert "multipart/form-data" in paths["/v1/detect"]["post"]["requestBody"]["content"]
     model = client.get("/v1/model").json()
     assert model["classes"] == CLASSES and model["conf_floor"] == 0.05
+    assert model["max_batch"] == 1  # the default on the CPU: a batch is no faster per image there
     page = client.get("/").text
     assert "v1/detect" in page and "http://" not in page and "https://" not in page  # self-contained: no CDN
 

@@ -31,7 +31,6 @@ from typing import Annotated, Optional
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from detect import __version__
@@ -76,7 +75,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
 
     async def image_of(request: Request, url: Optional[str], base64_body: bool = False):
         data = await fetch_url(url, svc.allow_urls, svc.cfg.max_bytes) if url else await read_body_image(request, base64_body)
-        return await run_in_threadpool(svc.decode, data)  # decoding a photo takes ~10 ms: not on the event loop
+        return await svc.decode_async(data)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -119,7 +118,7 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         c = svc.cfg
         return {"model": svc.model_name, "classes": svc.classes, "imgsz": svc.predictor.imgsz,
                 "conf_floor": c.conf, "default_conf": c.default_conf, "iou": c.iou, "max_det": c.max_det,
-                "max_batch": c.max_batch, "max_wait_ms": c.max_wait_ms, "max_upload_bytes": c.max_bytes,
+                "max_batch": svc.max_batch, "max_wait_ms": c.max_wait_ms, "max_upload_bytes": c.max_bytes,
                 "max_pixels": c.max_pixels, "urls": bool(svc.allow_urls), "slice": svc.batcher.slices}
 
     @app.get("/metrics", summary="Prometheus metrics (text format)")

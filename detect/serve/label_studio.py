@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
-from starlette.concurrency import run_in_threadpool
 
 from detect.serve.corrections import Corrections
 from detect.serve.errors import ApiError
@@ -224,7 +223,7 @@ def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url:
             ref = (task.get("data") or {}).get(cfg.data_key) if isinstance(task, dict) else None
             try:
                 with svc.batcher.arriving():
-                    image = svc.decode(await backend.image_bytes(ref, access))
+                    image = await svc.decode_async(await backend.image_bytes(ref, access))
                     pending = svc.submit(image, opts)
                 det, _ = await svc.result(pending, opts)
             except ApiError as e:  # one bad task: an empty prediction for it, the others go on
@@ -262,7 +261,7 @@ def add_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None], url:
             return {**out, "tasks": corrections.tasks()}
         cfg = parse_label_config(project.get("label_config") or "")
         raw = await backend.image_bytes((task.get("data") or {}).get(cfg.data_key), backend.access(project.get("id")))
-        image = await run_in_threadpool(svc.decode, raw)  # checked: readable, within the pixel limit
+        image = await svc.decode_async(raw)  # checked: readable, within the pixel limit
         stem = corrections.save(task_id, raw, (image.shape[1], image.shape[0]), annotation.get("result") or [], cfg.labels)
         return {**out, "saved": stem, "tasks": corrections.tasks()}
 

@@ -40,7 +40,8 @@ def add_parser(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                    "request can ask for (requests default to 0.25)")
     p.add_argument("--iou", type=fraction, default=0.45, help="NMS IoU threshold when a request gives none")
     p.add_argument("--max-det", type=count, default=300, help="detections per image at most")
-    p.add_argument("--max-batch", type=count, default=8, help="images per forward pass at most (1: no batching)")
+    p.add_argument("--max-batch", type=nonneg, default=0, help="images per forward pass at most (1: no batching; 0: 8 "
+                   "on a GPU, 1 on the CPU, where a batch was no faster per image)")
     p.add_argument("--max-wait-ms", type=checked(float, ">= 0"), default=5.0,
                    help="how long the first image of a batch waits for more")
     p.add_argument("--max-queue", type=count, default=256, help="images waiting at most; beyond, requests get 503")

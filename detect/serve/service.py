@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import os
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -38,7 +39,7 @@ class ServeConfig:
     iou: float = 0.45
     max_det: int = 300
     threads: int = 0  # ONNX Runtime threads (0: as many as torch uses)
-    max_batch: int = 8
+    max_batch: int = 0  # 0: 8 on a GPU, 1 on the CPU (where a batch is no faster per image: bench/RESULTS.md)
     max_wait_ms: float = 5.0
     max_queue: int = 256
     max_upload_mb: float = 20.0
@@ -120,11 +121,15 @@ class Service:
         self.predictor = predictor
         self.classes: list[str] = list(predictor.classes)
         self.model_name = Path(str(predictor.weights)).stem if predictor.weights else "model"
-        self.batcher = Batcher(predictor, max_batch=cfg.max_batch, max_wait=cfg.max_wait_ms / 1000.0,
+        self.max_batch = cfg.max_batch or (8 if predictor.device.type == "cuda" else 1)
+        self.batcher = Batcher(predictor, max_batch=self.max_batch, max_wait=cfg.max_wait_ms / 1000.0,
                                max_queue=cfg.max_queue, on_batch=self.metrics.on_batch)
         self.started = time.time()
         self.keys = tuple(k.encode() for k in cfg.api_keys)
         self.allow_urls = frozenset(h.lower() for h in cfg.allow_urls)
+        # uploads are decoded on as many threads as there are cores, not on the event loop's pool of
+        # 40: more at once only compete for the cores, and each holds a decoded photo in memory
+        self.decoder = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="detect-decode")
 
     def decode(self, data: bytes) -> np.ndarray:
         """Uploaded bytes -> a BGR image, within the pixel limit (or an ApiError)."""
@@ -132,6 +137,11 @@ class Service:
 
     def close(self) -> None:
         self.batcher.close()
+        self.decoder.shutdown(wait=False, cancel_futures=True)
+
+    async def decode_async(self, data: bytes) -> np.ndarray:
+        """:meth:`decode` on the decoding threads (a photo takes ~5-20 ms: not on the event loop)."""
+        return await asyncio.get_running_loop().run_in_executor(self.decoder, self.decode, data)
 
     # ----------------------------------------------------------------------------- options
     def options(self, conf: Optional[float] = None, iou: Optional[float] = None, max_det: Optional[int] = None,
