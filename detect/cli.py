@@ -32,6 +32,7 @@ HANDLERS = {
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
+    "serve": "detect.serve.serve_cli:cmd_serve",
 }
 
 
@@ -243,6 +244,12 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from detect.serve.serve_cli import add_parser  # argparse only: fastapi loads when the command runs
+
+    add_parser(sub, _Help)
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``detect`` parser; with ``command`` (a key of :data:`HANDLERS`) only that command's
     sub-parser is built: ``detect xml2pkl`` on an up-to-date cache takes about as long as its
@@ -251,7 +258,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
-              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert}
+              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert,
+              "serve": _add_serve}
     for name, add in adders.items():
         if command is None or name == command:
             add(sub)

@@ -177,6 +177,9 @@ class TrainConfig:
     out: str = setting("runs/train", "run folder", cli="--out")
     eval_every: int = setting(1, "evaluate on the val split every N epochs (and at the end)", cli="--eval-every", check=">= 1")
     resume: bool = setting(False, "continue the run in --out from its last.pt", cli="--resume")
+    weights: Optional[str] = setting(None, "start from this detector (RUN/best.pt, the shipped weights): its network "
+                                     "and weights, classes matched by name, new classes added (add products to a model)",
+                                     cli="--weights")
     channels_last: bool = setting(True, "NHWC activations (CPU: about 1.4x faster steps; CUDA: faster convolutions with AMP)",
                                   cli="--channels-last")
     log_every: int = setting(20, "iterations between progress updates (each one syncs the GPU)", check=">= 1")
@@ -320,7 +323,7 @@ def set_value(cfg: Any, path: str, value: Any) -> None:
 
 
 # Settings naming files that must exist (read, not written): saved configs hold them absolute.
-INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights")
+INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights", "train.weights")
 
 # Settings that moved, old path -> new path. Every dict read (YAML, checkpoints, tune studies)
 # passes through upgrade(), so configs written before a move keep loading; ``detect tune``

@@ -23,9 +23,12 @@ ALLOWED = {
     "engine": {"base", "data", "models", "viz"},
     "infer": {"base", "data", "models", "viz", "engine"},
     "tune": {"base", "data", "models", "viz", "engine"},
-    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune"},
+    # serve detects through infer's Predictor; models only for set_postprocess (a batch's NMS IoU),
+    # data only for the safe XML parser (Label Studio's labelling config)
+    "serve": {"base", "data", "models", "infer"},
+    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune", "serve"},
 }
-ROOMS = {"data", "models", "viz", "engine", "infer", "tune"}
+ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "serve"}
 
 
 def module_name(path: Path) -> str:

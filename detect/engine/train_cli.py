@@ -12,6 +12,7 @@ from typing import Optional
 
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
+from detect.engine.finetune import detector_config, read_detector
 from detect.engine.train import train
 from detect.errors import UsageError
 from detect.options import apply_config_options
@@ -34,7 +35,8 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     """Defaults <- ``--config`` YAML <- the options given on the command line. With ``--resume``
     the run's stored config (from ``checkpoint``, its ``last.pt``; read here when not given)
     takes the place of the YAML and the defaults; options given still override it (e.g.
-    ``--epochs`` to extend a finished run)."""
+    ``--epochs`` to extend a finished run). With ``--weights`` (fine-tuning) the model and
+    preprocessing sections are the checkpoint's, with the options given applied on top."""
     resume = bool(getattr(args, "resume", False))
     if resume:
         last = run_checkpoint(args)
@@ -42,6 +44,9 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     else:
         cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_config_options(cfg, args)
+    if not resume and cfg.train.weights:  # fine-tuning: the checkpoint's network, the options given still win
+        detector_config(cfg, read_detector(cfg.train.weights), cfg.train.weights)
+        apply_config_options(cfg, args)
     cfg.train.resume = resume
     if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
         cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
