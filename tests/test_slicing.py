@@ -41,9 +41,11 @@ def test_a_photo_smaller_than_a_slice_is_one_window():
 
 def test_probe_windows_grow_from_the_centre_to_the_whole_photo():
     p = probe_windows(3000, 4000, 320)
-    assert [int(x1 - x0) for x0, _, x1, _ in p[:-1]] == [640, 1280, 2560]
+    assert [int(x1 - x0) for x0, _, x1, _ in p[:-1]] == [640] * 5 + [1280, 2560]
     np.testing.assert_array_equal(p[-1], [0, 0, 4000, 3000])
-    assert all(abs((x0 + x1) / 2 - 2000) <= 1 and abs((y0 + y1) / 2 - 1500) <= 1 for x0, y0, x1, y1 in p)
+    assert all(abs((x0 + x1) / 2 - 2000) <= 1 and abs((y0 + y1) / 2 - 1500) <= 1 for x0, y0, x1, y1 in p[[0, 5, 6, 7]])
+    assert {(int((x0 + x1) / 2), int((y0 + y1) / 2)) for x0, y0, x1, y1 in p[1:5]} == {(1000, 750), (3000, 750), (1000, 2250), (3000, 2250)}
+    assert (p[:, :2] >= 0).all() and (p[:, 2] <= 4000).all() and (p[:, 3] <= 3000).all()
     np.testing.assert_array_equal(probe_windows(200, 300, 320), [[0, 0, 300, 200]])
 
 
@@ -56,12 +58,17 @@ def test_the_slice_shows_products_at_the_learned_size():
     assert 320 < prior < 4000 and prior == round(320 * (0.004 * 12e6) ** 0.5 / 64)
 
 
-def test_the_densest_confident_probe_gives_the_product_size():
-    wins = np.asarray([[0, 0, 320, 320], [0, 0, 640, 640], [0, 0, 4000, 3000]])
-    sizes = [np.full(2, 300.0), np.full(12, 100.0), np.full(5, 400.0)]
-    scores = [np.full(2, 0.9), np.full(12, 0.8), np.full(5, 0.9)]
+def test_the_closest_confident_probe_gives_the_product_size():
+    wins = np.asarray([[0, 0, 640, 640], [0, 0, 1280, 1280], [0, 0, 4000, 3000]])
+    sizes = [np.full(12, 100.0), np.full(9, 180.0), np.full(5, 400.0)]  # farther views read only big products, or junk
+    scores = [np.full(12, 0.8), np.full(9, 0.8), np.full(5, 0.9)]
     assert side_from_probes(sizes, scores, wins) == 100.0
-    assert side_from_probes(sizes, [np.full(2, 0.1), np.full(12, 0.1), np.full(5, 0.1)], wins) is None
+    scores[0] = np.full(12, 0.1)  # the closest view unsure: the next one
+    assert side_from_probes(sizes, scores, wins) == 180.0
+    assert side_from_probes(sizes, [np.full(12, 0.1), np.full(9, 0.1), np.full(5, 0.1)], wins) is None
+    # views of one size are pooled: two windows of 2 products each make enough together
+    two = np.asarray([[0, 0, 640, 640], [640, 0, 1280, 640]])
+    assert side_from_probes([np.asarray([90.0, 110.0]), np.asarray([100.0, 120.0])], [np.full(2, 0.9)] * 2, two) == 105.0
 
 
 def test_settings_are_checked():

@@ -115,14 +115,22 @@ def slice_windows(h: int, w: int, side: int, overlap: float) -> np.ndarray:
 
 
 def probe_windows(h: int, w: int, imgsz: int) -> np.ndarray:
-    """int64[P, 4]: centred square windows of side 2 imgsz, 4 imgsz ... below the photo's shorter
-    side, then the whole photo: the views whose detections tell the products' size. (No window of
-    imgsz itself: only products much smaller than it fit whole in one, so their median side
+    """int64[P, 4]: square windows of side 2 imgsz, 4 imgsz ... below the photo's shorter side,
+    then the whole photo: the views whose detections tell the products' size. The closest size
+    has five windows (the centre and the centres of the four quarters, where they differ), so its
+    count of products does not hang on one spot of the photo; the others are centred. (No window
+    of imgsz itself: only products much smaller than it fit whole in one, so their median side
     says too little.)"""
     out, side = [], 2 * imgsz
     while side < min(h, w):
-        x0, y0 = (w - side) // 2, (h - side) // 2
-        out.append([x0, y0, x0 + side, y0 + side])
+        centres = [(w / 2, h / 2)]
+        if side == 2 * imgsz:
+            centres += [(w * fx, h * fy) for fy in (0.25, 0.75) for fx in (0.25, 0.75)]
+        for cx, cy in centres:
+            x0 = int(min(max(round(cx - side / 2), 0), w - side))
+            y0 = int(min(max(round(cy - side / 2), 0), h - side))
+            if [x0, y0, x0 + side, y0 + side] not in out:
+                out.append([x0, y0, x0 + side, y0 + side])
         side *= 2
     out.append([0, 0, w, h])
     return np.asarray(out, np.int64)
@@ -132,19 +140,18 @@ def side_from_probes(sizes: Sequence[np.ndarray], scores: Sequence[np.ndarray], 
                      min_score: float = 0.3, min_count: int = 3) -> Optional[float]:
     """The products' side in photo pixels, from the probe views' detections: ``sizes[i]``
     (float[n_i], sqrt(w * h) of each box, photo pixels) and ``scores[i]`` of window ``i``. The
-    view whose confident detections (``min_score``) are densest per pixel of window wins (a view
-    at a scale the model reads finds the most, a view too zoomed out finds few or none); its
-    median box side is the answer. None when no view has ``min_count`` confident detections."""
-    best, best_density = None, 0.0
-    for s, sc, win in zip(sizes, scores, windows):
-        keep = np.asarray(sc) >= min_score
-        if keep.sum() < min_count:
-            continue
-        area = float((win[2] - win[0]) * (win[3] - win[1]))
-        density = float(np.asarray(sc)[keep].sum()) / area
-        if density > best_density:
-            best, best_density = float(np.median(np.asarray(s)[keep])), density
-    return best
+    closest views (the smallest windows, pooled) with ``min_count`` confident detections
+    (``min_score``) win: a view too far out reads only the largest products, or makes a few
+    confident junk boxes of many small ones, and its median would say the products are bigger
+    than they are. Their median box side is the answer; None when no size of view has enough."""
+    windows = np.asarray(windows)
+    area = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
+    for a in np.unique(area):
+        pooled = [np.asarray(sizes[i])[np.asarray(scores[i]) >= min_score] for i in np.flatnonzero(area == a)]
+        pooled = np.concatenate(pooled) if pooled else np.zeros(0)
+        if len(pooled) >= min_count:
+            return float(np.median(pooled))
+    return None
 
 
 def slice_side(h: int, w: int, imgsz: int, object_size: float, product_side: Optional[float]) -> Optional[int]:
