@@ -31,6 +31,7 @@ HANDLERS = {
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
+    "audit": "detect.audit.audit_cli:cmd_audit",
 }
 
 
@@ -209,6 +210,33 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from detect.data.images import MAX_PIXELS
+
+    p = sub.add_parser("audit", help="shelf audit: rows, facings, gaps, planogram compliance, share of shelf, "
+                       "unique products in a video", formatter_class=_Help)
+    p.add_argument("source", help="photo, folder, glob, .txt list or video file (an aisle walk)")
+    p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
+    p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv)")
+    p.add_argument("--product-map", help="CSV (product,class) or JSON mapping the planogram's product ids to class names")
+    p.add_argument("--save-dir", default="runs/audit", help="folder for the report, tables and annotated photos/videos")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
+    p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
+    p.add_argument("--conf", type=_FRACTION, default=0.25, help="score of a product")
+    p.add_argument("--occupancy-conf", type=_FRACTION, default=0.1, help="detections between this score and --conf are "
+                   "something standing there (a product turned or lying down): they close gaps but count as no facing")
+    p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=_COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")
+    p.add_argument("--gap-ratio", type=checked(float, "> 0"), default=1.4, help="an empty stretch is a gap when the products around it "
+                   "stand this many usual pitches apart (detect/audit/gaps.py)")
+    p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
+                   "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
+    p.add_argument("--min-track-frames", type=_COUNT, default=3, help="videos: frames a track needs to count as a product")
+    p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height) are reported and skipped (0: none)")
+    p.add_argument("--no-save", action="store_true", help="no annotated photos/videos (the report still embeds the photos)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``detect`` parser; with ``command`` (a key of :data:`HANDLERS`) only that command's
     sub-parser is built: ``detect xml2pkl`` on an up-to-date cache takes about as long as its
@@ -217,7 +245,8 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
-              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert}
+              "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert,
+              "audit": _add_audit}
     for name, add in adders.items():
         if command is None or name == command:
             add(sub)

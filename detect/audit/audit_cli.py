@@ -1,0 +1,157 @@
+"""``detect audit SOURCE``: shelf audit of photos, folders and videos.
+
+Photos: rows, facings, share of shelf, gaps and (with ``--planogram``) compliance per photo.
+Videos (a walk along an aisle): unique products, each tracked across frames and counted once;
+the annotated video shows each product's track id. Writes into ``--save-dir`` the annotated
+photos/videos, ``audit.json``, the CSV tables and one self-contained ``report.html``
+(:mod:`detect.audit.report`).
+
+Exit codes: 0 every input was audited; 1 some inputs could not be read (each reported, the
+rest audited); 2 usage error (missing source, bad planogram: the file and line, bad weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from detect.audit.audit import audit_detections
+from detect.audit.draw import draw_audit, draw_tracks
+from detect.audit.planogram import Planogram, read_planogram
+from detect.audit.report import embed_jpeg, image_section, video_section, write_html, write_json, write_tables
+from detect.audit.track import UniqueCounter, VideoAudit
+from detect.errors import UsageError
+from detect.infer.predict import Predictor
+from detect.infer.predict_cli import Outputs, check_save_dir, count_frames
+from detect.infer.sources import VIDEO_EXTS, expand, is_stream
+
+VIDEO_BATCH = 8
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    if is_stream(args.source):
+        raise UsageError(f"{args.source}: detect audit reads photos, folders and video files; for a live stream use detect predict")
+    if not 0 <= args.occupancy_conf <= args.conf:
+        raise UsageError(f"--occupancy-conf ({args.occupancy_conf}) must be at most --conf ({args.conf})")
+    if args.gap_ratio <= 1:
+        raise UsageError(f"--gap-ratio must be more than 1 (a normal pitch is 1), got {args.gap_ratio}")
+    files, root = expand(args.source)
+    save_dir = Path(args.save_dir)
+    if not args.no_save:
+        check_save_dir(files, root, save_dir)
+    predictor = Predictor(args.weights, device=args.device, conf=args.occupancy_conf, iou=args.iou, max_det=args.max_det,
+                          int8=args.int8)
+    planogram = read_planogram(args.planogram, predictor.classes, args.product_map) if args.planogram else None
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
+    videos_only = all(Path(f).suffix.lower() in VIDEO_EXTS for f in files)
+    run = AuditRun(predictor, save_dir, planogram, args)
+    started = time.perf_counter()
+    bar = tqdm(total=count_frames(files), unit="img", disable=args.no_progress, dynamic_ncols=True, file=sys.stderr)
+    try:
+        for frame, det in predictor.stream(args.source, batch=VIDEO_BATCH if videos_only else 1, max_pixels=args.max_pixels):
+            bar.update(1)
+            if det is None:
+                where = frame.path if frame.frame is None else f"{frame.path}#{frame.frame}"
+                bar.write(f"warning: {where}: {frame.error}; skipped")
+                run.fail(frame, f"{where}: {frame.error}")
+                continue
+            run.add(frame, det)
+    finally:
+        bar.close()
+        paths = run.close(time.perf_counter() - started)
+    print(run.text())
+    print(f"report: {paths[0]}")
+    return 1 if run.failed else 0
+
+
+class AuditRun:
+    """The state of one ``detect audit`` run: results so far, the open video's tracker."""
+
+    def __init__(self, predictor: Predictor, save_dir: Path, planogram: Optional[Planogram], args: argparse.Namespace) -> None:
+        self.predictor, self.save_dir, self.planogram, self.args = predictor, save_dir, planogram, args
+        self.outputs = Outputs(save_dir)
+        self.images: list[dict] = []
+        self.videos: list[dict] = []
+        self.sections: list[str] = []
+        self.failed: list[str] = []
+        self.video: Optional[tuple[str, UniqueCounter, list]] = None  # (path, tracker, [frames, failed, picture])
+
+    def add(self, frame, det) -> None:
+        if frame.kind == "image":
+            self._end_video()
+            h, w = frame.image.shape[:2]
+            result = audit_detections(det, w, h, self.planogram, conf=self.args.conf, shelf_edges=self.args.shelf_edges,
+                                      ratio=self.args.gap_ratio, source=frame.path)
+            annotated = draw_audit(frame.image, result, copy=False)  # the frame is not used after this
+            if not self.args.no_save:
+                self.outputs.write(frame, annotated)
+            d = result.to_dict()
+            self.images.append(d)
+            self.sections.append(image_section(d, embed_jpeg(annotated)))
+            return
+        if self.video is None or self.video[0] != frame.path:
+            self._end_video()
+            self.video = (frame.path, UniqueCounter(frame.fps or 30.0, min_frames=self.args.min_track_frames), [0, 0, None])
+        _, counter, state = self.video
+        keep = det.scores >= self.args.conf
+        ids = counter.update(type(det)(det.boxes[keep], det.scores[keep], det.labels[keep], det.classes))
+        state[0] += 1
+        annotated = draw_tracks(frame.image, det.boxes[keep], det.labels[keep], ids, det.classes,
+                                unique=sum(counter.counts(det.classes).values()), copy=False)
+        if state[2] is None and state[0] >= 2 * self.args.min_track_frames:
+            state[2] = embed_jpeg(annotated, side=960)
+        if not self.args.no_save:
+            self.outputs.write(frame, annotated)
+
+    def fail(self, frame, message: str) -> None:
+        self.failed.append(message)
+        if self.video is not None and self.video[0] == frame.path:
+            self.video[2][1] += 1
+
+    def _end_video(self) -> None:
+        if self.video is None:
+            return
+        path, counter, (frames, failed, picture) = self.video
+        before = len(self.outputs.written)
+        self.outputs.close_video()
+        written = self.outputs.written[before] if len(self.outputs.written) > before else None
+        v = VideoAudit(path, frames, counter.counts(self.predictor.classes), counter.name, written, failed)
+        d = v.to_dict()
+        self.videos.append(d)
+        self.sections.append(video_section(d, picture))
+        self.video = None
+
+    def close(self, seconds: float) -> list[Path]:
+        """Write the report, JSON and tables; returns their paths, the report first."""
+        self._end_video()
+        self.outputs.close_video()
+        extra = {"weights": str(self.predictor.weights), "planogram": self.planogram.source if self.planogram else None,
+                 "seconds": round(seconds, 3)}
+        report = write_html(self.save_dir / "report.html", self.sections, "Shelf audit",
+                            f"{len(self.images)} photos, {len(self.videos)} videos; weights {self.predictor.weights}"
+                            + (f"; planogram {self.planogram.source}" if self.planogram else ""))
+        paths = [report, write_json(self.save_dir / "audit.json", self.images, self.videos, self.failed, extra)]
+        return paths + write_tables(self.save_dir, self.images, self.videos)
+
+    def text(self) -> str:
+        lines = []
+        for d in self.images:
+            line = f"{d['source']}: {d['products']} products in {len(d['rows'])} rows, {len(d['gaps'])} gaps ({d['empty_facings']} empty facings)"
+            if "compliance" in d:
+                line += f", planogram compliance {d['compliance']['score'] * 100:.1f}%"
+            lines.append(line)
+        for d in self.videos:
+            lines.append(f"{d['source']}: {d['total']} unique products in {d['frames']} frames ("
+                         + ", ".join(f"{k} {v}" for k, v in d["unique"].items()) + ")")
+        if self.failed:
+            lines.append(f"{len(self.failed)} inputs failed:")
+            lines += [f"  {f}" for f in self.failed[:20]]
+        return "\n".join(lines)
