@@ -18,7 +18,8 @@ belong to the row of the box under them. The rule:
 4. Every box joins the row whose base line is nearest its bottom; a stack candidate whose
    bottom is on no base line joins the row of the box it sits on.
 5. Empty rows: with three or more rows, a spacing between base lines that is at least
-   ``empty_row_ratio`` times the median spacing holds empty rows at the median spacing
+   ``empty_row_ratio`` times the usual one (the median of the others) and leaves room for a
+   whole row above the lower row's products holds empty rows at the usual spacing
    (``Row.empty``), so an emptied shelf shows as one long gap, not as nothing.
 """
 
@@ -254,10 +255,11 @@ def _with_empty_rows(rows: list[Row], xc: float, ratio: float, x0: float, x1: fl
         return rows
     ys = np.array([float(r.base_y(xc)) for r in rows])
     gaps = np.diff(ys)
-    step = float(np.median(gaps))
+    step = float(np.median(np.sort(gaps)[:-1]))  # the usual spacing: the widest one left out (it may hold the empty rows)
     out = [rows[0]]
     for up, down, g in zip(rows[:-1], rows[1:], gaps):
-        k = int(round(g / step)) - 1 if g >= ratio * step else 0
+        fits = g - down.height >= 0.8 * step  # a whole row fits above the lower row's products
+        k = int(round(g / step)) - 1 if g >= ratio * step and fits else 0
         for j in range(1, k + 1):
             t = j / (k + 1)
             slope = (1 - t) * up.slope + t * down.slope
