@@ -77,6 +77,8 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=_COUNT, default=200, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="a seed always gives the same bytes")
     p.add_argument("--size", type=checked(int, ">= 32"), default=320, help="longer image side in pixels")
+    p.add_argument("--dense", action="store_true", help="whole store shelves: 4:3 photos (use --size 4000 for 12 MP) "
+                   "with 100-300 products of every class, laid out from a planogram, and their audit truth in truth/")
     p.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
     p.add_argument("--workers", type=_COUNT, default=1, help="rendering processes (the output does not depend on it)")
 

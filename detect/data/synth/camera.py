@@ -70,11 +70,28 @@ def photograph(rng: np.random.Generator, cv: _Canvas, kind: str) -> Scene:
     M = np.eye(3)
     if rng.random() < 0.7:
         M = _homography(rng, H, W)
-        img = cv2.warpPerspective(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        ids = cv2.warpPerspective(ids, M, (W, H), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        img, ids = warp(img, ids, M)
     img = _light(rng, _blur(rng, img))
+    return visible_scene(cv, img, ids, M, kind, quality=int(rng.integers(80, 96)))
 
-    boxes, labels, difficult, truncated, visible = [], [], [], [], []
+
+def warp(img: np.ndarray, ids: np.ndarray, M: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The composed image (bilinear, border replicated) and its id map (nearest, border 0)
+    seen through the homography ``M`` (float64[3, 3]), same size."""
+    H, W = ids.shape
+    img = cv2.warpPerspective(img, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    ids = cv2.warpPerspective(ids, M, (W, H), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return img, ids
+
+
+def visible_scene(cv: _Canvas, img: np.ndarray, ids: np.ndarray, M: np.ndarray, kind: str, quality: int,
+                  tiny: float = 0.02) -> Scene:
+    """The scene of photographed ``img``: a box per product of ``cv.items`` whose pixels in the
+    warped id map ``ids`` are enough to keep (see the module's thresholds); ``Scene.item`` holds
+    each kept box's index into ``cv.items``. A box whose shorter side is under ``tiny`` of the
+    photo's longer side is difficult."""
+    H, W = ids.shape
+    boxes, labels, difficult, truncated, visible, kept = [], [], [], [], [], []
     for k, (label, area, x0, y0, x1, y1) in enumerate(cv.items, start=1):
         rect = np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]])
         quad = cv2.perspectiveTransform(rect, M)[0]  # (4, 2) full extent after the warp
@@ -98,8 +115,9 @@ def photograph(rng: np.random.Generator, cv: _Canvas, kind: str) -> Scene:
         boxes.append(box)
         labels.append(label)
         visible.append(min(vis, 1.0))
-        difficult.append(vis < DIFFICULT_VISIBLE or min(bw, bh) < 0.02 * max(H, W))
+        difficult.append(vis < DIFFICULT_VISIBLE or min(bw, bh) < tiny * max(H, W))
         truncated.append(bw * bh < TRUNCATED_AREA * (fx1 - fx0) * (fy1 - fy0))
+        kept.append(k - 1)
     n = len(boxes)
     return Scene(
         image=img,
@@ -109,7 +127,8 @@ def photograph(rng: np.random.Generator, cv: _Canvas, kind: str) -> Scene:
         truncated=np.asarray(truncated, bool).reshape(n),
         visible=np.asarray(visible, np.float32).reshape(n),
         kind=kind,
-        quality=int(rng.integers(80, 96)),
+        quality=quality,
+        item=np.asarray(kept, np.int64).reshape(n),
     )
 
 

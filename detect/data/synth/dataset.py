@@ -8,6 +8,7 @@ ten product classes (:data:`CLASSES`) and writes them as a Pascal VOC dataset::
     OUT_DIR/ImageSets/Main/{train,val,test}.txt
     OUT_DIR/classes.txt                   one class name a line, in label order
     OUT_DIR/synth.json                    how it was made (seed, size, counts)
+    OUT_DIR/truth/000000.json ...         --dense only: planogram, shelves, gaps, misplaced products
 
 Scenes are drawn with OpenCV from a numpy ``Generator`` seeded by ``(seed, image index)``, so
 a seed gives the same bytes on every run, in any order and with any number of workers.
@@ -35,6 +36,7 @@ from lxml import etree
 from tqdm import tqdm
 
 from detect.data.synth.camera import render
+from detect.data.synth.dense import render_dense, truth_json
 from detect.data.synth.products import CLASSES
 from detect.data.synth.scene import Scene
 from detect.errors import UsageError
@@ -91,17 +93,21 @@ def scene_to_voc_xml(scene: Scene, filename: str, classes: Sequence[str] = CLASS
     return etree.tostring(root, pretty_print=True, encoding="utf-8")
 
 
-def _write_one(job: tuple[str, int, int, int]) -> tuple[int, int, str]:
-    """Render image ``index`` and write its JPEG and XML into ``folder``; returns
-    (index, number of objects, scene kind). Runs in worker processes too."""
-    folder, seed, index, size = job
-    scene = render_scene(seed, index, size)
+def _write_one(job: tuple[str, int, int, int, bool]) -> tuple[int, int, str]:
+    """Render image ``index`` and write its JPEG and XML into ``folder`` (and, for a dense
+    shelf, its truth JSON); returns (index, number of objects, scene kind). Runs in worker
+    processes too."""
+    folder, seed, index, size, dense = job
+    scene = render_dense(seed, index, size) if dense else render_scene(seed, index, size)
     stem = f"{index:06d}"
     ok, jpg = cv2.imencode(".jpg", scene.image, [cv2.IMWRITE_JPEG_QUALITY, scene.quality])
     if not ok:  # pragma: no cover - OpenCV without a JPEG codec
         raise RuntimeError("OpenCV could not encode JPEG; reinstall opencv-python-headless")
     Path(folder, "JPEGImages", stem + ".jpg").write_bytes(jpg.tobytes())
     Path(folder, "Annotations", stem + ".xml").write_bytes(scene_to_voc_xml(scene, stem + ".jpg"))
+    if dense:
+        truth = json.dumps(truth_json(scene, stem + ".jpg"), separators=(",", ":"))
+        Path(folder, "truth", stem + ".json").write_text(truth + "\n")
     return index, len(scene.boxes), scene.kind
 
 
@@ -138,8 +144,10 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int = 320,
                    splits: Sequence[float] = (0.8, 0.1, 0.1), workers: int = 1,
-                   progress: bool | None = None) -> dict:
-    """Render ``n`` scenes as a VOC dataset in ``out_dir`` (layout in the module docstring).
+                   progress: bool | None = None, dense: bool = False) -> dict:
+    """Render ``n`` scenes as a VOC dataset in ``out_dir`` (layout in the module docstring);
+    ``dense``: high-resolution store shelves (:mod:`detect.data.synth.dense`, 4:3 landscape,
+    longer side ``size``) with their shelf truth in ``truth/<stem>.json``.
 
     The dataset is built in a hidden folder beside ``out_dir`` and moved into place when
     complete, so an interrupted run never leaves half a dataset behind. ``workers`` > 1
@@ -148,17 +156,17 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
     """
     if n < 1:
         raise ValueError(f"number of images must be at least 1, got {n}")
-    if size < 32:
-        raise ValueError(f"image size must be at least 32 pixels, got {size}")
+    if size < (256 if dense else 32):
+        raise ValueError(f"image size must be at least {256 if dense else 32} pixels{' for dense shelves' if dense else ''}, got {size}")
     parts = split_indices(n, seed, splits)
     out = Path(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
+        for sub in ("JPEGImages", "Annotations", "ImageSets/Main") + (("truth",) if dense else ()):
             (tmp / sub).mkdir(parents=True)
-        jobs = [(str(tmp), seed, i, size) for i in range(n)]
-        objects, kinds = 0, {"shelf": 0, "checkout": 0}
+        jobs = [(str(tmp), seed, i, size, dense) for i in range(n)]
+        objects, kinds = 0, {"dense": 0} if dense else {"shelf": 0, "checkout": 0}
         # progress None: a bar only on a terminal (tqdm's disable=None)
         bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress is None else not progress)
         with get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
@@ -172,7 +180,7 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
             (tmp / "ImageSets/Main" / f"{name}.txt").write_text("".join(f"{i:06d}\n" for i in idx))
         (tmp / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
         summary = {"generator": "retail-detect synth", "version": SYNTH_VERSION, "seed": seed, "images": n,
-                   "size": size, "objects": objects, "scenes": kinds, "classes": list(CLASSES),
+                   "size": size, "dense": dense, "objects": objects, "scenes": kinds, "classes": list(CLASSES),
                    "splits": {k: len(v) for k, v in parts.items()}}
         (tmp / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
         _replace_dir(tmp, out)
@@ -192,7 +200,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         summary = render_dataset(args.out_dir, args.images, args.seed, args.size, fractions,
-                                 workers=max(1, int(getattr(args, "workers", 1) or 1)))
+                                 workers=max(1, int(getattr(args, "workers", 1) or 1)), dense=bool(getattr(args, "dense", False)))
     except (ValueError, FileExistsError, PermissionError) as e:
         raise UsageError(str(e)) from None
     except OSError as e:

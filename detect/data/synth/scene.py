@@ -37,6 +37,8 @@ class Scene:
         visible (float32[N]): visible fraction of each product's painted area.
         kind: "shelf" or "checkout".
         quality: JPEG quality the dataset writer uses for this scene.
+        item (int64[N] or None): each box's index into the composing canvas's products (dense
+            shelves use it to join boxes with their planogram truth).
     """
 
     image: np.ndarray
@@ -47,19 +49,22 @@ class Scene:
     visible: np.ndarray
     kind: str
     quality: int = 90
+    item: np.ndarray | None = None
 
 
 class _Canvas:
     """The image being composed, its id map, and the full extent and area of each product."""
 
-    def __init__(self, img: np.ndarray) -> None:
+    def __init__(self, img: np.ndarray, max_objects: int = MAX_OBJECTS) -> None:
         self.img = img
-        self.ids = np.zeros(img.shape[:2], np.uint8)
+        self.max_objects = max_objects
+        # ids 1..254 fit uint8 (the photo scenes); dense shelves hold hundreds of products
+        self.ids = np.zeros(img.shape[:2], np.uint8 if max_objects < 255 else np.uint16)
         self.items: list[tuple[int, int, float, float, float, float]] = []  # label, area, x0, y0, x1, y1
 
     @property
     def free(self) -> int:
-        return MAX_OBJECTS - len(self.items)
+        return self.max_objects - len(self.items)
 
     def paste(self, sprite: np.ndarray, mask: np.ndarray, x: float, y: float, label: int | None,
               dim: float = 1.0) -> None:
