@@ -22,7 +22,7 @@ from detect.audit.compliance import Compliance, check, row_slots
 from detect.audit.facings import Column, Facing, Share, columns, facings, share_of_shelf
 from detect.audit.gaps import RATIO, Gap, find_gaps
 from detect.audit.planogram import Planogram
-from detect.audit.rows import Rows, find_rows
+from detect.audit.rows import Rows, find_rows, mark_cut
 from detect.structures import Detections
 
 UNKNOWN = -1  # label of an occupant (see the module docstring)
@@ -99,10 +99,11 @@ def audit_detections(det: Detections, width: int, height: int, planogram: Option
     labels = np.where(products, det.labels, UNKNOWN).astype(np.int64)
     names = list(det.classes)
     rows = find_rows(boxes, anchors=products)
+    mark_cut(rows, boxes, height)
     cols = columns(boxes, labels, rows)
     table = [f for f in facings(cols, labels, names) if f.label >= 0]
     edges = (0.0, float(width)) if shelf_edges == "image" else None
-    gaps = find_gaps(cols, rows, boxes, names, shelf_x=edges, ratio=ratio)
+    gaps = find_gaps(cols, rows, boxes, names, shelf_x=edges, ratio=ratio, image_size=(int(width), int(height)))
     comp = check(planogram, row_slots(cols, gaps), names) if planogram is not None else None
     return AuditResult(source, int(width), int(height), det, products, rows, cols, table, share_of_shelf(table), gaps, comp)
 

@@ -51,12 +51,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
+    run = audit_source(predictor, args.source, save_dir, planogram, args, files=files)
+    print(run.text())
+    print(f"report: {run.paths[0]}")
+    return 1 if run.failed else 0
+
+
+def audit_source(predictor: Predictor, source: str, save_dir: Path, planogram: Optional[Planogram],
+                 args: argparse.Namespace, files: Optional[list[str]] = None) -> "AuditRun":
+    """Audit every photo and video of ``source`` into ``save_dir`` (``args``: the options of
+    ``detect audit``); returns the finished run (``.paths``: report, JSON, tables)."""
+    files = files if files is not None else expand(source)[0]
     videos_only = all(Path(f).suffix.lower() in VIDEO_EXTS for f in files)
     run = AuditRun(predictor, save_dir, planogram, args)
     started = time.perf_counter()
     bar = tqdm(total=count_frames(files), unit="img", disable=args.no_progress, dynamic_ncols=True, file=sys.stderr)
     try:
-        for frame, det in predictor.stream(args.source, batch=VIDEO_BATCH if videos_only else 1, max_pixels=args.max_pixels):
+        for frame, det in predictor.stream(source, batch=VIDEO_BATCH if videos_only else 1, max_pixels=args.max_pixels):
             bar.update(1)
             if det is None:
                 where = frame.path if frame.frame is None else f"{frame.path}#{frame.frame}"
@@ -66,10 +77,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             run.add(frame, det)
     finally:
         bar.close()
-        paths = run.close(time.perf_counter() - started)
-    print(run.text())
-    print(f"report: {paths[0]}")
-    return 1 if run.failed else 0
+        run.close(time.perf_counter() - started)
+    return run
 
 
 class AuditRun:
@@ -83,6 +92,7 @@ class AuditRun:
         self.sections: list[str] = []
         self.failed: list[str] = []
         self.video: Optional[tuple[str, UniqueCounter, list]] = None  # (path, tracker, [frames, failed, picture])
+        self.paths: list[Path] = []
 
     def add(self, frame, det) -> None:
         if frame.kind == "image":
@@ -139,7 +149,8 @@ class AuditRun:
                             f"{len(self.images)} photos, {len(self.videos)} videos; weights {self.predictor.weights}"
                             + (f"; planogram {self.planogram.source}" if self.planogram else ""))
         paths = [report, write_json(self.save_dir / "audit.json", self.images, self.videos, self.failed, extra)]
-        return paths + write_tables(self.save_dir, self.images, self.videos)
+        self.paths = paths + write_tables(self.save_dir, self.images, self.videos)
+        return self.paths
 
     def text(self) -> str:
         lines = []

@@ -8,12 +8,12 @@ empty facing where a product was expected -1, a slot too many or too few -1), so
 many or too few shifts nothing after it. A slot the alignment inserts counts for the position
 of the expected slot before it (after it at the start of the shelf). Per position:
 
-- ``ok``: its product stands there in exactly its facings;
-- ``missing``: none of it, and nothing else stands there (the facings are empty);
-- ``misplaced``: none of it, and another product stands there (``found`` names it);
-- ``wrong_facings``: its product stands there, in more or fewer facings (``observed``).
+- ``misplaced``: another product stands in one or more of its facings (``found`` names it);
+- ``ok``: else, its product stands there in exactly its facings;
+- ``missing``: else, none of it (the facings are empty);
+- ``wrong_facings``: else, its product stands there in more or fewer facings (``observed``).
 
-Shelves map to rows top to bottom; when the photo shows more or fewer rows than the planogram
+Shelves map to rows top to bottom (shelf ``s`` to row ``s - first shelf``); when the photo shows more or fewer rows than the planogram
 has shelves, the shelf-to-row offset with the best alignment wins, and a shelf with no row is
 all ``missing``. The photo's score is the fraction of positions that are ``ok``.
 """
@@ -30,6 +30,7 @@ from detect.audit.planogram import Planogram, Position
 
 EMPTY = -2  # an empty facing (a gap's slot)
 MATCH, MISMATCH, INDEL = 2, -1, -1
+MAX_OFFSET = 2  # a photo shows at most this many shelves more or fewer than the planogram (rows cut by its edges)
 VERDICTS = ("ok", "missing", "misplaced", "wrong_facings")
 
 
@@ -124,15 +125,17 @@ def _shelf_verdicts(positions: list[Position], observed: list[int], row: int, na
             total += INDEL
         if lab == positions[k].label:
             hits[k] += 1
-        elif lab != EMPTY and i >= 0:
+        elif lab >= 0 and i >= 0:  # another known product (an unsure occupant is no evidence)
             others[k].append(lab)
     out = []
     for k, p in enumerate(positions):
         found = sorted({names[l] if 0 <= l < len(names) else "unknown" for l in others[k]})
-        if hits[k] == p.facings:
+        if others[k]:
+            status = "misplaced"
+        elif hits[k] == p.facings:
             status = "ok"
         elif hits[k] == 0:
-            status = "misplaced" if others[k] else "missing"
+            status = "missing"
         else:
             status = "wrong_facings"
         out.append(Verdict(p, status, hits[k], row, found))
@@ -142,12 +145,12 @@ def _shelf_verdicts(positions: list[Position], observed: list[int], row: int, na
 def check(planogram: Planogram, slots: list[list[int]], names: list[str]) -> Compliance:
     """Compare the rows' slots (:func:`row_slots`) with the planogram (see the module docstring)."""
     shelves = planogram.shelves
-    S, R = len(shelves), len(slots)
+    S, R = (shelves[-1] - shelves[0] + 1 if shelves else 0), len(slots)
     best: tuple[int, list[Verdict]] | None = None
-    for offset in range(-(S - 1), max(R, 1)):  # shelf k <-> row k + offset
+    for offset in range(max(-(S - 1), -MAX_OFFSET), min(max(R, 1), MAX_OFFSET + 1)):  # shelf k <-> row k + offset
         verdicts, total = [], 0
-        for k, shelf in enumerate(shelves):
-            r = k + offset
+        for shelf in shelves:
+            r = shelf - shelves[0] + offset
             positions = planogram.shelf(shelf)
             if 0 <= r < R:
                 v, t = _shelf_verdicts(positions, slots[r], r, names)

@@ -2,21 +2,29 @@
 
 The "lightweight out-of-stock" rule, on the columns of :mod:`detect.audit.facings`: between two
 neighbouring columns of a row, the free shelf ``free`` (from the left one's right edge to the
-right one's left edge) is a gap when
+right one's left edge) is a gap when, beyond the usual spacing ``s``, it holds more than
+``ratio - 1`` of the wider neighbour's width ``w``:
 
-    free + w  >  ratio * (w + s)          (ratio 1.4 by default; free - s > (ratio - 1) * (w + s))
+    free - s  >  (ratio - 1) * w          (ratio 1.45 by default)
 
-where ``w`` is the local median product width and ``s`` the local median spacing (the median
-width of the up to :data:`WINDOW` columns on each side, and the median free space between
-them): the centre distance of the neighbours, were they of the usual width, is more than 1.4
-usual pitches. It holds ``k = max(1, round((free - s) / (w + s)))`` empty facings, one slot box
-each. At the ends of a row the free shelf is measured to the shelf's edge (``shelf_x``: the
-outermost products of the photo's other rows by default, or the image edges), with a margin
-of ``s / 2``. An empty row (:attr:`Row.empty`) is one gap over the whole shelf.
+that is, the neighbours stand more than ``ratio`` usual pitches apart. ``s`` is the row's
+median spacing between neighbours of the same kind: two facings of one product stand closer
+than two different products (planogram positions are spaced), so a pair of the same product
+is compared with same-product pairs, a pair of different ones with different-product pairs.
+The stretch holds ``k = max(1, round((free - s + s') / (w' + s')))`` empty facings, one slot
+box each, where ``w'`` is the width of the neighbour the missing product is taken to be (the
+left or the right one: the one that fits with fewer facings, unless it fits poorly) and ``s'``
+the same-product spacing. At the ends of a row the free shelf is measured to the shelf's edge
+(``shelf_x``: the outermost products of the photo's other rows by default, or the image edges)
+with half the spacing, and must hold :data:`END_FILL` of the end product: a product standing
+mostly beyond the edge is not detected, and its sliver of shelf is no gap. An empty row
+(:attr:`Row.empty`) is one gap over the whole shelf. A row whose products stand below the
+photo's bottom edge (only their tops in view) has no gaps: its shelf is not in the photo.
 
 Anything detected on the shelf fills it: a product lying down or turned (a box of any class,
 also one the caller marks unknown with label -1) is a column like any other, so it is never a
-gap. Gap boxes reach from the base line up the local median product height.
+gap. Each slot is as wide and as high as the neighbour the missing product is taken to be,
+and stands beside it, one same-product spacing apart (the empty facings of its position).
 """
 
 from __future__ import annotations
@@ -29,8 +37,10 @@ import numpy as np
 from detect.audit.facings import Column
 from detect.audit.rows import Row, Rows
 
-RATIO = 1.4
-WINDOW = 3  # columns on each side that set the local width and spacing
+RATIO = 1.45  # tuned on dense shelves of seed 7 (bench/audit.py), close to the usual 1.4
+END_FILL = 0.95  # at a row's end the free shelf must hold this much of the end product (a product mostly
+# outside the shelf's edge, or the photo's, is not detected: its place is not a gap)
+FIT = 0.35  # a facing count that leaves more than this much of a facing over is a poor fit
 
 
 @dataclass
@@ -71,26 +81,43 @@ def shelf_extent(cols: list[list[Column]]) -> Optional[tuple[float, float]]:
     return min(a for a, _ in xs), max(b for _, b in xs)
 
 
-def _local(row: list[Column], i: int, j: int) -> tuple[float, float]:
-    """Median width and spacing of the columns around the pair (i, j)
-    (j = i + 1; i = -1 or j = len(row) at the row's ends), the pair's own spacing left out."""
-    lo, hi = max(0, i - WINDOW + 1), min(len(row), j + WINDOW)
-    near = row[lo:hi]
-    w = float(np.median([c.width for c in near]))
-    spaces = [max(0.0, b.x0 - a.x1) for k, (a, b) in enumerate(zip(near, near[1:]), start=lo) if k != i]
-    spaces = [v for v in spaces if v < RATIO * w]  # other gaps are not spacing
-    s = float(np.median(spaces)) if spaces else 0.05 * w
-    return w, s
+def _spacings(row: list[Column], ratio: float) -> tuple[float, float]:
+    """The row's median spacing between neighbours of one product and of different ones (the
+    latter falls back to the former, and that to 0, when the row has no such pair); spacings
+    that are gaps by themselves (over ``ratio - 1`` of the wider neighbour) are left out."""
+    pairs = [(a, b, max(0.0, b.x0 - a.x1)) for a, b in zip(row, row[1:])]
+    usual = [(a, b, sp) for a, b, sp in pairs if sp <= (ratio - 1) * max(a.width, b.width)]
+    same = [sp for a, b, sp in usual if a.label == b.label]
+    diff = [sp for a, b, sp in usual if a.label != b.label]
+    s_same = float(np.median(same)) if same else (float(np.median(diff)) if diff else 0.0)
+    return s_same, float(np.median(diff)) if diff else s_same
+
+
+def _facings_in(room: float, near: list[Column], s: float) -> tuple[int, Column]:
+    """How many facings fit ``room`` (free shelf beyond the usual spacing), and of which
+    neighbour's product: the one that fits with the fewest facings, unless it leaves more than
+    :data:`FIT` of a facing over where another fits better."""
+    fits = []
+    for c in near:
+        k = max(1, int(round((room + s) / (c.width + s))))
+        fits.append((k, abs(room - (k * c.width + (k - 1) * s)) / c.width, c))
+    fits.sort(key=lambda f: f[0])
+    good = [f for f in fits if f[1] <= FIT]
+    k, _, c = good[0] if good else min(fits, key=lambda f: f[1])
+    return k, c
 
 
 def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: list[str], *,
-              shelf_x: Optional[tuple[float, float]] = None, ratio: float = RATIO) -> list[Gap]:
+              shelf_x: Optional[tuple[float, float]] = None, ratio: float = RATIO,
+              image_size: Optional[tuple[int, int]] = None) -> list[Gap]:
     """The gaps of every row, top to bottom and left to right (see the module docstring).
 
     Args:
         cols: :func:`~detect.audit.facings.columns` of ``rows``.
         boxes (float32[N, 4]): the boxes the rows were found from (for product heights).
         shelf_x: the shelf's left and right edge (default: :func:`shelf_extent`).
+        image_size: (width, height) of the photo: gap boxes are clipped to it, and rows
+            standing below its bottom edge get none.
     """
     edge = shelf_x or shelf_extent(cols)
     if edge is None:
@@ -104,22 +131,41 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
                 k = max(1, int(round((X1 - X0) / pitch_all)))
                 out.append(_gap(row, X0, X1, k, 0.0, row.height, None, None, names))
             continue
-        heights = [float(boxes[c.members[0], 3] - boxes[c.members[0], 1]) for c in rc]
+        if row.cut:
+            continue  # the shelf is below the photo: only the tops of its products show
+        s_same, s_diff = _spacings(rc, ratio)
+        heights = [float(boxes[c.members, 3].max() - boxes[c.members, 1].min()) for c in rc]
         for i in range(-1, len(rc)):
             j = i + 1
-            w, s = _local(rc, i, j)
             left = rc[i] if i >= 0 else None
             right = rc[j] if j < len(rc) else None
             xl = left.x1 if left else X0
             xr = right.x0 if right else X1
-            margin = s if (left and right) else s / 2  # the spacing a full shelf has here
-            if (xr - xl) - margin <= (ratio - 1) * (w + s):  # free + w <= ratio * (w + s) between two products
+            near = [c for c in (left, right) if c is not None]
+            if left and right:
+                s = s_same if left.label == right.label else s_diff
+            else:
+                s = s_same / 2
+            room = (xr - xl) - s
+            least = (ratio - 1) if (left and right) else END_FILL  # at an end: a product would show
+            if room <= least * max(c.width for c in near):
                 continue
-            k = max(1, int(round(((xr - xl) - margin) / (w + s))))
-            lo, hi = max(0, i - WINDOW + 1), min(len(rc), j + WINDOW)
-            h = float(np.median(heights[lo:hi]))
-            out.append(_gap(row, xl, xr, k, s, h, left, right, names))
+            one = len(near) == 1 or left.label == right.label  # only then is the missing product known
+            # between two products the stretch also holds the spacing on the far side of the missing facings
+            k, c = _facings_in(room if one else room - s_diff, near, s_same)
+            h = heights[rc.index(c)] if one else min(heights[rc.index(n)] for n in near)
+            out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, like=c if one else None,
+                            margin=s_same if one else (s_same + s_diff) / 2))
+    if image_size is not None:
+        out = [_clipped(g, *image_size) for g in out]
     return out
+
+
+def _clipped(g: Gap, W: int, H: int) -> Gap:
+    clip = lambda b: (max(b[0], 0.0), max(b[1], 0.0), min(b[2], float(W)), min(b[3], float(H)))  # noqa: E731
+    g.box = clip(g.box)
+    g.slots = [clip(s) for s in g.slots]
+    return g
 
 
 def _photo_pitch(cols: list[list[Column]]) -> float:
@@ -132,11 +178,19 @@ def _photo_pitch(cols: list[list[Column]]) -> float:
 
 
 def _gap(row: Row, xl: float, xr: float, k: int, s: float, h: float, left: Optional[Column],
-         right: Optional[Column], names: list[str]) -> Gap:
-    """A gap from ``xl`` to ``xr`` on ``row`` holding ``k`` facings of height ``h``, each slot
-    the k-th part of the stretch less half a spacing on each side."""
-    step = (xr - xl) / k
-    slots = [row.band(xl + q * step + s / 2, xl + (q + 1) * step - s / 2, h) for q in range(k)]
+         right: Optional[Column], names: list[str], like: Optional[Column] = None, margin: float = 0.0) -> Gap:
+    """A gap from ``xl`` to ``xr`` on ``row`` holding ``k`` facings of height ``h``. With
+    ``like`` (the neighbour the missing product is taken to be) the slots are its width, ``s``
+    apart, beside it (the empty facings of its position); else the stretch less ``margin`` at
+    each end is cut into ``k`` equal slots ``s`` apart."""
+    if like is not None and k * like.width + (k - 1) * s <= xr - xl - s:
+        step = like.width + s
+        start = xl + s if like is left else xr - s - k * like.width - (k - 1) * s
+        slots = [row.band(start + q * step, start + q * step + like.width, h) for q in range(k)]
+    else:
+        lo, hi = (xl + margin, xr - margin) if xr - xl > 2 * margin + k else (xl, xr)
+        step = (hi - lo + s) / k
+        slots = [row.band(lo + q * step, lo + (q + 1) * step - s, h) for q in range(k)]
     name = lambda c: (names[c.label] if 0 <= c.label < len(names) else "unknown") if c else ""  # noqa: E731
     return Gap(row.index, row.band(xl, xr, h), slots, left.label if left else -1, right.label if right else -1,
                name(left), name(right))

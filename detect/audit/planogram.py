@@ -1,7 +1,8 @@
 """Planogram files: which product stands where, and in how many facings.
 
-A planogram is a list of *positions*: ``shelf`` (1 = the top shelf of the photo), ``position``
-(1 = leftmost on that shelf; numbers need not be consecutive, their order is what counts),
+A planogram is a list of *positions*: ``shelf`` (numbered from the top of the photo: 1, 2, 3
+... or from 0, as ``detect synth --dense`` numbers them), ``position`` (numbered from the left;
+numbers need not be consecutive, their order is what counts),
 ``product`` (a class name of the model, or a product id such as a GTIN/UPC that a mapping file
 turns into a class name) and ``facings`` (how many products wide, a whole number >= 1).
 
@@ -20,8 +21,9 @@ Mapping file (``--product-map``): CSV with columns ``product,class`` or a JSON o
 ``{"<product id>": "<class name>"}``.
 
 Bad input is a :class:`PlanogramError` (a usage error: ``detect`` exits 2) naming the file
-and line (JSON: the line where the entry starts): a missing column, a shelf, position or
-facings that is not a whole number >= 1, an unknown product, a position given twice.
+and line (JSON: the line where the entry starts): a missing column, a shelf or position that
+is not a whole number >= 0, facings that are not a whole number >= 1, an unknown product, a
+position given twice.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class PlanogramError(UsageError):
 
 @dataclass(frozen=True)
 class Position:
-    """One planogram position: ``shelf`` and ``position`` (1-based), ``product`` (the class
+    """One planogram position: ``shelf`` and ``position`` (as numbered in the file), ``product`` (the class
     name), ``label`` (its index in the model's classes), ``facings`` (>= 1), ``line`` (where
     it was written)."""
 
@@ -101,7 +103,7 @@ def build_planogram(rows: list[tuple[int, dict]], classes: Sequence[str], mappin
         missing = [c for c in COLUMNS if entry.get(c) in (None, "")]
         if missing:
             raise PlanogramError(f"{where}: missing {', '.join(missing)} (every position needs {', '.join(COLUMNS)})")
-        shelf, pos, facings = (_whole(entry[c], c, where) for c in ("shelf", "position", "facings"))
+        shelf, pos, facings = (_whole(entry[c], c, where, least) for c, least in (("shelf", 0), ("position", 0), ("facings", 1)))
         product = str(entry["product"]).strip()
         name = mapping.get(product, product)
         if name not in index:
@@ -154,15 +156,15 @@ def _is_json(path: Path, text: str) -> bool:
     return suffix == ".json" or (suffix != ".csv" and text.lstrip()[:1] in ("[", "{"))
 
 
-def _whole(value: Any, column: str, where: str) -> int:
-    """A whole number >= 1 (``3``, ``"3"``, ``3.0``), else a PlanogramError saying so."""
+def _whole(value: Any, column: str, where: str, least: int) -> int:
+    """A whole number >= ``least`` (``3``, ``"3"``, ``3.0``), else a PlanogramError saying so."""
     try:
         f = float(str(value).strip())
-        ok = f.is_integer() and f >= 1
-    except ValueError:
+        ok = f.is_integer() and f >= least
+    except (ValueError, OverflowError):
         ok = False
     if not ok or isinstance(value, bool):
-        raise PlanogramError(f"{where}: {column} must be a whole number >= 1, got {value!r}")
+        raise PlanogramError(f"{where}: {column} must be a whole number >= {least}, got {value!r}")
     return int(f)
 
 

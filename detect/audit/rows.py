@@ -16,7 +16,9 @@ belong to the row of the box under them. The rule:
    too short to fit one); chains whose lines are within ``merge_tol`` of the median product
    height are one row (rows are a product's height apart); rows are sorted top to bottom.
 4. Every box joins the row whose base line is nearest its bottom; a stack candidate whose
-   bottom is on no base line joins the row of the box it sits on.
+   bottom is on no base line joins the row of the box it sits on. A short row whose base
+   line lies inside the product band of the row below (a stack whose lowest unit is hidden)
+   joins that row.
 5. Empty rows: with three or more rows, a spacing between base lines that is at least
    ``empty_row_ratio`` times the usual one (the median of the others) and leaves room for a
    whole row above the lower row's products holds empty rows at the usual spacing
@@ -33,6 +35,7 @@ STACK_OVERLAP = 0.5  # x-overlap (of the narrower box) of a box resting on anoth
 STACK_TOL = 0.12  # |bottom of the upper - top of the lower| within this fraction of the lower's height
 CHAIN_TOL = 0.25  # neighbours in a row: bottoms within this fraction of the smaller height
 MERGE_TOL = 0.5  # base lines closer than this fraction of the median height are one row's
+FLOAT_BAND = 0.8  # a row whose base is within this fraction of the lower row's height above it is part of it
 EMPTY_ROW_RATIO = 1.7  # a base-line spacing this many times the median one holds empty rows
 
 
@@ -49,6 +52,8 @@ class Row:
             mean of its neighbours').
         members (int64[M]): indices of its boxes into the boxes given to :func:`find_rows`.
         empty: no product was found on it (inferred from the spacing of the rows around it).
+        cut: its shelf is below the photo's bottom edge, only the tops of its products show
+            (set by :func:`mark_cut`; such a row is not searched for gaps).
     """
 
     index: int
@@ -59,6 +64,7 @@ class Row:
     height: float
     members: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     empty: bool = False
+    cut: bool = False
 
     def base_y(self, x: float | np.ndarray) -> float | np.ndarray:
         """y of the base line at ``x``."""
@@ -75,7 +81,7 @@ class Row:
         return {"row": self.index + 1, "base": [[round(self.x0, 1), round(float(self.base_y(self.x0)), 1)],
                                               [round(self.x1, 1), round(float(self.base_y(self.x1)), 1)]],
                 "slope": round(self.slope, 5), "height": round(self.height, 1), "products": int(len(self.members)),
-                "empty": self.empty}
+                "empty": self.empty, "below_photo": self.cut}
 
 
 @dataclass
@@ -90,6 +96,13 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def mark_cut(rows: Rows, boxes: np.ndarray, height: int) -> None:
+    """Set :attr:`Row.cut` on rows whose products mostly end at the bottom edge of a photo
+    ``height`` pixels high (their shelf is below it)."""
+    for row in rows.rows:
+        row.cut = bool(len(row.members)) and float(np.median(boxes[row.members, 3])) >= height - 2
 
 
 def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL) -> np.ndarray:
@@ -222,12 +235,31 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
         rows.append(Row(0, a, c, float(boxes[members, 0].min()), float(boxes[members, 2].max()),
                         float(np.median(hs)), members))
     rows.sort(key=lambda r: float(r.base_y(xc)))
+    rows = _without_floating_rows(rows, boxes)
     rows = _with_empty_rows(rows, xc, empty_row_ratio, float(boxes[:, 0].min()), float(boxes[:, 2].max()))
     row_of = np.full(n, -1, np.int64)
     for k, row in enumerate(rows):
         row.index = k
         row_of[row.members] = k
     return Rows(rows, row_of, stacked)
+
+
+def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
+    """Fold a row whose base line lies inside the product band of the row below it (within
+    ``FLOAT_BAND`` of that row's product height above its base, at the upper row's centre)
+    into that row: its boxes rest on products whose own boxes are missing or hidden (the top
+    of a stack whose lowest unit is hidden), not on a shelf of their own."""
+    k = len(rows) - 2
+    while k >= 0:
+        up, down = rows[k], rows[k + 1]
+        x = (up.x0 + up.x1) / 2
+        lift = float(down.base_y(x) - up.base_y(x))
+        if 0 <= lift < FLOAT_BAND * down.height and len(up.members) < len(down.members):
+            members = np.concatenate([down.members, up.members])
+            rows[k + 1] = Row(0, down.slope, down.intercept, min(down.x0, up.x0), max(down.x1, up.x1), down.height, members)
+            del rows[k]
+        k -= 1
+    return rows
 
 
 def _bottom_up(boxes: np.ndarray, stacked: np.ndarray) -> list[int]:
