@@ -150,9 +150,17 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             least = (ratio - 1) if (left and right) else END_FILL  # at an end: a product would show
             if room <= least * max(c.width for c in near):
                 continue
+            if left and right and left.label == right.label:  # facings of one position: evenly between the two
+                k, _ = _facings_in(room, near, s_same)
+                pitch = (right.cx - left.cx) / (k + 1)
+                w = (left.width + right.width) / 2
+                h = (heights[i] + heights[j]) / 2
+                slots = [row.band(left.cx + q * pitch - w / 2, left.cx + q * pitch + w / 2, h) for q in range(1, k + 1)]
+                out.append(Gap(row.index, row.band(xl, xr, h), slots, left.label, right.label, _name(names, left), _name(names, right)))
+                continue
             one = len(near) == 1 or left.label == right.label  # only then is the missing product known
             # between two products the stretch also holds the spacing on the far side of the missing facings
-            k, c = _facings_in(room if one else room - s_diff, near, s_same)
+            k, c = _facings_in(room, near, s_same) if one else _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
             h = heights[rc.index(c)] if one else min(heights[rc.index(n)] for n in near)
             out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, like=c if one else None,
                             margin=s_same if one else (s_same + s_diff) / 2))
@@ -191,6 +199,9 @@ def _gap(row: Row, xl: float, xr: float, k: int, s: float, h: float, left: Optio
         lo, hi = (xl + margin, xr - margin) if xr - xl > 2 * margin + k else (xl, xr)
         step = (hi - lo + s) / k
         slots = [row.band(lo + q * step, lo + (q + 1) * step - s, h) for q in range(k)]
-    name = lambda c: (names[c.label] if 0 <= c.label < len(names) else "unknown") if c else ""  # noqa: E731
     return Gap(row.index, row.band(xl, xr, h), slots, left.label if left else -1, right.label if right else -1,
-               name(left), name(right))
+               _name(names, left), _name(names, right))
+
+
+def _name(names: list[str], c: Optional[Column]) -> str:
+    return (names[c.label] if 0 <= c.label < len(names) else "unknown") if c else ""
