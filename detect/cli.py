@@ -24,7 +24,7 @@ HANDLERS = {
     "xml2pkl": "detect.data.xml2pkl:cmd_xml2pkl",
     "synth": "detect.data.synth.dataset:cmd_synth",
     "train": "detect.engine.train_cli:cmd_train",
-    "val": "detect.engine.evaluate:cmd_val",
+    "val": "detect.infer.val_cli:cmd_val",
     "predict": "detect.infer.predict_cli:cmd_predict",
     "demo": "detect.infer.predict_cli:cmd_demo",
     "export": "detect.infer.export_cli:cmd_export",
@@ -79,6 +79,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=checked(int, ">= 32"), default=320, help="longer image side in pixels")
     p.add_argument("--dense", action="store_true", help="whole store shelves: 4:3 photos (use --size 4000 for 12 MP) "
                    "with 100-300 products of every class, laid out from a planogram, and their audit truth in truth/")
+    p.add_argument("--shelves", type=_NONNEG, default=0, help="add this many dense store shelves after the --images "
+                   "scenes (a mixed training set: product photos and whole shelves)")
+    p.add_argument("--shelf-size", type=checked(int, ">= 32"), default=1600, help="longer side of those shelves (at least 256)")
     p.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
     p.add_argument("--workers", type=_COUNT, default=1, help="rendering processes (the output does not depend on it)")
 
@@ -105,6 +108,7 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-det", type=_COUNT, help="max detections per image (COCO maxDets too), up to 1000 "
                    "(default: the checkpoint's model.max_det; must be >= 1)")
     p.add_argument("--workers", type=_NONNEG, default=2, help="data loader processes (0: in this process)")
+    _add_slicing(p)
 
 
 def _add_int8(p: argparse.ArgumentParser, what: str) -> None:
@@ -114,6 +118,29 @@ def _add_int8(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--calib", metavar="DATA", help="INT8 calibration images: a dataset (its train split) or an image "
                    "folder, glob or .txt list (default: synthetic shelves, right for the shipped weights only)")
     p.add_argument("--calib-images", type=_COUNT, default=200, help="INT8 calibration: at most this many images")
+
+
+def _slice_mode(text: str):
+    """``--slice``: auto | off | a window side in pixels (detect/infer/slicing.py)."""
+    from detect.infer.slicing import parse_slice
+
+    try:
+        return parse_slice(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _add_slicing(p: argparse.ArgumentParser) -> None:
+    """Sliced inference for large photos, shared by predict and val (detect/infer/slicing.py)."""
+    p.add_argument("--slice", type=_slice_mode, default="auto", help="cut photos larger than the model needs into "
+                   "overlapping slices at the scale of the products it learned: auto, off, or a slice side in pixels")
+    p.add_argument("--overlap", type=checked(float, "in [0, 1)"), default=0.25, help="share of a slice side that "
+                   "neighbouring slices share (products up to that size are seen whole by one; at most 0.9)")
+    p.add_argument("--full-frame", action="store_true", help="also detect on the whole photo, for products larger than a slice")
+    p.add_argument("--object-size", type=checked(float, "> 0"), help="the products' side in the photo's pixels, when "
+                   "known (--slice auto then uses it instead of measuring)")
+    p.add_argument("--merge", choices=["cut", "nms", "nmm"], default="cut", help="how slices' detections merge: join "
+                   "pieces cut by slice borders, then NMS (cut); plain NMS; SAHI's greedy merge on intersection over smaller (nmm)")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -134,8 +161,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    "the source is video files, else 1; a live stream never waits for a batch)")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score threshold")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
-    p.add_argument("--max-det", type=_COUNT, default=300, help="detections kept per image")
+    p.add_argument("--max-det", type=_COUNT, default=1000, help="detections kept per image (a store shelf holds hundreds)")
     p.add_argument("--classes", nargs="+", help="keep only these class names or indices")
+    _add_slicing(p)
     p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
                    "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
     p.add_argument("--save-dir", default="runs/predict", help="folder for annotated images/videos and tables")

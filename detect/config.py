@@ -44,11 +44,18 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, cli: Optional
 
 @dataclass
 class Preprocess:
-    """What the model expects of an image: resized (stretched) to ``imgsz`` x ``imgsz``, RGB,
-    scaled to [0, 1], then normalised with ``mean``/``std`` (inside the model)."""
+    """What the model expects of an image: letterboxed (or, in older checkpoints, stretched) to
+    ``imgsz`` x ``imgsz``, RGB, scaled to [0, 1], then normalised with ``mean``/``std`` (inside the
+    model); and the size of the products it learned (``object_size``), which sliced inference
+    uses to cut a large photo at the scale the model knows (detect/infer/slicing.py)."""
 
-    imgsz: int = setting(0, "input side in pixels (images are stretched to imgsz x imgsz); 0: chosen from the training "
+    imgsz: int = setting(0, "input side in pixels (images are letterboxed to imgsz x imgsz); 0: chosen from the training "
                             "images (median longer side, in [224, 640])", cli="--imgsz", check="0 or >= 32")
+    resize: Literal["letterbox", "stretch"] = setting(
+        "letterbox", "how an image becomes the imgsz x imgsz input: longer side scaled, aspect kept, padded (letterbox) "
+        "or both sides scaled (stretch; checkpoints from before letterboxing)")
+    object_size: float = setting(0.0, "median product side in input pixels the model learned (0: measured from the "
+                                      "training data and saved with the run)", check=">= 0")
     # The default backbone's (EfficientNet-Lite, TF preprocessing: (pixel - 127) / 128); other
     # backbones: detect.models.backbones.preprocess_for(name, imgsz) (ImageNet mean/std).
     mean: tuple[float, float, float] = setting((127 / 255,) * 3, "per-channel mean of [0, 1] RGB input (set from the backbone's weights)")
@@ -130,6 +137,9 @@ class DataConfig:
     workers: int = setting(2, "data loader processes (0: in the training process)", cli="--workers", check=">= 0")
     augment: float = setting(1.0, "train augmentation strength (0: none)", cli="--augment", check=">= 0")
     min_visibility: float = setting(0.3, "a box keeps at least this fraction of its area after a crop", check="in [0, 1)")
+    crop_object: float = setting(0.2, "photos whose products would come out smaller than this fraction of imgsz when the "
+                                      "whole photo is the input (store shelves) are trained on native-scale crops that show "
+                                      "them this big (0: never)", cli="--crop-object", check=">= 0")
     proposal_file: Optional[str] = setting(
         None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")
     max_proposals: int = setting(0, "keep each image's best this many precomputed proposals (0: all)", check=">= 0")

@@ -77,10 +77,11 @@ def test_dataset_raises_on_a_corrupt_file_through_getitem(tmp_path):
 def test_item_contract(tmp_path):
     path = write(tmp_path / "x.jpg", np.full((60, 80, 3), 200, np.uint8))
     r = record(path, 80, 60, [[0, 0, 80, 60], [10, 20, 30, 40]], [2, 5], [False, True])
-    image, t = DetectionDataset([r], eval_transform(40))[0]
+    image, t = DetectionDataset([r], eval_transform(40, "stretch"))[0]
     assert image.shape == (3, 40, 40) and image.dtype == torch.float32
     assert 0.0 <= float(image.min()) and float(image.max()) <= 1.0
-    assert set(t) == {"boxes", "labels", "difficult", "image_id", "orig_size"}
+    assert set(t) == {"boxes", "labels", "difficult", "image_id", "orig_size", "input_hw"}
+    assert t["input_hw"].tolist() == [40, 40]  # stretched: the whole input
     assert t["boxes"].dtype == torch.float32 and t["labels"].dtype == torch.int64 and t["difficult"].dtype == torch.bool
     torch.testing.assert_close(t["boxes"], torch.tensor([[0, 0, 40, 40], [5, 40 / 3, 15, 80 / 3]]), atol=1e-4, rtol=0)
     assert t["labels"].tolist() == [2, 5] and t["difficult"].tolist() == [False, True]

@@ -182,7 +182,7 @@ def fake_stack(monkeypatch):
     module("detect.engine.checkpoint", load_model=lambda path, device: (state.model, cfg, list(CLASSES)))
     module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache)
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
-    module("detect.data.transforms", eval_transform=lambda imgsz: None)
+    module("detect.data.transforms", eval_transform=lambda imgsz, resize="letterbox": None)
     return state
 
 
@@ -274,7 +274,7 @@ def test_real_dataset_and_eval_transform_round_trip(tmp_path):
             return super().forward(marked)
 
     model = GreyCoded([(r.boxes, r.labels, (r.height, r.width)) for r in recs])
-    ds = DetectionDataset(recs, eval_transform(S))
+    ds = DetectionDataset(recs, eval_transform(S, "stretch"))  # FakeModel maps boxes by stretching
     m = E.evaluate(model, DataLoader(ds, batch_size=2, collate_fn=real_collate), CLASSES, "cpu")
     assert m["coco_ap"] == pytest.approx(1.0) and m["instances"] == 3 and m["difficult"] == 1
 

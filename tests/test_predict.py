@@ -35,7 +35,37 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def standin() -> Predictor:
-    return Predictor.from_model(StandInDetector(), Preprocess(imgsz=64), CLASSES, conf=0.3)
+    return Predictor.from_model(StandInDetector(), Preprocess(imgsz=64, resize="stretch"), CLASSES, conf=0.3)
+
+
+class FixedBoxes(torch.nn.Module):
+    """Eval-mode detector that finds one box at fixed input pixels in every image."""
+
+    def __init__(self, box=(8.0, 8.0, 40.0, 24.0)):
+        super().__init__()
+        self.box = torch.tensor([box])
+        self.score_thresh, self.nms_thresh, self.max_det = 0.01, 0.45, 100
+
+    def forward(self, images):
+        return [{"boxes": self.box.clone(), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])} for _ in images]
+
+
+@pytest.mark.parametrize("resize, h, w, expected", [
+    ("letterbox", 100, 200, [25, 25, 125, 75]),  # 200 -> 64: the image fills 64 x 32, one factor (200/64, 100/32)
+    ("letterbox", 200, 100, [25, 25, 125, 75]),
+    ("stretch", 100, 200, [25, 12.5, 125, 37.5]),  # (200/64, 100/64)
+])
+def test_input_pixels_map_back_by_the_resize_mode(resize, h, w, expected):
+    p = Predictor.from_model(FixedBoxes(), Preprocess(imgsz=64, resize=resize), CLASSES, conf=0.3, fuse=False, backend="torch")
+    (d,) = p.predict([np.zeros((h, w, 3), np.uint8)])
+    np.testing.assert_allclose(d.boxes[0], np.minimum(expected, [w, h, w, h]), atol=1e-3)
+
+
+def test_letterboxed_input_is_padded_right_and_bottom():
+    p = Predictor.from_model(FixedBoxes(), Preprocess(imgsz=64), CLASSES, fuse=False, backend="torch")
+    x = p.preprocess([np.full((100, 200, 3), 255, np.uint8)])
+    assert x.shape == (1, 3, 64, 64)
+    assert torch.all(x[0, :, :32] == 1.0) and torch.allclose(x[0, :, 32:], torch.tensor(114 / 255))
 
 
 # ----------------------------------------------------------------------------- Predictor

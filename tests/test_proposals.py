@@ -162,7 +162,8 @@ def test_proposal_dataset_maps_proposals_through_the_transform(voc: Path, tmp_pa
     assert ds.missing == [cache.records[2].image, cache.records[3].image]
     img, t = ds[0]
     assert img.shape == (3, 32, 32)
-    sx, sy = 32 / 80, 32 / 64
+    sx = sy = 32 / 80  # letterboxed: one factor, the 80 x 64 image lands in 32 x 26 (25.6 rounded)
+    sy = 26 / 64
     expected = torch.tensor([[0, 0, 80 * sx, 64 * sy], [8 * sx, 10 * sy, 40 * sx, 50 * sy], [0, 0, 2 * sx, 2 * sy]])
     torch.testing.assert_close(t["proposals"], expected)
     torch.testing.assert_close(t["boxes"], expected[1:2])  # the ground truth is untouched by the extra boxes

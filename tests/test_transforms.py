@@ -7,7 +7,9 @@ import albumentations as A
 import numpy as np
 import pytest
 
-from detect.data.transforms import bbox_params, eval_transform, train_transform
+import cv2
+
+from detect.data.transforms import PAD_VALUE, bbox_params, eval_transform, train_transform
 
 # Six pure colours (RGB), far apart in direction, so colour jitter cannot swap them.
 PALETTE = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255], [0, 255, 255]], np.float32)
@@ -62,15 +64,63 @@ def test_dropped_boxes_are_those_the_crop_hides():
     np.testing.assert_allclose(out["bboxes"], [[5, 5, 20, 20], [40, 5, 50, 25]], atol=1e-4)
 
 
-def test_eval_transform_scales_boxes_and_keeps_border_boxes():
+def test_eval_transform_stretch_scales_boxes_and_keeps_border_boxes():
     img, boxes = painted(120, 160)
-    out = eval_transform(64)(image=img, bboxes=boxes, index=np.arange(len(boxes)))
+    out = eval_transform(64, "stretch")(image=img, bboxes=boxes, index=np.arange(len(boxes)))
     assert out["image"].shape == (64, 64, 3)
     scale = np.array([64 / 160, 64 / 120] * 2, np.float32)
     np.testing.assert_allclose(out["bboxes"], boxes * scale, atol=1e-3)
     assert np.asarray(out["index"]).tolist() == list(range(len(boxes)))
-    whole = eval_transform(32)(image=img, bboxes=np.array([[0, 0, 160, 120]], np.float32), index=[0])
+    whole = eval_transform(32, "stretch")(image=img, bboxes=np.array([[0, 0, 160, 120]], np.float32), index=[0])
     np.testing.assert_allclose(whole["bboxes"], [[0, 0, 32, 32]], atol=1e-4)
+
+
+@pytest.mark.parametrize("h, w", [(120, 160), (160, 120), (64, 64), (30, 200)])
+def test_letterbox_keeps_the_aspect_and_pads_right_and_bottom(h, w):
+    """One scale factor for both axes, no offset: a box maps back by dividing by it."""
+    img, boxes = painted(120, 160)
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST)
+    boxes = boxes * np.float32([w / 160, h / 120] * 2)
+    out = eval_transform(64)(image=img, bboxes=boxes, index=np.arange(len(boxes)))
+    im = out["image"]
+    assert im.shape == (64, 64, 3)
+    s = 64 / max(h, w)
+    nh, nw = round(h * s), round(w * s)  # each side rounded: the factors are nw / w and nh / h
+    np.testing.assert_allclose(np.asarray(out["bboxes"]), boxes * np.float32([nw / w, nh / h] * 2), atol=1e-3)
+    assert (im[nh:, :] == PAD_VALUE).all() and (im[:, nw:] == PAD_VALUE).all()
+
+
+def test_scale_crop_shows_small_products_at_the_crop_size():
+    """A big photo with small products is cut at native scale: products come out about
+    crop_object input pixels (the log-uniform jitter is 0.7-1.4), whatever the photo's size."""
+    for big in (1200, 3000):
+        img = np.zeros((big * 3 // 4, big, 3), np.uint8)
+        side = big / 25  # 48 or 120 px products: 1/25 of the photo
+        xs = np.arange(0, big - side, side * 1.5)
+        boxes = np.float32([[x, 100, x + side, 100 + side] for x in xs])
+        img[100:int(100 + side)] = 200
+        t = train_transform(160, 1.0, 0.3, crop_object=40)
+        sizes = []
+        for seed in range(20):
+            t.set_random_seed(seed)
+            out = t(image=img, bboxes=boxes, index=np.arange(len(boxes)))
+            b = np.asarray(out["bboxes"]).reshape(-1, 4)
+            full = b[(b[:, 2] - b[:, 0]) > 0.9 * (b[:, 3] - b[:, 1])]  # uncut ones
+            sizes += (full[:, 3] - full[:, 1]).tolist()
+        assert sizes and 40 / 1.5 < np.median(sizes) < 40 * 1.5, (big, np.median(sizes))
+
+
+def test_scale_crop_leaves_photos_with_big_products_whole_or_zoomed():
+    img, boxes = painted(120, 160)  # products ~40 of 160 px: 16 px at 64 input, above 10 / 1.5
+    t = train_transform(64, 1.0, 0.3, crop_object=10)
+    t.set_random_seed(0)
+    wins = [t.window(120, 160, boxes) for _ in range(200)]
+    whole = sum(w is None for w in wins)
+    assert 0.05 * 200 < whole < 0.5 * 200  # zoom-in crops with probability 0.75
+    for w in wins:
+        if w is not None:
+            x0, y0, x1, y1 = w
+            assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 120
 
 
 @pytest.mark.parametrize("make", [lambda: eval_transform(48), lambda: train_transform(48, 1.0, 0.3)])

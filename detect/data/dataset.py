@@ -9,7 +9,9 @@ An item is ``(image, target)``:
   :func:`float_images` makes it [0, 1] floats on the device;
 - ``target``: ``boxes`` float32[N, 4] (xyxy, pixels of the S x S image), ``labels``
   int64[N], ``difficult`` bool[N], ``image_id`` int (the record's index), ``orig_size``
-  int64[2] = (h, w) of the file as decoded.
+  int64[2] = (h, w) of the file as decoded, and with an evaluation pipeline
+  (:func:`~detect.data.transforms.eval_transform`) ``input_hw`` int64[2]: where the image lands in
+  the S x S input (letterboxed: the rest is padding), which maps detections back.
 
 Images are decoded with OpenCV as stored (``IMREAD_UNCHANGED``) and normalised to 8-bit RGB:
 grayscale is repeated to three channels, an alpha channel is dropped, 16-bit samples are
@@ -30,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from detect.data.images import decode_image
+from detect.data.letterbox import input_size
 from detect.structures import ImageRecord, Unreadable
 
 
@@ -227,6 +230,9 @@ class DetectionDataset(Dataset):
             "image_id": int(i),
             "orig_size": torch.tensor([h, w], dtype=torch.int64),
         }
+        resize = getattr(self.transform, "resize", None)  # an eval pipeline: where the image landed in the input
+        if resize is not None:
+            target["input_hw"] = torch.tensor(input_size(h, w, image.shape[-1], resize), dtype=torch.int64)
         return image, target, extra
 
 

@@ -57,7 +57,14 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
         log(f"imgsz {cfg.preprocess.imgsz} (chosen from the training images: the median longer side, "
             f"a multiple of 32 in [{AUTO_IMGSZ[0]}, {AUTO_IMGSZ[1]}]; --imgsz sets it)")
     imgsz = cfg.preprocess.imgsz
-    tf = train_transform(imgsz, d.augment, d.min_visibility) if d.augment > 0 else eval_transform(imgsz)
+    resize = cfg.preprocess.resize
+    crop_object = d.crop_object * imgsz if resize == "letterbox" else 0.0
+    if not cfg.preprocess.object_size:  # 0: measured, and saved with the run for sliced inference
+        cfg.preprocess.object_size = learned_object_size(tr.records, imgsz, crop_object)
+        log(f"object size {cfg.preprocess.object_size:.0f} px (the median product side the model sees in training; "
+            "sliced inference cuts large photos to show products this big)")
+    tf = (train_transform(imgsz, d.augment, d.min_visibility, resize, crop_object) if d.augment > 0
+          else eval_transform(imgsz, resize))
     proposals = proposals_for(cfg)  # read once, for both splits
     val = None
     if d.val_split and is_single_split(d.data):
@@ -73,7 +80,7 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
                              f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
         if va is not None and va.records:
-            val = _dataset(va.records, eval_transform(imgsz), proposals, d.max_proposals, skip_unreadable=True)
+            val = _dataset(va.records, eval_transform(imgsz, resize), proposals, d.max_proposals, skip_unreadable=True)
     train = _dataset(tr.records, tf, proposals, d.max_proposals, skip_unreadable=True)
     return TrainData(list(tr.classes), train, val, collate, problems)
 
@@ -93,12 +100,30 @@ def auto_imgsz(records: Sequence[Any], bounds: tuple[int, int] = AUTO_IMGSZ) -> 
     return int(min(max(-(-median // 32) * 32, bounds[0]), bounds[1]))
 
 
+def learned_object_size(records: Sequence[Any], imgsz: int, crop_object: float) -> float:
+    """The median product side, in input pixels, over ``records`` as training shows them: a
+    photo's median box side scaled by ``imgsz / longer side``, or ``crop_object`` for photos
+    whose products come out smaller than ``crop_object / 1.5`` and are therefore cropped at
+    native scale (:class:`detect.data.transforms.ScaleCrop`). 0 when no record has boxes."""
+    from detect.data.transforms import median_side
+
+    sizes = []
+    for r in records:
+        m, L = median_side(r.boxes), max(int(r.width or 0), int(r.height or 0))
+        if m <= 0 or L <= 0:
+            continue
+        s = m * imgsz / L
+        sizes.append(crop_object if crop_object and s < crop_object / 1.5 else s)
+    return round(float(sorted(sizes)[len(sizes) // 2]), 1) if sizes else 0.0
+
+
 def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
     """The dataset to evaluate ``cfg``'s model on ``records`` (eval transform; with the
     precomputed proposals of a Fast R-CNN that takes them)."""
     from detect.data.transforms import eval_transform
 
-    return _dataset(records, eval_transform(cfg.preprocess.imgsz), proposals_for(cfg), cfg.data.max_proposals)
+    return _dataset(records, eval_transform(cfg.preprocess.imgsz, cfg.preprocess.resize), proposals_for(cfg),
+                    cfg.data.max_proposals)
 
 
 def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:

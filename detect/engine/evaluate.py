@@ -1,8 +1,9 @@
 """Evaluation: run a detector over a loader, score it with VOC and COCO AP, and ``detect val``.
 
 Boxes are compared in the pixels of the original images. Predictions come out of the model in
-the S x S input's pixels and are mapped back with each target's ``orig_size`` (the eval
-transform stretches, so x scales by w / S and y by h / S). Ground truth is taken from the
+the S x S input's pixels and are mapped back with each target's ``orig_size`` and ``input_hw``
+(where the image landed in the input: letterboxed, x scales by w / w' and y by h / h'; without
+``input_hw`` the image filled the input, stretched: w / S and h / S). Ground truth is taken from the
 dataset's records (the boxes as annotated, before any resize or float round trip) when the
 loader's dataset exposes them, else from the targets mapped back the same way.
 
@@ -38,7 +39,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -110,7 +111,8 @@ def collect(
             counts = np.cumsum([int(o["scores"].numel()) for o in outputs])[:-1]  # shapes: no sync
             for det, tgt in zip(np.split(rows.astype(np.float64), counts), targets):
                 h, w = (int(v) for v in tgt["orig_size"])
-                scale = np.array([w / s_w, h / s_h, w / s_w, h / s_h])
+                i_h, i_w = (int(v) for v in tgt["input_hw"]) if "input_hw" in tgt else (s_h, s_w)
+                scale = np.array([w / i_w, h / i_h, w / i_w, h / i_h])
                 order = np.argsort(-det[:, 4], kind="stable")[:max_det]
                 det = det[order]
                 dets.append({"boxes": np.clip(det[:, :4] * scale, 0, [w, h, w, h]), "scores": det[:, 4].astype(np.float32),
@@ -281,10 +283,13 @@ def _align_classes(cache: Any, classes: Sequence[str]) -> list:
     return [dataclasses.replace(r, labels=remap[np.asarray(r.labels, np.int64)]) for r in cache.records]
 
 
-def cmd_val(args: argparse.Namespace) -> int:
+def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optional[dict]]] = None) -> int:
     """``detect val``: evaluate weights on a dataset split, print a table, write JSON and plots.
     Exit 0 when done, 1 when done but the data had problems or an image could not be read;
-    raises :class:`~detect.errors.UsageError` for unusable weights, data or options."""
+    raises :class:`~detect.errors.UsageError` for unusable weights, data or options.
+    ``collect_fn(model, cfg, classes, records, device, max_det)`` gathers the detections
+    instead of the batched loader when it returns a dict like :func:`collect`'s (the sliced
+    evaluation of large photos in :mod:`detect.infer.val_cli`; engine never imports infer)."""
     from torch.utils.data import DataLoader
 
     from detect.data.dataset import collate
@@ -316,11 +321,13 @@ def cmd_val(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError(f"data {args.data!r} split {args.split!r} has no images")
 
-    dataset = eval_dataset(records, cfg)  # Fast R-CNN with precomputed proposals: they come with the images
-    loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
-                        collate_fn=collate, pin_memory=device.type == "cuda")
     try:
-        got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
+        got = collect_fn(model, cfg, classes, records, device, max_det) if collect_fn else None
+        if got is None:
+            dataset = eval_dataset(records, cfg)  # Fast R-CNN with precomputed proposals: they come with the images
+            loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
+                                collate_fn=collate, pin_memory=device.type == "cuda")
+            got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
     except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
         print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
         return 1

@@ -2,7 +2,8 @@
 
 What the exported graph computes (network + box decoding; NMS is left to the runtime)::
 
-    images  float32[B, 3, S, S]  RGB in [0, 1], stretched to S x S (S = the checkpoint's imgsz)
+    images  float32[B, 3, S, S]  RGB in [0, 1], letterboxed (or, for older checkpoints, stretched) to
+                                 S x S (S = the checkpoint's imgsz; metadata ``resize``)
     boxes   float32[B, N, 4]     xyxy in pixels of the S x S input, one box per default box
     scores  float32[B, N, K]     softmax class probabilities, background column dropped
 
@@ -120,7 +121,10 @@ def load_exportable(weights: str | Path | None) -> tuple[ExportableSSD, dict]:
         "imgsz": str(S),
         "mean": json.dumps(list(cfg.preprocess.mean)),
         "std": json.dumps(list(cfg.preprocess.std)),
-        "input": "images float32[B, 3, S, S] RGB in [0, 1], stretched to S x S; mean/std applied inside",
+        "resize": cfg.preprocess.resize,  # how an image becomes the S x S input
+        "object_size": str(float(cfg.preprocess.object_size)),  # the product size it learned: sliced inference reads it
+        "input": f"images float32[B, 3, S, S] RGB in [0, 1], {cfg.preprocess.resize}ed to S x S"
+                 f"{' (top-left, padded with 114)' if cfg.preprocess.resize == 'letterbox' else ''}; mean/std applied inside",
         "outputs": "boxes float32[B, N, 4] xyxy pixels of the S x S input; scores float32[B, N, K] (no background); NMS not included",
         "source": str(path),
     }

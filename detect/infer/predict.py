@@ -6,7 +6,11 @@
     cv2.imwrite("out.jpg", pred.draw(frame.image, det))
 
 Any checkpoint of either model loads by itself: its config (architecture, preprocessing) and
-class names are inside it. Speed, in the order it matters:
+class names are inside it. A photo larger than the model needs (a store shelf) is cut into
+overlapping slices at the scale of the products the model learned (``slice="auto"``, the
+default; :mod:`detect.infer.slicing`), the slices run as batches and their detections are
+merged, so every caller (``detect predict``, ``detect val``, video, the service) reads a
+12-megapixel shelf as well as one product photo. Speed, in the order it matters:
 - CPU: an SSD's network runs in ONNX Runtime (exported in memory at load; 2-3x faster than
   eager PyTorch there), its postprocess in PyTorch. The uint8 image is resized to S x S with
   ``cv2.resize`` before it becomes float (a 640x480 float resize costs more than the resize
@@ -35,7 +39,10 @@ import torch.nn.functional as F
 from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
+from detect.data.letterbox import PAD_VALUE, input_size
 from detect.infer.preprocess import cpu_input
+from detect.infer.slicing import (MERGE_FUNCTIONS, SliceMode, SliceSettings, cut_edges, probe_windows,
+                                  side_from_probes, slice_side, slice_windows)
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
@@ -67,6 +74,11 @@ class Predictor:
         threads: ONNX Runtime's operator threads on the CPU (None: see
             :func:`~detect.models.onnx_ssd.default_threads`); the PyTorch backend uses torch's
             own setting (``torch.set_num_threads``).
+        slice: "auto" (cut photos larger than the model needs into slices at the scale of the
+            products it learned), "off", or a slice side in photo pixels; ``overlap``,
+            ``full_frame``, ``object_size`` (the products' side in the photo, when known) and
+            ``merge``: see :class:`~detect.infer.slicing.SliceSettings`.
+        slice_batch: slices per network call.
     """
 
     def __init__(
@@ -85,7 +97,16 @@ class Predictor:
         calib_images: Optional[int] = None,
         onnx: Optional[str | Path] = None,
         threads: Optional[int] = None,
+        slice: SliceMode = "auto",
+        overlap: float = 0.25,
+        full_frame: bool = False,
+        object_size: Optional[float] = None,
+        merge: str = "cut",
+        slice_batch: int = 16,
     ) -> None:
+        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
+        self.slice_batch = int(slice_batch)
+        self.max_det = int(max_det)
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
         model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
@@ -119,11 +140,20 @@ class Predictor:
         fuse: bool = True,
         backend: str = "auto",
         threads: Optional[int] = None,
+        slice: SliceMode = "off",
+        overlap: float = 0.25,
+        full_frame: bool = False,
+        object_size: Optional[float] = None,
+        merge: str = "cut",
+        slice_batch: int = 16,
     ) -> "Predictor":
         """A predictor around a model already in memory (tests, benchmarks, notebooks); ``conf``
-        becomes the model's score threshold."""
+        becomes the model's score threshold. Slicing is off unless asked for."""
         set_postprocess(model, score_thresh=conf)
         self = cls.__new__(cls)
+        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
+        self.slice_batch = int(slice_batch)
+        self.max_det = int(getattr(model, "max_det", 300) or 300)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
         self.cfg = None
@@ -134,6 +164,8 @@ class Predictor:
                backend: str, graph: Optional[Path] = None, threads: Optional[int] = None) -> None:
         self.classes = names
         self.imgsz = int(preprocess.imgsz)
+        self.resize = preprocess.resize
+        self.object_size = float(preprocess.object_size)  # 0: unknown (older checkpoints)
         self.conf = float(conf)
         self.half = bool(half) and self.device.type == "cuda"
         if half and not self.half:
@@ -161,14 +193,17 @@ class Predictor:
         channels_last, on the device (fp16 with ``half``)."""
         S = self.imgsz
         if self.device.type == "cpu":
-            return cpu_input(images, S)
+            return cpu_input(images, S, self.resize)
         dtype = torch.float16 if self.half else torch.float32
         out = []
-        for group in _same_size_runs(images):  # frames of one video: one upload, one resize
+        for group in _same_size_runs(images):  # frames of one video, slices of a photo: one upload, one resize
             u8 = self._upload(group)  # (b, H, W, 3) uint8 on the device
             x = u8.permute(0, 3, 1, 2).to(dtype)  # (b, H, W, 3) -> (b, 3, H, W)
-            if x.shape[-2:] != (S, S):
-                x = F.interpolate(x, size=(S, S), mode="bilinear", align_corners=False)
+            h, w = input_size(x.shape[-2], x.shape[-1], S, self.resize)
+            if x.shape[-2:] != (h, w):
+                x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+            if (h, w) != (S, S):  # letterbox: pad right and bottom, as training did
+                x = F.pad(x, (0, S - w, 0, S - h), value=float(PAD_VALUE))
             out.append(x.flip(1).mul_(1.0 / 255.0))  # BGR -> RGB, [0, 1]
         x = torch.cat(out) if len(out) > 1 else out[0]
         return x.contiguous(memory_format=torch.channels_last)
@@ -190,8 +225,10 @@ class Predictor:
 
     # ----------------------------------------------------------------------------- predict
     @torch.inference_mode()
-    def predict(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect in a batch of BGR uint8 images; boxes come back in each image's own pixels."""
+    def predict(self, images: Sequence[np.ndarray], slice_side: Optional[Sequence[Optional[int]]] = None) -> list[Detections]:
+        """Detect in a batch of BGR uint8 images; boxes come back in each image's own pixels.
+        Images larger than the model needs are sliced (see the class docstring); ``slice_side``
+        (one per image, None: not sliced) overrides the choice, e.g. :meth:`stream`'s for a video."""
         if len(images) == 0:
             return []
         for im in images:
@@ -199,9 +236,85 @@ class Predictor:
                 got = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
                 raise ValueError(f"Predictor.predict expects BGR uint8 images [H, W, 3] (as cv2.imread gives), got {got}")
         with torch_on_one_thread() if self.backend == "onnxruntime" else nullcontext():  # ORT's threads have the cores
-            x = self.preprocess(images)
-            outputs = self.runner(x)
-            return self._postprocess(outputs, [im.shape[:2] for im in images])
+            sides = list(slice_side) if slice_side is not None else self.slice_sides(images)
+            if not any(sides):  # the common case: every image is one input
+                return self._detect(images)
+            return self._predict_sliced(images, sides)
+
+    def slice_sides(self, images: Sequence[np.ndarray]) -> list[Optional[int]]:
+        """The slice side (photo pixels) each image is cut at, None for images read whole: the
+        ``slice`` setting, or for "auto" the side that shows its products at the model's learned
+        size (:func:`~detect.infer.slicing.slice_side`), their size in the photo given
+        (``object_size``) or measured by a probe: the model run on a few centre crops
+        (:func:`~detect.infer.slicing.probe_windows`), all images' probes in one batch."""
+        st, S = self.slicing, self.imgsz
+        sides: list[Optional[int]] = [None] * len(images)
+        if st.mode == "off":
+            return sides
+        if st.mode != "auto":
+            return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images]
+        big = [i for i, im in enumerate(images) if max(im.shape[:2]) > 1.5 * S]  # smaller: one input is right
+        learned = self.object_size or S / 5  # older checkpoints: about what training showed (crop_object)
+        if st.object_size:
+            for i in big:
+                sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
+            return sides
+        probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]
+        crops = [images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins]
+        dets = self._detect(crops)
+        k = 0
+        for i, wins in probes:
+            part, k = dets[k:k + len(wins)], k + len(wins)
+            h, w = images[i].shape[:2]
+            whole = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
+                     for d, win in zip(part, wins)]
+            sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, whole)]  # products the crop cut are left out
+            sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, whole)], wins))
+        return sides
+
+    def _predict_sliced(self, images: Sequence[np.ndarray], sides: Sequence[Optional[int]]) -> list[Detections]:
+        """Every image's windows (one per image read whole) through the network
+        ``slice_batch`` at a time, each window's detections mapped to its image's pixels and,
+        for sliced images, merged (:data:`~detect.infer.slicing.MERGE_FUNCTIONS`)."""
+        st = self.slicing
+        plans = []
+        for im, side in zip(images, sides):
+            h, w = im.shape[:2]
+            wins = slice_windows(h, w, side, st.overlap) if side else np.asarray([[0, 0, w, h]], np.int64)
+            if side and st.full_frame and len(wins) > 1:
+                wins = np.concatenate([wins, np.asarray([[0, 0, w, h]], np.int64)])
+            plans.append(wins)
+        crops = [im[y0:y1, x0:x1] for im, wins in zip(images, plans) for x0, y0, x1, y1 in wins]
+        dets = []
+        for lo in range(0, len(crops), max(1, self.slice_batch)):
+            dets += self._detect(crops[lo:lo + self.slice_batch])
+        out, k = [], 0
+        merge = MERGE_FUNCTIONS[st.merge]
+        for im, wins in zip(images, plans):
+            part, k = dets[k:k + len(wins)], k + len(wins)
+            if len(wins) == 1:
+                out.append(part[0])
+                continue
+            h, w = im.shape[:2]
+            if st.full_frame and len(wins) > 1:  # the whole-photo pass adds only products too big for a window:
+                d, side = part[-1], wins[0, 2] - wins[0, 0]  # smaller ones are read better, and whole, by the slices
+                big = np.max(d.boxes[:, 2:] - d.boxes[:, :2], axis=1) >= st.overlap * side if len(d) else np.zeros(0, bool)
+                part[-1] = Detections(d.boxes[big], d.scores[big], d.labels[big], self.classes)
+            boxes = np.concatenate([d.boxes + np.float32([x0, y0, x0, y0]) for d, (x0, y0, _, _) in zip(part, wins)])
+            owner = np.repeat(wins, [len(d.boxes) for d in part], axis=0)  # (N, 4) the window of each box
+            b, sc, lab = merge(boxes, np.concatenate([d.scores for d in part]), np.concatenate([d.labels for d in part]),
+                               owner, h, w)
+            b = np.minimum(np.maximum(b, 0), np.float32([w, h, w, h]))
+            out.append(Detections(b[:self.max_det], sc[:self.max_det], lab[:self.max_det], self.classes))
+        return out
+
+    def _detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """One network call on ``images`` read whole (each letterboxed or stretched to the input)."""
+        if not images:
+            return []
+        x = self.preprocess(images)
+        outputs = self.runner(x)
+        return self._postprocess(outputs, [im.shape[:2] for im in images])
 
     def _postprocess(self, outputs: list[dict], sizes: list[tuple[int, int]]) -> list[Detections]:
         """Keep the asked-for classes, map boxes from S x S to each image's pixels, and move the
@@ -219,11 +332,13 @@ class Predictor:
                                         output_size=sum(counts))  # (K,) the image of each row
         hw = torch.tensor(sizes, dtype=torch.float32, device=dev)  # (B, 2) = h, w
         whwh = torch.stack([hw[:, 1], hw[:, 0], hw[:, 1], hw[:, 0]], 1)  # (B, 4) = w, h, w, h
+        ihw = torch.tensor([input_size(h, w, S, self.resize) for h, w in sizes], dtype=torch.float32, device=dev)  # (B, 2)
+        scale = whwh / torch.stack([ihw[:, 1], ihw[:, 0], ihw[:, 1], ihw[:, 0]], 1)  # (B, 4) input -> image pixels
         if self._keep_t is not None:
             keep = torch.isin(labels, self._keep_t)
             boxes, scores, labels, image = boxes[keep], scores[keep], labels[keep], image[keep]
         limit = whwh[image]  # (K, 4)
-        boxes = torch.minimum((boxes * (limit / S)).clamp_(min=0), limit)  # S x S pixels -> the image's, clipped to it
+        boxes = torch.minimum((boxes * scale[image]).clamp_(min=0), limit)  # S x S pixels -> the image's, clipped to it
         flat = torch.cat([boxes, scores[:, None], labels[:, None].float(), image[:, None].float()], 1).cpu().numpy()  # (K, 7)
         img = flat[:, 6].astype(np.int64)
         flat = flat[np.lexsort((-flat[:, 4], img))]  # by image, then by decreasing score (stable)
@@ -241,6 +356,7 @@ class Predictor:
         set and ``detections=None``. Frames are decoded ``depth`` ahead in a background thread
         and run through the model ``batch`` at a time."""
         pending: list[Frame] = []
+        self._video_sides: dict[tuple, Optional[int]] = {}
         for fr in prefetch(iter_source(source, max_pixels=max_pixels), depth=max(depth, batch)):
             if fr.image is None:
                 yield from self._flush(pending)
@@ -254,8 +370,22 @@ class Predictor:
         yield from self._flush(pending)
 
     def _flush(self, frames: list[Frame]) -> Iterator[tuple[Frame, Detections]]:
-        if frames:
-            yield from zip(frames, self.predict([f.image for f in frames]))
+        """Detect in ``frames``; a video's frames share the slice side chosen for its first one
+        (one probe per video, not per frame)."""
+        if not frames:
+            return
+        images = [f.image for f in frames]
+        sides: list[Optional[int]] = [None] * len(frames)
+        memo = getattr(self, "_video_sides", {})
+        new = [i for i, f in enumerate(frames) if f.kind == "image" or (f.path, f.image.shape) not in memo]
+        for i, side in zip(new, self.slice_sides([images[i] for i in new]) if new else []):
+            sides[i] = side
+            if frames[i].kind != "image":
+                memo[(frames[i].path, images[i].shape)] = side
+        for i, f in enumerate(frames):
+            if i not in new:
+                sides[i] = memo[(f.path, f.image.shape)]
+        yield from zip(frames, self.predict(images, slice_side=sides))
 
     def draw(self, image: np.ndarray, detections: Detections, **kwargs) -> np.ndarray:
         """A copy of ``image`` with boxes, names and scores drawn (see :func:`draw_detections`)."""
@@ -263,6 +393,14 @@ class Predictor:
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
+
+
+def _slice_settings(mode: SliceMode, overlap: float, full_frame: bool, object_size: Optional[float],
+                    merge: str) -> SliceSettings:
+    try:
+        return SliceSettings(mode, float(overlap), bool(full_frame), object_size, merge)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:

@@ -162,6 +162,13 @@ def predict_batch(listed: Optional[tuple[list[str], Optional[str]]]) -> int:
     return VIDEO_BATCH if listed and all(Path(f).suffix.lower() in VIDEO_EXTS for f in listed[0]) else 1
 
 
+def slice_options(args: argparse.Namespace) -> dict:
+    """Predictor's slicing keywords from the ``--slice`` options (absent ones: the defaults)."""
+    return {"slice": getattr(args, "slice", "auto"), "overlap": getattr(args, "overlap", 0.25),
+            "full_frame": getattr(args, "full_frame", False), "object_size": getattr(args, "object_size", None),
+            "merge": getattr(args, "merge", "cut")}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
@@ -172,7 +179,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
                           calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None),
-                          threads=getattr(args, "threads", 0) or None)
+                          threads=getattr(args, "threads", 0) or None, **slice_options(args))
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

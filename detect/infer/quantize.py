@@ -128,9 +128,10 @@ class ImageCalibration:
     """An ONNX Runtime ``CalibrationDataReader``: one ``{"images": float32[1, 3, S, S]}`` feed
     per image, preprocessed as ``Predictor`` does on the CPU. Counts what it gave (``count``)."""
 
-    def __init__(self, images: Iterable[np.ndarray], imgsz: int) -> None:
+    def __init__(self, images: Iterable[np.ndarray], imgsz: int, resize: str = "letterbox") -> None:
         self.images = iter(images)
         self.imgsz = int(imgsz)
+        self.resize = resize
         self.count = 0
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
@@ -138,7 +139,7 @@ class ImageCalibration:
         if image is None:
             return None
         self.count += 1
-        return {"images": np.ascontiguousarray(cpu_input([image], self.imgsz).numpy())}
+        return {"images": np.ascontiguousarray(cpu_input([image], self.imgsz, self.resize).numpy())}
 
 
 def quantize_ssd(float_model: bytes | str | Path, output: str | Path, images: Iterable[np.ndarray], imgsz: int,
@@ -152,7 +153,7 @@ def quantize_ssd(float_model: bytes | str | Path, output: str | Path, images: It
     nodes = network_nodes(model)
     if not nodes:
         raise ValueError("no network nodes found to quantize: the graph was not exported by detect.infer.export")
-    reader = ImageCalibration(images, imgsz)
+    reader = ImageCalibration(images, imgsz, "letterbox" if (meta or {}).get("resize") == "letterbox" else "stretch")
 
     class _Reader(CalibrationDataReader):  # the ABC onnxruntime checks for
         def get_next(self):

@@ -107,7 +107,10 @@ class OnnxSSD(nn.Module):
         try:
             self.classes = [str(c) for c in json.loads(meta["classes"])]
             self.preprocess = Preprocess(imgsz=int(meta["imgsz"]), mean=tuple(json.loads(meta["mean"])),
-                                         std=tuple(json.loads(meta["std"])))
+                                         std=tuple(json.loads(meta["std"])),
+                                         # files exported before letterboxing and the learned scale lack these
+                                         resize="letterbox" if meta.get("resize") == "letterbox" else "stretch",
+                                         object_size=max(0.0, float(meta.get("object_size", 0.0))))
         except (ValueError, TypeError) as e:
             raise UsageError(f"{path}: its metadata cannot be read ({e}); export the checkpoint again") from None
         self.input = self.session.get_inputs()[0].name

@@ -144,10 +144,12 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int = 320,
                    splits: Sequence[float] = (0.8, 0.1, 0.1), workers: int = 1,
-                   progress: bool | None = None, dense: bool = False) -> dict:
+                   progress: bool | None = None, dense: bool = False, shelves: int = 0, shelf_size: int = 1600) -> dict:
     """Render ``n`` scenes as a VOC dataset in ``out_dir`` (layout in the module docstring);
     ``dense``: high-resolution store shelves (:mod:`detect.data.synth.dense`, 4:3 landscape,
-    longer side ``size``) with their shelf truth in ``truth/<stem>.json``.
+    longer side ``size``) with their shelf truth in ``truth/<stem>.json``. ``shelves`` adds that
+    many dense shelves of longer side ``shelf_size`` after the ``n`` scenes (a mixed training
+    set: product photos and whole store shelves); the splits are drawn over all of them.
 
     The dataset is built in a hidden folder beside ``out_dir`` and moved into place when
     complete, so an interrupted run never leaves half a dataset behind. ``workers`` > 1
@@ -158,17 +160,18 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
         raise ValueError(f"number of images must be at least 1, got {n}")
     if size < (256 if dense else 32):
         raise ValueError(f"image size must be at least {256 if dense else 32} pixels{' for dense shelves' if dense else ''}, got {size}")
-    parts = split_indices(n, seed, splits)
+    parts = split_indices(n + shelves, seed, splits)
     out = Path(out_dir).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        for sub in ("JPEGImages", "Annotations", "ImageSets/Main") + (("truth",) if dense else ()):
+        for sub in ("JPEGImages", "Annotations", "ImageSets/Main") + (("truth",) if dense or shelves else ()):
             (tmp / sub).mkdir(parents=True)
         jobs = [(str(tmp), seed, i, size, dense) for i in range(n)]
-        objects, kinds = 0, {"dense": 0} if dense else {"shelf": 0, "checkout": 0}
+        jobs += [(str(tmp), seed, i, shelf_size, True) for i in range(n, n + shelves)]
+        objects, kinds = 0, {"dense": 0} if dense else {"shelf": 0, "checkout": 0, "dense": 0}
         # progress None: a bar only on a terminal (tqdm's disable=None)
-        bar = tqdm(total=n, desc="synth", unit="img", disable=None if progress is None else not progress)
+        bar = tqdm(total=len(jobs), desc="synth", unit="img", disable=None if progress is None else not progress)
         with get_context("spawn").Pool(workers) if workers > 1 else nullcontext() as pool:
             results = pool.imap_unordered(_write_one, jobs, chunksize=16) if pool else map(_write_one, jobs)
             for _, k, kind in results:
@@ -179,8 +182,8 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
         for name, idx in parts.items():
             (tmp / "ImageSets/Main" / f"{name}.txt").write_text("".join(f"{i:06d}\n" for i in idx))
         (tmp / "classes.txt").write_text("".join(c + "\n" for c in CLASSES))
-        summary = {"generator": "retail-detect synth", "version": SYNTH_VERSION, "seed": seed, "images": n,
-                   "size": size, "dense": dense, "objects": objects, "scenes": kinds, "classes": list(CLASSES),
+        summary = {"generator": "retail-detect synth", "version": SYNTH_VERSION, "seed": seed, "images": n + shelves,
+                   "size": size, "dense": dense, "shelves": shelves, "shelf_size": shelf_size, "objects": objects, "scenes": kinds, "classes": list(CLASSES),
                    "splits": {k: len(v) for k, v in parts.items()}}
         (tmp / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
         _replace_dir(tmp, out)
@@ -200,7 +203,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         summary = render_dataset(args.out_dir, args.images, args.seed, args.size, fractions,
-                                 workers=max(1, int(getattr(args, "workers", 1) or 1)), dense=bool(getattr(args, "dense", False)))
+                                 workers=max(1, int(getattr(args, "workers", 1) or 1)), dense=bool(getattr(args, "dense", False)),
+                                 shelves=int(getattr(args, "shelves", 0) or 0), shelf_size=int(getattr(args, "shelf_size", 1600)))
     except (ValueError, FileExistsError, PermissionError) as e:
         raise UsageError(str(e)) from None
     except OSError as e:

@@ -1,0 +1,307 @@
+"""Sliced inference for large photos: where to cut, at which scale, and how to merge.
+
+A detector sees its ``S x S`` input. A 12-megapixel shelf squeezed into 320 pixels shows each
+product a few pixels wide, and it finds almost nothing; cut into overlapping slices at the scale
+the model was trained on, every product comes out the size the model knows. This module is the
+pure part of that (numpy in, numpy out; :class:`~detect.infer.predict.Predictor` runs the
+model):
+
+- :func:`slice_windows`: the grid of square windows of side ``side`` covering an ``h x w``
+  photo with at least ``overlap`` of a side shared by neighbours (edges included, evenly spread).
+- :func:`slice_side`: the window side that shows a photo's products at the model's
+  ``object_size`` (median product side in input pixels, stored in the checkpoint by training),
+  from the products' size in the photo: given by the user, measured by a probe (the model run
+  on a few centre crops of growing size: :func:`probe_windows`, :func:`side_from_probes`), or,
+  when the probe finds nothing, the store-photo prior (a product is ~0.4% of the photo's area).
+- :func:`merge_slices`: the detections of all windows of a photo as one set. Three steps,
+  class by class:
+    1. a box cut by a window's inner edge (it touches the edge, and the photo goes on there) and
+       a box cut by the facing edge of the neighbouring window, overlapping across the shared
+       zone and aligned along it, are two pieces of one product: they become their union;
+    2. a cut box lying mostly (``contain`` of its area) inside a box of its class is the part of
+       a product another window saw whole: dropped;
+    3. NMS (IoU ``iou``) removes products seen whole by two windows.
+  Touching products of one class stay apart: NMS keeps boxes with little IoU, and only *cut*
+  boxes are ever joined or dropped. SAHI's default (greedy merging on intersection over the
+  smaller box, :func:`nmm_merge`) and plain NMS (:func:`nms_merge`) are here for comparison
+  (``bench/dense.py`` measures all three).
+
+Shorthand: N detections of one photo; K windows; boxes float32[N, 4] xyxy, 0-based pixels of
+the whole photo; ``cut`` bool[N, 4]: left, top, right, bottom edge lies on an inner window edge.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torchvision.ops import batched_nms
+
+SliceMode = Union[str, int]  # "auto" | "off" | a window side in photo pixels
+MERGES = ("cut", "nms", "nmm")
+PRIOR_AREA = 0.004  # a store photo's product: 0.2-1% of the photo (SKU-110K: ~147 per 8-MP photo)
+EDGE = 0.01  # a box edge within this share of the window side (at least 2 px) of an inner edge is cut
+
+
+@dataclass(frozen=True)
+class SliceSettings:
+    """How :class:`~detect.infer.predict.Predictor` slices a photo.
+
+    Attributes:
+        mode: "auto" (slice when the photo is larger than the model needs, at the scale of its
+            products), "off" (the whole photo is one input), or a window side in photo pixels.
+        overlap: share of a window side neighbours share at least (products up to that size are
+            seen whole by some window).
+        full_frame: also run the whole photo as one input, for products too large for a window:
+            its detections at least ``overlap`` of a window side are merged with the slices'.
+        object_size: the products' side in the photo's pixels, when the user knows it ("auto"
+            then skips the probe); None: measured.
+        merge: "cut" (this module's merge), "nms" or "nmm" (for comparison).
+    """
+
+    mode: SliceMode = "auto"
+    overlap: float = 0.25
+    full_frame: bool = False
+    object_size: Optional[float] = None
+    merge: str = "cut"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.mode, str) and self.mode not in ("auto", "off"):
+            raise ValueError(f"slice must be 'auto', 'off' or a side in pixels, got {self.mode!r}")
+        if not isinstance(self.mode, str) and int(self.mode) < 32:
+            raise ValueError(f"a slice side must be at least 32 pixels, got {self.mode}")
+        if not 0.0 <= self.overlap < 0.9:
+            raise ValueError(f"slice overlap must be in [0, 0.9), got {self.overlap}")
+        if self.merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
+        if self.object_size is not None and not self.object_size > 0:
+            raise ValueError(f"object size must be > 0 pixels, got {self.object_size}")
+
+
+def parse_slice(value: str) -> SliceMode:
+    """``--slice`` text -> "auto" | "off" | int side (ValueError with a sentence otherwise)."""
+    v = str(value).strip().lower()
+    if v in ("auto", "off"):
+        return v
+    try:
+        side = int(v)
+    except ValueError:
+        raise ValueError(f"--slice takes auto, off or a window side in pixels, got {value!r}") from None
+    if side < 32:
+        raise ValueError(f"--slice: a window side must be at least 32 pixels, got {side}")
+    return side
+
+
+def _starts(length: int, side: int, overlap: float) -> list[int]:
+    """Window starts along one axis: first at 0, last ending at ``length``, evenly spread, with
+    neighbours sharing at least ``overlap * side``."""
+    if length <= side:
+        return [0]
+    step = side * (1.0 - overlap)
+    n = int(math.ceil((length - side) / step)) + 1
+    return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
+
+
+def slice_windows(h: int, w: int, side: int, overlap: float) -> np.ndarray:
+    """int64[K, 4] xyxy windows of side ``side`` (cut to the photo where it is smaller) covering
+    an ``h`` x ``w`` photo, row by row; one window, the whole photo, when it fits."""
+    side = int(side)
+    xs, ys = _starts(w, side, overlap), _starts(h, side, overlap)
+    return np.asarray([[x, y, min(x + side, w), min(y + side, h)] for y in ys for x in xs], np.int64).reshape(-1, 4)
+
+
+def probe_windows(h: int, w: int, imgsz: int) -> np.ndarray:
+    """int64[P, 4]: centred square windows of side imgsz, 2 imgsz, 4 imgsz ... below the photo's
+    shorter side, then the whole photo: the views whose detections tell the products' size."""
+    out, side = [], imgsz
+    while side < min(h, w):
+        x0, y0 = (w - side) // 2, (h - side) // 2
+        out.append([x0, y0, x0 + side, y0 + side])
+        side *= 2
+    out.append([0, 0, w, h])
+    return np.asarray(out, np.int64)
+
+
+def side_from_probes(sizes: Sequence[np.ndarray], scores: Sequence[np.ndarray], windows: np.ndarray,
+                     min_score: float = 0.3, min_count: int = 3) -> Optional[float]:
+    """The products' side in photo pixels, from the probe views' detections: ``sizes[i]``
+    (float[n_i], sqrt(w * h) of each box, photo pixels) and ``scores[i]`` of window ``i``. The
+    view whose confident detections (``min_score``) are densest per pixel of window wins (a view
+    at a scale the model reads finds the most, a view too zoomed out finds few or none); its
+    median box side is the answer. None when no view has ``min_count`` confident detections."""
+    best, best_density = None, 0.0
+    for s, sc, win in zip(sizes, scores, windows):
+        keep = np.asarray(sc) >= min_score
+        if keep.sum() < min_count:
+            continue
+        area = float((win[2] - win[0]) * (win[3] - win[1]))
+        density = float(np.asarray(sc)[keep].sum()) / area
+        if density > best_density:
+            best, best_density = float(np.median(np.asarray(s)[keep])), density
+    return best
+
+
+def slice_side(h: int, w: int, imgsz: int, object_size: float, product_side: Optional[float]) -> Optional[int]:
+    """The window side (photo pixels) that shows products of ``product_side`` photo pixels at
+    ``object_size`` input pixels (None or 0 ``product_side``: the store-photo prior, a product
+    ~0.4% of the photo's area); None when the whole photo is that small already (no slicing).
+    At least ``imgsz`` (slices are never blown up)."""
+    if not product_side:
+        product_side = math.sqrt(PRIOR_AREA * h * w)
+    side = imgsz * product_side / max(object_size, 1.0)
+    if side >= 0.9 * max(h, w):
+        return None
+    return int(round(max(side, imgsz)))
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+def cut_edges(boxes: np.ndarray, windows: np.ndarray, h: int, w: int) -> np.ndarray:
+    """bool[N, 4]: which edges (left, top, right, bottom) of each box lie on an inner edge of the
+    window it was found in (``windows`` int[N, 4], one per box): within ``EDGE`` of the window
+    side (at least 2 px) of a window edge that is not the photo's border."""
+    b, win = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(windows, np.float32).reshape(-1, 4)
+    side = np.maximum(win[:, 2] - win[:, 0], win[:, 3] - win[:, 1])
+    m = np.maximum(2.0, EDGE * side)  # (N,)
+    inner = np.stack([win[:, 0] > 0, win[:, 1] > 0, win[:, 2] < w, win[:, 3] < h], 1)  # (N, 4)
+    near = np.stack([b[:, 0] - win[:, 0] <= m, b[:, 1] - win[:, 1] <= m,
+                     win[:, 2] - b[:, 2] <= m, win[:, 3] - b[:, 3] <= m], 1)
+    return inner & near
+
+
+def _span_overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _fuse_pieces(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray, windows: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of :func:`merge_slices` for one class: join pairs of pieces (see the module
+    docstring) until none is left; returns the boxes, scores, cut flags and windows after it."""
+    boxes, scores, cut, windows = boxes.copy(), scores.copy(), cut.copy(), windows.astype(np.float32).copy()
+    alive = np.ones(len(boxes), bool)
+    changed = True
+    while changed:
+        changed = False
+        for i in np.flatnonzero(alive & cut.any(1)):
+            for axis, (lo, hi) in ((0, (0, 2)), (1, (1, 3))):  # x: left/right, y: top/bottom
+                if not cut[i, hi]:
+                    continue
+                other = 1 - axis
+                for j in np.flatnonzero(alive & cut[:, lo]):
+                    if j == i or not alive[i]:
+                        continue
+                    zone = _span_overlap(windows[i, lo], windows[i, hi], windows[j, lo], windows[j, hi])
+                    if zone <= 0 or windows[j, lo] <= windows[i, lo]:
+                        continue  # j's window must lie after i's along the axis
+                    inter = _span_overlap(boxes[i, lo], boxes[i, hi], boxes[j, lo], boxes[j, hi])
+                    across = _span_overlap(boxes[i, other], boxes[i, other + 2], boxes[j, other], boxes[j, other + 2])
+                    union = max(boxes[i, other + 2], boxes[j, other + 2]) - min(boxes[i, other], boxes[j, other])
+                    if inter < 0.5 * min(zone, boxes[i, hi] - boxes[i, lo], boxes[j, hi] - boxes[j, lo]) or across < 0.5 * union:
+                        continue
+                    boxes[i] = [min(boxes[i, 0], boxes[j, 0]), min(boxes[i, 1], boxes[j, 1]),
+                                max(boxes[i, 2], boxes[j, 2]), max(boxes[i, 3], boxes[j, 3])]
+                    scores[i] = max(scores[i], scores[j])
+                    cut[i, hi] = cut[j, hi]  # the union ends where j ends
+                    cut[i, other], cut[i, other + 2] = cut[i, other] | cut[j, other], cut[i, other + 2] | cut[j, other + 2]
+                    windows[i] = [min(windows[i, 0], windows[j, 0]), min(windows[i, 1], windows[j, 1]),
+                                  max(windows[i, 2], windows[j, 2]), max(windows[i, 3], windows[j, 3])]
+                    alive[j] = False
+                    changed = True
+    return boxes[alive], scores[alive], cut[alive], windows[alive]
+
+
+def _ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float[Na, Nb]: intersection over the area of each box of ``a``."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)
+    area = np.clip(a[:, 2] - a[:, 0], 1e-6, None) * np.clip(a[:, 3] - a[:, 1], 1e-6, None)
+    return inter / area[:, None]
+
+
+def merge_slices(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows: np.ndarray, h: int, w: int,
+                 iou: float = 0.5, contain: float = 0.7) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The detections of all windows of one ``h`` x ``w`` photo (boxes in photo pixels, each
+    with the window ``windows[i]`` it came from; the whole photo for a full-frame pass) as one
+    set: ``(boxes float32[M, 4], scores float32[M], labels int64[M])``, by decreasing score.
+    The three steps are in the module docstring."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    cut = cut_edges(boxes, windows, h, w)
+    out_b, out_s, out_l = [], [], []
+    for c in np.unique(labels):
+        k = labels == c
+        b, s, ct, win = _fuse_pieces(boxes[k], scores[k], cut[k], windows[k])
+        is_cut = ct.any(1)
+        if is_cut.any() and len(b) > 1:
+            ios = _ios(b[is_cut], b)  # (C, n): how much of each cut box lies inside each box
+            idx = np.flatnonzero(is_cut)
+            ios[np.arange(len(idx)), idx] = 0.0  # not inside itself
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            bigger = area[None, :] > area[idx][:, None]  # the container is the larger box
+            drop = idx[((ios >= contain) & bigger).any(1)]
+            keep = np.ones(len(b), bool)
+            keep[drop] = False
+            b, s = b[keep], s[keep]
+        out_b.append(b)
+        out_s.append(s)
+        out_l.append(np.full(len(b), c, np.int64))
+    if not out_b:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    b, s, lab = np.concatenate(out_b), np.concatenate(out_s), np.concatenate(out_l)
+    return _nms(b, s, lab, iou)
+
+
+def _nms(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    keep = batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(lab), iou).numpy()  # by decreasing score
+    return b[keep], s[keep], lab[keep]
+
+
+def nms_merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows: np.ndarray, h: int, w: int,
+              iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Plain class-wise NMS over all windows' detections (for comparison)."""
+    return _nms(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
+                np.asarray(labels, np.int64).reshape(-1), iou)
+
+
+def nmm_merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows: np.ndarray, h: int, w: int,
+              ios: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SAHI's default postprocess (``GREEDYNMM`` with ``IOS`` 0.5), for comparison: by decreasing
+    score, each kept box absorbs every not yet absorbed box of its class whose intersection over
+    the smaller of the two reaches ``ios``, and becomes their union."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    used = np.zeros(len(boxes), bool)
+    out_b, out_s, out_l = [], [], []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in order:
+        if used[i]:
+            continue
+        used[i] = True
+        same = np.flatnonzero(~used & (labels == labels[i]))
+        box = boxes[i].copy()
+        if len(same):
+            inter = np.clip(np.minimum(boxes[same, 2:], boxes[i, 2:]) - np.maximum(boxes[same, :2], boxes[i, :2]), 0, None).prod(1)
+            small = np.minimum(area[same], area[i])
+            hit = same[inter / np.maximum(small, 1e-6) >= ios]
+            used[hit] = True
+            if len(hit):
+                box = np.concatenate([boxes[hit], box[None]]).astype(np.float32)
+                box = np.asarray([box[:, 0].min(), box[:, 1].min(), box[:, 2].max(), box[:, 3].max()], np.float32)
+        out_b.append(box)
+        out_s.append(scores[i])
+        out_l.append(labels[i])
+    n = len(out_b)
+    return (np.asarray(out_b, np.float32).reshape(n, 4), np.asarray(out_s, np.float32).reshape(n),
+            np.asarray(out_l, np.int64).reshape(n))
+
+
+MERGE_FUNCTIONS = {"cut": merge_slices, "nms": nms_merge, "nmm": nmm_merge}

@@ -1,0 +1,281 @@
+"""Sliced inference (detect/infer/slicing.py and Predictor): the window grid, the scale choice,
+merging (touching products of one class stay two boxes, a product across a border becomes one),
+and the learned scale stored in checkpoints and exports."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _predict_helpers import CLASSES
+from detect.config import Preprocess
+from detect.errors import UsageError
+from detect.infer.predict import Predictor
+from detect.infer.slicing import (SliceSettings, cut_edges, merge_slices, nmm_merge, nms_merge, parse_slice,
+                                  probe_windows, side_from_probes, slice_side, slice_windows)
+
+
+# ----------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("h, w, side, overlap", [(3000, 4000, 800, 0.25), (1920, 2560, 640, 0.5), (700, 5000, 640, 0.2),
+                                                 (641, 641, 640, 0.25), (1000, 1000, 333, 0.0)])
+def test_windows_cover_the_photo_with_the_overlap(h, w, side, overlap):
+    wins = slice_windows(h, w, side, overlap)
+    assert wins.dtype == np.int64 and wins.shape[1] == 4
+    assert (wins[:, 0] >= 0).all() and (wins[:, 1] >= 0).all() and (wins[:, 2] <= w).all() and (wins[:, 3] <= h).all()
+    assert ((wins[:, 2] - wins[:, 0]) == min(side, w)).all() and ((wins[:, 3] - wins[:, 1]) == min(side, h)).all()
+    covered = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in wins:
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    for axis in (0, 1):  # neighbours along each axis share at least overlap * side
+        starts = sorted(set(wins[:, axis].tolist()))
+        if len(starts) > 1:
+            assert max(np.diff(starts)) <= side * (1 - overlap) + 1
+
+
+def test_a_photo_smaller_than_a_slice_is_one_window():
+    np.testing.assert_array_equal(slice_windows(300, 500, 640, 0.25), [[0, 0, 500, 300]])
+    np.testing.assert_array_equal(slice_windows(300, 900, 640, 0.25), [[0, 0, 640, 300], [260, 0, 900, 300]])
+
+
+def test_probe_windows_grow_from_the_centre_to_the_whole_photo():
+    p = probe_windows(3000, 4000, 320)
+    assert [int(x1 - x0) for x0, _, x1, _ in p[:-1]] == [320, 640, 1280, 2560]
+    np.testing.assert_array_equal(p[-1], [0, 0, 4000, 3000])
+    assert all(abs((x0 + x1) / 2 - 2000) <= 1 and abs((y0 + y1) / 2 - 1500) <= 1 for x0, y0, x1, y1 in p)
+    np.testing.assert_array_equal(probe_windows(200, 300, 320), [[0, 0, 300, 200]])
+
+
+def test_the_slice_shows_products_at_the_learned_size():
+    # products of 200 photo px, learned at 64 input px with a 320 input: windows of 1000 px
+    assert slice_side(3000, 4000, 320, 64.0, 200.0) == 1000
+    assert slice_side(3000, 4000, 320, 64.0, 2000.0) is None  # products that big: the whole photo is right
+    assert slice_side(3000, 4000, 320, 64.0, 10.0) == 320  # never blown up beyond the input
+    prior = slice_side(3000, 4000, 320, 64.0, None)  # nothing measured: a product is ~0.4% of the photo
+    assert 320 < prior < 4000 and prior == round(320 * (0.004 * 12e6) ** 0.5 / 64)
+
+
+def test_the_densest_confident_probe_gives_the_product_size():
+    wins = np.asarray([[0, 0, 320, 320], [0, 0, 640, 640], [0, 0, 4000, 3000]])
+    sizes = [np.full(2, 300.0), np.full(12, 100.0), np.full(5, 400.0)]
+    scores = [np.full(2, 0.9), np.full(12, 0.8), np.full(5, 0.9)]
+    assert side_from_probes(sizes, scores, wins) == 100.0
+    assert side_from_probes(sizes, [np.full(2, 0.1), np.full(12, 0.1), np.full(5, 0.1)], wins) is None
+
+
+def test_settings_are_checked():
+    assert parse_slice("AUTO") == "auto" and parse_slice("off") == "off" and parse_slice("800") == 800
+    for bad in ("big", "10", "-5"):
+        with pytest.raises(ValueError, match="--slice"):
+            parse_slice(bad)
+    with pytest.raises(ValueError, match="overlap"):
+        SliceSettings(overlap=0.95)
+    with pytest.raises(ValueError, match="merge"):
+        SliceSettings(merge="wbf")
+
+
+# ----------------------------------------------------------------------------- merging
+def _two_windows():
+    """Two 600-px windows of a 1000 x 600 photo sharing x in [400, 600)."""
+    return np.asarray([[0, 0, 600, 600], [400, 0, 1000, 600]])
+
+
+def test_cut_edges_are_inner_window_edges_only():
+    wins = _two_windows()
+    boxes = np.float32([[450, 100, 600, 200], [0, 100, 80, 200], [400, 300, 520, 400]])
+    owner = wins[[0, 0, 1]]
+    cut = cut_edges(boxes, owner, 600, 1000)
+    assert cut.tolist() == [[False, False, True, False],  # touches window 0's right edge, inside the photo
+                            [False, False, False, False],  # touches the photo's own left border
+                            [True, False, False, False]]
+
+
+def test_touching_products_of_one_class_stay_two_boxes():
+    wins = _two_windows()
+    a, b = [420, 100, 500, 300], [500, 100, 580, 300]  # side by side, both inside the shared zone
+    boxes = np.float32([a, b, a, b])  # each window sees both whole
+    owner = wins[[0, 0, 1, 1]]
+    for merge in (merge_slices, nms_merge):
+        out, _, _ = merge(boxes, np.float32([0.9, 0.8, 0.85, 0.7]), np.zeros(4, np.int64), owner, 600, 1000)
+        assert len(out) == 2, merge.__name__
+    # SAHI's greedy IoS merge joins them once the detector's boxes overlap a little (dense shelves)
+    a2, b2 = [420, 100, 505, 300], [495, 100, 580, 300]
+    out, _, _ = nmm_merge(np.float32([a2, b2]), np.float32([0.9, 0.8]), np.zeros(2, np.int64), owner[:2], 600, 1000, ios=0.05)
+    assert len(out) == 1
+    out, _, _ = merge_slices(np.float32([a2, b2]), np.float32([0.9, 0.8]), np.zeros(2, np.int64), owner[:2], 600, 1000)
+    assert len(out) == 2
+
+
+def test_a_product_across_the_border_becomes_one_box():
+    wins = _two_windows()
+    # a wide product [300, 700): window 0 sees [300, 600) (cut right), window 1 [400, 700) (cut left)
+    boxes = np.float32([[300, 100, 600, 300], [400, 102, 700, 298]])
+    out, scores, labels = merge_slices(boxes, np.float32([0.9, 0.7]), np.zeros(2, np.int64), wins, 600, 1000)
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0], [300, 100, 700, 300])
+    assert scores[0] == pytest.approx(0.9)
+    # plain NMS keeps both pieces (IoU 0.5)
+    assert len(nms_merge(boxes, np.float32([0.9, 0.7]), np.zeros(2, np.int64), wins, 600, 1000, iou=0.6)[0]) == 2
+
+
+def test_a_piece_is_dropped_when_the_other_window_saw_the_whole_product():
+    wins = _two_windows()
+    # product [540, 680) inside window 1, cut by window 0's right edge at 600
+    boxes = np.float32([[540, 100, 600, 300], [540, 100, 680, 300]])
+    out, _, _ = merge_slices(boxes, np.float32([0.95, 0.8]), np.zeros(2, np.int64), wins, 600, 1000)
+    np.testing.assert_allclose(out, [[540, 100, 680, 300]])
+
+
+def test_pieces_of_other_classes_are_not_joined_and_neighbours_not_fused():
+    wins = _two_windows()
+    boxes = np.float32([[300, 100, 600, 300], [400, 100, 700, 300]])
+    out, _, labels = merge_slices(boxes, np.float32([0.9, 0.7]), np.asarray([0, 1]), wins, 600, 1000)
+    assert sorted(labels.tolist()) == [0, 1]
+    # the piece of product B cut by window 0 and the piece of its left neighbour A cut by window 1
+    # do not overlap: they stay apart
+    boxes = np.float32([[560, 100, 600, 300], [400, 100, 560, 300]])
+    out, _, _ = merge_slices(boxes, np.float32([0.9, 0.9]), np.zeros(2, np.int64), wins, 600, 1000)
+    assert len(out) == 2
+
+
+def test_many_detections_merge():
+    rng = np.random.default_rng(0)
+    wins = slice_windows(3000, 4000, 800, 0.25)
+    xy = rng.uniform(0, 3800, (3000, 2)) * [1, 0.7]
+    boxes = np.concatenate([xy, xy + rng.uniform(40, 200, (3000, 2))], 1).astype(np.float32)
+    owner = wins[rng.integers(len(wins), size=3000)]
+    out, s, lab = merge_slices(boxes, rng.random(3000).astype(np.float32), rng.integers(10, size=3000), owner, 3000, 4000)
+    assert 1000 <= len(out) <= 3000 and np.all(np.diff(s) <= 0)
+
+
+# ----------------------------------------------------------------------------- in Predictor
+class Squares(torch.nn.Module):
+    """Eval-mode stand-in: a box around every bright 8-connected blob of the input, at its
+    pixels (scores 0.9, class 0): a perfect detector at any scale, for checking geometry."""
+
+    def __init__(self):
+        super().__init__()
+        self.score_thresh, self.nms_thresh, self.max_det = 0.01, 0.45, 1000
+        self.calls = []
+
+    def forward(self, images):
+        import cv2
+
+        self.calls.append(len(images))
+        out = []
+        for im in images:
+            mask = (im[0] > 0.9).numpy().astype(np.uint8)
+            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            b = torch.tensor([[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:]], dtype=torch.float32).reshape(-1, 4)
+            out.append({"boxes": b, "scores": torch.full((len(b),), 0.9), "labels": torch.zeros(len(b), dtype=torch.int64)})
+        return out
+
+
+def _shelf(h=1200, w=1600, side=40, gap=20):
+    img = np.zeros((h, w, 3), np.uint8)
+    truth = []
+    for y in range(10, h - side, side + gap):
+        for x in range(10, w - side, side + gap):
+            img[y:y + side, x:x + side] = 255
+            truth.append([x, y, x + side, y + side])
+    return img, np.float32(truth)
+
+
+def test_predictor_slices_a_big_photo_and_maps_back():
+    img, truth = _shelf()
+    p = Predictor.from_model(Squares(), Preprocess(imgsz=64, object_size=16.0), CLASSES, conf=0.3, fuse=False,
+                             backend="torch", slice=256, overlap=0.25, slice_batch=7)
+    (d,) = p.predict([img])
+    assert len(d) == len(truth)
+    from detect.boxes import box_iou
+
+    iou = box_iou(torch.from_numpy(d.boxes), torch.from_numpy(truth))
+    assert float(iou.max(1).values.min()) > 0.8  # every box on a product (resize rounding allowed)
+    assert max(p.model.calls) <= 7  # slices go through in batches of slice_batch
+    whole = Predictor.from_model(Squares(), Preprocess(imgsz=64), CLASSES, conf=0.3, fuse=False, backend="torch")
+    assert len(whole.predict([img])[0]) < len(truth)  # squeezed to 64 px the products merge and vanish
+
+
+def test_the_full_frame_pass_finds_products_larger_than_a_window():
+    img = np.zeros((1200, 1600, 3), np.uint8)
+    truth = np.float32([[100, 100, 600, 700], [700, 300, 1300, 900], [1350, 50, 1550, 1150]])
+    for x0, y0, x1, y1 in truth.astype(int):
+        img[y0:y1, x0:x1] = 255
+    kw = dict(conf=0.3, fuse=False, backend="torch", slice=256, overlap=0.25)
+    (d,) = Predictor.from_model(Squares(), Preprocess(imgsz=64), CLASSES, full_frame=True, **kw).predict([img])
+    from detect.boxes import box_iou
+
+    assert len(d) == 3 and float(box_iou(torch.from_numpy(truth), torch.from_numpy(d.boxes)).max(1).values.min()) > 0.9
+    (pieces,) = Predictor.from_model(Squares(), Preprocess(imgsz=64), CLASSES, **kw).predict([img])
+    assert len(pieces) >= 3  # without it each is seen in pieces (joined across borders where they meet)
+
+
+def test_auto_measures_the_products_and_slices_at_the_learned_scale():
+    img, truth = _shelf()  # products of 40 px; the model learned 16 input px at 64: windows of 160
+    p = Predictor.from_model(Squares(), Preprocess(imgsz=64, object_size=16.0), CLASSES, conf=0.3, fuse=False,
+                             backend="torch", slice="auto")
+    (side,) = p.slice_sides([img])
+    assert 120 <= side <= 200
+    assert p.slice_sides([img[:90, :90]]) == [None]  # small enough to read whole
+    given = Predictor.from_model(Squares(), Preprocess(imgsz=64, object_size=16.0), CLASSES, slice="auto",
+                                 object_size=80.0, fuse=False, backend="torch")
+    assert given.slice_sides([img]) == [320]
+    with pytest.raises(UsageError, match="overlap"):
+        Predictor.from_model(Squares(), Preprocess(imgsz=64), CLASSES, overlap=2.0)
+
+
+def test_scale_is_stored_in_checkpoints_and_exports(tmp_path):
+    from detect.config import ExperimentConfig, ModelConfig
+    from detect.engine.checkpoint import load_model, save_checkpoint
+    from detect.models.build import build_model
+
+    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", num_classes=3),
+                           preprocess=Preprocess(imgsz=64, object_size=21.5))
+    model = build_model(cfg.model, cfg.preprocess)
+    path = tmp_path / "w.pt"
+    save_checkpoint(path, config=cfg.to_dict(), classes=["a", "b", "c"], model=model.state_dict())
+    _, got, _ = load_model(path, "cpu")
+    assert got.preprocess.object_size == 21.5 and got.preprocess.resize == "letterbox"
+    pytest.importorskip("onnxruntime")
+    from detect.infer.export import export_onnx, load_exportable
+    from detect.models.onnx_ssd import OnnxSSD
+
+    wrapper, meta = load_exportable(path)
+    onnx = export_onnx(wrapper, meta, tmp_path / "w.onnx")
+    m = OnnxSSD(onnx)
+    assert m.preprocess.object_size == 21.5 and m.preprocess.resize == "letterbox"
+
+
+def test_old_checkpoints_stretch_and_know_no_scale():
+    from detect.engine.checkpoint import load_model
+    from detect.infer.weights import DEFAULT_WEIGHTS
+
+    _, cfg, _ = load_model(DEFAULT_WEIGHTS, "cpu")
+    if cfg.preprocess.object_size == 0.0:  # the shipped weights from before letterboxing
+        assert cfg.preprocess.resize == "stretch"
+
+
+def test_val_slices_large_photos_and_scores_them_in_original_pixels(tmp_path):
+    import argparse
+
+    import cv2
+
+    from detect.engine.evaluate import compute_metrics
+    from detect.infer.val_cli import needs_slicing, sliced_collector
+    from detect.structures import ImageRecord
+
+    img, truth = _shelf(600, 800)
+    cv2.imwrite(str(tmp_path / "shelf.png"), img)
+    rec = ImageRecord(image=str(tmp_path / "shelf.png"), width=800, height=600, boxes=truth,
+                      labels=np.zeros(len(truth), np.int64), difficult=np.zeros(len(truth), bool),
+                      truncated=np.zeros(len(truth), bool), annotation="")
+    cfg = __import__("detect.config", fromlist=["ExperimentConfig"]).ExperimentConfig(preprocess=Preprocess(imgsz=64, object_size=16.0))
+    args = argparse.Namespace(slice=200, overlap=0.25, full_frame=False, object_size=None, merge="cut")
+    assert needs_slicing([rec], 64, 200) and not needs_slicing([rec], 64, "off")
+    got = sliced_collector(args)(Squares(), cfg, CLASSES, [rec], torch.device("cpu"), 1000)
+    assert len(got["dets"][0]["boxes"]) == len(truth)
+    m, _ = compute_metrics(got["dets"], got["gts"], got["sizes"], CLASSES[:1], max_det=300)
+    assert m["voc_ap50"] > 0.99
+    off = argparse.Namespace(slice="off", overlap=0.25, full_frame=False, object_size=None, merge="cut")
+    assert sliced_collector(off)(Squares(), cfg, CLASSES, [rec], torch.device("cpu"), 1000) is None
