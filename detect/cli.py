@@ -131,7 +131,7 @@ def _slice_mode(text: str):
 
 
 def _add_slicing(p: argparse.ArgumentParser) -> None:
-    """Sliced inference for large photos, shared by predict and val (detect/infer/slicing.py)."""
+    """Sliced inference for large photos, shared by predict, val and audit (detect/infer/slicing.py)."""
     p.add_argument("--slice", type=_slice_mode, default="auto", help="cut photos larger than the model needs into "
                    "overlapping slices at the scale of the products it learned: auto, off, or a slice side in pixels")
     p.add_argument("--overlap", type=checked(float, "in [0, 1)"), default=0.25, help="share of a slice side that "
@@ -261,6 +261,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
                    "stand this many usual pitches apart (detect/audit/gaps.py)")
     p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
                    "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
+    _add_slicing(p)
     p.add_argument("--min-track-frames", type=_COUNT, default=3, help="videos: frames a track needs to count as a product")
     p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height) are reported and skipped (0: none)")
     p.add_argument("--no-save", action="store_true", help="no annotated photos/videos (the report still embeds the photos)")

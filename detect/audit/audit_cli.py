@@ -27,7 +27,7 @@ from detect.audit.report import embed_jpeg, image_section, video_section, write_
 from detect.audit.track import UniqueCounter, VideoAudit
 from detect.errors import UsageError
 from detect.infer.predict import Predictor
-from detect.infer.predict_cli import Outputs, check_save_dir, count_frames
+from detect.infer.predict_cli import Outputs, check_save_dir, count_frames, slice_options
 from detect.infer.sources import VIDEO_EXTS, expand, is_stream
 
 VIDEO_BATCH = 8
@@ -45,7 +45,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not args.no_save:
         check_save_dir(files, root, save_dir)
     predictor = Predictor(args.weights, device=args.device, conf=args.occupancy_conf, iou=args.iou, max_det=args.max_det,
-                          int8=args.int8)
+                          int8=args.int8, **slice_options(args))
     planogram = read_planogram(args.planogram, predictor.classes, args.product_map) if args.planogram else None
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
