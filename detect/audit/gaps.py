@@ -11,20 +11,23 @@ that is, the neighbours stand more than ``ratio`` usual pitches apart. ``s`` is 
 median spacing between neighbours of the same kind: two facings of one product stand closer
 than two different products (planogram positions are spaced), so a pair of the same product
 is compared with same-product pairs, a pair of different ones with different-product pairs.
-The stretch holds ``k = max(1, round((free - s + s') / (w' + s')))`` empty facings, one slot
-box each, where ``w'`` is the width of the neighbour the missing product is taken to be (the
-left or the right one: the one that fits with fewer facings, unless it fits poorly) and ``s'``
-the same-product spacing. At the ends of a row the free shelf is measured to the shelf's edge
-(``shelf_x``: the outermost products of the photo's other rows by default, or the image edges)
-with half the spacing, and must hold :data:`END_FILL` of the end product: a product standing
-mostly beyond the edge is not detected, and its sliver of shelf is no gap. An empty row
-(:attr:`Row.empty`) is one gap over the whole shelf. A row whose products stand below the
-photo's bottom edge (only their tops in view) has no gaps: its shelf is not in the photo.
+The stretch holds ``k = max(1, round((free - s + s') / (w' + s')))`` empty facings (``s'`` the
+same-product spacing), one slot box each: between two facings of one product (``w'`` theirs),
+evenly spaced between them, their mean width and height; at a row's end, beside the end
+product, its width and height; between two different products (the last facings of one
+position, the first of the next, or a whole position of another product) ``w'`` is the wider
+one's (fewer facings are likelier than many narrow ones), one more spacing is taken out of the
+stretch, and the rest is cut into ``k`` equal slots as high as the lower neighbour. At the
+ends of a row the free shelf is measured to the shelf's edge (``shelf_x``: the outermost
+products of the photo's other rows by default, or the image edges) with half the spacing, and
+must hold :data:`END_FILL` of the end product: a product standing mostly beyond the edge is
+not detected, and its sliver of shelf is no gap. An empty row (:attr:`Row.empty`) is one gap
+over the whole shelf. A row whose products stand below the photo's bottom edge (only their
+tops in view, :attr:`Row.cut`) has no gaps: its shelf is not in the photo.
 
 Anything detected on the shelf fills it: a product lying down or turned (a box of any class,
 also one the caller marks unknown with label -1) is a column like any other, so it is never a
-gap. Each slot is as wide and as high as the neighbour the missing product is taken to be,
-and stands beside it, one same-product spacing apart (the empty facings of its position).
+gap.
 """
 
 from __future__ import annotations
@@ -94,9 +97,9 @@ def _spacings(row: list[Column], ratio: float) -> tuple[float, float]:
 
 
 def _facings_in(room: float, near: list[Column], s: float) -> tuple[int, Column]:
-    """How many facings fit ``room`` (free shelf beyond the usual spacing), and of which
-    neighbour's product: the one that fits with the fewest facings, unless it leaves more than
-    :data:`FIT` of a facing over where another fits better."""
+    """How many facings fit ``room`` (free shelf beyond the usual spacing ``s``), and of which
+    of the ``near`` columns' products: the one that fits with the fewest facings, unless it
+    leaves more than :data:`FIT` of a facing over where another fits better."""
     fits = []
     for c in near:
         k = max(1, int(round((room + s) / (c.width + s))))
@@ -150,20 +153,21 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             least = (ratio - 1) if (left and right) else END_FILL  # at an end: a product would show
             if room <= least * max(c.width for c in near):
                 continue
-            if left and right and left.label == right.label:  # facings of one position: evenly between the two
+            if left and right and left.label == right.label:  # missing facings of one position: evenly between
                 k, _ = _facings_in(room, near, s_same)
                 pitch = (right.cx - left.cx) / (k + 1)
-                w = (left.width + right.width) / 2
-                h = (heights[i] + heights[j]) / 2
+                w, h = (left.width + right.width) / 2, (heights[i] + heights[j]) / 2
                 slots = [row.band(left.cx + q * pitch - w / 2, left.cx + q * pitch + w / 2, h) for q in range(1, k + 1)]
-                out.append(Gap(row.index, row.band(xl, xr, h), slots, left.label, right.label, _name(names, left), _name(names, right)))
-                continue
-            one = len(near) == 1 or left.label == right.label  # only then is the missing product known
-            # between two products the stretch also holds the spacing on the far side of the missing facings
-            k, c = _facings_in(room, near, s_same) if one else _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
-            h = heights[rc.index(c)] if one else min(heights[rc.index(n)] for n in near)
-            out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, like=c if one else None,
-                            margin=s_same if one else (s_same + s_diff) / 2))
+                out.append(Gap(row.index, row.band(xl, xr, h), slots, left.label, right.label,
+                               _name(names, left), _name(names, right)))
+            elif len(near) == 1:  # at a row's end: facings of the end product, beside it
+                k, c = _facings_in(room, near, s_same)
+                out.append(_gap(row, xl, xr, k, s_same, heights[rc.index(c)], left, right, names, like=c))
+            else:  # between two products: the wider sets the count (fewer, likelier facings); the stretch
+                # also holds the spacing on the far side of the missing facings
+                k, _ = _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
+                h = min(heights[i], heights[j])
+                out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, margin=(s_same + s_diff) / 2))
     if image_size is not None:
         out = [_clipped(g, *image_size) for g in out]
     return out
