@@ -5,7 +5,7 @@ neighbouring columns of a row, the free shelf ``free`` (from the left one's righ
 right one's left edge) is a gap when, beyond the usual spacing ``s``, it holds more than
 ``ratio - 1`` of the wider neighbour's width ``w``:
 
-    free - s  >  (ratio - 1) * w          (ratio 1.45 by default)
+    free - s  >  (ratio - 1) * w          (ratio 1.55 by default, :data:`RATIO`)
 
 that is, the neighbours stand more than ``ratio`` usual pitches apart. ``s`` is the row's
 median spacing between neighbours of the same kind: two facings of one product stand closer
@@ -40,8 +40,8 @@ import numpy as np
 from detect.audit.facings import Column
 from detect.audit.rows import Row, Rows
 
-RATIO = 1.45  # tuned on dense shelves of seed 7 (bench/audit.py), close to the usual 1.4
-END_FILL = 0.95  # at a row's end the free shelf must hold this much of the end product (a product mostly
+RATIO = 1.55  # tuned on dense shelves of seed 7 (bench/audit.py: 1.35, 1.45, 1.55, 1.65 tried)
+END_FILL = 0.7  # at a row's end the free shelf must hold this much of the end product (a product mostly
 # outside the shelf's edge, or the photo's, is not detected: its place is not a gap)
 FIT = 0.35  # a facing count that leaves more than this much of a facing over is a poor fit
 
