@@ -220,13 +220,13 @@ def run_videos(args) -> dict:
     if "weights" in args.sources:
         from detect.infer.predict import Predictor
 
-        predictor = Predictor(args.weights, device=args.device, conf=args.conf, max_det=1000)
+        predictor = Predictor(args.weights, device=args.device, conf=min(args.conf, 0.1), max_det=1000)  # as detect audit
     rng = np.random.default_rng(args.seed + 1)
     rows = {s: [] for s in args.sources}
     for v in range(args.videos):
         walk = render_aisle(args.seed, v, width=args.video_width, height=args.video_height, frames=args.video_frames)
         for src in args.sources:
-            counter = UniqueCounter(walk.fps, min_frames=3)
+            counter = UniqueCounter(walk.fps, min_frames=3, track_conf=args.conf)
             for k, frame in enumerate(walk.frames()):
                 if src == "truth":
                     det = noisy_truth(frame, rng, args.noise)

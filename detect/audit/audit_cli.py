@@ -109,12 +109,13 @@ class AuditRun:
             return
         if self.video is None or self.video[0] != frame.path:
             self._end_video()
-            self.video = (frame.path, UniqueCounter(frame.fps or 30.0, min_frames=self.args.min_track_frames), [0, 0, None])
+            self.video = (frame.path, UniqueCounter(frame.fps or 30.0, min_frames=self.args.min_track_frames,
+                                                    track_conf=self.args.conf), [0, 0, None])
         _, counter, state = self.video
-        keep = det.scores >= self.args.conf
-        ids = counter.update(type(det)(det.boxes[keep], det.scores[keep], det.labels[keep], det.classes))
+        ids = counter.update(det)  # the unsure detections too: ByteTrack continues tracks with them, starts none
         state[0] += 1
-        annotated = draw_tracks(frame.image, det.boxes[keep], det.labels[keep], ids, det.classes,
+        shown = (ids >= 0) | (det.scores >= self.args.conf)
+        annotated = draw_tracks(frame.image, det.boxes[shown], det.labels[shown], ids[shown], det.classes,
                                 unique=sum(counter.counts(det.classes).values()), copy=False)
         if state[2] is None and state[0] >= 2 * self.args.min_track_frames:
             state[2] = embed_jpeg(annotated, side=960)
