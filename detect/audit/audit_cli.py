@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +32,7 @@ from detect.infer.predict_cli import Outputs, check_save_dir, count_frames, slic
 from detect.infer.sources import VIDEO_EXTS, expand, is_stream
 
 VIDEO_BATCH = 8
+EMBED_PHOTOS = 200  # photos embedded in report.html (later ones: their tables, and the annotated file beside it)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -81,6 +83,17 @@ def audit_source(predictor: Predictor, source: str, save_dir: Path, planogram: O
     return run
 
 
+@dataclass
+class _Video:
+    """The video being read: its tracker, frames read and failed, the frame the report shows."""
+
+    path: str
+    counter: UniqueCounter
+    frames: int = 0
+    failed: int = 0
+    picture: Optional[str] = None
+
+
 class AuditRun:
     """The state of one ``detect audit`` run: results so far, the open video's tracker."""
 
@@ -91,7 +104,7 @@ class AuditRun:
         self.videos: list[dict] = []
         self.sections: list[str] = []
         self.failed: list[str] = []
-        self.video: Optional[tuple[str, UniqueCounter, list]] = None  # (path, tracker, [frames, failed, picture])
+        self.video: Optional[_Video] = None  # the video being read
         self.paths: list[Path] = []
 
     def add(self, frame, det) -> None:
@@ -105,39 +118,40 @@ class AuditRun:
                 self.outputs.write(frame, annotated)
             d = result.to_dict()
             self.images.append(d)
-            self.sections.append(image_section(d, embed_jpeg(annotated)))
+            embed = len(self.images) <= EMBED_PHOTOS  # a report of a thousand photos stays a file a browser opens
+            self.sections.append(image_section(d, embed_jpeg(annotated) if embed else None))
             return
-        if self.video is None or self.video[0] != frame.path:
+        v = self.video
+        if v is None or v.path != frame.path:
             self._end_video()
-            self.video = (frame.path, UniqueCounter(frame.fps or 30.0, min_frames=self.args.min_track_frames,
-                                                    track_conf=self.args.conf), [0, 0, None])
-        _, counter, state = self.video
-        ids = counter.update(det)  # the unsure detections too: ByteTrack continues tracks with them, starts none
-        state[0] += 1
+            v = self.video = _Video(frame.path, UniqueCounter(frame.fps or 30.0, min_frames=self.args.min_track_frames,
+                                                              track_conf=self.args.conf))
+        ids = v.counter.update(det)  # the unsure detections too: ByteTrack continues tracks with them, starts none
+        v.frames += 1
         shown = (ids >= 0) | (det.scores >= self.args.conf)
         annotated = draw_tracks(frame.image, det.boxes[shown], det.labels[shown], ids[shown], det.classes,
-                                unique=sum(counter.counts(det.classes).values()), copy=False)
-        if state[2] is None and state[0] >= 2 * self.args.min_track_frames:
-            state[2] = embed_jpeg(annotated, side=960)
+                                unique=sum(v.counter.counts(det.classes).values()), copy=False)
+        if v.picture is None and v.frames >= 2 * self.args.min_track_frames:
+            v.picture = embed_jpeg(annotated, side=960)
         if not self.args.no_save:
             self.outputs.write(frame, annotated)
 
     def fail(self, frame, message: str) -> None:
         self.failed.append(message)
-        if self.video is not None and self.video[0] == frame.path:
-            self.video[2][1] += 1
+        if self.video is not None and self.video.path == frame.path:
+            self.video.failed += 1
 
     def _end_video(self) -> None:
-        if self.video is None:
+        v = self.video
+        if v is None:
             return
-        path, counter, (frames, failed, picture) = self.video
         before = len(self.outputs.written)
         self.outputs.close_video()
         written = self.outputs.written[before] if len(self.outputs.written) > before else None
-        v = VideoAudit(path, frames, counter.counts(self.predictor.classes), counter.name, written, failed)
+        v = VideoAudit(v.path, v.frames, v.counter.counts(self.predictor.classes), v.counter.name, written, v.failed, picture=v.picture)
         d = v.to_dict()
         self.videos.append(d)
-        self.sections.append(video_section(d, picture))
+        self.sections.append(video_section(d, v.picture))
         self.video = None
 
     def close(self, seconds: float) -> list[Path]:

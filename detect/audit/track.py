@@ -117,7 +117,7 @@ class VideoAudit:
     tracker: str
     video: Optional[str] = None
     failed_frames: int = 0
-    extra: dict = field(default_factory=dict)
+    picture: Optional[str] = field(default=None, repr=False)  # a data URL of one annotated frame (not in to_dict)
 
     @property
     def total(self) -> int:
@@ -125,4 +125,4 @@ class VideoAudit:
 
     def to_dict(self) -> dict:
         return {"source": self.source, "frames": self.frames, "total": self.total, "unique": self.unique,
-                "tracker": self.tracker, "video": self.video, "failed_frames": self.failed_frames, **self.extra}
+                "tracker": self.tracker, "video": self.video, "failed_frames": self.failed_frames}
