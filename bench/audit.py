@@ -226,7 +226,7 @@ def run_videos(args) -> dict:
     for v in range(args.videos):
         walk = render_aisle(args.seed, v, width=args.video_width, height=args.video_height, frames=args.video_frames)
         for src in args.sources:
-            counter = UniqueCounter(walk.fps, min_frames=3, track_conf=args.conf)
+            counter = UniqueCounter(walk.fps, min_frames=args.min_track_frames, track_conf=args.conf)
             for k, frame in enumerate(walk.frames()):
                 if src == "truth":
                     det = noisy_truth(frame, rng, args.noise)
@@ -293,6 +293,7 @@ def main() -> int:
     ap.add_argument("--shelf-edges", default="image", choices=["image", "products"])
     ap.add_argument("--videos", type=int, default=0, help="aisle-walk videos for the unique-product count")
     ap.add_argument("--video-frames", type=int, default=150)
+    ap.add_argument("--min-track-frames", type=int, default=5, help="as detect audit's option")
     ap.add_argument("--video-width", type=int, default=1280)
     ap.add_argument("--video-height", type=int, default=720)
     ap.add_argument("--speed", action="store_true", help="also time detect audit against detect predict on a 12-MP shelf")

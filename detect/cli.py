@@ -263,7 +263,7 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
                    "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
     _add_slicing(p)
-    p.add_argument("--min-track-frames", type=_COUNT, default=3, help="videos: frames a track needs to count as a product")
+    p.add_argument("--min-track-frames", type=_COUNT, default=5, help="videos: frames a track needs to count as a product")
     p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height) are reported and skipped (0: none)")
     p.add_argument("--no-save", action="store_true", help="no annotated photos/videos (the report still embeds the photos)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
