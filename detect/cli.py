@@ -180,6 +180,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the annotated shelves")
     p.add_argument("--images", type=_COUNT, default=4, help="shelves to render")
     p.add_argument("--seed", type=int, default=2026, help="seed of the rendered shelves")
+    p.add_argument("--no-store", dest="store", action="store_false", help="skip the 12-megapixel store shelf")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
 
 

@@ -140,6 +140,9 @@ class DataConfig:
     crop_object: float = setting(0.2, "photos whose products would come out smaller than this fraction of imgsz when the "
                                       "whole photo is the input (store shelves) are trained on native-scale crops that show "
                                       "them this big (0: never)", cli="--crop-object", check=">= 0")
+    mosaic: float = setting(0.0, "share of training inputs that are 2x2 native-scale mosaics of four photos (many "
+                                 "product kinds in one input, as on a store shelf; detect/data/mosaic.py)", cli="--mosaic",
+                            check="in [0, 1]")
     proposal_file: Optional[str] = setting(
         None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")
     max_proposals: int = setting(0, "keep each image's best this many precomputed proposals (0: all)", check=">= 0")

@@ -346,9 +346,11 @@ def test_demo_renders_detects_and_saves(tmp_path, tiny_weights, monkeypatch, cap
     monkeypatch.setattr(W, "DEFAULT_WEIGHTS", tiny_weights)
     assert main(["demo", "--out", str(tmp_path / "demo"), "--images", "2", "--device", "cpu"]) == 0
     saved = sorted((tmp_path / "demo").glob("*.jpg"))
-    assert [p.name for p in saved] == ["shelf_00.jpg", "shelf_01.jpg"]
+    assert [p.name for p in saved] == ["shelf_00.jpg", "shelf_01.jpg", "store_shelf.jpg"]
     assert cv2.imread(str(saved[0])).shape[1] == 480
-    assert str(tmp_path / "demo") in capsys.readouterr().out
+    assert cv2.imread(str(saved[2])).shape[:2] == (3000, 4000)  # one 12-megapixel store shelf, sliced
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo") in out and "the store shelf: 4000x3000, sliced at" in out
     monkeypatch.setattr(W, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     assert main(["demo", "--out", str(tmp_path / "d2")]) == 2
     assert "shipped weights" in capsys.readouterr().err

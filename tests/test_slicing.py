@@ -279,3 +279,16 @@ def test_val_slices_large_photos_and_scores_them_in_original_pixels(tmp_path):
     assert m["voc_ap50"] > 0.99
     off = argparse.Namespace(slice="off", overlap=0.25, full_frame=False, object_size=None, merge="cut")
     assert sliced_collector(off)(Squares(), cfg, CLASSES, [rec], torch.device("cpu"), 1000) is None
+
+
+def test_a_photo_the_model_reads_whole_costs_one_pass():
+    """auto reads a large photo whole first; when its products come out at about the learned
+    size that pass is the answer: no probe crops, no second run."""
+    img = np.zeros((480, 640, 3), np.uint8)
+    for x in range(20, 560, 130):
+        img[150:250, x:x + 100] = 255  # 100-px products: 10 input px at 64, the size the model learned
+    model = Squares()
+    p = Predictor.from_model(model, Preprocess(imgsz=64, object_size=10.0), CLASSES, conf=0.3, fuse=False,
+                             backend="torch", slice="auto")
+    (d,) = p.predict([img])
+    assert model.calls == [1] and len(d) == 5

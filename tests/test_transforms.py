@@ -152,3 +152,47 @@ def test_train_transform_is_reproducible_for_a_seed():
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_allclose(a["bboxes"], b["bboxes"])
+
+
+def test_mosaic_keeps_scale_and_mixes_four_photos():
+    import torch
+
+    from detect.data.mosaic import MosaicDataset, mosaic
+
+    S = 64
+    items = []
+    corner = [(40, 40), (4, 40), (40, 4), (4, 4)]  # each photo's product near the canvas centre
+    for k in range(4):  # photo k: one 20 x 20 product of class k, image value 50 * (k + 1)
+        im = torch.full((3, S, S), 50 * (k + 1), dtype=torch.uint8)
+        x, y = corner[k]
+        t = {"boxes": torch.tensor([[x, y, x + 20.0, y + 20.0]]), "labels": torch.tensor([k]),
+             "difficult": torch.tensor([False]), "image_id": 7, "orig_size": torch.tensor([S, S])}
+        items.append((im, t))
+    image, t = mosaic(items, np.array([1.0, 1.0]))  # the window centred on the canvas: a quarter of each photo
+    assert image.shape == (3, S, S) and image.dtype == torch.uint8
+    assert sorted(t["labels"].tolist()) == [0, 1, 2, 3] and t["image_id"] == 7
+    sides = (t["boxes"][:, 2:] - t["boxes"][:, :2])
+    assert torch.all(sides == 20)  # native scale: nothing resized
+    for (x0, y0, x1, y1), k in zip(t["boxes"].tolist(), t["labels"].tolist()):
+        assert int(image[0, int(y0) + 1, int(x0) + 1]) == 50 * (k + 1)  # each box on its photo's pixels
+    _, t = mosaic(items, np.array([0.5, 0.5]))  # the window is photo 0 exactly
+    assert t["labels"].tolist() == [0]
+
+    big = [(im, dict(t, boxes=torch.tensor([[4.0, 4.0, 60.0, 60.0]]))) for im, t in items]  # a product filling each photo
+
+    class Items:
+        transform = None
+        records = ["r"] * 4
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return big[i]
+
+    np.random.seed(0)
+    ds = MosaicDataset(Items(), p=1.0, min_visibility=0.1)
+    assert ds.records == ["r"] * 4 and len(ds) == 4
+    got = [len(ds[i % 4][1]["labels"]) for i in range(8)]
+    assert max(got) > 1  # mixed photos
+    assert MosaicDataset(Items(), p=0.0)[2][1]["labels"].tolist() == [2]

@@ -82,6 +82,13 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
         if va is not None and va.records:
             val = _dataset(va.records, eval_transform(imgsz, resize), proposals, d.max_proposals, skip_unreadable=True)
     train = _dataset(tr.records, tf, proposals, d.max_proposals, skip_unreadable=True)
+    if d.mosaic > 0 and d.augment > 0:
+        if proposals is not None:
+            log("warning: --mosaic is not used with precomputed proposals (a mosaic would cut them apart)")
+        else:
+            from detect.data.mosaic import MosaicDataset
+
+            train = MosaicDataset(train, d.mosaic, d.min_visibility)
     return TrainData(list(tr.classes), train, val, collate, problems)
 
 

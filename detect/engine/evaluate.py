@@ -263,6 +263,10 @@ def format_table(metrics: dict[str, Any]) -> str:
                     f"{f(v['recall']):>6} {f(v['ap50']):>6} {f(v['ap50_07']):>7} {f(v['coco_ap']):>6}")
     rows.append(f"COCO AP@[.5:.95] {f(metrics['coco_ap'])}  AP50 {f(metrics['coco_ap50'])}  AP75 {f(metrics['coco_ap75'])}"
                 f"  AR@{metrics['max_det']} {f(metrics['coco_ar'])}  (maxDets {metrics['coco_max_dets']})")
+    if any(metrics.get(f"coco_ap_{s}") is not None for s in ("small", "medium", "large")):
+        rows.append("COCO AP by size (box area, pixels of the photo): "
+                    + "  ".join(f"{s} {f(metrics.get(f'coco_ap_{s}'))}" for s in ("small", "medium", "large"))
+                    + "  (small < 32^2, medium < 96^2, large above)")
     return "\n".join(rows)
 
 

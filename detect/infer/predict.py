@@ -88,7 +88,7 @@ class Predictor:
         half: bool = False,
         conf: float = 0.25,
         iou: float = 0.45,
-        max_det: int = 300,
+        max_det: int = 1000,
         classes: Optional[Sequence[str | int]] = None,
         fuse: bool = True,
         backend: str = "auto",
@@ -236,50 +236,80 @@ class Predictor:
                 got = f"{im.dtype} {im.shape}" if isinstance(im, np.ndarray) else type(im).__name__
                 raise ValueError(f"Predictor.predict expects BGR uint8 images [H, W, 3] (as cv2.imread gives), got {got}")
         with torch_on_one_thread() if self.backend == "onnxruntime" else nullcontext():  # ORT's threads have the cores
-            sides = list(slice_side) if slice_side is not None else self.slice_sides(images)
+            if slice_side is not None:
+                sides, whole = list(slice_side), [None] * len(images)
+            else:
+                sides, whole = self._plan(images)
+            if not any(sides) and all(w is not None for w in whole):  # the probe read them whole already
+                return list(whole)
             if not any(sides):  # the common case: every image is one input
                 return self._detect(images)
-            return self._predict_sliced(images, sides)
+            return self._predict_sliced(images, sides, whole)
 
     def slice_sides(self, images: Sequence[np.ndarray]) -> list[Optional[int]]:
         """The slice side (photo pixels) each image is cut at, None for images read whole: the
         ``slice`` setting, or for "auto" the side that shows its products at the model's learned
         size (:func:`~detect.infer.slicing.slice_side`), their size in the photo given
-        (``object_size``) or measured by a probe: the model run on a few centre crops
-        (:func:`~detect.infer.slicing.probe_windows`), all images' probes in one batch."""
+        (``object_size``) or measured (see :meth:`_plan`)."""
+        return self._plan(images)[0]
+
+    def _plan(self, images: Sequence[np.ndarray]) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
+        """(slice sides, whole-photo detections): for "auto", each large image is first read whole
+        (one batch); when that finds enough confident products (their size says no slicing is
+        needed: the detections are the answer, at the cost of one pass) or says the slice side,
+        that is it; only images where it finds too few (products too small to read whole) are
+        probed further with centre crops of growing size (:func:`~detect.infer.slicing.probe_windows`,
+        all images' crops in one batch) and the densest confident view gives their size."""
         st, S = self.slicing, self.imgsz
         sides: list[Optional[int]] = [None] * len(images)
+        whole: list[Optional[Detections]] = [None] * len(images)
         if st.mode == "off":
-            return sides
+            return sides, whole
         if st.mode != "auto":
-            return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images]
+            return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images], whole
         big = [i for i, im in enumerate(images) if max(im.shape[:2]) > 1.5 * S]  # smaller: one input is right
         learned = self.object_size or S / 5  # older checkpoints: about what training showed (crop_object)
         if st.object_size:
             for i in big:
                 sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
-            return sides
-        probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]
+            return sides, whole
+        first = self._detect([images[i] for i in big])
+        unsure = []
+        for i, d in zip(big, first):
+            h, w = images[i].shape[:2]
+            p = side_from_probes([np.sqrt(np.prod(d.boxes[:, 2:] - d.boxes[:, :2], axis=1))], [d.scores],
+                                 np.asarray([[0, 0, w, h]]))
+            if p is None:
+                unsure.append(i)
+                continue
+            sides[i] = slice_side(h, w, S, learned, p)
+            whole[i] = d if sides[i] is None else None
+        probes = [(i, probe_windows(*images[i].shape[:2], S)[:-1]) for i in unsure]  # the whole photo was read above
         crops = [images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins]
         dets = self._detect(crops)
         k = 0
         for i, wins in probes:
             part, k = dets[k:k + len(wins)], k + len(wins)
             h, w = images[i].shape[:2]
-            whole = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
-                     for d, win in zip(part, wins)]
-            sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, whole)]  # products the crop cut are left out
-            sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, whole)], wins))
-        return sides
+            inner = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
+                     for d, win in zip(part, wins)]  # products the crop cut are left out
+            sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, inner)]
+            sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, inner)], wins))
+        return sides, whole
 
-    def _predict_sliced(self, images: Sequence[np.ndarray], sides: Sequence[Optional[int]]) -> list[Detections]:
-        """Every image's windows (one per image read whole) through the network
-        ``slice_batch`` at a time, each window's detections mapped to its image's pixels and,
-        for sliced images, merged (:data:`~detect.infer.slicing.MERGE_FUNCTIONS`)."""
+    def _predict_sliced(self, images: Sequence[np.ndarray], sides: Sequence[Optional[int]],
+                        whole: Sequence[Optional[Detections]]) -> list[Detections]:
+        """Every image's windows (one per image read whole; none for those ``whole`` holds the
+        detections of) through the network ``slice_batch`` at a time, each window's detections
+        mapped to its image's pixels and, for sliced images, merged
+        (:data:`~detect.infer.slicing.MERGE_FUNCTIONS`)."""
         st = self.slicing
         plans = []
-        for im, side in zip(images, sides):
+        for im, side, done in zip(images, sides, whole):
             h, w = im.shape[:2]
+            if done is not None:  # read whole by the probe already
+                plans.append(np.zeros((0, 4), np.int64))
+                continue
             wins = slice_windows(h, w, side, st.overlap) if side else np.asarray([[0, 0, w, h]], np.int64)
             if side and st.full_frame and len(wins) > 1:
                 wins = np.concatenate([wins, np.asarray([[0, 0, w, h]], np.int64)])
@@ -290,8 +320,11 @@ class Predictor:
             dets += self._detect(crops[lo:lo + self.slice_batch])
         out, k = [], 0
         merge = MERGE_FUNCTIONS[st.merge]
-        for im, wins in zip(images, plans):
+        for im, wins, done in zip(images, plans, whole):
             part, k = dets[k:k + len(wins)], k + len(wins)
+            if done is not None:
+                out.append(done)
+                continue
             if len(wins) == 1:
                 out.append(part[0])
                 continue

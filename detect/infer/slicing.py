@@ -173,45 +173,54 @@ def cut_edges(boxes: np.ndarray, windows: np.ndarray, h: int, w: int) -> np.ndar
     return inner & near
 
 
-def _span_overlap(a0: float, a1: float, b0: float, b1: float) -> float:
-    return max(0.0, min(a1, b1) - max(a0, b0))
-
-
 def _fuse_pieces(boxes: np.ndarray, scores: np.ndarray, cut: np.ndarray, windows: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Step 1 of :func:`merge_slices` for one class: join pairs of pieces (see the module
-    docstring) until none is left; returns the boxes, scores, cut flags and windows after it."""
-    boxes, scores, cut, windows = boxes.copy(), scores.copy(), cut.copy(), windows.astype(np.float32).copy()
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of :func:`merge_slices` for one class: pieces of one product (see the module
+    docstring) become their union, chains of them too (a product across three windows); returns
+    the boxes, scores and cut flags after it. Pairs are found for all cut boxes at once."""
+    idx = np.flatnonzero(cut.any(1))
+    if len(idx) < 2:
+        return boxes, scores, cut
+    b, win, k = boxes[idx].astype(np.float32), windows[idx].astype(np.float32), cut[idx]
+    pairs = np.zeros((len(idx), len(idx)), bool)  # pairs[i, j]: i cut at its far edge, j at its near edge
+    for lo, hi in ((0, 2), (1, 3)):  # along x (left/right), then y (top/bottom)
+        o_lo, o_hi = 1 - lo, 3 - lo  # the other axis
+        zone = np.minimum(win[:, None, hi], win[None, :, hi]) - np.maximum(win[:, None, lo], win[None, :, lo])
+        inter = np.minimum(b[:, None, hi], b[None, :, hi]) - np.maximum(b[:, None, lo], b[None, :, lo])
+        side = b[:, hi] - b[:, lo]
+        need = 0.5 * np.minimum(zone, np.minimum(side[:, None], side[None, :]))
+        across = np.minimum(b[:, None, o_hi], b[None, :, o_hi]) - np.maximum(b[:, None, o_lo], b[None, :, o_lo])
+        span = np.maximum(b[:, None, o_hi], b[None, :, o_hi]) - np.minimum(b[:, None, o_lo], b[None, :, o_lo])
+        pairs |= (k[:, hi][:, None] & k[:, lo][None, :] & (win[None, :, lo] > win[:, None, lo]) & (zone > 0)
+                  & (inter > 0) & (inter >= need) & (across >= 0.5 * span))
+    parent = list(range(len(idx)))  # union-find over the pairs
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(pairs)):
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(idx)):
+        groups.setdefault(root(i), []).append(i)
     alive = np.ones(len(boxes), bool)
-    changed = True
-    while changed:
-        changed = False
-        for i in np.flatnonzero(alive & cut.any(1)):
-            for axis, (lo, hi) in ((0, (0, 2)), (1, (1, 3))):  # x: left/right, y: top/bottom
-                if not cut[i, hi]:
-                    continue
-                other = 1 - axis
-                for j in np.flatnonzero(alive & cut[:, lo]):
-                    if j == i or not alive[i]:
-                        continue
-                    zone = _span_overlap(windows[i, lo], windows[i, hi], windows[j, lo], windows[j, hi])
-                    if zone <= 0 or windows[j, lo] <= windows[i, lo]:
-                        continue  # j's window must lie after i's along the axis
-                    inter = _span_overlap(boxes[i, lo], boxes[i, hi], boxes[j, lo], boxes[j, hi])
-                    across = _span_overlap(boxes[i, other], boxes[i, other + 2], boxes[j, other], boxes[j, other + 2])
-                    union = max(boxes[i, other + 2], boxes[j, other + 2]) - min(boxes[i, other], boxes[j, other])
-                    if inter < 0.5 * min(zone, boxes[i, hi] - boxes[i, lo], boxes[j, hi] - boxes[j, lo]) or across < 0.5 * union:
-                        continue
-                    boxes[i] = [min(boxes[i, 0], boxes[j, 0]), min(boxes[i, 1], boxes[j, 1]),
-                                max(boxes[i, 2], boxes[j, 2]), max(boxes[i, 3], boxes[j, 3])]
-                    scores[i] = max(scores[i], scores[j])
-                    cut[i, hi] = cut[j, hi]  # the union ends where j ends
-                    cut[i, other], cut[i, other + 2] = cut[i, other] | cut[j, other], cut[i, other + 2] | cut[j, other + 2]
-                    windows[i] = [min(windows[i, 0], windows[j, 0]), min(windows[i, 1], windows[j, 1]),
-                                  max(windows[i, 2], windows[j, 2]), max(windows[i, 3], windows[j, 3])]
-                    alive[j] = False
-                    changed = True
-    return boxes[alive], scores[alive], cut[alive], windows[alive]
+    boxes, scores, cut = boxes.copy(), scores.copy(), cut.copy()
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        m = idx[members]
+        keep = m[np.argmax(scores[m])]
+        g = boxes[m]
+        boxes[keep] = [g[:, 0].min(), g[:, 1].min(), g[:, 2].max(), g[:, 3].max()]
+        # the union is cut where its outermost piece is: left by the leftmost piece's flag, and so on
+        cut[keep] = [cut[m[np.argmin(g[:, 0])], 0], cut[m[np.argmin(g[:, 1])], 1],
+                     cut[m[np.argmax(g[:, 2])], 2], cut[m[np.argmax(g[:, 3])], 3]]
+        alive[m] = False
+        alive[keep] = True
+    return boxes[alive], scores[alive], cut[alive]
 
 
 def _ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -237,7 +246,7 @@ def merge_slices(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, wind
     out_b, out_s, out_l = [], [], []
     for c in np.unique(labels):
         k = labels == c
-        b, s, ct, win = _fuse_pieces(boxes[k], scores[k], cut[k], windows[k])
+        b, s, ct = _fuse_pieces(boxes[k], scores[k], cut[k], windows[k])
         is_cut = ct.any(1)
         if is_cut.any() and len(b) > 1:
             ios = _ios(b[is_cut], b)  # (C, n): how much of each cut box lies inside each box

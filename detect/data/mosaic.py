@@ -1,0 +1,79 @@
+"""Multi-photo mosaics for training: four training samples in one input, so the model sees many
+product kinds in one image (a store shelf) even when every photo of the dataset holds one kind.
+
+:class:`MosaicDataset` wraps a :class:`~detect.data.dataset.DetectionDataset` whose items are
+``S x S`` inputs (after its transform). With probability ``p`` an item becomes a mosaic, the way
+YOLOv4/v5 build theirs but at native scale: the item and three random others are laid 2 x 2 on
+a ``2S x 2S`` canvas, and an ``S x S`` window around a random point near the canvas centre is
+cut out, so products keep the size the transform gave them (the scale slicing relies on) and
+parts of all four photos meet in the input. Boxes are cut to the window and dropped when they
+keep under ``min_visibility`` of their area. Random choices come from NumPy's global generator,
+which :class:`~detect.engine.loader.SeededDataset` seeds per (epoch, item).
+
+Items of other datasets' kinds (precomputed proposals) and unreadable images pass through
+unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from detect.structures import Unreadable
+
+
+class MosaicDataset:
+    """``dataset[i]``, or with probability ``p`` a 2 x 2 native-scale mosaic of it and three
+    random items (see the module docstring). ``records`` and ``transform`` are the wrapped
+    dataset's."""
+
+    def __init__(self, dataset: Any, p: float, min_visibility: float = 0.3) -> None:
+        self.dataset, self.p, self.min_visibility = dataset, float(p), float(min_visibility)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str) -> Any:  # records, transform, uint8 ... of the wrapped dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, i: int) -> Any:
+        first = self.dataset[i]
+        if self.p <= 0 or np.random.random() >= self.p or isinstance(first, Unreadable) or "proposals" in first[1]:
+            return first
+        others = [self.dataset[int(j)] for j in np.random.randint(0, len(self.dataset), size=3)]
+        if any(isinstance(o, Unreadable) for o in others):
+            return first
+        return mosaic([first, *others], np.random.uniform(0.5, 1.5, size=2), self.min_visibility)
+
+
+def mosaic(items: list[tuple[torch.Tensor, dict]], centre: np.ndarray, min_visibility: float = 0.3
+           ) -> tuple[torch.Tensor, dict]:
+    """Four ``(image Tensor[3, S, S], target)`` items as one: laid 2 x 2 (item 0 top-left, then
+    row by row) on a 2S x 2S canvas and cut to the S x S window centred at ``centre * S``
+    (``centre`` float[2] = x, y in [0.5, 1.5]). The target is item 0's with the boxes, labels and
+    difficult flags of everything left in the window (boxes xyxy in window pixels)."""
+    image0, target0 = items[0]
+    C, S, _ = image0.shape
+    canvas = torch.zeros((C, 2 * S, 2 * S), dtype=image0.dtype)
+    boxes, labels, difficult = [], [], []
+    for k, (im, t) in enumerate(items):
+        ox, oy = (k % 2) * S, (k // 2) * S
+        canvas[:, oy:oy + S, ox:ox + S] = im
+        boxes.append(t["boxes"].reshape(-1, 4) + torch.tensor([ox, oy, ox, oy], dtype=torch.float32))
+        labels.append(t["labels"].reshape(-1))
+        difficult.append(t.get("difficult", torch.zeros(len(t["labels"]), dtype=torch.bool)).reshape(-1))
+    x0, y0 = (int(round(float(c) * S - S / 2)) for c in centre)
+    x0, y0 = min(max(x0, 0), S), min(max(y0, 0), S)
+    image = canvas[:, y0:y0 + S, x0:x0 + S].contiguous()
+    b = torch.cat(boxes)
+    cut = (b - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)).clamp(0, S)  # (N, 4) in window pixels
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    kept = (cut[:, 2] - cut[:, 0]) * (cut[:, 3] - cut[:, 1])
+    ok = (cut[:, 2] > cut[:, 0]) & (cut[:, 3] > cut[:, 1]) & (kept >= min_visibility * area.clamp(min=1e-6))
+    target = dict(target0)
+    target.update(boxes=cut[ok], labels=torch.cat(labels)[ok], difficult=torch.cat(difficult)[ok])
+    return image, target
