@@ -171,3 +171,26 @@ def test_share_of_shelf_by_facings_and_width():
     share = {s.name: s for s in share_of_shelf(facings(cols, l, NAMES))}
     assert share["cola"].by_facings == pytest.approx(0.6) and share["chips"].by_facings == pytest.approx(0.4)
     assert share["cola"].by_width == pytest.approx(120 / 280) and share["chips"].by_width == pytest.approx(160 / 280)
+
+
+def test_a_row_below_the_photo_has_no_gaps():
+    """The bottom shelf's products are cut by the photo's lower edge (only their tops show): a
+    hole there may be a product too hidden to detect, so that row reports no gap."""
+    top, tl = shelf_row(200, 10)
+    cut = [[x1, 330, x2, 400] for x1, _, x2, _ in shelf_row(430, 10, skip=(4, 5))[0]]  # base at 430, photo ends at 400
+    det = Detections(np.asarray(top + cut, np.float32), np.ones(18, np.float32), np.zeros(18, np.int64), NAMES)
+    res = audit_detections(det, 450, 400)
+    assert [r.cut for r in res.rows.rows] == [False, True]
+    assert res.gaps == [] and res.to_dict()["rows"][1]["below_photo"] is True
+    assert [(f.row, f.facings) for f in res.facings] == [(0, 10), (1, 8)]  # its products still count
+
+
+def test_a_stack_whose_lowest_unit_is_hidden_joins_the_row_below():
+    """Two short boxes resting on nothing visible, a short way above a row's base: they are
+    the top of a stack in that row, not a shelf of their own."""
+    boxes, labels = shelf_row(400, 10, h=150)
+    boxes += [[10 * 45, 320, 10 * 45 + 40, 360], [10 * 45, 280, 10 * 45 + 40, 320]]  # base of the row at 400
+    labels += [1, 1]
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 1 and set(rows.row_of) == {0}
+    assert [(f.name, f.facings, f.units) for f in facings(cols, l, NAMES)] == [("chips", 1, 2), ("cola", 10, 10)]
