@@ -134,3 +134,16 @@ def test_a_shelf_out_of_the_photo_is_missing_and_rows_shift_to_fit():
                           (2, {"shelf": 1, "position": 0, "product": "cola", "facings": 3})], CLASSES, {}, "p")
     comp = check(pg, [[0, 0, 0]], CLASSES)
     assert [(v.position.product, v.status, v.row) for v in comp.verdicts] == [("tea", "missing", -1), ("cola", "ok", 0)]
+
+
+def test_a_row_the_planogram_does_not_know_is_skipped():
+    """Three shelves, and between the first two a row of false detections: every shelf is
+    still matched with its own row."""
+    from detect.audit.planogram import build_planogram
+
+    pg = build_planogram([(1, {"shelf": 1, "position": 1, "product": "cola", "facings": 3}),
+                          (2, {"shelf": 2, "position": 1, "product": "chips", "facings": 2}),
+                          (3, {"shelf": 2, "position": 2, "product": "tea", "facings": 2}),
+                          (4, {"shelf": 3, "position": 1, "product": "tea", "facings": 3})], CLASSES, {}, "p")
+    comp = check(pg, [[0, 0, 0], [2], [1, 1, 2, 2], [2, 2, 2]], CLASSES)
+    assert [(v.position.shelf, v.status, v.row) for v in comp.verdicts] == [(1, "ok", 0), (2, "ok", 2), (2, "ok", 2), (3, "ok", 3)]

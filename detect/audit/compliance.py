@@ -13,9 +13,10 @@ of the expected slot before it (after it at the start of the shelf). Per positio
 - ``missing``: else, none of it (the facings are empty);
 - ``wrong_facings``: else, its product stands there in more or fewer facings (``observed``).
 
-Shelves map to rows top to bottom (shelf ``s`` to row ``s - first shelf``); when the photo shows more or fewer rows than the planogram
-has shelves, the shelf-to-row offset with the best alignment wins, and a shelf with no row is
-all ``missing``. The photo's score is the fraction of positions that are ``ok``.
+Shelves map to rows top to bottom, in order: rows the planogram does not know (cut by the
+photo's edge, or made of false detections) are skipped and shelves out of the photo are all
+``missing``, whichever matching aligns best (:func:`check`). The photo's score is the
+fraction of positions that are ``ok``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from detect.audit.planogram import Planogram, Position
 
 EMPTY = -2  # an empty facing (a gap's slot)
 MATCH, MISMATCH, INDEL = 2, -1, -1
-MAX_OFFSET = 2  # a photo shows at most this many shelves more or fewer than the planogram (rows cut by its edges)
+MAX_OFFSET = 2  # a shelf is looked for this many rows (plus the difference in counts) around its own index
 VERDICTS = ("ok", "missing", "misplaced", "wrong_facings")
 
 
@@ -143,21 +144,41 @@ def _shelf_verdicts(positions: list[Position], observed: list[int], row: int, na
 
 
 def check(planogram: Planogram, slots: list[list[int]], names: list[str]) -> Compliance:
-    """Compare the rows' slots (:func:`row_slots`) with the planogram (see the module docstring)."""
+    """Compare the rows' slots (:func:`row_slots`) with the planogram (see the module docstring).
+
+    Shelves are matched to rows in order by dynamic programming over (shelf, row): a shelf
+    takes the next row, or is out of the photo (all its positions missing), or a row is
+    skipped (a row the planogram does not know, such as one made of false detections); the
+    matching with the best total alignment score wins. Shelf k is tried only on rows within
+    :data:`MAX_OFFSET` (plus the difference in counts) of row k."""
     shelves = planogram.shelves
-    S, R = (shelves[-1] - shelves[0] + 1 if shelves else 0), len(slots)
-    best: tuple[int, list[Verdict]] | None = None
-    for offset in range(max(-(S - 1), -MAX_OFFSET), min(max(R, 1), MAX_OFFSET + 1)):  # shelf k <-> row k + offset
-        verdicts, total = [], 0
-        for shelf in shelves:
-            r = shelf - shelves[0] + offset
-            positions = planogram.shelf(shelf)
-            if 0 <= r < R:
-                v, t = _shelf_verdicts(positions, slots[r], r, names)
-            else:
-                v, t = [Verdict(p, "missing", 0, -1) for p in positions], INDEL * sum(p.facings for p in positions)
-            verdicts += v
-            total += t
-        if best is None or total > best[0] or (total == best[0] and offset == 0):
-            best = (total, verdicts)
-    return Compliance(best[1] if best else [])
+    S, R = len(shelves), len(slots)
+    band = MAX_OFFSET + abs(R - S)
+    gone = [([Verdict(p, "missing", 0, -1) for p in planogram.shelf(sh)], INDEL * sum(p.facings for p in planogram.shelf(sh)))
+            for sh in shelves]
+    NEG = float("-inf")
+    best = np.full((S + 1, R + 1), NEG)
+    best[0, :] = 0.0  # rows above the first shelf are skipped for free
+    back: dict[tuple[int, int], tuple[str, tuple[list[Verdict], int] | None]] = {}
+    for k in range(1, S + 1):
+        for r in range(0, R + 1):
+            cands = []
+            if r > 0 and abs((r - 1) - (k - 1)) <= band:
+                v = _shelf_verdicts(planogram.shelf(shelves[k - 1]), slots[r - 1], r - 1, names)
+                cands.append((best[k - 1, r - 1] + v[1], "match", v))
+            cands.append((best[k - 1, r] + gone[k - 1][1], "gone", gone[k - 1]))
+            if r > 0:
+                cands.append((best[k, r - 1], "skip", None))
+            score, how, v = max(cands, key=lambda c: c[0])  # ties: the first (a match before the others)
+            best[k, r] = score
+            back[(k, r)] = (how, v)
+    verdicts: list[list[Verdict]] = []
+    k, r = S, R
+    while k > 0:
+        how, v = back[(k, r)]
+        if how == "skip":
+            r -= 1
+            continue
+        verdicts.append(v[0])
+        k, r = (k - 1, r - 1) if how == "match" else (k - 1, r)
+    return Compliance([x for shelf in reversed(verdicts) for x in shelf])
