@@ -90,5 +90,6 @@ def test_detect_audit_on_a_video(tmp_path, walk, capsys, monkeypatch):
     assert abs(v["total"] - walk.unique) <= 0.05 * walk.unique
     assert v["total"] == sum(v["unique"].values()) and f"{v['total']} unique products in 60 frames" in text
     assert (out / "aisle.mp4").is_file() and (out / "unique.csv").is_file()
+    assert not (out / "facings.csv").exists()  # no photo: no photo tables
     html = (out / "report.html").read_text()
     assert 'class="unique"' in html and "data:image/jpeg;base64," in html

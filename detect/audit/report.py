@@ -8,7 +8,7 @@ Files (in the save folder):
 - ``share.csv``: source, product, facings, width, by_facings, by_width
 - ``gaps.csv``: source, row, x1, y1, x2, y2, facings, left, right
 - ``compliance.csv`` (with a planogram): source, shelf, position, product, expected, observed, status, found
-- ``unique.csv`` (videos): source, product, unique
+- ``unique.csv`` (videos): source, product, unique (the photo tables are written when photos were audited)
 - ``report.html``
 Rows are numbered 1 from the top of the photo, like planogram shelves.
 """
@@ -58,12 +58,13 @@ def _rows(table: str, d: dict) -> list[list]:
 
 
 def write_tables(save_dir: Path, images: Sequence[dict], videos: Sequence[dict]) -> list[Path]:
-    """Write the CSV tables that have content (compliance only with a planogram, unique only
-    for videos); returns their paths."""
+    """Write the CSV tables of what was audited (the photo tables with photos, compliance with a
+    planogram, unique with videos); returns their paths."""
     out = []
     for table, header in TABLES.items():
         rows = [r for d in list(images) + list(videos) for r in _rows(table, d)]
-        if not rows and table in ("compliance.csv", "unique.csv"):
+        wanted = bool(videos) if table == "unique.csv" else bool(images)
+        if not wanted or (not rows and table == "compliance.csv"):
             continue
         buf = io.StringIO()
         w = csv.writer(buf)
