@@ -201,6 +201,10 @@ def _sahi(files, sides, args) -> dict:
     model = TorchVisionDetectionModel(model=net, confidence_threshold=args.conf, device="cpu",
                                       category_mapping={str(i): str(i) for i in range(11)}, load_at_init=True)
     times = []
+    image = cv2.cvtColor(cv2.imread(str(files[0])), cv2.COLOR_BGR2RGB)  # warm up, as ours is: its first calls on a
+    for _ in range(2):  # new input shape are many times slower (oneDNN primitives, allocator): 15 s, then 4.5, then 1.5
+        get_sliced_prediction(image, model, slice_height=sides[0] or 4000, slice_width=sides[0] or 4000,
+                              overlap_height_ratio=0.25, overlap_width_ratio=0.25, perform_standard_pred=False, verbose=0)
     for f, side in zip(files, sides):
         side = side or 4000
         for r in range(args.repeat):

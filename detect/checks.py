@@ -24,6 +24,22 @@ CHECKS: dict[str, Callable[[float], bool]] = {
 }
 
 
+# Limits on the sizes a model file declares (a checkpoint's config, an .onnx file's metadata): an
+# .onnx saying imgsz 100000 made predict allocate 27.9 GiB, a .pt saying so 120 GB.
+MAX_IMGSZ = 4096  # input side in pixels (SSD 300-640; sliced inference tiles a large photo instead)
+MAX_CLASSES = 100_000  # class names of a model or a dataset
+
+
+def model_size_problem(imgsz: Any, num_classes: Any) -> Optional[str]:
+    """What is wrong with a model file's declared input side and class count, or None: both
+    must be integers, ``imgsz`` in [32, :data:`MAX_IMGSZ`], classes in [1, :data:`MAX_CLASSES`]."""
+    if isinstance(imgsz, bool) or not isinstance(imgsz, int) or not 32 <= imgsz <= MAX_IMGSZ:
+        return f"its input size imgsz {imgsz!r:.40} is not an integer from 32 to {MAX_IMGSZ}"
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or not 1 <= num_classes <= MAX_CLASSES:
+        return f"it declares {num_classes!r:.40} classes, not 1 to {MAX_CLASSES:,}"
+    return None
+
+
 def default_note(default: Any, rule: Optional[str] = None) -> str:
     """``(default: D; must be R)``: how ``--help`` states an option's default and rule."""
     return f"(default: {default}{f'; must be {rule}' if rule else ''})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Callable, Optional, Sequence
 
@@ -32,6 +33,7 @@ HANDLERS = {
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
     "audit": "detect.audit.audit_cli:cmd_audit",
+    "serve": "detect.serve.serve_cli:cmd_serve",
 }
 
 
@@ -93,6 +95,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
     add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
+    p.add_argument("--strict", action="store_true", help="exit 1 when the data had problems (default: warn, exit 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -166,7 +169,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_slicing(p)
     p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
                    "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
-    p.add_argument("--save-dir", default="runs/predict", help="folder for annotated images/videos and tables")
+    p.add_argument("--save-dir", default=None, help="folder for annotated images/videos and tables (default: runs/predict, "
+                   "then runs/predict2, ... as each is used)")
     p.add_argument("--save-json", action="store_true", help="write detections.jsonl")
     p.add_argument("--save-csv", action="store_true", help="write detections.csv and counts.csv")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
@@ -251,7 +255,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
     p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv)")
     p.add_argument("--product-map", help="CSV (product,class) or JSON mapping the planogram's product ids to class names")
-    p.add_argument("--save-dir", default="runs/audit", help="folder for the report, tables and annotated photos/videos")
+    p.add_argument("--save-dir", default=None, help="folder for the report, tables and annotated photos/videos "
+                   "(default: runs/audit, then runs/audit2, ... as each is used)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
     p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
     p.add_argument("--conf", type=_FRACTION, default=0.25, help="score of a product")
@@ -270,6 +275,12 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from detect.serve.serve_cli import add_parser  # argparse only: fastapi loads when the command runs
+
+    add_parser(sub, _Help)
+
+
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     """The ``detect`` parser; with ``command`` (a key of :data:`HANDLERS`) only that command's
     sub-parser is built: ``detect xml2pkl`` on an up-to-date cache takes about as long as its
@@ -279,7 +290,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
               "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert,
-              "audit": _add_audit}
+              "serve": _add_serve, "audit": _add_audit}
     for name, add in adders.items():
         if command is None or name == command:
             add(sub)
@@ -297,9 +308,33 @@ def _handler(command: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module), func)
 
 
+def _key_value_hint(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """After argparse refused the arguments: when some are ultralytics' ``key=value`` spelling
+    (``detect train data=x epochs=1``), say how they are spelled here (``--data x --epochs 1``)."""
+    pairs = [a.split("=", 1) for a in argv[1:] if re.fullmatch(r"[A-Za-z][\w-]*=.*", a)]
+    if not pairs or argv[0] not in HANDLERS:
+        return
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+    known = sub._option_string_actions
+    good = [f"--{k.replace('_', '-')} {v}" for k, v in pairs if f"--{k.replace('_', '-')}" in known]
+    bad = [k for k, _ in pairs if f"--{k.replace('_', '-')}" not in known]
+    hint = f"detect {argv[0]}: hint: options are spelled --key value, not key=value (the ultralytics spelling)"
+    if good:
+        hint += f": {' '.join(good)}"
+    if bad:
+        hint += f"; no option for {', '.join(bad)} (see detect {argv[0]} --help)"
+    print(hint, file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv[0] if argv and argv[0] in HANDLERS else None).parse_args(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in HANDLERS else None)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code == 2:
+            _key_value_hint(parser, argv)
+        raise
     if args.command in ("train", "tune"):
         from detect.engine.cpu_alloc import keep_heap_for_training, passive_thread_wait
 

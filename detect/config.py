@@ -15,6 +15,7 @@ weights needs nothing else. CLI options override a YAML file, which overrides th
 
 from __future__ import annotations
 
+import os
 import dataclasses
 import functools
 import typing
@@ -176,6 +177,9 @@ class TrainConfig:
     out: str = setting("runs/train", "run folder", cli="--out")
     eval_every: int = setting(1, "evaluate on the val split every N epochs (and at the end)", cli="--eval-every", check=">= 1")
     resume: bool = setting(False, "continue the run in --out from its last.pt", cli="--resume")
+    weights: Optional[str] = setting(None, "start from this detector (RUN/best.pt, the shipped weights): its network "
+                                     "and weights, classes matched by name, new classes added (add products to a model)",
+                                     cli="--weights")
     channels_last: bool = setting(True, "NHWC activations (CPU: about 1.4x faster steps; CUDA: faster convolutions with AMP)",
                                   cli="--channels-last")
     log_every: int = setting(20, "iterations between progress updates (each one syncs the GPU)", check=">= 1")
@@ -222,15 +226,11 @@ class ExperimentConfig:
 
     @classmethod
     def load_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        try:
-            with open(path, encoding="utf-8") as f:
-                d = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise UsageError(f"config file {path} not found") from None
-        except OSError as e:
-            raise UsageError(f"config file {path}: {e.strerror or e}") from None
-        except yaml.YAMLError as e:
-            raise UsageError(f"config {path}: not valid YAML: {e}") from None
+        from detect.readers import load_yaml  # bounded, regular files only, alias and depth limits
+
+        if not os.path.lexists(path):
+            raise UsageError(f"config file {path} not found")
+        d = load_yaml(path, "config file") or {}
         if not isinstance(d, dict):
             raise UsageError(f"{path}: expected a mapping with sections model/data/train/preprocess")
         return cls.from_dict(d)
@@ -323,7 +323,7 @@ def set_value(cfg: Any, path: str, value: Any) -> None:
 
 
 # Settings naming files that must exist (read, not written): saved configs hold them absolute.
-INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights")
+INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights", "train.weights")
 
 # Settings that moved, old path -> new path. Every dict read (YAML, checkpoints, tune studies)
 # passes through upgrade(), so configs written before a move keep loading; ``detect tune``

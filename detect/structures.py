@@ -51,8 +51,9 @@ class Problem:
     kind: str  # e.g. "parse_error", "degenerate_box", "box_clipped", "unknown_class", "missing_image", "size_mismatch"
     message: str
 
-    def __str__(self) -> str:
-        return f"{self.file}: [{self.kind}] {self.message}"
+    def __str__(self) -> str:  # bytes of a file name that are not UTF-8 as \xNN: printable to any stream
+        text = f"{self.file}: [{self.kind}] {self.message}"
+        return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass(frozen=True)

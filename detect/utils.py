@@ -32,6 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     import tempfile  # here, not at the top: xml2pkl's re-run imports this module and writes nothing (~8 ms)
 
     path = Path(path)
+    check_output_path(path)  # the last line of defence: never replace a device, a FIFO or a folder
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -57,9 +58,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-class OutputPathError(ValueError):
+class OutputPathError(UsageError):
     """An output path that must not be written (a folder, a device, a FIFO, one of the inputs);
-    ``input`` is the input it would replace, else None."""
+    ``input`` is the input it would replace, else None. A usage error: ``detect`` exits 2 with it."""
 
     def __init__(self, message: str, input: Optional[str] = None) -> None:
         super().__init__(message)
@@ -124,6 +125,54 @@ def check_output_path(path: str | os.PathLike, inputs: Iterable[str | os.PathLik
             raise OutputPathError(f"{what} {path} is one of the inputs ({os.fspath(inp)}); writing it would replace "
                                   "that input: choose another file name", os.fspath(inp))
     return p
+
+
+OUTPUT_RULE = ("an output is a new path or a regular file that is none of the command's inputs; never a folder, a "
+               "device or a FIFO; written to a temporary file beside it and renamed")
+
+
+def check_output_folder(path: str | os.PathLike, names: Iterable[str] = (), inputs: Iterable[str | os.PathLike] = (),
+                        *, what: str = "output folder") -> Path:
+    """The absolute ``path`` if a command may write the files ``names`` into it: a new path or
+    an existing folder (not a file, a device or a FIFO: ``train --out FILE`` ended in a
+    traceback), and each ``path/name`` passes :func:`check_output_path` against ``inputs``
+    (``train --data RUN/config.yaml --out RUN`` replaced the dataset YAML with the run's
+    config). The same rule as for files (:data:`OUTPUT_RULE`); raises :class:`OutputPathError`."""
+    p = Path(os.path.abspath(path))
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    except OSError as e:
+        raise OutputPathError(f"{what} {path}: {e.strerror or e}") from None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise OutputPathError(f"{what} {path} is {file_kind(st.st_mode)}, not a folder; give a folder name")
+    if st is None:  # a parent that is a file: "a/file/run"
+        parent = p.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise OutputPathError(f"{what} {path}: {parent} is not a folder")
+    inputs = [os.fspath(i) for i in inputs]
+    for name in names:
+        check_output_path(p / name, inputs, what=what.replace("folder", "file") if "folder" in what else what)
+    return p
+
+
+def next_run_dir(path: str | Path) -> Path:
+    """``path`` when it is free (missing or an empty folder), else the first free ``path2``,
+    ``path3``, ... (the ultralytics convention for runs/train and runs/predict)."""
+    path = Path(path)
+
+    def free(p: Path) -> bool:
+        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+
+    n = 2
+    candidate = path
+    while not free(candidate):
+        candidate = path.with_name(f"{path.name}{n}")
+        n += 1
+    return candidate
 
 
 class NotRegularFileError(OSError):

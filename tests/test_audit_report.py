@@ -153,3 +153,14 @@ def test_bad_planogram_exits_2_naming_the_line(tmp_path, shelf_photo, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and f"detect audit: error: {bad}: line 3: unknown product 'beer'" in err
     assert main(["audit", str(tmp_path / "none.jpg"), "--save-dir", str(tmp_path / "o")]) == 2
+
+
+def test_save_dir_that_is_a_file_or_holds_the_photo_exits_2(tmp_path, shelf_photo, capsys):
+    """Checked before any weights load: a file as --save-dir, or the photo's own folder (its
+    annotated copy would replace it)."""
+    a_file = tmp_path / "x.txt"
+    a_file.write_text("")
+    assert main(["audit", str(shelf_photo), "--save-dir", str(a_file), "--no-progress"]) == 2
+    assert "--save-dir" in capsys.readouterr().err
+    assert main(["audit", str(shelf_photo), "--save-dir", str(shelf_photo.parent), "--no-progress"]) == 2
+    assert "would replace" in capsys.readouterr().err

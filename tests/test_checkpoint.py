@@ -130,6 +130,7 @@ def test_load_model_reports_weights_that_do_not_fit(tmp_path, monkeypatch):
 
     monkeypatch.setattr(detect.models.build, "build_model", lambda m, p: TinyDetector(m.num_classes, p.imgsz))
     cfg = ExperimentConfig()
+    cfg.preprocess.imgsz = 32  # a trained checkpoint always has its input size (0 is refused: issue 24)
     C.save_checkpoint(tmp_path / "bad.pt", config=cfg.to_dict(), classes=["only_one"], ema=None,
                       model=TinyDetector(3, 32).state_dict())
     with pytest.raises(C.CheckpointError, match="(?s)bad.pt: weights do not fit.*cls.weight"):

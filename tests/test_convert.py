@@ -78,7 +78,7 @@ def test_round_trip_voc_coco_yolo_voc_within_one_pixel(voc, tmp_path):
 
 def test_float_boxes_round_trip_coco_voc_coco(tmp_path):
     coco2017(tmp_path / "coco")
-    assert convert(tmp_path / "coco", "--to", "voc", "-o", tmp_path / "voc", "--split", "val") == 0
+    assert convert(tmp_path / "coco", "--to", "voc", "-o", tmp_path / "voc", "--split", "val") == 1  # d.jpg is missing: left out (issue 24 item 19)
     assert convert(tmp_path / "voc", "--to", "coco", "-o", tmp_path / "coco2") == 0
     a, b = by_stem(tmp_path / "coco", "val"), by_stem(tmp_path / "coco2", "val")
     assert a.keys() == b.keys() == {"a", "b", "c"}
@@ -133,7 +133,7 @@ def test_predictions_become_pre_labels(tmp_path):
     w.write(Frame(frame, str(tmp_path / "v.mp4"), frame=3, kind="video"), Detections(np.zeros((0, 4), np.float32),
                                                                                     np.zeros(0, np.float32), np.zeros(0, np.int64), classes))
     w.close()
-    assert convert(tmp_path / "pred/detections.jsonl", "--to", "voc", "-o", tmp_path / "labels") == 0
+    assert convert(tmp_path / "pred/detections.jsonl", "--to", "voc", "-o", tmp_path / "labels") == 1  # bad.jpg: left out (issue 24 item 19)
     c = resolve_data(tmp_path / "labels", "all")
     assert c.classes == ["cup", "jar"]  # the names detected, in the model's order
     by = {Path(r.image).stem: r for r in c.records}

@@ -180,7 +180,8 @@ def fake_stack(monkeypatch):
         monkeypatch.setitem(sys.modules, name, mod)
 
     module("detect.engine.checkpoint", load_model=lambda path, device: (state.model, cfg, list(CLASSES)))
-    module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache)
+    module("detect.data.spec", resolve_data=lambda data, split, **kw: state.cache,
+           input_files=lambda data, cache=None, source=None: [data])
     module("detect.data.dataset", DetectionDataset=TinyDataset, collate=collate)
     module("detect.data.transforms", eval_transform=lambda imgsz, resize="letterbox": None)
     return state
@@ -377,3 +378,16 @@ def test_evaluate_on_cuda_with_amp_matches_cpu():
     assert on_gpu["voc_ap50"] == pytest.approx(on_cpu["voc_ap50"]) == pytest.approx(1.0)
     assert on_gpu["coco_ap50"] == pytest.approx(1.0) and on_gpu["coco_ap"] > 0.9  # fp16 boxes: IoU ~0.999
     assert on_gpu["detections"] == on_cpu["detections"]
+
+
+def test_val_json_is_written_when_a_plot_fails(tmp_path, fake_stack, monkeypatch, capsys):
+    """Issue 24 item 14: a plot that failed (bad_alloc on a 20,000-character class name) left no val.json."""
+    import detect.engine.report as R
+
+    def fail(*a, **k):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(R, "write_val_plots", fail)
+    assert E.cmd_val(val_args(tmp_path)) == 0
+    assert json.loads((tmp_path / "out" / "val.json").read_text())["plots"] == {}
+    assert "plots could not be drawn (MemoryError" in capsys.readouterr().err

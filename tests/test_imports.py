@@ -24,9 +24,12 @@ ALLOWED = {
     "infer": {"base", "data", "models", "viz", "engine"},
     "tune": {"base", "data", "models", "viz", "engine"},
     "audit": {"base", "viz", "infer"},  # shelf facts from detections: no model or engine code
-    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune", "audit"},
+    # serve detects through infer's Predictor; models only for set_postprocess (a batch's NMS IoU),
+    # data only for the safe XML parser (Label Studio's labelling config); audit for POST /v1/audit
+    "serve": {"base", "data", "models", "infer", "audit"},
+    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune", "audit", "serve"},
 }
-ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "audit"}
+ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "audit", "serve"}
 
 
 def module_name(path: Path) -> str:

@@ -41,7 +41,7 @@ def test_a_photo_smaller_than_a_slice_is_one_window():
 
 def test_probe_windows_grow_from_the_centre_to_the_whole_photo():
     p = probe_windows(3000, 4000, 320)
-    assert [int(x1 - x0) for x0, _, x1, _ in p[:-1]] == [320, 640, 1280, 2560]
+    assert [int(x1 - x0) for x0, _, x1, _ in p[:-1]] == [640, 1280, 2560]
     np.testing.assert_array_equal(p[-1], [0, 0, 4000, 3000])
     assert all(abs((x0 + x1) / 2 - 2000) <= 1 and abs((y0 + y1) / 2 - 1500) <= 1 for x0, y0, x1, y1 in p)
     np.testing.assert_array_equal(probe_windows(200, 300, 320), [[0, 0, 300, 200]])
@@ -282,8 +282,9 @@ def test_val_slices_large_photos_and_scores_them_in_original_pixels(tmp_path):
 
 
 def test_a_photo_the_model_reads_whole_costs_one_pass():
-    """auto reads a large photo whole first; when its products come out at about the learned
-    size that pass is the answer: no probe crops, no second run."""
+    """auto probes a large photo in one batch (centre crops and the whole photo); when its
+    products come out at about the learned size read whole, the probe's whole view is the
+    answer: no second run."""
     img = np.zeros((480, 640, 3), np.uint8)
     for x in range(20, 560, 130):
         img[150:250, x:x + 100] = 255  # 100-px products: 10 input px at 64, the size the model learned
@@ -291,4 +292,4 @@ def test_a_photo_the_model_reads_whole_costs_one_pass():
     p = Predictor.from_model(model, Preprocess(imgsz=64, object_size=10.0), CLASSES, conf=0.3, fuse=False,
                              backend="torch", slice="auto")
     (d,) = p.predict([img])
-    assert model.calls == [1] and len(d) == 5
+    assert len(model.calls) == 1 and len(d) == 5

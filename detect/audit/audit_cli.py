@@ -24,14 +24,17 @@ from tqdm import tqdm
 from detect.audit.audit import audit_detections
 from detect.audit.draw import draw_audit, draw_tracks
 from detect.audit.planogram import Planogram, read_planogram
-from detect.audit.report import embed_jpeg, image_section, video_section, write_html, write_json, write_tables
+from detect.audit.report import TABLES, embed_jpeg, image_section, video_section, write_html, write_json, write_tables
 from detect.audit.track import UniqueCounter, VideoAudit
 from detect.errors import UsageError
 from detect.infer.predict import Predictor
 from detect.infer.predict_cli import Outputs, check_save_dir, count_frames, slice_options
 from detect.infer.sources import VIDEO_EXTS, expand, is_stream
+from detect.utils import check_output_folder, next_run_dir
 
 VIDEO_BATCH = 8
+DEFAULT_SAVE_DIR = "runs/audit"  # numbered like runs/predict: a second run never mixes into the first
+OUTPUT_FILES = ("report.html", "audit.json", *TABLES)  # what a run writes besides the annotated copies
 EMBED_PHOTOS = 200  # photos embedded in report.html (later ones: their tables, and the annotated file beside it)
 
 
@@ -43,7 +46,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.gap_ratio <= 1:
         raise UsageError(f"--gap-ratio must be more than 1 (a normal pitch is 1), got {args.gap_ratio}")
     files, root = expand(args.source)
-    save_dir = Path(args.save_dir)
+    save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)  # runs/audit, runs/audit2, ...
+    check_output_folder(save_dir, OUTPUT_FILES, files, what="--save-dir")
     if not args.no_save:
         check_save_dir(files, root, save_dir)
     predictor = Predictor(args.weights, device=args.device, conf=args.occupancy_conf, iou=args.iou, max_det=args.max_det,

@@ -41,25 +41,46 @@ def problems_path(cache_path: str | os.PathLike) -> Path:
 _ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _ESCAPE_TABLE = str.maketrans(_ESCAPES)
 _UNESCAPES = {v[1]: k for k, v in _ESCAPES.items()}
-_UNESCAPE = re.compile(r"\\(.)")
+_UNESCAPE = re.compile(r"\\(x[0-9a-f]{2}|u[0-9a-f]{4}|.)")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a byte of a file name that is not UTF-8 (os.fsdecode's surrogateescape)
+
+
+def _bytes_escaped(text: str) -> str:
+    r"""``text`` with each undecodable file-name byte written as ``\xNN`` (UTF-8 cannot hold them:
+    a non-UTF-8 file name crashed the problems file's digest)."""
+    return _SURROGATE.sub(_surrogate, text) if _SURROGATE.search(text) else text
+
+
+def _surrogate(m: re.Match) -> str:
+    code = ord(m.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"  # \u: a lone one from JSON text
 
 
 def escape_field(text: str) -> str:
     r"""A problems-file field on one line: backslash, tab, newline and CR written as ``\\``,
-    ``\t``, ``\n``, ``\r`` (a file name may hold any of them and split the row)."""
-    return text.translate(_ESCAPE_TABLE)
+    ``\t``, ``\n``, ``\r`` (a file name may hold any of them and split the row), a byte that is
+    not UTF-8 as ``\xNN``."""
+    return _bytes_escaped(text.translate(_ESCAPE_TABLE))
+
+
+def _unescape(m: re.Match) -> str:
+    code = m.group(1)
+    if len(code) > 1:
+        return chr(int(code[1:], 16) + (0xDC00 if code[0] == "x" else 0))
+    return _UNESCAPES.get(code, m.group(0))
 
 
 def unescape_field(text: str) -> str:
     """The inverse of :func:`escape_field`."""
-    return _UNESCAPE.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(0)), text)
+    return _UNESCAPE.sub(_unescape, text) if "\\" in text else text
 
 
 def problems_text(problems: list[tuple[str, str, str]]) -> str:
-    """The problems file: a ``file<TAB>kind<TAB>message`` header, then one row per problem; the
-    file name escaped (:func:`escape_field`), the message on one line."""
+    r"""The problems file: a ``file<TAB>kind<TAB>message`` header, then one row per problem; the
+    file name escaped (:func:`escape_field`), the message on one line (undecodable bytes as
+    ``\xNN``)."""
     rows = [("file", "kind", "message"), *problems]
-    return "".join(f"{escape_field(f)}\t{k}\t{' '.join(str(m).split())}\n" for f, k, m in rows)
+    return "".join(f"{escape_field(f)}\t{k}\t{_bytes_escaped(' '.join(str(m).split()))}\n" for f, k, m in rows)
 
 
 def problems_digest(text: str) -> str:

@@ -32,8 +32,8 @@ and checks in the tests that the files we write load there.
 
 from __future__ import annotations
 
-import json
 import os
+import reprlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +42,7 @@ from typing import Any, Optional
 from detect.data.boxcheck import clip_box
 from detect.data.images import FileStat, ImageIndex, read_image_size
 from detect.data.voc import FileResult
+from detect.readers import MAX_JSON_BYTES, parse_json, read_limited
 
 ROBOFLOW_JSON = "_annotations.coco.json"  # Roboflow: <split>/_annotations.coco.json beside the images
 TOLERANCE = 1.0  # pixels past the image edge clipped without a problem
@@ -128,16 +129,16 @@ def _categories(cats: Any, problems: list[tuple[str, str]]) -> tuple[list[str], 
         cid = _int(c.get("id")) if isinstance(c, dict) else None
         name = c.get("name") if isinstance(c, dict) else None
         if cid is None or not isinstance(name, str) or not name.strip():
-            problems.append(("bad_entry", f"categories[{k}] needs an integer 'id' and a 'name', got {c!r:.80}; skipped"))
+            problems.append(("bad_entry", f"categories[{k}] needs an integer 'id' and a 'name', got {reprlib.repr(c)}; skipped"))
         elif cid in by_id:
-            problems.append(("bad_entry", f"category id {cid} appears twice ({by_id[cid]!r}, {name!r}); the first is kept"))
+            problems.append(("bad_entry", f"category id {cid} appears twice ({reprlib.repr(by_id[cid])}, {reprlib.repr(name)}); the first is kept"))
         else:
             by_id[cid] = name.strip()
     if not by_id:
         problems.append(("bad_entry", "no usable 'categories': every annotation is dropped"))
     for name, k in Counter(by_id.values()).items():
         if k > 1:
-            problems.append(("bad_entry", f"{k} categories are named {name!r}; they are one class"))
+            problems.append(("bad_entry", f"{k} categories are named {reprlib.repr(name)}; they are one class"))
     classes = list(dict.fromkeys(by_id[i] for i in sorted(by_id)))
     return classes, by_id
 
@@ -146,8 +147,8 @@ def _images(imgs: Any, problems: list[tuple[str, str]]) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for k, im in enumerate(imgs):
         iid = _int(im.get("id")) if isinstance(im, dict) else None
-        if iid is None or not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            problems.append(("bad_entry", f"images[{k}] needs an integer 'id' and a 'file_name', got {im!r:.80}; skipped"))
+        if iid is None or not isinstance(im.get("file_name"), str) or not im["file_name"] or "\0" in im["file_name"]:
+            problems.append(("bad_entry", f"images[{k}] needs an integer 'id' and a 'file_name', got {reprlib.repr(im)}; skipped"))
         elif iid in out:
             problems.append(("bad_entry", f"image id {iid} appears twice ({out[iid]['file_name']}, {im['file_name']}); the first is kept"))
         else:
@@ -185,17 +186,18 @@ def _boxes(anns: list[dict], cats: dict[int, str], width: int, height: int, prob
     difficult: list[bool] = []
     truncated: list[bool] = []
     for k, a in enumerate(anns):
-        what = f"annotation {a.get('id', f'#{k + 1}')}"
+        aid = a.get("id", f"#{k + 1}")
+        what = f"annotation {aid if isinstance(aid, (int, str)) and len(str(aid)) < 40 else reprlib.repr(aid)}"
         name = cats.get(_int(a.get("category_id")))  # type: ignore[arg-type]
         if name is None:
-            problems.append(("unknown_class", f"{what}: category_id {a.get('category_id')!r} is not in 'categories'; dropped"))
+            problems.append(("unknown_class", f"{what}: category_id {reprlib.repr(a.get('category_id'))} is not in 'categories'; dropped"))
             continue
         bb = a.get("bbox")
-        try:
-            x, y, w, h = (float(v) for v in bb)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            problems.append(("bad_box", f"{what} ({name}): 'bbox' {bb!r:.60} is not [x, y, w, h]; dropped"))
+        if not (isinstance(bb, list) and len(bb) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               for v in bb)):  # "1234" was read as [1, 2, 3, 4], true as 1
+            problems.append(("bad_box", f"{what} ({name}): 'bbox' {reprlib.repr(bb)} is not [x, y, w, h] (4 numbers); dropped"))
             continue
+        x, y, w, h = (float(v) for v in bb)
         box = clip_box(coco_to_xyxy(x, y, w, h), width, height, f"{what} ({name})", f"bbox [{x:g}, {y:g}, {w:g}, {h:g}]",
                        problems, TOLERANCE)
         if box is not None:
@@ -252,19 +254,24 @@ def _image_row(im: dict, anns: list[dict], cats: dict[int, str], finder: ImageFi
                       (im["file_name"], "", ""), out)
 
 
-def parse_coco(json_path: str | os.PathLike, finder: ImageFinder) -> tuple[list[str], list[FileResult], list[tuple[str, str]]]:
+def parse_coco(json_path: str | os.PathLike, finder: ImageFinder, root: Optional[str] = None,
+               ) -> tuple[list[str], list[FileResult], list[tuple[str, str]]]:
     """One COCO JSON -> ``(classes, one row per image in file order, problems of the file itself)``.
 
     Rows carry their image's problems (messages start with ``image <id> (<file_name>)``);
-    an image whose file is missing or unreadable gives a row with ``ok=False``.
+    an image whose file is missing or unreadable gives a row with ``ok=False``. The file is read
+    by :func:`detect.readers.read_limited` (a regular file of at most 1 GiB; a symlink only when
+    it leads inside ``root``, the dataset root as a real path) and parsed by
+    :func:`detect.readers.parse_json` (nesting, huge numbers and NaN within limits).
     """
     problems: list[tuple[str, str]] = []
+    data = read_limited(os.fspath(json_path), root, MAX_JSON_BYTES, problems, what="annotation file")
+    if data is None:
+        return [], [], problems
     try:
-        d = json.loads(Path(json_path).read_bytes())
-    except OSError as e:
-        return [], [], [("read_error", f"cannot read the file ({e.strerror or e})")]
-    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
-        return [], [], [("parse_error", f"not valid JSON ({e}); fix or re-export the file")]
+        d = parse_json(data)
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, the limits
+        return [], [], [("parse_error", f"not valid JSON ({str(e)[:300]}); fix or re-export the file")]
     if not isinstance(d, dict) or not isinstance(d.get("images"), list):
         return [], [], [("not_coco", "no 'images' list at the top level: not a COCO detection file; skipped")]
     classes, cats = _categories(d.get("categories"), problems)

@@ -12,7 +12,7 @@ so its problems are reported the same way) -> one class list -> the plan of outp
 is an input -> write. ``--to pkl`` writes the cache of one split (default: every image) to
 ``-o``: ``detect xml2pkl`` for every layout.
 
-Exit codes: 0 done; 1 done, but images without an image file were left out (or ``--strict``
+Exit codes: 0 done; 1 done, but images were left out, their files missing or unreadable (or ``--strict``
 and the source had problems); 2 usage error (unknown source or split, OUT inside the source or
 onto an input file, unwritable output).
 """
@@ -20,7 +20,7 @@ onto an input file, unwritable output).
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
 import sys
 from collections import Counter
@@ -31,14 +31,21 @@ import numpy as np
 
 from detect.data.boxcheck import clip_box
 from detect.data.cache import Cache, CacheError
+from detect.data.cache_header import problems_text
+from detect.data.images import IMAGE_EXTS, read_image_size
 from detect.data.spec import ALL, DatasetError, is_cache_path, open_data, resolve_data, resolve_source
-from detect.data.writers import PLANNERS, Output, Splits, output_names, write_all
+from detect.data.writers import PLANNERS, Output, Splits, check_class_names, output_names, write_all
 from detect.data.xml2pkl import summarize
 from detect.errors import UsageError
+from detect.readers import MAX_JSON_BYTES, FileReadError, parse_json, read_text
 from detect.structures import ImageRecord, Problem
-from detect.utils import atomic_write_text
+from detect.utils import atomic_write_text, check_output_path
 
 PROBLEMS_FILE = "convert.problems.txt"
+# source problems that leave images out of the output (exit 1): a missing or unreadable image, an
+# annotation file that could not be read at all
+LEFT_OUT_KINDS = ("missing_image", "bad_image", "read_error", "special_file", "link_outside", "too_large", "parse_error",
+                  "not_coco", "over_limit")
 
 
 class ConvertError(UsageError):
@@ -49,29 +56,63 @@ class ConvertError(UsageError):
 def _find(source: str, base: Path) -> Optional[str]:
     """A predicted image's path: as written (predict's folder), else from the JSON lines' folder."""
     for p in (Path(source), base / source):
-        if p.is_file():
-            return str(p.resolve())
+        try:
+            if p.is_file():
+                return str(p.resolve())
+        except (OSError, ValueError):  # a name too long, a NUL in it: no such image
+            continue
     return None
 
 
+def _number(v: Any, what: str) -> float:
+    """A finite JSON number (not a bool, not a string), else ValueError naming ``what``."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{what} {v!r:.40} is not a finite number")
+    return float(v)
+
+
 def _prediction_row(row: dict, where: str, base: Path, problems: list[Problem]) -> Optional[tuple[ImageRecord, list[str], dict]]:
-    """One image's row of detections.jsonl -> (record without labels, names per box, label -> name)."""
+    """One image's row of detections.jsonl -> (record without labels, names per box, label -> name).
+
+    The ``source`` must be an image file (by extension and header: a row naming ``/etc/passwd``
+    copied it into the output), and its real size must be the row's ``width`` x ``height``
+    (boxes are pixels of that size: a row claiming 6400x4800 for a 64x48 image is not about
+    this image)."""
     image = _find(str(row["source"]), base)
     if image is None:
         problems.append(Problem(str(row["source"]), "missing_image", f"{where}: the image does not exist here; skipped"))
         return None
-    width, height = int(row["width"]), int(row["height"])
+    if os.path.splitext(image)[1].lower() not in IMAGE_EXTS:
+        problems.append(Problem(image, "bad_image", f"{where}: not an image file (extension); skipped"))
+        return None
+    try:
+        real = read_image_size(image)
+    except Exception as e:  # PIL raises several types for bad files; NotRegularFileError for a FIFO
+        problems.append(Problem(image, "bad_image", f"{where}: not a readable image ({e}); skipped"))
+        return None
+    width, height = _number(row["width"], "width"), _number(row["height"], "height")
+    if (width, height) != real:
+        problems.append(Problem(image, "size_mismatch", f"{where}: the row says {width:g}x{height:g} but the image is "
+                                                        f"{real[0]}x{real[1]}: its boxes are not this image's; skipped"))
+        return None
+    width, height = real
     boxes: list[float] = []
     names: list[str] = []
     seen: dict[int, str] = {}
     clip: list[tuple[str, str]] = []
     for k, d in enumerate(row.get("detections") or [], 1):
-        box = clip_box(tuple(float(v) for v in d["box"]), width, height, f"detection {k} ({d['name']})",  # type: ignore[arg-type]
-                       f"box {d['box']}", clip, 0.5)
+        label, name = d["label"], d["name"]
+        if isinstance(label, bool) or not isinstance(label, int) or not isinstance(name, str):
+            raise ValueError(f"detection {k}: 'label' must be an integer and 'name' a string")
+        xyxy = d["box"]
+        if not isinstance(xyxy, list) or len(xyxy) != 4:
+            raise ValueError(f"detection {k}: 'box' must be [x1, y1, x2, y2]")
+        box = clip_box(tuple(_number(v, "a box coordinate") for v in xyxy), width, height,  # type: ignore[arg-type]
+                       f"detection {k} ({name})", f"box {xyxy}", clip, 0.5)
         if box is not None:
             boxes += box
-            names.append(str(d["name"]))
-            seen.setdefault(int(d["label"]), str(d["name"]))
+            names.append(name)
+            seen.setdefault(label, name)
     problems += [Problem(image, kind, f"{where}: {msg}") for kind, msg in clip]
     rec = ImageRecord(image, width, height, np.asarray(boxes, np.float32).reshape(-1, 4))
     return rec, names, seen
@@ -80,13 +121,15 @@ def _prediction_row(row: dict, where: str, base: Path, problems: list[Problem]) 
 def read_predictions(path: str | os.PathLike) -> tuple[list[str], list[ImageRecord], list[Problem]]:
     """``detect predict``'s ``detections.jsonl`` -> ``(classes, records, problems)``.
 
-    Classes are the detected names in the model's label order; video frames, failed inputs and
-    missing images are skipped and reported. Raises :class:`ConvertError` when unreadable."""
+    Classes are the detected names in the model's label order; video frames, failed inputs,
+    missing images and rows that are not predict's are skipped and reported. Read through the
+    bounded reader (:mod:`detect.readers`: a regular file of at most 1 GiB, each line parsed
+    with its limits). Raises :class:`ConvertError` when unreadable."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConvertError(f"cannot read {path}: {e}") from None
+        lines = read_text(path, "detections file", MAX_JSON_BYTES).splitlines()
+    except FileReadError as e:
+        raise ConvertError(str(e)) from None
     problems: list[Problem] = []
     rows: list[tuple[ImageRecord, list[str]]] = []
     by_label: dict[int, str] = {}
@@ -96,16 +139,20 @@ def read_predictions(path: str | os.PathLike) -> tuple[list[str], list[ImageReco
             continue
         where = f"{path.name} line {ln}"
         try:
-            row = json.loads(line)
+            row = parse_json(line)
+            if not isinstance(row, dict) or not isinstance(row.get("source"), str):
+                raise ValueError("not an object with a 'source' string")
             if row.get("frame") is not None:
-                videos[str(row["source"])] += 1
+                videos[row["source"]] += 1
                 continue
             if "error" in row:
-                problems.append(Problem(str(row["source"]), "bad_image", f"{where}: predict could not read it ({row['error']}); skipped"))
+                problems.append(Problem(row["source"], "bad_image", f"{where}: predict could not read it "
+                                                                   f"({str(row['error'])[:200]}); skipped"))
                 continue
             got = _prediction_row(row, where, path.parent, problems)
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            problems.append(Problem(str(path), "bad_entry", f"line {ln}: not a detections.jsonl row ({type(e).__name__}: {e}); skipped"))
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as e:
+            problems.append(Problem(str(path), "bad_entry", f"line {ln}: not a detections.jsonl row "
+                                                            f"({type(e).__name__}: {str(e)[:200]}); skipped"))
             continue
         if got is not None:
             rows.append(got[:2])
@@ -113,7 +160,8 @@ def read_predictions(path: str | os.PathLike) -> tuple[list[str], list[ImageReco
                 by_label.setdefault(label, name)
     for video, n in videos.items():
         problems.append(Problem(video, "video_frames", f"{n} video frames skipped: extract them as image files to convert them"))
-    classes = list(dict.fromkeys(by_label[k] for k in sorted(by_label)))
+    # the model's label order; a name seen under another label too (an edited file) joins at the end
+    classes = list(dict.fromkeys([by_label[k] for k in sorted(by_label)] + [n for _, names in rows for n in names]))
     index = {c: i for i, c in enumerate(classes)}
     records = [dataclasses.replace(r, labels=np.array([index[n] for n in names], np.int64),
                                    difficult=np.zeros(len(names), bool), truncated=np.zeros(len(names), bool),
@@ -135,17 +183,17 @@ def _merge(caches: dict[str, Cache]) -> tuple[list[str], Splits]:
 
 
 def read_source(src: str, split: Optional[str], workers: int = 0, progress: bool = False,
-                log: TextIO = sys.stderr) -> tuple[list[str], Splits, list[Problem], Optional[Path]]:
+                log: TextIO = sys.stderr) -> tuple[list[str], Splits, list[Problem], Optional[Path], list[str]]:
     """The source's splits (``split`` given: only that one) -> ``(classes, splits, problems,
-    dataset root or None)``. Raises :class:`ConvertError`."""
+    dataset root or None, the files defining it)``. Raises :class:`ConvertError`."""
     p = Path(src)
     try:
         if p.suffix.lower() == ".jsonl":
             classes, records, problems = read_predictions(p)
-            return classes, {split or ALL: records}, problems, None
+            return classes, {split or ALL: records}, problems, None, [src]
         if is_cache_path(p):
             cache = resolve_data(p)
-            return list(cache.classes), {split or ALL: cache.records}, list(cache.problems), None
+            return list(cache.classes), {split or ALL: cache.records}, list(cache.problems), None, [src]
         ds = open_data(p)
         wanted = [split] if split else (ds.splits or [ALL])
         caches = {ds.split_key(s): resolve_source(ds, s, workers=workers, progress=progress, log=log) for s in wanted}
@@ -153,7 +201,7 @@ def read_source(src: str, split: Optional[str], workers: int = 0, progress: bool
         raise ConvertError(str(e)) from None
     classes, splits = _merge(caches)
     problems = list({(pr.file, pr.kind, pr.message): pr for c in caches.values() for pr in c.problems}.values())  # splits share files
-    return classes, splits, problems, ds.root
+    return classes, splits, problems, ds.root, [src, *ds.files]
 
 
 # -- the guard -----------------------------------------------------------------------------------
@@ -165,16 +213,18 @@ def _real(path: str | Path, dirs: dict[str, str]) -> str:
     return os.path.join(dirs[head], tail)
 
 
-def check_outputs(plan: list[Output], splits: Splits, src: str, out: Path, root: Optional[Path]) -> None:
+def check_outputs(plan: list[Output], splits: Splits, sources: list[str], out: Path, root: Optional[Path]) -> None:
     """Refuse (:class:`ConvertError`) an OUT inside the source dataset, or a planned file that is
-    an input (an image, an annotation file, the source itself): the source is never written."""
+    an input (an image, an annotation file, the source itself, the class and split files of a
+    dataset YAML, wherever they lie) or not a regular file (a folder, a device, a FIFO): the
+    source is never written, and nothing is written before the whole plan passes."""
     real_out = Path(os.path.realpath(out))
     if root is not None and real_out.is_relative_to(os.path.realpath(root)):
         raise ConvertError(f"output {out} is inside the input dataset {root}; choose a folder outside it")
     if real_out.exists() and not real_out.is_dir():
         raise ConvertError(f"output {out} is a file; give a folder")
     dirs: dict[str, str] = {}
-    inputs = {_real(src, dirs)}
+    inputs = {_real(f, dirs) for f in sources}
     for recs in splits.values():
         for r in recs:
             inputs.add(_real(r.image, dirs))
@@ -183,6 +233,7 @@ def check_outputs(plan: list[Output], splits: Splits, src: str, out: Path, root:
     for o in plan:
         if _real(o.path, dirs) in inputs:
             raise ConvertError(f"writing {o.path} would overwrite the input file {_real(o.path, dirs)}; choose another output folder")
+        check_output_path(o.path)  # an OutputPathError is a usage error too
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -193,7 +244,7 @@ def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = No
     Returns ``{"classes", "splits": {name: (images, boxes)}, "problems": source problems,
     "left_out": problems of records not written}``. Raises :class:`ConvertError` (usage) or
     OSError (cannot write)."""
-    classes, splits, problems, root = read_source(src, split, workers, progress, log)
+    classes, splits, problems, root, sources = read_source(src, split, workers, progress, log)
     left_out: list[Problem] = []
     for name in splits:
         keep = [r for r in splits[name] if r.image]
@@ -201,20 +252,22 @@ def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = No
                      for r in splits[name] if not r.image]
         splits[name] = keep
     out = Path(out)
+    check_class_names(classes)
     plan = PLANNERS[to](out, classes, splits, output_names(splits))
-    check_outputs(plan, splits, src, out, root)
+    check_outputs(plan, splits, sources, out, root)
     from tqdm import tqdm
 
     with tqdm(total=len(plan), desc=f"convert to {to}", unit="file", file=sys.stderr, disable=not progress, delay=1.0) as bar:
         write_all(plan, lambda _: bar.update())
     report = out / PROBLEMS_FILE
     if problems or left_out:
-        atomic_write_text(report, "".join(f"{p.file}\t{p.kind}\t{' '.join(p.message.split())}\n"
-                                          for p in [Problem("file", "kind", "message"), *problems, *left_out]))
+        atomic_write_text(report, problems_text([(p.file, p.kind, p.message) for p in [*problems, *left_out]]))
     else:
         report.unlink(missing_ok=True)
     counts = {s: (len(recs), sum(len(r) for r in recs)) for s, recs in splits.items()}
-    return {"classes": classes, "splits": counts, "problems": problems, "left_out": left_out}
+    jsonl = Path(src).suffix.lower() == ".jsonl"  # every problem of a detections file is a row not converted
+    missing = [p for p in problems if (p.kind != "video_frames" if jsonl else p.kind in LEFT_OUT_KINDS)]
+    return {"classes": classes, "splits": counts, "problems": problems, "left_out": left_out, "missing": missing}
 
 
 def _to_cache(args: Any) -> int:
@@ -247,6 +300,8 @@ def cmd_convert(args: Any) -> int:
             print(f"convert: {len(res[kind])} {what}; full list: {Path(args.output) / PROBLEMS_FILE}", file=sys.stderr)
             for p in res[kind][:5]:
                 print(f"  {p}", file=sys.stderr)
-    if res["left_out"]:
+    if res["left_out"] or res["missing"]:  # images the source names that are not in the output
+        print(f"convert: {len(res['left_out']) + len(res['missing'])} images left out (missing or unreadable image "
+              "files): exit code 1", file=sys.stderr)
         return 1
     return 1 if args.strict and res["problems"] else 0

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Iterable, NamedTuple, Optional, Sequence
 
 from detect.utils import open_regular, stderr_fd_captured
 
@@ -253,22 +253,28 @@ def header_pixels(path: str) -> Optional[tuple[int, str]]:
     the decoder judges those). Above twice its own limit Pillow refuses even the header and
     gives only the pixel count (then ``(pixels, "")``). Raises OSError when the
     file cannot be opened, and :class:`~detect.utils.NotRegularFileError` for a FIFO or device."""
+    with os.fdopen(open_regular(path), "rb") as f:
+        return header_pixels_of(f)
+
+
+def header_pixels_of(f: BinaryIO) -> Optional[tuple[int, str]]:
+    """:func:`header_pixels` of an open binary file (``io.BytesIO(upload)``: an image received
+    by ``detect serve``), read from its current position."""
     import warnings
 
     from PIL import Image
 
-    with os.fdopen(open_regular(path), "rb") as f:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
-                with Image.open(f) as im:
-                    w, h = im.size
-        except Image.DecompressionBombError as e:
-            found = re.search(r"\((\d+) pixels\)", str(e))
-            pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) + 1
-            return pixels, ""
-        except Exception:  # Pillow raises many kinds for headers it cannot parse; OpenCV may still decode them
-            return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller applies its own limit
+            with Image.open(f) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(found.group(1)) if found else 2 * (Image.MAX_IMAGE_PIXELS or MAX_PIXELS) + 1
+        return pixels, ""
+    except Exception:  # Pillow raises many kinds for headers it cannot parse; OpenCV may still decode them
+        return None
     return int(w) * int(h), f"{w}x{h}"
 
 

@@ -92,7 +92,8 @@ def build_yolo_cache(spec: YoloSpec, split: str, output: str | os.PathLike, *, p
 
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan_yolo(images, labels, sizes, mtimes, old_files)
-    new = pack([parse_image(images[j], labels[j], spec.names)
+    real_root = os.path.realpath(spec.root)  # label symlinks leading out of it are not read
+    new = pack([parse_image(images[j], labels[j], spec.names, real_root)
                 for j in tqdm(jobs, desc="yolo", unit="image", file=sys.stderr, disable=not progress, delay=1.0)])
     files = merge_files(labels, sizes, mtimes, old_files, new, rows)
     if len(labels) and (sizes < 0).all():
@@ -151,7 +152,7 @@ def build_coco_cache(root: Path, sources: list[CocoSplit], output: str | os.Path
     rows, rels, extra = [], [], []
     for j, finder in zip(jsons, finders):
         finder.memo = memo
-        names, results, problems = parse_coco(j, finder)
+        names, results, problems = parse_coco(j, finder, os.path.realpath(root))
         classes += [c for c in names if c not in classes]
         rows += results
         rels += [j] * len(results)

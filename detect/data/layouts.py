@@ -21,10 +21,9 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-import yaml
-
 from detect.data.coco import find_splits
 from detect.data.yolo import looks_like_data_yaml
+from detect.readers import FileReadError, load_yaml
 
 ACCEPTED = ("a dataset YAML, a YOLO data.yaml or its folder, a COCO .json or a folder with annotations/instances_*.json "
             "or <split>/_annotations.coco.json, a VOC folder with Annotations/, a folder of VOC splits (train/, "
@@ -49,9 +48,11 @@ def pick_split(requested: str, available: Iterable[str]) -> Optional[str]:
 
 
 def _load_yaml(path: Path) -> object:
+    """A YAML file through the bounded reader (:func:`detect.readers.load_yaml`: a FIFO named
+    notes.yaml at the top of a --data folder hung the layout check), None when it cannot be used."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return load_yaml(path, "YAML file")
+    except FileReadError:
         return None
 
 
@@ -61,11 +62,14 @@ def is_data_yaml(path: Path) -> bool:
 
 
 def yolo_yaml_in(folder: Path) -> Optional[Path]:
-    """The data.yaml of a YOLO dataset folder: ``data.yaml``/``data.yml``, else the only
-    top-level YAML that is one (several: the one named like the folder, as ultralytics picks)."""
+    """The data.yaml of a YOLO dataset folder: ``data.yaml``/``data.yml`` (whatever it holds:
+    one that cannot be read or parsed is still the dataset's, and its reader says what is wrong,
+    rather than "not a dataset layout I know"), else the only top-level YAML that is one
+    (several: the one named like the folder, as ultralytics picks)."""
     for name in ("data.yaml", "data.yml"):
-        if (folder / name).is_file() and is_data_yaml(folder / name):
-            return folder / name
+        p = folder / name
+        if os.path.lexists(p) and not p.is_dir() and (_load_yaml(p) is None or is_data_yaml(p)):
+            return p
     found = [p for p in sorted(folder.glob("*.y*ml")) if p.suffix.lower() in (".yaml", ".yml") and is_data_yaml(p)]
     if len(found) > 1:
         found = [p for p in found if p.stem == folder.name]
@@ -94,11 +98,11 @@ def detect_layout(path: str | os.PathLike) -> Optional[str]:
     """The kind of dataset at ``path`` (see the module docstring), or None."""
     p = Path(path)
     suffix = p.suffix.lower()
-    if p.is_file():
+    if p.is_file() or (os.path.lexists(p) and not p.is_dir() and suffix in (".yaml", ".yml", ".json")):
         if suffix in (".pkl", ".pickle"):
             return "cache"
-        if suffix in (".yaml", ".yml"):
-            return "yolo" if is_data_yaml(p) else "dataset_yaml"
+        if suffix in (".yaml", ".yml"):  # a FIFO too: the reader refuses it with a message
+            return "yolo" if is_data_yaml(p) or p.stem.lower() in ("data", "dataset") else "dataset_yaml"
         if suffix == ".json":
             return "coco"
         return None

@@ -31,7 +31,6 @@ pixels of the *original* image, best first, optional float32[P] scores):
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 
 from detect.data.safe_pickle import NUMPY_GLOBALS, load_pickle_or_raise, load_versioned_pickle
 from detect.errors import UsageError
+from detect.readers import MAX_JSON_BYTES, FileReadError, parse_json, read_file
 
 FORMAT = "retail-detect/proposals"
 SCHEMA = 1
@@ -145,10 +145,12 @@ def load_proposals(path: str | os.PathLike) -> ProposalSet:
             raise ProposalFileError(f"{path}: not a readable .npz of arrays ({e})") from None
         return _from_mapping(raw, path)
     if suffix == ".json":
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProposalFileError(f"{path}: not valid JSON ({e})") from None
+        try:  # the bounded reader and parser (regular file, 1 GiB, depth and number limits)
+            raw = parse_json(read_file(path, "proposal file", MAX_JSON_BYTES))
+        except FileReadError as e:
+            raise ProposalFileError(str(e)) from None
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, the limits
+            raise ProposalFileError(f"{path}: not valid JSON ({str(e)[:300]})") from None
         return _from_mapping(raw, path)
     raw = load_pickle_or_raise(path, NUMPY_GLOBALS, ProposalFileError)
     if isinstance(raw, dict) and raw.get("format") == FORMAT:

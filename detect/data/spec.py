@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import reprlib
 import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TextIO
-
-import yaml
 
 from detect.data import layouts
 from detect.data.cache import Cache, load_cache
@@ -48,6 +48,7 @@ from detect.data.import_cache import build_coco_cache, build_yolo_cache
 from detect.data.xml2pkl import BuildResult, build_cache
 from detect.data.yolo import DataYamlError, read_data_yaml
 from detect.errors import UsageError
+from detect.readers import FileReadError, load_yaml, path_problem
 
 YAML_KEYS = ("name", "root", "annotations", "images", "classes", "splits", "cache_dir")
 ALL = "all"  # the split name meaning every annotated image
@@ -84,7 +85,10 @@ class DatasetSpec:
 
 def _under(base: Path, value: object, key: str, where: str) -> Path:
     if not isinstance(value, str) or not value:
-        raise DatasetError(f"{where}: '{key}' must be a non-empty path string, got {value!r}")
+        raise DatasetError(f"{where}: '{key}' must be a non-empty path string, got {reprlib.repr(value)}")
+    problem = path_problem(value)
+    if problem:
+        raise DatasetError(f"{where}: '{key}' is not a usable path: {problem}")
     p = Path(os.path.expanduser(value))
     return (p if p.is_absolute() else base / p).resolve()
 
@@ -93,14 +97,12 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
     """Read and check a dataset YAML (format in the module docstring)."""
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read dataset YAML: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise DatasetError(f"{path}: not valid YAML: {e}") from None
+        d = load_yaml(path, "dataset YAML")  # bounded, regular file only, alias and depth limits
+    except FileReadError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(d, dict):
         raise DatasetError(f"{path}: expected a mapping with keys {list(YAML_KEYS)}")
-    unknown = sorted(set(d) - set(YAML_KEYS))
+    unknown = sorted(map(str, set(d) - set(YAML_KEYS)))
     if unknown:
         raise DatasetError(f"{path}: unknown keys {unknown}; known: {list(YAML_KEYS)}")
     for key in ("root", "annotations"):
@@ -111,8 +113,12 @@ def load_spec(path: str | os.PathLike) -> DatasetSpec:
     splits = d.get("splits") or {}
     if not isinstance(splits, dict):
         raise DatasetError(f"{path}: 'splits' must map split names to id files, got {type(splits).__name__}")
+    name = str(d.get("name") or path.stem)
+    if not re.fullmatch(r"[\w.-]{1,100}", name) or name.startswith("."):  # it names the cache files
+        raise DatasetError(f"{path}: 'name' must be up to 100 letters, digits, '_', '-' or '.' (it names the cache "
+                           f"files), got {reprlib.repr(name)}")
     return DatasetSpec(
-        name=str(d.get("name") or path.stem),
+        name=name,
         root=root,
         annotations=_under(root, d["annotations"], "annotations", str(path)),
         images=_under(root, d["images"], "images", str(path)) if d.get("images") else None,
@@ -202,6 +208,8 @@ class DataSource:
         builder: ``builder(split, output, workers=, progress=, log=) -> BuildResult``.
         single: one annotation file that answers every split name (a COCO .json given alone).
         source: what the user gave.
+        files: the files that define it besides its annotations and images (a YAML, a class
+            file, split lists, COCO JSON): outputs must never replace them.
     """
 
     kind: str
@@ -212,6 +220,7 @@ class DataSource:
     single: bool = False
     cache_dir: Optional[Path] = None
     source: str = ""
+    files: list[str] = field(default_factory=list)
 
     def split_key(self, split: Optional[str]) -> str:
         """The split name a requested split means here (raises :class:`DatasetError`)."""
@@ -254,7 +263,10 @@ def voc_source(spec: DatasetSpec, kind: str = "voc") -> DataSource:
             raise DatasetError(f"{spec.source}: split file {selection} of split {split!r} does not exist")
         return build_cache(spec.annotations, output, images=spec.images, classes=spec.classes, split=selection, **kw)
 
-    return DataSource(kind, spec.name, spec.root, list(spec.splits), build, cache_dir=spec.cache_dir, source=spec.source)
+    files = [spec.source] if Path(spec.source).is_file() else []
+    files += [str(p) for p in (spec.classes, *spec.splits.values()) if isinstance(p, Path)]
+    return DataSource(kind, spec.name, spec.root, list(spec.splits), build, cache_dir=spec.cache_dir, source=spec.source,
+                      files=files)
 
 
 def yolo_source(data_yaml: Path) -> DataSource:
@@ -270,7 +282,8 @@ def yolo_source(data_yaml: Path) -> DataSource:
         return build_yolo_cache(spec, split, output, **kw)  # reading label files needs no worker pool
 
     # splits whose folders exist: Roboflow's data.yaml names a test/ folder it may not have
-    return DataSource("yolo", name, spec.root, spec.present(), build, source=str(data_yaml))
+    files = [str(spec.yaml), *(str(e) for entries in spec.splits.values() for e in entries if e.is_file())]
+    return DataSource("yolo", name, spec.root, spec.present(), build, source=str(data_yaml), files=files)
 
 
 def coco_source(path: Path) -> DataSource:
@@ -285,7 +298,8 @@ def coco_source(path: Path) -> DataSource:
         chosen = list(splits) if key == ALL else [key]
         return build_coco_cache(root, [splits[s] for s in chosen], output, **kw)
 
-    return DataSource("coco", root.name, root, list(splits), build, single=path.is_file(), source=str(path))
+    return DataSource("coco", root.name, root, list(splits), build, single=path.is_file(), source=str(path),
+                      files=[str(s.json) for s in splits.values()])
 
 
 def open_data(data: str | os.PathLike) -> DataSource:
@@ -328,6 +342,25 @@ def resolve_spec(spec: DatasetSpec, split: Optional[str] = "train", *, workers: 
                  progress: bool = False, log: TextIO = sys.stderr) -> Cache:
     """Build or reuse the cache of one split of ``spec`` (``None`` or "all": every file)."""
     return resolve_source(voc_source(spec), split, workers=workers, progress=progress, log=log)
+
+
+def input_files(data: str | os.PathLike, cache: Optional[Cache] = None, source: Optional[DataSource] = None) -> list[str]:
+    """Every file ``--data`` reads: the path itself, the files that define the dataset
+    (:attr:`DataSource.files`), and, from ``cache``, each record's image and annotation file.
+    What :func:`detect.utils.check_output_path` must never let an output replace (``val --json
+    ds/classes.txt`` replaced the class list)."""
+    out = [os.fspath(data)]
+    if source is None and not is_cache_path(data):
+        try:
+            source = open_data(data)
+        except UsageError:
+            source = None
+    if source is not None:
+        out += source.files
+    if cache is not None:
+        out += [r.image for r in cache.records if r.image]
+        out += [r.annotation for r in cache.records if r.annotation]
+    return out
 
 
 def is_cache_path(data: str | Path) -> bool:

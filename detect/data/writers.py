@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -47,6 +48,8 @@ from detect.data.coco import xyxy_to_coco
 from detect.data.layouts import canonical_split
 from detect.data.yolo import xyxy_to_yolo
 from detect.structures import ImageRecord
+from detect.errors import UsageError
+from detect.readers import FileReadError, load_yaml, read_text
 from detect.utils import atomic_write_text
 
 Splits = dict[str, list[ImageRecord]]  # split name -> records (every record has an image file)
@@ -68,13 +71,40 @@ def output_split(name: str) -> str:
     return c if c in ("train", "val", "test") else name
 
 
+def check_class_names(classes: Sequence[str]) -> None:
+    """Refuse (a usage error, before anything is written) a class name no format can carry: empty,
+    or holding a control character (a NUL or ``\x01`` crashed lxml after the first image was
+    copied; a newline turned classes.txt into 3 lines for 2 classes, and the round trip lost that
+    class's boxes)."""
+    for c in classes:
+        bad = sorted({repr(ch) for ch in c if unicodedata.category(ch) in ("Cc", "Cs")})
+        if not c.strip() or bad:
+            raise UsageError(f"class name {c[:80]!r}{'...' if len(c) > 80 else ''} cannot be written: "
+                             + (f"it holds the control character(s) {', '.join(bad)}" if bad else "it is empty")
+                             + "; rename the class in the source")
+
+
+def utf8_name(name: str) -> str:
+    """A file name every format can hold: bytes that are not UTF-8 (``os.fsdecode``'s surrogate
+    escapes) become ``_`` (COCO JSON and VOC XML are UTF-8 text; such a name crashed both)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate from JSON text, not a file-name byte
+            raw = name.encode("utf-8", "replace")
+        return raw.decode("utf-8", "replace").replace("\ufffd", "_")
+
+
 def output_names(splits: Splits) -> dict[str, str]:
     """Image path -> output file name, unique by stem (case-insensitive) over the whole dataset,
     so a VOC ``Annotations/<stem>.xml`` or a YOLO label never serves two images."""
     names: dict[str, str] = {}
     taken: set[str] = set()
     for image in sorted({r.image for recs in splits.values() for r in recs}):
-        p = Path(image)
+        p = Path(utf8_name(image))
         stem = p.stem
         if stem.lower() in taken:
             stem = f"{p.parent.name}_{p.stem}"
@@ -107,9 +137,9 @@ def _sub(parent, tag: str, text: object = None):
 def voc_xml(record: ImageRecord, classes: Sequence[str], filename: str, path: str) -> str:
     """One image's annotation, as labelImg writes it."""
     root = etree.Element("annotation")
-    _sub(root, "folder", Path(path).parent.name)
+    _sub(root, "folder", utf8_name(Path(path).parent.name))
     _sub(root, "filename", filename)
-    _sub(root, "path", path)
+    _sub(root, "path", utf8_name(path))
     _sub(_sub(root, "source"), "database", "Unknown")
     size = _sub(root, "size")
     _sub(size, "width", record.width)
@@ -144,8 +174,19 @@ def plan_voc(out: Path, classes: Sequence[str], splits: Splits, names: dict[str,
                                text=lambda r=r, name=name, img=img: voc_xml(r, classes, name, str(img))))
         stems = "".join(f"{Path(names[r.image]).stem}\n" for r in recs)
         plan.append(Output(out / "ImageSets" / "Main" / f"{output_split(split)}.txt", text=lambda s=stems: s))
-    plan.append(Output(out / "classes.txt", text=lambda: "".join(f"{c}\n" for c in classes)))
+    merged = [*existing_classes(out / "classes.txt"), *classes]  # converting split by split into one folder
+    plan.append(Output(out / "classes.txt", text=lambda: "".join(f"{c}\n" for c in dict.fromkeys(merged))))
     return plan
+
+
+def existing_classes(path: Path) -> list[str]:
+    """The class names of a ``classes.txt`` a previous convert left in the output (none: [])."""
+    if not path.is_file():
+        return []
+    try:
+        return [c.strip() for c in read_text(path, "class file").splitlines() if c.strip()]
+    except FileReadError as e:
+        raise UsageError(f"{e}; choose another output folder") from None
 
 
 # -- COCO -----------------------------------------------------------------------------------------
@@ -185,19 +226,37 @@ def yolo_label(record: ImageRecord) -> str:
 
 
 def yolo_yaml(classes: Sequence[str], splits: Sequence[str]) -> str:
-    """The ``data.yaml``: train/val/test folders relative to its own folder, ``nc``, ``names``."""
-    keys = {s: s for s in splits if s in ("train", "val", "test")}
+    """The ``data.yaml``: train/val/test folders relative to its own folder, ``nc``, ``names``.
+    A split the source lacks is left out and said in a comment (``train: images/val`` would
+    train on the val images)."""
+    keys = [s for s in ("train", "val", "test") if s in splits]
     notes = ["# written by retail-detect (detect convert); no 'path': ultralytics resolves the splits",
              "# from this file's folder, so the dataset can be moved"]
-    if "train" not in keys:
-        keys["train"] = splits[0]
-        notes.append(f"# no train split in the source: train is '{splits[0]}'")
-    if "val" not in keys:
-        keys["val"] = keys["train"]
-        notes.append(f"# no val split in the source: val repeats '{keys['train']}'")
-    body = {k: f"images/{keys[k]}" for k in ("train", "val", "test") if k in keys}
+    notes += [f"# no {s} split in the source: add '{s}: images/{s}' before training" for s in ("train", "val") if s not in keys]
+    body: dict = {k: f"images/{k}" for k in keys}
     body.update(nc=len(classes), names=list(classes))
     return "\n".join(notes) + "\n" + yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+
+
+def existing_yolo(out: Path, classes: Sequence[str]) -> list[str]:
+    """The splits a previous convert wrote into ``out`` (its ``data.yaml`` names ``images/<split>``
+    and the folder exists), when that ``data.yaml`` has the same class names; other names: a
+    usage error (the labels' class ids would mean different classes)."""
+    path = out / "data.yaml"
+    if not path.exists():
+        return []
+    try:
+        d = load_yaml(path, "data.yaml")
+    except FileReadError as e:
+        raise UsageError(f"{e}; choose another output folder") from None
+    if not isinstance(d, dict):
+        return []
+    names = d.get("names")
+    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else names
+    if names != list(classes):
+        raise UsageError(f"{path} exists with other classes ({str(names)[:200]}); converting into it would mix class ids: "
+                         "convert every split at once, or into another folder")
+    return [s for s in ("train", "val", "test") if d.get(s) == f"images/{s}" and (out / "images" / s).is_dir()]
 
 
 def plan_yolo(out: Path, classes: Sequence[str], splits: Splits, names: dict[str, str]) -> list[Output]:
@@ -208,11 +267,12 @@ def plan_yolo(out: Path, classes: Sequence[str], splits: Splits, names: dict[str
             name = names[r.image]
             plan.append(Output(out / "images" / s / name, image=r.image))
             plan.append(Output(out / "labels" / s / f"{Path(name).stem}.txt", text=lambda r=r: yolo_label(r)))
-    plan.append(Output(out / "data.yaml", text=lambda: yolo_yaml(classes, [output_split(s) for s in splits])))
+    written = [*existing_yolo(out, classes), *(output_split(s) for s in splits)]
+    plan.append(Output(out / "data.yaml", text=lambda: yolo_yaml(classes, written)))
     return plan
 
 
-PLANNERS = {"voc": plan_voc, "coco": plan_coco, "yolo": plan_yolo}
+PLANNERS = {"voc": plan_voc, "coco": plan_coco, "yolo": plan_yolo}  # each checked by check_class_names first
 
 
 # -- writing --------------------------------------------------------------------------------------

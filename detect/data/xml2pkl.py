@@ -32,6 +32,7 @@ from detect.data.cache_header import (
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
 from detect.data.limits import MAX_XML_BYTES
 from detect.errors import UsageError
+from detect.readers import FileReadError, read_text
 from detect.utils import OutputPathError, atomic_write_text, check_output_path
 
 if TYPE_CHECKING:
@@ -85,17 +86,20 @@ class BuildResult:
 
 
 def read_list_file(path: str | os.PathLike, what: str) -> list[str]:
-    """Non-empty, non-comment lines of a class or split file (first whitespace token)."""
+    """Non-empty, non-comment lines of a class or split file (first whitespace token), read
+    through the bounded reader (:func:`detect.readers.read_text`: a regular file, 16 MiB at
+    most). An empty split file is an empty split (``detect synth`` writes an empty test.txt);
+    an empty class file is a usage error."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {what} file {path}: {e}") from None
+        text = read_text(path, f"{what} file")
+    except FileReadError as e:
+        raise UsageError(f"cannot read {e}") from None
     out = []
     for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             out.append(line.split()[0] if what == "split" else line)
-    if not out:
+    if not out and what != "split":
         raise UsageError(f"{what} file {path} lists nothing")
     return out
 

@@ -10,15 +10,13 @@ tools write it) is recognised. A file libxml2 refuses becomes a ``parse_error`` 
 
 from __future__ import annotations
 
-import os
 import re
-import stat
 import threading
 from typing import Optional
 
 from lxml import etree
 
-from detect.utils import NotRegularFileError, is_within, open_regular
+from detect.readers import read_limited
 
 # No DTD entities, no network: annotation files come from strangers (XXE, billion laughs).
 # Whitespace-only text nodes are dropped (every value we read is stripped anyway): ~12% faster.
@@ -44,98 +42,15 @@ def load_tree(path: str, root: str, max_bytes: int, problems: list[tuple[str, st
         return None
 
 
-def _read_bytes(fd: int, limit: int, block: int = 1 << 16) -> bytes:
-    """At most ``limit`` + 1 bytes of an open file (one more than allowed tells "too large");
-    raw ``os.read`` is ~3x cheaper than ``open().read()`` per file."""
-    data = os.read(fd, min(block, limit + 1))
-    if len(data) < block:
-        return data
-    parts, n = [data], len(data)
-    while n <= limit and (chunk := os.read(fd, min(block, limit + 1 - n))):
-        parts.append(chunk)
-        n += len(chunk)
-    return b"".join(parts)
-
-
-_FAST_OPEN = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-
-
 def read_xml(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]],
              stat_out: Optional[list[int]] = None) -> Optional[bytes]:
-    """The bytes of an annotation file, or None with a problem: only a regular file (a FIFO
-    blocked a read forever, ``/dev/zero`` filled the memory) of at most ``max_bytes``, and, when
-    ``root`` (a real path) is given, a symlink only when it points inside ``root``.
-
-    The usual file (``lstat``: a regular file, not a link) costs ``lstat``, ``open``
-    (``O_NOFOLLOW``: a link swapped in meanwhile is not followed), one ``fstat`` (still regular,
-    and its size), ``read`` and ``close``; anything else (a link, a special file, an error) takes
-    :func:`_read_xml_checked`, which says what is wrong.
-
-    ``stat_out`` (a list ``[-1, -1]``), when given, gets the file's ``[size, mtime_ns]`` as
-    ``os.stat`` gives them (a link's target; left -1 when it cannot be stat-ed): a first build
-    takes them from here, the ``fstat`` of the file as read, instead of a ``stat`` in the walk."""
-    try:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return _read_xml_checked(path, root, max_bytes, problems, stat_out)
-        fd = os.open(path, _FAST_OPEN)
-    except (OSError, ValueError):  # missing, unreadable, swapped for a link...: the careful path names it
-        return _read_xml_checked(path, root, max_bytes, problems, stat_out)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):  # swapped since the lstat
-            os.close(fd)
-            fd = -1
-            return _read_xml_checked(path, root, max_bytes, problems, stat_out)
-        if stat_out is not None:
-            stat_out[0], stat_out[1] = st.st_size, st.st_mtime_ns
-        size = st.st_size
-        data = _read_bytes(fd, max_bytes) if size <= max_bytes else b""
-    except OSError as e:
-        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
-        return None
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return _check_size(size, data, max_bytes, problems)
-
-
-def _read_xml_checked(path: str, root: str, max_bytes: int, problems: list[tuple[str, str]],
-                      stat_out: Optional[list[int]] = None) -> Optional[bytes]:
-    """:func:`read_xml` for a symlink, a special file or a failing ``lstat``/``open``."""
-    if stat_out is not None:
-        try:
-            st = os.stat(path)  # what the walk's stat gives: a link's target, a FIFO's own
-            stat_out[0], stat_out[1] = st.st_size, st.st_mtime_ns
-        except (OSError, ValueError):
-            pass
-    try:
-        if root and os.path.islink(path) and not is_within(path, root):
-            problems.append(("link_outside", f"symlink to {os.path.realpath(path)}, outside the annotation folder {root}; not read"))
-            return None
-        fd = open_regular(path)
-    except NotRegularFileError as e:
-        problems.append(("special_file", f"{e.kind}, not a regular file; not read"))
-        return None
-    except OSError as e:
-        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
-        return None
-    try:
-        size = os.fstat(fd).st_size
-        data = _read_bytes(fd, max_bytes) if size <= max_bytes else b""
-    except OSError as e:
-        problems.append(("read_error", f"cannot read the file ({e.strerror or e})"))
-        return None
-    finally:
-        os.close(fd)
-    return _check_size(size, data, max_bytes, problems)
-
-
-def _check_size(size: int, data: bytes, max_bytes: int, problems: list[tuple[str, str]]) -> Optional[bytes]:
-    if size > max_bytes or len(data) > max_bytes:  # also a file that grew while read
-        problems.append(("too_large", f"{max(size, len(data)):,} bytes, over the limit of {max_bytes:,} bytes for one annotation "
-                                      "file; not read (a genuine file this large: raise --max-xml-bytes)"))
-        return None
-    return data
+    """The bytes of an annotation file, or None with a problem: :func:`detect.readers.read_limited`
+    (only a regular file of at most ``max_bytes``; a symlink only when it points inside ``root``),
+    the reader every label, list, JSON and YAML file goes through. ``stat_out`` (a list
+    ``[-1, -1]``), when given, gets the file's ``[size, mtime_ns]``: a first build takes them from
+    here, the ``fstat`` of the file as read, instead of a ``stat`` in the walk."""
+    return read_limited(path, root, max_bytes, problems, stat_out, what="annotation file",
+                        hint="a genuine file this large: raise --max-xml-bytes", root_what="annotation folder")
 
 
 def _utf16_bom(data: bytes) -> tuple[bytes, str]:

@@ -43,16 +43,18 @@ than a parser, and the format is five numbers a line; its path rules are reprodu
 from __future__ import annotations
 
 import os
+import reprlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
 from detect.data.boxcheck import clip_box
 from detect.data.images import IMAGE_EXTS, FileStat, read_image_size, walk_files
 from detect.data.voc import FileResult
+from detect.checks import MAX_CLASSES
 from detect.errors import UsageError
+from detect.readers import MAX_TEXT_BYTES, FileReadError, load_yaml, path_problem, read_file, read_limited
 
 SPLIT_KEYS = ("train", "val", "test")
 TOLERANCE = 0.01  # box edges this far past the image (fraction of its size) are rounding, not mistakes
@@ -93,27 +95,38 @@ def read_data_yaml(path: str | os.PathLike) -> YoloSpec:
     Raises :class:`DataYamlError`."""
     path = Path(path)
     try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
-    except OSError as e:
-        raise DataYamlError(f"{path}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise DataYamlError(f"{path}: not valid YAML: {e}") from None
+        d = load_yaml(path, "data.yaml")  # bounded, regular file only, alias and depth limits
+    except FileReadError as e:
+        raise DataYamlError(str(e)) from None
     if not looks_like_data_yaml(d):
         raise DataYamlError(f"{path}: not a YOLO data.yaml (expected 'train', 'val' and 'names' or 'nc')")
+    d = dict(d)  # load_yaml's result is shared: never changed in place
     if "val" not in d and "validation" in d:
         d["val"] = d["validation"]
     here = path.resolve().parent
-    root = _root(d.get("path"), here)
+    root = _root(d.get("path"), here, path)
     splits = {k: _entries(root, d[k], k, path) for k in SPLIT_KEYS if d.get(k)}
     if not splits:
         raise DataYamlError(f"{path}: no 'train', 'val' or 'test' paths")
-    return YoloSpec(path.resolve(), root, _names(d, path), splits)
+    names = _names(d, path)
+    for k in ("train", "val"):  # a missing train folder made the split vanish, and val was trained on
+        missing = [e for e in splits.get(k, []) if not e.exists()]
+        if missing:
+            raise DataYamlError(f"{path}: '{k}: {d[k]}' does not exist ({missing[0]}); fix the path or remove the key")
+    return YoloSpec(path.resolve(), root, names, splits)
 
 
-def _root(value: Any, here: Path) -> Path:
+def _path_text(value: str, key: str, path: Path) -> str:
+    problem = path_problem(value)
+    if problem:
+        raise DataYamlError(f"{path}: '{key}' is not a usable path: {problem}")
+    return value
+
+
+def _root(value: Any, here: Path, path: Path) -> Path:
     if not value:
         return here
-    p = Path(os.path.expanduser(str(value)))
+    p = Path(os.path.expanduser(_path_text(str(value), "path", path)))
     if p.is_absolute():
         return p.resolve()
     return p.resolve() if p.exists() else (here / p).resolve()
@@ -121,38 +134,63 @@ def _root(value: Any, here: Path) -> Path:
 
 def _entries(root: Path, value: Any, key: str, path: Path) -> list[Path]:
     if isinstance(value, str):
-        x = (root / value).resolve()
+        x = (root / _path_text(value, key, path)).resolve()
         if not x.exists() and value.startswith("../"):
             x = (root / value[3:]).resolve()
         return [x]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [(root / v).resolve() for v in value]
+        return [(root / _path_text(v, key, path)).resolve() for v in value]
     raise DataYamlError(f"{path}: '{key}' must be a path or a list of paths, got {value!r}")
+
+
+def _class_id(k: Any) -> Optional[int]:
+    """A ``names`` key as a class id: an int, or a string of digits ("0"); not 0.5, not true."""
+    if isinstance(k, bool):
+        return None
+    if isinstance(k, int):
+        return k
+    if isinstance(k, str) and k.strip().isdigit() and len(k.strip()) <= 9:
+        return int(k)
+    return None
+
+
+def _name(v: Any, path: Path) -> str:
+    """A class name: a string, or a number written bare (``names: [1, 2]``); nothing nested."""
+    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise DataYamlError(f"{path}: a class name must be text, got {reprlib.repr(v)}")
 
 
 def _names(d: dict, path: Path) -> list[str]:
     names, nc = d.get("names"), d.get("nc")
+    if nc is not None and (isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES):
+        raise DataYamlError(f"{path}: 'nc' must be a number of classes from 1 to {MAX_CLASSES:,}, got {reprlib.repr(nc)}")
     if names is None:
-        if not isinstance(nc, int) or nc < 1:
+        if nc is None:
             raise DataYamlError(f"{path}: give 'names' (a list or a dict of class names) or 'nc'")
         return [f"class_{i}" for i in range(nc)]
+    if isinstance(names, (dict, list)) and len(names) > MAX_CLASSES:
+        raise DataYamlError(f"{path}: 'names' lists {len(names):,} classes, more than the limit of {MAX_CLASSES:,}")
     if isinstance(names, dict):
-        try:
-            by_id = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            raise DataYamlError(f"{path}: 'names' keys must be class ids 0, 1, ..., got {list(names)}") from None
+        by_id: dict[int, str] = {}
+        for k, v in names.items():
+            cid = _class_id(k)
+            if cid is None:
+                raise DataYamlError(f"{path}: 'names' keys must be class ids 0, 1, ..., got {reprlib.repr(k)}")
+            by_id[cid] = _name(v, path)
         if sorted(by_id) != list(range(len(by_id))):
-            raise DataYamlError(f"{path}: 'names' keys must be 0..{len(by_id) - 1}, got {sorted(by_id)}")
+            raise DataYamlError(f"{path}: 'names' keys must be 0..{len(by_id) - 1}, got {reprlib.repr(sorted(by_id))}")
         out = [by_id[i] for i in range(len(by_id))]
     elif isinstance(names, list):
-        out = [str(n) for n in names]
+        out = [_name(n, path) for n in names]
     else:
         raise DataYamlError(f"{path}: 'names' must be a list or a dict, got {type(names).__name__}")
     if nc is not None and nc != len(out):
         raise DataYamlError(f"{path}: 'nc: {nc}' but 'names' has {len(out)} entries")
-    repeated = sorted({n for n in out if out.count(n) > 1})
+    repeated = sorted(n for n, k in Counter(out).items() if k > 1)  # one pass: out.count() per name took 16 s for 40,000
     if repeated or not out:
-        raise DataYamlError(f"{path}: each class name must appear once; repeated: {repeated}" if out else f"{path}: 'names' is empty")
+        raise DataYamlError(f"{path}: each class name must appear once; repeated: {reprlib.repr(repeated)}" if out
+                            else f"{path}: 'names' is empty")
     return out
 
 
@@ -166,8 +204,12 @@ def list_images(entries: Sequence[Path]) -> tuple[list[FileStat], list[tuple[str
         if entry.is_dir():
             listing = walk_files(entry, IMAGE_EXTS)[0]
             found.update((st.path, st) for st in listing.stats())
-        elif entry.is_file():
-            for line in entry.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        elif entry.exists():
+            try:
+                listed = read_file(entry, "image list").decode("utf-8-sig", "replace")
+            except FileReadError as e:
+                raise DataYamlError(str(e)) from None
+            for line in listed.splitlines():
                 line = line.strip()
                 if not line or line.startswith("#") or os.path.splitext(line)[1].lower() not in IMAGE_EXTS:
                     continue
@@ -250,8 +292,11 @@ def parse_labels(text: str, width: int, height: int, names: Sequence[str], probl
     return boxes, out
 
 
-def parse_image(image: FileStat, label: str, names: Sequence[str]) -> FileResult:
-    """One image and its label file (missing: a negative image) -> a cache row."""
+def parse_image(image: FileStat, label: str, names: Sequence[str], root: Optional[str] = None) -> FileResult:
+    """One image and its label file (missing: a negative image) -> a cache row. The label file
+    goes through :func:`detect.readers.read_limited`: a regular file of at most
+    :data:`~detect.readers.MAX_TEXT_BYTES`, and a symlink only when it leads inside ``root``
+    (the dataset root, a real path)."""
     problems: list[tuple[str, str]] = []
     fail = FileResult(False, "", -1, -1, 0, 0, [], [], [], [], ("", "", ""), problems)
     try:
@@ -259,12 +304,15 @@ def parse_image(image: FileStat, label: str, names: Sequence[str]) -> FileResult
     except Exception as e:  # PIL raises several types for bad files
         problems.append(("bad_image", f"image {image.path} cannot be read ({e}); left out"))
         return fail
+    read: list[tuple[str, str]] = []
+    data = read_limited(label, root, MAX_TEXT_BYTES, read, what="label file", missing_ok=True)
+    if data is None:
+        problems.append((read[0][0], f"{read[0][1]}; image left out"))
+        return fail
     try:
-        text = Path(label).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        text = ""
-    except (OSError, UnicodeDecodeError) as e:
-        problems.append(("read_error", f"cannot read the label file ({e}); image left out"))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        problems.append(("read_error", f"not UTF-8 text ({e.reason} at byte {e.start}); image left out"))
         return fail
     boxes, found = parse_labels(text, width, height, names, problems)
     flags = [False] * len(found)

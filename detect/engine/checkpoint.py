@@ -46,6 +46,7 @@ import torch
 
 from detect.config import ExperimentConfig, upgrade
 from detect.errors import UsageError
+from detect.checks import model_size_problem
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
@@ -250,6 +251,9 @@ def load_model(path: str | Path, device: Any = "cpu") -> tuple[torch.nn.Module, 
     ckpt = load_checkpoint(path, map_location="cpu")
     cfg = stored_config(ckpt, path)
     classes = [str(c) for c in ckpt["classes"]]
+    problem = model_size_problem(cfg.preprocess.imgsz, len(classes))
+    if problem:  # before anything is built at that size
+        raise CheckpointError(f"{path}: {problem}; not loaded")
     cfg.model.num_classes = len(classes)
     build = cfg.for_rebuild()
     model = build_model(build.model, build.preprocess)

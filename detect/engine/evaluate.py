@@ -212,7 +212,14 @@ def report(got: dict[str, Any], classes: Sequence[str], folder: str | Path, reco
 
     metrics, details = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
     errors = error_breakdown(got["dets"], got["gts"], classes)
-    plots = write_val_plots(folder, metrics, details, classes, errors, records, got["dets"], got["gts"])
+    try:  # pictures to look at: never a reason to lose the metrics (a plot that failed left no val.json)
+        plots = write_val_plots(folder, metrics, details, classes, errors, records, got["dets"], got["gts"])
+    except (MemoryError, RuntimeError, ValueError, OSError) as e:
+        if isinstance(e, UsageError):  # an output the rule refused: not a drawing problem
+            raise
+        print(f"warning: the evaluation plots could not be drawn ({type(e).__name__}: {str(e)[:200]}); "
+              "val.json is written", file=sys.stderr)
+        plots = {}
     out = dict(metrics)
     out.update(extra or {})
     out.update({
@@ -297,15 +304,24 @@ def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optiona
     from torch.utils.data import DataLoader
 
     from detect.data.dataset import collate
-    from detect.data.spec import resolve_data
+    from detect.data.spec import input_files, resolve_data
     from detect.engine.checkpoint import load_model
     from detect.engine.datasets import eval_dataset
     from detect.engine.errors import format_breakdown
-    from detect.utils import atomic_write_text, select_device
+    from detect.engine.report import VAL_OUTPUTS
+    from detect.utils import atomic_write_text, check_output_folder, check_output_path, select_device
 
     t0 = time.perf_counter()
     if not Path(args.weights).is_file():
         raise UsageError(f"weights file {args.weights} not found")
+    folder = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs")) / f"val-{args.split}"
+
+    def check_outputs(inputs: list[str]) -> None:  # before the work, and again once the dataset's files are known
+        if args.json:
+            check_output_path(args.json, inputs, what="--json")
+        check_output_folder(folder, VAL_OUTPUTS, inputs, what="--plots folder" if args.plots else "plots folder")
+
+    check_outputs([args.weights, args.data])
     if args.max_det is not None and args.max_det < 1:
         raise UsageError(f"--max-det must be >= 1, got {args.max_det}")
     device = select_device(args.device)
@@ -319,6 +335,7 @@ def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optiona
         cache = resolve_data(args.data, args.split, progress=sys.stderr.isatty())
     except (FileNotFoundError, ValueError, KeyError, OSError) as e:  # DatasetError included
         raise UsageError(f"cannot read data {args.data!r} split {args.split!r}: {e}") from None
+    check_outputs([args.weights, *input_files(args.data, cache)])
     for p in cache.problems:
         print(f"warning: {p}", file=sys.stderr)
     records = _align_classes(cache, classes)
@@ -335,7 +352,6 @@ def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optiona
     except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
         print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
         return 1
-    folder = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs")) / f"val-{args.split}"
     extra = {"weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
              "imgsz": int(cfg.preprocess.imgsz), "problems": len(cache.problems),
              "images_per_s": len(got["gts"]) / max(got["seconds"], 1e-9)}

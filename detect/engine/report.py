@@ -22,6 +22,8 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
+VAL_OUTPUTS = ("val.json", "pr_curve.png", "confusion_matrix.png", "confusion_matrix_normalized.png", "per_class_ap.png",
+               "errors.png", "val_mosaic.png")  # what an evaluation writes into its folder (the output checks)
 MOSAIC_IMAGES = 8  # val images in val_mosaic.png (each shown twice: truth, prediction)
 MOSAIC_CONF = 0.25  # predictions drawn at or above this score (the confusion matrix's threshold)
 

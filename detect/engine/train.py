@@ -120,6 +120,10 @@ def _train(
 
     cfg.preprocess = input_preprocess(cfg.model, cfg.preprocess)  # the mean/std the model will use, saved with the run
     bare = model_fn(cfg).to(device)
+    if t.weights and ckpt is None:  # fine-tuning from a detector: detect/engine/finetune.py
+        from detect.engine.finetune import load_detector_weights, read_detector
+
+        log.print(load_detector_weights(bare, read_detector(t.weights), data.classes, t.weights).text())
     channels_last = t.channels_last
     if channels_last:
         bare = bare.to(memory_format=torch.channels_last)

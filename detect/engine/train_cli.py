@@ -6,14 +6,17 @@ training itself is :func:`detect.engine.train.train`."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
+from detect.engine.finetune import detector_config, read_detector
 from detect.engine.train import train
 from detect.errors import UsageError
 from detect.options import apply_config_options
+from detect.utils import next_run_dir
 
 
 def run_checkpoint(args: argparse.Namespace) -> Path:
@@ -32,7 +35,8 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     """Defaults <- ``--config`` YAML <- the options given on the command line. With ``--resume``
     the run's stored config (from ``checkpoint``, its ``last.pt``; read here when not given)
     takes the place of the YAML and the defaults; options given still override it (e.g.
-    ``--epochs`` to extend a finished run)."""
+    ``--epochs`` to extend a finished run). With ``--weights`` (fine-tuning) the model and
+    preprocessing sections are the checkpoint's, with the options given applied on top."""
     resume = bool(getattr(args, "resume", False))
     if resume:
         last = run_checkpoint(args)
@@ -40,34 +44,51 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
     else:
         cfg = ExperimentConfig.load_yaml(args.config) if getattr(args, "config", None) else ExperimentConfig()
     apply_config_options(cfg, args)
+    if not resume and cfg.train.weights:  # fine-tuning: the checkpoint's network, the options given still win
+        detector_config(cfg, read_detector(cfg.train.weights), cfg.train.weights)
+        apply_config_options(cfg, args)
     cfg.train.resume = resume
     if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
         cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
     return cfg
 
 
-def next_run_dir(path: str | Path) -> Path:
-    """``path`` when it is free (missing or an empty folder), else the first free ``path2``,
-    ``path3``, ... (the ultralytics convention for runs/train)."""
-    path = Path(path)
+def run_inputs(cfg: ExperimentConfig, config: Optional[str] = None) -> list[str]:
+    """The files a training reads that an output could replace: ``--config``, the proposal
+    file, the backbone weights, and the dataset's own (``--data`` and the files defining it)."""
+    from detect.data.spec import input_files
 
-    def free(p: Path) -> bool:
-        return not p.exists() or (p.is_dir() and not any(p.iterdir()))
+    found = [p for p in (config, cfg.data.proposal_file, getattr(cfg.model, "backbone_weights", None)) if p]
+    if cfg.data.data:
+        found += input_files(cfg.data.data)
+    return found
 
-    n = 2
-    candidate = path
-    while not free(candidate):
-        candidate = path.with_name(f"{path.name}{n}")
-        n += 1
-    return candidate
+
+def check_run_folder(cfg: ExperimentConfig, config: Optional[str] = None) -> None:
+    """``--out`` is a folder (or new) and none of the files a run writes there is an input:
+    ``--data RUN/config.yaml --out RUN`` replaced the dataset YAML with the run's config
+    (:func:`detect.utils.check_output_folder`; raises a usage error)."""
+    from detect.engine.report import VAL_OUTPUTS
+    from detect.utils import check_output_folder
+
+    names = ("config.yaml", "last.pt", "best.pt", "results.csv", "results.png", "train_batch.png", *VAL_OUTPUTS)
+    check_output_folder(cfg.train.out, names, run_inputs(cfg, config), what="--out folder")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """``detect train``. Exit 0 done, 1 done but the data had problems, images could not be read
-    or steps were skipped for a non-finite loss; a bad option, missing data or an unusable checkpoint raise
+    """``detect train``. Exit 0 done (problems in the data are warned about: annotations dropped
+    from thousands must not stop ``detect train ... && detect val ...``), 1 done but images could
+    not be read, steps were skipped for a non-finite loss, or ``--strict`` and the data had
+    problems; a bad option, missing data or an unusable checkpoint raise
     :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
     the training state."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
+    check_run_folder(cfg, getattr(args, "config", None))
     result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
-    return 1 if result["nonfinite_loss"] or result["data_problems"] or result["unreadable"] else 0
+    problems, strict = int(result["data_problems"]), bool(getattr(args, "strict", False))  # a count
+    if problems:  # dropped annotations of a large dataset are normal: a warning, unless --strict
+        print(f"warning: {problems} problem(s) in the data were reported and the annotations concerned left out "
+              "(see the warnings above and the problems file beside the cache); "
+              + ("exit code 1 (--strict)" if strict else "exit code 0 (--strict: 1)"), file=sys.stderr)
+    return 1 if result["nonfinite_loss"] or result["unreadable"] or (problems and strict) else 0

@@ -254,12 +254,12 @@ class Predictor:
         return self._plan(images)[0]
 
     def _plan(self, images: Sequence[np.ndarray]) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
-        """(slice sides, whole-photo detections): for "auto", each large image is first read whole
-        (one batch); when that finds enough confident products (their size says no slicing is
-        needed: the detections are the answer, at the cost of one pass) or says the slice side,
-        that is it; only images where it finds too few (products too small to read whole) are
-        probed further with centre crops of growing size (:func:`~detect.infer.slicing.probe_windows`,
-        all images' crops in one batch) and the densest confident view gives their size."""
+        """(slice sides, whole-photo detections): for "auto", each large image is probed: read in
+        centre crops of growing size and whole (:func:`~detect.infer.slicing.probe_windows`, all
+        images' views in one batch); the view with the densest confident detections gives the
+        products' size (a model shown products far too small to read makes a few confident junk
+        boxes of the whole photo: sparse, so a closer view wins). When the answer is "read it
+        whole", the probe's whole-photo detections are returned with it (no second pass)."""
         st, S = self.slicing, self.imgsz
         sides: list[Optional[int]] = [None] * len(images)
         whole: list[Optional[Detections]] = [None] * len(images)
@@ -273,18 +273,7 @@ class Predictor:
             for i in big:
                 sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
             return sides, whole
-        first = self._detect([images[i] for i in big])
-        unsure = []
-        for i, d in zip(big, first):
-            h, w = images[i].shape[:2]
-            p = side_from_probes([np.sqrt(np.prod(d.boxes[:, 2:] - d.boxes[:, :2], axis=1))], [d.scores],
-                                 np.asarray([[0, 0, w, h]]))
-            if p is None:
-                unsure.append(i)
-                continue
-            sides[i] = slice_side(h, w, S, learned, p)
-            whole[i] = d if sides[i] is None else None
-        probes = [(i, probe_windows(*images[i].shape[:2], S)[:-1]) for i in unsure]  # the whole photo was read above
+        probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]  # centre crops, then the whole photo
         crops = [images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins]
         dets = self._detect(crops)
         k = 0
@@ -295,6 +284,7 @@ class Predictor:
                      for d, win in zip(part, wins)]  # products the crop cut are left out
             sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, inner)]
             sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, inner)], wins))
+            whole[i] = part[-1] if sides[i] is None else None  # read whole: the probe's last view is the answer
         return sides, whole
 
     def _predict_sliced(self, images: Sequence[np.ndarray], sides: Sequence[Optional[int]],
@@ -461,9 +451,9 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
 def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
     """``path`` if it is a graph ``detect export`` wrote for a model with these classes and
     input size (its metadata says), else a :class:`UsageError` that says what differs."""
-    import json
-
     import onnx
+
+    from detect.readers import parse_json
 
     if not path.is_file():
         raise UsageError(f"--onnx {path}: file not found; write one with `detect export -o {path.name}` (add --int8 for INT8)")
@@ -473,7 +463,11 @@ def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
         raise UsageError(f"--onnx {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
     if "classes" not in meta or "imgsz" not in meta:
         raise UsageError(f"--onnx {path}: no classes/imgsz metadata; only files written by `detect export` can be run")
-    if json.loads(meta["classes"]) != names or int(meta["imgsz"]) != imgsz:
+    try:  # the bounded parse: nested metadata gave a RecursionError, 1e400 an OverflowError
+        same = parse_json(meta["classes"]) == names and parse_json(meta["imgsz"]) == imgsz
+    except ValueError:
+        same = False
+    if not same:
         raise UsageError(f"--onnx {path} was exported from another model (classes or input size differ from the "
                          f"--weights checkpoint's {imgsz} px, {len(names)} classes); pass the --weights it came from")
     return path

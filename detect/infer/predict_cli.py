@@ -23,7 +23,7 @@ from detect.errors import UsageError
 from detect.infer.predict import Predictor
 from detect.infer.results import ResultWriter, Summary
 from detect.infer.sources import MAX_PIXELS, VIDEO_EXTS, Frame, expand, is_stream
-from detect.utils import OutputPathError, atomic_write_bytes, check_output_path
+from detect.utils import OutputPathError, atomic_write_bytes, check_output_folder, check_output_path, next_run_dir
 from detect.viz.video import VideoSink
 
 
@@ -70,6 +70,7 @@ class Outputs:
         self.save_dir = save_dir
         self.used: set[Path] = set()
         self.sink: Optional[VideoSink] = None
+        self.codecs: set[str] = set()  # the encoders of the videos written (detect.viz.video: H.264 or mp4v)
         self.sink_source: Optional[str] = None
         self.written: list[str] = []
 
@@ -104,6 +105,7 @@ class Outputs:
             path = self.sink.close()
             if path is not None:
                 self.written.append(str(path))
+                self.codecs.add(self.sink.codec)
         self.sink, self.sink_source = None, None
 
 
@@ -170,10 +172,14 @@ def slice_options(args: argparse.Namespace) -> dict:
             "merge": getattr(args, "merge", "cut")}
 
 
+DEFAULT_SAVE_DIR = "runs/predict"  # numbered like runs/train: a second run never mixes into the first
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
-    save_dir = Path(args.save_dir)
+    save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)  # runs/predict, runs/predict2, ...
+    check_output_folder(save_dir, what="--save-dir")
     if listed and not args.no_save:
         check_save_dir(*listed, save_dir)
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
@@ -226,6 +232,8 @@ def run(predictor: Predictor, source: str, save_dir: Path, *, batch: int = 1, sa
         if writer is not None:
             summary.outputs += [str(p) for p in writer.close()]
         summary.outputs = outputs.written + summary.outputs
+        if outputs.codecs:
+            print(f"videos encoded as {', '.join(sorted(outputs.codecs))}", file=sys.stderr)
         summary.finish()
         summary.save(save_dir / "summary.json")
     return summary

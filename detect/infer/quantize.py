@@ -25,7 +25,7 @@ synthetic shelves the shipped weights were trained on are rendered (right only f
 weights get a note asking for their training images). They go through the same preprocessing
 as :class:`~detect.infer.predict.Predictor` on the CPU (:func:`~detect.infer.preprocess.cpu_input`).
 
-:func:`int8_model_for` caches the quantized file under ``$XDG_CACHE_HOME/retail-detect/int8``
+:func:`int8_model_for` caches the quantized file under ``$RETAIL_DETECT_CACHE/int8`` or ``$XDG_CACHE_HOME/retail-detect/int8``
 (``~/.cache``), keyed by the checkpoint's bytes, the calibration source and the versions of
 this code and onnxruntime, so ``detect predict --int8`` quantizes once per checkpoint.
 """
@@ -198,6 +198,12 @@ def export_int8(wrapper: ExportableSSD, meta: dict, output: str | Path, calib: s
 
 
 def cache_dir() -> Path:
+    """Where quantized files are cached: ``$RETAIL_DETECT_CACHE/int8`` when set (the variable
+    that moves the dataset caches moves this one too), else ``$XDG_CACHE_HOME/retail-detect/int8``
+    (``~/.cache``)."""
+    env = os.environ.get("RETAIL_DETECT_CACHE")
+    if env:
+        return Path(env).expanduser() / "int8"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "retail-detect" / "int8"
 
 

@@ -12,6 +12,7 @@ with a bounded queue, so the next frames are decoded while the model runs on thi
 from __future__ import annotations
 
 import glob
+import io
 import queue
 import threading
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from typing import Iterable, Iterator, Optional
 import cv2
 import numpy as np
 
-from detect.data.images import IMAGE_EXTS, MAX_PIXELS, header_pixels  # IMAGE_EXTS: what cv2.imread decodes
+from detect.data.images import IMAGE_EXTS, MAX_PIXELS, header_pixels, header_pixels_of  # IMAGE_EXTS: what cv2.imread decodes
 from detect.errors import UsageError
+from detect.readers import FileReadError, read_file
 
 VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm", ".flv", ".ts", ".3gp", ".gif", ".asf", ".mts"}
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -70,10 +72,14 @@ def expand(source: str) -> tuple[list[str], Optional[str]]:
         if not files:
             raise SourceError(f"{source}: folder has no images or videos (looked for {', '.join(sorted(IMAGE_EXTS)[:6])} ...)")
         return files, str(p)
-    if p.is_file() and p.suffix.lower() == ".txt":
+    if p.suffix.lower() == ".txt" and p.exists() and not p.is_dir():  # a FIFO too: the reader names it
         base = p.parent
         files = []
-        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:  # the bounded reader: a FIFO or a link to /dev/zero is refused, not read forever
+            text = read_file(p, "list of paths").decode("utf-8", "replace")
+        except FileReadError as e:
+            raise SourceError(str(e)) from None
+        for line in text.splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 f = Path(line)
@@ -122,17 +128,37 @@ def read_image(path: str, max_pixels: int = MAX_PIXELS) -> tuple[Optional[np.nda
     than ``max_pixels`` pixels by its header (0: no limit) is not decoded (a small file can
     decode to gigabytes)."""
     try:
-        size = header_pixels(path) if max_pixels else None
+        too_big = _above_limit(header_pixels(path), max_pixels) if max_pixels else None
     except OSError as e:
         return None, f"cannot read file: {e.strerror or e}"
-    if size is not None and size[0] > max_pixels:
-        pixels, dims = size
-        return None, (f"image of {dims + ' = ' if dims else ''}{_megapixels(pixels)} megapixels, above the limit of "
-                      f"{_megapixels(max_pixels)} (--max-pixels); not decoded")
+    if too_big:
+        return None, too_big
     try:
         data = np.fromfile(path, dtype=np.uint8)  # np.fromfile + imdecode: non-ASCII paths work on every OS
     except OSError as e:
         return None, f"cannot read file: {e.strerror or e}"
+    return _decode(data)
+
+
+def decode_bytes(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[Optional[np.ndarray], Optional[str]]:
+    """:func:`read_image` of an image already in memory (an upload to ``detect serve``): the
+    same pixel limit read from the header before anything is decoded, the same decoder."""
+    too_big = _above_limit(header_pixels_of(io.BytesIO(data)), max_pixels) if max_pixels and data else None
+    if too_big:
+        return None, too_big
+    return _decode(np.frombuffer(data, dtype=np.uint8))
+
+
+def _above_limit(size: Optional[tuple[int, str]], max_pixels: int) -> Optional[str]:
+    """Why an image of ``size`` (:func:`header_pixels`) is refused, or None."""
+    if size is None or size[0] <= max_pixels:
+        return None
+    pixels, dims = size
+    return (f"image of {dims + ' = ' if dims else ''}{_megapixels(pixels)} megapixels, above the limit of "
+            f"{_megapixels(max_pixels)} (--max-pixels); not decoded")
+
+
+def _decode(data: np.ndarray) -> tuple[Optional[np.ndarray], Optional[str]]:
     if data.size == 0:
         return None, "empty file"
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)

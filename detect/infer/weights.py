@@ -58,7 +58,7 @@ def load_for_inference(path: Path, device: torch.device, conf: float, iou: float
         model, cfg, classes = load_model(str(path), device)
     except FileNotFoundError as e:
         raise WeightsError(f"weights file {path} not found: {e}") from e
-    except CheckpointError as e:  # a foreign, truncated or other-version file; the message says which
+    except (CheckpointError, UsageError) as e:  # a foreign, truncated or other-version file, a bad .onnx: the message says which
         raise WeightsError(str(e)) from e
     except (ValueError, KeyError, TypeError) as e:  # a retail-detect file whose config this version cannot build
         raise WeightsError(f"{path}: the checkpoint's config cannot be built by this version ({type(e).__name__}: {e})") from e

@@ -16,7 +16,7 @@ are not in the file: they start at :class:`~detect.config.ModelConfig`'s default
 
 from __future__ import annotations
 
-import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 from detect.config import ExperimentConfig, ModelConfig, Preprocess
+from detect.checks import model_size_problem
 from detect.errors import UsageError
+from detect.readers import parse_json
 from detect.models.postprocess import select_detections
 
 REQUIRED_METADATA = ("classes", "imgsz", "mean", "std")
@@ -104,16 +106,9 @@ class OnnxSSD(nn.Module):
         if missing or outputs[:2] != ["boxes", "scores"]:
             raise UsageError(f"{path} is an ONNX model, but not one `detect export` wrote (no {missing or 'boxes/scores outputs'}); "
                              "export the checkpoint with `detect export`")
-        try:
-            self.classes = [str(c) for c in json.loads(meta["classes"])]
-            self.preprocess = Preprocess(imgsz=int(meta["imgsz"]), mean=tuple(json.loads(meta["mean"])),
-                                         std=tuple(json.loads(meta["std"])),
-                                         # files exported before letterboxing and the learned scale lack these
-                                         resize="letterbox" if meta.get("resize") == "letterbox" else "stretch",
-                                         object_size=max(0.0, float(meta.get("object_size", 0.0))))
-        except (ValueError, TypeError) as e:
-            raise UsageError(f"{path}: its metadata cannot be read ({e}); export the checkpoint again") from None
+        self.classes, self.preprocess = read_metadata(meta, path)
         self.input = self.session.get_inputs()[0].name
+        check_shapes(self.session, path, self.preprocess.imgsz, len(self.classes))
         d = ModelConfig()
         self.score_thresh, self.nms_thresh = d.score_thresh, d.nms_thresh
         self.pre_nms_topk, self.max_det = d.pre_nms_topk, d.max_det
@@ -132,12 +127,71 @@ class OnnxSSD(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         with torch_on_one_thread():  # ONNX Runtime's threads have the cores
-            dets = self.postprocess(*run_decoded(self.session, images, self.input))
+            try:
+                boxes, scores = run_decoded(self.session, images, self.input)
+            except MemoryError:
+                raise UsageError(f"{self.path}: running the model ran out of memory; is it the file `detect export` "
+                                 "wrote?") from None
+            except Exception as e:  # onnxruntime's own types: a graph that fails at run time (a huge ConstantOfShape)
+                raise UsageError(f"{self.path}: ONNX Runtime cannot run the model ({type(e).__name__}: "
+                                 f"{str(e)[:300]})") from None
+            if scores.ndim != 3 or boxes.shape[:2] != scores.shape[:2] or scores.shape[-1] != len(self.classes):
+                raise UsageError(f"{self.path}: outputs boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} do not "
+                                 f"fit its {len(self.classes)} classes; export the checkpoint again")
+            dets = self.postprocess(boxes, scores)
         return [{k: v.to(images.device) for k, v in d.items()} for d in dets]
 
     def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """The SSD's selection with this model's current settings."""
         return select_detections(boxes, scores, self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det)
+
+
+def read_metadata(meta: dict[str, str], path: str | Path) -> tuple[list[str], Preprocess]:
+    """Class names and preprocessing from an exported file's metadata, each within limits
+    (:func:`detect.checks.model_size_problem`): nested or empty ``classes`` gave a
+    RecursionError or an IndexError, ``imgsz`` 100000 a 27.9 GiB allocation. Raises a
+    :class:`UsageError` naming the file and the field."""
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{path}: its metadata cannot be used ({what}); export the checkpoint again with `detect export`")
+
+    try:
+        classes, mean, std = (parse_json(meta[k]) for k in ("classes", "mean", "std"))
+        imgsz = parse_json(meta["imgsz"])
+    except ValueError as e:
+        raise bad(f"not JSON: {str(e)[:200]}") from None
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("'classes' must be a list of names")
+    problem = model_size_problem(imgsz, len(classes))
+    if problem:
+        raise bad(problem)
+    for name, v in (("mean", mean), ("std", std)):
+        if not (isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                              and math.isfinite(x) for x in v)):
+            raise bad(f"'{name}' must be 3 finite numbers")
+        if name == "std" and min(v) <= 0:
+            raise bad("'std' must be positive")
+    try:  # files exported before letterboxing and the learned scale lack these: stretch, scale unknown
+        object_size = float(meta.get("object_size", 0.0))
+    except ValueError:
+        raise bad("'object_size' must be a number") from None
+    if not (math.isfinite(object_size) and 0.0 <= object_size <= imgsz):
+        raise bad(f"'object_size' must be in [0, imgsz], got {meta.get('object_size')!r}")
+    resize = "letterbox" if meta.get("resize") == "letterbox" else "stretch"
+    return classes, Preprocess(imgsz=imgsz, mean=tuple(mean), std=tuple(std), resize=resize, object_size=object_size)
+
+
+def check_shapes(session: Any, path: str | Path, imgsz: int, num_classes: int) -> None:
+    """The graph's declared input ``[B, 3, S, S]`` and scores ``[B, N, K]`` agree with the
+    metadata where their sizes are fixed numbers (a symbolic batch axis is fine)."""
+    shape = list(session.get_inputs()[0].shape)
+    fixed = [d if isinstance(d, int) else None for d in shape]
+    if len(shape) != 4 or fixed[1] not in (3, None) or any(d not in (imgsz, None) for d in fixed[2:]):
+        raise UsageError(f"{path}: its input shape {shape} disagrees with its metadata (imgsz {imgsz}: expected "
+                         f"[batch, 3, {imgsz}, {imgsz}]); export the checkpoint again")
+    scores = [o for o in session.get_outputs() if o.name == "scores"][0].shape
+    if len(scores) != 3 or (isinstance(scores[-1], int) and scores[-1] != num_classes):
+        raise UsageError(f"{path}: its scores output {list(scores)} disagrees with its {num_classes} classes; "
+                         "export the checkpoint again")
 
 
 def load_onnx(path: str | Path, device: Any = "cpu") -> tuple[OnnxSSD, ExperimentConfig, list[str]]:

@@ -50,6 +50,10 @@ def cmd_tune(args: Any) -> int:
     """Handler of ``detect tune`` (see ``detect.cli``); returns the exit code."""
     base = _base_config(args.config)
     apply_config_options(base, args, paths=TRAIN_OPTIONS)  # --imgsz, --batch, --workers as in train
+    from detect.utils import check_output_folder
+
+    inputs = [p for p in (args.data, args.space, args.config) if p]  # `--out` holding any of them would replace it
+    check_output_folder(args.out, ("study.db", "trials.md", "trials.csv", "best.yaml"), inputs, what="--out folder")
     try:
         return run_tune(
             data=args.data, space=args.space, out=args.out, trials=args.trials, workers=args.jobs,

@@ -26,15 +26,16 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 
 from detect.config import MOVED, ExperimentConfig, Setting, set_value, settings
 from detect.errors import UsageError
+from detect.readers import FileReadError, load_yaml
 
 SAMPLERS = ("grid", "random", "tpe")
 PRUNERS = ("median", "halving", "none")
@@ -152,13 +153,12 @@ class SearchSpace:
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a space YAML; raises :class:`SpaceError` (or FileNotFoundError)."""
     path = str(path)
+    if not os.path.lexists(path):
+        raise SpaceError(f"{path}: search space file not found")
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: search space file not found") from None
-    except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+        raw = load_yaml(path, "search space file")  # bounded, regular files only, depth and alias limits
+    except FileReadError as e:
+        raise SpaceError(str(e)) from None
     return parse_space(raw, path)
 
 

@@ -56,6 +56,17 @@ def _extra_family() -> str | None:
         return None
 
 
+MAX_LABEL = 40  # characters of a class name on a plot's axis or legend
+
+
+def short_label(name: str, n: int = MAX_LABEL) -> str:
+    """A class name as a plot shows it: at most ``n`` characters (a 20,000-character name made
+    the confusion matrix's text layout allocate until ``std::bad_alloc``), control characters
+    as ``?``."""
+    name = "".join(c if c.isprintable() else "?" for c in str(name)[: n + 1])
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
 def _figure(w: float, h: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -100,7 +111,7 @@ def plot_pr_curves(
         else:
             interp.append(np.zeros_like(grid))
             x, y = np.array([0.0, 1.0]), np.array([0.0, 0.0])
-        label = f"{name} {ap[name]:.3f}" if len(names) <= 20 else None
+        label = f"{short_label(name)} {ap[name]:.3f}" if len(names) <= 20 else None
         axis.plot(x, y, linewidth=1, alpha=0.6, label=label, drawstyle="steps-post")
     if interp:
         mean_ap = float(np.nanmean([ap[n] for n in names]))
@@ -121,7 +132,7 @@ def plot_confusion_matrix(
     normalised per true class (row) when ``normalize``; counts are written in the cells when
     there are at most 30 classes."""
     matrix = np.asarray(matrix)
-    labels = list(names) + ["background"]
+    labels = [short_label(n) for n in names] + ["background"]
     if matrix.shape != (len(labels), len(labels)):
         raise ValueError(f"confusion matrix shape {matrix.shape} does not fit {len(names)} classes + background")
     values = matrix.astype(np.float64)
@@ -211,7 +222,7 @@ def plot_per_class_ap(ap: Mapping[str, float], png_path: str | Path, title: str 
     if items:
         names, vals = zip(*items)
         axis.barh(range(len(vals)), vals, color=[_ap_colour(v) for v in vals])
-        axis.set_yticks(range(len(vals)), names, fontsize=9)
+        axis.set_yticks(range(len(vals)), [short_label(n) for n in names], fontsize=9)
         for i, v in enumerate(vals):
             axis.text(min(v + 0.01, 0.93), i, f"{v:.3f}", va="center", fontsize=8)
         mean = float(np.mean(vals))
