@@ -32,6 +32,7 @@ HANDLERS = {
     "proposals": "detect.engine.proposals:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
     "convert": "detect.data.convert:cmd_convert",
+    "audit": "detect.audit.audit_cli:cmd_audit",
     "serve": "detect.serve.serve_cli:cmd_serve",
 }
 
@@ -133,7 +134,7 @@ def _slice_mode(text: str):
 
 
 def _add_slicing(p: argparse.ArgumentParser) -> None:
-    """Sliced inference for large photos, shared by predict and val (detect/infer/slicing.py)."""
+    """Sliced inference for large photos, shared by predict, val and audit (detect/infer/slicing.py)."""
     p.add_argument("--slice", type=_slice_mode, default="auto", help="cut photos larger than the model needs into "
                    "overlapping slices at the scale of the products it learned: auto, off, or a slice side in pixels")
     p.add_argument("--overlap", type=checked(float, "in [0, 1)"), default=0.25, help="share of a slice side that "
@@ -244,6 +245,36 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from detect.audit.gaps import RATIO
+    from detect.data.images import MAX_PIXELS
+
+    p = sub.add_parser("audit", help="shelf audit: rows, facings, gaps, planogram compliance, share of shelf, "
+                       "unique products in a video", formatter_class=_Help)
+    p.add_argument("source", help="photo, folder, glob, .txt list or video file (an aisle walk)")
+    p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
+    p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv)")
+    p.add_argument("--product-map", help="CSV (product,class) or JSON mapping the planogram's product ids to class names")
+    p.add_argument("--save-dir", default=None, help="folder for the report, tables and annotated photos/videos "
+                   "(default: runs/audit, then runs/audit2, ... as each is used)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
+    p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
+    p.add_argument("--conf", type=_FRACTION, default=0.25, help="score of a product")
+    p.add_argument("--occupancy-conf", type=_FRACTION, default=0.1, help="detections between this score and --conf are "
+                   "something standing there (a product turned or lying down): they close gaps but count as no facing")
+    p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=_COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")
+    p.add_argument("--gap-ratio", type=checked(float, "> 0"), default=RATIO, help="an empty stretch is a gap when the products around it "
+                   "stand this many usual pitches apart (detect/audit/gaps.py)")
+    p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
+                   "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
+    _add_slicing(p)
+    p.add_argument("--min-track-frames", type=_COUNT, default=5, help="videos: frames a track needs to count as a product")
+    p.add_argument("--max-pixels", type=_NONNEG, default=MAX_PIXELS, help="larger images (width x height) are reported and skipped (0: none)")
+    p.add_argument("--no-save", action="store_true", help="no annotated photos/videos (the report still embeds the photos)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     from detect.serve.serve_cli import add_parser  # argparse only: fastapi loads when the command runs
 
@@ -259,7 +290,7 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"xml2pkl": _add_xml2pkl, "synth": _add_synth, "train": _add_train, "val": _add_val, "predict": _add_predict,
               "demo": _add_demo, "export": _add_export, "proposals": _add_proposals, "tune": _add_tune, "convert": _add_convert,
-              "serve": _add_serve}
+              "serve": _add_serve, "audit": _add_audit}
     for name, add in adders.items():
         if command is None or name == command:
             add(sub)

@@ -1,4 +1,4 @@
-"""Imports point one way (docs/ARCHITECTURE.md): ``base <- data <- models <- engine <- infer/tune <- cli``,
+"""Imports point one way (docs/ARCHITECTURE.md): ``base <- data <- models <- engine <- infer/tune <- audit <- cli``,
 with ``models`` and ``data`` independent of each other and ``viz`` needing only the base.
 
 Every ``import`` statement of the package is read with :mod:`ast`, function-level (lazy) ones
@@ -23,12 +23,13 @@ ALLOWED = {
     "engine": {"base", "data", "models", "viz"},
     "infer": {"base", "data", "models", "viz", "engine"},
     "tune": {"base", "data", "models", "viz", "engine"},
+    "audit": {"base", "viz", "infer"},  # shelf facts from detections: no model or engine code
     # serve detects through infer's Predictor; models only for set_postprocess (a batch's NMS IoU),
-    # data only for the safe XML parser (Label Studio's labelling config)
-    "serve": {"base", "data", "models", "infer"},
-    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune", "serve"},
+    # data only for the safe XML parser (Label Studio's labelling config); audit for POST /v1/audit
+    "serve": {"base", "data", "models", "infer", "audit"},
+    "cli": {"base", "data", "models", "viz", "engine", "infer", "tune", "audit", "serve"},
 }
-ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "serve"}
+ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "audit", "serve"}
 
 
 def module_name(path: Path) -> str:
