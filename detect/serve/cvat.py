@@ -25,7 +25,7 @@ class DetectFunction:
     """``spec`` (the model's classes as rectangle labels) and ``detect(context, PIL image)``."""
 
     def __init__(self, weights: Optional[str] = None, device: str = "cpu", conf: float = 0.25, iou: float = 0.45,
-                 max_det: int = 300, predictor: Optional[Predictor] = None) -> None:
+                 max_det: int = 1000, predictor: Optional[Predictor] = None) -> None:
         import cvat_sdk.auto_annotation as cvataa
 
         self.conf = float(conf)
@@ -47,6 +47,6 @@ class DetectFunction:
 
 
 def create(weights: Optional[str] = None, device: str = "cpu", conf: float = 0.25, iou: float = 0.45,
-           max_det: int = 300) -> DetectFunction:
+           max_det: int = 1000) -> DetectFunction:
     """What ``cvat-cli ... --function-module detect.serve.cvat -p name=type:value`` calls."""
     return DetectFunction(weights, device, conf, iou, max_det)

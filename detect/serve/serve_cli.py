@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--conf", type=fraction, default=0.05, help="the model's score threshold: the lowest conf a "
                    "request can ask for (requests default to 0.25)")
     p.add_argument("--iou", type=fraction, default=0.45, help="NMS IoU threshold when a request gives none")
-    p.add_argument("--max-det", type=count, default=300, help="detections per image at most")
+    p.add_argument("--max-det", type=count, default=1000, help="detections per image at most")
     p.add_argument("--max-batch", type=nonneg, default=0, help="images per forward pass at most (1: no batching; 0: 8 "
                    "on a GPU, 1 on the CPU, where a batch was no faster per image)")
     p.add_argument("--max-wait-ms", type=checked(float, ">= 0"), default=5.0,

@@ -37,7 +37,7 @@ class ServeConfig:
     conf: float = 0.05  # the Predictor's score threshold: the lowest ``conf`` a request can ask for
     default_conf: float = 0.25  # a request's conf when it gives none (as detect predict)
     iou: float = 0.45
-    max_det: int = 300
+    max_det: int = 1000
     threads: int = 0  # ONNX Runtime threads (0: as many as torch uses)
     max_batch: int = 0  # 0: 8 on a GPU, 1 on the CPU (where a batch is no faster per image: bench/RESULTS.md)
     max_wait_ms: float = 5.0
