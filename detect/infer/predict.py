@@ -41,8 +41,8 @@ from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
 from detect.data.letterbox import PAD_VALUE, input_size
 from detect.infer.preprocess import cpu_input
-from detect.infer.slicing import (MERGE_FUNCTIONS, SliceMode, SliceSettings, cut_edges, probe_windows,
-                                  side_from_probes, slice_side, slice_windows)
+from detect.infer import slice_run
+from detect.infer.slicing import SliceMode, SliceSettings
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
@@ -239,97 +239,16 @@ class Predictor:
             if slice_side is not None:
                 sides, whole = list(slice_side), [None] * len(images)
             else:
-                sides, whole = self._plan(images)
-            if not any(sides) and all(w is not None for w in whole):  # the probe read them whole already
-                return list(whole)
-            if not any(sides):  # the common case: every image is one input
+                sides, whole = slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect)
+            if not any(sides) and not any(w is not None for w in whole):  # the common case: every image one input
                 return self._detect(images)
-            return self._predict_sliced(images, sides, whole)
+            return slice_run.run(images, sides, whole, self.slicing, self._detect, self.slice_batch, self.classes,
+                                 self.max_det)
 
     def slice_sides(self, images: Sequence[np.ndarray]) -> list[Optional[int]]:
-        """The slice side (photo pixels) each image is cut at, None for images read whole: the
-        ``slice`` setting, or for "auto" the side that shows its products at the model's learned
-        size (:func:`~detect.infer.slicing.slice_side`), their size in the photo given
-        (``object_size``) or measured (see :meth:`_plan`)."""
-        return self._plan(images)[0]
-
-    def _plan(self, images: Sequence[np.ndarray]) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
-        """(slice sides, whole-photo detections): for "auto", each large image is probed: read in
-        centre crops of growing size and whole (:func:`~detect.infer.slicing.probe_windows`, all
-        images' views in one batch); the view with the densest confident detections gives the
-        products' size (a model shown products far too small to read makes a few confident junk
-        boxes of the whole photo: sparse, so a closer view wins). When the answer is "read it
-        whole", the probe's whole-photo detections are returned with it (no second pass)."""
-        st, S = self.slicing, self.imgsz
-        sides: list[Optional[int]] = [None] * len(images)
-        whole: list[Optional[Detections]] = [None] * len(images)
-        if st.mode == "off":
-            return sides, whole
-        if st.mode != "auto":
-            return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images], whole
-        big = [i for i, im in enumerate(images) if max(im.shape[:2]) > 1.5 * S]  # smaller: one input is right
-        learned = self.object_size or S / 5  # older checkpoints: about what training showed (crop_object)
-        if st.object_size:
-            for i in big:
-                sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
-            return sides, whole
-        probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]  # centre crops, then the whole photo
-        crops = [images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins]
-        dets = self._detect(crops)
-        k = 0
-        for i, wins in probes:
-            part, k = dets[k:k + len(wins)], k + len(wins)
-            h, w = images[i].shape[:2]
-            inner = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
-                     for d, win in zip(part, wins)]  # products the crop cut are left out
-            sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, inner)]
-            sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, inner)], wins))
-            whole[i] = part[-1] if sides[i] is None else None  # read whole: the probe's last view is the answer
-        return sides, whole
-
-    def _predict_sliced(self, images: Sequence[np.ndarray], sides: Sequence[Optional[int]],
-                        whole: Sequence[Optional[Detections]]) -> list[Detections]:
-        """Every image's windows (one per image read whole; none for those ``whole`` holds the
-        detections of) through the network ``slice_batch`` at a time, each window's detections
-        mapped to its image's pixels and, for sliced images, merged
-        (:data:`~detect.infer.slicing.MERGE_FUNCTIONS`)."""
-        st = self.slicing
-        plans = []
-        for im, side, done in zip(images, sides, whole):
-            h, w = im.shape[:2]
-            if done is not None:  # read whole by the probe already
-                plans.append(np.zeros((0, 4), np.int64))
-                continue
-            wins = slice_windows(h, w, side, st.overlap) if side else np.asarray([[0, 0, w, h]], np.int64)
-            if side and st.full_frame and len(wins) > 1:
-                wins = np.concatenate([wins, np.asarray([[0, 0, w, h]], np.int64)])
-            plans.append(wins)
-        crops = [im[y0:y1, x0:x1] for im, wins in zip(images, plans) for x0, y0, x1, y1 in wins]
-        dets = []
-        for lo in range(0, len(crops), max(1, self.slice_batch)):
-            dets += self._detect(crops[lo:lo + self.slice_batch])
-        out, k = [], 0
-        merge = MERGE_FUNCTIONS[st.merge]
-        for im, wins, done in zip(images, plans, whole):
-            part, k = dets[k:k + len(wins)], k + len(wins)
-            if done is not None:
-                out.append(done)
-                continue
-            if len(wins) == 1:
-                out.append(part[0])
-                continue
-            h, w = im.shape[:2]
-            if st.full_frame and len(wins) > 1:  # the whole-photo pass adds only products too big for a window:
-                d, side = part[-1], wins[0, 2] - wins[0, 0]  # smaller ones are read better, and whole, by the slices
-                big = np.max(d.boxes[:, 2:] - d.boxes[:, :2], axis=1) >= st.overlap * side if len(d) else np.zeros(0, bool)
-                part[-1] = Detections(d.boxes[big], d.scores[big], d.labels[big], self.classes)
-            boxes = np.concatenate([d.boxes + np.float32([x0, y0, x0, y0]) for d, (x0, y0, _, _) in zip(part, wins)])
-            owner = np.repeat(wins, [len(d.boxes) for d in part], axis=0)  # (N, 4) the window of each box
-            b, sc, lab = merge(boxes, np.concatenate([d.scores for d in part]), np.concatenate([d.labels for d in part]),
-                               owner, h, w)
-            b = np.minimum(np.maximum(b, 0), np.float32([w, h, w, h]))
-            out.append(Detections(b[:self.max_det], sc[:self.max_det], lab[:self.max_det], self.classes))
-        return out
+        """The slice side (photo pixels) each image is cut at, None for images read whole
+        (:func:`detect.infer.slice_run.plan`)."""
+        return slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect)[0]
 
     def _detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """One network call on ``images`` read whole (each letterboxed or stretched to the input)."""
@@ -379,36 +298,33 @@ class Predictor:
         set and ``detections=None``. Frames are decoded ``depth`` ahead in a background thread
         and run through the model ``batch`` at a time."""
         pending: list[Frame] = []
-        self._video_sides: dict[tuple, Optional[int]] = {}
+        sides: dict[tuple, Optional[int]] = {}  # (video, frame shape) -> its slice side: one probe per video
         for fr in prefetch(iter_source(source, max_pixels=max_pixels), depth=max(depth, batch)):
             if fr.image is None:
-                yield from self._flush(pending)
+                yield from self._flush(pending, sides)
                 pending = []
                 yield fr, None
                 continue
             pending.append(fr)
             if len(pending) >= batch or fr.kind == "stream":  # a live stream cannot wait for a batch
-                yield from self._flush(pending)
+                yield from self._flush(pending, sides)
                 pending = []
-        yield from self._flush(pending)
+        yield from self._flush(pending, sides)
 
-    def _flush(self, frames: list[Frame]) -> Iterator[tuple[Frame, Detections]]:
-        """Detect in ``frames``; a video's frames share the slice side chosen for its first one
-        (one probe per video, not per frame)."""
+    def _flush(self, frames: list[Frame], memo: dict[tuple, Optional[int]]) -> Iterator[tuple[Frame, Detections]]:
+        """Detect in ``frames``. Still photos are planned one by one inside :meth:`predict` (a
+        photo read whole reuses its probe's detections); a video's frames share the slice side
+        chosen for its first one, kept in ``memo`` (one probe per video, not per frame)."""
         if not frames:
             return
         images = [f.image for f in frames]
-        sides: list[Optional[int]] = [None] * len(frames)
-        memo = getattr(self, "_video_sides", {})
-        new = [i for i, f in enumerate(frames) if f.kind == "image" or (f.path, f.image.shape) not in memo]
-        for i, side in zip(new, self.slice_sides([images[i] for i in new]) if new else []):
-            sides[i] = side
-            if frames[i].kind != "image":
-                memo[(frames[i].path, images[i].shape)] = side
-        for i, f in enumerate(frames):
-            if i not in new:
-                sides[i] = memo[(f.path, f.image.shape)]
-        yield from zip(frames, self.predict(images, slice_side=sides))
+        if all(f.kind == "image" for f in frames):
+            yield from zip(frames, self.predict(images))
+            return
+        keys = [(f.path, im.shape) for f, im in zip(frames, images)]
+        new = {k: im for k, im in zip(keys, images) if k not in memo}
+        memo.update(zip(new, self.slice_sides(list(new.values()))))
+        yield from zip(frames, self.predict(images, slice_side=[memo[k] for k in keys]))
 
     def draw(self, image: np.ndarray, detections: Detections, **kwargs) -> np.ndarray:
         """A copy of ``image`` with boxes, names and scores drawn (see :func:`draw_detections`)."""

@@ -1,0 +1,97 @@
+"""Running a detector over slices: :class:`~detect.infer.predict.Predictor`'s side of sliced
+inference, as functions of a ``detect`` callable (``list[BGR image] -> list[Detections]``, one
+network call on images read whole). The geometry, the scale rule and the merges they use are
+the pure functions of :mod:`detect.infer.slicing`.
+
+- :func:`plan`: the slice side of each image ("auto": a probe in one batch), and the probe's
+  whole-photo detections of the images it says to read whole (no second pass for them).
+- :func:`run`: every image's windows through ``detect`` in batches, mapped back and merged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, probe_windows, side_from_probes,
+                                  slice_side, slice_windows)
+from detect.structures import Detections
+
+Detect = Callable[[Sequence[np.ndarray]], list[Detections]]
+
+
+def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_size: float, detect: Detect
+         ) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
+    """(slice sides, whole-photo detections): ``st.mode`` "off" reads every image whole, a side
+    slices images larger than it; "auto" slices images larger than 1.5 ``imgsz`` so their
+    products come out ``object_size`` input pixels (0: ``imgsz / 5``, what training's crops
+    show), their size in the photo given (``st.object_size``) or measured by a probe: centre
+    crops of growing size and the whole photo (:func:`~detect.infer.slicing.probe_windows`), all
+    images' views in one call; the closest views' confident, uncut detections give it
+    (:func:`~detect.infer.slicing.side_from_probes`). An image the answer says to read whole
+    comes back with the probe's whole-photo detections."""
+    S = imgsz
+    sides: list[Optional[int]] = [None] * len(images)
+    whole: list[Optional[Detections]] = [None] * len(images)
+    if st.mode == "off":
+        return sides, whole
+    if st.mode != "auto":
+        return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images], whole
+    big = [i for i, im in enumerate(images) if max(im.shape[:2]) > 1.5 * S]  # smaller: one input is right
+    learned = object_size or S / 5  # older checkpoints: about what training showed (crop_object)
+    if st.object_size:
+        for i in big:
+            sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
+        return sides, whole
+    probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]  # centre crops, then the whole photo
+    dets = detect([images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins])
+    k = 0
+    for i, wins in probes:
+        part, k = dets[k:k + len(wins)], k + len(wins)
+        h, w = images[i].shape[:2]
+        inner = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
+                 for d, win in zip(part, wins)]  # products the crop cut are left out
+        sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, inner)]
+        sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, inner)], wins))
+        whole[i] = part[-1] if sides[i] is None else None  # read whole: the probe's last view is the answer
+    return sides, whole
+
+
+def run(images: Sequence[np.ndarray], sides: Sequence[Optional[int]], whole: Sequence[Optional[Detections]],
+        st: SliceSettings, detect: Detect, batch: int, classes: list[str], max_det: int) -> list[Detections]:
+    """Every image's windows (one for an image read whole; none for those ``whole`` holds the
+    detections of) through ``detect`` ``batch`` at a time, each window's detections mapped to its
+    image's pixels and, for sliced images, merged (:data:`~detect.infer.slicing.MERGE_FUNCTIONS`),
+    at most ``max_det`` per image."""
+    plans = []
+    for im, side, done in zip(images, sides, whole):
+        h, w = im.shape[:2]
+        wins = (np.zeros((0, 4), np.int64) if done is not None  # read whole by the probe already
+                else slice_windows(h, w, side, st.overlap) if side else np.asarray([[0, 0, w, h]], np.int64))
+        if side and st.full_frame and len(wins) > 1:
+            wins = np.concatenate([wins, np.asarray([[0, 0, w, h]], np.int64)])
+        plans.append(wins)
+    crops = [im[y0:y1, x0:x1] for im, wins in zip(images, plans) for x0, y0, x1, y1 in wins]
+    dets: list[Detections] = []
+    for lo in range(0, len(crops), max(1, batch)):
+        dets += detect(crops[lo:lo + batch])
+    out, k = [], 0
+    merge = MERGE_FUNCTIONS[st.merge]
+    for im, wins, done in zip(images, plans, whole):
+        part, k = dets[k:k + len(wins)], k + len(wins)
+        if done is not None or len(wins) == 1:
+            out.append(done if done is not None else part[0])
+            continue
+        h, w = im.shape[:2]
+        if st.full_frame:  # the whole-photo pass adds only products too big for a window:
+            d, side = part[-1], wins[0, 2] - wins[0, 0]  # smaller ones are read better, and whole, by the slices
+            big = np.max(d.boxes[:, 2:] - d.boxes[:, :2], axis=1) >= st.overlap * side if len(d) else np.zeros(0, bool)
+            part[-1] = Detections(d.boxes[big], d.scores[big], d.labels[big], classes)
+        boxes = np.concatenate([d.boxes + np.float32([x0, y0, x0, y0]) for d, (x0, y0, _, _) in zip(part, wins)])
+        owner = np.repeat(wins, [len(d.boxes) for d in part], axis=0)  # (N, 4) the window of each box
+        b, sc, lab = merge(boxes, np.concatenate([d.scores for d in part]), np.concatenate([d.labels for d in part]),
+                           owner, h, w)
+        b = np.minimum(np.maximum(b, 0), np.float32([w, h, w, h]))
+        out.append(Detections(b[:max_det], sc[:max_det], lab[:max_det], classes))
+    return out
