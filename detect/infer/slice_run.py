@@ -14,8 +14,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, probe_windows, side_from_probes,
-                                  slice_side, slice_windows)
+from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, may_slice, probe_windows,
+                                  side_from_probes, slice_side, slice_windows)
 from detect.structures import Detections
 
 Detect = Callable[[Sequence[np.ndarray]], list[Detections]]
@@ -34,11 +34,9 @@ def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_siz
     S = imgsz
     sides: list[Optional[int]] = [None] * len(images)
     whole: list[Optional[Detections]] = [None] * len(images)
-    if st.mode == "off":
-        return sides, whole
-    if st.mode != "auto":
-        return [int(st.mode) if max(im.shape[:2]) > int(st.mode) else None for im in images], whole
-    big = [i for i, im in enumerate(images) if max(im.shape[:2]) > 1.5 * S]  # smaller: one input is right
+    big = [i for i, im in enumerate(images) if may_slice(*im.shape[:2], S, st.mode)]
+    if st.mode != "auto":  # "off" (nothing is big) or a fixed side
+        return [int(st.mode) if i in big else None for i in range(len(images))], whole
     learned = object_size or S / 5  # older checkpoints: about what training showed (crop_object)
     if st.object_size:
         for i in big:

@@ -106,6 +106,15 @@ def _starts(length: int, side: int, overlap: float) -> list[int]:
     return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
 
 
+def may_slice(h: int, w: int, imgsz: int, mode: SliceMode) -> bool:
+    """Whether an ``h`` x ``w`` photo is a candidate for slicing under ``mode``: "auto", its
+    longer side over 1.5 ``imgsz`` (smaller ones are one input: the model reads them at about the
+    scale it learned); a fixed side, longer than that side; "off", never."""
+    if mode == "off":
+        return False
+    return max(h, w) > (1.5 * imgsz if mode == "auto" else int(mode))
+
+
 def slice_windows(h: int, w: int, side: int, overlap: float) -> np.ndarray:
     """int64[K, 4] xyxy windows of side ``side`` (cut to the photo where it is smaller) covering
     an ``h`` x ``w`` photo, row by row; one window, the whole photo, when it fits."""

@@ -18,17 +18,15 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from detect.engine.evaluate import _gt_from_record, cmd_val as _engine_cmd_val
+from detect.infer.slicing import may_slice
 
 
 def needs_slicing(records: Sequence[Any], imgsz: int, mode: Any) -> bool:
-    """Whether any image is larger than the model reads whole (the rule of ``slice="auto"``:
-    longer side over 1.5 ``imgsz``; a fixed side: over that side)."""
-    if mode == "off":
-        return False
-    limit = 1.5 * imgsz if mode == "auto" else int(mode)
-    return any(max(int(r.width or 0), int(r.height or 0)) > limit for r in records)
+    """Whether any image may be sliced under ``mode`` (:func:`~detect.infer.slicing.may_slice`)."""
+    return any(may_slice(int(r.height or 0), int(r.width or 0), imgsz, mode) for r in records)
 
 
 def sliced_collector(args: argparse.Namespace):
@@ -49,22 +47,17 @@ def sliced_collector(args: argparse.Namespace):
         conf = float(getattr(model, "score_thresh", cfg.model.score_thresh))
         pred = Predictor.from_model(model, cfg.preprocess, classes, device=device, conf=conf, **opts)
         pred.max_det = max_det
-        dets, gts, sizes, ids = [], [], [], []
+        dets, sizes = [], []
         t0 = time.perf_counter()
-        for i, r in enumerate(records):
-            image = cv2.cvtColor(read_image_rgb(r.image), cv2.COLOR_RGB2BGR)  # ImageReadError: an OSError, cmd_val stops
-            (d,) = pred.predict([image])
-            dets.append({"boxes": d.boxes.astype(np.float64)[:max_det], "scores": d.scores[:max_det],
-                         "labels": d.labels[:max_det]})
-            gts.append(_gt_from_record(r))
+        for r in tqdm(records, desc="val (sliced)", unit="img", leave=False, file=sys.stderr, disable=not sys.stderr.isatty()):
+            # the dataset's reader (as stored, no EXIF turn: the boxes were drawn on these pixels); an unreadable
+            # image raises ImageReadError, an OSError: cmd_val stops
+            image = cv2.cvtColor(read_image_rgb(r.image), cv2.COLOR_RGB2BGR)
+            (d,) = pred.predict([image])  # at most max_det, by decreasing score
+            dets.append({"boxes": d.boxes.astype(np.float64), "scores": d.scores, "labels": d.labels})
             sizes.append(image.shape[:2])
-            ids.append(i)
-            if sys.stderr.isatty():
-                print(f"\rval (sliced): {i + 1}/{len(records)}", end="", file=sys.stderr, flush=True)
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
-        return {"dets": dets, "gts": gts, "sizes": sizes, "image_ids": ids, "seconds": time.perf_counter() - t0,
-                "unreadable": []}
+        return {"dets": dets, "gts": [_gt_from_record(r) for r in records], "sizes": sizes,
+                "image_ids": list(range(len(records))), "seconds": time.perf_counter() - t0, "unreadable": []}
 
     return collect_fn
 
