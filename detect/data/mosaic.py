@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from detect.data.transforms import cut_to_window
 from detect.structures import Unreadable
 
 
@@ -69,11 +70,8 @@ def mosaic(items: list[tuple[torch.Tensor, dict]], centre: np.ndarray, min_visib
     x0, y0 = (int(round(float(c) * S - S / 2)) for c in centre)
     x0, y0 = min(max(x0, 0), S), min(max(y0, 0), S)
     image = canvas[:, y0:y0 + S, x0:x0 + S].contiguous()
-    b = torch.cat(boxes)
-    cut = (b - torch.tensor([x0, y0, x0, y0], dtype=torch.float32)).clamp(0, S)  # (N, 4) in window pixels
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    kept = (cut[:, 2] - cut[:, 0]) * (cut[:, 3] - cut[:, 1])
-    ok = (cut[:, 2] > cut[:, 0]) & (cut[:, 3] > cut[:, 1]) & (kept >= min_visibility * area.clamp(min=1e-6))
+    cut, ok = cut_to_window(torch.cat(boxes).numpy(), (x0, y0, x0 + S, y0 + S), min_visibility)  # (N, 4) window pixels
+    ok = torch.from_numpy(ok)
     target = dict(target0)
-    target.update(boxes=cut[ok], labels=torch.cat(labels)[ok], difficult=torch.cat(difficult)[ok])
+    target.update(boxes=torch.from_numpy(cut)[ok], labels=torch.cat(labels)[ok], difficult=torch.cat(difficult)[ok])
     return image, target

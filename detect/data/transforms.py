@@ -104,6 +104,19 @@ def median_side(boxes: np.ndarray) -> float:
     return float(np.median(np.sqrt(np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None))))
 
 
+def cut_to_window(boxes: np.ndarray, window: tuple[int, int, int, int], min_visibility: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(cut float32[N, 4], keep bool[N])``: xyxy ``boxes`` in the pixels of ``window`` (x0, y0,
+    x1, y1), cut to it, and which keep at least ``min_visibility`` of their area (and some area)."""
+    x0, y0, x1, y1 = window
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    cut = np.clip(boxes - np.float32([x0, y0, x0, y0]), 0, np.float32([x1 - x0, y1 - y0] * 2))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    kept = (cut[:, 2] - cut[:, 0]) * (cut[:, 3] - cut[:, 1])
+    keep = (cut[:, 2] > cut[:, 0]) & (cut[:, 3] > cut[:, 1]) & (kept >= min_visibility * np.maximum(area, 1e-6))
+    return cut, keep
+
+
 class ScaleCrop:
     """A window of the photo, then ``rest`` (letterbox to the input, flip, colour): called like
     an albumentations pipeline, ``t(image=, bboxes=, index=)``.
@@ -161,9 +174,6 @@ class ScaleCrop:
         if win is not None:
             x0, y0, x1, y1 = win
             image = image[y0:y1, x0:x1]
-            cut = np.clip(boxes - np.float32([x0, y0, x0, y0]), 0, np.float32([x1 - x0, y1 - y0] * 2))
-            area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-            kept = (cut[:, 2] - cut[:, 0]) * (cut[:, 3] - cut[:, 1])
-            ok = (cut[:, 2] > cut[:, 0]) & (cut[:, 3] > cut[:, 1]) & (kept >= self.min_visibility * np.maximum(area, 1e-6))
+            cut, ok = cut_to_window(boxes, win, self.min_visibility)
             boxes, index = cut[ok], index[ok]
         return self.rest(image=np.ascontiguousarray(image), bboxes=boxes, index=index)
