@@ -111,6 +111,9 @@ class ModelConfig:
     context_loss: Optional[float] = setting(
         None, "weight of the image-level class loss that trains the context; none: what won on groceries "
         "(SSD 1.0, Fast R-CNN 0: trained through the boxes only)", cli="--context-loss", check=">= 0")
+    context_pool: Literal["image", "box"] = setting(
+        "image", "where the context is pooled: the whole input (image), or each box's own area (box: the same "
+        "layer, right where one input holds many product kinds: shelves, mosaics, slices)", cli="--context-pool")
     # SSD
     anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
     aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")
