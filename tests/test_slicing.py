@@ -13,7 +13,7 @@ from detect.config import Preprocess
 from detect.errors import UsageError
 from detect.infer.predict import Predictor
 from detect.infer.slicing import (SliceSettings, cut_edges, merge_slices, nmm_merge, nms_merge, parse_slice,
-                                  probe_windows, side_from_probes, slice_side, slice_windows)
+                                  probe_start, probe_windows, side_from_probes, slice_side, slice_windows)
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -47,6 +47,15 @@ def test_probe_windows_grow_from_the_centre_to_the_whole_photo():
     assert {(int((x0 + x1) / 2), int((y0 + y1) / 2)) for x0, y0, x1, y1 in p[1:5]} == {(1000, 750), (3000, 750), (1000, 2250), (3000, 2250)}
     assert (p[:, :2] >= 0).all() and (p[:, 2] <= 4000).all() and (p[:, 3] <= 3000).all()
     np.testing.assert_array_equal(probe_windows(200, 300, 320), [[0, 0, 300, 200]])
+
+
+def test_a_model_of_product_photos_is_probed_at_the_photo_scale_first():
+    """groceries learned products of 116 px in a 224 input: seen from twice as far they come out
+    at 58 px, which it misreads, so its probe starts with windows of the input's side."""
+    assert probe_start(224, 116.0) == 224 and probe_start(320, 64.0) == 640 and probe_start(320, 0.0) == 640
+    p = probe_windows(672, 672, 224, probe_start(224, 116.0))
+    assert [int(x1 - x0) for x0, _, x1, _ in p] == [224] * 5 + [448, 672]
+    np.testing.assert_array_equal(probe_windows(3000, 4000, 320, 640), probe_windows(3000, 4000, 320))
 
 
 def test_the_slice_shows_products_at_the_learned_size():

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, may_slice, probe_windows,
+from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, may_slice, probe_start, probe_windows,
                                   side_from_probes, slice_side, slice_windows)
 from detect.structures import Detections
 
@@ -42,14 +42,16 @@ def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_siz
         for i in big:
             sides[i] = slice_side(*images[i].shape[:2], S, learned, st.object_size)
         return sides, whole
-    probes = [(i, probe_windows(*images[i].shape[:2], S)) for i in big]  # centre crops, then the whole photo
+    start = probe_start(S, learned)
+    probes = [(i, probe_windows(*images[i].shape[:2], S, start)) for i in big]  # centre crops, then the whole photo
     dets = detect([images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins])
     k = 0
     for i, wins in probes:
         part, k = dets[k:k + len(wins)], k + len(wins)
         h, w = images[i].shape[:2]
+        # products a crop cut are left out, but for crops of the input's own side (probe_start)
         inner = [~cut_edges(d.boxes + win[[0, 1, 0, 1]].astype(np.float32), np.repeat(win[None], len(d), 0), h, w).any(1)
-                 for d, win in zip(part, wins)]  # products the crop cut are left out
+                 | (win[2] - win[0] <= S) for d, win in zip(part, wins)]
         sizes = [np.sqrt(np.prod(d.boxes[m, 2:] - d.boxes[m, :2], axis=1)) for d, m in zip(part, inner)]
         sides[i] = slice_side(h, w, S, learned, side_from_probes(sizes, [d.scores[m] for d, m in zip(part, inner)], wins))
         whole[i] = part[-1] if sides[i] is None else None  # read whole: the probe's last view is the answer
