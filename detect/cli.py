@@ -22,16 +22,16 @@ from detect.checks import checked, default_note  # standard library only: xml2pk
 
 # command -> "module:function"; imported lazily so `detect --help` stays fast.
 HANDLERS = {
-    "xml2pkl": "detect.data.xml2pkl:cmd_xml2pkl",
+    "xml2pkl": "detect.data.cache.xml2pkl:cmd_xml2pkl",
     "synth": "detect.data.synth.dataset:cmd_synth",
     "train": "detect.engine.train_cli:cmd_train",
     "val": "detect.infer.val_cli:cmd_val",
     "predict": "detect.infer.predict_cli:cmd_predict",
     "demo": "detect.infer.predict_cli:cmd_demo",
     "export": "detect.infer.export_cli:cmd_export",
-    "proposals": "detect.engine.proposals:cmd_proposals",
+    "proposals": "detect.engine.proposal_cache:cmd_proposals",
     "tune": "detect.tune.search:cmd_tune",
-    "convert": "detect.data.convert:cmd_convert",
+    "convert": "detect.data.convert.converter:cmd_convert",
     "audit": "detect.audit.audit_cli:cmd_audit",
     "serve": "detect.serve.serve_cli:cmd_serve",
 }

@@ -24,7 +24,7 @@ def test_argparse_errors_use_the_same_format(capsys):
 
 
 def test_usage_errors_are_value_errors_for_python_callers():
-    from detect.data.proposals import ProposalFileError
+    from detect.data.proposal_files import ProposalFileError
     from detect.data.spec import DatasetError
     from detect.engine.checkpoint import CheckpointError
     from detect.infer.weights import WeightsError

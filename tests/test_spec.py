@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detect.data.cache import load_cache
+from detect.data.cache.cache_file import load_cache
 from detect.data.spec import DatasetError, cache_dir_for, load_spec, resolve_data, voc_folder_spec
 from detect.data.synth import CLASSES, render_dataset
 

@@ -15,13 +15,13 @@ A dataset YAML (see ``datasets/*.yaml``)::
 
 A VOC folder (what ``detect synth`` writes) needs no YAML: ``Annotations/``, ``JPEGImages/``,
 optional ``classes.txt`` and ``ImageSets/Main/<split>.txt``. Nor do the other layouts, found by
-:func:`detect.data.layouts.detect_layout`: VOC split folders (``train/``, ``valid/``, ``test/``
+:func:`detect.data.formats.layouts.detect_layout`: VOC split folders (``train/``, ``valid/``, ``test/``
 with XML beside the images; one annotation root whose splits are its folders), a YOLO
-``data.yaml`` (:mod:`detect.data.yolo`) and COCO JSON (:mod:`detect.data.coco`). Each becomes a
+``data.yaml`` (:mod:`detect.data.formats.yolo`) and COCO JSON (:mod:`detect.data.formats.coco`). Each becomes a
 :class:`DataSource` (:func:`open_data`): its split names and how the cache of one is built.
 
 Caches are built, and rebuilt incrementally when inputs change, by
-:func:`detect.data.xml2pkl.build_cache` (VOC) or :mod:`detect.data.import_cache` (YOLO, COCO),
+:func:`detect.data.cache.xml2pkl.build_cache` (VOC) or :mod:`detect.data.cache.importers` (YOLO, COCO),
 one file per split, in the first of: ``cache_dir``;
 ``$RETAIL_DETECT_CACHE``; ``<root>/.cache`` when the dataset folder is writable; otherwise
 ``~/.cache/retail-detect`` (``$XDG_CACHE_HOME`` honoured). A read-only dataset (such as the
@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, TextIO
 
-from detect.data import layouts
-from detect.data.cache import Cache, load_cache
-from detect.data.coco import find_splits, split_of_file
+from detect.data.formats import layouts
+from detect.data.cache.cache_file import Cache, load_cache
+from detect.data.formats.coco import find_splits, split_of_file
 from detect.data.images import walk_files
-from detect.data.import_cache import build_coco_cache, build_yolo_cache
-from detect.data.xml2pkl import BuildResult, build_cache
-from detect.data.yolo import DataYamlError, read_data_yaml
+from detect.data.cache.importers import build_coco_cache, build_yolo_cache
+from detect.data.cache.xml2pkl import BuildResult, build_cache
+from detect.data.formats.yolo import DataYamlError, read_data_yaml
 from detect.errors import UsageError
 from detect.readers import FileReadError, load_yaml, path_problem
 
@@ -201,10 +201,10 @@ class DataSource:
     cache of one split is built.
 
     Attributes:
-        kind: its layout (see :func:`detect.data.layouts.detect_layout`).
+        kind: its layout (see :func:`detect.data.formats.layouts.detect_layout`).
         name, root, cache_dir: where its caches go (:func:`cache_dir_for`).
         splits: its split names; :data:`ALL` (every image) is accepted as well, and a name
-            also finds the split it means (:func:`detect.data.layouts.pick_split`).
+            also finds the split it means (:func:`detect.data.formats.layouts.pick_split`).
         builder: ``builder(split, output, workers=, progress=, log=) -> BuildResult``.
         single: one annotation file that answers every split name (a COCO .json given alone).
         source: what the user gave.
@@ -304,7 +304,7 @@ def coco_source(path: Path) -> DataSource:
 
 def open_data(data: str | os.PathLike) -> DataSource:
     """``--data`` (anything but a cache) -> :class:`DataSource`, its layout detected
-    (:func:`detect.data.layouts.detect_layout`). Raises :class:`DatasetError` for anything else,
+    (:func:`detect.data.formats.layouts.detect_layout`). Raises :class:`DatasetError` for anything else,
     saying which layouts are accepted."""
     p = Path(data)
     kind = layouts.detect_layout(p)
@@ -386,7 +386,7 @@ def resolve_data(data: str | os.PathLike, split: Optional[str] = "train", *, wor
 
     Raises:
         DatasetError: unknown kind of input, bad YAML, missing folder or split.
-        detect.data.cache.CacheError: a ``.pkl`` that is not a usable cache.
+        detect.data.cache.cache_file.CacheError: a ``.pkl`` that is not a usable cache.
     """
     p = Path(data)
     if is_cache_path(p):

@@ -23,7 +23,7 @@ average, e.g. the AP of a class without ground truth):
   weights, data, split, device, imgsz, classes, problems (defects found in the data)
   confusion_matrix              {conf, iou, rows, columns, last, matrix: int[C+1][C+1]}
   plots                         {pr_curve, confusion_matrix}: PNG paths
-  errors                        where the AP50 goes, TIDE-style (detect.engine.errors.error_breakdown):
+  errors                        where the AP50 goes, TIDE-style (detect.engine.error_breakdown.error_breakdown):
                                 {ap50, lost, dap: {cls, loc, both, dupe, bkg, missed}, counts,
                                 per_class: name -> {ap50, dap, counts, main}, weakest: the 5 lowest
                                 classes with their main error type}
@@ -206,7 +206,7 @@ def report(got: dict[str, Any], classes: Sequence[str], folder: str | Path, reco
     TIDE-style error breakdown, the pictures of :mod:`detect.engine.report` in ``folder`` and
     ``folder/val.json``. Returns the dict written there (``extra`` merged in; NaN where
     undefined, None in the file)."""
-    from detect.engine.errors import error_breakdown
+    from detect.engine.error_breakdown import error_breakdown
     from detect.engine.report import write_val_plots
     from detect.utils import atomic_write_text
 
@@ -307,7 +307,7 @@ def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optiona
     from detect.data.spec import input_files, resolve_data
     from detect.engine.checkpoint import load_model
     from detect.engine.datasets import eval_dataset
-    from detect.engine.errors import format_breakdown
+    from detect.engine.error_breakdown import format_breakdown
     from detect.engine.report import VAL_OUTPUTS
     from detect.utils import atomic_write_text, check_output_folder, check_output_path, select_device
 

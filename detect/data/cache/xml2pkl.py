@@ -26,7 +26,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence, TextIO
 
-from detect.data.cache_header import (
+from detect.data.cache.header import (
     CacheError, CacheReader, blake2b, escape_field, problems_digest, problems_path, problems_text, read_cache_parts, valid_summary, write_cache_data,
 )
 from detect.data.images import IMAGE_EXTS, ImageIndex, Listing, default_image_roots, walk_files
@@ -36,7 +36,7 @@ from detect.readers import FileReadError, read_text
 from detect.utils import OutputPathError, atomic_write_text, check_output_path
 
 if TYPE_CHECKING:
-    from detect.data.cache import Cache
+    from detect.data.cache.cache_file import Cache
     from detect.structures import Problem
 
 SUMMARY_LINES = 5
@@ -67,14 +67,14 @@ class BuildResult:
 
     @cached_property
     def data(self) -> dict[str, Any]:
-        from detect.data.cache import decode_payload, read_cache_data
+        from detect.data.cache.cache_file import decode_payload, read_cache_data
 
         payload, self._payload = self._payload, None
         return decode_payload(payload, self.path) if payload is not None else read_cache_data(self.path)
 
     @cached_property
     def cache(self) -> Cache:
-        from detect.data.cache import Cache
+        from detect.data.cache.cache_file import Cache
 
         return Cache.from_data(self.data, self.path)
 
@@ -157,7 +157,7 @@ def load_previous(output: Path, fingerprint: str, log: TextIO, reader: Optional[
                 and isinstance(header.get("problems_blake2b"), str)):
             _sync_problems_file(output, header["problems_blake2b"], payload, log)
             return header, payload, None
-        from detect.data.cache import decode_payload
+        from detect.data.cache.cache_file import decode_payload
 
         return None, None, decode_payload(payload, output)
     except (CacheError, OSError) as e:
@@ -175,7 +175,7 @@ def _sync_problems_file(output: Path, digest: str, payload: bytes, log: TextIO) 
             return
     except (OSError, UnicodeDecodeError):
         pass
-    from detect.data.cache import decode_payload
+    from detect.data.cache.cache_file import decode_payload
 
     atomic_write_text(path, problems_text(decode_payload(payload, output)["problems"]))
     print(f"xml2pkl: problems file {path} was missing or out of date; rewritten from the cache", file=log)
@@ -342,7 +342,7 @@ def build_cache(
     check_writable_folder(output)
     import numpy as np
 
-    from detect.data.columns import merge_files
+    from detect.data.cache.columns import merge_files
 
     sizes = np.array(xmls.sizes, np.int64)
     mtimes = np.array(xmls.mtimes, np.int64)
@@ -353,7 +353,7 @@ def build_cache(
     old_files = old["files"] if old is not None else None
     rows, jobs = _plan(xmls, old_files, index, same_images)
     how = {"require_image": images is not None, "root": ann_abs, "max_bytes": int(max_xml_bytes), "verify_images": bool(verify_images)}
-    from detect.data.parse_pool import parse_many
+    from detect.data.cache.parse_pool import parse_many
 
     new = parse_many(jobs, index, how, workers, progress)
     if first:  # the fingerprint from the files as read; one that could not be stat-ed is left out, as a walk with stat does
@@ -375,10 +375,10 @@ def write_cache(output: Path, fp: str, options: dict[str, Any], select: dict[str
                 images: dict[str, Any], classes: Optional[list[str]], split: Optional[list[str]] = None, split_file: str = "",
                 extra_problems: Sequence[tuple[str, str, str]] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """The last stage of every cache build, whatever the annotation format: select the records
-    (:func:`~detect.data.columns.select_records`), then write the cache (fingerprint ``fp``) and
+    (:func:`~detect.data.cache.columns.select_records`), then write the cache (fingerprint ``fp``) and
     its problems file atomically. ``extra_problems`` ``(file, kind, message)`` concern no single
     row of ``files`` (a split list naming a missing image). Returns ``(data, summary)``."""
-    from detect.data.columns import select_records
+    from detect.data.cache.columns import select_records
 
     classes_out, records, problems = select_records(files, options["ann_dir"], classes, split, split_file)
     problems = problems + list(extra_problems)

@@ -6,7 +6,7 @@ proposal cache's entries whose fingerprint and settings are unchanged -> run sel
 on the rest in parallel (one process per core) -> write the proposal cache atomically ->
 print recall at 100/300/1,000/2,000 proposals and IoU 0.5/0.7 against the ground truth.
 
-The format is described in :mod:`detect.data.proposals`. Exit codes: 0 done, 1 done but some
+The format is described in :mod:`detect.data.proposal_files`. Exit codes: 0 done, 1 done but some
 images could not be read (they get no proposals, listed on stderr), 2 usage error.
 """
 
@@ -23,9 +23,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
+from detect.data.proposal_files import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
 from detect.errors import UsageError
-from detect.models.proposals import MODES, proposal_recall, selective_search
+from detect.models.selective_search import MODES, proposal_recall, selective_search
 from detect.utils import atomic_write, check_output_path, die_with_parent
 
 SERIAL_BELOW = 8  # images; fewer run in-process (a pool costs a fraction of a second to start)
@@ -94,7 +94,7 @@ def build_proposal_cache(
     Raises FileNotFoundError / CacheError for an unusable annotation cache and ValueError for
     a bad option. ``annotations``: the cache already loaded from ``cache_path`` (saves reading it again).
     """
-    from detect.data.cache import load_cache
+    from detect.data.cache.cache_file import load_cache
 
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r}: expected one of {MODES}")
@@ -192,7 +192,7 @@ def recall_table(data: dict[str, Any], records: list, tops: tuple[int, ...] = TO
 
 def cmd_proposals(args: argparse.Namespace) -> int:
     """``detect proposals CACHE [-o OUT] [--mode fast|quality] [--max N] [--resize PX] [--workers N]``."""
-    from detect.data.cache import CacheError, load_cache
+    from detect.data.cache.cache_file import CacheError, load_cache
     from detect.data.spec import is_cache_path, resolve_data
 
     cache = args.cache

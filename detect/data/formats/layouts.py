@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-from detect.data.coco import find_splits
-from detect.data.yolo import looks_like_data_yaml
+from detect.data.formats.coco import find_splits
+from detect.data.formats.yolo import looks_like_data_yaml
 from detect.readers import FileReadError, load_yaml
 
 ACCEPTED = ("a dataset YAML, a YOLO data.yaml or its folder, a COCO .json or a folder with annotations/instances_*.json "

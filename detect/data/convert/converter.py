@@ -8,7 +8,7 @@ folder or split folders, YOLO ``data.yaml`` or its folder, COCO folder or ``.jso
 
 Flow: every split of the source through its cache (built or reused exactly as for ``--data``,
 so its problems are reported the same way) -> one class list -> the plan of output files
-(:mod:`detect.data.writers`) -> refuse when OUT lies inside the source dataset or a planned file
+(:mod:`detect.data.formats.writers`) -> refuse when OUT lies inside the source dataset or a planned file
 is an input -> write. ``--to pkl`` writes the cache of one split (default: every image) to
 ``-o``: ``detect xml2pkl`` for every layout.
 
@@ -29,13 +29,13 @@ from typing import Any, Optional, TextIO
 
 import numpy as np
 
-from detect.data.boxcheck import clip_box
-from detect.data.cache import Cache, CacheError
-from detect.data.cache_header import problems_text
+from detect.data.formats.boxcheck import clip_box
+from detect.data.cache.cache_file import Cache, CacheError
+from detect.data.cache.header import problems_text
 from detect.data.images import IMAGE_EXTS, read_image_size
 from detect.data.spec import ALL, DatasetError, is_cache_path, open_data, resolve_data, resolve_source
-from detect.data.writers import PLANNERS, Output, Splits, check_class_names, output_names, write_all
-from detect.data.xml2pkl import summarize
+from detect.data.formats.writers import PLANNERS, Output, Splits, check_class_names, output_names, write_all
+from detect.data.cache.xml2pkl import summarize
 from detect.errors import UsageError
 from detect.readers import MAX_JSON_BYTES, FileReadError, parse_json, read_text
 from detect.structures import ImageRecord, Problem

@@ -21,7 +21,7 @@ coordinates must be finite and below ``MAX_SIDE``; ``<path>`` is never opened (s
 
 Reading the file safely and parsing it with lxml (regular files only, a size limit, no
 entities, UTF-16 without a byte-order mark, libxml2's limits reported) is
-:mod:`detect.data.xml_file`; this module reads the VOC content of the tree.
+:mod:`detect.data.formats.xml_file`; this module reads the VOC content of the tree.
 
 Two levels: :func:`parse_file` is class-agnostic (names, not labels: what the cache stores
 per file); :func:`parse_voc` maps names to a class list and returns an ``ImageRecord``.
@@ -40,7 +40,7 @@ from lxml import etree
 
 from detect.data.limits import MAX_XML_BYTES  # noqa: F401  (re-exported)
 from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size, verify_image
-from detect.data.xml_file import load_tree
+from detect.data.formats.xml_file import load_tree
 from detect.structures import ImageRecord, Problem
 
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})

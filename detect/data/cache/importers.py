@@ -1,7 +1,7 @@
 """Caches of YOLO and COCO datasets: the same file format, fingerprint and problem report as the
-VOC cache of :mod:`detect.data.xml2pkl`, whose stages this module reuses.
+VOC cache of :mod:`detect.data.cache.xml2pkl`, whose stages this module reuses.
 
-The payload is the one described in :mod:`detect.data.cache`; ``options["format"]`` says which
+The payload is the one described in :mod:`detect.data.cache.cache_file`; ``options["format"]`` says which
 importer built it ("yolo", "coco"; absent in VOC caches) and every row of ``files`` is one image:
 
 - YOLO: one row per image of the split; ``rel``/``size``/``mtime`` are its label file's
@@ -26,11 +26,11 @@ from typing import Any, Optional, TextIO
 
 import numpy as np
 
-from detect.data.coco import CocoSplit, ImageFinder, parse_coco
-from detect.data.columns import merge_files, pack
+from detect.data.formats.coco import CocoSplit, ImageFinder, parse_coco
+from detect.data.cache.columns import merge_files, pack
 from detect.data.images import FileStat, ImageIndex
-from detect.data.xml2pkl import BuildResult, check_cache_output, load_previous, fingerprint, image_columns, write_cache
-from detect.data.yolo import YoloSpec, label_path, list_images, parse_image
+from detect.data.cache.xml2pkl import BuildResult, check_cache_output, load_previous, fingerprint, image_columns, write_cache
+from detect.data.formats.yolo import YoloSpec, label_path, list_images, parse_image
 
 
 def _stat(path: str) -> tuple[int, int]:
@@ -44,7 +44,7 @@ def _stat(path: str) -> tuple[int, int]:
 def _start(output: str | os.PathLike, options: dict[str, Any], select: dict[str, Any], rels: list[str], sizes: np.ndarray,
            mtimes: np.ndarray, images: dict[str, Any], log: Optional[TextIO]):
     """Check the output, fingerprint the inputs, and read the previous cache: ``(output, fp,
-    header or None, payload bytes, previous payload or None)`` as :func:`~detect.data.xml2pkl.load_previous`
+    header or None, payload bytes, previous payload or None)`` as :func:`~detect.data.cache.xml2pkl.load_previous`
     returns them (a previous cache of other options is not reused)."""
     output = Path(output)
     check_cache_output(output, [*rels, *images["path"]])
@@ -59,12 +59,12 @@ def build_yolo_cache(spec: YoloSpec, split: str, output: str | os.PathLike, *, p
                      log: Optional[TextIO] = None) -> BuildResult:
     """The cache of one split of a YOLO dataset (``"all"``: every split whose folders exist).
 
-    Raises :class:`~detect.data.yolo.DataYamlError` (unknown split, a split entry that does not
-    exist) and :class:`~detect.data.xml2pkl.UsageError` (unwritable output).
+    Raises :class:`~detect.data.formats.yolo.DataYamlError` (unknown split, a split entry that does not
+    exist) and :class:`~detect.data.cache.xml2pkl.UsageError` (unwritable output).
     """
     from tqdm import tqdm
 
-    from detect.data.yolo import DataYamlError
+    from detect.data.formats.yolo import DataYamlError
 
     t0 = time.perf_counter()
     if split == "all":
@@ -131,7 +131,7 @@ def build_coco_cache(root: Path, sources: list[CocoSplit], output: str | os.Path
                      log: Optional[TextIO] = None) -> BuildResult:
     """The cache of COCO annotation files (one split's JSON, or several for ``"all"``: their
     classes are merged by name, in order of appearance). Raises
-    :class:`~detect.data.xml2pkl.UsageError` (unwritable output)."""
+    :class:`~detect.data.cache.xml2pkl.UsageError` (unwritable output)."""
     t0 = time.perf_counter()
     finders = [ImageFinder(s.images, ImageIndex.scan([s.images])) for s in sources]
     jsons = [str(s.json) for s in sources]
