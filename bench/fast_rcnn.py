@@ -50,7 +50,7 @@ MODELS = {  # name -> (model.name, model.proposals)
 
 def _all_images_cache(data: str, out: Path) -> str:
     """One annotation cache of every image of the dataset YAML (no split)."""
-    from detect.data.spec import load_spec
+    from detect.data.formats.voc_dataset import load_spec
     from detect.data.cache.xml2pkl import build_cache
 
     spec = load_spec(data)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import detect.data.cache.xml2pkl as x2p
+import detect.data.cache.build as cache_build
 from detect.cli import main
 from detect.data import Cache, build_cache, load_cache
 from detect.data.cache.cache_file import problems_path
@@ -347,7 +347,7 @@ def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypat
     def die(*args, **kwargs):
         raise SystemExit(9)  # the process dies after the cache, before its problems file
 
-    monkeypatch.setattr(x2p, "atomic_write_text", die)
+    monkeypatch.setattr(cache_build, "atomic_write_text", die)
     with pytest.raises(SystemExit):
         build(dataset, out)
     monkeypatch.undo()

@@ -12,7 +12,8 @@ def test_a_usage_error_raised_anywhere_exits_2_with_one_format(monkeypatch, caps
     def handler(args):
         raise UsageError("weights file w.pt not found")
 
-    monkeypatch.setattr(cli, "_handler", lambda command: handler)
+    options = cli._function
+    monkeypatch.setattr(cli, "_function", lambda command, which: handler if which == 2 else options(command, which))
     assert cli.main(["demo"]) == 2
     assert capsys.readouterr().err == "detect demo: error: weights file w.pt not found\n"
 

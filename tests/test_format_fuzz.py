@@ -216,7 +216,8 @@ def _tag(d: bytes, rng: random.Random) -> bytes:
 
 @pytest.mark.slow
 def test_yaml(tmp_path):
-    from detect.data.spec import DatasetError, load_spec
+    from detect.data.formats.voc_dataset import load_spec
+    from detect.data.spec import DatasetError
     from detect.data.formats.yolo import DataYamlError, read_data_yaml
 
     rng = random.Random(24)

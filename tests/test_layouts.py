@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from dataset_fixtures import coco2017, image, roboflow_coco, roboflow_yolo, text, ultralytics_yolo, voc_split_folders
 
-from detect.data.formats.layouts import canonical_split, detect_layout, pick_split
+from detect.data.formats.layouts import canonical_split, pick_split
+from detect.data.formats.table import detect_layout
 from detect.data.spec import DatasetError, open_data, resolve_data
 from detect.data.synth import render_dataset
 

@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect.data.formats.voc import FileResult, unknown_class_problems
+from detect.data.formats.result import FileResult
+from detect.data.formats.voc import unknown_class_problems
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:

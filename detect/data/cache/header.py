@@ -147,7 +147,7 @@ def _triples(a: Any, name: str, first: type, n_files: int = -1) -> None:
 
 
 def valid_summary(summary: Any) -> bool:
-    """Whether a header's ``summary`` has the shape :func:`detect.data.cache.xml2pkl.summarize` prints."""
+    """Whether a header's ``summary`` has the shape :func:`detect.data.cache.build.summarize` prints."""
     try:
         _triples(summary["first"], "summary.first", str)
         return (all(isinstance(summary[k], int) for k in ("files", "records", "boxes", "classes", "problems"))

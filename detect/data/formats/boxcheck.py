@@ -3,7 +3,7 @@
 :mod:`detect.data.formats.coco`. (VOC keeps its own :func:`detect.data.formats.voc.check_box`, which works on
 the 1-based corners as written.)
 
-Problems are ``(kind, message)`` pairs, as in :class:`detect.data.formats.voc.FileResult`; ``what``
+Problems are ``(kind, message)`` pairs, as in :class:`detect.data.formats.result.FileResult`; ``what``
 names the box the way its file does ("line 3 (cup)", "annotation 17 (cup)") and ``written``
 repeats its coordinates as written, so a message says what to fix where.
 """

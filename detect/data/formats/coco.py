@@ -1,4 +1,4 @@
-"""COCO detection JSON (``instances_*.json``) -> one :class:`~detect.data.formats.voc.FileResult` row per
+"""COCO detection JSON (``instances_*.json``) -> one :class:`~detect.data.formats.result.FileResult` row per
 image, and where the JSON files and their image folders are.
 
 Where COCO data enters, so its box conversion happens here, once: a COCO ``bbox`` is
@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from detect.data.formats.boxcheck import clip_box
+from detect.data.formats.result import FileResult
 from detect.data.images import FileStat, ImageIndex, read_image_size
-from detect.data.formats.voc import FileResult
 from detect.readers import MAX_JSON_BYTES, parse_json, read_limited
 
 ROBOFLOW_JSON = "_annotations.coco.json"  # Roboflow: <split>/_annotations.coco.json beside the images

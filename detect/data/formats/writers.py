@@ -47,13 +47,12 @@ from lxml import etree
 from detect.data.formats.coco import xyxy_to_coco
 from detect.data.formats.layouts import canonical_split
 from detect.data.formats.yolo import xyxy_to_yolo
-from detect.structures import ImageRecord
 from detect.errors import UsageError
 from detect.readers import FileReadError, load_yaml, read_text
+from detect.structures import ImageRecord
 from detect.utils import atomic_write_text
 
 Splits = dict[str, list[ImageRecord]]  # split name -> records (every record has an image file)
-FORMATS = ("voc", "coco", "yolo")
 
 
 @dataclass
@@ -270,9 +269,6 @@ def plan_yolo(out: Path, classes: Sequence[str], splits: Splits, names: dict[str
     written = [*existing_yolo(out, classes), *(output_split(s) for s in splits)]
     plan.append(Output(out / "data.yaml", text=lambda: yolo_yaml(classes, written)))
     return plan
-
-
-PLANNERS = {"voc": plan_voc, "coco": plan_coco, "yolo": plan_yolo}  # each checked by check_class_names first
 
 
 # -- writing --------------------------------------------------------------------------------------
