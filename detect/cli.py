@@ -15,33 +15,47 @@ import argparse
 import importlib
 import re
 import sys
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
-from detect.errors import UsageError
 from detect.checks import default_note  # standard library only: xml2pkl's re-run stays light
+from detect.errors import UsageError
 
-# Every command: the *_cli.py module beside the code it drives, the function there that adds its
-# options to its sub-parser, its handler, and the line `detect --help` shows. Modules are imported
-# only for the command that runs (or every one, for `build_parser()`), so `detect --help` imports none.
-COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "xml2pkl": ("detect.data.cache.xml2pkl_cli", "add_xml2pkl_options", "cmd_xml2pkl",
-                "parse Pascal VOC XML into a versioned pickle cache"),
-    "synth": ("detect.data.synth.synth_cli", "add_synth_options", "cmd_synth", "render synthetic retail shelves as a VOC dataset"),
-    "train": ("detect.engine.train_cli", "add_train_options", "cmd_train", "train a detector"),
-    "val": ("detect.infer.val_cli", "add_val_options", "cmd_val", "evaluate weights on a dataset split (VOC and COCO metrics)"),
-    "predict": ("detect.infer.predict_cli", "add_predict_options", "cmd_predict",
-                "detect products in images, folders, videos or streams"),
-    "demo": ("detect.infer.predict_cli", "add_demo_options", "cmd_demo",
-             "render synthetic shelves, detect with the shipped weights, save drawings"),
-    "export": ("detect.infer.export_cli", "add_export_options", "cmd_export", "export weights to ONNX (dynamic batch) or TorchScript"),
-    "proposals": ("detect.engine.proposals_cli", "add_proposals_options", "cmd_proposals",
-                  "selective-search proposals for a cache, cached beside it"),
-    "tune": ("detect.tune.tune_cli", "add_tune_options", "cmd_tune", "hyperparameter search (grid, random, TPE) with Optuna"),
-    "convert": ("detect.data.convert.convert_cli", "add_convert_options", "cmd_convert",
-                "convert a dataset, or predict's detections, to VOC, COCO, YOLO or a cache"),
-    "serve": ("detect.serve.serve_cli", "add_serve_options", "cmd_serve", "HTTP detection service with a web page (FastAPI + uvicorn)"),
-    "audit": ("detect.audit.audit_cli", "add_audit_options", "cmd_audit", "shelf audit: rows, facings, gaps, planogram compliance, "
-              "share of shelf, unique products in a video"),
+
+class Command(NamedTuple):
+    """One command. Its module is imported only when the command runs (or for every command, in
+    ``build_parser()``), so ``detect --help`` imports none."""
+
+    module: str  # the *_cli.py beside the code it drives
+    options: str  # the function there that adds the command's options to its sub-parser
+    handler: str  # the function there that runs it: args -> exit code
+    help: str  # the line `detect --help` shows
+
+
+COMMANDS: dict[str, Command] = {
+    "xml2pkl": Command("detect.data.cache.xml2pkl_cli", "add_xml2pkl_options", "cmd_xml2pkl",
+                       "parse Pascal VOC XML into a versioned pickle cache"),
+    "synth": Command("detect.data.synth.synth_cli", "add_synth_options", "cmd_synth",
+                     "render synthetic retail shelves as a VOC dataset"),
+    "train": Command("detect.engine.train_cli", "add_train_options", "cmd_train",
+                     "train a detector"),
+    "val": Command("detect.infer.val_cli", "add_val_options", "cmd_val",
+                   "evaluate weights on a dataset split (VOC and COCO metrics)"),
+    "predict": Command("detect.infer.predict_cli", "add_predict_options", "cmd_predict",
+                       "detect products in images, folders, videos or streams"),
+    "demo": Command("detect.infer.predict_cli", "add_demo_options", "cmd_demo",
+                    "render synthetic shelves, detect with the shipped weights, save drawings"),
+    "export": Command("detect.infer.export_cli", "add_export_options", "cmd_export",
+                      "export weights to ONNX (dynamic batch) or TorchScript"),
+    "proposals": Command("detect.engine.proposals_cli", "add_proposals_options", "cmd_proposals",
+                         "selective-search proposals for a cache, cached beside it"),
+    "tune": Command("detect.tune.tune_cli", "add_tune_options", "cmd_tune",
+                    "hyperparameter search (grid, random, TPE) with Optuna"),
+    "convert": Command("detect.data.convert.convert_cli", "add_convert_options", "cmd_convert",
+                       "convert a dataset, or predict's detections, to VOC, COCO, YOLO or a cache"),
+    "serve": Command("detect.serve.serve_cli", "add_serve_options", "cmd_serve",
+                     "HTTP detection service with a web page (FastAPI + uvicorn)"),
+    "audit": Command("detect.audit.audit_cli", "add_audit_options", "cmd_audit",
+                     "shelf audit: rows, facings, gaps, planogram compliance, share of shelf, unique products in a video"),
 }
 
 
@@ -58,10 +72,10 @@ class _Help(argparse.HelpFormatter):
         return f"{text} {note}"
 
 
-def _function(command: str, which: int) -> Callable:
-    """The options adder (``which=1``) or the handler (``which=2``) of a command, its module imported."""
-    module = COMMANDS[command][0]
-    return getattr(importlib.import_module(module), COMMANDS[command][which])
+def _load(command: str, function: str) -> Callable:
+    """A command's ``"options"`` or ``"handler"`` function, its module imported."""
+    c = COMMANDS[command]
+    return getattr(importlib.import_module(c.module), getattr(c, function))
 
 
 def build_parser(command: Optional[str] = None, options: bool = True) -> argparse.ArgumentParser:
@@ -73,10 +87,10 @@ def build_parser(command: Optional[str] = None, options: bool = True) -> argpars
     parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, _, _, help_line) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_line, formatter_class=_Help)
+    for name, c in COMMANDS.items():
+        p = sub.add_parser(name, help=c.help, formatter_class=_Help)
         if options and command in (None, name):
-            _function(name, 1)(p)
+            _load(name, "options")(p)
     return parser
 
 
@@ -120,7 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             _key_value_hint(parser, argv)
         raise
     try:
-        return int(_function(args.command, 2)(args) or 0)
+        return int(_load(args.command, "handler")(args) or 0)
     except UsageError as e:  # the one mapping of a usage error, raised anywhere below, to output
         print(f"detect {args.command}: error: {e}", file=sys.stderr)
         return 2

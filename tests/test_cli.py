@@ -12,8 +12,8 @@ def test_a_usage_error_raised_anywhere_exits_2_with_one_format(monkeypatch, caps
     def handler(args):
         raise UsageError("weights file w.pt not found")
 
-    options = cli._function
-    monkeypatch.setattr(cli, "_function", lambda command, which: handler if which == 2 else options(command, which))
+    load = cli._load
+    monkeypatch.setattr(cli, "_load", lambda command, function: handler if function == "handler" else load(command, function))
     assert cli.main(["demo"]) == 2
     assert capsys.readouterr().err == "detect demo: error: weights file w.pt not found\n"
 
