@@ -1,7 +1,7 @@
 """``detect convert SRC --to voc|coco|yolo|pkl -o OUT``: a dataset in any layout we read, or
 ``detect predict``'s detections (as pre-labels), to the files another tool reads, or to a cache.
 
-Sources: anything ``--data`` accepts (:func:`detect.data.spec.open_data`: dataset YAML, VOC
+Sources: anything ``--data`` accepts (:func:`detect.data.formats.table.open_data`: dataset YAML, VOC
 folder or split folders, YOLO ``data.yaml`` or its folder, COCO folder or ``.json``), a cache
 ``.pkl``, or the ``detections.jsonl`` that ``detect predict --save-json`` writes
 (:func:`read_predictions`; scores are dropped, video frames are skipped).
