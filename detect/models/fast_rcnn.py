@@ -184,7 +184,7 @@ class FastRCNN(nn.Module):
                 return [selective_search_tensor(img, self.ss_mode, self.ss_max, self.ss_resize) for img in images]
             raise ValueError(
                 f"this Fast R-CNN uses {self.proposal_source!r} proposals: pass proposals=[Tensor[P, 4], ...] "
-                "or targets with a 'proposals' key (detect.data.proposal_files.ProposalDataset attaches them)"
+                "or targets with a 'proposals' key (detect.data.proposal_dataset.ProposalDataset attaches them)"
             )
         if len(proposals) != b:
             raise ValueError(f"got proposals for {len(proposals)} images, but the batch has {b}")
