@@ -50,8 +50,8 @@ MODELS = {  # name -> (model.name, model.proposals)
 
 def _all_images_cache(data: str, out: Path) -> str:
     """One annotation cache of every image of the dataset YAML (no split)."""
-    from detect.data.spec import load_spec
-    from detect.data.xml2pkl import build_cache
+    from detect.data.formats.voc_dataset import load_spec
+    from detect.data.cache.xml2pkl import build_cache
 
     spec = load_spec(data)
     path = out / f"{spec.name}-all.pkl"
@@ -152,7 +152,7 @@ def main() -> int:
                 print(f"detect proposals failed (exit {rc}); see {ss_log}", file=sys.stderr)
                 return 1
             proposals_info["log"] = text
-        from detect.data.proposals import ProposalFileError, load_proposals, read_proposal_cache
+        from detect.data.proposal_files import ProposalFileError, load_proposals, read_proposal_cache
 
         ps = load_proposals(ss_file)
         proposals_info.update(file=ss_file, method=ps.method, images=len(ps), seconds_per_image=math.nan,

@@ -39,7 +39,7 @@ if [ ! -f .gpu/groceries_ss_fast.npz ]; then
   .venv/bin/detect proposals /tmp/groceries-all.pkl -o /tmp/groceries-all.ss.pkl --mode fast --max 2000
   "$PY" - <<'PYEOF'
 import os, numpy as np
-from detect.data.proposals import load_proposals
+from detect.data.proposal_files import load_proposals
 ps = load_proposals("/tmp/groceries-all.ss.pkl")
 out = {os.path.splitext(os.path.basename(k))[0]: b[:1000].astype(np.uint8) for k, b in ps.boxes.items()}
 np.savez_compressed(".gpu/groceries_ss_fast.npz", **out)  # 224 px images: coordinates fit uint8

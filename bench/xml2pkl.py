@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     if args.baseline:
         baseline(Path(args.baseline[0]), Path(args.baseline[1]))
         return 0
-    from detect.data.xml2pkl import build_cache  # not in the baseline's child process
+    from detect.data.cache.xml2pkl import build_cache  # not in the baseline's child process
 
     tmp = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="xml2pkl-bench-"))
     try:

@@ -67,3 +67,9 @@ def checked(kind: type, rule: Optional[str] = None) -> Callable[[str], Any]:
     parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
     parse.rule = rule  # type: ignore[attr-defined]
     return parse
+
+
+# argparse types of command options that are not settings of detect/config.py (the *_cli.py modules)
+COUNT = checked(int, ">= 1")  # a number of images, items, trials...
+NONNEG = checked(int, ">= 0")  # processes (0: in this process, or one per core), sizes where 0 means none
+FRACTION = checked(float, "in [0, 1]")

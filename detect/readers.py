@@ -1,5 +1,5 @@
 """Files from strangers, read within limits: the one reader for every label, list, JSON and YAML
-file a command reads (VOC XML too: :mod:`detect.data.xml_file` reads its bytes here).
+file a command reads (VOC XML too: :mod:`detect.data.formats.xml_file` reads its bytes here).
 
 - :func:`read_limited`: the bytes of a **regular file** only (a FIFO blocked a read forever,
   ``/dev/zero`` read until MemoryError; a device is never opened, a FIFO only with

@@ -2,7 +2,7 @@
 
 One box format inside the code: float xyxy, 0-based pixels, with ``x2``/``y2`` the
 continuous right/bottom edge (a box covering pixel columns 0..9 is [0, 10)). VOC's
-1-based inclusive integer corners are converted in :mod:`detect.data.voc`, where data
+1-based inclusive integer corners are converted in :mod:`detect.data.formats.voc`, where data
 enters, and nowhere else.
 
 Class labels are 0-based indices into the dataset's class list everywhere outside the

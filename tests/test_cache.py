@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import detect.data.xml2pkl as x2p
+import detect.data.cache.build as cache_build
 from detect.cli import main
 from detect.data import Cache, build_cache, load_cache
-from detect.data.cache import problems_path
+from detect.data.cache.cache_file import problems_path
 
 OBJ = "<object><name>{}</name><truncated>{}</truncated><bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>"
 
@@ -100,7 +100,7 @@ def test_first_build_stats_files_as_it_reads_them_and_a_rerun_agrees(dataset, tm
         stats.append(tuple(kw.get("stat", ())))
         return real_walk(*a, **kw)
 
-    monkeypatch.setattr("detect.data.xml2pkl.walk_files", walk)
+    monkeypatch.setattr("detect.data.cache.xml2pkl.walk_files", walk)
     out = tmp_path / "c.pkl"
     first = build(dataset, out)
     assert stats[0][:1] == (False,) and "cup/GONE.xml" not in first.data["files"]["rel"]
@@ -323,7 +323,7 @@ def test_huge_size_is_a_problem_of_that_file_only(dataset, tmp_path):
 
 
 def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp_path):
-    from detect.data.cache import unescape_field
+    from detect.data.cache.cache_file import unescape_field
 
     odd = dataset / "annotations" / "cup" / "we\tird\nname\\x.xml"
     write_voc(odd, [("cup", (5, 5, 5, 9))], filename="CUP1.jpg")  # a degenerate box: one problem
@@ -337,7 +337,7 @@ def test_problems_file_rows_survive_tabs_and_newlines_in_file_names(dataset, tmp
 def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypatch, capsys):
     """A crash between writing the cache and writing problems.txt left a stale list that the next
     run called 'up to date, N problems'."""
-    from detect.data.cache import problems_text
+    from detect.data.cache.cache_file import problems_text
 
     out = tmp_path / "c.pkl"
     build(dataset, out)
@@ -347,7 +347,7 @@ def test_problems_file_always_agrees_with_the_cache(dataset, tmp_path, monkeypat
     def die(*args, **kwargs):
         raise SystemExit(9)  # the process dies after the cache, before its problems file
 
-    monkeypatch.setattr(x2p, "atomic_write_text", die)
+    monkeypatch.setattr(cache_build, "atomic_write_text", die)
     with pytest.raises(SystemExit):
         build(dataset, out)
     monkeypatch.undo()

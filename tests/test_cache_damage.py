@@ -16,8 +16,8 @@ from test_cache import build
 
 from detect.cli import main
 from detect.data import CacheError, load_cache
-from detect.data.cache import FORMAT, write_cache_data
-from detect.data.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe_load_pickle
+from detect.data.cache.cache_file import FORMAT, write_cache_data
+from detect.data.cache.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe_load_pickle
 
 dataset = test_cache.dataset  # the cache tests' fixture: a small VOC folder with images
 
@@ -142,7 +142,7 @@ def test_damaged_summary_in_an_up_to_date_header_is_rebuilt(dataset, tmp_path, c
     args = ["xml2pkl", str(dataset / "annotations"), "--images", str(dataset / "images"), "--no-progress", "-o", str(out)]
     assert main(args) == 0
     good = build(dataset, out)
-    from detect.data.cache import read_cache_parts
+    from detect.data.cache.cache_file import read_cache_parts
 
     header, _ = read_cache_parts(out)
     write_cache_data(out, good.data, **{**header, "summary": {**good.summary, "first": [1]}})

@@ -12,7 +12,8 @@ def test_a_usage_error_raised_anywhere_exits_2_with_one_format(monkeypatch, caps
     def handler(args):
         raise UsageError("weights file w.pt not found")
 
-    monkeypatch.setattr(cli, "_handler", lambda command: handler)
+    load = cli._load
+    monkeypatch.setattr(cli, "_load", lambda command, function: handler if function == "handler" else load(command, function))
     assert cli.main(["demo"]) == 2
     assert capsys.readouterr().err == "detect demo: error: weights file w.pt not found\n"
 
@@ -24,7 +25,7 @@ def test_argparse_errors_use_the_same_format(capsys):
 
 
 def test_usage_errors_are_value_errors_for_python_callers():
-    from detect.data.proposals import ProposalFileError
+    from detect.data.proposal_files import ProposalFileError
     from detect.data.spec import DatasetError
     from detect.engine.checkpoint import CheckpointError
     from detect.infer.weights import WeightsError

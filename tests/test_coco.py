@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from dataset_fixtures import coco2017, coco_doc, image, roboflow_coco, text
 
-from detect.data.coco import coco_to_xyxy, find_splits, xyxy_to_coco
-from detect.data.import_cache import build_coco_cache
+from detect.data.formats.coco import coco_to_xyxy, find_splits, xyxy_to_coco
+from detect.data.cache.importers import build_coco_cache
 from detect.data.spec import resolve_data
 
 
@@ -93,7 +93,7 @@ def test_cache_is_incremental(tmp_path, monkeypatch):
     again = build_coco_cache(tmp_path / "coco", [split], out)
     assert again.up_to_date and "data" not in vars(again)
     # the JSON changes: parsed again, but unchanged images are not read again
-    import detect.data.coco as coco
+    import detect.data.formats.coco as coco
 
     read = []
     monkeypatch.setattr(coco, "read_image_size", lambda p: read.append(p) or (64, 48))

@@ -18,7 +18,7 @@ from dataset_fixtures import coco2017, image, text, voc_xml
 from lxml import etree
 
 from detect.cli import main
-from detect.data.cache import load_cache
+from detect.data.cache.cache_file import load_cache
 from detect.data.spec import resolve_data
 from detect.data.synth import render_dataset
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detect.engine.errors import classify_detections, error_breakdown, format_breakdown
+from detect.engine.error_breakdown import classify_detections, error_breakdown, format_breakdown
 from detect.engine.metrics import voc_evaluate
 
 CLASSES = ["a", "b"]

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Subset
 
 from detect.data.dataset import collate
 from detect.engine import evaluate as E
+from detect.engine import evaluate_cli as EC
 from detect.errors import UsageError
 from detect.structures import ImageRecord, Unreadable
 
@@ -197,7 +198,7 @@ def val_args(tmp_path, **kw):
 
 
 def test_cmd_val_writes_json_table_and_plots(tmp_path, fake_stack, capsys):
-    assert E.cmd_val(val_args(tmp_path)) == 0
+    assert EC.cmd_val(val_args(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "cola" in out and "AP50" in out
     data = json.loads((tmp_path / "out" / "val.json").read_text())
@@ -220,7 +221,7 @@ def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
     # the data lists the classes the other way round: labels are indices into that list
     swapped = [ImageRecord(r.image, r.width, r.height, r.boxes, 1 - r.labels, r.difficult, r.truncated) for r in recs]
     fake_stack.cache = SimpleNamespace(classes=CLASSES[::-1], records=swapped, problems=["x.xml: [degenerate_box] ..."])
-    assert E.cmd_val(val_args(tmp_path, plots=str(tmp_path / "plots"), max_det=1000)) == 1  # done, with problems
+    assert EC.cmd_val(val_args(tmp_path, plots=str(tmp_path / "plots"), max_det=1000)) == 1  # done, with problems
     data = json.loads((tmp_path / "out" / "val.json").read_text())
     assert data["voc_ap50"] == pytest.approx(1.0) and data["coco_max_dets"] == [1, 10, 1000] and data["problems"] == 1
     assert fake_stack.model.max_det == 1000  # the model got the larger cap
@@ -229,15 +230,15 @@ def test_cmd_val_remaps_class_order_and_reports_problems(tmp_path, fake_stack):
 
 def test_cmd_val_usage_errors(tmp_path, fake_stack):
     with pytest.raises(UsageError, match="not found"):
-        E.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt")))
+        EC.cmd_val(val_args(tmp_path, weights=str(tmp_path / "missing.pt")))
     with pytest.raises(UsageError, match="--max-det"):
-        E.cmd_val(val_args(tmp_path, max_det=0))
+        EC.cmd_val(val_args(tmp_path, max_det=0))
     fake_stack.cache = SimpleNamespace(classes=["cola", "soap"], records=make_records(), problems=[])
     with pytest.raises(UsageError, match=r"only in the data \['soap'\]"):
-        E.cmd_val(val_args(tmp_path))
+        EC.cmd_val(val_args(tmp_path))
     fake_stack.cache = SimpleNamespace(classes=list(CLASSES), records=[], problems=[])
     with pytest.raises(UsageError, match="no images"):
-        E.cmd_val(val_args(tmp_path))
+        EC.cmd_val(val_args(tmp_path))
     assert not (tmp_path / "out" / "val.json").exists()
 
 
@@ -249,7 +250,7 @@ def test_cmd_val_stops_cleanly_on_an_unreadable_image(tmp_path, fake_stack, monk
             return super().__getitem__(i)
 
     monkeypatch.setattr(sys.modules["detect.data.dataset"], "DetectionDataset", Broken)
-    assert E.cmd_val(val_args(tmp_path)) == 1
+    assert EC.cmd_val(val_args(tmp_path)) == 1
     assert "b.jpg: not a decodable image" in capsys.readouterr().err
     assert not (tmp_path / "out" / "val.json").exists()
 
@@ -388,6 +389,6 @@ def test_val_json_is_written_when_a_plot_fails(tmp_path, fake_stack, monkeypatch
         raise MemoryError("std::bad_alloc")
 
     monkeypatch.setattr(R, "write_val_plots", fail)
-    assert E.cmd_val(val_args(tmp_path)) == 0
+    assert EC.cmd_val(val_args(tmp_path)) == 0
     assert json.loads((tmp_path / "out" / "val.json").read_text())["plots"] == {}
     assert "plots could not be drawn (MemoryError" in capsys.readouterr().err

@@ -110,7 +110,7 @@ def _polygon(d: bytes, rng: random.Random) -> bytes:
 @pytest.mark.slow
 def test_yolo_labels(tmp_path):
     from detect.data.images import FileStat
-    from detect.data.yolo import parse_image
+    from detect.data.formats.yolo import parse_image
 
     rng = random.Random(24)
     img = image(tmp_path / "images" / "a.jpg")
@@ -150,7 +150,7 @@ def _coco_field(d: bytes, rng: random.Random) -> bytes:
 
 @pytest.mark.slow
 def test_coco_json(tmp_path):
-    from detect.data.coco import ImageFinder, parse_coco
+    from detect.data.formats.coco import ImageFinder, parse_coco
     from detect.data.images import ImageIndex
 
     rng = random.Random(24)
@@ -175,7 +175,7 @@ def test_coco_json(tmp_path):
 # -- detections.jsonl ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_detections_jsonl(tmp_path):
-    from detect.data.convert import ConvertError, read_predictions
+    from detect.data.convert.converter import ConvertError, read_predictions
 
     rng = random.Random(24)
     img = image(tmp_path / "s.jpg")
@@ -216,8 +216,9 @@ def _tag(d: bytes, rng: random.Random) -> bytes:
 
 @pytest.mark.slow
 def test_yaml(tmp_path):
-    from detect.data.spec import DatasetError, load_spec
-    from detect.data.yolo import DataYamlError, read_data_yaml
+    from detect.data.formats.voc_dataset import load_spec
+    from detect.data.spec import DatasetError
+    from detect.data.formats.yolo import DataYamlError, read_data_yaml
 
     rng = random.Random(24)
     root = tmp_path / "ds"

@@ -291,7 +291,7 @@ def test_coco_bbox_string_bool_and_yolo_float_names_key(tmp_path, capsys):
 
 def test_many_class_names_are_checked_in_linear_time(tmp_path):
     """Item 15: the duplicate-name check of data.yaml was quadratic (40,000 names: 16 s)."""
-    from detect.data.yolo import read_data_yaml
+    from detect.data.formats.yolo import read_data_yaml
 
     one_image_yolo(tmp_path / "y")
     names = [f"product_{i}" for i in range(40_000)]
@@ -346,7 +346,7 @@ def test_a_data_yaml_is_parsed_once_per_content(tmp_path, monkeypatch):
 def test_predict_list_proposal_file_and_search_space_go_through_the_bounded_reader(tmp_path, capsys):
     """The other files a command reads whole: a predict .txt source list, a .json proposal file, a
     tune search space; a FIFO hung each, deep nesting was a RecursionError."""
-    from detect.data.proposals import ProposalFileError, load_proposals
+    from detect.data.proposal_files import ProposalFileError, load_proposals
     from detect.tune.space import SpaceError, load_space
 
     os.mkfifo(tmp_path / "list.txt")

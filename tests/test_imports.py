@@ -31,6 +31,10 @@ ALLOWED = {
 }
 ROOMS = {"data", "models", "viz", "engine", "infer", "tune", "audit", "serve"}
 
+# Inside data: the formats (readers, writers, the table of formats) and the cache sit below what
+# resolves a --data (spec), which sits below detect convert (convert/); none imports one above it.
+DATA_LEVELS = {"detect.data.formats": 0, "detect.data.cache": 0, "detect.data.spec": 1, "detect.data.convert": 2}
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -78,6 +82,22 @@ def test_imports_run_one_way():
             if dst != src and dst not in ALLOWED[src]:
                 backwards.append(f"{mod}:{line} ({src}) imports {dep} ({dst})")
     assert not backwards, "imports running backwards:\n" + "\n".join(backwards)
+
+
+def data_level(module: str):
+    return next((level for prefix, level in DATA_LEVELS.items() if module == prefix or module.startswith(prefix + ".")), None)
+
+
+def test_data_rooms_run_one_way():
+    upwards = []
+    for mod, deps in graph().items():
+        level = data_level(mod)
+        for line, dep in deps:
+            if level is not None and (data_level(dep) or 0) > level:
+                upwards.append(f"{mod}:{line} imports {dep}")
+            if dep.startswith("detect.data.convert") and room(mod) not in ("data", "cli"):
+                upwards.append(f"{mod}:{line} imports {dep} (detect convert is the top of data)")
+    assert not upwards, "imports running up inside data:\n" + "\n".join(upwards)
 
 
 def test_no_import_cycles():

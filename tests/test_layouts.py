@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from dataset_fixtures import coco2017, image, roboflow_coco, roboflow_yolo, text, ultralytics_yolo, voc_split_folders
 
-from detect.data.layouts import canonical_split, detect_layout, pick_split
+from detect.data.formats.layouts import canonical_split, pick_split
+from detect.data.formats.table import detect_layout
 from detect.data.spec import DatasetError, open_data, resolve_data
 from detect.data.synth import render_dataset
 
@@ -78,7 +79,7 @@ def test_unrecognised_inputs_say_what_is_accepted(tmp_path):
 def test_proposals_and_train_take_any_data(tmp_path):
     from detect.cli import main
     from detect.config import ExperimentConfig
-    from detect.data.proposals import load_proposals
+    from detect.data.proposal_files import load_proposals
     from detect.engine.train import load_data
 
     y = roboflow_yolo(tmp_path / "rf")

@@ -1,4 +1,4 @@
-"""The parse pool of detect xml2pkl (detect/data/parse_pool.py): the same cache with workers
+"""The parse pool of detect xml2pkl (detect/data/cache/parse_pool.py): the same cache with workers
 as without, a fresh interpreter's pool (forked), image verification in the workers, and no
 worker left behind when the command is killed. The cache itself is test_cache.py."""
 
@@ -12,7 +12,7 @@ import pytest
 import test_cache
 from test_cache import build, write_voc
 
-import detect.data.parse_pool as pool
+import detect.data.cache.parse_pool as pool
 from detect.cli import main
 from detect.data import build_cache, load_cache
 
@@ -42,7 +42,7 @@ def test_the_command_and_the_pool_share_the_chunks(tmp_path):
     (ann / "0100.xml").write_text("<annotation><object>")  # not well-formed
     code = f"""
 import os
-import detect.data.parse_pool as pool
+import detect.data.cache.parse_pool as pool
 from detect.data import build_cache
 real = pool._parse_chunk
 def recorded(jobs):
@@ -111,7 +111,7 @@ def test_kill_9_of_xml2pkl_leaves_no_pool_workers(tmp_path):
         write_voc(tmp_path / "ann" / f"{i:03d}.xml", [("cup", (1, 1, 9, 9))])
     code = f"""
 import sys, time
-import detect.data.parse_pool as x
+import detect.data.cache.parse_pool as x
 x.SERIAL_BELOW = 0
 parse = x._parse_chunk
 def slow(jobs):  # busy workers (forked, so they see this)

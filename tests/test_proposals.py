@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from detect.cli import main
-from detect.data.cache import load_cache
+from detect.data.cache.cache_file import load_cache
 from detect.data.dataset import DetectionDataset
 from detect.data.proposal_dataset import ProposalDataset
-from detect.data.proposals import ProposalFileError, load_proposals, read_proposal_cache
+from detect.data.proposal_files import ProposalFileError, load_proposals, read_proposal_cache
 from detect.data.transforms import eval_transform, train_transform
-from detect.data.xml2pkl import build_cache
-from detect.engine.proposals import build_proposal_cache
-from detect.models.proposals import proposal_recall
+from detect.data.cache.xml2pkl import build_cache
+from detect.engine.proposal_cache import build_proposal_cache
+from detect.models.selective_search import proposal_recall
 
 BOXES = {"a": (8, 10, 40, 50), "b": (30, 4, 70, 36), "c": (10, 20, 60, 58), "d": (50, 40, 78, 62)}
 

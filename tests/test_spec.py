@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detect.data.cache import load_cache
-from detect.data.spec import DatasetError, cache_dir_for, load_spec, resolve_data, voc_folder_spec
+from detect.data.cache.cache_file import load_cache
+from detect.data.formats.source import cache_dir_for
+from detect.data.formats.voc_dataset import load_spec, voc_folder_spec
+from detect.data.spec import DatasetError, resolve_data
 from detect.data.synth import CLASSES, render_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +95,8 @@ def test_yaml_spec_paths_and_cache_dir(voc, tmp_path):
     ("root: .\nannotations: nowhere\n", "annotation folder .* does not exist"),
     ("root: .\nannotations: .\nsplits:\n  train: missing.txt\n", "split file .* does not exist"),
 ])
+
+
 def test_bad_yaml_is_a_clear_error(tmp_path, text, message):
     y = tmp_path / "bad.yaml"
     y.write_text(text)

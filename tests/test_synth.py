@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detect.data.synth import CLASSES, render_dataset, render_scene, split_indices
-from detect.data.voc import parse_voc
+from detect.data.formats.voc import parse_voc
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ import pytest
 from detect.boxes import box_iou
 from detect.data.synth.dataset import render_dataset
 from detect.data.synth.dense import GAP_RATE, render_dense, truth_json
-from detect.data.voc import parse_voc
+from detect.data.formats.voc import parse_voc
 
 import torch
 

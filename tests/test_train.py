@@ -253,7 +253,7 @@ def _cache_of_images(root, n=8):
     """A cache of ``n`` real 64x48 images with one box each (what `detect xml2pkl` writes)."""
     from PIL import Image
 
-    from detect.data.xml2pkl import build_cache
+    from detect.data.cache.xml2pkl import build_cache
 
     (root / "ann").mkdir(parents=True)
     (root / "img").mkdir()

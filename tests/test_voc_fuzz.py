@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from detect.data import build_cache, load_cache
-from detect.data.voc import parse_file
+from detect.data.formats.voc import parse_file
 
 MUTANTS_PER_FILE = 64
 HUGE = ["1e308", "2147483648", "-1e300", "nan", "inf", "1e39", "99999999999999999999", "-inf"]

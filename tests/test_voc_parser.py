@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from detect.data.images import ImageIndex, hint_stems
-from detect.data.voc import check_box, convert_box, parse_file, parse_voc
+from detect.data.formats.voc import check_box, convert_box, parse_file, parse_voc
 
 
 @pytest.fixture(scope="module")

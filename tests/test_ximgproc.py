@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detect.models.proposals import selective_search
+from detect.models.selective_search import selective_search
 
 
 def test_cv2_has_ximgproc_selective_search() -> None:

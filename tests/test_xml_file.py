@@ -1,4 +1,4 @@
-"""Reading a stranger's annotation file (detect/data/xml_file.py), through parse_file: only
+"""Reading a stranger's annotation file (detect/data/formats/xml_file.py), through parse_file: only
 regular files inside the annotation folder, of a bounded size; no entities; UTF-16 without a
 byte-order mark; files libxml2 refuses named with the limit or the likely encoding; the feed
 parser gives the same trees and messages as fromstring. What the tree means is test_voc_parser.py."""
@@ -10,7 +10,7 @@ import os
 import pytest
 from test_voc_parser import kinds, parse_voc, voc
 
-from detect.data.voc import parse_file
+from detect.data.formats.voc import parse_file
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_parse_xml_is_fromstring_with_the_same_messages(tmp_path):
     came out as "no element found")."""
     from lxml import etree
 
-    from detect.data import xml_file as vocmod
+    from detect.data.formats import xml_file as vocmod
 
     good = voc(objs=[("cup", (1, 1, 5, 5)), ("tea", (2, 2, 9, 9))]).encode()
     docs = [good, good.decode().encode("utf-16"), b"", b"<a>", b"<annotation>&e;</annotation>", b"<annotation>\xff</annotation>",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from dataset_fixtures import H, W, image, roboflow_yolo, text, ultralytics_yolo
 
-from detect.data.cache import load_cache
-from detect.data.import_cache import build_yolo_cache
+from detect.data.cache.cache_file import load_cache
+from detect.data.cache.importers import build_yolo_cache
 from detect.data.spec import DatasetError, resolve_data
-from detect.data.yolo import DataYamlError, label_path, read_data_yaml, xyxy_to_yolo, yolo_to_xyxy
+from detect.data.formats.yolo import DataYamlError, label_path, read_data_yaml, xyxy_to_yolo, yolo_to_xyxy
 
 
 @pytest.fixture(autouse=True)

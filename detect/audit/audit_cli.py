@@ -26,16 +26,45 @@ from detect.audit.draw import draw_audit, draw_tracks
 from detect.audit.planogram import Planogram, read_planogram
 from detect.audit.report import TABLES, embed_jpeg, image_section, video_section, write_html, write_json, write_tables
 from detect.audit.track import UniqueCounter, VideoAudit
+from detect.checks import COUNT, FRACTION, NONNEG, checked
 from detect.errors import UsageError
+from detect.infer.common_cli import add_slicing_options
 from detect.infer.predict import Predictor
 from detect.infer.predict_cli import Outputs, check_save_dir, count_frames, slice_options
-from detect.infer.sources import VIDEO_EXTS, expand, is_stream
+from detect.infer.sources import MAX_PIXELS, VIDEO_EXTS, expand, is_stream
 from detect.utils import check_output_folder, next_run_dir
 
 VIDEO_BATCH = 8
 DEFAULT_SAVE_DIR = "runs/audit"  # numbered like runs/predict: a second run never mixes into the first
 OUTPUT_FILES = ("report.html", "audit.json", *TABLES)  # what a run writes besides the annotated copies
 EMBED_PHOTOS = 200  # photos embedded in report.html (later ones: their tables, and the annotated file beside it)
+
+
+def add_audit_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect audit``."""
+    from detect.audit.gaps import RATIO
+    p.add_argument("source", help="photo, folder, glob, .txt list or video file (an aisle walk)")
+    p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
+    p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv)")
+    p.add_argument("--product-map", help="CSV (product,class) or JSON mapping the planogram's product ids to class names")
+    p.add_argument("--save-dir", default=None, help="folder for the report, tables and annotated photos/videos "
+                   "(default: runs/audit, then runs/audit2, ... as each is used)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
+    p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
+    p.add_argument("--conf", type=FRACTION, default=0.25, help="score of a product")
+    p.add_argument("--occupancy-conf", type=FRACTION, default=0.1, help="detections between this score and --conf are "
+                   "something standing there (a product turned or lying down): they close gaps but count as no facing")
+    p.add_argument("--iou", type=FRACTION, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")
+    p.add_argument("--gap-ratio", type=checked(float, "> 0"), default=RATIO, help="an empty stretch is a gap when the products around it "
+                   "stand this many usual pitches apart (detect/audit/gaps.py)")
+    p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
+                   "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
+    add_slicing_options(p)
+    p.add_argument("--min-track-frames", type=COUNT, default=5, help="videos: frames a track needs to count as a product")
+    p.add_argument("--max-pixels", type=NONNEG, default=MAX_PIXELS, help="larger images (width x height) are reported and skipped (0: none)")
+    p.add_argument("--no-save", action="store_true", help="no annotated photos/videos (the report still embeds the photos)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -1,5 +1,12 @@
-"""Data layer: VOC XML, YOLO labels, COCO JSON -> cache (:mod:`.voc`, :mod:`.yolo`, :mod:`.coco`,
-:mod:`.xml2pkl`, :mod:`.import_cache`, :mod:`.cache`; :mod:`.spec` for ``--data``) -> dataset.
+"""Data layer: VOC XML, YOLO labels, COCO JSON -> cache -> dataset, in rooms:
+
+- :mod:`.formats`: each format's reader and writer (:mod:`.formats.voc`, :mod:`.formats.yolo`,
+  :mod:`.formats.coco`), the per-file result they share (:mod:`.formats.result`), and the table
+  of formats (:mod:`.formats.table`): how a ``--data`` path is recognised, opened, written;
+- :mod:`.cache`: annotations -> the versioned pickle cache (build, columns, header, the safe
+  unpickler, the parse pool, the YOLO/COCO importers) and ``detect xml2pkl``;
+- :mod:`.convert`: ``detect convert``;
+- :mod:`.spec`: ``--data`` -> a cache; :mod:`.dataset`, :mod:`.transforms` ...: cache -> tensors.
 
 ``load_cache(path) -> Cache(classes, records, problems)`` is the entry point for everything
 downstream; build caches with ``detect xml2pkl`` or :func:`build_cache`.
@@ -8,8 +15,8 @@ downstream; build caches with ``detect xml2pkl`` or :func:`build_cache`.
 import importlib
 
 __all__ = ["Cache", "CacheError", "build_cache", "load_cache"]
-_HOME = {"Cache": "detect.data.cache", "CacheError": "detect.data.cache", "load_cache": "detect.data.cache",
-         "build_cache": "detect.data.xml2pkl"}
+_HOME = {"Cache": "detect.data.cache.cache_file", "CacheError": "detect.data.cache.cache_file", "load_cache": "detect.data.cache.cache_file",
+         "build_cache": "detect.data.cache.xml2pkl"}
 
 
 def __getattr__(name: str):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from detect.data.dataset import DetectionDataset
-from detect.data.proposals import ProposalFileError, ProposalSet, load_proposals
+from detect.data.proposal_files import ProposalFileError, ProposalSet, load_proposals
 from detect.structures import ImageRecord, Unreadable
 
 

@@ -134,17 +134,17 @@ def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
 
 
 def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
-    """The :class:`~detect.data.proposals.ProposalSet` of ``cfg.data.proposal_file`` when the
+    """The :class:`~detect.data.proposal_files.ProposalSet` of ``cfg.data.proposal_file`` when the
     model takes precomputed proposals, else None. Raises UsageError when the file is missing
     or unusable."""
     if not cfg.model.takes_proposals:
         return None
-    from detect.data.proposals import load_proposals
+    from detect.data.proposal_files import load_proposals
 
     if not cfg.data.proposal_file:
         raise UsageError(
             f"model.fast_rcnn.proposals={cfg.model.fast_rcnn.proposals!r} needs a proposal file: run "
-            "`detect proposals CACHE -o FILE.pkl` (or bring your own, see detect/data/proposals.py) and pass "
+            "`detect proposals CACHE -o FILE.pkl` (or bring your own, see detect/data/proposal_files.py) and pass "
             "--proposal-file FILE.pkl (data.proposal_file in a config)"
         )
     try:

@@ -1,4 +1,5 @@
-"""Evaluation: run a detector over a loader, score it with VOC and COCO AP, and ``detect val``.
+"""Evaluation: run a detector over a loader and score it with VOC and COCO AP (``detect val``'s
+run: :mod:`detect.engine.evaluate_cli`).
 
 Boxes are compared in the pixels of the original images. Predictions come out of the model in
 the S x S input's pixels and are mapped back with each target's ``orig_size`` and ``input_hw``
@@ -23,7 +24,7 @@ average, e.g. the AP of a class without ground truth):
   weights, data, split, device, imgsz, classes, problems (defects found in the data)
   confusion_matrix              {conf, iou, rows, columns, last, matrix: int[C+1][C+1]}
   plots                         {pr_curve, confusion_matrix}: PNG paths
-  errors                        where the AP50 goes, TIDE-style (detect.engine.errors.error_breakdown):
+  errors                        where the AP50 goes, TIDE-style (detect.engine.error_breakdown.error_breakdown):
                                 {ap50, lost, dap: {cls, loc, both, dupe, bkg, missed}, counts,
                                 per_class: name -> {ap50, dap, counts, main}, weakest: the 5 lowest
                                 classes with their main error type}
@@ -32,14 +33,13 @@ average, e.g. the AP of a class without ground truth):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +47,6 @@ import torch
 from detect.data.dataset import float_images
 from detect.engine import metrics as M
 from detect.errors import UsageError
-from detect.models.build import set_postprocess
 
 CONF_MATRIX_CONF = 0.25  # score threshold of the confusion matrix (ultralytics' default)
 CONF_MATRIX_IOU = 0.45
@@ -206,7 +205,7 @@ def report(got: dict[str, Any], classes: Sequence[str], folder: str | Path, reco
     TIDE-style error breakdown, the pictures of :mod:`detect.engine.report` in ``folder`` and
     ``folder/val.json``. Returns the dict written there (``extra`` merged in; NaN where
     undefined, None in the file)."""
-    from detect.engine.errors import error_breakdown
+    from detect.engine.error_breakdown import error_breakdown
     from detect.engine.report import write_val_plots
     from detect.utils import atomic_write_text
 
@@ -292,79 +291,3 @@ def _align_classes(cache: Any, classes: Sequence[str]) -> list:
                          f"only in the model {extra}; evaluate on data with the classes the model was trained on")
     remap = np.array([list(classes).index(n) for n in data_classes], np.int64)
     return [dataclasses.replace(r, labels=remap[np.asarray(r.labels, np.int64)]) for r in cache.records]
-
-
-def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optional[dict]]] = None) -> int:
-    """``detect val``: evaluate weights on a dataset split, print a table, write JSON and plots.
-    Exit 0 when done, 1 when done but the data had problems or an image could not be read;
-    raises :class:`~detect.errors.UsageError` for unusable weights, data or options.
-    ``collect_fn(model, cfg, classes, records, device, max_det)`` gathers the detections
-    instead of the batched loader when it returns a dict like :func:`collect`'s (the sliced
-    evaluation of large photos in :mod:`detect.infer.val_cli`; engine never imports infer)."""
-    from torch.utils.data import DataLoader
-
-    from detect.data.dataset import collate
-    from detect.data.spec import input_files, resolve_data
-    from detect.engine.checkpoint import load_model
-    from detect.engine.datasets import eval_dataset
-    from detect.engine.errors import format_breakdown
-    from detect.engine.report import VAL_OUTPUTS
-    from detect.utils import atomic_write_text, check_output_folder, check_output_path, select_device
-
-    t0 = time.perf_counter()
-    if not Path(args.weights).is_file():
-        raise UsageError(f"weights file {args.weights} not found")
-    folder = Path(args.plots) if args.plots else (Path(args.json).parent if args.json else Path("runs")) / f"val-{args.split}"
-
-    def check_outputs(inputs: list[str]) -> None:  # before the work, and again once the dataset's files are known
-        if args.json:
-            check_output_path(args.json, inputs, what="--json")
-        check_output_folder(folder, VAL_OUTPUTS, inputs, what="--plots folder" if args.plots else "plots folder")
-
-    check_outputs([args.weights, args.data])
-    if args.max_det is not None and args.max_det < 1:
-        raise UsageError(f"--max-det must be >= 1, got {args.max_det}")
-    device = select_device(args.device)
-    try:
-        model, cfg, classes = load_model(args.weights, device)
-    except (ValueError, KeyError, RuntimeError, OSError) as e:  # CheckpointError included
-        raise UsageError(f"cannot load {args.weights}: {e}") from None
-    max_det = int(args.max_det or cfg.model.max_det)
-    set_postprocess(model, cfg.model, max_det=max_det)
-    try:
-        cache = resolve_data(args.data, args.split, progress=sys.stderr.isatty())
-    except (FileNotFoundError, ValueError, KeyError, OSError) as e:  # DatasetError included
-        raise UsageError(f"cannot read data {args.data!r} split {args.split!r}: {e}") from None
-    check_outputs([args.weights, *input_files(args.data, cache)])
-    for p in cache.problems:
-        print(f"warning: {p}", file=sys.stderr)
-    records = _align_classes(cache, classes)
-    if not records:
-        raise UsageError(f"data {args.data!r} split {args.split!r} has no images")
-
-    try:
-        got = collect_fn(model, cfg, classes, records, device, max_det) if collect_fn else None
-        if got is None:
-            dataset = eval_dataset(records, cfg)  # Fast R-CNN with precomputed proposals: they come with the images
-            loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers,
-                                collate_fn=collate, pin_memory=device.type == "cuda")
-            got = collect(model, loader, device, max_det=max_det, progress=sys.stderr.isatty())
-    except OSError as e:  # ImageReadError: a file moved, truncated or changed since the cache was built
-        print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
-        return 1
-    extra = {"weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
-             "imgsz": int(cfg.preprocess.imgsz), "problems": len(cache.problems),
-             "images_per_s": len(got["gts"]) / max(got["seconds"], 1e-9)}
-    out = report(got, classes, folder, records, max_det, extra)
-    out["seconds"] = time.perf_counter() - t0
-    print(format_table(out))
-    print(f"{out['images']} images in {out['seconds']:.1f} s ({out['images_per_s']:.1f} images/s on {device})")
-    print(format_breakdown(out["errors"]))
-    print(f"plots and val.json: {folder}")
-    if args.json:
-        atomic_write_text(args.json, json.dumps(json_ready(out), indent=2) + "\n")
-        print(f"metrics: {args.json}")
-    if cache.problems:
-        print(f"{len(cache.problems)} problems in the data (see warnings above)", file=sys.stderr)
-        return 1
-    return 0

@@ -6,7 +6,7 @@
     confusion_matrix.png             counts (rows: true class, columns: predicted; last: background)
     confusion_matrix_normalized.png  each true class's row sums to 1
     per_class_ap.png                 AP50 per class, worst first, with the mean
-    errors.png                       TIDE-style dAP per error type (detect.engine.errors)
+    errors.png                       TIDE-style dAP per error type (detect.engine.error_breakdown)
     val_mosaic.png                   val images: ground truth (left) next to predictions (right)
 
 and a training run writes ``train_batch.png`` at its start: the first augmented batch with its
@@ -58,7 +58,7 @@ def write_val_plots(
 
 def plot_errors(errors: dict[str, Any], png_path: str | Path) -> Path:
     """Bars of the AP50 each error type costs (its dAP when fixed), with the counts."""
-    from detect.engine.errors import ERROR_TYPES
+    from detect.engine.error_breakdown import ERROR_TYPES
     from detect.viz.plots import _figure, _save
 
     fig = _figure(7, 3.2)

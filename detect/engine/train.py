@@ -377,7 +377,7 @@ def _final_report(cfg: ExperimentConfig, best_pt: Path, model: torch.nn.Module, 
     res = report(got, data.classes, out, records, cfg.model.max_det,
                  extra={"weights": str(best_pt), "data": cfg.data.data, "split": cfg.data.val_split,
                         "epoch": int(best.get("epoch", 0)), "imgsz": int(cfg.preprocess.imgsz)})
-    from detect.engine.errors import format_breakdown
+    from detect.engine.error_breakdown import format_breakdown
 
     log.print(f"best.pt (epoch {best.get('epoch')}): voc_ap50 {res['voc_ap50']:.4f}, coco_ap {res['coco_ap']:.4f}; "
               f"val.json and plots in {out}")

@@ -7,7 +7,9 @@ import argparse
 import json
 from pathlib import Path
 
+from detect.checks import checked
 from detect.errors import UsageError
+from detect.infer.common_cli import add_int8_options
 from detect.infer.export import export_onnx, export_torchscript, load_exportable
 
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -17,6 +19,16 @@ def default_output(weights: str | Path, fmt: str, int8: bool = False) -> Path:
     """Where ``detect export`` writes without ``-o``: beside the weights, ``w.pt`` -> ``w.onnx``
     (``w.int8.onnx`` with ``--int8``)."""
     return Path(weights).with_suffix((".int8" if int8 else "") + SUFFIXES[fmt])
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect export``."""
+    p.add_argument("--weights", help="SSD checkpoint (default: the shipped weights)")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format")
+    p.add_argument("-o", "--output", help="file to write, never the weights (default: beside the weights, w.pt -> w.onnx "
+                   "or w.torchscript, w.int8.onnx with --int8; the shipped weights' export goes to the current folder)")
+    p.add_argument("--opset", type=checked(int, ">= 7"), default=17, help="ONNX opset")
+    add_int8_options(p, "write")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

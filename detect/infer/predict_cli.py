@@ -19,7 +19,9 @@ from typing import Optional
 import cv2
 from tqdm import tqdm
 
+from detect.checks import COUNT, FRACTION, NONNEG
 from detect.errors import UsageError
+from detect.infer.common_cli import add_int8_options, add_slicing_options
 from detect.infer.predict import Predictor
 from detect.infer.results import ResultWriter, Summary
 from detect.infer.sources import MAX_PIXELS, VIDEO_EXTS, Frame, expand, is_stream
@@ -173,6 +175,45 @@ def slice_options(args: argparse.Namespace) -> dict:
 
 
 DEFAULT_SAVE_DIR = "runs/predict"  # numbered like runs/train: a second run never mixes into the first
+
+
+def add_predict_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect predict``."""
+    p.add_argument("source", help="image, folder, glob, .txt list, video, webcam index or stream URL")
+    p.add_argument("--weights", help="checkpoint (RUN/best.pt) or the .onnx file of detect export (default: the shipped weights)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
+    p.add_argument("--half", action="store_true", help="fp16 on GPU")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto: ONNX Runtime for an SSD on the CPU when installed, else PyTorch")
+    add_int8_options(p, "run")
+    p.add_argument("--onnx", help="run this `detect export` file (FP32 or --int8) of --weights on ONNX Runtime")
+    p.add_argument("--threads", type=NONNEG, default=0, help="CPU threads of ONNX Runtime's network (0: as many as torch "
+                   "uses, every core unless set)")
+    p.add_argument("--batch", type=NONNEG, default=0, help="images or frames per batch (0: 8 frames when "
+                   "the source is video files, else 1; a live stream never waits for a batch)")
+    p.add_argument("--conf", type=FRACTION, default=0.25, help="score threshold")
+    p.add_argument("--iou", type=FRACTION, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=COUNT, default=1000, help="detections kept per image (a store shelf holds hundreds)")
+    p.add_argument("--classes", nargs="+", help="keep only these class names or indices")
+    add_slicing_options(p)
+    p.add_argument("--max-pixels", type=NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
+                   "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
+    p.add_argument("--save-dir", default=None, help="folder for annotated images/videos and tables (default: runs/predict, "
+                   "then runs/predict2, ... as each is used)")
+    p.add_argument("--save-json", action="store_true", help="write detections.jsonl")
+    p.add_argument("--save-csv", action="store_true", help="write detections.csv and counts.csv")
+    p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
+    p.add_argument("--show", action="store_true", help="show the annotated frames in a window")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_demo_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect demo``."""
+    p.add_argument("--out", default="runs/demo", help="folder for the annotated shelves")
+    p.add_argument("--images", type=COUNT, default=4, help="shelves to render")
+    p.add_argument("--seed", type=int, default=2026, help="seed of the rendered shelves")
+    p.add_argument("--no-store", dest="store", action="store_false", help="skip the 12-megapixel store shelf")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

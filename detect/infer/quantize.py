@@ -44,7 +44,7 @@ from typing import Iterable, Iterator, Optional
 import numpy as np
 
 from detect.data.images import IMAGE_EXTS
-from detect.data.layouts import detect_layout
+from detect.data.formats.table import detect_layout
 from detect.errors import UsageError
 from detect.infer.export import ExportableSSD, load_exportable, onnx_export
 from detect.infer.preprocess import cpu_input

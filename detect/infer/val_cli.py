@@ -2,10 +2,10 @@
 shelves) is evaluated through :class:`~detect.infer.predict.Predictor`, which cuts each into
 slices at the scale of the products the model learned and merges them, so the score is the one a
 user of ``detect predict`` gets. Splits of photos the model reads whole (and ``--slice off``) go
-through the batched loader of :func:`detect.engine.evaluate.cmd_val` as before.
+through the batched loader of :func:`detect.engine.evaluate_cli.cmd_val` as before.
 
 Engine never imports infer (docs/ARCHITECTURE.md): this command lives here and hands
-:func:`~detect.engine.evaluate.cmd_val` the collector.
+:func:`~detect.engine.evaluate_cli.cmd_val` the collector.
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detect.engine.evaluate import _gt_from_record, cmd_val as _engine_cmd_val
+from detect.checks import COUNT, NONNEG
+from detect.engine.evaluate import _gt_from_record
+from detect.engine.evaluate_cli import cmd_val as _engine_cmd_val
+from detect.infer.common_cli import add_slicing_options
 from detect.infer.slicing import may_slice
 
 
@@ -30,7 +33,7 @@ def needs_slicing(records: Sequence[Any], imgsz: int, mode: Any) -> bool:
 
 
 def sliced_collector(args: argparse.Namespace):
-    """``collect_fn`` for :func:`~detect.engine.evaluate.cmd_val`: None (the batched loader)
+    """``collect_fn`` for :func:`~detect.engine.evaluate_cli.cmd_val`: None (the batched loader)
     unless the split needs slicing; then every image through a :class:`Predictor` around the
     loaded model with the ``--slice`` options, one photo at a time (a store photo is its own batch
     of slices), its detections in original pixels."""
@@ -62,6 +65,21 @@ def sliced_collector(args: argparse.Namespace):
     return collect_fn
 
 
+def add_val_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect val``."""
+    p.add_argument("--weights", required=True, help="checkpoint (RUN/best.pt) or the .onnx file of detect export")
+    p.add_argument("--data", required=True, help="dataset YAML, VOC folder or cache .pkl")
+    p.add_argument("--split", default="val", help="split to evaluate")
+    p.add_argument("--json", help="write metrics JSON here")
+    p.add_argument("--plots", help="folder for PR curves and the confusion matrix (default: beside --json, else runs/val)")
+    p.add_argument("--batch", type=COUNT, default=16, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
+    p.add_argument("--max-det", type=COUNT, help="max detections per image (COCO maxDets too), up to 1000 "
+                   "(default: the checkpoint's model.max_det; must be >= 1)")
+    p.add_argument("--workers", type=NONNEG, default=2, help="data loader processes (0: in this process)")
+    add_slicing_options(p)
+
+
 def cmd_val(args: argparse.Namespace) -> int:
-    """``detect val`` (see :func:`detect.engine.evaluate.cmd_val`), large photos sliced."""
+    """``detect val`` (see :func:`detect.engine.evaluate_cli.cmd_val`), large photos sliced."""
     return _engine_cmd_val(args, collect_fn=sliced_collector(args))

@@ -12,7 +12,7 @@ Contract (as every detector here, see docs/ARCHITECTURE.md):
         ``loss_objectness`` and ``loss_rpn_box_reg`` when ``proposals == "rpn"``). Targets are
         the dataset's dicts (``boxes`` Tensor[G, 4], ``labels`` Tensor[G] 0-based); with
         precomputed proposals each target also carries ``proposals`` Tensor[P, 4] in input
-        pixels (see :mod:`detect.data.proposals`), or they come as ``proposals=list[Tensor]``.
+        pixels (see :mod:`detect.data.proposal_files`), or they come as ``proposals=list[Tensor]``.
     eval: ``model(images, proposals=None) -> list[{"boxes", "scores", "labels"}]`` with
         0-based labels in input pixels. Without ``proposals`` a selective-search model runs
         selective search on each image itself (CPU, ~0.3 s for 224 px), an RPN model uses its
@@ -31,7 +31,7 @@ from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small
 from detect.config import FastRCNNConfig, ModelConfig, Preprocess
 from detect.models.backbones import build_config_backbone, input_preprocess
 from detect.models.context import ImageContext, context_loss_weight, context_mode
-from detect.models.proposals import selective_search_tensor
+from detect.models.selective_search import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
     BOX_CODER_WEIGHTS,
@@ -186,7 +186,7 @@ class FastRCNN(nn.Module):
                 return [selective_search_tensor(img, self.ss_mode, self.ss_max, self.ss_resize) for img in images]
             raise ValueError(
                 f"this Fast R-CNN uses {self.proposal_source!r} proposals: pass proposals=[Tensor[P, 4], ...] "
-                "or targets with a 'proposals' key (detect.data.proposals.ProposalDataset attaches them)"
+                "or targets with a 'proposals' key (detect.data.proposal_dataset.ProposalDataset attaches them)"
             )
         if len(proposals) != b:
             raise ValueError(f"got proposals for {len(proposals)} images, but the batch has {b}")

@@ -3,7 +3,7 @@
 
 Each ``ANNOTATION_CREATED`` / ``ANNOTATION_UPDATED`` event writes the task's image
 (``JPEGImages/task-<id>.<ext>``, the bytes as Label Studio serves them) and its boxes
-(``Annotations/task-<id>.xml``, labelImg's VOC through :func:`detect.data.writers.voc_xml`;
+(``Annotations/task-<id>.xml``, labelImg's VOC through :func:`detect.data.formats.writers.voc_xml`;
 Label Studio's percent of the image from the top-left corner -> pixels); ``ANNOTATION_DELETED``
 removes them. ``classes.txt`` is the project's labels, ``ImageSets/Main/{train,val}.txt`` a
 split fixed by task id (one in five to val). ``START_TRAINING`` runs ``detect train --data DIR
@@ -69,7 +69,7 @@ class Corrections:
 
     def save(self, task_id: object, image: bytes, size: tuple[int, int], result: list, labels: list[str]) -> str:
         """Write one corrected task (image and VOC XML) and refresh the class and split files."""
-        from detect.data.writers import voc_xml
+        from detect.data.formats.writers import voc_xml
 
         stem = self._stem(task_id)
         ext = next((e for magic, e in _EXT if image.startswith(magic)), ".jpg")

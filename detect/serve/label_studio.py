@@ -62,7 +62,7 @@ def parse_label_config(xml: str) -> LabelConfig:
     (an :class:`ApiError` 422 when there is none). Parsed without entities or network."""
     from lxml import etree
 
-    from detect.data.xml_file import parse_xml
+    from detect.data.formats.xml_file import parse_xml
 
     try:
         root = parse_xml(xml.encode("utf-8") if isinstance(xml, str) else xml)

@@ -1,4 +1,4 @@
-"""``detect serve``: its options (:func:`add_parser`, called by :mod:`detect.cli`) and the command.
+"""``detect serve``: its options (:func:`add_serve_options`, called by :mod:`detect.cli`) and the command.
 
     detect serve [--weights W] [--host 127.0.0.1] [--port 8000] [--workers 1] [--max-batch 8]
                  [--max-wait-ms 5] [--api-key-file FILE] [--allow-urls HOST,...] ...
@@ -15,20 +15,18 @@ import json
 import os
 import sys
 
-from detect.checks import checked
+from detect.checks import COUNT, FRACTION, NONNEG, checked
 from detect.errors import UsageError
 from detect.infer.sources import MAX_PIXELS
 
 _ENV = "DETECT_SERVE_CONFIG"  # the settings handed to worker processes (--workers > 1)
 
 
-def add_parser(sub: argparse._SubParsersAction, formatter_class: type) -> None:
-    count, nonneg, fraction = checked(int, ">= 1"), checked(int, ">= 0"), checked(float, "in [0, 1]")
-    positive = checked(float, "> 0")
-    p = sub.add_parser("serve", help="HTTP detection service with a web page (FastAPI + uvicorn)",
-                       formatter_class=formatter_class,
-                       description="POST /v1/detect, a Roboflow-compatible route, Label Studio's ML backend, "
-                       "GET /health, /metrics (Prometheus), /docs (OpenAPI) and a web page at /.")
+def add_serve_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``detect serve`` (argparse only: fastapi loads when the command runs)."""
+    count, nonneg, fraction, positive = COUNT, NONNEG, FRACTION, checked(float, "> 0")
+    p.description = ("POST /v1/detect, a Roboflow-compatible route, Label Studio's ML backend, "
+                     "GET /health, /metrics (Prometheus), /docs (OpenAPI) and a web page at /.")
     p.add_argument("--weights", help="checkpoint (RUN/best.pt) or the .onnx file of detect export (default: the shipped weights)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface; put TLS and "
                    "--api-key-file in front of a public one)")

@@ -27,8 +27,6 @@ import optuna
 
 from detect.config import ExperimentConfig
 from detect.errors import UsageError
-from detect.options import apply_config_options
-from detect.tune import TRAIN_OPTIONS
 from detect.tune.space import SearchSpace, load_space
 from detect.utils import cpu_count
 from detect.tune.worker import (
@@ -44,23 +42,6 @@ from detect.tune.worker import (
 
 DEFAULT_TRIALS = 20  # random/TPE when --trials is not given (grid: the grid size)
 _MACHINE_LOCAL = {("train", "device"), ("train", "out"), ("train", "resume"), ("data", "workers"), ("data", "data")}
-
-
-def cmd_tune(args: Any) -> int:
-    """Handler of ``detect tune`` (see ``detect.cli``); returns the exit code."""
-    base = _base_config(args.config)
-    apply_config_options(base, args, paths=TRAIN_OPTIONS)  # --imgsz, --batch, --workers as in train
-    from detect.utils import check_output_folder
-
-    inputs = [p for p in (args.data, args.space, args.config) if p]  # `--out` holding any of them would replace it
-    check_output_folder(args.out, ("study.db", "trials.md", "trials.csv", "best.yaml"), inputs, what="--out folder")
-    try:
-        return run_tune(
-            data=args.data, space=args.space, out=args.out, trials=args.trials, workers=args.jobs,
-            epochs=args.epochs, sampler=args.sampler, storage=args.storage, config=base, device=args.device,
-        )
-    except OSError as e:  # an unwritable --out, a storage that cannot be opened
-        raise UsageError(str(e)) from None
 
 
 def run_tune(
@@ -95,7 +76,7 @@ def run_tune(
             print(f"detect tune: the grid has {n_trials} points; running {n_trials} trials, not {trials}")
     else:
         n_trials = trials or DEFAULT_TRIALS
-    base = _base_config(config)
+    base = base_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -140,7 +121,7 @@ def run_tune(
     return 1 if status == "error" or failed or optuna.trial.TrialState.COMPLETE not in states else 0
 
 
-def _base_config(config: Optional[str | ExperimentConfig]) -> ExperimentConfig:
+def base_config(config: Optional[str | ExperimentConfig]) -> ExperimentConfig:
     """The base train config: the defaults, a YAML file, or a config given as it is."""
     if isinstance(config, ExperimentConfig):
         return config
@@ -312,4 +293,3 @@ def _run_jobs(jobs: list[WorkerJob]) -> str:
         return "ok"
     finally:
         signal.signal(signal.SIGTERM, old)
-

@@ -19,12 +19,10 @@ Python API: :func:`render_scene` (one scene in memory) and :func:`render_dataset
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import tempfile
-import time
 from contextlib import nullcontext
 from multiprocessing import get_context
 from pathlib import Path
@@ -39,9 +37,8 @@ from detect.data.synth.camera import render
 from detect.data.synth.dense import render_dense, truth_json
 from detect.data.synth.products import CLASSES
 from detect.data.synth.scene import Scene
-from detect.errors import UsageError
 
-__all__ = ["CLASSES", "Scene", "render_scene", "render_dataset", "scene_to_voc_xml", "cmd_synth"]
+__all__ = ["CLASSES", "Scene", "render_scene", "render_dataset", "scene_to_voc_xml"]
 
 SYNTH_VERSION = 1  # bump when the same seed starts to draw different scenes
 SPLITS = ("train", "val", "test")
@@ -191,27 +188,3 @@ def render_dataset(out_dir: str | os.PathLike, n: int, seed: int = 0, size: int 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    """``detect synth OUT_DIR --images N --seed S --size PX --splits a,b,c``; exit 0. Raises
-    UsageError for bad numbers, an output folder that is not ours, an unwritable place."""
-    try:
-        fractions = [float(v) for v in str(args.splits).split(",")]
-    except ValueError:
-        raise UsageError(f"--splits must be three comma-separated fractions, got {args.splits!r}") from None
-    t0 = time.perf_counter()
-    try:
-        summary = render_dataset(args.out_dir, args.images, args.seed, args.size, fractions,
-                                 workers=max(1, int(getattr(args, "workers", 1) or 1)), dense=bool(getattr(args, "dense", False)),
-                                 shelves=int(getattr(args, "shelves", 0) or 0), shelf_size=int(getattr(args, "shelf_size", 1600)))
-    except (ValueError, FileExistsError, PermissionError) as e:
-        raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write {args.out_dir}: {e}") from None
-    dt = time.perf_counter() - t0
-    sp = summary["splits"]
-    print(f"wrote {summary['images']} images ({summary['objects']} products, {len(CLASSES)} classes; "
-          f"train {sp['train']}, val {sp['val']}, test {sp['test']}) to {args.out_dir} "
-          f"in {dt:.1f} s ({summary['images'] / max(dt, 1e-9):.0f} images/s)")
-    return 0

@@ -1,9 +1,9 @@
 """Checking one box that a format module has already converted to our convention (float xyxy,
-0-based pixels, exclusive x2/y2) against its image: shared by :mod:`detect.data.yolo` and
-:mod:`detect.data.coco`. (VOC keeps its own :func:`detect.data.voc.check_box`, which works on
+0-based pixels, exclusive x2/y2) against its image: shared by :mod:`detect.data.formats.yolo` and
+:mod:`detect.data.formats.coco`. (VOC keeps its own :func:`detect.data.formats.voc.check_box`, which works on
 the 1-based corners as written.)
 
-Problems are ``(kind, message)`` pairs, as in :class:`detect.data.voc.FileResult`; ``what``
+Problems are ``(kind, message)`` pairs, as in :class:`detect.data.formats.result.FileResult`; ``what``
 names the box the way its file does ("line 3 (cup)", "annotation 17 (cup)") and ``written``
 repeats its coordinates as written, so a message says what to fix where.
 """

@@ -1,17 +1,6 @@
-"""What a ``--data`` path is: the dataset layouts we read, told apart by their files, and split
-names across them.
-
-Kinds (:func:`detect_layout`), checked in this order:
-
-- ``cache``: a ``.pkl`` / ``.pickle`` file (one split, used as it is);
-- ``yolo``: an ultralytics ``data.yaml`` (keys ``train``/``val``/``names``/``nc``), or a folder
-  holding one (``data.yaml``, else its only YAML of that kind);
-- ``dataset_yaml``: any other ``.yaml`` / ``.yml`` (ours: ``root``, ``annotations``, ...);
-- ``coco``: a ``.json`` file, or a folder with ``annotations/*.json`` or Roboflow's
-  ``<split>/_annotations.coco.json``;
-- ``voc``: a folder with ``Annotations/``;
-- ``voc_splits``: a folder whose ``train/``, ``valid/`` (or ``val/``) and ``test/`` hold XML
-  beside the images (Roboflow's and CVAT's Pascal VOC exports): the split is the folder.
+"""The files that tell dataset layouts apart (a YOLO ``data.yaml`` in a folder, VOC split folders),
+and split names across layouts (``valid``, ``val2017`` -> ``val``). Which layout a ``--data`` path
+is: :func:`detect.data.formats.table.detect_layout`, from these probes.
 """
 
 from __future__ import annotations
@@ -21,13 +10,9 @@ import re
 from pathlib import Path
 from typing import Iterable, Optional
 
-from detect.data.coco import find_splits
-from detect.data.yolo import looks_like_data_yaml
+from detect.data.formats.yolo import looks_like_data_yaml
 from detect.readers import FileReadError, load_yaml
 
-ACCEPTED = ("a dataset YAML, a YOLO data.yaml or its folder, a COCO .json or a folder with annotations/instances_*.json "
-            "or <split>/_annotations.coco.json, a VOC folder with Annotations/, a folder of VOC splits (train/, "
-            "valid/ or val/, test/ with the XML beside the images, as Roboflow and CVAT export), or a cache .pkl")
 SPLIT_FOLDERS = ("train", "valid", "val", "validation", "test")
 
 
@@ -92,28 +77,3 @@ def voc_split_folders(root: Path) -> dict[str, Path]:
         if folder.is_dir() and _has_xml(folder):
             out.setdefault(canonical_split(name), folder)
     return out
-
-
-def detect_layout(path: str | os.PathLike) -> Optional[str]:
-    """The kind of dataset at ``path`` (see the module docstring), or None."""
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if p.is_file() or (os.path.lexists(p) and not p.is_dir() and suffix in (".yaml", ".yml", ".json")):
-        if suffix in (".pkl", ".pickle"):
-            return "cache"
-        if suffix in (".yaml", ".yml"):  # a FIFO too: the reader refuses it with a message
-            return "yolo" if is_data_yaml(p) or p.stem.lower() in ("data", "dataset") else "dataset_yaml"
-        if suffix == ".json":
-            return "coco"
-        return None
-    if not p.is_dir():
-        return None
-    if yolo_yaml_in(p) is not None:
-        return "yolo"
-    if find_splits(p):
-        return "coco"
-    if (p / "Annotations").is_dir():
-        return "voc"
-    if voc_split_folders(p):
-        return "voc_splits"
-    return None

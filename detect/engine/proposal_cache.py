@@ -6,13 +6,12 @@ proposal cache's entries whose fingerprint and settings are unchanged -> run sel
 on the rest in parallel (one process per core) -> write the proposal cache atomically ->
 print recall at 100/300/1,000/2,000 proposals and IoU 0.5/0.7 against the ground truth.
 
-The format is described in :mod:`detect.data.proposals`. Exit codes: 0 done, 1 done but some
+The format is described in :mod:`detect.data.proposal_files`. Exit codes: 0 done, 1 done but some
 images could not be read (they get no proposals, listed on stderr), 2 usage error.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,10 +22,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from detect.data.proposals import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
-from detect.errors import UsageError
-from detect.models.proposals import MODES, proposal_recall, selective_search
-from detect.utils import atomic_write, check_output_path, die_with_parent
+from detect.data.proposal_files import FORMAT, SCHEMA, ProposalFileError, proposal_set_from_cache, read_proposal_cache
+from detect.models.selective_search import MODES, proposal_recall, selective_search
+from detect.utils import atomic_write, die_with_parent
 
 SERIAL_BELOW = 8  # images; fewer run in-process (a pool costs a fraction of a second to start)
 TOPS = (100, 300, 1000, 2000)
@@ -94,7 +92,7 @@ def build_proposal_cache(
     Raises FileNotFoundError / CacheError for an unusable annotation cache and ValueError for
     a bad option. ``annotations``: the cache already loaded from ``cache_path`` (saves reading it again).
     """
-    from detect.data.cache import load_cache
+    from detect.data.cache.cache_file import load_cache
 
     if mode not in MODES:
         raise ValueError(f"--mode {mode!r}: expected one of {MODES}")
@@ -188,46 +186,3 @@ def recall_table(data: dict[str, Any], records: list, tops: tuple[int, ...] = TO
     for iou in ious:
         lines.append(f"IoU {iou:.1f} " + "".join(f"{rec[(t, iou)]:>10.3f}" for t in tops))
     return "\n".join(lines)
-
-
-def cmd_proposals(args: argparse.Namespace) -> int:
-    """``detect proposals CACHE [-o OUT] [--mode fast|quality] [--max N] [--resize PX] [--workers N]``."""
-    from detect.data.cache import CacheError, load_cache
-    from detect.data.spec import is_cache_path, resolve_data
-
-    cache = args.cache
-    if not is_cache_path(cache) and os.path.exists(cache):  # any --data: its split's cache, built or reused
-        cache = resolve_data(cache, getattr(args, "split", None) or "all").path  # DatasetError is a UsageError
-    output = args.output or default_output(cache, args.mode)
-    if not os.path.isfile(cache):
-        raise UsageError(f"annotation cache {cache} not found (make it with `detect xml2pkl`)")
-    bar = None
-    try:
-        ann = load_cache(cache)
-        check_output_path(output, [cache, *(r.image for r in ann.records if r.image)])
-        if not args.no_progress and len(ann.records) >= 50:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(ann.records), desc="selective search", unit="img", dynamic_ncols=True, file=sys.stderr)
-        res = build_proposal_cache(cache, output, args.mode, args.max, args.resize, args.workers,
-                                   progress=bar.update if bar is not None else None, annotations=ann)
-    except (CacheError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"cannot write {output}: {e}") from None
-    finally:
-        if bar is not None:
-            bar.close()
-    d = res.data
-    secs = d["seconds"][d["seconds"] > 0]
-    per = f"{secs.mean():.3f} s/image on one core" if len(secs) else "n/a"
-    print(f"{output}: {len(d['images'])} images, {len(res.computed)} searched, {res.reused} reused "
-          f"({d['method']['mode']} mode, max {d['method']['max']}, resize {d['method']['resize']}); "
-          f"selective search {per}; {res.seconds:.1f} s total")
-    print(recall_table(d, ann.records))
-    for path, why in res.failed[:10]:
-        print(f"{path}: {why}; no proposals", file=sys.stderr)
-    if res.failed:
-        print(f"{len(res.failed)} image(s) could not be read", file=sys.stderr)
-        return 1
-    return 0

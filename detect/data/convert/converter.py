@@ -1,14 +1,15 @@
 """``detect convert SRC --to voc|coco|yolo|pkl -o OUT``: a dataset in any layout we read, or
 ``detect predict``'s detections (as pre-labels), to the files another tool reads, or to a cache.
 
-Sources: anything ``--data`` accepts (:func:`detect.data.spec.open_data`: dataset YAML, VOC
+Sources: anything ``--data`` accepts (:func:`detect.data.formats.table.open_data`: dataset YAML, VOC
 folder or split folders, YOLO ``data.yaml`` or its folder, COCO folder or ``.json``), a cache
 ``.pkl``, or the ``detections.jsonl`` that ``detect predict --save-json`` writes
 (:func:`read_predictions`; scores are dropped, video frames are skipped).
 
 Flow: every split of the source through its cache (built or reused exactly as for ``--data``,
 so its problems are reported the same way) -> one class list -> the plan of output files
-(:mod:`detect.data.writers`) -> refuse when OUT lies inside the source dataset or a planned file
+(the planner of its row in :data:`detect.data.formats.table.FORMATS`, :mod:`detect.data.formats.writers`)
+-> refuse when OUT lies inside the source dataset or a planned file
 is an input -> write. ``--to pkl`` writes the cache of one split (default: every image) to
 ``-o``: ``detect xml2pkl`` for every layout.
 
@@ -29,13 +30,14 @@ from typing import Any, Optional, TextIO
 
 import numpy as np
 
-from detect.data.boxcheck import clip_box
-from detect.data.cache import Cache, CacheError
-from detect.data.cache_header import problems_text
+from detect.data.cache.cache_file import Cache, CacheError
+from detect.data.cache.header import problems_text
+from detect.data.formats.boxcheck import clip_box
+from detect.data.formats.source import ALL
+from detect.data.formats.table import writers
+from detect.data.formats.writers import Output, Splits, check_class_names, output_names, write_all
 from detect.data.images import IMAGE_EXTS, read_image_size
-from detect.data.spec import ALL, DatasetError, is_cache_path, open_data, resolve_data, resolve_source
-from detect.data.writers import PLANNERS, Output, Splits, check_class_names, output_names, write_all
-from detect.data.xml2pkl import summarize
+from detect.data.spec import DatasetError, is_cache_path, open_data, resolve_data, resolve_source
 from detect.errors import UsageError
 from detect.readers import MAX_JSON_BYTES, FileReadError, parse_json, read_text
 from detect.structures import ImageRecord, Problem
@@ -239,7 +241,8 @@ def check_outputs(plan: list[Output], splits: Splits, sources: list[str], out: P
 # -- the command ---------------------------------------------------------------------------------
 def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = None, *, workers: int = 0,
             progress: bool = False, log: TextIO = sys.stderr) -> dict[str, Any]:
-    """Convert ``src`` to ``to`` ("voc", "coco", "yolo") in folder ``out``.
+    """Convert ``src`` to ``to`` (a format that writes: "voc", "coco", "yolo";
+    :func:`~detect.data.formats.table.writers`) in folder ``out``.
 
     Returns ``{"classes", "splits": {name: (images, boxes)}, "problems": source problems,
     "left_out": problems of records not written}``. Raises :class:`ConvertError` (usage) or
@@ -253,7 +256,7 @@ def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = No
         splits[name] = keep
     out = Path(out)
     check_class_names(classes)
-    plan = PLANNERS[to](out, classes, splits, output_names(splits))
+    plan = writers()[to](out, classes, splits, output_names(splits))
     check_outputs(plan, splits, sources, out, root)
     from tqdm import tqdm
 
@@ -268,40 +271,3 @@ def convert(src: str, to: str, out: str | os.PathLike, split: Optional[str] = No
     jsonl = Path(src).suffix.lower() == ".jsonl"  # every problem of a detections file is a row not converted
     missing = [p for p in problems if (p.kind != "video_frames" if jsonl else p.kind in LEFT_OUT_KINDS)]
     return {"classes": classes, "splits": counts, "problems": problems, "left_out": left_out, "missing": missing}
-
-
-def _to_cache(args: Any) -> int:
-    """``--to pkl``: the cache of one split of any layout, at ``-o``."""
-    if not is_cache_path(args.output):
-        raise ConvertError(f"--to pkl writes a cache: give -o a .pkl file name, not {args.output}")
-    if is_cache_path(args.source) or Path(args.source).suffix.lower() == ".jsonl":
-        raise ConvertError(f"{args.source} is not a dataset; --to pkl caches a dataset (convert detections to voc, coco or yolo)")
-    try:
-        ds = open_data(args.source)
-        res = ds.build(args.split, args.output, workers=args.workers, progress=not args.no_progress)
-    except DatasetError as e:
-        raise ConvertError(str(e)) from None
-    summarize(res, prog="convert", what="XML files" if ds.kind.startswith("voc") else "images")
-    return 1 if args.strict and res.summary["problems"] else 0
-
-
-def cmd_convert(args: Any) -> int:
-    """Handler of ``detect convert`` (see ``detect.cli``); returns the exit code."""
-    try:
-        if args.to == "pkl":
-            return _to_cache(args)
-        res = convert(args.source, args.to, args.output, args.split, workers=args.workers, progress=not args.no_progress)
-    except OSError as e:
-        raise ConvertError(f"cannot write in {args.output}: {e.strerror or e}") from None
-    parts = ", ".join(f"{s} {n} images ({b} boxes)" for s, (n, b) in res["splits"].items())
-    print(f"convert: {len(res['classes'])} classes; {parts} -> {args.to.upper()} in {args.output}", file=sys.stderr)
-    for kind, what in (("problems", "problems in the source"), ("left_out", "records left out")):
-        if res[kind]:
-            print(f"convert: {len(res[kind])} {what}; full list: {Path(args.output) / PROBLEMS_FILE}", file=sys.stderr)
-            for p in res[kind][:5]:
-                print(f"  {p}", file=sys.stderr)
-    if res["left_out"] or res["missing"]:  # images the source names that are not in the output
-        print(f"convert: {len(res['left_out']) + len(res['missing'])} images left out (missing or unreadable image "
-              "files): exit code 1", file=sys.stderr)
-        return 1
-    return 1 if args.strict and res["problems"] else 0

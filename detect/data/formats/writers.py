@@ -8,11 +8,11 @@ single byte is written; :func:`write_all` then writes them, each atomically.
 - **VOC** (labelImg, CVAT "Pascal VOC 1.1"): ``Annotations/<stem>.xml`` as labelImg writes them
   (tab-indented, ``folder``/``filename``/``path``/``source``/``size``/``segmented``, objects with
   ``pose``/``truncated``/``difficult`` and integer 1-based inclusive corners: the inverse of
-  :func:`detect.data.voc.convert_box`, see :func:`voc_corners`), ``JPEGImages/``,
+  :func:`detect.data.formats.voc.convert_box`, see :func:`voc_corners`), ``JPEGImages/``,
   ``ImageSets/Main/<split>.txt``, ``classes.txt``.
 - **COCO**: ``annotations/instances_<split>.json`` (categories with 1-based ids in class order,
   1-based image and annotation ids, ``bbox`` xywh, ``area``, ``iscrowd: 0``; difficult and
-  truncated boxes carry ``attributes``, which COCO tools ignore and :mod:`detect.data.coco` reads
+  truncated boxes carry ``attributes``, which COCO tools ignore and :mod:`detect.data.formats.coco` reads
   back) and ``images/<split>/``.
 - **YOLO** (ultralytics): ``data.yaml`` (no ``path``: ultralytics then resolves the splits from
   the YAML's folder, so the dataset can move), ``images/<split>/`` and ``labels/<split>/*.txt``
@@ -26,7 +26,7 @@ to the image), which through a hard or symbolic link would modify the source. Th
 never moved or modified.
 
 Split names ``valid``/``validation`` and year-suffixed ones (``val2017``) are written as
-``train``/``val``/``test`` (:func:`detect.data.layouts.canonical_split`); output file names are the
+``train``/``val``/``test`` (:func:`detect.data.formats.layouts.canonical_split`); output file names are the
 images' names, made unique across the dataset when two images share a stem (``<folder>_<stem>``).
 """
 
@@ -44,16 +44,15 @@ from typing import Callable, Optional, Sequence
 import yaml
 from lxml import etree
 
-from detect.data.coco import xyxy_to_coco
-from detect.data.layouts import canonical_split
-from detect.data.yolo import xyxy_to_yolo
-from detect.structures import ImageRecord
+from detect.data.formats.coco import xyxy_to_coco
+from detect.data.formats.layouts import canonical_split
+from detect.data.formats.yolo import xyxy_to_yolo
 from detect.errors import UsageError
 from detect.readers import FileReadError, load_yaml, read_text
+from detect.structures import ImageRecord
 from detect.utils import atomic_write_text
 
 Splits = dict[str, list[ImageRecord]]  # split name -> records (every record has an image file)
-FORMATS = ("voc", "coco", "yolo")
 
 
 @dataclass
@@ -119,7 +118,7 @@ def output_names(splits: Splits) -> dict[str, str]:
 # -- VOC ------------------------------------------------------------------------------------------
 def voc_corners(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
     """0-based xyxy -> VOC's integer 1-based inclusive corners (the inverse of
-    :func:`detect.data.voc.convert_box`: ``xmin = x1 + 1``, ``xmax = x2``), rounded and kept
+    :func:`detect.data.formats.voc.convert_box`: ``xmin = x1 + 1``, ``xmax = x2``), rounded and kept
     inside the image, at least one pixel wide and high."""
     x1, y1, x2, y2 = (float(v) for v in box)
     xmin, ymin = min(max(round(x1) + 1, 1), width), min(max(round(y1) + 1, 1), height)
@@ -270,9 +269,6 @@ def plan_yolo(out: Path, classes: Sequence[str], splits: Splits, names: dict[str
     written = [*existing_yolo(out, classes), *(output_split(s) for s in splits)]
     plan.append(Output(out / "data.yaml", text=lambda: yolo_yaml(classes, written)))
     return plan
-
-
-PLANNERS = {"voc": plan_voc, "coco": plan_coco, "yolo": plan_yolo}  # each checked by check_class_names first
 
 
 # -- writing --------------------------------------------------------------------------------------

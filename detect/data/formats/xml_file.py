@@ -5,7 +5,7 @@ of at most ``max_bytes``, and a symlink only when it points inside the annotatio
 No DTD entities, no network (XXE, billion laughs). UTF-16 without a byte-order mark (Windows
 tools write it) is recognised. A file libxml2 refuses becomes a ``parse_error`` or
 ``over_limit`` problem whose message says which limit was hit or what the bytes suggest.
-:func:`load_tree` is the whole step; the VOC content is read by :mod:`detect.data.voc`.
+:func:`load_tree` is the whole step; the VOC content is read by :mod:`detect.data.formats.voc`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""COCO detection JSON (``instances_*.json``) -> one :class:`~detect.data.voc.FileResult` row per
+"""COCO detection JSON (``instances_*.json``) -> one :class:`~detect.data.formats.result.FileResult` row per
 image, and where the JSON files and their image folders are.
 
 Where COCO data enters, so its box conversion happens here, once: a COCO ``bbox`` is
@@ -17,7 +17,7 @@ Defects are problems naming the JSON and the image or annotation, and the rest g
 unreadable JSON (``parse_error``), a file that is not COCO (``not_coco``), a bad image, category
 or annotation entry (``bad_entry``), an annotation whose ``image_id`` is not an image
 (``orphan_annotation``) or whose ``category_id`` is not a category (``unknown_class``), bad boxes
-(as in :mod:`detect.data.boxcheck`; up to a pixel past the edge is float rounding, clipped
+(as in :mod:`detect.data.formats.boxcheck`; up to a pixel past the edge is float rounding, clipped
 silently), a missing or unreadable image (``missing_image``, ``bad_image``: left out), and a
 declared size that differs from the image (``size_mismatch``: the image wins).
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from detect.data.boxcheck import clip_box
+from detect.data.formats.boxcheck import clip_box
+from detect.data.formats.result import FileResult
 from detect.data.images import FileStat, ImageIndex, read_image_size
-from detect.data.voc import FileResult
 from detect.readers import MAX_JSON_BYTES, parse_json, read_limited
 
 ROBOFLOW_JSON = "_annotations.coco.json"  # Roboflow: <split>/_annotations.coco.json beside the images

@@ -21,7 +21,7 @@ coordinates must be finite and below ``MAX_SIDE``; ``<path>`` is never opened (s
 
 Reading the file safely and parsing it with lxml (regular files only, a size limit, no
 entities, UTF-16 without a byte-order mark, libxml2's limits reported) is
-:mod:`detect.data.xml_file`; this module reads the VOC content of the tree.
+:mod:`detect.data.formats.xml_file`; this module reads the VOC content of the tree.
 
 Two levels: :func:`parse_file` is class-agnostic (names, not labels: what the cache stores
 per file); :func:`parse_voc` maps names to a class list and returns an ``ImageRecord``.
@@ -33,45 +33,20 @@ import math
 import os
 import re
 from collections import Counter
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from lxml import etree
 
-from detect.data.limits import MAX_XML_BYTES  # noqa: F401  (re-exported)
+from detect.data.formats.result import FileResult
+from detect.data.formats.xml_file import load_tree
 from detect.data.images import ImageIndex, hint_stems, path_hint_target, read_image_size, verify_image
-from detect.data.xml_file import load_tree
+from detect.data.limits import MAX_XML_BYTES  # noqa: F401  (re-exported)
 from detect.structures import ImageRecord, Problem
 
 _FALSE = frozenset({"", "0", "0.0", "false", "no", "none", "unspecified"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # tab, newline...: a class name is one line of text
 MAX_SIDE = 2**31  # image sides and box coordinates must be below this (int32 sizes in a cache)
-
-
-class FileResult(NamedTuple):
-    """Class-agnostic result of one XML file (what the cache keeps per file).
-
-    ``boxes`` is flat ``[x1, y1, x2, y2, ...]`` (0-based, clipped) so a chunk of results
-    pickles cheaply between processes; ``names``/``difficult``/``truncated`` run parallel to
-    it, one entry per kept box. ``ok`` is False when the file yields no usable record
-    (unparseable, not VOC, or its image is required and missing). ``width``/``height`` are 0
-    when neither ``<size>`` nor the image tells them. ``image`` is "" when none was found.
-    """
-
-    ok: bool
-    image: str
-    image_size: int
-    image_mtime_ns: int
-    width: int
-    height: int
-    boxes: list[float]
-    names: list[str]
-    difficult: list[bool]
-    truncated: list[bool]
-    hints: tuple[str, str, str]  # (<filename>, <frame>, <path>) as written, for image re-lookup
-    problems: list[tuple[str, str]]  # (kind, message)
-    xml_size: int = -1  # the annotation file's size and mtime (ns) as read; -1: not known
-    xml_mtime_ns: int = -1
 
 
 def convert_box(xmin: float, ymin: float, xmax: float, ymax: float) -> tuple[float, float, float, float]:

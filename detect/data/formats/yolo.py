@@ -1,4 +1,4 @@
-"""YOLO (ultralytics) datasets -> :class:`~detect.data.voc.FileResult` rows: ``data.yaml``, its
+"""YOLO (ultralytics) datasets -> :class:`~detect.data.formats.result.FileResult` rows: ``data.yaml``, its
 split lists, and the ``labels/*.txt`` files.
 
 Where YOLO data enters, so its box conversion happens here, once: a label line is
@@ -49,10 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from detect.data.boxcheck import clip_box
-from detect.data.images import IMAGE_EXTS, FileStat, read_image_size, walk_files
-from detect.data.voc import FileResult
 from detect.checks import MAX_CLASSES
+from detect.data.formats.boxcheck import clip_box
+from detect.data.formats.result import FileResult
+from detect.data.images import IMAGE_EXTS, FileStat, read_image_size, walk_files
 from detect.errors import UsageError
 from detect.readers import MAX_TEXT_BYTES, FileReadError, load_yaml, path_problem, read_file, read_limited
 

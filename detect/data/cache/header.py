@@ -3,8 +3,8 @@ checking the header and payload bytes, writing a cache, and the problems file be
 
 Standard library only: a re-run of ``detect xml2pkl`` on unchanged inputs compares the
 header's fingerprint and checks the payload bytes without importing numpy (it never unpickles
-the payload). The payload's layout and :class:`~detect.data.cache.Cache` are in
-:mod:`detect.data.cache`, which re-exports everything here.
+the payload). The payload's layout and :class:`~detect.data.cache.cache_file.Cache` are in
+:mod:`detect.data.cache.cache_file`, which re-exports everything here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from detect.data.safe_pickle import load_versioned_pickle
+from detect.data.cache.safe_pickle import load_versioned_pickle
 from detect.utils import atomic_write
 
 try:  # importing hashlib loads OpenSSL's bindings (~4 ms of xml2pkl's re-run); BLAKE2 is built in
@@ -147,7 +147,7 @@ def _triples(a: Any, name: str, first: type, n_files: int = -1) -> None:
 
 
 def valid_summary(summary: Any) -> bool:
-    """Whether a header's ``summary`` has the shape :func:`detect.data.xml2pkl.summarize` prints."""
+    """Whether a header's ``summary`` has the shape :func:`detect.data.cache.build.summarize` prints."""
     try:
         _triples(summary["first"], "summary.first", str)
         return (all(isinstance(summary[k], int) for k in ("files", "records", "boxes", "classes", "problems"))

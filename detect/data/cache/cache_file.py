@@ -1,7 +1,7 @@
 """Annotation caches: the on-disk format, :func:`load_cache`, and the public build entry points.
 
 A cache file is two pickles (protocol 5) of plain containers and numpy arrays, written
-atomically and read only through :func:`~detect.data.safe_pickle.safe_load_pickle`:
+atomically and read only through :func:`~detect.data.cache.safe_pickle.safe_load_pickle`:
 
 - a small **header**: ``format``, ``schema``, the input ``fingerprint`` (a digest of every
   input path, size and mtime plus the options), a ``summary`` (counts, problems per kind,
@@ -28,9 +28,9 @@ Payload layout (``SCHEMA`` 1)::
                             boxes float32[M, 4], labels int64[M], difficult/truncated bool[M]
     problems                [(file, kind, message)] of this cache's selection
 
-Building (:func:`build_cache`, ``detect xml2pkl``) lives in :mod:`detect.data.xml2pkl`. The
+Building (:func:`build_cache`, ``detect xml2pkl``) lives in :mod:`detect.data.cache.xml2pkl`. The
 header level (constants, reading and checking the bytes, writing, the problems file) is in
-:mod:`detect.data.cache_header`, standard library only, and re-exported here.
+:mod:`detect.data.cache.header`, standard library only, and re-exported here.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detect.data.cache_header import (  # noqa: F401  (re-exported: the cache API in one place)
+from detect.data.cache.header import (  # noqa: F401  (re-exported: the cache API in one place)
     FORMAT, SCHEMA, CacheError, _read, _triples, escape_field, problems_digest, problems_path, problems_text, read_cache_parts,
     unescape_field, valid_summary, write_cache_data,
 )
-from detect.data.safe_pickle import UnsafePickleError, safe_load_pickle
+from detect.data.cache.safe_pickle import UnsafePickleError, safe_load_pickle
 from detect.structures import ImageRecord, Problem
 
 __all__ = ["Cache", "CacheError", "load_cache", "problems_path"]
@@ -200,11 +200,11 @@ def _check_consistent(data: Any) -> None:
 
 
 def load_cache(path: str | os.PathLike) -> Cache:
-    """Load an annotation cache written by ``detect xml2pkl`` / :func:`detect.data.xml2pkl.build_cache`.
+    """Load an annotation cache written by ``detect xml2pkl`` / :func:`detect.data.cache.xml2pkl.build_cache`.
 
     Raises:
         FileNotFoundError: no such file.
-        CacheError: truncated, foreign, unsafe (see :mod:`detect.data.safe_pickle`) or
+        CacheError: truncated, foreign, unsafe (see :mod:`detect.data.cache.safe_pickle`) or
             written by another schema version; the message says to rebuild it.
     """
     return Cache.from_data(read_cache_data(path), os.fspath(path))

@@ -1,7 +1,7 @@
 """Selective search region proposals (Uijlings et al., 2013) through OpenCV's ximgproc.
 
 The proposal method Fast R-CNN was published with. Pure functions on one image, no project
-state: :mod:`detect.engine.proposals` runs them ahead of training over a whole annotation cache
+state: :mod:`detect.engine.proposal_cache` runs them ahead of training over a whole annotation cache
 (``detect proposals``), and :class:`detect.models.fast_rcnn.FastRCNN` calls them itself at
 inference when a selective-search model is given an image without precomputed proposals
 (``detect predict`` on new photos).

@@ -1,5 +1,5 @@
 """Parsing many annotation files into one columnar table, in this process or a process pool
-(:func:`parse_many`, used by :mod:`detect.data.xml2pkl` for the files a build must parse).
+(:func:`parse_many`, used by :mod:`detect.data.cache.xml2pkl` for the files a build must parse).
 
 Workers are forked when that is safe (milliseconds to start; they inherit the job list, so only
 ``(start, stop)`` crosses to them), else started by a forkserver. Each worker ends with the
@@ -34,8 +34,8 @@ def _init_worker(index: Optional[ImageIndex], how: dict[str, Any], parent: int =
 def _parse_chunk(jobs: list[tuple[str, str]]) -> dict[str, Any]:
     import gc
 
-    from detect.data.columns import pack
-    from detect.data.voc import parse_file
+    from detect.data.cache.columns import pack
+    from detect.data.formats.voc import parse_file
 
     index, how = _WORKER["index"], _WORKER["how"]
     enabled = gc.isenabled()
@@ -68,13 +68,13 @@ def parse_many(jobs: list[tuple[str, str]], index: Optional[ImageIndex], how: di
     """Parse ``(xml_path, xml_rel_dir)`` jobs into one columnar table (row i = job i), with
     ``workers`` processes, this one included (0: one per available core; 1 or few jobs: in
     this process alone) and a tqdm bar on stderr for runs longer than a second. ``how``: keyword arguments of
-    :func:`~detect.data.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
+    :func:`~detect.data.formats.voc.parse_file` (``require_image``, ``root``, ``max_bytes``, ``verify_images``)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     import numpy as np
     from tqdm import tqdm
 
-    from detect.data.columns import concat
+    from detect.data.cache.columns import concat
 
     workers = workers if workers > 0 else cpu_count()
     bar = tqdm(total=len(jobs), desc="xml2pkl", unit="file", file=sys.stderr, disable=not progress, delay=1.0, mininterval=0.25)

@@ -3,9 +3,9 @@
 Two sources, one in-memory form (:class:`ProposalSet`: image -> float32[P, 4] xyxy in 0-based
 pixels of the *original* image, best first, optional float32[P] scores):
 
-1. **Proposal caches** written by ``detect proposals CACHE`` (:mod:`detect.engine.proposals`):
+1. **Proposal caches** written by ``detect proposals CACHE`` (:mod:`detect.engine.proposal_cache`):
    one pickle (protocol 5) of plain containers and numpy arrays, written atomically, read only
-   through the restricted unpickler (pickle runs code; see :mod:`detect.data.safe_pickle`).
+   through the restricted unpickler (pickle runs code; see :mod:`detect.data.cache.safe_pickle`).
    Columnar like the annotation cache, so thousands of images load in milliseconds::
 
        format, schema     "retail-detect/proposals", 1
@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from detect.data.safe_pickle import NUMPY_GLOBALS, load_pickle_or_raise, load_versioned_pickle
+from detect.data.cache.safe_pickle import NUMPY_GLOBALS, load_pickle_or_raise, load_versioned_pickle
 from detect.errors import UsageError
 from detect.readers import MAX_JSON_BYTES, FileReadError, parse_json, read_file
 

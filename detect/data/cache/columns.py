@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from detect.data.voc import FileResult, unknown_class_problems
+from detect.data.formats.result import FileResult
+from detect.data.formats.voc import unknown_class_problems
 
 
 def _offsets(counts: np.ndarray) -> np.ndarray:
@@ -32,7 +33,7 @@ def _gather_index(src_start: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 _FILE_ARRAYS = {"image_size": np.int64, "image_mtime": np.int64, "ok": bool, "width": np.int32, "height": np.int32}
 # The annotation files' size and mtime as parsed (-1: unknown): what a first build fingerprints
-# them with (detect.data.xml2pkl.build_cache); fresh tables only, never stored in a cache.
+# them with (detect.data.cache.xml2pkl.build_cache); fresh tables only, never stored in a cache.
 _PARSE_STATS = ("xml_size", "xml_mtime")
 _FILE_LISTS = ("image", "hints")
 _BOX_ARRAYS = ("boxes", "name_id", "difficult", "truncated")
