@@ -44,9 +44,10 @@ class Block:
     mark: str  # "", "no-test" or "slow"
     why: str
 
-    @property
-    def name(self) -> str:
-        return f"L{self.line}-{self.lang}"
+    def name(self, blocks: list["Block"]) -> str:
+        """A test id that survives edits elsewhere: the heading's words and the block's place under it."""
+        n = sum(1 for b in blocks if b.heading == self.heading and b.line <= self.line)
+        return f"{re.sub(r'[^a-z0-9]+', '-', self.heading.split(':')[0].lower()).strip('-')}-{n}-{self.lang}"
 
 
 def readme_blocks(text: str) -> list[Block]:
@@ -83,7 +84,7 @@ def _params():
         marks = [pytest.mark.skip(reason=f"README.md:{b.line}: {b.why}")] if b.mark == "no-test" else []
         if b.mark == "slow":
             marks.append(pytest.mark.slow)
-        yield pytest.param(b, id=b.name, marks=marks)
+        yield pytest.param(b, id=b.name(BLOCKS), marks=marks)
 
 
 def _fresh_clone(tmp: Path) -> Path:
