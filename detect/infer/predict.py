@@ -1,6 +1,9 @@
-"""Inference: :class:`Predictor` (Python API) and the ``detect predict`` / ``detect demo`` commands.
+"""Inference in Python: :class:`Predictor`. The commands built on it live elsewhere:
+``detect predict`` and ``detect demo`` in :mod:`detect.infer.predict_cli`, ``detect val`` (its
+large photos) in :mod:`detect.infer.val_cli`, ``detect audit`` in :mod:`detect.audit.audit_cli`,
+``detect serve`` in :mod:`detect.serve`.
 
-    pred = Predictor("weights/ssd_lite0_synth.pt", device="auto", conf=0.25)
+    pred = Predictor(device="auto", conf=0.25)            # the shipped weights; or Predictor("runs/train/best.pt")
     dets = pred.predict([cv2.imread("shelf.jpg")])        # list[Detections], original pixels
     for frame, det in pred.stream("video.mp4"): ...       # a generator: flat memory
     cv2.imwrite("out.jpg", pred.draw(frame.image, det))
@@ -59,7 +62,8 @@ class Predictor:
         device: "auto" | "cpu" | "cuda" | "cuda:i".
         half: fp16 on CUDA (ignored with a note on CPU).
         conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image (set
-            on the model with :func:`~detect.models.build.set_postprocess`).
+            on the model with :func:`~detect.models.build.set_postprocess`: the model applies
+            them, and that is the only copy; :meth:`predict` takes none of its own).
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
@@ -127,7 +131,7 @@ class Predictor:
                 from detect.infer.quantize import DEFAULT_CALIB_IMAGES, int8_model_for
 
                 graph = int8_model_for(self.weights, calib, calib_images or DEFAULT_CALIB_IMAGES)
-        self._setup(model, cfg.preprocess, names, half, conf, classes, fuse, backend, graph, threads)
+        self._setup(model, cfg.preprocess, names, half, classes, fuse, backend, graph, threads)
         self.cfg = cfg
 
     @classmethod
@@ -160,16 +164,15 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
         self.cfg = None
-        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, conf, keep, fuse, backend, threads=threads)
+        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, keep, fuse, backend, threads=threads)
         return self
 
-    def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, conf: float, keep, fuse: bool,
+    def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, keep, fuse: bool,
                backend: str, graph: Optional[Path] = None, threads: Optional[int] = None) -> None:
         self.classes = names
         self.imgsz = int(preprocess.imgsz)
         self.resize = preprocess.resize
         self.object_size = float(preprocess.object_size)  # 0: unknown (older checkpoints)
-        self.conf = float(conf)
         self.half = bool(half) and self.device.type == "cuda"
         if half and not self.half:
             print("note: --half needs CUDA; running in fp32 on the CPU", file=sys.stderr)
