@@ -66,6 +66,8 @@ class FastRCNN(nn.Module):
             every forward (:func:`detect.models.build.set_postprocess` changes them).
     """
 
+    spec_name = "fast_rcnn"  # its row in detect.models.specs.MODEL_SPECS
+
     def __init__(
         self,
         backbone: nn.Module,

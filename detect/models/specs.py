@@ -97,6 +97,12 @@ def model_spec(name: str) -> ModelSpec:
     return spec
 
 
+def spec_of_model(model: Any) -> Optional[ModelSpec]:
+    """The row of a built detector: its class names it (``spec_name``, e.g. ``SSD.spec_name =
+    "ssd"``); None for a module that names none."""
+    return MODEL_SPECS.get(getattr(type(model), "spec_name", None))
+
+
 def setting_choices() -> dict[str, tuple[str, ...]]:
     """Choices of config settings that the table decides (``model.name``), for the option parser."""
     return {"model.name": tuple(MODEL_SPECS)}

@@ -72,6 +72,8 @@ class SSD(nn.Module):
         extra_channels: output channels of the extra blocks (the last value repeats).
     """
 
+    spec_name = "ssd"  # its row in detect.models.specs.MODEL_SPECS
+
     def __init__(
         self,
         backbone: Backbone,
