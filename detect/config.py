@@ -145,11 +145,6 @@ class ModelConfig(_Section):
     ssd: SSDConfig = field(default_factory=SSDConfig)  # read when name is ssd
     fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)  # read when name is fast_rcnn
 
-    @property
-    def takes_proposals(self) -> bool:
-        """Whether the detector trains and evaluates on precomputed proposals (``data.proposal_file``)."""
-        return self.name == "fast_rcnn" and self.fast_rcnn.proposals != "rpn"
-
 
 @dataclass
 class DataConfig(_Section):

@@ -3,7 +3,8 @@
 datasets for the resolved config (:func:`make_datasets`), and the dataset to evaluate a model on
 (:func:`eval_dataset`).
 
-A Fast R-CNN that takes precomputed proposals (``cfg.model.takes_proposals``) gets them here,
+A detector that takes precomputed proposals (its :data:`~detect.models.specs.MODEL_SPECS` row's
+``takes_proposals``: a Fast R-CNN without RPN) gets them here,
 explicitly: the proposal file named by the data config (``data.proposal_file``) is read once
 and handed to :class:`~detect.data.proposal_dataset.ProposalDataset`; the data layer never
 reads the model config.
@@ -168,7 +169,9 @@ def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
     """The :class:`~detect.data.proposals.ProposalSet` of ``cfg.data.proposal_file`` when the
     model takes precomputed proposals, else None. Raises UsageError when the file is missing
     or unusable."""
-    if not cfg.model.takes_proposals:
+    from detect.models.specs import model_spec
+
+    if not model_spec(cfg.model.name).takes_proposals(cfg.model):
         return None
     from detect.data.proposals import load_proposals
 

@@ -41,6 +41,8 @@ class ModelSpec:
             runs. False: ``model(images)`` gives the detections itself (PyTorch only, no export).
         context, context_loss: the image-level context mode and loss weight ``auto`` stands for
             (:mod:`detect.models.context`; what won on groceries, bench/RESULTS.md).
+        takes_proposals: whether a model of these settings trains and evaluates on precomputed
+            proposals (``data.proposal_file``; the datasets then carry them).
     """
 
     name: str
@@ -49,6 +51,7 @@ class ModelSpec:
     decoded: bool = False
     context: str = "none"
     context_loss: float = 0.0
+    takes_proposals: Callable[[ModelConfig], bool] = lambda cfg: False
 
     def concrete(self, cfg: ModelConfig) -> ModelConfig:
         """``cfg`` as the builder gets it: ``context: auto`` and ``context_loss: None`` replaced by
@@ -81,7 +84,8 @@ def _build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: boo
 # ``prior`` until 2026-12-04: those have ``context.scale``).
 MODEL_SPECS: dict[str, ModelSpec] = {
     "ssd": ModelSpec("ssd", _build_ssd, fit=_fit_ssd, decoded=True, context="add", context_loss=1.0),
-    "fast_rcnn": ModelSpec("fast_rcnn", _build_fast_rcnn, context="add", context_loss=0.0),
+    "fast_rcnn": ModelSpec("fast_rcnn", _build_fast_rcnn, context="add", context_loss=0.0,
+                           takes_proposals=lambda cfg: cfg.fast_rcnn.proposals != "rpn"),
 }
 
 
