@@ -54,3 +54,14 @@ def resolve(cfg: ExperimentConfig, classes: Sequence[str], records: Optional[Seq
         raise UsageError(f"fit_anchors is an SSD option; model {c.model.name!r} has no default boxes")
     c.preprocess = input_preprocess(c.model, p)  # the mean/std the model will use, saved with the run
     return c.read_only()
+
+
+def resolved_data(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> tuple[ExperimentConfig, Any]:
+    """``(read-only config, TrainData)`` of ``cfg``'s data as a run starts: the splits read
+    (:func:`~detect.engine.datasets.load_data`), the config resolved, the datasets built for it
+    (benchmarks and notebooks that need a run's data without its training)."""
+    from detect.engine.datasets import load_data
+
+    splits = load_data(cfg, log)
+    cfg = resolve(cfg, splits.classes, splits.train_records, log)
+    return cfg, splits.datasets(cfg, log)
