@@ -137,6 +137,9 @@ class ModelConfig(_Section):
     context_loss: Optional[float] = setting(
         None, "weight of the image-level class loss that trains the context; none: what won on groceries "
         "(SSD 1.0, Fast R-CNN 0: trained through the boxes only)", cli="--context-loss", check=">= 0")
+    context_pool: Literal["image", "box"] = setting(
+        "image", "where the context is pooled: the whole input (image), or each box's own area (box: the same "
+        "layer, right where one input holds many product kinds: shelves, mosaics, slices)", cli="--context-pool")
     # postprocess
     score_thresh: float = setting(0.01, "detections scoring at most this are dropped", check=">= 0")
     nms_thresh: float = setting(0.45, "per-class NMS IoU threshold", check=">= 0")

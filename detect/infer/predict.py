@@ -103,6 +103,7 @@ class Predictor:
         object_size: Optional[float] = None,
         merge: str = "cut",
         slice_batch: int = 16,
+        context_pool: Optional[str] = None,
     ) -> None:
         self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
         self.slice_batch = int(slice_batch)
@@ -110,6 +111,8 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
         model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
+        if context_pool is not None and hasattr(model, "context_pool"):  # where the context is pooled (models/context.py)
+            model.context_pool = context_pool
         graph = None
         if int8 or onnx:
             if isinstance(model, OnnxSSD):

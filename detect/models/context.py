@@ -20,6 +20,15 @@ to tell knowing what the shelf or photo holds. Two ways (``mode``):
 
 Trained through the detection losses and, with ``context_loss``, by :func:`image_label_loss`
 against the classes the image's boxes carry.
+
+Where it is pooled (``pool``): ``image``, the whole input, is right when a photo holds one
+product kind; on a shelf, a mosaic or a slice that cuts across several kinds it adds the same mix
+to every box. ``box`` pools over each box's own area instead (:meth:`ImageContext.at_boxes`):
+the linear layer is applied to every cell of the map and its logits are averaged over the box's
+cells (:func:`~detect.models.roi_mean.roi_mean_weights`). The layer is linear and the weights of
+a box sum to one, so the box's logits are the layer applied to the box's mean feature, and a box
+covering the whole map gets exactly the image's logits: the same trained layer serves both, and
+the image-level loss is unchanged.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from torch import nn
 
 
 CONTEXT_MODES = ("none", "add", "prior")  # config ``auto``: the detector's row in detect.models.specs
-
+CONTEXT_POOLS = ("image", "box")
 
 
 class ImageContext(nn.Module):
@@ -53,12 +62,21 @@ class ImageContext(nn.Module):
     def forward(self, feature: torch.Tensor) -> torch.Tensor:
         return self.fc(feature.mean((2, 3)))  # (B, F, h, w) -> (B, F) -> (B, C)
 
+    def at_boxes(self, feature: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Context logits pooled over each box's area instead of the whole map: ``feature``
+        (Tensor[B, F, h, w]) and the boxes' cell weights (Tensor[N, h*w] shared by the batch, or
+        Tensor[B, N, h*w]; rows sum to 1, :func:`~detect.models.roi_mean.roi_mean_weights`) ->
+        Tensor[B, N, C]."""
+        cells = self.fc(feature.flatten(2).transpose(1, 2))  # (B, F, h, w) -> (B, h*w, F) -> (B, h*w, C)
+        return weights.to(cells.dtype) @ cells  # (N or B x N, h*w) @ (B, h*w, C) -> (B, N, C)
+
     def bias(self, logits: torch.Tensor) -> torch.Tensor:
-        """Context logits (Tensor[B, C]) -> the term added to every box's class logits (Tensor[B, C])."""
+        """Context logits (Tensor[..., C]: per image or per box) -> the term added to the class
+        logits of the boxes they belong to (same shape)."""
         if self.mode == "add":
             return logits
-        k = logits.shape[1] - 1
-        prior = F.log_softmax(logits[:, 1:].float(), dim=1) + math.log(k)  # (B, K): log(K * P(class | image))
+        k = logits.shape[-1] - 1
+        prior = F.log_softmax(logits[..., 1:].float(), dim=-1) + math.log(k)  # (..., K): log(K * P(class | image))
         return F.pad(self.scale * prior, (1, 0)).to(logits.dtype)  # background column: 0
 
     def loss(self, logits: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:

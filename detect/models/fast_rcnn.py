@@ -81,6 +81,7 @@ class FastRCNN(nn.Module):
         max_det: int = 300,
         context: str = "none",
         context_loss: float = 0.0,
+        context_pool: str = "image",
     ) -> None:
         super().__init__()
         cfg = cfg or FastRCNNConfig()
@@ -131,6 +132,7 @@ class FastRCNN(nn.Module):
         self.semantic = bool(semantic)
         self.context = ImageContext(c_sem, num_classes, context) if context != "none" else None
         self.context_loss = float(context_loss)
+        self.context_pool = context_pool  # "image" or "box" (detect/models/context.py); read at every call
         self.predictor = FastRCNNPredictor(self.box_head.out_dim, num_classes, c_sem if semantic else 0)
         self.box_coder = BoxCoder(BOX_CODER_WEIGHTS)
         self.num_classes = num_classes
@@ -209,7 +211,10 @@ class FastRCNN(nn.Module):
         pooled = self.roi_pool(feature.float(), rois).to(feature.dtype)  # (sum R_i, C, roi, roi)
         sem = roi_mean_pool(semantic, rois, sem_stride) if self.semantic else None  # (sum R_i, C32)
         logits, boxes = self.predictor(self.box_head(pooled), sem)
-        if ctx is not None:
+        if ctx is not None and self.context_pool == "box":  # each RoI reads the context of its own area
+            mean = sem if sem is not None else roi_mean_pool(semantic, rois, sem_stride)  # (sum R_i, C32)
+            logits = logits + self.context.bias(self.context.fc(mean.to(logits.dtype)))
+        elif ctx is not None:
             counts = torch.tensor([len(r) for r in rois], device=ctx.device)
             logits = logits + self.context.bias(ctx).repeat_interleave(counts, dim=0)  # each RoI gets its image's row
         return logits, boxes
@@ -253,5 +258,5 @@ def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool
     return FastRCNN(
         backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
         imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,
-        context=cfg.context, context_loss=float(cfg.context_loss),
+        context=cfg.context, context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
     )

@@ -30,6 +30,7 @@ from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_sh
 from detect.models.backbones import Backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
 from detect.models.context import ImageContext
+from detect.models.roi_mean import roi_mean_weights
 from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
 
@@ -92,6 +93,7 @@ class SSD(nn.Module):
         max_det: int = 300,
         context: str = "none",
         context_loss: float = 0.0,
+        context_pool: str = "image",
     ):
         super().__init__()
         if num_classes < 1:
@@ -125,6 +127,7 @@ class SSD(nn.Module):
         self.context_index = len(backbone.channels) - 1
         self.context = ImageContext(chans[self.context_index], num_classes, context) if context != "none" else None
         self.context_loss = float(context_loss)
+        self.context_pool = context_pool  # "image" or "box" (detect/models/context.py); read at every call
         self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
         self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
@@ -172,8 +175,13 @@ class SSD(nn.Module):
             anchors = self.default_boxes(sizes, tuple(images.shape[-2:]), images.device, torch.float32)
         cls_logits, ctx = out[..., 4:], None
         if self.context is not None:
-            ctx = self.context(feats[self.context_index])  # (B, C32, h, w) -> (B, C)
-            cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
+            deep = feats[self.context_index]
+            ctx = self.context(deep)  # (B, C32, h, w) -> (B, C)
+            if self.context_pool == "box":  # each default box reads the context of its own area
+                weights = roi_mean_weights(anchors.to(deep.dtype), tuple(deep.shape[-2:]), images.shape[-1] / deep.shape[-1])
+                cls_logits = cls_logits + self.context.bias(self.context.at_boxes(deep, weights))  # (B, N, C)
+            else:
+                cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
         return cls_logits, out[..., :4], anchors, ctx
 
     def decoded(self, images: torch.Tensor, anchors: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,5 +266,5 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         scales=s.anchor_sizes, aspect_ratios=s.aspect_ratios, neg_pos_ratio=s.neg_pos_ratio,
         box_loss=s.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
         pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=cfg.context,
-        context_loss=float(cfg.context_loss),
+        context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
     )
