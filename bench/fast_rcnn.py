@@ -36,9 +36,8 @@ keep_heap_for_training()  # as `detect train` does, before torch allocates anyth
 import torch  # noqa: E402
 
 from detect.config import ExperimentConfig  # noqa: E402
-from torch.utils.data import Subset  # noqa: E402
 from detect.engine.runlog import METRIC_KEYS  # noqa: E402
-from detect.engine.datasets import TrainData, load_data  # noqa: E402
+from detect.engine.datasets import DataSplits, load_data  # noqa: E402
 from detect.engine.train import train  # noqa: E402
 
 MODELS = {  # name -> (model.name, model.proposals)
@@ -80,12 +79,12 @@ def _data_fn(limit: int):
     """The trainer's data (which carries precomputed proposals for a selective-search model),
     cut to the first ``limit`` train images for smoke runs."""
 
-    def data_fn(cfg: ExperimentConfig) -> TrainData:
+    def data_fn(cfg: ExperimentConfig) -> DataSplits:
         d = load_data(cfg)
         if not limit:
             return d
-        val = Subset(d.val, range(min(len(d.val), max(8, limit // 4)))) if d.val is not None else None
-        return TrainData(d.classes, Subset(d.train, range(min(len(d.train), limit))), val, d.collate, d.problems)
+        val = d.val_records[: max(8, limit // 4)] if d.val_records is not None else None
+        return DataSplits(d.classes, d.train_records[:limit], val, d.problems)
 
     return data_fn
 

@@ -184,15 +184,14 @@ def _train_args(data: str, batch: int, workers: int, device: str, extra: list[st
 
 def train_part(args, out_dir: Path) -> dict:
     from detect.cli import build_parser
-    from detect.engine.datasets import load_data
     from detect.engine.distributed import DistInfo
     from detect.engine.ema import ModelEMA
     from detect.engine.loader import to_device, train_loader
     from detect.engine.loop import train_one_epoch
     from detect.engine.optim import build_optimizer, build_scheduler
+    from detect.engine.resolve import resolved_data
     from detect.engine.train_cli import config_from_args
-    from detect.models.backbones import input_preprocess
-    from detect.models.build import build_model
+    from detect.models.build import build_resolved
     from loader import _rate
 
     data = args.synth
@@ -207,14 +206,12 @@ def train_part(args, out_dir: Path) -> dict:
     device = torch.device(args.device)
     for batch in args.train_batches:
         cfg = config_from_args(build_parser().parse_args(_train_args(data, batch, args.workers, args.device, ["--out", "/tmp/gp_unused"])))
-        d = load_data(cfg)
-        cfg.model.num_classes = len(d.classes)
-        cfg.preprocess = input_preprocess(cfg.model, cfg.preprocess)
+        cfg, d = resolved_data(cfg)  # classes, mean/std: the run's own config
         loader, sampler = train_loader(d.train, batch, d.collate, info, 0, args.workers, device)
         row: dict = {}
         row["loader_images_per_s"] = round(_rate(loader, sampler, 1), 1)  # the loader alone, after a warm-up epoch
         # the step alone: one batch already on the GPU, repeated
-        model = build_model(cfg.model, cfg.preprocess).to(device).to(memory_format=torch.channels_last)
+        model = build_resolved(cfg.model, cfg.preprocess).to(device).to(memory_format=torch.channels_last)
         t = cfg.train
         optimizer = build_optimizer(model, t)
         steps = max(10, args.train_steps)

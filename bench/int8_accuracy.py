@@ -51,10 +51,11 @@ def main() -> int:
     from detect.engine.checkpoint import load_model
     from detect.engine.datasets import eval_dataset
     from detect.engine.evaluate import _align_classes, collect, compute_metrics
-    from detect.infer.ort_backend import OrtSSD
+    from detect.infer.export import export_head
     from detect.infer.quantize import int8_model_for
     from detect.infer.weights import resolve_weights
     from detect.models.build import set_postprocess
+    from detect.models.onnx_ssd import OnnxSSD
     from detect.utils import atomic_write_text
 
     torch.set_num_threads(args.threads)
@@ -78,7 +79,7 @@ def main() -> int:
     quantize_s = time.perf_counter() - t0
     rows = []
     for name, graph in (("fp32", None), ("int8", int8_path)):
-        runner = _AsModule(OrtSSD(model, S, threads=args.threads, model=graph))
+        runner = OnnxSSD.of_model(model, graph or export_head(model, S), threads=args.threads)
         got = collect(runner, loader, "cpu", max_det=max_det)
         m, _ = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
         rows.append({"model": name, **{k: round(float(m[k]), 4) for k in ("voc_ap50", "voc07_ap50", "coco_ap", "coco_ap50", "coco_ap75")},
@@ -95,17 +96,6 @@ def main() -> int:
     atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
-
-
-class _AsModule(torch.nn.Module):
-    """An ONNX Runtime runner as a module: collect() switches eval/train modes."""
-
-    def __init__(self, runner) -> None:
-        super().__init__()
-        self.runner = runner
-
-    def forward(self, images):
-        return self.runner(images)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from detect.cli import build_parser
-    from detect.engine.datasets import load_data
     from detect.engine.distributed import DistInfo
     from detect.engine.loader import EpochShardSampler, SeededDataset, train_loader
+    from detect.engine.resolve import resolved_data
     from detect.engine.train_cli import config_from_args
 
     data = args.data
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     cfg = config_from_args(build_parser().parse_args(
         ["train", "--data", data, "--imgsz", str(args.imgsz), "--device", "cpu", "--out", "/tmp/bench_loader_unused"]))
-    d = load_data(cfg)
+    cfg, d = resolved_data(cfg)
     ds = SeededDataset(d.train, 0)
     n = min(len(ds), 256)
     for i in range(8):

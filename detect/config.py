@@ -43,8 +43,22 @@ def setting(default: Any = dataclasses.MISSING, help: str = "", *, cli: Optional
     return field(default=default, metadata=meta)
 
 
+class ReadOnlyError(AttributeError):
+    """A setting of a read-only config was set (:meth:`ExperimentConfig.read_only`)."""
+
+
+class _Section:
+    """Base of every config section: settable until :meth:`ExperimentConfig.read_only` marks it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_read_only"):
+            raise ReadOnlyError(f"{type(self).__name__}.{name}: the config is read-only once resolved "
+                                "(detect.engine.resolve); make a new one to change a setting")
+        object.__setattr__(self, name, value)
+
+
 @dataclass
-class Preprocess:
+class Preprocess(_Section):
     """What the model expects of an image: letterboxed (or, in older checkpoints, stretched) to
     ``imgsz`` x ``imgsz``, RGB, scaled to [0, 1], then normalised with ``mean``/``std`` (inside the
     model); and the size of the products it learned (``object_size``), which sliced inference
@@ -64,7 +78,7 @@ class Preprocess:
 
 
 @dataclass
-class FastRCNNConfig:
+class FastRCNNConfig(_Section):
     """Fast R-CNN (``model.name: fast_rcnn``); the defaults follow the paper where it says."""
 
     proposals: Literal["rpn", "selective_search", "file"] = setting(
@@ -89,8 +103,20 @@ class FastRCNNConfig:
 
 
 @dataclass
-class ModelConfig:
-    name: Literal["ssd", "fast_rcnn"] = setting("ssd", "detector", cli="--model")
+class SSDConfig(_Section):
+    """SSD (``model.name: ssd``): its default boxes and loss."""
+
+    anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
+    aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")
+    fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
+    neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
+    box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
+
+
+@dataclass
+class ModelConfig(_Section):
+    # a row of detect.models.specs.MODEL_SPECS (its names are the --model choices: detect.options)
+    name: str = setting("ssd", "detector", cli="--model")
     backbone: str = setting("efficientnet_lite0", "feature extractor: efficientnet_lite0/1/2 or a torchvision name (README: Models)",
                             cli="--backbone")
     pretrained: Literal["imagenet", "none"] = setting("imagenet", "backbone initialisation; none trains from scratch on purpose",
@@ -114,27 +140,17 @@ class ModelConfig:
     context_pool: Literal["image", "box"] = setting(
         "image", "where the context is pooled: the whole input (image), or each box's own area (box: the same "
         "layer, right where one input holds many product kinds: shelves, mosaics, slices)", cli="--context-pool")
-    # SSD
-    anchor_sizes: Optional[list[float]] = setting(None, "SSD: default-box scale per feature map, relative to imgsz (None: defaults)")
-    aspect_ratios: Optional[list[list[float]]] = setting(None, "SSD: default-box w/h ratios per feature map (None: defaults)")
-    fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
-    neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
-    box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
     # postprocess
     score_thresh: float = setting(0.01, "detections scoring at most this are dropped", check=">= 0")
     nms_thresh: float = setting(0.45, "per-class NMS IoU threshold", check=">= 0")
     max_det: int = setting(300, "detections kept per image (up to 1000 for dense shelves)", check=">= 1")
     pre_nms_topk: int = setting(1000, "best (box, class) candidates per image entering NMS (at least max_det)", check=">= 1")
+    ssd: SSDConfig = field(default_factory=SSDConfig)  # read when name is ssd
     fast_rcnn: FastRCNNConfig = field(default_factory=FastRCNNConfig)  # read when name is fast_rcnn
-
-    @property
-    def takes_proposals(self) -> bool:
-        """Whether the detector trains and evaluates on precomputed proposals (``data.proposal_file``)."""
-        return self.name == "fast_rcnn" and self.fast_rcnn.proposals != "rpn"
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Section):
     data: str = setting("", "dataset YAML, VOC folder or cache .pkl", cli="--data")
     train_split: str = setting("train", "split to train on")
     val_split: str = setting("val", "split to validate on (empty: none)")
@@ -155,7 +171,7 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     epochs: int = setting(30, "training epochs", cli="--epochs", check=">= 1")
     time: float = setting(0.0, "wall-clock budget in minutes for the whole run; epochs and schedule are planned to fit it "
                                "(0: train --epochs)", cli="--time", check=">= 0")
@@ -189,7 +205,7 @@ class TrainConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(_Section):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -203,6 +219,19 @@ class ExperimentConfig:
         """The config of a dict (YAML, checkpoint); settings stored where they used to be
         (:data:`MOVED`) are read from there."""
         return _from_dict(cls, upgrade(d or {}), "")
+
+    def read_only(self) -> "ExperimentConfig":
+        """A copy whose settings cannot be set (:class:`ReadOnlyError`): what
+        :func:`detect.engine.resolve.resolve` hands the trainer. ``from_dict(to_dict())`` or
+        :meth:`for_rebuild` give a settable copy again."""
+        c = ExperimentConfig.from_dict(self.to_dict())
+        for section in _sections(c):
+            object.__setattr__(section, "_read_only", True)
+        return c
+
+    @property
+    def is_read_only(self) -> bool:
+        return bool(self.__dict__.get("_read_only"))
 
     def for_rebuild(self) -> "ExperimentConfig":
         """A copy that builds the same network without any weight file (no ImageNet weights, no
@@ -282,6 +311,16 @@ class Setting:
         return self.check
 
 
+def _sections(cfg: Any) -> list[Any]:
+    """``cfg`` and every config section inside it."""
+    out = [cfg]
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            out += _sections(v)
+    return out
+
+
 def _strip_optional(t: Any) -> Any:
     args = typing.get_args(t)
     if typing.get_origin(t) is typing.Union and type(None) in args:
@@ -333,6 +372,8 @@ INPUT_PATHS = ("data.data", "data.proposal_file", "model.backbone_weights", "tra
 # accepts the old paths as parameter names too.
 MOVED: dict[str, str] = {
     **{f"model.{k}": f"model.fast_rcnn.{k}" for k in ("proposals", "roi_op", "roi_size")},
+    # SSD options sat flat in model until issue 23
+    **{f"model.{f.name}": f"model.ssd.{f.name}" for f in dataclasses.fields(SSDConfig)},
     # Fast R-CNN options used to live in an untyped model.extra dict
     **{f"model.extra.{f.name}": f"model.fast_rcnn.{f.name}" for f in dataclasses.fields(FastRCNNConfig)},
     "model.extra.proposal_file": "data.proposal_file",

@@ -9,7 +9,7 @@ left out is ``None`` in the namespace, so a ``--config`` YAML keeps its value.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from detect.checks import checked, default_note
 from detect.config import ExperimentConfig, Setting, set_value, settings
@@ -29,16 +29,18 @@ def command_line_settings(sections: Sequence[str] = SECTIONS, paths: Optional[Se
 
 
 def add_config_options(parser: argparse.ArgumentParser, sections: Sequence[str] = SECTIONS,
-                       paths: Optional[Sequence[str]] = None) -> None:
-    """Add an option to ``parser`` for every setting of ``sections`` (or at ``paths``) that declares one."""
+                       paths: Optional[Sequence[str]] = None, choices: Optional[Mapping[str, Sequence[str]]] = None) -> None:
+    """Add an option to ``parser`` for every setting of ``sections`` (or at ``paths``) that declares one.
+    ``choices``: setting path -> allowed values, for settings whose values a table of a higher
+    layer decides (``model.name``: :func:`detect.models.specs.setting_choices`)."""
     for s in command_line_settings(sections, paths):
         kw: dict[str, Any] = {"dest": option_dest(s), "default": None, "help": _help(s)}
         if s.kind is bool:
             kw["action"] = argparse.BooleanOptionalAction
         else:
             kw["type"] = _parse_value(s)
-            if s.choices:
-                kw["choices"] = s.choices
+            if s.choices or (choices and s.path in choices):
+                kw["choices"] = s.choices or tuple(choices[s.path])
         parser.add_argument(s.cli, **kw)
 
 

@@ -107,7 +107,7 @@ def test_weights_option_rebuilds_the_checkpoints_network(tmp_path):
     from detect.engine.train_cli import config_from_args
 
     model, cfg = _ssd(["cola", "tea"], 0)
-    cfg.model.anchor_sizes = None
+    cfg.model.ssd.anchor_sizes = None
     path = save_checkpoint(tmp_path / "old.pt", config=cfg.to_dict(), classes=["cola", "tea"], model=model.state_dict())
     args = build_parser("train").parse_args(["train", "--data", "x", "--weights", str(path), "--out", str(tmp_path / "r"),
                                              "--freeze-stride", "16"])

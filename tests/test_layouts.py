@@ -93,8 +93,8 @@ def test_proposals_and_train_take_any_data(tmp_path):
     cfg.data.data = str(tmp_path / "coco/annotations/instances_val2017.json")
     notes: list[str] = []
     data = load_data(cfg, log=notes.append)
-    assert len(data.train) == 3 and data.val is None  # a JSON alone is one split: not validated on itself
+    assert len(data.train_records) == 3 and data.val_records is None  # a JSON alone is one split: not validated on itself
     assert any("is one split" in n for n in notes)
     cfg.data.data = str(tmp_path / "coco")
     data = load_data(cfg, log=notes.append)
-    assert (len(data.train), len(data.val)) == (1, 3) and data.classes == ["cup", "jar", "tea"]
+    assert (len(data.train_records), len(data.val_records)) == (1, 3) and data.classes == ["cup", "jar", "tea"]

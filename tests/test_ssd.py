@@ -30,8 +30,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_ssd(imgsz: int = 128, pretrained: str = "none", **kw) -> SSD:
+    from detect.config import SSDConfig
+
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=K, pretrained=pretrained, bn=kw.pop("bn", "train"), **kw)
+    ssd = SSDConfig(**{k: kw.pop(k) for k in list(kw) if k in SSDConfig.__dataclass_fields__})  # SSD-only settings
+    cfg = ModelConfig(num_classes=K, pretrained=pretrained, bn=kw.pop("bn", "train"), ssd=ssd, **kw)
     return build_model(cfg, Preprocess(imgsz=imgsz))
 
 
@@ -118,12 +121,18 @@ def test_fit_anchor_config_matches_model_maps():
 
     cfg = ModelConfig(num_classes=K, pretrained="none")
     rec = ImageRecord("a.jpg", 200, 100, boxes=np.array([[0, 0, 20, 30], [10, 10, 70, 20], [0, 0, 40, 20]], np.float32))
-    wh = record_box_shapes([rec] * 10 + [ImageRecord("empty.jpg", 50, 50)])
+    records = [rec] * 10 + [ImageRecord("empty.jpg", 50, 50)]
+    wh = record_box_shapes(records)
     assert wh.shape == (30, 2) and np.allclose(wh[:3], [[0.1, 0.3], [0.3, 0.1], [0.2, 0.2]])
-    fit_anchor_config(cfg, 128, wh)
+    assert fit_anchor_config(cfg, 128, records) is cfg  # fit_anchors off: nothing fitted
+    cfg.ssd.fit_anchors = True
+    notes: list[str] = []
+    fitted = fit_anchor_config(cfg, 128, records, notes.append)
+    assert cfg.ssd.anchor_sizes is None and "30 training boxes" in notes[0]  # a new config; the given one is kept
     n = ssd_num_maps(cfg, 128)
-    assert len(cfg.aspect_ratios) == n and len(cfg.anchor_sizes) == n + 1
-    model = build_model(cfg, Preprocess(imgsz=128))
+    assert len(fitted.ssd.aspect_ratios) == n and len(fitted.ssd.anchor_sizes) == n + 1
+    assert fit_anchor_config(fitted, 128, records) is fitted  # fitted once: a resumed run keeps them
+    model = build_model(fitted, Preprocess(imgsz=128))
     assert model.anchors_per_location == [4] * n  # 3 fitted ratios + the extra square box
 
 

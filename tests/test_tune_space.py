@@ -93,7 +93,9 @@ def test_parameter_names_come_from_the_config_table():
     for s in settings():  # every field by its path; its rule and choices travel with it
         assert resolve_target(s.path) is s
     sp = parse_space({"params": {"model.box_loss": ["giou", "smooth_l1"], "ema_decay": [0.999]}})
-    assert [p.target for p in sp.params] == ["model.box_loss", "train.ema_decay"]
+    assert [p.target for p in sp.params] == ["model.ssd.box_loss", "train.ema_decay"]  # the path it moved to
     with pytest.raises(SpaceError, match="use one of"):
         parse_space({"params": {"model.box_loss": ["iou"]}})
     assert resolve_target("model.roi_op").path == "model.fast_rcnn.roi_op"  # a path it moved from
+    with pytest.raises(SpaceError, match="use one of"):  # model.name's choices: the table of detectors
+        parse_space({"params": {"model.name": ["ssd", "yolo"]}})

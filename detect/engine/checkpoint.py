@@ -224,7 +224,7 @@ def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Ex
             holder.setdefault(name, old)
     model = d.get("model")
     if isinstance(model, dict) and model.get("name") == "fast_rcnn" and model.get("context", "auto") == "auto":
-        # Fast R-CNN's auto context was the class prior until 2026-12-04 (AUTO_CONTEXT): its learned scale tells
+        # Fast R-CNN's auto context was the class prior until 2026-12-04 (its MODEL_SPECS row): its learned scale tells
         if "context.scale" in _weights(ckpt):
             model["context"] = "prior"
     try:

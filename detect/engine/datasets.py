@@ -1,7 +1,10 @@
-"""What the engine needs from the data layer: the train and val datasets of a config
-(:func:`load_data`), and the dataset to evaluate a model on (:func:`eval_dataset`).
+"""What the engine needs from the data layer: the train and val splits of a config
+(:func:`load_data`, read once, before :func:`detect.engine.resolve.resolve` measures them), their
+datasets for the resolved config (:func:`make_datasets`), and the dataset to evaluate a model on
+(:func:`eval_dataset`).
 
-A Fast R-CNN that takes precomputed proposals (``cfg.model.takes_proposals``) gets them here,
+A detector that takes precomputed proposals (its :data:`~detect.models.specs.MODEL_SPECS` row's
+``takes_proposals``: a Fast R-CNN without RPN) gets them here,
 explicitly: the proposal file named by the data config (``data.proposal_file``) is read once
 and handed to :class:`~detect.data.proposal_dataset.ProposalDataset`; the data layer never
 reads the model config.
@@ -18,9 +21,14 @@ from detect.engine import distributed as D
 from detect.errors import UsageError
 
 
+def _warn_rank0(msg: str) -> None:
+    if D.env_dist_info().is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
 @dataclass
 class TrainData:
-    """What the trainer needs from the data layer."""
+    """What the trainer needs from the data layer: the datasets of a resolved config."""
 
     classes: list[str]
     train: Any  # map-style dataset: item = (Tensor[3, S, S], target dict)
@@ -28,17 +36,35 @@ class TrainData:
     collate: Callable
     problems: int = 0  # defects found while reading the annotations
 
+    @property
+    def train_records(self) -> Optional[Sequence[Any]]:
+        """The training split's records, when the dataset has them (in-memory test data has not)."""
+        return getattr(self.train, "records", None)
 
-def _warn_rank0(msg: str) -> None:
-    if D.env_dist_info().is_main:
-        print(msg, file=sys.stderr, flush=True)
+    def datasets(self, cfg: ExperimentConfig, log: Callable[[str], None] = print) -> "TrainData":
+        """Already built: itself (a ``data_fn`` may return ready datasets)."""
+        return self
 
 
-def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
-    """Train and val datasets from ``cfg.data.data`` (dataset YAML, VOC folder or cache)."""
-    from detect.data.dataset import collate
+@dataclass
+class DataSplits:
+    """A run's splits as read (:func:`load_data`), before any transform: what
+    :func:`detect.engine.resolve.resolve` measures, then :meth:`datasets` builds on."""
+
+    classes: list[str]
+    train_records: list[Any]
+    val_records: Optional[list[Any]]
+    problems: int = 0
+
+    def datasets(self, cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> TrainData:
+        """The train and val datasets for resolved ``cfg`` (its imgsz, resize, augmentation)."""
+        return make_datasets(cfg, self, log)
+
+
+def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> DataSplits:
+    """The train and val splits of ``cfg.data.data`` (dataset YAML, VOC folder or cache), read
+    and checked; ``cfg`` is only read."""
     from detect.data.spec import is_single_split, resolve_data
-    from detect.data.transforms import eval_transform, train_transform
 
     d = cfg.data
     if not d.data:
@@ -52,20 +78,6 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
     problems = len(getattr(tr, "problems", []) or [])
     if problems:
         log(f"warning: {problems} problem(s) in the {d.train_split} annotations; first: {tr.problems[0]}")
-    if not cfg.preprocess.imgsz:  # 0: chosen from the data, and saved with the run
-        cfg.preprocess.imgsz = auto_imgsz(tr.records)
-        log(f"imgsz {cfg.preprocess.imgsz} (chosen from the training images: the median longer side, "
-            f"a multiple of 32 in [{AUTO_IMGSZ[0]}, {AUTO_IMGSZ[1]}]; --imgsz sets it)")
-    imgsz = cfg.preprocess.imgsz
-    resize = cfg.preprocess.resize
-    crop_object = d.crop_object * imgsz if resize == "letterbox" else 0.0
-    if not cfg.preprocess.object_size:  # 0: measured, and saved with the run for sliced inference
-        cfg.preprocess.object_size = learned_object_size(tr.records, imgsz, crop_object)
-        log(f"object size {cfg.preprocess.object_size:.0f} px (the median product side the model sees in training; "
-            "sliced inference cuts large photos to show products this big)")
-    tf = (train_transform(imgsz, d.augment, d.min_visibility, resize, crop_object) if d.augment > 0
-          else eval_transform(imgsz, resize))
-    proposals = proposals_for(cfg)  # read once, for both splits
     val = None
     if d.val_split and is_single_split(d.data):
         log(f"warning: {d.data} is one split (a cache or a single annotation file): no validation and no best.pt "
@@ -80,8 +92,23 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             raise UsageError(f"{d.data}: split {d.val_split!r} has classes {list(va.classes)}, "
                              f"split {d.train_split!r} has {list(tr.classes)}; they must be the same")
         if va is not None and va.records:
-            val = _dataset(va.records, eval_transform(imgsz, resize), proposals, d.max_proposals, skip_unreadable=True)
-    train = _dataset(tr.records, tf, proposals, d.max_proposals, skip_unreadable=True)
+            val = list(va.records)
+    return DataSplits(list(tr.classes), list(tr.records), val, problems)
+
+
+def make_datasets(cfg: ExperimentConfig, splits: DataSplits, log: Callable[[str], None] = _warn_rank0) -> TrainData:
+    """The train and val datasets of ``splits`` for resolved ``cfg`` (imgsz set)."""
+    from detect.data.dataset import collate
+    from detect.data.transforms import eval_transform, train_transform
+
+    d, imgsz, resize = cfg.data, cfg.preprocess.imgsz, cfg.preprocess.resize
+    tf = (train_transform(imgsz, d.augment, d.min_visibility, resize, crop_object_px(cfg)) if d.augment > 0
+          else eval_transform(imgsz, resize))
+    proposals = proposals_for(cfg)  # read once, for both splits
+    val = None
+    if splits.val_records:
+        val = _dataset(splits.val_records, eval_transform(imgsz, resize), proposals, d.max_proposals, skip_unreadable=True)
+    train = _dataset(splits.train_records, tf, proposals, d.max_proposals, skip_unreadable=True)
     if d.mosaic > 0 and d.augment > 0:
         if proposals is not None:
             log("warning: --mosaic is not used with precomputed proposals (a mosaic would cut them apart)")
@@ -89,7 +116,12 @@ def load_data(cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -
             from detect.data.mosaic import MosaicDataset
 
             train = MosaicDataset(train, d.mosaic, d.min_visibility)
-    return TrainData(list(tr.classes), train, val, collate, problems)
+    return TrainData(splits.classes, train, val, collate, splits.problems)
+
+
+def crop_object_px(cfg: ExperimentConfig) -> float:
+    """``data.crop_object`` in input pixels (letterboxed inputs only; 0: no native-scale crops)."""
+    return cfg.data.crop_object * cfg.preprocess.imgsz if cfg.preprocess.resize == "letterbox" else 0.0
 
 
 AUTO_IMGSZ = (224, 640)  # the range imgsz 0 chooses in
@@ -137,7 +169,9 @@ def proposals_for(cfg: ExperimentConfig) -> Optional[Any]:
     """The :class:`~detect.data.proposal_files.ProposalSet` of ``cfg.data.proposal_file`` when the
     model takes precomputed proposals, else None. Raises UsageError when the file is missing
     or unusable."""
-    if not cfg.model.takes_proposals:
+    from detect.models.specs import model_spec
+
+    if not model_spec(cfg.model.name).takes_proposals(cfg.model):
         return None
     from detect.data.proposal_files import load_proposals
 

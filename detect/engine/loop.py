@@ -95,6 +95,80 @@ class _Postfix:
         self.bar.set_postfix(post, refresh=False)
 
 
+class _Tally:
+    """The epoch's running sums, on the device (the host reads them every ``log_every`` steps and
+    at the end): per-loss sums over applied steps, applied and non-finite step counts, images."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.keys: list[str] = []
+        self.sums = torch.zeros(0, device=device)
+        self.zero = torch.zeros((), device=device)
+        self.n_ok = torch.zeros((), device=device)
+        self.n_bad_loss = torch.zeros((), device=device)
+        self.steps = self.images = self.images_log = self.reported_bad = 0
+        self.unreadable: list[str] = []
+
+    def values(self, losses: dict[str, torch.Tensor], loss: torch.Tensor) -> torch.Tensor:
+        """Tensor[1 + L]: the total and each loss of this step (the keys of the first step)."""
+        if not self.keys:
+            self.keys = list(losses)
+            self.sums = torch.zeros(len(self.keys) + 1, device=self.device)
+        return torch.stack([loss.detach()] + [losses[k].detach().float() if k in losses else self.zero for k in self.keys])
+
+    def add(self, vals: torch.Tensor, ok: torch.Tensor, loss_ok: torch.Tensor, images: int) -> None:
+        self.sums += torch.where(ok > 0, vals, self.zero)
+        self.n_ok += ok
+        self.n_bad_loss += (~loss_ok).float()
+        self.steps += 1
+        self.images += images
+        self.images_log += images
+
+    def stats(self, optimizer: torch.optim.Optimizer, info: DistInfo, t0: float, waited: float) -> EpochStats:
+        """The :class:`EpochStats` over all ranks (two all-reduces) of the epoch begun at ``t0``."""
+        counts = torch.stack([self.n_ok, self.n_bad_loss, torch.tensor(float(self.steps), device=self.device),
+                              torch.tensor(float(len(self.unreadable)), device=self.device)])
+        all_reduce_(self.sums, info, "sum")
+        all_reduce_(counts, info, "sum")
+        w = info.world_size
+        n_ok_all, n_bad_all, n_steps_all, n_unreadable = counts.tolist()
+        # every rank adds its local-batch means; the global mean of a step is their average
+        means = (self.sums / max(n_ok_all, 1.0)).tolist()
+        seconds = time.perf_counter() - t0
+        return EpochStats(
+            losses=dict(zip(["loss"] + self.keys, means)) if self.keys else {},
+            lr=float(optimizer.param_groups[0]["lr"]),
+            steps=int(round(n_steps_all / w)),
+            skipped=int(round((n_steps_all - n_ok_all) / w)),
+            nonfinite_loss=int(n_bad_all),
+            unreadable=int(n_unreadable),
+            unreadable_files=self.unreadable,
+            images_per_s=self.images / max(seconds, 1e-9),
+            seconds=seconds,
+            data_wait_s=waited,
+        )
+
+
+def _update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, params: list[torch.Tensor],
+            loss_ok: torch.Tensor, clip_grad: float, info: DistInfo, zero: torch.Tensor) -> torch.Tensor:
+    """After backward: unscale, clip, and step unless the loss or the gradient norm is not finite
+    on some rank. Returns ``ok`` (1.0 applied, 0.0 skipped), on the device (no host sync)."""
+    if scaler.is_enabled():
+        scaler.unscale_(optimizer)
+    if clip_grad > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    else:
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else zero
+    ok = (loss_ok & torch.isfinite(norm)).float()
+    all_reduce_(ok, info, "min")  # a step happens on every rank or on none
+    step_unless(optimizer, 1.0 - ok)
+    if scaler.is_enabled():
+        scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return ok
+
+
 def train_one_epoch(
     model: nn.Module,
     bare: nn.Module,
@@ -122,27 +196,20 @@ def train_one_epoch(
     """
     model.train()
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    keys: list[str] = []
-    sums = torch.zeros(0, device=device)
-    zero = torch.zeros((), device=device)
-    n_ok = torch.zeros((), device=device)
-    n_bad_loss = torch.zeros((), device=device)
+    tally = _Tally(device)
     steps = len(loader) if hasattr(loader, "__len__") else 0
     bar = progress(steps) if progress else None
     shown = _Postfix(bar, device)
     t0 = t_log = time.perf_counter()
-    images = images_log = n_steps = 0
-    reported_bad = 0
-    unreadable: list[str] = []
     waited = [0.0]  # seconds spent in the loader's next(), filled by _timed
     try:
         for i, (imgs, targets) in enumerate(_timed(loader, waited)):
-            unreadable += map(str, getattr(targets, "unreadable", ()))  # dropped by the collate (detect.data.dataset)
+            tally.unreadable += map(str, getattr(targets, "unreadable", ()))  # dropped by the collate (detect.data.dataset)
             if not len(targets):  # no image of the batch could be read: a skipped step
                 if info.distributed:  # the other ranks would wait in backward forever
-                    raise RuntimeError(f"rank {info.rank}: no image of batch {i + 1} could be read: {unreadable[-1]}")
+                    raise RuntimeError(f"rank {info.rank}: no image of batch {i + 1} could be read: {tally.unreadable[-1]}")
                 scheduler.step()
-                n_steps += 1
+                tally.steps += 1
                 if bar is not None:
                     bar.update(1)
                 if on_step is not None and on_step(i + 1):
@@ -151,72 +218,29 @@ def train_one_epoch(
             imgs, targets = to_device(imgs, targets, device, channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 losses = _loss_dict(model(imgs, targets))
-            if not keys:
-                keys = list(losses)
-                sums = torch.zeros(len(keys) + 1, device=device)
             loss = sum(v.float() for v in losses.values())
-            vals = torch.stack([loss.detach()] + [losses[k].detach().float() if k in losses else zero for k in keys])
+            vals = tally.values(losses, loss)
             loss_ok = torch.isfinite(loss.detach())
-
             scaler.scale(loss).backward()
-            if scaler.is_enabled():
-                scaler.unscale_(optimizer)
-            if clip_grad > 0:
-                norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
-            else:
-                grads = [p.grad for p in params if p.grad is not None]
-                norm = torch.nn.utils.get_total_norm(grads) if grads else zero
-            ok = (loss_ok & torch.isfinite(norm)).float()
-            all_reduce_(ok, info, "min")  # a step happens on every rank or on none
-            step_unless(optimizer, 1.0 - ok)
-            if scaler.is_enabled():
-                scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            ok = _update(optimizer, scaler, params, loss_ok, clip_grad, info, tally.zero)
             scheduler.step()
             if ema is not None:
                 ema.update(bare)
-
-            sums += torch.where(ok > 0, vals, zero)
-            n_ok += ok
-            n_bad_loss += (~loss_ok).float()
-            n_steps += 1
-            n = imgs.shape[0] * info.world_size
-            images += n
-            images_log += n
+            tally.add(vals, ok, loss_ok, imgs.shape[0] * info.world_size)
             if bar is not None:
-                shown.update(sums / n_ok.clamp(min=1), optimizer.param_groups[0]["lr"])  # the running mean loss
+                shown.update(tally.sums / tally.n_ok.clamp(min=1), optimizer.param_groups[0]["lr"])  # the running mean loss
                 bar.update(1)
             if (i + 1) % log_every == 0 or i + 1 == steps:
-                bad = int(n_bad_loss.item())  # the host sync, every log_every steps
+                bad = int(tally.n_bad_loss.item())  # the host sync, every log_every steps
                 now = time.perf_counter()
-                if bad > reported_bad:
-                    warn(f"warning: {bad - reported_bad} step(s) with a non-finite loss skipped (step {i + 1})")
-                    reported_bad = bad
-                shown.img_s = images_log / max(now - t_log, 1e-9)
-                t_log, images_log = now, 0
+                if bad > tally.reported_bad:
+                    warn(f"warning: {bad - tally.reported_bad} step(s) with a non-finite loss skipped (step {i + 1})")
+                    tally.reported_bad = bad
+                shown.img_s = tally.images_log / max(now - t_log, 1e-9)
+                t_log, tally.images_log = now, 0
             if on_step is not None and on_step(i + 1):
                 break
     finally:
         if bar is not None:
             bar.close()
-    counts = torch.stack([n_ok, n_bad_loss, torch.tensor(float(n_steps), device=device),
-                          torch.tensor(float(len(unreadable)), device=device)])
-    all_reduce_(sums, info, "sum")
-    all_reduce_(counts, info, "sum")
-    w = info.world_size
-    n_ok_all, n_bad_all, n_steps_all, n_unreadable = counts.tolist()
-    # every rank adds its local-batch means; the global mean of a step is their average
-    means = (sums / max(n_ok_all, 1.0)).tolist()
-    seconds = time.perf_counter() - t0
-    return EpochStats(
-        losses=dict(zip(["loss"] + keys, means)) if keys else {},
-        lr=float(optimizer.param_groups[0]["lr"]),
-        steps=int(round(n_steps_all / w)),
-        skipped=int(round((n_steps_all - n_ok_all) / w)),
-        nonfinite_loss=int(n_bad_all),
-        unreadable=int(n_unreadable),
-        unreadable_files=unreadable,
-        images_per_s=images / max(seconds, 1e-9),
-        seconds=seconds,
-        data_wait_s=waited[0],
-    )
+    return tally.stats(optimizer, info, t0, waited[0])

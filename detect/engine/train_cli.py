@@ -77,11 +77,12 @@ def check_run_folder(cfg: ExperimentConfig, config: Optional[str] = None) -> Non
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``detect train``: one per setting of detect/config.py with a command-line spelling."""
+    from detect.models.specs import setting_choices  # the table of detectors: --model's choices
     from detect.options import add_config_options  # the config table (and yaml): only for the commands that use it
 
     p.description = "Options override --config, which overrides the defaults shown here."
     p.add_argument("--config", help="YAML config (sections model, data, train, preprocess)")
-    add_config_options(p)  # one option per setting declared with a cli spelling in detect/config.py
+    add_config_options(p, choices=setting_choices())  # one option per setting declared with a cli spelling in detect/config.py
     p.add_argument("--strict", action="store_true", help="exit 1 when the data had problems (default: warn, exit 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

@@ -16,8 +16,8 @@ prefer their own NMS plugin; every one of them takes exactly these two tensors.
 boxes as :func:`postprocess` on the exported outputs.
 
 The graph is the SSD's one export head, ``SSD.decoded`` (the box math is
-:func:`detect.boxes.decode_boxes`); the ONNX Runtime backend (:mod:`detect.infer.ort_backend`)
-runs the same graph, exported in memory by :func:`onnx_export`, and eval runs it in PyTorch.
+:func:`detect.boxes.decode_boxes`); the ONNX Runtime backend (:meth:`detect.models.onnx_ssd.OnnxSSD.of_model`)
+runs the same graph, exported in memory by :func:`export_head`, and eval runs it in PyTorch.
 
 The ONNX file carries metadata (``classes`` as JSON, ``imgsz``, ``mean``/``std``, ``input``),
 so a consumer needs no other file. Parity with PyTorch at batch 1 and 3 is checked in
@@ -26,6 +26,7 @@ so a consumer needs no other file. Parity with PyTorch at batch 1 and 3 is check
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from detect.errors import UsageError
 from detect.infer.fuse import fuse_conv_bn
 from detect.models.onnx_ssd import OnnxSSD
 from detect.models.postprocess import select_detections
+from detect.models.specs import spec_of_model
 
 SCORE_ATOL = 1e-4  # parity tolerances stated in the docstring and tested
 BOX_ATOL = 1e-3
@@ -55,9 +57,9 @@ class ExportableSSD(nn.Module):
 
     def __init__(self, ssd: nn.Module, imgsz: int | None = None) -> None:
         super().__init__()
-        if not hasattr(ssd, "decoded"):
-            raise TypeError(f"{type(ssd).__name__} cannot be exported: only SSD checkpoints are supported (Fast R-CNN's "
-                            "proposal stage has per-image shapes that ONNX cannot express with a dynamic batch)")
+        if not has_export_head(ssd):
+            raise TypeError(f"{type(ssd).__name__} cannot be exported: only detectors with an export head are (the SSD; "
+                            "Fast R-CNN's proposal stage has per-image shapes that ONNX cannot express with a dynamic batch)")
         self.ssd = ssd
         self.anchors: torch.Tensor | None = None
         if imgsz:
@@ -67,6 +69,21 @@ class ExportableSSD(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ssd.decoded(images, self.anchors)  # (B, N, 4), (B, N, K)
+
+
+def has_export_head(model: nn.Module) -> bool:
+    """Whether ``model``'s row in :data:`~detect.models.specs.MODEL_SPECS` has an export head
+    (``decoded``): what ``detect export`` writes and ONNX Runtime runs."""
+    spec = spec_of_model(model)
+    return spec is not None and spec.decoded
+
+
+def export_head(model: nn.Module, imgsz: int, opset: int = 17) -> bytes:
+    """``model``'s export head as a serialized ONNX graph, exported in memory (about a second;
+    no metadata: :meth:`~detect.models.onnx_ssd.OnnxSSD.of_model` runs it with the live model)."""
+    buf = io.BytesIO()
+    onnx_export(ExportableSSD(model.eval(), imgsz), imgsz, buf, opset)
+    return buf.getvalue()
 
 
 def postprocess(boxes, scores, conf: float = 0.25, iou: float = 0.45, max_det: int = 300, pre_nms_topk: int = 1000) -> list[dict]:

@@ -67,7 +67,7 @@ class Predictor:
         classes: keep only these classes (names or 0-based indices); None keeps all.
         fuse: fold BatchNorm into convolutions and use channels_last (identical outputs).
         backend: "auto" (ONNX Runtime for an SSD on the CPU when installed, else PyTorch),
-            "torch" or "onnxruntime" (see :mod:`detect.infer.ort_backend`); an ``.onnx`` file
+            "torch" or "onnxruntime" (see :mod:`detect.models.onnx_ssd`); an ``.onnx`` file
             always runs on ONNX Runtime (on the CPU; its detections come back on ``device``).
         int8: run the SSD's network quantized to INT8 in ONNX Runtime (CPU): quantized on first
             use and cached (:func:`detect.infer.quantize.int8_model_for`), calibrated on
@@ -185,9 +185,10 @@ class Predictor:
         self.model = model.half() if self.half else model
         self.runner = self.model
         if self.backend == "onnxruntime" and not isinstance(model, OnnxSSD):  # an exported file runs itself
-            from detect.infer.ort_backend import OrtSSD
+            from detect.infer.export import export_head
 
-            self.runner = OrtSSD(self.model, self.imgsz, threads=threads, model=graph)
+            head = graph if graph is not None else export_head(self.model, self.imgsz)  # the live model's graph
+            self.runner = OnnxSSD.of_model(self.model, head, threads)
         elif isinstance(model, OnnxSSD) and threads:
             model.set_threads(threads)
         self.graph = graph
@@ -351,7 +352,7 @@ def _slice_settings(mode: SliceMode, overlap: float, full_frame: bool, object_si
 def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:
     """"auto": ONNX Runtime for an SSD on the CPU when it is installed (2-3x faster there), else
     PyTorch. An explicit "onnxruntime" that cannot work is an error that says why."""
-    from detect.infer import ort_backend
+    from detect.infer.export import has_export_head
 
     if backend not in BACKENDS:
         raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -362,12 +363,20 @@ def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) ->
         return "onnxruntime"
     if backend == "torch" or (backend == "auto" and device.type != "cpu"):
         return "torch"
-    if ort_backend.supports(model) and device.type == "cpu":
+    if has_export_head(model) and _onnxruntime_installed() and device.type == "cpu":
         return "onnxruntime"
     if backend == "onnxruntime":
         raise UsageError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
                          "(pip install onnxruntime); use --backend torch")
     return "torch"
+
+
+def _onnxruntime_installed() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:

@@ -40,24 +40,8 @@ import torch.nn.functional as F
 from torch import nn
 
 
-CONTEXT_MODES = ("none", "add", "prior")
+CONTEXT_MODES = ("none", "add", "prior")  # config ``auto``: the detector's row in detect.models.specs
 CONTEXT_POOLS = ("image", "box")
-# ``auto``: the mode and image-loss weight that won on groceries for each detector
-# (bench/RESULTS.md, 60-minute CPU runs). Checkpoints saved with ``auto`` rebuild through this
-# table: when a mode changes, :func:`detect.engine.checkpoint.stored_config` must resolve the
-# older files' ``auto`` (Fast R-CNN's was ``prior`` until 2026-12-04: those have ``context.scale``).
-AUTO_CONTEXT = {"ssd": "add", "fast_rcnn": "add"}
-AUTO_CONTEXT_LOSS = {"ssd": 1.0, "fast_rcnn": 0.0}
-
-
-def context_mode(mode: str, detector: str) -> str:
-    """The concrete context mode (one of :data:`CONTEXT_MODES`) for config value ``mode``."""
-    return AUTO_CONTEXT[detector] if mode == "auto" else mode
-
-
-def context_loss_weight(weight: float | None, detector: str) -> float:
-    """The image-level loss weight for config value ``weight`` (None: the detector's auto value)."""
-    return AUTO_CONTEXT_LOSS[detector] if weight is None else float(weight)
 
 
 class ImageContext(nn.Module):

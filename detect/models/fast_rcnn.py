@@ -29,8 +29,8 @@ from torchvision.models.detection._utils import BoxCoder
 from torchvision.ops import RoIAlign, RoIPool, clip_boxes_to_image, remove_small_boxes
 
 from detect.config import FastRCNNConfig, ModelConfig, Preprocess
-from detect.models.backbones import build_config_backbone, input_preprocess
-from detect.models.context import ImageContext, context_loss_weight, context_mode
+from detect.models.backbones import build_config_backbone
+from detect.models.context import ImageContext
 from detect.models.selective_search import selective_search_tensor
 from detect.models.roi_mean import roi_mean_pool
 from detect.models.roi_heads import (
@@ -65,6 +65,8 @@ class FastRCNN(nn.Module):
         score_thresh, nms_thresh, max_det: inference postprocessing (per-class NMS), read at
             every forward (:func:`detect.models.build.set_postprocess` changes them).
     """
+
+    spec_name = "fast_rcnn"  # its row in detect.models.specs.MODEL_SPECS
 
     def __init__(
         self,
@@ -241,21 +243,20 @@ class FastRCNN(nn.Module):
 
 def build_fast_rcnn(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True,
                     backbone: Optional[nn.Module] = None) -> FastRCNN:
-    """Fast R-CNN from a model config (its settings in ``cfg.fast_rcnn``) and the preprocessing.
+    """Fast R-CNN from a model config (its settings in ``cfg.fast_rcnn``; ``context`` and
+    ``context_loss`` concrete: :meth:`detect.models.specs.ModelSpec.concrete`) and the preprocessing.
 
     The backbone (``cfg.backbone``, ImageNet weights unless ``cfg.pretrained == "none"`` or
     ``load_weights`` is False) is cut after its stride-``feature_stride`` stage. The model
-    normalises with the mean/std those weights expect (:func:`~detect.models.backbones.input_preprocess`).
-    ``backbone`` replaces it (tests plug tiny ones in).
+    normalises with ``preprocess`` as given (:func:`detect.models.build.build_model` fits it to
+    those weights). ``backbone`` replaces it (tests plug tiny ones in).
     """
-    preprocess = input_preprocess(cfg, preprocess, load_weights)
     if backbone is None:
         stride = cfg.fast_rcnn.feature_stride
-        deep = (cfg.fast_rcnn.semantic or context_mode(cfg.context, "fast_rcnn") != "none") and stride < 32  # the stride-32 map too
+        deep = (cfg.fast_rcnn.semantic or cfg.context != "none") and stride < 32  # the stride-32 map too
         backbone = build_config_backbone(cfg, load_weights, out_strides=(stride, 32) if deep else (stride,))
     return FastRCNN(
         backbone, cfg.num_classes, cfg.fast_rcnn, mean=tuple(preprocess.mean), std=tuple(preprocess.std),
         imgsz=preprocess.imgsz, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh, max_det=cfg.max_det,
-        context=context_mode(cfg.context, "fast_rcnn"), context_loss=context_loss_weight(cfg.context_loss, "fast_rcnn"),
-        context_pool=cfg.context_pool,
+        context=cfg.context, context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
     )

@@ -1,5 +1,16 @@
-"""An SSD exported by ``detect export`` (an ``.onnx`` file), run by ONNX Runtime as a detector.
+"""The one ONNX Runtime wrapper: an SSD's export head run by ONNX Runtime as a detector.
 
+Two sources, one class (:class:`OnnxSSD`): an ``.onnx`` file ``detect export`` wrote (below), or
+:meth:`OnnxSSD.of_model`, the graph of a live detector whose row in
+:data:`detect.models.specs.MODEL_SPECS` has an export head (``decoded``): exported in memory by
+:func:`detect.infer.export.export_head`, or its INT8 file (:mod:`detect.infer.quantize`), with
+that detector's own selection (``model.postprocess``, its current settings). ONNX Runtime runs
+the SSD's network 2-3x faster than eager PyTorch on a CPU (it fuses every convolution with its
+activation and plans memory once); :class:`~detect.infer.predict.Predictor` picks it on a CPU
+(``backend`` "auto" or "onnxruntime"). Fast R-CNN stays on PyTorch (its proposal stage has
+per-image shapes).
+
+The exported file:
 The file holds the SSD's export head (network, softmax, box decoding; ``SSD.decoded``) and, as
 metadata, what a checkpoint keeps in its config: ``classes`` (JSON), ``imgsz``, ``mean``/``std``.
 :class:`OnnxSSD` follows the eval contract of the models (``model(Tensor[B, 3, S, S]) ->
@@ -10,8 +21,7 @@ are not in the file: they start at :class:`~detect.config.ModelConfig`'s default
 :func:`~detect.models.build.set_postprocess` like a checkpoint's.
 
 :func:`ort_session` is the one place ONNX Runtime sessions are configured, and
-:func:`run_decoded` the one place they are run (the in-memory graph of
-:mod:`detect.infer.ort_backend` uses both).
+:func:`run_decoded` the one place they are run.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -88,8 +98,12 @@ def run_decoded(session: Any, images: torch.Tensor, input_name: str = "images") 
 
 
 class OnnxSSD(nn.Module):
-    """An exported SSD file as a detector in eval mode (no parameters; runs on the CPU and
-    returns its detections on the device of the images)."""
+    """An SSD's export head on ONNX Runtime as a detector in eval mode (no parameters; runs on the
+    CPU and returns its detections on the device of the images): an exported file (``path``), or
+    a live model's graph (:meth:`of_model`)."""
+
+    spec_name = "ssd"  # its row in detect.models.specs.MODEL_SPECS: the outputs are the SSD's export head
+    select: Optional[Callable[..., list]] = None  # of_model: the live detector's postprocess (not a submodule)
 
     def __init__(self, path: str | Path, threads: Optional[int] = None) -> None:
         super().__init__()
@@ -113,11 +127,26 @@ class OnnxSSD(nn.Module):
         self.score_thresh, self.nms_thresh = d.score_thresh, d.nms_thresh
         self.pre_nms_topk, self.max_det = d.pre_nms_topk, d.max_det
 
+    @classmethod
+    def of_model(cls, model: nn.Module, graph: bytes | str | Path, threads: Optional[int] = None) -> "OnnxSSD":
+        """The export head ``graph`` (bytes, or a file) of the live detector ``model``, selected by
+        ``model.postprocess`` with its current settings (``set_postprocess`` on ``model`` applies),
+        so both backends return the same boxes (to float rounding, tested)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.graph = graph if isinstance(graph, bytes) else str(graph)
+        self.path = "the in-memory export" if isinstance(graph, bytes) else str(graph)
+        self.session = ort_session(self.graph, threads)
+        self.input = self.session.get_inputs()[0].name
+        self.select = model.eval().postprocess
+        self.classes = [str(k) for k in range(int(model.num_classes))]
+        return self
+
     def set_threads(self, threads: int) -> None:
         """Run on ``threads`` operator threads from now on (a new session, unless the current one
         has them: ONNX Runtime fixes its thread pool when a session is made)."""
         if self.session.get_session_options().intra_op_num_threads != threads:
-            self.session = ort_session(self.path, threads)
+            self.session = ort_session(getattr(self, "graph", self.path), threads)
 
     def config(self) -> ExperimentConfig:
         """The config a checkpoint of this model would hold, as far as the file says."""
@@ -142,7 +171,9 @@ class OnnxSSD(nn.Module):
         return [{k: v.to(images.device) for k, v in d.items()} for d in dets]
 
     def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-        """The SSD's selection with this model's current settings."""
+        """The SSD's selection with this model's current settings (:meth:`of_model`: the live model's)."""
+        if self.select is not None:
+            return self.select(boxes, scores)
         return select_detections(boxes, scores, self.score_thresh, self.nms_thresh, self.pre_nms_topk, self.max_det)
 
 

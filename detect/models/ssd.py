@@ -18,18 +18,18 @@ softmax, box decoding) is also the head that export and ONNX Runtime run.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Callable, Optional, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 
 from detect.config import ModelConfig, Preprocess
-from detect.models.anchors import DefaultBoxes, fit_default_boxes, resolve_default_boxes
-from detect.models.backbones import Backbone, build_config_backbone, input_preprocess
+from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_shapes, resolve_default_boxes
+from detect.models.backbones import Backbone, build_config_backbone
 from detect.models.layers import conv_bn_act
-from detect.models.context import ImageContext, context_loss_weight, context_mode
+from detect.models.context import ImageContext
 from detect.models.roi_mean import roi_mean_weights
 from detect.models.postprocess import decode_outputs, select_detections
 from detect.models.ssd_loss import multibox_loss
@@ -72,6 +72,8 @@ class SSD(nn.Module):
         scales, aspect_ratios: default boxes (see detect.models.anchors); None = SSD defaults.
         extra_channels: output channels of the extra blocks (the last value repeats).
     """
+
+    spec_name = "ssd"  # its row in detect.models.specs.MODEL_SPECS
 
     def __init__(
         self,
@@ -231,29 +233,38 @@ def _check_targets(targets: list[dict[str, torch.Tensor]], num_classes: int) -> 
 
 
 def ssd_num_maps(cfg: ModelConfig, imgsz: int) -> int:
-    """How many feature maps (so how many default-box scales) an SSD for ``cfg`` at ``imgsz`` has."""
-    backbone = build_config_backbone(cfg, load_weights=False, input_size=imgsz)
+    """How many feature maps (so how many default-box scales) an SSD for ``cfg`` at ``imgsz`` has:
+    its backbone measured on the meta device (shapes only: no weights, no memory, no compute)."""
+    with torch.device("meta"):
+        backbone = build_config_backbone(cfg, load_weights=False, input_size=imgsz)
     return len(backbone.sizes) + num_extra_maps(backbone.sizes[-1])
 
 
-def fit_anchor_config(cfg: ModelConfig, imgsz: int, wh: np.ndarray, num_ratios: int = 3) -> None:
-    """Set ``cfg.anchor_sizes`` and ``cfg.aspect_ratios`` from training boxes (float[M, 2] w, h as
-    fractions of their image), in place, so the fitted values are saved with the config."""
+def fit_anchor_config(cfg: ModelConfig, imgsz: int, records: Sequence, log: Callable[[str], None] = print,
+                      num_ratios: int = 3) -> ModelConfig:
+    """The SSD's ``fit`` hook (:mod:`detect.models.specs`): with ``ssd.fit_anchors`` on and no
+    default boxes given, a copy of ``cfg`` whose ``ssd.anchor_sizes``/``ssd.aspect_ratios`` are
+    fitted to the boxes of ``records`` (so the fitted values are saved with the config, and a
+    resumed run or a checkpoint rebuilds the same model); else ``cfg`` itself."""
+    if not cfg.ssd.fit_anchors or cfg.ssd.anchor_sizes is not None:
+        return cfg
+    wh = record_box_shapes(records)  # (M, 2) w, h / image size
     scales, ratios = fit_default_boxes(wh, ssd_num_maps(cfg, imgsz), num_ratios=num_ratios)
-    cfg.anchor_sizes, cfg.aspect_ratios = scales, ratios
+    log(f"default boxes fitted to {len(wh)} training boxes: scales {[round(x, 3) for x in scales]}, "
+        f"ratios {[round(x, 2) for x in ratios[0]]}")
+    return dataclasses.replace(cfg, ssd=dataclasses.replace(cfg.ssd, anchor_sizes=scales, aspect_ratios=ratios))
 
 
 def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = True) -> SSD:
-    """An SSD for ``cfg``; ``load_weights=False`` skips the ImageNet weights (the caller loads a
-    checkpoint next). The model normalises with the mean/std those weights expect
-    (:func:`~detect.models.backbones.input_preprocess`; ``preprocess`` itself is not changed)."""
-    preprocess = input_preprocess(cfg, preprocess, load_weights)
+    """An SSD for ``cfg`` (its own settings in ``cfg.ssd``; ``context`` and ``context_loss``
+    concrete: :meth:`detect.models.specs.ModelSpec.concrete`) normalising with ``preprocess`` as
+    given; ``load_weights=False`` skips the ImageNet weights (the caller loads a checkpoint next)."""
     backbone = build_config_backbone(cfg, load_weights, input_size=preprocess.imgsz)
-    model = SSD(
+    s = cfg.ssd
+    return SSD(
         backbone, cfg.num_classes, preprocess.imgsz, preprocess.mean, preprocess.std,
-        scales=cfg.anchor_sizes, aspect_ratios=cfg.aspect_ratios, neg_pos_ratio=cfg.neg_pos_ratio,
-        box_loss=cfg.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
-        pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=context_mode(cfg.context, "ssd"),
-        context_loss=context_loss_weight(cfg.context_loss, "ssd"), context_pool=cfg.context_pool,
+        scales=s.anchor_sizes, aspect_ratios=s.aspect_ratios, neg_pos_ratio=s.neg_pos_ratio,
+        box_loss=s.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
+        pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=cfg.context,
+        context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
     )
-    return model

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -107,6 +107,24 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         svc.metrics.answered("/v1/detect", t2 - t0)
         return detect_body(det, image, svc.model_name, opts.to_dict(svc.classes), timing)
 
+    _info_routes(app, svc, auth)
+
+    from detect.serve import label_studio
+
+    corrections = None
+    if svc.cfg.label_studio_dir:
+        from detect.serve.corrections import Corrections
+
+        corrections = Corrections(svc.cfg.label_studio_dir, svc.predictor.weights, svc.cfg.finetune_minutes)
+    label_studio.add_routes(app, svc, auth, svc.cfg.label_studio_url, svc.cfg.label_studio_token, corrections)
+
+    _roboflow_route(app, svc, auth, image_of)  # last: its path pattern matches any two-part path
+    return app
+
+
+def _info_routes(app: FastAPI, svc: Service, auth: Callable[[Request], None]) -> None:
+    """``/health``, ``/v1/model`` and ``/metrics``: what is served and how it is doing."""
+
     @app.get("/health", summary="Liveness and the model served")
     def health() -> dict:
         return {"status": "UP", "model": svc.model_name, "classes": len(svc.classes), "version": __version__,
@@ -127,14 +145,9 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         svc.metrics.queue.set(svc.batcher.waiting)
         return Response(svc.metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    from detect.serve import label_studio
 
-    corrections = None
-    if svc.cfg.label_studio_dir:
-        from detect.serve.corrections import Corrections
-
-        corrections = Corrections(svc.cfg.label_studio_dir, svc.predictor.weights, svc.cfg.finetune_minutes)
-    label_studio.add_routes(app, svc, auth, svc.cfg.label_studio_url, svc.cfg.label_studio_token, corrections)
+def _roboflow_route(app: FastAPI, svc: Service, auth: Callable[[Request], None], image_of: Callable) -> None:
+    """``POST /{model_id}/{version}``: Roboflow's hosted detection API."""
 
     @app.post("/{model_id}/{version}", openapi_extra=_ROBOFLOW_BODY, summary="Roboflow-compatible detection",
               description="Roboflow's hosted object-detection API: any model id and version name this model; "
@@ -161,8 +174,6 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
         took = time.perf_counter() - t0
         svc.metrics.answered("roboflow", took)
         return roboflow_body(det, img, took)
-
-    return app
 
 
 def _given_key(request: Request) -> Optional[str]:

@@ -35,6 +35,7 @@ from typing import Any, Optional
 
 from detect.config import MOVED, ExperimentConfig, Setting, set_value, settings
 from detect.errors import UsageError
+from detect.models.specs import setting_choices
 from detect.readers import FileReadError, load_yaml
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -314,7 +315,7 @@ def _check_value(v: Any, setting: Setting, where: str) -> Any:
     if ftype is str:
         if not isinstance(v, str):
             raise SpaceError(f"{where}: {target} takes a name, got {v!r}")
-        allowed = setting.choices
+        allowed = setting.choices or setting_choices().get(target)  # model.name: the table of detectors
         if allowed and v not in allowed:
             raise SpaceError(f"{where}: {v!r} is not a valid {target}; use one of {list(allowed)}")
         return v
