@@ -90,6 +90,27 @@ def test_stacked_products_are_one_row_and_one_facing():
     assert gaps == []
 
 
+def test_a_stack_of_flat_bars_on_a_tilted_shelf_is_one_row():
+    """Bars 120 wide and 40 high, three high, on a shelf tilted by 0.08: each bar's box is
+    ~10 px taller than the bar, so the boxes of a stack overlap by that much. The stacks still
+    rest on their lowest bar: one row of the shelf, no row of floating bars, no gaps."""
+    slope, base = 0.08, 400.0
+    boxes, labels = shelf_row(base, 6, w=50, h=150, slope=slope)
+    for x in (6 * 55, 6 * 55 + 125):  # two stacks beside the bottles
+        yb = base + slope * (x + 60)
+        for k in range(3):
+            lo, hi = yb - 40 * k, yb - 40 * (k + 1)  # the bar's bottom and top at its centre
+            boxes.append([x, hi - slope * 60, x + 120, lo + slope * 60])  # the tilted bar's axis-aligned box
+            labels.append(1)
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 1 and set(rows.row_of) == {0}
+    assert rows.stacked.sum() == 4
+    assert {f.name: (f.facings, f.units) for f in facings(cols, l, NAMES)} == {"cola": (6, 6), "chips": (2, 6)}
+    assert gaps == []
+    assert stacked_on(b[6:9]).tolist() == [-1, -1, -1]  # untilted the boxes overlap: no stack seen
+    assert stacked_on(b[6:9], slope=slope).tolist() == [-1, 0, 1]
+
+
 def test_stacked_on_names_the_support():
     b = np.array([[0, 50, 40, 100], [0, 0, 40, 50], [100, 0, 140, 100]], np.float32)
     assert list(stacked_on(b)) == [-1, 0, -1]

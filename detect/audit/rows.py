@@ -7,7 +7,9 @@ belong to the row of the box under them. The rule:
 
 1. A box whose bottom touches the top of a box under it (x-overlap >= ``stack_overlap`` of the
    narrower one, within ``stack_tol`` of the lower box's height) is a *stack candidate*; the
-   others stand on a base line.
+   others stand on a base line. Under a tilt ``a`` (the photo's median, step 2) the box of a
+   product of width ``w`` is ``|a| * w`` taller than the product: the touch is measured
+   between the boxes less that (a stack of wide, flat bars on a tilted shelf overlaps).
 2. Standing boxes are chained left to right: each links to the nearest box to its right whose
    bottom is at the same height (within ``chain_tol`` of the smaller height, after the
    photo's median tilt is taken out). Chains follow a tilted or keystoned row step by step,
@@ -105,14 +107,27 @@ def mark_cut(rows: Rows, boxes: np.ndarray, height: int) -> None:
         row.cut = bool(len(row.members)) and float(np.median(boxes[row.members, 3])) >= height - 2
 
 
-def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL) -> np.ndarray:
+def untilted(boxes: np.ndarray, slope: float) -> np.ndarray:
+    """float32[N, 4]: the boxes less the height a tilt ``slope`` adds to an axis-aligned box (a
+    product of width ``w`` tilted by ``slope`` spans ``|slope| * w`` more vertically: half
+    taken off its top, half off its bottom, never below a pixel of height)."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    cut = np.minimum(abs(slope) * w, np.maximum(h - 1, 0)) / 2
+    b[:, 1] += cut
+    b[:, 3] -= cut
+    return b
+
+
+def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL, slope: float = 0.0) -> np.ndarray:
     """int64[N]: for each box the index of the box it rests on (its bottom on that box's top,
-    overlapping it horizontally), -1 when it rests on none. The lowest-lying support wins."""
+    overlapping it horizontally; boxes of products tilted by ``slope``, compared
+    :func:`untilted`), -1 when it rests on none. The lowest-lying support wins."""
     n = len(boxes)
     below = np.full(n, -1, np.int64)
     if n < 2:
         return below
-    x1, y1, x2, y2 = boxes.T
+    x1, y1, x2, y2 = untilted(boxes, slope).T
     w, h = x2 - x1, y2 - y1
     ov = np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None])  # (N, N) x-overlap of i (upper) and j (lower)
     narrow = np.minimum(w[:, None], w[None])
@@ -205,7 +220,7 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
     anchors = np.ones(n, bool) if anchors is None else np.asarray(anchors, bool).reshape(n)
     if n == 0:
         return Rows([], np.zeros(0, np.int64), np.zeros(0, bool))
-    below = stacked_on(boxes, stack_overlap, stack_tol)
+    below = stacked_on(boxes, stack_overlap, stack_tol, _median_slope(boxes, np.flatnonzero(anchors), chain_tol))
     standing = np.flatnonzero((below < 0) & anchors)
     if not len(standing):  # no sure box stands on a shelf (or every box rests on another): all may
         standing = np.arange(n)
