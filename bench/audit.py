@@ -19,7 +19,9 @@ Metrics, each against the scene's truth:
 - gaps: every empty-facing slot the audit reports against the facings left empty on purpose,
   one-to-one greedy matching at IoU >= 0.3: precision and recall (shelves whose base line is
   below the photo are left out: only the tops of their products show, and the audit marks
-  such rows ``below_photo`` and reports no gaps there);
+  such rows ``below_photo`` and reports no gaps there; gaps the truth marks ``difficult``,
+  less than half a facing of empty shelf in view, count neither way, like VOC's difficult
+  objects);
 - facings: per (shelf, product) the number of facings (distinct positions x facings with a
   product of that class standing there), exact matches over the union of pairs (the audit's
   rows are matched to shelves by their base lines);
@@ -65,16 +67,21 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
-def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU) -> int:
-    """One-to-one matches at IoU >= thr, best pairs first."""
+def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU, difficult: np.ndarray | None = None) -> tuple[int, int]:
+    """One-to-one matches at IoU >= thr, best pairs first: (matches with true boxes that are
+    not ``difficult``, predictions matched to difficult ones: neither hits nor false alarms)."""
+    difficult = np.zeros(len(true), bool) if difficult is None else np.asarray(difficult, bool)
     m = iou_matrix(pred, true)
-    n = 0
+    n = ignored = 0
     while m.size and m.max() >= thr:
         i, j = np.unravel_index(np.argmax(m), m.shape)
         m[i, :] = -1
         m[:, j] = -1
-        n += 1
-    return n
+        if difficult[j]:
+            ignored += 1
+        else:
+            n += 1
+    return n, ignored
 
 
 def noisy_truth(scene, rng: np.random.Generator, noise: float) -> Detections:
@@ -144,8 +151,10 @@ def truth_verdicts(truth: dict) -> dict[tuple[int, int], str]:
 
 def evaluate(result, truth: dict) -> dict:
     pred_slots = np.asarray([s for g in result.gaps for s in g.slots], np.float32).reshape(-1, 4)
-    true_gaps = np.asarray([g["box"] for g in truth["gaps"] if not below_photo(truth, g)], np.float32).reshape(-1, 4)
-    tp = greedy_matches(pred_slots, true_gaps)
+    gaps = [g for g in truth["gaps"] if not below_photo(truth, g)]
+    true_gaps = np.asarray([g["box"] for g in gaps], np.float32).reshape(-1, 4)
+    difficult = np.asarray([g.get("difficult", False) for g in gaps], bool)
+    tp, ignored = greedy_matches(pred_slots, true_gaps, difficult=difficult)
     shelf_of = truth_shelf_of_rows(result, truth)
     pred_f: dict[tuple[int, str], int] = {}
     for f in result.facings:
@@ -161,13 +170,15 @@ def evaluate(result, truth: dict) -> dict:
     for k, s in verdicts.items():
         if got.get(k) != s:
             confusion[f"{s}->{got.get(k)}"] = confusion.get(f"{s}->{got.get(k)}", 0) + 1
-    return {"gap_tp": tp, "gap_pred": len(pred_slots), "gap_true": len(true_gaps), "facing_pairs": len(pairs),
+    return {"gap_tp": tp, "gap_pred": len(pred_slots) - ignored, "gap_true": int((~difficult).sum()),
+            "gap_difficult": int(difficult.sum()), "facing_pairs": len(pairs),
             "facing_exact": exact, "positions": len(verdicts), "agree": agree, "confusion": confusion,
             "rows": len(result.rows), "shelves": len(truth["rows"])}
 
 
 def summarize(parts: list[dict]) -> dict:
-    s = {k: sum(p[k] for p in parts) for k in ("gap_tp", "gap_pred", "gap_true", "facing_pairs", "facing_exact", "positions", "agree")}
+    s = {k: sum(p[k] for p in parts) for k in ("gap_tp", "gap_pred", "gap_true", "gap_difficult", "facing_pairs", "facing_exact",
+                                               "positions", "agree")}
     conf: dict[str, int] = {}
     for p in parts:
         for k, v in p["confusion"].items():
@@ -309,7 +320,7 @@ def main() -> int:
         for s in args.sources:
             r = report["rules"][s]
             print(f"{s:<8} {r['gap_precision']:6.3f} {r['gap_recall']:6.3f} {r['facings_exact']:8.3f} {r['verdicts_agree']:9.3f}"
-                  f"   gaps {r['gap_tp']}/{r['gap_pred']} pred/{r['gap_true']} true; {r['positions']} positions; errors {r['verdict_errors']}")
+                  f"   gaps {r['gap_tp']}/{r['gap_pred']} pred/{r['gap_true']} true (+{r['gap_difficult']} difficult); {r['positions']} positions; errors {r['verdict_errors']}")
     if args.videos:
         report["videos"] = run_videos(args)
         for s, r in report["videos"].items():
