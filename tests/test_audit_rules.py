@@ -10,7 +10,7 @@ import pytest
 from detect.audit.audit import audit_detections
 from detect.audit.facings import columns, facings, share_of_shelf
 from detect.audit.gaps import find_gaps
-from detect.audit.rows import find_rows, stacked_on
+from detect.audit.rows import distinct, find_rows, stacked_on
 from detect.structures import Detections
 
 NAMES = ["cola", "chips", "tea"]
@@ -107,7 +107,7 @@ def test_a_stack_of_flat_bars_on_a_tilted_shelf_is_one_row():
     assert rows.stacked.sum() == 4
     assert {f.name: (f.facings, f.units) for f in facings(cols, l, NAMES)} == {"cola": (6, 6), "chips": (2, 6)}
     assert gaps == []
-    assert stacked_on(b[6:9]).tolist() == [-1, -1, -1]  # untilted the boxes overlap: no stack seen
+    assert stacked_on(b[6:9]).tolist() == [-1, -1, -1]  # without the tilt the overlap is too much for a stack
     assert stacked_on(b[6:9], slope=slope).tolist() == [-1, 0, 1]
 
 
@@ -215,3 +215,54 @@ def test_a_stack_whose_lowest_unit_is_hidden_joins_the_row_below():
     b, l, rows, cols, gaps = run(boxes, labels)
     assert len(rows) == 1 and set(rows.row_of) == {0}
     assert [(f.name, f.facings, f.units) for f in facings(cols, l, NAMES)] == [("chips", 1, 2), ("cola", 10, 10)]
+
+
+def test_one_product_read_twice_is_one_product():
+    """A bottle read as two classes, and its top half read again (unsure) by another slice:
+    one product, one facing. Neighbours touching, and a stack, stay."""
+    boxes, labels = shelf_row(300, 5)
+    scores = [0.9] * 5
+    boxes += [[46, 201, 84, 299], [45, 200, 85, 250], [180, 120, 220, 200]]  # bottle 1 again, its top half, one on bottle 4
+    labels += [2, 0, 1]
+    scores += [0.6, 0.15, 0.9]
+    keep = distinct(np.asarray(boxes, np.float32), np.asarray(scores), np.asarray(scores) >= 0.25)
+    assert keep.tolist() == [True] * 5 + [False, False, True]
+    det = Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 300, 400, conf=0.25)
+    assert len(res.detections) == 6 and res.gaps == []
+    assert [(f.name, f.facings, f.units) for f in res.facings] == [("cola", 5, 5)]  # tea and the top half gone
+
+
+def test_an_unsure_box_below_a_product_does_not_hide_it():
+    """An unsure box (an occupant) whose bottom lies a little lower than the product's in the
+    same column: the column is still the product's facing."""
+    boxes, labels = shelf_row(300, 4)
+    boxes.append([46, 150, 84, 303])
+    labels.append(1)
+    det = Detections(np.asarray(boxes, np.float32), np.asarray([0.9] * 4 + [0.2], np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 300, 400, conf=0.25)
+    assert [(f.name, f.facings) for f in res.facings] == [("cola", 4)] and res.gaps == []
+
+
+def test_a_bottom_row_whose_boxes_stop_short_of_the_edge_is_below_the_photo():
+    top, _ = shelf_row(200, 8)
+    cut = [[x1, 340, x2, 397 - (k % 3)] for k, (x1, _, x2, _) in enumerate(shelf_row(430, 8, skip=(3, 4))[0])]  # 1-5 px short
+    det = Detections(np.asarray(top + cut, np.float32), np.ones(14, np.float32), np.zeros(14, np.int64), NAMES)
+    res = audit_detections(det, 400, 400)
+    assert [r.cut for r in res.rows.rows] == [False, True] and res.gaps == []
+
+
+def test_bars_on_an_unseen_stack_are_not_a_shelf_between_shelves():
+    """Four shelves 250 px apart; on the second, two bars lie 110 px above the base (their
+    stack's lower units were not detected): more than the row's product band, less than half
+    a shelf's spacing: they are the top of a stack of that shelf, not a shelf of their own."""
+    boxes, labels = [], []
+    for base in (200, 450, 700, 950):
+        b, l = shelf_row(base, 10 if base == 450 else 15, h=120)  # the second shelf's right end: the bars
+        boxes += b
+        labels += l
+    boxes += [[10 * 45, 450 - 150, 10 * 45 + 100, 450 - 110], [10 * 45 + 110, 450 - 150, 10 * 45 + 210, 450 - 110]]
+    labels += [1, 1]
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 4 and rows.row_of[-2:].tolist() == [1, 1]
+    assert gaps == []
