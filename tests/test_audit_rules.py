@@ -266,3 +266,15 @@ def test_bars_on_an_unseen_stack_are_not_a_shelf_between_shelves():
     b, l, rows, cols, gaps = run(boxes, labels)
     assert len(rows) == 4 and rows.row_of[-2:].tolist() == [1, 1]
     assert gaps == []
+
+
+def test_a_gap_between_a_tall_and_a_short_product_is_between_their_heights():
+    """Bottles (160 high) then cans (40 high) with an empty facing between them: which of the
+    two is missing is unknown without a planogram, so the slot is as high as the geometric
+    mean of theirs (an IoU of at least 0.5 with either product's facing)."""
+    boxes, labels = shelf_row(300, 5, h=160, labels=[0] * 5)
+    cans, cl = shelf_row(300, 6, h=40, x0=6 * 45 + 10, labels=[1] * 6)
+    b, l, rows, cols, gaps = run(boxes + cans, labels + cl)
+    assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
+    x1, y1, x2, y2 = gaps[0].slots[0]
+    assert y2 == pytest.approx(300) and y2 - y1 == pytest.approx(80)

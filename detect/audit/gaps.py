@@ -17,7 +17,9 @@ evenly spaced between them, their mean width and height; at a row's end, beside 
 product, its width and height; between two different products (the last facings of one
 position, the first of the next, or a whole position of another product) ``w'`` is the wider
 one's (fewer facings are likelier than many narrow ones), one more spacing is taken out of the
-stretch, and the rest is cut into ``k`` equal slots as high as the lower neighbour. At the
+stretch, and the rest is cut into ``k`` equal slots as high as the geometric mean of the
+neighbours' heights (the missing product is either one's, or another: the mean is as close to
+the one as to the other). At the
 ends of a row the free shelf is measured to the shelf's edge (``shelf_x``: the outermost
 products of the photo's other rows by default, or the image edges) with half the spacing, and
 must hold :data:`END_FILL` of the end product: a product standing mostly beyond the edge is
@@ -166,7 +168,7 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             else:  # between two products: the wider sets the count (fewer, likelier facings); the stretch
                 # also holds the spacing on the far side of the missing facings
                 k, _ = _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
-                h = min(heights[i], heights[j])
+                h = float(np.sqrt(heights[i] * heights[j]))  # either neighbour's product, or another: between their heights
                 out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, margin=(s_same + s_diff) / 2))
     if image_size is not None:
         out = [_clipped(g, *image_size) for g in out]
