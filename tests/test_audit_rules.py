@@ -278,3 +278,19 @@ def test_a_gap_between_a_tall_and_a_short_product_is_between_their_heights():
     assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
     x1, y1, x2, y2 = gaps[0].slots[0]
     assert y2 == pytest.approx(300) and y2 - y1 == pytest.approx(80)
+
+
+def test_between_two_products_a_gap_must_hold_a_narrow_product_of_the_row():
+    """Cans (30 wide) and cereal boxes (90 wide) on one row, positions 25 apart: an empty
+    stretch where one can stood between two boxes is a gap (though it holds only a third of
+    a box); a spacing of 45 between two positions is not (a can would not fit)."""
+    boxes, labels, x = [], [], 0.0
+    for w, lab, gap_after in ((90, 0, 0), (90, 0, 30 + 25), (90, 1, 0), (90, 1, 20), (30, 2, 0), (30, 2, 0), (30, 2, 0),
+                              (30, 2, 40), (90, 0, 0), (30, 2, 20), (30, 1, 0)):
+        boxes.append([x, 100, x + w, 200])
+        labels.append(lab)
+        x += w + 5 + gap_after
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
+    x1, _, x2, _ = gaps[0].slots[0]
+    assert 185 <= x1 and x2 <= 245 and x2 - x1 >= 15
