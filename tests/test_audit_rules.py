@@ -268,6 +268,23 @@ def test_bars_on_an_unseen_stack_are_not_a_shelf_between_shelves():
     assert gaps == []
 
 
+def test_a_shelf_just_above_a_row_cut_by_the_photo_stays_a_row():
+    """Three shelves 250 px apart, then the tops of a fourth's products, cut by the photo's
+    bottom edge 80 px under the third's base (their boxes end at the edge, a line close
+    below it): the third shelf, as long as the photo, is not folded into the cut row."""
+    boxes, labels = [], []
+    for base in (200, 450, 700):
+        b, l = shelf_row(base, 12, h=120)
+        boxes += b
+        labels += l
+    boxes += [[x1, 730, x2, 780] for x1, _, x2, _ in shelf_row(900, 14, w=35, h=120)[0]]
+    labels += [1] * 14
+    det = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 600, 780)
+    assert len(res.rows) == 4 and [r.cut for r in res.rows.rows] == [False, False, False, True]
+    assert [(f.row, f.facings) for f in res.facings] == [(0, 12), (1, 12), (2, 12), (3, 14)]
+
+
 def test_a_gap_between_a_tall_and_a_short_product_is_between_their_heights():
     """Bottles (160 high) then cans (40 high) with an empty facing between them: which of the
     two is missing is unknown without a planogram, so the slot is as high as the geometric

@@ -283,8 +283,9 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
     into that row: its boxes rest on products whose own boxes are missing or hidden (the top
     of a stack whose lowest unit is hidden), not on a shelf of their own. So is a row whose
     base line is less than :data:`SHELF_STEP` of the usual spacing of the other rows' base
-    lines (their median, with three other rows or more) above the next one's: shelves are
-    spaced alike."""
+    lines (their median, with three other rows or more) above the next one's, over less than
+    :data:`SHELF_STEP` of its length: shelves are spaced alike and run across the photo (a
+    whole shelf just above the tops of a row cut by the photo's bottom edge stays a row)."""
     k = len(rows) - 2
     while k >= 0:
         up, down = rows[k], rows[k + 1]
@@ -292,7 +293,8 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
         lift = float(down.base_y(x) - up.base_y(x))
         others = np.diff([float(r.base_y(x)) for j, r in enumerate(rows) if j != k])
         step = float(np.median(others)) if len(others) >= 2 else 0.0
-        close = lift < FLOAT_BAND * down.height or lift < SHELF_STEP * step
+        short = (up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
+        close = lift < FLOAT_BAND * down.height or (short and lift < SHELF_STEP * step)
         if 0 <= lift and close and len(up.members) < len(down.members):
             members = np.concatenate([down.members, up.members])
             rows[k + 1] = Row(0, down.slope, down.intercept, min(down.x0, up.x0), max(down.x1, up.x1), down.height, members)
