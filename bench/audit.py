@@ -19,10 +19,13 @@ Metrics, each against the scene's truth:
 - gaps: every empty-facing slot the audit reports against the facings left empty on purpose,
   one-to-one greedy matching at IoU >= 0.3: precision and recall (shelves whose base line is
   below the photo are left out: only the tops of their products show, and the audit marks
-  such rows ``below_photo`` and reports no gaps there);
+  such rows ``below_photo`` and reports no gaps there; gaps the truth marks ``difficult``,
+  less than half a facing of empty shelf in view, count neither way, like VOC's difficult
+  objects);
 - facings: per (shelf, product) the number of facings (distinct positions x facings with a
   product of that class standing there), exact matches over the union of pairs (the audit's
-  rows are matched to shelves by their base lines);
+  rows are matched to shelves by their base lines; facings whose products are all difficult,
+  under 30% in view, may be counted or not);
 - planogram: the truth verdict of each position (misplaced: another product stands in one of
   its facings; else ok: all its facings hold it; missing: none does; else wrong_facings)
   against the audit's, over the positions wholly inside the photo.
@@ -65,16 +68,21 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
-def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU) -> int:
-    """One-to-one matches at IoU >= thr, best pairs first."""
+def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU, difficult: np.ndarray | None = None) -> tuple[int, int]:
+    """One-to-one matches at IoU >= thr, best pairs first: (matches with true boxes that are
+    not ``difficult``, predictions matched to difficult ones: neither hits nor false alarms)."""
+    difficult = np.zeros(len(true), bool) if difficult is None else np.asarray(difficult, bool)
     m = iou_matrix(pred, true)
-    n = 0
+    n = ignored = 0
     while m.size and m.max() >= thr:
         i, j = np.unravel_index(np.argmax(m), m.shape)
         m[i, :] = -1
         m[:, j] = -1
-        n += 1
-    return n
+        if difficult[j]:
+            ignored += 1
+        else:
+            n += 1
+    return n, ignored
 
 
 def noisy_truth(scene, rng: np.random.Generator, noise: float) -> Detections:
@@ -110,11 +118,16 @@ def truth_shelf_of_rows(result, truth: dict) -> list[int]:
     return out
 
 
-def truth_facings(truth: dict) -> dict[tuple[int, str], int]:
-    per: dict[tuple[int, str], set] = {}
+def truth_facings(truth: dict) -> dict[tuple[int, str], tuple[int, int]]:
+    """Per (shelf, product): (facings with a product that is not difficult, all facings). A
+    facing whose products are all difficult (under 30% in view, or tiny) need not be found,
+    and finding it is no error, like a VOC difficult object: a count in the range is exact."""
+    per: dict[tuple[int, str], dict] = {}
     for p in truth["products"]:
-        per.setdefault((p["shelf"], p["product"]), set()).add((p["position"], p["facing"]))
-    return {k: len(v) for k, v in per.items()}
+        d = per.setdefault((p["shelf"], p["product"]), {})
+        key = (p["position"], p["facing"])
+        d[key] = d.get(key, True) and p["difficult"]
+    return {k: (sum(not dif for dif in v.values()), len(v)) for k, v in per.items()}
 
 
 def truth_verdicts(truth: dict) -> dict[tuple[int, int], str]:
@@ -144,8 +157,10 @@ def truth_verdicts(truth: dict) -> dict[tuple[int, int], str]:
 
 def evaluate(result, truth: dict) -> dict:
     pred_slots = np.asarray([s for g in result.gaps for s in g.slots], np.float32).reshape(-1, 4)
-    true_gaps = np.asarray([g["box"] for g in truth["gaps"] if not below_photo(truth, g)], np.float32).reshape(-1, 4)
-    tp = greedy_matches(pred_slots, true_gaps)
+    gaps = [g for g in truth["gaps"] if not below_photo(truth, g)]
+    true_gaps = np.asarray([g["box"] for g in gaps], np.float32).reshape(-1, 4)
+    difficult = np.asarray([g.get("difficult", False) for g in gaps], bool)
+    tp, ignored = greedy_matches(pred_slots, true_gaps, difficult=difficult)
     shelf_of = truth_shelf_of_rows(result, truth)
     pred_f: dict[tuple[int, str], int] = {}
     for f in result.facings:
@@ -153,7 +168,8 @@ def evaluate(result, truth: dict) -> dict:
         pred_f[key] = pred_f.get(key, 0) + f.facings
     true_f = truth_facings(truth)
     pairs = set(pred_f) | set(true_f)
-    exact = sum(pred_f.get(k, 0) == true_f.get(k, 0) for k in pairs)
+    exact = sum(true_f.get(k, (0, 0))[0] <= pred_f.get(k, 0) <= true_f.get(k, (0, 0))[1] for k in pairs)
+    strict = sum(pred_f.get(k, 0) == true_f.get(k, (0, 0))[1] for k in pairs)  # every facing, difficult ones too
     verdicts = truth_verdicts(truth)
     got = {(v.position.shelf, v.position.position): v.status for v in result.compliance.verdicts}
     agree = sum(got.get(k) == s for k, s in verdicts.items())
@@ -161,20 +177,23 @@ def evaluate(result, truth: dict) -> dict:
     for k, s in verdicts.items():
         if got.get(k) != s:
             confusion[f"{s}->{got.get(k)}"] = confusion.get(f"{s}->{got.get(k)}", 0) + 1
-    return {"gap_tp": tp, "gap_pred": len(pred_slots), "gap_true": len(true_gaps), "facing_pairs": len(pairs),
+    return {"gap_tp": tp, "gap_pred": len(pred_slots) - ignored, "gap_true": int((~difficult).sum()),
+            "gap_difficult": int(difficult.sum()), "facing_pairs": len(pairs), "facing_strict": strict,
             "facing_exact": exact, "positions": len(verdicts), "agree": agree, "confusion": confusion,
             "rows": len(result.rows), "shelves": len(truth["rows"])}
 
 
 def summarize(parts: list[dict]) -> dict:
-    s = {k: sum(p[k] for p in parts) for k in ("gap_tp", "gap_pred", "gap_true", "facing_pairs", "facing_exact", "positions", "agree")}
+    s = {k: sum(p[k] for p in parts) for k in ("gap_tp", "gap_pred", "gap_true", "gap_difficult", "facing_pairs", "facing_exact", "facing_strict",
+                                               "positions", "agree")}
     conf: dict[str, int] = {}
     for p in parts:
         for k, v in p["confusion"].items():
             conf[k] = conf.get(k, 0) + v
     return {
         "gap_precision": s["gap_tp"] / max(s["gap_pred"], 1), "gap_recall": s["gap_tp"] / max(s["gap_true"], 1),
-        "facings_exact": s["facing_exact"] / max(s["facing_pairs"], 1), "verdicts_agree": s["agree"] / max(s["positions"], 1),
+        "facings_exact": s["facing_exact"] / max(s["facing_pairs"], 1),
+        "facings_exact_strict": s["facing_strict"] / max(s["facing_pairs"], 1), "verdicts_agree": s["agree"] / max(s["positions"], 1),
         **s, "verdict_errors": dict(sorted(conf.items(), key=lambda kv: -kv[1])),
     }
 
@@ -309,7 +328,7 @@ def main() -> int:
         for s in args.sources:
             r = report["rules"][s]
             print(f"{s:<8} {r['gap_precision']:6.3f} {r['gap_recall']:6.3f} {r['facings_exact']:8.3f} {r['verdicts_agree']:9.3f}"
-                  f"   gaps {r['gap_tp']}/{r['gap_pred']} pred/{r['gap_true']} true; {r['positions']} positions; errors {r['verdict_errors']}")
+                  f"   facings with difficult ones {r['facings_exact_strict']:.3f}; gaps {r['gap_tp']}/{r['gap_pred']} pred/{r['gap_true']} true (+{r['gap_difficult']} difficult); {r['positions']} positions; errors {r['verdict_errors']}")
     if args.videos:
         report["videos"] = run_videos(args)
         for s, r in report["videos"].items():

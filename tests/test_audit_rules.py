@@ -10,7 +10,7 @@ import pytest
 from detect.audit.audit import audit_detections
 from detect.audit.facings import columns, facings, share_of_shelf
 from detect.audit.gaps import find_gaps
-from detect.audit.rows import find_rows, stacked_on
+from detect.audit.rows import distinct, find_rows, stacked_on
 from detect.structures import Detections
 
 NAMES = ["cola", "chips", "tea"]
@@ -88,6 +88,27 @@ def test_stacked_products_are_one_row_and_one_facing():
     got = {f.name: (f.facings, f.units) for f in facings(cols, l, NAMES)}
     assert got == {"cola": (2, 3), "chips": (4, 6), "tea": (1, 1)}
     assert gaps == []
+
+
+def test_a_stack_of_flat_bars_on_a_tilted_shelf_is_one_row():
+    """Bars 120 wide and 40 high, three high, on a shelf tilted by 0.08: each bar's box is
+    ~10 px taller than the bar, so the boxes of a stack overlap by that much. The stacks still
+    rest on their lowest bar: one row of the shelf, no row of floating bars, no gaps."""
+    slope, base = 0.08, 400.0
+    boxes, labels = shelf_row(base, 6, w=50, h=150, slope=slope)
+    for x in (6 * 55, 6 * 55 + 125):  # two stacks beside the bottles
+        yb = base + slope * (x + 60)
+        for k in range(3):
+            lo, hi = yb - 40 * k, yb - 40 * (k + 1)  # the bar's bottom and top at its centre
+            boxes.append([x, hi - slope * 60, x + 120, lo + slope * 60])  # the tilted bar's axis-aligned box
+            labels.append(1)
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 1 and set(rows.row_of) == {0}
+    assert rows.stacked.sum() == 4
+    assert {f.name: (f.facings, f.units) for f in facings(cols, l, NAMES)} == {"cola": (6, 6), "chips": (2, 6)}
+    assert gaps == []
+    assert stacked_on(b[6:9]).tolist() == [-1, -1, -1]  # without the tilt the overlap is too much for a stack
+    assert stacked_on(b[6:9], slope=slope).tolist() == [-1, 0, 1]
 
 
 def test_stacked_on_names_the_support():
@@ -194,3 +215,99 @@ def test_a_stack_whose_lowest_unit_is_hidden_joins_the_row_below():
     b, l, rows, cols, gaps = run(boxes, labels)
     assert len(rows) == 1 and set(rows.row_of) == {0}
     assert [(f.name, f.facings, f.units) for f in facings(cols, l, NAMES)] == [("chips", 1, 2), ("cola", 10, 10)]
+
+
+def test_one_product_read_twice_is_one_product():
+    """A bottle read as two classes, and its top half read again (unsure) by another slice:
+    one product, one facing. Neighbours touching, and a stack, stay."""
+    boxes, labels = shelf_row(300, 5)
+    scores = [0.9] * 5
+    boxes += [[46, 201, 84, 299], [45, 200, 85, 250], [180, 120, 220, 200]]  # bottle 1 again, its top half, one on bottle 4
+    labels += [2, 0, 1]
+    scores += [0.6, 0.15, 0.9]
+    keep = distinct(np.asarray(boxes, np.float32), np.asarray(scores), np.asarray(scores) >= 0.25)
+    assert keep.tolist() == [True] * 5 + [False, False, True]
+    det = Detections(np.asarray(boxes, np.float32), np.asarray(scores, np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 300, 400, conf=0.25)
+    assert len(res.detections) == 6 and res.gaps == []
+    assert [(f.name, f.facings, f.units) for f in res.facings] == [("cola", 5, 5)]  # tea and the top half gone
+
+
+def test_an_unsure_box_below_a_product_does_not_hide_it():
+    """An unsure box (an occupant) whose bottom lies a little lower than the product's in the
+    same column: the column is still the product's facing."""
+    boxes, labels = shelf_row(300, 4)
+    boxes.append([46, 150, 84, 303])
+    labels.append(1)
+    det = Detections(np.asarray(boxes, np.float32), np.asarray([0.9] * 4 + [0.2], np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 300, 400, conf=0.25)
+    assert [(f.name, f.facings) for f in res.facings] == [("cola", 4)] and res.gaps == []
+
+
+def test_a_bottom_row_whose_boxes_stop_short_of_the_edge_is_below_the_photo():
+    top, _ = shelf_row(200, 8)
+    cut = [[x1, 340, x2, 397 - (k % 3)] for k, (x1, _, x2, _) in enumerate(shelf_row(430, 8, skip=(3, 4))[0])]  # 1-5 px short
+    det = Detections(np.asarray(top + cut, np.float32), np.ones(14, np.float32), np.zeros(14, np.int64), NAMES)
+    res = audit_detections(det, 400, 400)
+    assert [r.cut for r in res.rows.rows] == [False, True] and res.gaps == []
+
+
+def test_bars_on_an_unseen_stack_are_not_a_shelf_between_shelves():
+    """Four shelves 250 px apart; on the second, two bars lie 110 px above the base (their
+    stack's lower units were not detected): more than the row's product band, less than half
+    a shelf's spacing: they are the top of a stack of that shelf, not a shelf of their own."""
+    boxes, labels = [], []
+    for base in (200, 450, 700, 950):
+        b, l = shelf_row(base, 10 if base == 450 else 15, h=120)  # the second shelf's right end: the bars
+        boxes += b
+        labels += l
+    boxes += [[10 * 45, 450 - 150, 10 * 45 + 100, 450 - 110], [10 * 45 + 110, 450 - 150, 10 * 45 + 210, 450 - 110]]
+    labels += [1, 1]
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 4 and rows.row_of[-2:].tolist() == [1, 1]
+    assert gaps == []
+
+
+def test_a_shelf_just_above_a_row_cut_by_the_photo_stays_a_row():
+    """Three shelves 250 px apart, then the tops of a fourth's products, cut by the photo's
+    bottom edge 80 px under the third's base (their boxes end at the edge, a line close
+    below it): the third shelf, as long as the photo, is not folded into the cut row."""
+    boxes, labels = [], []
+    for base in (200, 450, 700):
+        b, l = shelf_row(base, 12, h=120)
+        boxes += b
+        labels += l
+    boxes += [[x1, 730, x2, 780] for x1, _, x2, _ in shelf_row(900, 14, w=35, h=120)[0]]
+    labels += [1] * 14
+    det = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 600, 780)
+    assert len(res.rows) == 4 and [r.cut for r in res.rows.rows] == [False, False, False, True]
+    assert [(f.row, f.facings) for f in res.facings] == [(0, 12), (1, 12), (2, 12), (3, 14)]
+
+
+def test_a_gap_between_a_tall_and_a_short_product_is_between_their_heights():
+    """Bottles (160 high) then cans (40 high) with an empty facing between them: which of the
+    two is missing is unknown without a planogram, so the slot is as high as the geometric
+    mean of theirs (an IoU of at least 0.5 with either product's facing)."""
+    boxes, labels = shelf_row(300, 5, h=160, labels=[0] * 5)
+    cans, cl = shelf_row(300, 6, h=40, x0=6 * 45 + 10, labels=[1] * 6)
+    b, l, rows, cols, gaps = run(boxes + cans, labels + cl)
+    assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
+    x1, y1, x2, y2 = gaps[0].slots[0]
+    assert y2 == pytest.approx(300) and y2 - y1 == pytest.approx(80)
+
+
+def test_between_two_products_a_gap_must_hold_a_narrow_product_of_the_row():
+    """Cans (30 wide) and cereal boxes (90 wide) on one row, positions 25 apart: an empty
+    stretch where one can stood between two boxes is a gap (though it holds only a third of
+    a box); a spacing of 45 between two positions is not (a can would not fit)."""
+    boxes, labels, x = [], [], 0.0
+    for w, lab, gap_after in ((90, 0, 0), (90, 0, 30 + 25), (90, 1, 0), (90, 1, 20), (30, 2, 0), (30, 2, 0), (30, 2, 0),
+                              (30, 2, 40), (90, 0, 0), (30, 2, 20), (30, 1, 0)):
+        boxes.append([x, 100, x + w, 200])
+        labels.append(lab)
+        x += w + 5 + gap_after
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
+    x1, _, x2, _ = gaps[0].slots[0]
+    assert 185 <= x1 and x2 <= 245 and x2 - x1 >= 15

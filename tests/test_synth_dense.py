@@ -7,7 +7,7 @@ import pytest
 
 from detect.boxes import box_iou
 from detect.data.synth.dataset import render_dataset
-from detect.data.synth.dense import GAP_RATE, render_dense, truth_json
+from detect.data.synth.dense import GAP_RATE, GAP_SEEN, _in_photo, _uncovered, render_dense, truth_json
 from detect.data.formats.voc import parse_voc
 
 import torch
@@ -58,6 +58,21 @@ def test_gaps_are_empty_facings(scene):
     assert float(iou.max()) < 0.3  # nothing stands where a facing was left empty
     facings = sum(p.facings for p in scene.planogram)
     assert len(scene.gap_where) <= 4 * GAP_RATE * facings + 3
+
+
+def test_a_gap_half_out_of_the_photo_or_covered_is_difficult():
+    """How much of an empty facing shows: the part inside the photo (after the camera's
+    warp), and the part of its width no neighbour covers (a product wider than its facing)."""
+    shift = np.array([[1, 0, -50], [0, 1, 0], [0, 0, 1]], np.float64)  # the canvas moved 50 px left
+    assert _in_photo(np.eye(3), [10, 10, 110, 60], 200, 100) == pytest.approx(1.0)
+    assert _in_photo(shift, [0, 10, 100, 60], 200, 100) == pytest.approx(0.5)
+    assert _in_photo(shift, [0, 10, 40, 60], 200, 100) == 0.0
+    items = [(0, 1, 0, 0, 110, 50), (1, 1, 160, 0, 260, 50), (2, 1, 120, 60, 180, 90)]  # label, area, x0, y0, x1, y1
+    shelf = np.array([0, 0, 1])
+    assert _uncovered([100, 0, 200, 50], items, shelf, 0) == pytest.approx(0.5)  # 10 px left, 40 right; not item 2 (shelf 1)
+    assert _uncovered([100, 0, 200, 50], items, shelf, 1) == pytest.approx(0.4)  # on shelf 1 only item 2 counts
+    t = truth_json(render_dense(5, 2, 1200), "x.jpg")
+    assert t["gaps"] and all(0.0 <= g["seen"] <= 1.0 and g["difficult"] == (g["seen"] < GAP_SEEN) for g in t["gaps"])
 
 
 def test_truth_json_and_dataset_writer(tmp_path):

@@ -22,7 +22,7 @@ from detect.audit.compliance import Compliance, check, row_slots
 from detect.audit.facings import Column, Facing, Share, columns, facings, share_of_shelf
 from detect.audit.gaps import RATIO, Gap, find_gaps
 from detect.audit.planogram import Planogram
-from detect.audit.rows import Rows, find_rows, mark_cut
+from detect.audit.rows import Rows, distinct, find_rows, mark_cut
 from detect.structures import Detections
 
 UNKNOWN = -1  # label of an occupant (see the module docstring)
@@ -35,7 +35,8 @@ class AuditResult:
     Attributes:
         source: where the photo came from ("" for an array).
         width, height: photo size in pixels.
-        detections: all detections used (occupants included; see ``products``).
+        detections: all detections used (occupants included, see ``products``; a second box of
+            one product is left out, :func:`~detect.audit.rows.distinct`).
         products (bool[K]): detection k is a product (score >= conf), not an occupant.
         rows, columns, facings, share, gaps: see :mod:`detect.audit.rows` ... :mod:`~detect.audit.gaps`.
         compliance: per-position verdicts when a planogram was given, else None.
@@ -94,8 +95,12 @@ def audit_detections(det: Detections, width: int, height: int, planogram: Option
     """
     if shelf_edges not in ("products", "image"):
         raise ValueError(f"shelf_edges must be 'products' or 'image', got {shelf_edges!r}")
+    products = np.ones(len(det.boxes), bool) if conf is None else np.asarray(det.scores) >= conf
+    keep = distinct(det.boxes, det.scores, products)
+    if not keep.all():  # one product read twice is one product
+        det = Detections(np.asarray(det.boxes)[keep], np.asarray(det.scores)[keep], np.asarray(det.labels)[keep], det.classes)
+        products = products[keep]
     boxes = np.asarray(det.boxes, np.float32).reshape(-1, 4)
-    products = np.ones(len(boxes), bool) if conf is None else np.asarray(det.scores) >= conf
     labels = np.where(products, det.labels, UNKNOWN).astype(np.int64)
     names = list(det.classes)
     rows = find_rows(boxes, anchors=products)

@@ -56,8 +56,9 @@ def add_audit_options(p: argparse.ArgumentParser) -> None:
                    "something standing there (a product turned or lying down): they close gaps but count as no facing")
     p.add_argument("--iou", type=FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")
-    p.add_argument("--gap-ratio", type=checked(float, "> 0"), default=RATIO, help="an empty stretch is a gap when the products around it "
-                   "stand this many usual pitches apart (detect/audit/gaps.py)")
+    p.add_argument("--gap-ratio", type=checked(float, "> 0"), default=RATIO, help="an empty stretch between two facings of one product is a "
+                   "gap when they stand this many usual pitches apart (between two different products: when it holds a narrow "
+                   "product of the row; detect/audit/gaps.py)")
     p.add_argument("--shelf-edges", choices=["products", "image"], default="products", help="where the gaps at the row "
                    "ends stop: at the outermost products of any row, or at the photo's edges (the shelf fills the photo)")
     add_slicing_options(p)

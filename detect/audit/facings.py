@@ -4,7 +4,9 @@ A *facing* is one product standing at the front of the shelf, seen from the aisl
 of a row. Boxes of one row that overlap horizontally (by ``STACK_OVERLAP`` of the narrower one)
 form one column: products stacked on each other, or one peeking above or behind another, are
 one facing (a planogram's "facings high" and "deep" are not counted). A column's product is
-the one standing on the shelf, its lowest box; ``units`` counts every box of the product.
+the one standing on the shelf, its lowest box (of a product: a box the caller marks unknown,
+label -1, names the column only when it holds nothing else); ``units`` counts every box of
+the product.
 
 Share of shelf per product: its facings over all facings, and its columns' width over the
 width of all columns (the share of the shelf's length it holds), over the rows of a photo.
@@ -59,7 +61,9 @@ def columns(boxes: np.ndarray, labels: np.ndarray, rows: Rows, overlap: float = 
         for g in groups:
             m = np.asarray(g, np.int64)
             m = m[np.argsort(-boxes[m, 3], kind="stable")]  # lowest first
-            cols.append(Column(row.index, float(boxes[m, 0].min()), float(boxes[m, 2].max()), int(labels[m[0]]), m))
+            known = m[labels[m] >= 0]  # an unsure box over (or just below) a product does not hide it
+            cols.append(Column(row.index, float(boxes[m, 0].min()), float(boxes[m, 2].max()),
+                               int(labels[known[0]] if len(known) else labels[m[0]]), m))
         cols.sort(key=lambda c: c.cx)
         out.append(cols)
     return out

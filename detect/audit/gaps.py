@@ -7,7 +7,11 @@ right one's left edge) is a gap when, beyond the usual spacing ``s``, it holds m
 
     free - s  >  (ratio - 1) * w          (ratio 1.55 by default, :data:`RATIO`)
 
-that is, the neighbours stand more than ``ratio`` usual pitches apart. ``s`` is the row's
+that is, the neighbours stand more than ``ratio`` usual pitches apart. Between two different
+products the missing one may be neither's, so the stretch is a gap when, beyond the usual
+spacing, it holds a narrow product of the row (the :data:`NARROW` quantile of its facings'
+widths): a can missing between two cereal boxes is found, the wide spacing between two
+positions of narrow bottles is not. ``s`` is the row's
 median spacing between neighbours of the same kind: two facings of one product stand closer
 than two different products (planogram positions are spaced), so a pair of the same product
 is compared with same-product pairs, a pair of different ones with different-product pairs.
@@ -17,7 +21,9 @@ evenly spaced between them, their mean width and height; at a row's end, beside 
 product, its width and height; between two different products (the last facings of one
 position, the first of the next, or a whole position of another product) ``w'`` is the wider
 one's (fewer facings are likelier than many narrow ones), one more spacing is taken out of the
-stretch, and the rest is cut into ``k`` equal slots as high as the lower neighbour. At the
+stretch, and the rest is cut into ``k`` equal slots as high as the geometric mean of the
+neighbours' heights (the missing product is either one's, or another: the mean is as close to
+the one as to the other). At the
 ends of a row the free shelf is measured to the shelf's edge (``shelf_x``: the outermost
 products of the photo's other rows by default, or the image edges) with half the spacing, and
 must hold :data:`END_FILL` of the end product: a product standing mostly beyond the edge is
@@ -43,6 +49,7 @@ from detect.audit.rows import Row, Rows
 RATIO = 1.55  # tuned on dense shelves of seed 7 (bench/audit.py: 1.35, 1.45, 1.55, 1.65 tried)
 END_FILL = 0.7  # at a row's end the free shelf must hold this much of the end product (a product mostly
 # outside the shelf's edge, or the photo's, is not detected: its place is not a gap)
+NARROW = 0.1  # between two different products a gap must hold the row's narrow products: this quantile of its widths
 FIT = 0.35  # a facing count that leaves more than this much of a facing over is a poor fit
 
 
@@ -138,6 +145,7 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             continue  # the shelf is below the photo: only the tops of its products show
         s_same, s_diff = _spacings(rc, ratio)
         heights = [float(boxes[c.members, 3].max() - boxes[c.members, 1].min()) for c in rc]
+        narrow = float(np.quantile([c.width for c in rc], NARROW))  # a narrow product of this row
         for i in range(-1, len(rc)):
             j = i + 1
             left = rc[i] if i >= 0 else None
@@ -150,9 +158,11 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             else:
                 s = s_same / 2
             room = (xr - xl) - s
-            least = (ratio - 1) if (left and right) else END_FILL  # at an end: a product would show
-            if room <= least * max(c.width for c in near):
-                continue
+            if left and right and left.label != right.label:  # another product may stand there: a narrow one must fit
+                if room <= narrow:
+                    continue
+            elif room <= ((ratio - 1) if left and right else END_FILL) * max(c.width for c in near):
+                continue  # one product's facings apart (or at an end: a product would show)
             if left and right and left.label == right.label:  # missing facings of one position: evenly between
                 k, _ = _facings_in(room, near, s_same)
                 pitch = (right.cx - left.cx) / (k + 1)
@@ -166,7 +176,7 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
             else:  # between two products: the wider sets the count (fewer, likelier facings); the stretch
                 # also holds the spacing on the far side of the missing facings
                 k, _ = _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
-                h = min(heights[i], heights[j])
+                h = float(np.sqrt(heights[i] * heights[j]))  # either neighbour's product, or another: between their heights
                 out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, margin=(s_same + s_diff) / 2))
     if image_size is not None:
         out = [_clipped(g, *image_size) for g in out]

@@ -7,7 +7,9 @@ belong to the row of the box under them. The rule:
 
 1. A box whose bottom touches the top of a box under it (x-overlap >= ``stack_overlap`` of the
    narrower one, within ``stack_tol`` of the lower box's height) is a *stack candidate*; the
-   others stand on a base line.
+   others stand on a base line. Under a tilt ``a`` (the photo's median, step 2) the box of a
+   product of width ``w`` may be up to ``|a| * w`` taller than the product, so the boxes of a
+   stack of wide, flat bars on a tilted shelf overlap by that much more.
 2. Standing boxes are chained left to right: each links to the nearest box to its right whose
    bottom is at the same height (within ``chain_tol`` of the smaller height, after the
    photo's median tilt is taken out). Chains follow a tilted or keystoned row step by step,
@@ -37,6 +39,9 @@ CHAIN_TOL = 0.25  # neighbours in a row: bottoms within this fraction of the sma
 MERGE_TOL = 0.5  # base lines closer than this fraction of the median height are one row's
 FLOAT_BAND = 0.8  # a row whose base is within this fraction of the lower row's height above it is part of it
 EMPTY_ROW_RATIO = 1.7  # a base-line spacing this many times the median one holds empty rows
+SHELF_STEP = 0.5  # a row less than this fraction of the usual shelf spacing above the next is part of it
+EDGE = 0.1  # a box ending this fraction of its row's product height from the photo's edge ends at the edge
+SAME_PLACE = 0.5  # two boxes sharing half the smaller one are one product read twice (distinct; 0.4-0.8 tried on seed 5)
 
 
 @dataclass
@@ -98,16 +103,43 @@ class Rows:
         return len(self.rows)
 
 
+def distinct(boxes: np.ndarray, scores: np.ndarray, products: np.ndarray | None = None, same: float = SAME_PLACE) -> np.ndarray:
+    """bool[N]: the boxes that are not a second detection of a product already kept. Products
+    on a shelf stand side by side or on each other, they do not cover each other: of two boxes
+    whose intersection holds ``same`` of the smaller one, only one is a product (a bottle read
+    twice, once as each of two classes, or its top half read again by another slice). Kept
+    first: ``products`` (bool[N], sure detections, default all), then by decreasing score."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    n = len(b)
+    keep = np.zeros(n, bool)
+    if not n:
+        return keep
+    products = np.ones(n, bool) if products is None else np.asarray(products, bool)
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(2)  # (N, N)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    dup = inter >= same * np.maximum(np.minimum(area[:, None], area[None]), 1e-6)
+    for i in np.lexsort((-np.asarray(scores, np.float32), ~products)):  # products first, then by score
+        keep[i] = not (dup[i] & keep).any()
+    return keep
+
+
 def mark_cut(rows: Rows, boxes: np.ndarray, height: int) -> None:
     """Set :attr:`Row.cut` on rows whose products mostly end at the bottom edge of a photo
-    ``height`` pixels high (their shelf is below it)."""
+    ``height`` pixels high (their shelf is below it): within :data:`EDGE` of the row's product
+    height (a detector's box stops a few pixels short of the edge), at least 2 pixels."""
     for row in rows.rows:
-        row.cut = bool(len(row.members)) and float(np.median(boxes[row.members, 3])) >= height - 2
+        near = max(2.0, EDGE * row.height)
+        row.cut = bool(len(row.members)) and float(np.median(boxes[row.members, 3])) >= height - near
 
 
-def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL) -> np.ndarray:
+def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL, slope: float = 0.0) -> np.ndarray:
     """int64[N]: for each box the index of the box it rests on (its bottom on that box's top,
-    overlapping it horizontally), -1 when it rests on none. The lowest-lying support wins."""
+    overlapping it horizontally), -1 when it rests on none. Under a tilt ``slope`` the boxes
+    of a stack may also overlap by up to ``|slope|`` times the narrower one's width (each box
+    holds its tilted product's corners). The lowest-lying support wins."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
     below = np.full(n, -1, np.int64)
     if n < 2:
@@ -116,7 +148,8 @@ def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = S
     w, h = x2 - x1, y2 - y1
     ov = np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None])  # (N, N) x-overlap of i (upper) and j (lower)
     narrow = np.minimum(w[:, None], w[None])
-    touch = np.abs(y2[:, None] - y1[None]) <= tol * h[None]  # bottom of i at the top of j
+    sink = y2[:, None] - y1[None]  # how far the bottom of i reaches below the top of j
+    touch = (sink >= -tol * h[None]) & (sink <= tol * h[None] + abs(slope) * narrow)
     ok = (ov >= overlap * narrow) & touch
     np.fill_diagonal(ok, False)
     for i in np.flatnonzero(ok.any(1)):
@@ -205,7 +238,7 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
     anchors = np.ones(n, bool) if anchors is None else np.asarray(anchors, bool).reshape(n)
     if n == 0:
         return Rows([], np.zeros(0, np.int64), np.zeros(0, bool))
-    below = stacked_on(boxes, stack_overlap, stack_tol)
+    below = stacked_on(boxes, stack_overlap, stack_tol, _median_slope(boxes, np.flatnonzero(anchors), chain_tol))
     standing = np.flatnonzero((below < 0) & anchors)
     if not len(standing):  # no sure box stands on a shelf (or every box rests on another): all may
         standing = np.arange(n)
@@ -248,13 +281,21 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
     """Fold a row whose base line lies inside the product band of the row below it (within
     ``FLOAT_BAND`` of that row's product height above its base, at the upper row's centre)
     into that row: its boxes rest on products whose own boxes are missing or hidden (the top
-    of a stack whose lowest unit is hidden), not on a shelf of their own."""
+    of a stack whose lowest unit is hidden), not on a shelf of their own. So is a row whose
+    base line is less than :data:`SHELF_STEP` of the usual spacing of the other rows' base
+    lines (their median, with three other rows or more) above the next one's, over less than
+    :data:`SHELF_STEP` of its length: shelves are spaced alike and run across the photo (a
+    whole shelf just above the tops of a row cut by the photo's bottom edge stays a row)."""
     k = len(rows) - 2
     while k >= 0:
         up, down = rows[k], rows[k + 1]
         x = (up.x0 + up.x1) / 2
         lift = float(down.base_y(x) - up.base_y(x))
-        if 0 <= lift < FLOAT_BAND * down.height and len(up.members) < len(down.members):
+        others = np.diff([float(r.base_y(x)) for j, r in enumerate(rows) if j != k])
+        step = float(np.median(others)) if len(others) >= 2 else 0.0
+        short = (up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
+        close = lift < FLOAT_BAND * down.height or (short and lift < SHELF_STEP * step)
+        if 0 <= lift and close and len(up.members) < len(down.members):
             members = np.concatenate([down.members, up.members])
             rows[k + 1] = Row(0, down.slope, down.intercept, min(down.x0, up.x0), max(down.x1, up.x1), down.height, members)
             del rows[k]

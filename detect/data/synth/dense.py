@@ -36,6 +36,8 @@ MAX_PRODUCTS = 4000  # id map is uint16; a 12-MP section holds 100-300
 GAP_RATE = 0.06  # share of facings left empty on purpose
 MISPLACED_RATE = 0.03  # share of facings filled with another product
 STACKED = {c for c, p in enumerate(PRODUCTS) if p.height <= 0.3}  # short products stand in stacks
+GAP_SEEN = 0.5  # an empty facing less than this much in view (cut by the photo's edge, or covered by a
+# wider neighbour) is a difficult gap: too little empty shelf shows to tell it from the spacing
 
 
 @dataclass
@@ -58,7 +60,11 @@ class DenseScene(Scene):
         planogram: the positions, shelf by shelf.
         rows: per shelf, its base line as ``[[x, y], [x, y]]`` at the left and right photo edge.
         gaps: float32[G, 4] boxes of facings left empty on purpose; ``gap_where`` int64[G, 3]:
-            shelf, position, facing of each.
+            shelf, position, facing of each; ``gap_seen`` float32[G]: the fraction of each
+            facing's width that is empty shelf in the photo (inside the photo, and not covered
+            by a neighbouring product wider than its own facing); under :data:`GAP_SEEN` a gap
+            is ``difficult`` in :func:`truth_json` (a scorer leaves it out, like a VOC
+            difficult object: finding it is no hit, missing it no miss).
         misplaced: indices of the kept boxes standing in another product's position.
     """
 
@@ -70,6 +76,7 @@ class DenseScene(Scene):
     rows: list[list[list[float]]] = field(default_factory=list)
     gaps: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     gap_where: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    gap_seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     misplaced: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
@@ -168,6 +175,9 @@ def render_dense(seed: int, index: int = 0, size: int = 4000) -> DenseScene:
     w = np.asarray(where, np.int64).reshape(-1, 4)[scene.item]  # (N, 4) per kept box
     gap_boxes = np.asarray([_warp_box(M, b, W, H) for b, _ in gaps], np.float32).reshape(-1, 4)
     inside = (gap_boxes[:, 2] - gap_boxes[:, 0] >= 4) & (gap_boxes[:, 3] - gap_boxes[:, 1] >= 4)
+    shelf_of_item = np.asarray([s for s, _, _, _ in where], np.int64)
+    gap_seen = np.asarray([_in_photo(M, b, W, H) * _uncovered(b, cv.items, shelf_of_item, g[0]) for b, g in gaps],
+                          np.float32).reshape(-1)
     rows = [cv2.perspectiveTransform(np.float32([[[0, b], [W, b]]]), M)[0].round(1).tolist() for b in bases]
     return DenseScene(
         **{k: getattr(scene, k) for k in ("image", "boxes", "labels", "difficult", "truncated", "visible", "kind",
@@ -175,6 +185,7 @@ def render_dense(seed: int, index: int = 0, size: int = 4000) -> DenseScene:
         shelf=w[:, 0], position=w[:, 1], facing=w[:, 2], instance=scene.item + 1,
         planogram=planogram, rows=rows,
         gaps=gap_boxes[inside], gap_where=np.asarray([g for _, g in gaps], np.int64).reshape(-1, 3)[inside],
+        gap_seen=gap_seen[inside],
         misplaced=np.flatnonzero(w[:, 3]).astype(np.int64),
     )
 
@@ -187,11 +198,38 @@ def _warp_box(M: np.ndarray, box: Sequence[float], W: int, H: int) -> list[float
     return [float(np.clip(lo[0], 0, W)), float(np.clip(lo[1], 0, H)), float(np.clip(hi[0], 0, W)), float(np.clip(hi[1], 0, H))]
 
 
+def _in_photo(M: np.ndarray, box: Sequence[float], W: int, H: int) -> float:
+    """The fraction of canvas ``box`` (xyxy) that lands inside the W x H photo after homography ``M``."""
+    x0, y0, x1, y1 = box
+    q = cv2.perspectiveTransform(np.float32([[[x0, y0], [x1, y0], [x1, y1], [x0, y1]]]), M)[0]
+    whole = abs(float(cv2.contourArea(q)))
+    if whole <= 0:
+        return 0.0
+    frame = np.float32([[0, 0], [W, 0], [W, H], [0, H]])
+    inter, _ = cv2.intersectConvexConvex(np.ascontiguousarray(q), frame)
+    return float(min(max(inter / whole, 0.0), 1.0))
+
+
+def _uncovered(box: Sequence[float], items: Sequence[tuple], shelf_of_item: np.ndarray, shelf: int) -> float:
+    """The fraction of the width of canvas ``box`` (an empty facing of ``shelf``) that no
+    painted product of that shelf covers (a product wider than its own facing, a misplaced
+    one above all, reaches into its neighbour's)."""
+    x0, x1 = float(box[0]), float(box[2])
+    spans = sorted((max(it[2], x0), min(it[4], x1)) for it, s in zip(items, shelf_of_item) if s == shelf and it[4] > x0 and it[2] < x1)
+    covered, end = 0.0, x0
+    for a, b in spans:
+        a = max(a, end)
+        if b > a:
+            covered += b - a
+            end = b
+    return 1.0 - covered / max(x1 - x0, 1e-6)
+
+
 def truth_json(scene: DenseScene, filename: str, classes: Sequence[str] = CLASSES) -> dict[str, Any]:
     """The shelf truth of ``scene`` as a JSON-ready dict (``truth/<stem>.json``):
     ``planogram`` [{shelf, position, product, facings}], ``rows`` [{shelf, base}], ``products``
     [{box, product, shelf, position, facing, instance, difficult, misplaced}] in the order of the
-    VOC objects, ``gaps`` [{box, shelf, position, facing}], ``misplaced`` [{box, product,
+    VOC objects, ``gaps`` [{box, shelf, position, facing, seen, difficult}], ``misplaced`` [{box, product,
     expected, shelf, position, facing}]; boxes xyxy 0-based pixels."""
     H, W = scene.image.shape[:2]
     expected = {(p.shelf, p.position): classes[p.label] for p in scene.planogram}
@@ -209,8 +247,9 @@ def truth_json(scene: DenseScene, filename: str, classes: Sequence[str] = CLASSE
                       for p in scene.planogram],
         "rows": [{"shelf": s, "base": r} for s, r in enumerate(scene.rows)],
         "products": products,
-        "gaps": [{"box": box(b), "shelf": int(s), "position": int(p), "facing": int(f)}
-                 for b, (s, p, f) in zip(scene.gaps, scene.gap_where)],
+        "gaps": [{"box": box(b), "shelf": int(s), "position": int(p), "facing": int(f), "seen": round(float(v), 3),
+                  "difficult": bool(v < GAP_SEEN)}
+                 for b, (s, p, f), v in zip(scene.gaps, scene.gap_where, scene.gap_seen)],
         "misplaced": [{"box": products[i]["box"], "product": products[i]["product"],
                        "expected": expected[(products[i]["shelf"], products[i]["position"])],
                        "shelf": products[i]["shelf"], "position": products[i]["position"], "facing": products[i]["facing"]}
