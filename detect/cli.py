@@ -246,6 +246,7 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_audit(sub: argparse._SubParsersAction) -> None:
+    from detect.audit.audit import DEFAULT_CONF, DEFAULT_OCCUPANCY_CONF
     from detect.audit.gaps import RATIO
     from detect.data.images import MAX_PIXELS
 
@@ -259,8 +260,8 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
                    "(default: runs/audit, then runs/audit2, ... as each is used)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
     p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
-    p.add_argument("--conf", type=_FRACTION, default=0.25, help="score of a product")
-    p.add_argument("--occupancy-conf", type=_FRACTION, default=0.1, help="detections between this score and --conf are "
+    p.add_argument("--conf", type=_FRACTION, default=DEFAULT_CONF, help="score of a product")
+    p.add_argument("--occupancy-conf", type=_FRACTION, default=DEFAULT_OCCUPANCY_CONF, help="detections between this score and --conf are "
                    "something standing there (a product turned or lying down): they close gaps but count as no facing")
     p.add_argument("--iou", type=_FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=_COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")
