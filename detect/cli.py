@@ -176,6 +176,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (auto: the one `ray start` began here; "
+                   "ray://HOST:10001; local: a Ray on this machine only): photos only, tables only (--save-json, "
+                   "--save-csv); needs the ray extra (detect/infer/ray_predict.py)")
+    p.add_argument("--ray-actors", type=_COUNT, help="--ray: model copies at once (default: one per GPU, or one per "
+                   "--threads CPUs of the cluster)")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:

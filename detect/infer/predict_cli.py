@@ -176,6 +176,10 @@ DEFAULT_SAVE_DIR = "runs/predict"  # numbered like runs/train: a second run neve
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None):  # the photos on a Ray cluster: detect/infer/ray_predict.py
+        from detect.infer.ray_predict import cmd_predict_ray
+
+        return cmd_predict_ray(args)
     listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
     save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)  # runs/predict, runs/predict2, ...
