@@ -176,16 +176,22 @@ DEFAULT_SAVE_DIR = "runs/predict"  # numbered like runs/train: a second run neve
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    if getattr(args, "ray", None):  # the photos on a Ray cluster: detect/infer/ray_predict.py
-        from detect.infer.ray_predict import cmd_predict_ray
+    ray = getattr(args, "ray", None)  # the photos on a Ray cluster: detect/infer/ray_predict.py
+    if ray:
+        from detect.infer.ray_predict import still_photos
 
-        return cmd_predict_ray(args)
-    listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
+        if args.show:
+            raise UsageError("--show needs the frames here; --ray runs them on the cluster")
+        listed = (still_photos(args.source), None)
+    else:
+        listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
     save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)  # runs/predict, runs/predict2, ...
     check_output_folder(save_dir, what="--save-dir")
-    if listed and not args.no_save:
+    if listed and not args.no_save and not ray:
         check_save_dir(*listed, save_dir)
+    # with --ray built here once too: bad weights or options are a usage error before the cluster
+    # is asked, and --int8 quantizes here, not on every actor
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
@@ -195,9 +201,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
-    summary = run(predictor, args.source, save_dir, batch=args.batch or predict_batch(listed), save=not args.no_save, save_json=args.save_json,
-                  save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total,
-                  max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
+    if ray:
+        from detect.infer.ray_predict import run_ray
+
+        summary = run_ray(args, predictor, listed[0], save_dir, slice_options(args))
+    else:
+        summary = run(predictor, args.source, save_dir, batch=args.batch or predict_batch(listed), save=not args.no_save,
+                      save_json=args.save_json, save_csv=args.save_csv, show=args.show, progress=not args.no_progress,
+                      total=total, max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
     print(summary.text())
     if summary.outputs:
         print(f"results saved to {save_dir}")

@@ -126,42 +126,16 @@ def still_photos(source: str) -> list[str]:
     return files
 
 
-def cmd_predict_ray(args: argparse.Namespace) -> int:
-    """``detect predict SOURCE --ray ADDRESS`` (see the module docstring); exit codes as ``detect predict``."""
-    from detect.infer.predict import Predictor
-    from detect.infer.predict_cli import DEFAULT_SAVE_DIR, slice_options
-    from detect.utils import check_output_folder, next_run_dir
-
-    if args.show:
-        raise UsageError("--show needs the frames here; --ray runs them on the cluster")
-    files = still_photos(args.source)
-    save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)
-    check_output_folder(save_dir, what="--save-dir")
-    # built here once: bad weights or options are a usage error before the cluster is asked, and
-    # --int8 quantizes here, not on every actor
-    predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
-                          max_det=args.max_det, classes=args.classes, backend=args.backend, int8=args.int8,
-                          calib=args.calib, calib_images=args.calib_images, onnx=args.onnx,
-                          threads=args.threads or None, **slice_options(args))
-    try:
-        save_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
-    summary = run_ray(args, predictor, files, save_dir)
-    print(summary.text())
-    print(f"results saved to {save_dir}")
-    return 1 if summary.failed else 0
-
-
-def run_ray(args: argparse.Namespace, predictor, files: list[str], save_dir: Path) -> Summary:
-    """Run ``predictor``'s settings over ``files`` on the Ray cluster at ``args.ray`` and write
-    the tables of ``detect predict`` into ``save_dir`` (see the module docstring)."""
+def run_ray(args: argparse.Namespace, predictor, files: list[str], save_dir: Path, slicing: dict) -> Summary:
+    """Run ``predictor``'s settings (``slicing``: its slicing keywords) over ``files`` on the Ray
+    cluster at ``args.ray`` and write the tables of ``detect predict`` into ``save_dir`` (see
+    the module docstring); ``detect predict --ray`` (:func:`detect.infer.predict_cli.cmd_predict`)."""
     try:
         import ray
         import ray.data
     except ImportError as e:
         raise UsageError(f"--ray needs Ray Data: {RAY_EXTRA} ({e})") from None
-    options = actor_options(args, predictor)
+    options = actor_options(args, predictor, slicing)
     weights = (Path(predictor.weights).name, Path(predictor.weights).read_bytes())
     graph = (Path(predictor.graph).name, Path(predictor.graph).read_bytes()) if predictor.graph else None
     save_json, save_csv = args.save_json, args.save_csv
@@ -216,15 +190,13 @@ def block_size(photos: int, actors: int) -> int:
     return max(1, min(BLOCK, -(-photos // max(1, actors))))
 
 
-def actor_options(args: argparse.Namespace, predictor) -> dict:
+def actor_options(args: argparse.Namespace, predictor, slicing: dict) -> dict:
     """The Predictor keywords every actor is built with: ``detect predict``'s options, the
     device as a kind (each actor gets its own GPU), one ONNX Runtime thread unless ``--threads``."""
-    from detect.infer.predict_cli import slice_options
-
     device = "cpu" if predictor.device.type == "cpu" else "cuda"
     return {"device": device, "half": args.half, "conf": args.conf, "iou": args.iou, "max_det": args.max_det,
             "classes": args.classes, "backend": args.backend, "threads": args.threads or (1 if device == "cpu" else None),
-            **slice_options(args)}
+            **slicing}
 
 
 def _actors(resources: dict[str, Any], gpu: bool, threads: int) -> int:
