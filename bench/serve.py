@@ -4,6 +4,7 @@ throughput with batching on and off, bad requests, and the server's memory.
 
     python bench/serve.py                          # shipped weights, a 1-megapixel synthetic shelf JPEG
     python bench/serve.py --weights RUN/best.pt --requests 2000 --clients 16
+    python bench/serve.py --size 480               # a photo the model reads whole: one input per request
 
 Measured in one run, on the same JPEG, interleaved so that a machine whose load changes (a
 training beside it) weighs on both sides of each comparison alike:
@@ -201,6 +202,8 @@ def main(argv=None) -> int:
     ap.add_argument("--burst", type=int, default=10, help="requests per client in each throughput round")
     ap.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per server")
     ap.add_argument("--requests", type=int, default=2000, help="requests of the memory test")
+    ap.add_argument("--size", type=int, default=1155, help="longer side of the synthetic shelf photo (1155: 1.0 MP, "
+                    "sliced: a probe and slices per photo; 480 or less: one network input per photo)")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "serve.json"))
@@ -212,7 +215,7 @@ def main(argv=None) -> int:
     from detect.data.synth import render_scene
     from detect.infer.predict import Predictor
 
-    image = render_scene(7, 0, size=1155, kind="shelf").image  # 1155 x 866 = 1.0 megapixels
+    image = render_scene(7, 0, size=args.size, kind="shelf").image  # 1155: 1155 x 866 = 1.0 megapixels
     jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
     h, w = image.shape[:2]
     out: dict = {"image": {"width": w, "height": h, "jpeg_bytes": len(jpeg)}, "cpu_count": os.cpu_count(),
@@ -262,7 +265,7 @@ def main(argv=None) -> int:
                      "throughput_on_over_off": round(on["per_s"] / off["per_s"], 2)}
 
     rows = [
-        ("Predictor.predict, decoded 1 MP image (p50 / p95 ms)", f"{out['predict_ms']['p50']} / {out['predict_ms']['p95']}"),
+        (f"Predictor.predict, decoded {w}x{h} image (p50 / p95 ms)", f"{out['predict_ms']['p50']} / {out['predict_ms']['p95']}"),
         ("JPEG decode + Predictor.predict (p50 / p95 ms)", f"{out['decode_predict_ms']['p50']} / {out['decode_predict_ms']['p95']}"),
         ("1 client, POST /v1/detect (p50 / p95 ms)", f"{out['one_client_ms']['p50']} / {out['one_client_ms']['p95']}"),
         ("  p95 ratio to predict / to decode+predict", f"{out['ratios']['one_client_p95_over_predict_p95']} / "

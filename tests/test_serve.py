@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import os
 import struct
 import threading
 import warnings
@@ -284,9 +285,13 @@ def test_worker_config_round_trip_and_slice_option(weights):
 
     from detect.errors import UsageError
     from detect.serve.batcher import _takes_slice
+    from detect.serve.serve_cli import worker_threads
 
     cfg = ServeConfig(weights=str(weights), allow_urls=("a.example",), api_keys=(KEY,), max_batch=4, label_studio_dir="x")
     assert ServeConfig.from_env(json.loads(json.dumps(cfg.to_env()))) == cfg
+    # N workers share the cores (ONNX Runtime threads each), unless --threads says
+    cores = os.cpu_count() or 1
+    assert worker_threads(0, 1) == cores and worker_threads(0, 2 * cores) == 1 and worker_threads(3, 2) == 3
     if _takes_slice(Predictor(weights, device="cpu")) is None:
         with pytest.raises(UsageError, match="slice"):
             Service(ServeConfig(weights=str(weights), device="cpu", slice="auto"))

@@ -309,3 +309,21 @@ def test_a_photo_the_model_reads_whole_costs_one_pass():
                              backend="torch", slice="auto")
     (d,) = p.predict([img])
     assert len(model.calls) == 1 and len(d) == 5
+
+
+def test_probes_and_slices_of_a_batch_run_slice_batch_at_a_time():
+    """Three large photos in one predict: their probe views and slices go through the network
+    at most ``slice_batch`` per call (the probe took all photos' views in one call), with the
+    same detections as one big call."""
+    img, _ = _shelf(600, 800)
+    found, calls = [], []
+    for batch in (64, 3):
+        model = Squares()
+        p = Predictor.from_model(model, Preprocess(imgsz=64, object_size=10.0), CLASSES, conf=0.3, fuse=False,
+                                 backend="torch", slice="auto", slice_batch=batch)
+        found.append(p.predict([img, img[:500], img[:, :700]]))
+        calls.append(model.calls)
+    assert len(calls[0]) == 2 and min(calls[0]) > 3  # the probe views, then the slices
+    assert max(calls[1]) <= 3 and len(calls[1]) == sum(-(-n // 3) for n in calls[0])
+    for a, b in zip(*found):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores) and len(a) > 10

@@ -26,6 +26,8 @@ from detect.audit.rows import Rows, distinct, find_rows, mark_cut
 from detect.structures import Detections
 
 UNKNOWN = -1  # label of an occupant (see the module docstring)
+DEFAULT_CONF = 0.25  # score of a product (detect audit --conf, POST /v1/audit's conf)
+DEFAULT_OCCUPANCY_CONF = 0.1  # score of an occupant (--occupancy-conf, occupancy_conf)
 
 
 @dataclass

@@ -42,6 +42,7 @@ EMBED_PHOTOS = 200  # photos embedded in report.html (later ones: their tables, 
 
 def add_audit_options(p: argparse.ArgumentParser) -> None:
     """The options of ``detect audit``."""
+    from detect.audit.audit import DEFAULT_CONF, DEFAULT_OCCUPANCY_CONF
     from detect.audit.gaps import RATIO
     p.add_argument("source", help="photo, folder, glob, .txt list or video file (an aisle walk)")
     p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
@@ -51,8 +52,8 @@ def add_audit_options(p: argparse.ArgumentParser) -> None:
                    "(default: runs/audit, then runs/audit2, ... as each is used)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
     p.add_argument("--int8", action="store_true", help="run the SSD's network quantized to INT8 (as detect predict --int8)")
-    p.add_argument("--conf", type=FRACTION, default=0.25, help="score of a product")
-    p.add_argument("--occupancy-conf", type=FRACTION, default=0.1, help="detections between this score and --conf are "
+    p.add_argument("--conf", type=FRACTION, default=DEFAULT_CONF, help="score of a product")
+    p.add_argument("--occupancy-conf", type=FRACTION, default=DEFAULT_OCCUPANCY_CONF, help="detections between this score and --conf are "
                    "something standing there (a product turned or lying down): they close gaps but count as no facing")
     p.add_argument("--iou", type=FRACTION, default=0.45, help="NMS IoU threshold")
     p.add_argument("--max-det", type=COUNT, default=1000, help="detections kept per photo (a dense shelf holds hundreds)")

@@ -84,12 +84,18 @@ def read_planogram(path: str | Path, classes: Sequence[str], mapping: Optional[s
     """Read a CSV or JSON planogram (by its suffix; others are sniffed: ``[`` or ``{`` first
     is JSON) and check every position against the model's ``classes``."""
     path = Path(path)
-    text = _read_text(path, "planogram")
     names = read_mapping(mapping) if mapping else {}
+    return parse_planogram(_read_text(path, "planogram"), str(path), classes, names)
+
+
+def parse_planogram(text: str, source: str, classes: Sequence[str], mapping: Optional[dict[str, str]] = None) -> Planogram:
+    """A planogram from its ``text`` (CSV or JSON, told apart as :func:`read_planogram` does by
+    the name ``source``, which errors name): a file's, or an upload's (``POST /v1/audit``)."""
+    path = Path(source)
     rows = _json_rows(path, text) if _is_json(path, text) else _csv_rows(path, text)
     if not rows:
         raise PlanogramError(f"{path}: the planogram has no positions")
-    return build_planogram(rows, classes, names, str(path))
+    return build_planogram(rows, classes, mapping or {}, source)
 
 
 def build_planogram(rows: list[tuple[int, dict]], classes: Sequence[str], mapping: dict[str, str],
@@ -121,7 +127,12 @@ def build_planogram(rows: list[tuple[int, dict]], classes: Sequence[str], mappin
 def read_mapping(path: str | Path) -> dict[str, str]:
     """Product id -> class name, from CSV (``product,class``) or JSON (an object)."""
     path = Path(path)
-    text = _read_text(path, "product map")
+    return parse_mapping(_read_text(path, "product map"), str(path))
+
+
+def parse_mapping(text: str, source: str) -> dict[str, str]:
+    """:func:`read_mapping` of a file's or an upload's ``text`` (``source`` names it in errors)."""
+    path = Path(source)
     if _is_json(path, text):
         try:
             data = json.loads(text)
@@ -145,10 +156,17 @@ def _read_text(path: Path, what: str) -> str:
         raise PlanogramError(f"{path}: {what} file not found")
     if path.stat().st_size > MAX_BYTES:
         raise PlanogramError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a {what}")
+    return text_of(path.read_bytes(), str(path), what)
+
+
+def text_of(data: bytes, source: str, what: str = "planogram") -> str:
+    """The UTF-8 text (a byte-order mark dropped) of a planogram or product map's bytes."""
+    if len(data) > MAX_BYTES:
+        raise PlanogramError(f"{source}: larger than {MAX_BYTES >> 20} MiB; not a {what}")
     try:
-        return path.read_bytes().decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise PlanogramError(f"{path}: not UTF-8 text (byte {e.start}); save the {what} as UTF-8 CSV or JSON") from None
+        raise PlanogramError(f"{source}: not UTF-8 text (byte {e.start}); save the {what} as UTF-8 CSV or JSON") from None
 
 
 def _is_json(path: Path, text: str) -> bool:

@@ -82,7 +82,7 @@ class Predictor:
             products it learned), "off", or a slice side in photo pixels; ``overlap``,
             ``full_frame``, ``object_size`` (the products' side in the photo, when known) and
             ``merge``: see :class:`~detect.infer.slicing.SliceSettings`.
-        slice_batch: slices per network call.
+        slice_batch: slices (and probe views) per network call.
     """
 
     def __init__(
@@ -246,7 +246,7 @@ class Predictor:
             if slice_side is not None:
                 sides, whole = list(slice_side), [None] * len(images)
             else:
-                sides, whole = slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect)
+                sides, whole = slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect, self.slice_batch)
             if not any(sides) and not any(w is not None for w in whole):  # the common case: every image one input
                 return self._detect(images)
             return slice_run.run(images, sides, whole, self.slicing, self._detect, self.slice_batch, self.classes,
@@ -255,7 +255,7 @@ class Predictor:
     def slice_sides(self, images: Sequence[np.ndarray]) -> list[Optional[int]]:
         """The slice side (photo pixels) each image is cut at, None for images read whole
         (:func:`detect.infer.slice_run.plan`)."""
-        return slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect)[0]
+        return slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect, self.slice_batch)[0]
 
     def _detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         """One network call on ``images`` read whole (each letterboxed or stretched to the input)."""

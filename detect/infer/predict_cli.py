@@ -205,6 +205,11 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos")
     p.add_argument("--show", action="store_true", help="show the annotated frames in a window")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (auto: the one `ray start` began here; "
+                   "ray://HOST:10001; local: a Ray on this machine only): photos only, tables only (--save-json, "
+                   "--save-csv); needs the ray extra (detect/infer/ray_predict.py)")
+    p.add_argument("--ray-actors", type=COUNT, help="--ray: model copies at once (default: one per GPU, or one per "
+                   "--threads CPUs of the cluster)")
 
 
 def add_demo_options(p: argparse.ArgumentParser) -> None:
@@ -217,12 +222,22 @@ def add_demo_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
+    ray = getattr(args, "ray", None)  # the photos on a Ray cluster: detect/infer/ray_predict.py
+    if ray:
+        from detect.infer.ray_predict import still_photos
+
+        if args.show:
+            raise UsageError("--show needs the frames here; --ray runs them on the cluster")
+        listed = (still_photos(args.source), None)
+    else:
+        listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
     total = count_frames(listed[0]) if listed else None
     save_dir = Path(args.save_dir) if args.save_dir else next_run_dir(DEFAULT_SAVE_DIR)  # runs/predict, runs/predict2, ...
     check_output_folder(save_dir, what="--save-dir")
-    if listed and not args.no_save:
+    if listed and not args.no_save and not ray:
         check_save_dir(*listed, save_dir)
+    # with --ray built here once too: bad weights or options are a usage error before the cluster
+    # is asked, and --int8 quantizes here, not on every actor
     predictor = Predictor(args.weights, device=args.device, half=args.half, conf=args.conf, iou=args.iou,
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
@@ -232,9 +247,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create --save-dir {save_dir}: {e}") from None
-    summary = run(predictor, args.source, save_dir, batch=args.batch or predict_batch(listed), save=not args.no_save, save_json=args.save_json,
-                  save_csv=args.save_csv, show=args.show, progress=not args.no_progress, total=total,
-                  max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
+    if ray:
+        from detect.infer.ray_predict import run_ray
+
+        summary = run_ray(args, predictor, listed[0], save_dir, slice_options(args))
+    else:
+        summary = run(predictor, args.source, save_dir, batch=args.batch or predict_batch(listed), save=not args.no_save,
+                      save_json=args.save_json, save_csv=args.save_csv, show=args.show, progress=not args.no_progress,
+                      total=total, max_pixels=getattr(args, "max_pixels", MAX_PIXELS))
     print(summary.text())
     if summary.outputs:
         print(f"results saved to {save_dir}")

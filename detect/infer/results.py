@@ -63,13 +63,14 @@ class ResultWriter:
         self.files.append(_StreamFile(path))
         return self.files[-1]
 
-    def write(self, frame: Frame, det: Optional[Detections]) -> None:
+    def write(self, frame: Frame, det: Optional[Detections], size: Optional[tuple[int, int]] = None) -> None:
+        """One image/frame's rows; ``size`` (h, w) when ``frame`` carries no image (``--ray``)."""
         if self.jsonl is not None:
             row: dict = {"source": frame.path, "frame": frame.frame}
             if det is None:
                 row["error"] = frame.error
             else:
-                h, w = frame.image.shape[:2]
+                h, w = size or frame.image.shape[:2]
                 row.update(width=w, height=h, detections=det.to_list(), counts=det.counts())
             self.jsonl.f.write(json.dumps(row, ensure_ascii=False) + "\n")
         if det is not None and self.det_csv is not None:
@@ -95,6 +96,7 @@ class Summary:
     outputs: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     elapsed: float = 0.0
+    extra: dict = field(default_factory=dict)  # more facts for summary.json (--ray: the cluster's share)
 
     def add(self, frame: Frame, det: Optional[Detections]) -> None:
         if det is None:
@@ -126,6 +128,7 @@ class Summary:
             "seconds": round(self.elapsed, 3),
             "fps": round(self.processed / self.elapsed, 2) if self.elapsed > 0 else None,
             "outputs": self.outputs,
+            **self.extra,
         }
 
     def text(self, max_failures: int = 20) -> str:

@@ -21,14 +21,23 @@ from detect.structures import Detections
 Detect = Callable[[Sequence[np.ndarray]], list[Detections]]
 
 
-def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_size: float, detect: Detect
-         ) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
+def in_batches(detect: Detect, crops: Sequence[np.ndarray], batch: int) -> list[Detections]:
+    """``detect`` over ``crops``, ``batch`` at a time (a batch of photos' windows in one call
+    could be hundreds of inputs: memory grows with them, and no CPU runs them faster per input)."""
+    out: list[Detections] = []
+    for lo in range(0, len(crops), max(1, batch)):
+        out += detect(crops[lo:lo + max(1, batch)])
+    return out
+
+
+def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_size: float, detect: Detect,
+         batch: int = 16) -> tuple[list[Optional[int]], list[Optional[Detections]]]:
     """(slice sides, whole-photo detections): ``st.mode`` "off" reads every image whole, a side
     slices images larger than it; "auto" slices images larger than 1.5 ``imgsz`` so their
     products come out ``object_size`` input pixels (0: ``imgsz / 5``, what training's crops
     show), their size in the photo given (``st.object_size``) or measured by a probe: centre
     crops of growing size and the whole photo (:func:`~detect.infer.slicing.probe_windows`), all
-    images' views in one call; the closest views' confident, uncut detections give it
+    images' views together, ``batch`` per network call; the closest views' confident, uncut detections give it
     (:func:`~detect.infer.slicing.side_from_probes`). An image the answer says to read whole
     comes back with the probe's whole-photo detections."""
     S = imgsz
@@ -44,7 +53,7 @@ def plan(images: Sequence[np.ndarray], st: SliceSettings, imgsz: int, object_siz
         return sides, whole
     start = probe_start(S, learned)
     probes = [(i, probe_windows(*images[i].shape[:2], S, start)) for i in big]  # centre crops, then the whole photo
-    dets = detect([images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins])
+    dets = in_batches(detect, [images[i][y0:y1, x0:x1] for i, wins in probes for x0, y0, x1, y1 in wins], batch)
     k = 0
     for i, wins in probes:
         part, k = dets[k:k + len(wins)], k + len(wins)
@@ -72,10 +81,7 @@ def run(images: Sequence[np.ndarray], sides: Sequence[Optional[int]], whole: Seq
         if side and st.full_frame and len(wins) > 1:
             wins = np.concatenate([wins, np.asarray([[0, 0, w, h]], np.int64)])
         plans.append(wins)
-    crops = [im[y0:y1, x0:x1] for im, wins in zip(images, plans) for x0, y0, x1, y1 in wins]
-    dets: list[Detections] = []
-    for lo in range(0, len(crops), max(1, batch)):
-        dets += detect(crops[lo:lo + batch])
+    dets = in_batches(detect, [im[y0:y1, x0:x1] for im, wins in zip(images, plans) for x0, y0, x1, y1 in wins], batch)
     out, k = [], 0
     merge = MERGE_FUNCTIONS[st.merge]
     for im, wins, done in zip(images, plans, whole):

@@ -14,6 +14,7 @@ Routes:
   ``--allow-urls``); query ``conf``, ``iou``, ``max_det``, ``classes``, ``slice``.
 - ``POST /{model}/{version}``: Roboflow's hosted-API route and response (``confidence`` and
   ``overlap`` in percent, ``api_key``, ``image=URL``, base64 bodies), so its clients work unchanged.
+- ``POST /v1/audit``: the shelf audit of one photo, ``detect audit``'s JSON (:mod:`detect.serve.audit_route`).
 - ``GET /health``, ``GET /metrics`` (Prometheus), ``GET /v1/model`` (classes, settings).
 - Label Studio's ML backend: ``POST /setup``, ``/predict``, ``/webhook`` (:mod:`detect.serve.label_studio`).
 
@@ -36,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from detect import __version__
 from detect.serve.errors import ApiError, error_body
 from detect.serve.metrics import CONTENT_TYPE_LATEST
-from detect.serve.responses import detect_body, roboflow_body
+from detect.serve.responses import detect_body, ms, roboflow_body
 from detect.serve.service import ServeConfig, Service
 from detect.serve.uploads import BodyLimit, BodyTooLarge, fetch_url, read_body_image, too_large
 
@@ -102,14 +103,16 @@ def create_app(cfg: ServeConfig | None = None, service: Service | None = None) -
             pending = svc.submit(image, opts)
         det, res = await svc.result(pending, opts)
         t2 = time.perf_counter()
-        timing = {"decode": _ms(t1 - t0), "queue": _ms(res.queue_s), "inference": _ms(res.infer_s), "total": _ms(t2 - t0),
+        timing = {"decode": ms(t1 - t0), "queue": ms(res.queue_s), "inference": ms(res.infer_s), "total": ms(t2 - t0),
                   "batch_size": res.batch_size}
         svc.metrics.answered("/v1/detect", t2 - t0)
         return detect_body(det, image, svc.model_name, opts.to_dict(svc.classes), timing)
 
     _info_routes(app, svc, auth)
 
-    from detect.serve import label_studio
+    from detect.serve import audit_route, label_studio
+
+    audit_route.add_routes(app, svc, auth)
 
     corrections = None
     if svc.cfg.label_studio_dir:
@@ -198,10 +201,6 @@ def _given_key(request: Request) -> Optional[str]:
 def _fraction(v: float) -> float:
     """Roboflow's percent (40) or a fraction (0.4) -> a fraction."""
     return v / 100.0 if v > 1.0 else v
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 2)
 
 
 def _route(request: Request) -> str:

@@ -34,3 +34,8 @@ def roboflow_body(det: Detections, image: np.ndarray, seconds: float) -> dict:
                       "height": round(y2 - y1, 1), "confidence": round(s, 4), "class": det.classes[label],
                       "class_id": int(label), "detection_id": str(uuid.uuid4())})
     return {"time": round(seconds, 4), "image": {"width": int(w), "height": int(h)}, "predictions": preds}
+
+
+def ms(seconds: float) -> float:
+    """Seconds -> milliseconds, as the ``time_ms`` of a response shows them."""
+    return round(seconds * 1000.0, 2)

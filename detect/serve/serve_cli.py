@@ -33,7 +33,8 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=checked(int, ">= 0"), default=8000, help="port (0: any free one, shown in the log)")
     p.add_argument("--workers", type=count, default=1, help="server processes, each holding the model once")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:I")
-    p.add_argument("--threads", type=nonneg, default=0, help="CPU threads of ONNX Runtime per worker (0: as many as torch uses)")
+    p.add_argument("--threads", type=nonneg, default=0, help="CPU threads of ONNX Runtime per worker (0: as many as torch "
+                   "uses; with --workers N, the cores shared out among the N)")
     p.add_argument("--conf", type=fraction, default=0.05, help="the model's score threshold: the lowest conf a "
                    "request can ask for (requests default to 0.25)")
     p.add_argument("--iou", type=fraction, default=0.45, help="NMS IoU threshold when a request gives none")
@@ -92,15 +93,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from detect.infer.weights import resolve_weights
 
     resolve_weights(cfg.weights)  # each worker loads it: at least say now when it is missing
+    cfg.threads = worker_threads(cfg.threads, args.workers)
     os.environ[_ENV] = json.dumps(cfg.to_env())
     uvicorn.run("detect.serve.serve_cli:app_from_env", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level)
     return 0
 
 
+def worker_threads(threads: int, workers: int) -> int:
+    """ONNX Runtime threads of each of ``workers`` processes: ``--threads`` when given, else the
+    cores shared out (every process taking every core ran 2N threads on N cores, each waiting
+    for the others at every operator)."""
+    return threads or max(1, (os.cpu_count() or 1) // workers)
+
+
 def app_from_env():
     """The app of one worker process of ``--workers N`` (settings from the parent's environment)."""
+    import torch
+
     from detect.serve.app import create_app
     from detect.serve.service import ServeConfig
 
-    return create_app(ServeConfig.from_env(json.loads(os.environ[_ENV])))
+    cfg = ServeConfig.from_env(json.loads(os.environ[_ENV]))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)  # torch's own ops (decode, NMS) on this worker's share too
+    return create_app(cfg)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import urllib.parse
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -92,9 +93,28 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     return image
 
 
+@dataclass
+class Upload:
+    """What a request body held: the image's bytes, its file name ("" when not sent as a
+    named file) and the other multipart fields asked for (``name -> (file name, bytes)``; a
+    text field's file name is the field's name)."""
+
+    data: bytes
+    filename: str = ""
+    extras: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+
 async def read_body_image(request: Request, base64_body: bool = False) -> bytes:
-    """The image bytes of a request's body (see the module docstring); ``base64_body``: a body
-    that does not start like an image may be base64 text of one (Roboflow's clients)."""
+    """The image bytes of a request's body (see :func:`read_upload`)."""
+    return (await read_upload(request, base64_body)).data
+
+
+async def read_upload(request: Request, base64_body: bool = False, extras: tuple[str, ...] = (),
+                      need_image: bool = True) -> Upload:
+    """The image of a request's body (see the module docstring), and the multipart fields named
+    in ``extras`` (files or text; ``POST /v1/audit``'s planogram); ``base64_body``: a body that
+    does not start like an image may be base64 text of one (Roboflow's clients). ``need_image``
+    False: a multipart body without an image gives empty ``data`` (the image comes by URL)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         try:
@@ -104,12 +124,21 @@ async def read_body_image(request: Request, base64_body: bool = False) -> bytes:
         except Exception as e:  # python-multipart and starlette raise several kinds for a broken body
             raise ApiError(400, "bad_multipart", f"the multipart body cannot be parsed ({e})") from None
         try:
+            found = {}
+            for name in extras:
+                part = form.get(name)
+                if isinstance(part, UploadFile):
+                    found[name] = (part.filename or name, await part.read())
+                elif isinstance(part, str):
+                    found[name] = (name, part.encode("utf-8"))
             for name in IMAGE_FIELDS:
                 part = form.get(name)
                 if isinstance(part, UploadFile):
-                    return await part.read()
+                    return Upload(await part.read(), part.filename or "", found)
                 if isinstance(part, str):
                     raise ApiError(400, "not_a_file", f"the multipart field {name!r} is text, not a file upload")
+            if not need_image:
+                return Upload(b"", "", found)
             fields = ", ".join(repr(k) for k in form.keys()) or "none"
             raise ApiError(400, "missing_image", f"no image in the multipart body: send it as the field 'image' "
                            f"(or 'file'); the body had the fields {fields}")
@@ -122,11 +151,11 @@ async def read_body_image(request: Request, base64_body: bool = False) -> bytes:
                        "--allow-urls")
     if base64_body or ctype == "application/x-www-form-urlencoded":
         if not data.startswith(_MAGIC):
-            return _from_base64(data)
+            return Upload(_from_base64(data))
     elif ctype and not ctype.startswith(RAW_TYPES) and ctype != "application/x-www-form-urlencoded":
         raise ApiError(415, "unsupported_media_type", f"Content-Type {ctype} is not an image: send multipart/form-data, "
                        "image/* or application/octet-stream")
-    return data
+    return Upload(data)
 
 
 def _from_base64(data: bytes) -> bytes:
