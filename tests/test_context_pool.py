@@ -126,3 +126,12 @@ def test_fast_rcnn_box_pool_reads_each_roi_area():
         want = model.context.fc(roi_mean_pool(semantic, props, deep[1]))  # (80, C)
     torch.testing.assert_close(box_logits - plain, want, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(box_logits, image_logits)
+
+
+def test_predictor_takes_a_context_pool_and_refuses_an_unknown_one():
+    from detect.errors import UsageError
+    from detect.infer.predict import Predictor
+
+    assert Predictor(device="cpu", backend="torch", context_pool="box").model.context_pool == "box"
+    with pytest.raises(UsageError, match="context_pool"):
+        Predictor(device="cpu", backend="torch", context_pool="boxes")

@@ -49,6 +49,7 @@ from detect.infer.slicing import SliceMode, SliceSettings
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
 from detect.models.build import set_postprocess
+from detect.models.context import CONTEXT_POOLS
 from detect.models.onnx_ssd import OnnxSSD, torch_on_one_thread
 from detect.structures import Detections
 from detect.utils import select_device
@@ -115,7 +116,10 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(device)
         self.weights = resolve_weights(weights)
         model, cfg, names = load_for_inference(self.weights, self.device, conf, iou, max_det)
-        if context_pool is not None and hasattr(model, "context_pool"):  # where the context is pooled (models/context.py)
+        if context_pool is not None:  # where the context is pooled (models/context.py); read at every forward
+            if context_pool not in CONTEXT_POOLS or isinstance(model, OnnxSSD):
+                raise UsageError(f"context_pool must be one of {CONTEXT_POOLS}, on a .pt checkpoint (an exported graph "
+                                 f"keeps the pooling it was exported with); got {context_pool!r} for {self.weights}")
             model.context_pool = context_pool
         graph = None
         if int8 or onnx:
