@@ -243,7 +243,9 @@ def test_real_uvicorn_chunked_body_and_concurrency(weights):
     pytest.importorskip("uvicorn")
     import httpx
 
-    svc = Service(ServeConfig(weights=str(weights), device="cpu", max_upload_mb=0.5, max_wait_ms=200, max_batch=4))
+    # the first image waits up to 2 s for company: four requests released together by a barrier
+    # arrive well within that even on a loaded 2-core CI machine (200 ms was not always enough)
+    svc = Service(ServeConfig(weights=str(weights), device="cpu", max_upload_mb=0.5, max_wait_ms=2000, max_batch=4))
     with running(create_app(service=svc)) as url:
         def chunks():
             for _ in range(64):
@@ -252,15 +254,23 @@ def test_real_uvicorn_chunked_body_and_concurrency(weights):
         r = httpx.post(f"{url}/v1/detect", content=chunks(), headers={"Content-Type": "image/jpeg"}, timeout=30)
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
         sizes = []
+        clients = [httpx.Client(timeout=30) for _ in range(4)]  # connection set-up out of the race
+        bodies = [jpeg(i) for i in range(4)]
+        for c in clients:
+            assert c.get(f"{url}/health").status_code == 200
+        start = threading.Barrier(4)
 
         def one(i):
-            sizes.append(httpx.post(f"{url}/v1/detect", content=jpeg(i), timeout=30).json()["time_ms"]["batch_size"])
+            start.wait(10)
+            sizes.append(clients[i].post(f"{url}/v1/detect", content=bodies[i]).json()["time_ms"]["batch_size"])
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(30)
+        for c in clients:
+            c.close()
         assert len(sizes) == 4 and max(sizes) > 1, sizes
         assert httpx.get(f"{url}/health", timeout=10).json()["status"] == "UP"
 
