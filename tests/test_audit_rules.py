@@ -311,3 +311,25 @@ def test_between_two_products_a_gap_must_hold_a_narrow_product_of_the_row():
     assert [(g.facings, g.left_name, g.right_name) for g in gaps] == [(1, "cola", "chips")]
     x1, _, x2, _ = gaps[0].slots[0]
     assert 185 <= x1 and x2 <= 245 and x2 - x1 >= 15
+
+
+def test_a_tilted_shelf_above_a_row_cut_by_the_photo_is_not_merged_with_it():
+    """Three shelves tilted down to the right (0.08), under the lowest one the tops of a row cut
+    by the photo's bottom edge on the left half (boxes 35 high ending at the edge, below the
+    shelf's base where they stand). At the photo's centre the shelf's base line is under half
+    a product's height above the cut row's flat line, but where the cut row's products are
+    the two lines are 50-85 px apart: two rows, the lower one below the photo."""
+    boxes, labels = [], []
+    for base in (155, 315, 475):
+        b, l = shelf_row(base, 22, slope=0.08, labels=[0] * 22)
+        boxes += b
+        labels += l
+    boxes += [[x1, 525, x2, 560] for x1, _, x2, _ in shelf_row(600, 10, labels=[1] * 10)[0]]
+    labels += [1] * 10
+    det = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(labels), NAMES)
+    res = audit_detections(det, 1000, 560)
+    assert len(res.rows) == 4 and [r.cut for r in res.rows.rows] == [False, False, False, True]
+    assert res.rows.row_of.tolist() == [0] * 22 + [1] * 22 + [2] * 22 + [3] * 10
+    assert res.rows.rows[2].slope == pytest.approx(0.08, abs=1e-3)
+    assert [(f.row, f.name, f.facings) for f in res.facings] == [(0, "cola", 22), (1, "cola", 22), (2, "cola", 22), (3, "chips", 10)]
+    assert res.gaps == []

@@ -16,7 +16,8 @@ belong to the row of the box under them. The rule:
    so no single global angle has to fit every row.
 3. Each chain gets a base line (least squares over its bottoms; the median tilt when it is
    too short to fit one); chains whose lines are within ``merge_tol`` of the median product
-   height are one row (rows are a product's height apart); rows are sorted top to bottom.
+   height where the shorter chain stands are one row (rows are a product's height apart);
+   rows are sorted top to bottom.
 4. Every box joins the row whose base line is nearest its bottom; a stack candidate whose
    bottom is on no base line joins the row of the box it sits on. A short row whose base
    line lies inside the product band of the row below (a stack whose lowest unit is hidden)
@@ -243,10 +244,11 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
     if not len(standing):  # no sure box stands on a shelf (or every box rests on another): all may
         standing = np.arange(n)
     slope = _median_slope(boxes, standing, chain_tol)
-    lines = [_fit(boxes, g, slope) for g in _chains(boxes, standing, slope, chain_tol)]
+    chains = _chains(boxes, standing, slope, chain_tol)
+    spans = [(float(boxes[g, 0].min()), float(boxes[g, 2].max())) for g in chains]
     h_all = float(np.median(boxes[standing, 3] - boxes[standing, 1]))
     xc = float((boxes[:, 0].min() + boxes[:, 2].max()) / 2)
-    lines = _merge_lines(lines, xc, merge_tol * h_all)
+    lines = _merge_lines([_fit(boxes, g, slope) for g in chains], spans, xc, merge_tol * h_all)
 
     cx, bottom = (boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]
     h = boxes[:, 3] - boxes[:, 1]
@@ -309,17 +311,27 @@ def _bottom_up(boxes: np.ndarray, stacked: np.ndarray) -> list[int]:
     return [int(i) for i in idx[np.argsort(-boxes[idx, 3], kind="stable")]]
 
 
-def _merge_lines(lines: list[tuple[float, float]], xc: float, tol: float) -> list[tuple[float, float]]:
-    """Merge base lines that are within ``tol`` of each other at ``xc`` (fragments of one row
-    that a wide gap split); the merged line is the mean."""
-    lines = sorted(lines, key=lambda l: l[0] * xc + l[1])
-    out: list[list[tuple[float, float]]] = []
-    for a, c in lines:
-        if out and abs((a * xc + c) - np.mean([p * xc + q for p, q in out[-1]])) <= tol:
-            out[-1].append((a, c))
-        else:
-            out.append([(a, c)])
-    return [(float(np.mean([p for p, _ in g])), float(np.mean([q for _, q in g]))) for g in out]
+def _merge_lines(lines: list[tuple[float, float]], spans: list[tuple[float, float]], xc: float,
+                 tol: float) -> list[tuple[float, float]]:
+    """Merge base lines (slope, intercept) of chains spanning ``spans`` (x0, x1) that are
+    within ``tol`` of each other (fragments of one row that a wide gap split); the merged line
+    is the mean. Two lines are compared at the middle of the shorter span, where the shorter
+    fragment's boxes stand: a fragment's line says nothing far from its boxes (the flat line
+    of the tops of a row cut by the photo's bottom edge meets a tilted shelf's line somewhere
+    beside the photo, not under its products)."""
+    order = sorted(range(len(lines)), key=lambda k: lines[k][0] * xc + lines[k][1])
+    groups: list[list[int]] = []
+    for k in order:
+        if groups:
+            g = groups[-1]
+            g0, g1 = min(spans[q][0] for q in g), max(spans[q][1] for q in g)
+            x0, x1 = spans[k] if spans[k][1] - spans[k][0] <= g1 - g0 else (g0, g1)
+            x = (x0 + x1) / 2
+            if abs(lines[k][0] * x + lines[k][1] - np.mean([lines[q][0] * x + lines[q][1] for q in g])) <= tol:
+                g.append(k)
+                continue
+        groups.append([k])
+    return [(float(np.mean([lines[q][0] for q in g])), float(np.mean([lines[q][1] for q in g]))) for g in groups]
 
 
 def _with_empty_rows(rows: list[Row], xc: float, ratio: float, x0: float, x1: float) -> list[Row]:
