@@ -333,3 +333,21 @@ def test_a_tilted_shelf_above_a_row_cut_by_the_photo_is_not_merged_with_it():
     assert res.rows.rows[2].slope == pytest.approx(0.08, abs=1e-3)
     assert [(f.row, f.name, f.facings) for f in res.facings] == [(0, "cola", 22), (1, "cola", 22), (2, "cola", 22), (3, "chips", 10)]
     assert res.gaps == []
+
+
+def test_a_few_boxes_just_below_a_shelf_are_not_a_shelf_of_their_own():
+    """Three shelves 250 px apart; 60 px under the second one's base two boxes end (the tops of
+    two tall products of the third shelf, read only in part by a detector). Shelves are spaced
+    alike: a short row less than half the usual spacing below the row above is not a shelf
+    (its products would reach through the shelf above), so the boxes join the row below, and
+    the detector's partial reading adds no row of empty facings across the photo."""
+    boxes, labels = [], []
+    for base in (200, 450, 700):
+        b, l = shelf_row(base, 15, labels=[0] * 15)
+        boxes += b
+        labels += l
+    boxes += [[90, 440, 130, 510], [315, 450, 355, 510]]
+    labels += [2, 2]
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 3 and rows.row_of[-2:].tolist() == [2, 2]
+    assert gaps == [] and [len(c) for c in cols] == [15, 15, 15]

@@ -21,7 +21,8 @@ belong to the row of the box under them. The rule:
 4. Every box joins the row whose base line is nearest its bottom; a stack candidate whose
    bottom is on no base line joins the row of the box it sits on. A short row whose base
    line lies inside the product band of the row below (a stack whose lowest unit is hidden)
-   joins that row.
+   joins that row, and so does a short row less than half the usual shelf spacing above it
+   or below the row above (:func:`_without_floating_rows`).
 5. Empty rows: with three or more rows, a spacing between base lines that is at least
    ``empty_row_ratio`` times the usual one (the median of the others) and leaves room for a
    whole row above the lower row's products holds empty rows at the usual spacing
@@ -285,9 +286,12 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
     into that row: its boxes rest on products whose own boxes are missing or hidden (the top
     of a stack whose lowest unit is hidden), not on a shelf of their own. So is a row whose
     base line is less than :data:`SHELF_STEP` of the usual spacing of the other rows' base
-    lines (their median, with three other rows or more) above the next one's, over less than
-    :data:`SHELF_STEP` of its length: shelves are spaced alike and run across the photo (a
-    whole shelf just above the tops of a row cut by the photo's bottom edge stays a row)."""
+    lines (their median, with three other rows or more) above the next one's, or below the
+    previous one's, over less than :data:`SHELF_STEP` of its length: shelves are spaced alike
+    and run across the photo (a whole shelf just above the tops of a row cut by the photo's
+    bottom edge stays a row; a few boxes just under a shelf, the tops of products of the shelf
+    below that a detector read only in part, are no shelf: their products would reach through
+    the shelf above)."""
     k = len(rows) - 2
     while k >= 0:
         up, down = rows[k], rows[k + 1]
@@ -296,7 +300,8 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
         others = np.diff([float(r.base_y(x)) for j, r in enumerate(rows) if j != k])
         step = float(np.median(others)) if len(others) >= 2 else 0.0
         short = (up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
-        close = lift < FLOAT_BAND * down.height or (short and lift < SHELF_STEP * step)
+        drop = float(up.base_y(x) - rows[k - 1].base_y(x)) if k > 0 else float("inf")  # below the row above
+        close = lift < FLOAT_BAND * down.height or (short and min(lift, drop) < SHELF_STEP * step)
         if 0 <= lift and close and len(up.members) < len(down.members):
             members = np.concatenate([down.members, up.members])
             rows[k + 1] = Row(0, down.slope, down.intercept, min(down.x0, up.x0), max(down.x1, up.x1), down.height, members)
