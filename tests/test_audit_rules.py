@@ -335,6 +335,77 @@ def test_a_tilted_shelf_above_a_row_cut_by_the_photo_is_not_merged_with_it():
     assert res.gaps == []
 
 
+def positions_row(spec, *, skip=(), base=300.0, h=100.0, s=4.0):
+    """One shelf laid out from planogram positions ``spec`` [(label, facings, width, spacing
+    after the position)]: facings ``s`` apart; the (position, facing) pairs in ``skip`` are
+    left empty. Returns boxes, labels and the planogram rows for :func:`build_planogram`."""
+    boxes, labels, plan, x = [], [], [], 0.0
+    for k, (lab, n, w, after) in enumerate(spec):
+        plan.append((k + 1, {"shelf": 0, "position": k, "product": NAMES[lab], "facings": n}))
+        for f in range(n):
+            if (k, f) not in skip:
+                boxes.append([x, base - h, x + w, base])
+                labels.append(lab)
+            x += w + s
+        x += after - s
+    return boxes, labels, plan
+
+
+# cola 60 wide, chips 30, tea 60; positions 20-40 apart (30 as a rule)
+SPEC = [(0, 3, 60, 40), (1, 3, 30, 20), (2, 3, 60, 30), (0, 2, 60, 40), (1, 3, 30, 30), (2, 2, 60, 20), (0, 2, 60, 30)]
+
+
+def _audit_with_plan(boxes, labels, plan, planned=True):
+    from detect.audit.planogram import build_planogram
+
+    det = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(labels), NAMES)
+    return audit_detections(det, 1200, 400, build_planogram(plan, NAMES, {}, "test"), planned=planned)
+
+
+def test_the_planogram_finds_a_missing_facing_where_positions_stand_close():
+    """The last chips facing of position 1 is gone and tea stands 20 after it: the stretch
+    (4 + 30 + 20) is within the spacing between positions and a narrow product (30 + 30),
+    so the rules alone see no gap. The planogram expects three chips there: a gap of one chips
+    facing beside the other two, as wide and high as the photo's chips."""
+    boxes, labels, plan = positions_row(SPEC, skip={(1, 2)})
+    assert _audit_with_plan(boxes, labels, plan, planned=False).gaps == []
+    res = _audit_with_plan(boxes, labels, plan)
+    assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "tea")]
+    x0 = 3 * 64 + 40 - 4 + 2 * 34  # the third chips facing's place
+    assert np.allclose(res.gaps[0].slots[0], (x0, 200, x0 + 30, 300), atol=0.5)
+    assert [v.status for v in res.compliance.verdicts][1] == "wrong_facings"
+
+
+def test_the_planogram_puts_a_missing_facing_at_the_end_of_its_position_with_room():
+    """The first chips facing of position 4 is gone (cola 20 before it, too close for the
+    rules alone): of the two ends of the position the stretch before it holds the facing best,
+    so the gap is there, beside the chips. A position short of a facing where its neighbours
+    leave no room for one (the tea of position 5 planned with three facings, two standing)
+    has no gap."""
+    spec = list(SPEC)
+    spec[3] = (0, 2, 60, 20)
+    boxes, labels, plan = positions_row(spec, skip={(4, 0)})
+    assert _audit_with_plan(boxes, labels, plan, planned=False).gaps == []
+    plan[5][1]["facings"] = 3
+    res = _audit_with_plan(boxes, labels, plan)
+    assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "cola", "chips")]
+    first = [b for b, l in zip(boxes, labels) if l == 1][3]  # the first chips standing at position 4
+    x1, _, x2, _ = res.gaps[0].slots[0]
+    assert x2 == pytest.approx(first[0] - 4, abs=0.5) and x2 - x1 == pytest.approx(30, abs=0.5)
+
+
+def test_the_planogram_adds_no_gap_to_a_position_at_the_row_end():
+    """The first position plans three cola, the photo shows two (the third may stand beyond
+    its left edge) and 55 of shelf after them: room for most of a cola, yet no gap, since the
+    planogram cannot say on which side of the edge the missing facing stands."""
+    spec = list(SPEC)
+    spec[0] = (0, 2, 60, 55)
+    boxes, labels, plan = positions_row(spec)
+    plan[0][1]["facings"] = 3
+    res = _audit_with_plan(boxes, labels, plan)
+    assert res.gaps == [] and res.compliance.verdicts[0].status == "wrong_facings"
+
+
 def test_a_few_boxes_just_below_a_shelf_are_not_a_shelf_of_their_own():
     """Three shelves 250 px apart; 60 px under the second one's base two boxes end (the tops of
     two tall products of the third shelf, read only in part by a detector). Shelves are spaced
