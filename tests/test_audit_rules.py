@@ -422,3 +422,21 @@ def test_a_few_boxes_just_below_a_shelf_are_not_a_shelf_of_their_own():
     b, l, rows, cols, gaps = run(boxes, labels)
     assert len(rows) == 3 and rows.row_of[-2:].tolist() == [2, 2]
     assert gaps == [] and [len(c) for c in cols] == [15, 15, 15]
+
+
+def test_a_few_boxes_spread_over_a_shelf_close_above_the_next_are_no_shelf():
+    """Four shelves 250 px apart; four bars (40 high) spread along the whole length of the
+    last one end 115 px above its base (the top units of stacks whose lower units a detector
+    missed). They span the shelf but are four boxes where a shelf holds fifteen: a row that
+    sparse, less than half the usual spacing above the next, is no shelf of its own, so they
+    join the row below and make no row of empty facings between them."""
+    boxes, labels = [], []
+    for base in (200, 450, 700, 950):
+        b, l = shelf_row(base, 15, labels=[0] * 15)
+        boxes += b
+        labels += l
+    boxes += [[45 * k, 795, 45 * k + 40, 835] for k in (0, 4, 9, 14)]  # on top of products 0, 4, 9, 14
+    labels += [1] * 4
+    b, l, rows, cols, gaps = run(boxes, labels)
+    assert len(rows) == 4 and rows.row_of[-4:].tolist() == [3] * 4
+    assert gaps == [] and [len(c) for c in cols] == [15, 15, 15, 15]

@@ -287,8 +287,9 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
     of a stack whose lowest unit is hidden), not on a shelf of their own. So is a row whose
     base line is less than :data:`SHELF_STEP` of the usual spacing of the other rows' base
     lines (their median, with three other rows or more) above the next one's, or below the
-    previous one's, over less than :data:`SHELF_STEP` of its length: shelves are spaced alike
-    and run across the photo (a whole shelf just above the tops of a row cut by the photo's
+    previous one's, that spans less than :data:`SHELF_STEP` of the next row's length or holds
+    fewer than :data:`SHELF_STEP` of its boxes: shelves are spaced alike, run across the photo and are
+    full of products (a whole shelf just above the tops of a row cut by the photo's
     bottom edge stays a row; a few boxes just under a shelf, the tops of products of the shelf
     below that a detector read only in part, are no shelf: their products would reach through
     the shelf above)."""
@@ -299,7 +300,8 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
         lift = float(down.base_y(x) - up.base_y(x))
         others = np.diff([float(r.base_y(x)) for j, r in enumerate(rows) if j != k])
         step = float(np.median(others)) if len(others) >= 2 else 0.0
-        short = (up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
+        short = ((up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
+                 or len(up.members) < SHELF_STEP * len(down.members))  # and is full of products
         drop = float(up.base_y(x) - rows[k - 1].base_y(x)) if k > 0 else float("inf")  # below the row above
         close = lift < FLOAT_BAND * down.height or (short and min(lift, drop) < SHELF_STEP * step)
         if 0 <= lift and close and len(up.members) < len(down.members):
