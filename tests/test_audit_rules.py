@@ -440,3 +440,21 @@ def test_a_few_boxes_spread_over_a_shelf_close_above_the_next_are_no_shelf():
     b, l, rows, cols, gaps = run(boxes, labels)
     assert len(rows) == 4 and rows.row_of[-4:].tolist() == [3] * 4
     assert gaps == [] and [len(c) for c in cols] == [15, 15, 15, 15]
+
+
+def test_a_row_with_a_lone_box_keeps_its_own_tilt():
+    """Two rows tilted down to the right (0.06: the photo's tilt), the third, under
+    perspective, up (-0.02), and one box 30 px below its line just after its right end (a
+    detector's loose box): too few to fit a tilt, the lone box's line takes the photo's, yet
+    it is a fragment of the third row. That row's base line is fitted through all its boxes,
+    so it keeps its own tilt, not the mean of its fragments' lines."""
+    boxes = []
+    for base, slope in ((200, 0.06), (450, 0.06), (700, -0.02)):
+        boxes += shelf_row(base, 15, slope=slope)[0]
+    x = 15 * 45.0
+    y = 700 - 0.02 * (x + 20) + 30
+    boxes.append([x, y - 100, x + 40, y])
+    b, l, rows, cols, gaps = run(boxes, [0] * len(boxes))
+    assert len(rows) == 3 and rows.row_of[-1] == 2
+    assert rows.rows[2].slope == pytest.approx(-0.02, abs=1e-3)
+    assert np.allclose(rows.rows[2].base_y((b[30:45, 0] + b[30:45, 2]) / 2), b[30:45, 3], atol=0.5)

@@ -249,7 +249,8 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
     spans = [(float(boxes[g, 0].min()), float(boxes[g, 2].max())) for g in chains]
     h_all = float(np.median(boxes[standing, 3] - boxes[standing, 1]))
     xc = float((boxes[:, 0].min() + boxes[:, 2].max()) / 2)
-    lines = _merge_lines([_fit(boxes, g, slope) for g in chains], spans, xc, merge_tol * h_all)
+    groups = _merge_lines([_fit(boxes, g, slope) for g in chains], spans, xc, merge_tol * h_all)
+    lines = [_fit(boxes, np.concatenate([chains[q] for q in g]), slope) for g in groups]  # one line through a row's bottoms
 
     cx, bottom = (boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]
     h = boxes[:, 3] - boxes[:, 1]
@@ -319,10 +320,12 @@ def _bottom_up(boxes: np.ndarray, stacked: np.ndarray) -> list[int]:
 
 
 def _merge_lines(lines: list[tuple[float, float]], spans: list[tuple[float, float]], xc: float,
-                 tol: float) -> list[tuple[float, float]]:
-    """Merge base lines (slope, intercept) of chains spanning ``spans`` (x0, x1) that are
-    within ``tol`` of each other (fragments of one row that a wide gap split); the merged line
-    is the mean. Two lines are compared at the middle of the shorter span, where the shorter
+                 tol: float) -> list[list[int]]:
+    """Group the base lines (slope, intercept) of chains spanning ``spans`` (x0, x1) that are
+    within ``tol`` of each other (fragments of one row that a wide gap split), top to bottom:
+    the indices of each group's lines (one line is then fitted through all their bottoms: the
+    mean of the fragments' lines is only as good as the worst, such as the guessed tilt of a
+    lone box). Two lines are compared at the middle of the shorter span, where the shorter
     fragment's boxes stand: a fragment's line says nothing far from its boxes (the flat line
     of the tops of a row cut by the photo's bottom edge meets a tilted shelf's line somewhere
     beside the photo, not under its products)."""
@@ -338,7 +341,7 @@ def _merge_lines(lines: list[tuple[float, float]], spans: list[tuple[float, floa
                 g.append(k)
                 continue
         groups.append([k])
-    return [(float(np.mean([lines[q][0] for q in g])), float(np.mean([lines[q][1] for q in g]))) for g in groups]
+    return groups
 
 
 def _with_empty_rows(rows: list[Row], xc: float, ratio: float, x0: float, x1: float) -> list[Row]:
