@@ -16,7 +16,8 @@ were tuned on seed 7). Detection sources:
 - ``weights``: the detections of ``--weights`` (default: the shipped weights) at ``--conf``.
 
 Metrics, each against the scene's truth:
-- gaps: every empty-facing slot the audit reports against the facings left empty on purpose,
+- gaps: every empty-facing slot the audit reports (the rules' and, unless ``--rules-only``,
+  those the scene's planogram points at) against the facings left empty on purpose,
   one-to-one greedy matching at IoU >= 0.3: precision and recall (shelves whose base line is
   below the photo are left out: only the tops of their products show, and the audit marks
   such rows ``below_photo`` and reports no gaps there; gaps the truth marks ``difficult``,
@@ -219,7 +220,7 @@ def run_rules(args) -> dict:
             else:
                 det, conf = predictor.predict([scene.image])[0], args.conf
             t = time.perf_counter()
-            res = audit_detections(det, W, H, planogram, conf=conf, shelf_edges=args.shelf_edges)
+            res = audit_detections(det, W, H, planogram, conf=conf, shelf_edges=args.shelf_edges, planned=not args.rules_only)
             t_audit += time.perf_counter() - t
             parts[src].append(evaluate(res, truth))
         print(f"  image {i}: " + "; ".join(f"{s}: gaps {p[-1]['gap_tp']}/{p[-1]['gap_pred']}/{p[-1]['gap_true']} "
@@ -310,6 +311,8 @@ def main() -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--shelf-edges", default="image", choices=["image", "products"])
+    ap.add_argument("--rules-only", action="store_true",
+                    help="gaps from the shelf rules alone (the planogram, given for the verdicts, adds none)")
     ap.add_argument("--videos", type=int, default=0, help="aisle-walk videos for the unique-product count")
     ap.add_argument("--video-frames", type=int, default=150)
     ap.add_argument("--min-track-frames", type=int, default=5, help="as detect audit's option")

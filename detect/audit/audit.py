@@ -21,6 +21,7 @@ import numpy as np
 from detect.audit.compliance import Compliance, check, row_slots
 from detect.audit.facings import Column, Facing, Share, columns, facings, share_of_shelf
 from detect.audit.gaps import RATIO, Gap, find_gaps
+from detect.audit.planned_gaps import planned_gaps
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows, distinct, find_rows, mark_cut
 from detect.structures import Detections
@@ -85,7 +86,7 @@ class AuditResult:
 
 def audit_detections(det: Detections, width: int, height: int, planogram: Optional[Planogram] = None, *,
                      conf: Optional[float] = None, shelf_edges: str = "products", ratio: float = RATIO,
-                     source: str = "") -> AuditResult:
+                     source: str = "", planned: bool = True) -> AuditResult:
     """The audit of one photo's detections.
 
     Args:
@@ -94,6 +95,7 @@ def audit_detections(det: Detections, width: int, height: int, planogram: Option
         shelf_edges: "products" (the shelf ends at the outermost products of any row) or
             "image" (at the photo's left and right edges): where end-of-row gaps stop.
         ratio: the gap rule's ratio (:mod:`detect.audit.gaps`).
+        planned: with a planogram, also the gaps it points at (:mod:`detect.audit.planned_gaps`).
     """
     if shelf_edges not in ("products", "image"):
         raise ValueError(f"shelf_edges must be 'products' or 'image', got {shelf_edges!r}")
@@ -111,6 +113,8 @@ def audit_detections(det: Detections, width: int, height: int, planogram: Option
     table = [f for f in facings(cols, labels, names) if f.label >= 0]
     edges = (0.0, float(width)) if shelf_edges == "image" else None
     gaps = find_gaps(cols, rows, boxes, names, shelf_x=edges, ratio=ratio, image_size=(int(width), int(height)))
+    if planogram is not None and planned:
+        gaps = planned_gaps(planogram, cols, rows, gaps, boxes, names, ratio=ratio, image_size=(int(width), int(height)))
     comp = check(planogram, row_slots(cols, gaps), names) if planogram is not None else None
     return AuditResult(source, int(width), int(height), det, products, rows, cols, table, share_of_shelf(table), gaps, comp)
 

@@ -46,7 +46,8 @@ def add_audit_options(p: argparse.ArgumentParser) -> None:
     from detect.audit.gaps import RATIO
     p.add_argument("source", help="photo, folder, glob, .txt list or video file (an aisle walk)")
     p.add_argument("--weights", help="checkpoint or .onnx file of detect export (default: the shipped weights)")
-    p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv)")
+    p.add_argument("--planogram", help="planogram CSV or JSON (shelf, position, product, facings; see datasets/planogram_example.csv): "
+                   "per-position verdicts, and gaps where a row lacks facings it plans")
     p.add_argument("--product-map", help="CSV (product,class) or JSON mapping the planogram's product ids to class names")
     p.add_argument("--save-dir", default=None, help="folder for the report, tables and annotated photos/videos "
                    "(default: runs/audit, then runs/audit2, ... as each is used)")

@@ -16,11 +16,13 @@ belong to the row of the box under them. The rule:
    so no single global angle has to fit every row.
 3. Each chain gets a base line (least squares over its bottoms; the median tilt when it is
    too short to fit one); chains whose lines are within ``merge_tol`` of the median product
-   height are one row (rows are a product's height apart); rows are sorted top to bottom.
+   height where the shorter chain stands are one row (rows are a product's height apart);
+   rows are sorted top to bottom.
 4. Every box joins the row whose base line is nearest its bottom; a stack candidate whose
    bottom is on no base line joins the row of the box it sits on. A short row whose base
    line lies inside the product band of the row below (a stack whose lowest unit is hidden)
-   joins that row.
+   joins that row, and so does a short row less than half the usual shelf spacing above it
+   or below the row above (:func:`_without_floating_rows`).
 5. Empty rows: with three or more rows, a spacing between base lines that is at least
    ``empty_row_ratio`` times the usual one (the median of the others) and leaves room for a
    whole row above the lower row's products holds empty rows at the usual spacing
@@ -243,10 +245,12 @@ def find_rows(boxes: np.ndarray, anchors: np.ndarray | None = None, *, stack_ove
     if not len(standing):  # no sure box stands on a shelf (or every box rests on another): all may
         standing = np.arange(n)
     slope = _median_slope(boxes, standing, chain_tol)
-    lines = [_fit(boxes, g, slope) for g in _chains(boxes, standing, slope, chain_tol)]
+    chains = _chains(boxes, standing, slope, chain_tol)
+    spans = [(float(boxes[g, 0].min()), float(boxes[g, 2].max())) for g in chains]
     h_all = float(np.median(boxes[standing, 3] - boxes[standing, 1]))
     xc = float((boxes[:, 0].min() + boxes[:, 2].max()) / 2)
-    lines = _merge_lines(lines, xc, merge_tol * h_all)
+    groups = _merge_lines([_fit(boxes, g, slope) for g in chains], spans, xc, merge_tol * h_all)
+    lines = [_fit(boxes, np.concatenate([chains[q] for q in g]), slope) for g in groups]  # one line through a row's bottoms
 
     cx, bottom = (boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]
     h = boxes[:, 3] - boxes[:, 1]
@@ -283,9 +287,13 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
     into that row: its boxes rest on products whose own boxes are missing or hidden (the top
     of a stack whose lowest unit is hidden), not on a shelf of their own. So is a row whose
     base line is less than :data:`SHELF_STEP` of the usual spacing of the other rows' base
-    lines (their median, with three other rows or more) above the next one's, over less than
-    :data:`SHELF_STEP` of its length: shelves are spaced alike and run across the photo (a
-    whole shelf just above the tops of a row cut by the photo's bottom edge stays a row)."""
+    lines (their median, with three other rows or more) above the next one's, or below the
+    previous one's, that spans less than :data:`SHELF_STEP` of the next row's length or holds
+    fewer than :data:`SHELF_STEP` of its boxes: shelves are spaced alike, run across the photo and are
+    full of products (a whole shelf just above the tops of a row cut by the photo's
+    bottom edge stays a row; a few boxes just under a shelf, the tops of products of the shelf
+    below that a detector read only in part, are no shelf: their products would reach through
+    the shelf above)."""
     k = len(rows) - 2
     while k >= 0:
         up, down = rows[k], rows[k + 1]
@@ -293,8 +301,10 @@ def _without_floating_rows(rows: list[Row], boxes: np.ndarray) -> list[Row]:
         lift = float(down.base_y(x) - up.base_y(x))
         others = np.diff([float(r.base_y(x)) for j, r in enumerate(rows) if j != k])
         step = float(np.median(others)) if len(others) >= 2 else 0.0
-        short = (up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
-        close = lift < FLOAT_BAND * down.height or (short and lift < SHELF_STEP * step)
+        short = ((up.x1 - up.x0) < SHELF_STEP * (down.x1 - down.x0)  # a shelf runs across the photo, a few stacks do not
+                 or len(up.members) < SHELF_STEP * len(down.members))  # and is full of products
+        drop = float(up.base_y(x) - rows[k - 1].base_y(x)) if k > 0 else float("inf")  # below the row above
+        close = lift < FLOAT_BAND * down.height or (short and min(lift, drop) < SHELF_STEP * step)
         if 0 <= lift and close and len(up.members) < len(down.members):
             members = np.concatenate([down.members, up.members])
             rows[k + 1] = Row(0, down.slope, down.intercept, min(down.x0, up.x0), max(down.x1, up.x1), down.height, members)
@@ -309,17 +319,29 @@ def _bottom_up(boxes: np.ndarray, stacked: np.ndarray) -> list[int]:
     return [int(i) for i in idx[np.argsort(-boxes[idx, 3], kind="stable")]]
 
 
-def _merge_lines(lines: list[tuple[float, float]], xc: float, tol: float) -> list[tuple[float, float]]:
-    """Merge base lines that are within ``tol`` of each other at ``xc`` (fragments of one row
-    that a wide gap split); the merged line is the mean."""
-    lines = sorted(lines, key=lambda l: l[0] * xc + l[1])
-    out: list[list[tuple[float, float]]] = []
-    for a, c in lines:
-        if out and abs((a * xc + c) - np.mean([p * xc + q for p, q in out[-1]])) <= tol:
-            out[-1].append((a, c))
-        else:
-            out.append([(a, c)])
-    return [(float(np.mean([p for p, _ in g])), float(np.mean([q for _, q in g]))) for g in out]
+def _merge_lines(lines: list[tuple[float, float]], spans: list[tuple[float, float]], xc: float,
+                 tol: float) -> list[list[int]]:
+    """Group the base lines (slope, intercept) of chains spanning ``spans`` (x0, x1) that are
+    within ``tol`` of each other (fragments of one row that a wide gap split), top to bottom:
+    the indices of each group's lines (one line is then fitted through all their bottoms: the
+    mean of the fragments' lines is only as good as the worst, such as the guessed tilt of a
+    lone box). Two lines are compared at the middle of the shorter span, where the shorter
+    fragment's boxes stand: a fragment's line says nothing far from its boxes (the flat line
+    of the tops of a row cut by the photo's bottom edge meets a tilted shelf's line somewhere
+    beside the photo, not under its products)."""
+    order = sorted(range(len(lines)), key=lambda k: lines[k][0] * xc + lines[k][1])
+    groups: list[list[int]] = []
+    for k in order:
+        if groups:
+            g = groups[-1]
+            g0, g1 = min(spans[q][0] for q in g), max(spans[q][1] for q in g)
+            x0, x1 = spans[k] if spans[k][1] - spans[k][0] <= g1 - g0 else (g0, g1)
+            x = (x0 + x1) / 2
+            if abs(lines[k][0] * x + lines[k][1] - np.mean([lines[q][0] * x + lines[q][1] for q in g])) <= tol:
+                g.append(k)
+                continue
+        groups.append([k])
+    return groups
 
 
 def _with_empty_rows(rows: list[Row], xc: float, ratio: float, x0: float, x1: float) -> list[Row]:
