@@ -52,14 +52,22 @@ def _det(d) -> dict:
     return {"boxes": d.boxes.astype(np.float64), "scores": d.scores, "labels": d.labels}
 
 
-def _score(pred, images, gts, classes) -> dict:
+def _score(pred, images, gts, classes, errors: bool = False) -> dict:
+    """Scores of ``pred`` on ``images``; with ``errors``, also what fixing each error type would
+    gain (TIDE dAP of :mod:`detect.engine.error_breakdown`: cls = right place, wrong class; bkg =
+    background read as a product; missed ...) as ``dap_<type>``."""
+    from detect.engine.error_breakdown import ERROR_TYPES, error_breakdown
     from detect.engine.evaluate import compute_metrics
 
     t0 = time.perf_counter()
     dets = [_det(pred.predict([im])[0]) for im in images]
     m, _ = compute_metrics(dets, gts, [im.shape[:2] for im in images], classes, max_det=300)
-    return {"voc_ap50": m["voc_ap50"], "coco_ap": m["coco_ap"], "coco_ar": m.get("coco_ar"),
-            "recall50": recall50(dets, gts), "images": len(images), "seconds": round(time.perf_counter() - t0, 1)}
+    out = {"voc_ap50": m["voc_ap50"], "coco_ap": m["coco_ap"], "coco_ar": m.get("coco_ar"),
+           "recall50": recall50(dets, gts), "images": len(images), "seconds": round(time.perf_counter() - t0, 1)}
+    if errors:
+        dap = error_breakdown(dets, gts, classes)["dap"]
+        out.update({f"dap_{t}": round(dap[t], 4) for t in ERROR_TYPES})
+    return out
 
 
 def recall50(dets, gts) -> float:
@@ -142,10 +150,15 @@ def part_b(args, make) -> dict:
                 order.append(q.pop(0))
     images = [cv2.cvtColor(read_image_rgb(r.image), cv2.COLOR_RGB2BGR) for r in order]
     gts = [_gt(r.boxes, r.labels, r.difficult) for r in order]
-    rows = {"single photos": _score(make(), images, gts, classes)}
+    rows = {"single photos": _score(make(), images, gts, classes, errors=True)}
+    cell = max(max(im.shape[:2]) for im in images)
     for name, (c, r) in {"2x2 mosaics": (2, 2), "3x3 mosaics": (3, 3), "6x8 sheets": (8, 6)}.items():
-        sheets, sg = tile(images, gts, c, r, None)
-        rows[name] = _score(make(), sheets, sg, classes)
+        sheets, sg = tile(images, gts, c, r, cell)
+        rows[name] = _score(make(), sheets, sg, classes, errors=True)
+        if name != "2x2 mosaics":
+            # the ceiling: windows laid exactly on the photos (one photo each), where the auto
+            # grid's windows straddle two or four photos; not something a real shelf allows
+            rows[f"{name}, windows on the photos"] = _score(make(slice=cell, overlap=0.0), sheets, sg, classes, errors=True)
     return rows
 
 
