@@ -25,8 +25,10 @@ class Recorder:
         self.delay, self.fail = delay, fail
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()  # set when a batch reaches predict (the worker holds it)
 
     def predict(self, images):
+        self.entered.set()
         self.gate.wait(10)
         if self.fail:
             raise RuntimeError("model exploded")
@@ -89,7 +91,7 @@ def test_busy_closed_and_errors():
     rec.gate.clear()
     b = Batcher(rec, max_batch=1, max_wait=0.0, max_queue=2)
     first = b.submit(image(1), Key(0.45))
-    time.sleep(0.05)  # the worker holds `first`; two more fill the queue
+    assert rec.entered.wait(10)  # the worker holds `first` (not a sleep: a loaded machine is slow); two more fill the queue
     waiting = [b.submit(image(2), Key(0.45)), b.submit(image(3), Key(0.45))]
     with pytest.raises(Busy):
         b.submit(image(4), Key(0.45))
