@@ -186,6 +186,24 @@ def test_chains_of_pieces_join_within_one_product_only():
     assert _groups_by_score(linked, np.asarray([0.01, 0.9, 0.01]), 0.0) == [[1, 0, 2]]  # 0: any link joins
 
 
+def test_one_product_seen_whole_by_two_windows_is_placed_by_both():
+    """Two windows' boxes of one product: one box, at their score-weighted mean; a faint box
+    (under half the kept score) does not move it; plain NMS keeps the best box as it is."""
+    wins = _two_windows()
+    boxes = np.float32([[420, 100, 520, 300], [440, 100, 540, 300], [450, 90, 560, 310]])
+    owner, labels = wins[[0, 1, 1]], np.zeros(3, np.int64)
+    out, scores, _ = merge_slices(boxes, np.float32([0.6, 0.9, 0.05]), labels, owner, 600, 1000)
+    np.testing.assert_allclose(out[0], [432, 100, 532, 300], atol=1e-3)  # (0.6 * 420 + 0.9 * 440) / 1.5
+    assert scores[0] == pytest.approx(0.9) and out.dtype == np.float32
+    np.testing.assert_allclose(nms_merge(boxes, np.float32([0.6, 0.9, 0.05]), labels, owner, 600, 1000)[0][0],
+                               [440, 100, 540, 300])
+    # touching products of one class are not averaged into each other
+    a, b = [420, 100, 500, 300], [500, 100, 580, 300]
+    out, _, _ = merge_slices(np.float32([a, b, a, b]), np.float32([0.9, 0.8, 0.85, 0.7]), np.zeros(4, np.int64),
+                             wins[[0, 0, 1, 1]], 600, 1000)
+    np.testing.assert_allclose(sorted(out.tolist()), [a, b])
+
+
 def test_a_piece_is_dropped_when_the_other_window_saw_the_whole_product():
     wins = _two_windows()
     # product [540, 680) inside window 1, cut by window 0's right edge at 600

@@ -23,7 +23,8 @@ model):
        product the detector is sure of);
     2. a cut box lying mostly (``contain`` of its area) inside a box of its class is the part of
        a product another window saw whole: dropped;
-    3. NMS (IoU ``iou``) removes products seen whole by two windows.
+    3. NMS (IoU ``iou``) removes products seen whole by two windows; the box kept moves to the
+       score-weighted mean of the boxes it removed that score at least :data:`PIECE_SCORE` of it.
   Touching products of one class stay apart: NMS keeps boxes with little IoU, and only *cut*
   boxes are ever joined or dropped. SAHI's default (greedy merging on intersection over the
   smaller box, :func:`nmm_merge`) and plain NMS (:func:`nms_merge`) are here for comparison
@@ -41,7 +42,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms
+from torchvision.ops import batched_nms, box_iou
 
 SliceMode = Union[str, int]  # "auto" | "off" | a window side in photo pixels
 MERGES = ("cut", "nms", "nmm")
@@ -326,12 +327,30 @@ def merge_slices(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, wind
     if not out_b:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
     b, s, lab = np.concatenate(out_b), np.concatenate(out_s), np.concatenate(out_l)
-    return _nms(b, s, lab, iou)
+    return _nms_fused(b, s, lab, iou)
 
 
 def _nms(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     keep = batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(lab), iou).numpy()  # by decreasing score
     return b[keep], s[keep], lab[keep]
+
+
+def _nms_fused(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float, share: float = PIECE_SCORE
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 3 of :func:`merge_slices`: class-wise NMS, each kept box then moved to the
+    score-weighted mean of the boxes of its class it overlaps at ``iou`` (itself included) that
+    score at least ``share`` of it. Slices are separate views of a product, and their mean places
+    it better than the best view alone (on the 4x3 sheets a correct box lost to a misplaced one
+    with a higher score, 0.006 voc_ap50; the mean: 0.964 -> 0.966, bench/dense_loss.py)."""
+    kb, ks, kl = _nms(b, s, lab, iou)
+    out = kb.copy()
+    for c in np.unique(kl):
+        k, m = np.flatnonzero(kl == c), np.flatnonzero(lab == c)
+        ov = box_iou(torch.from_numpy(kb[k]), torch.from_numpy(b[m])).numpy()  # (kept, all of class c)
+        wt = ((ov >= iou) & (s[m][None, :] >= share * ks[k][:, None])) * s[m][None, :]  # itself always in
+        tot = wt.sum(1, keepdims=True)
+        out[k] = np.where(tot > 0, (wt @ b[m]) / np.maximum(tot, 1e-12), kb[k])  # 0: a zero-score or empty box stays
+    return out.astype(np.float32), ks, kl
 
 
 def nms_merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows: np.ndarray, h: int, w: int,
