@@ -94,7 +94,7 @@ def sliced_run(pred, image: np.ndarray) -> dict:
 def merge_fate(run: dict, r: int, h: int, w: int) -> str:
     """Which step of :func:`~detect.infer.slicing.merge_slices` removed raw box ``r`` (a slice's
     correct box of a true box the merged set lost): fused into a union, dropped as a cut piece
-    inside a larger box, or suppressed by NMS; or it is there, and the VOC matching gave it to a
+    inside a larger box, or suppressed by NMS (or moved to the mean of its views); or it is there, and the VOC matching gave it to a
     neighbouring true box it overlaps more."""
     from detect.infer.slicing import _fuse_pieces, _ios as ios_, cut_edges
 
@@ -116,7 +116,7 @@ def merge_fate(run: dict, r: int, h: int, w: int) -> str:
         area = np.prod(fb[:, 2:] - fb[:, :2], 1)
         if ((inside >= 0.7) & (area > area[i])).any():
             return "cut, inside a larger box (step 2)"
-    return "suppressed by NMS (step 3)"
+    return "suppressed by NMS, or moved by its mean (step 3)"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
