@@ -77,7 +77,23 @@ def test_the_closest_confident_probe_gives_the_product_size():
     assert side_from_probes(sizes, [np.full(12, 0.1), np.full(9, 0.1), np.full(5, 0.1)], wins) is None
     # views of one size are pooled: two windows of 2 products each make enough together
     two = np.asarray([[0, 0, 640, 640], [640, 0, 1280, 640]])
-    assert side_from_probes([np.asarray([90.0, 110.0]), np.asarray([100.0, 120.0])], [np.full(2, 0.9)] * 2, two) == 105.0
+    assert side_from_probes([np.asarray([90.0, 110.0]), np.asarray([100.0, 120.0])], [np.full(2, 0.9)] * 2, two,
+                            quantile=0.5) == 105.0
+
+
+def test_the_smaller_products_of_a_mixed_photo_set_the_scale():
+    """Products of two sizes in one photo (small and large packs, or parts of a photo at two
+    distances): the slices show the lower quartile at the learned size, so the small ones are
+    not shrunk below what the model reads; the large ones come out bigger, which it reads."""
+    wins = np.asarray([[0, 0, 640, 640], [0, 0, 4000, 3000]])
+    sizes = [np.concatenate([np.full(6, 100.0), np.full(6, 200.0)]), np.full(3, 400.0)]
+    scores = [np.full(12, 0.9), np.full(3, 0.9)]
+    small = side_from_probes(sizes, scores, wins)
+    assert small == 100.0 and side_from_probes(sizes, scores, wins, quantile=0.5) == 150.0
+    side = slice_side(3000, 4000, 320, 64.0, small)
+    assert side == 500  # the 100-px products at 64 input px; the 200-px ones at 128
+    # one size of product: any quantile is that size
+    assert side_from_probes([np.full(12, 100.0), np.full(3, 400.0)], scores, wins) == 100.0
 
 
 def test_settings_are_checked():
@@ -133,6 +149,59 @@ def test_a_product_across_the_border_becomes_one_box():
     assert scores[0] == pytest.approx(0.9)
     # plain NMS keeps both pieces (IoU 0.5)
     assert len(nms_merge(boxes, np.float32([0.9, 0.7]), np.zeros(2, np.int64), wins, 600, 1000, iou=0.6)[0]) == 2
+
+
+def test_a_faint_piece_does_not_stretch_a_confident_product():
+    """At a 0.01 threshold a product has faint boxes around it: a faint cut box that pairs with a
+    confident piece must not stretch the union over the neighbours (a chain through faint boxes
+    joined products on the 4x3 sheets); confident pieces of one product still join."""
+    wins = _two_windows()
+    # product [300, 700) x [100, 300): two confident pieces; a faint box of window 1, cut left,
+    # overlapping the left piece across the shared zone and aligned with it, reaching far right
+    boxes = np.float32([[300, 100, 600, 300], [400, 102, 700, 298], [400, 60, 950, 340]])
+    out, scores, _ = merge_slices(boxes, np.float32([0.9, 0.7, 0.02]), np.zeros(3, np.int64), wins[[0, 1, 1]], 600, 1000)
+    np.testing.assert_allclose(out[0], [300, 100, 700, 300])
+    assert scores[0] == pytest.approx(0.9)
+    assert not any(b[2] > 900 and s > 0.1 for b, s in zip(out, scores))
+    # the faint box alone with the left piece: not joined either, whatever the order of the boxes
+    out, scores, _ = merge_slices(boxes[[2, 0]], np.float32([0.02, 0.9]), np.zeros(2, np.int64), wins[[1, 0]], 600, 1000)
+    np.testing.assert_allclose(out[0], [300, 100, 600, 300])
+    # pieces the detector is about as sure of still join (0.5 of the best, PIECE_SCORE)
+    out, _, _ = merge_slices(boxes[:2], np.float32([0.9, 0.46]), np.zeros(2, np.int64), wins, 600, 1000)
+    np.testing.assert_allclose(out, [[300, 100, 700, 300]])
+
+
+def test_chains_of_pieces_join_within_one_product_only():
+    """Three windows in a row: a long product cut twice becomes one box; the seed is the best
+    piece, and a chain grows through pieces scoring at least PIECE_SCORE of it."""
+    from detect.infer.slicing import PIECE_SCORE, _groups_by_score
+
+    wins = np.asarray([[0, 0, 600, 600], [400, 0, 1000, 600], [800, 0, 1400, 600]])
+    boxes = np.float32([[300, 100, 600, 300], [400, 100, 1000, 300], [800, 100, 1100, 300]])
+    out, _, _ = merge_slices(boxes, np.float32([0.8, 0.9, 0.85]), np.zeros(3, np.int64), wins, 600, 1400)
+    np.testing.assert_allclose(out, [[300, 100, 1100, 300]])
+    linked = np.asarray([[0, 1, 0], [1, 0, 1], [0, 1, 0]], bool)
+    assert _groups_by_score(linked, np.asarray([0.8, 0.9, 0.85]), PIECE_SCORE) == [[1, 0, 2]]
+    assert _groups_by_score(linked, np.asarray([0.8, 0.9, 0.01]), PIECE_SCORE) == [[1, 0], [2]]
+    assert _groups_by_score(linked, np.asarray([0.01, 0.9, 0.01]), 0.0) == [[1, 0, 2]]  # 0: any link joins
+
+
+def test_one_product_seen_whole_by_two_windows_is_placed_by_both():
+    """Two windows' boxes of one product: one box, at their score-weighted mean; a faint box
+    (under half the kept score) does not move it; plain NMS keeps the best box as it is."""
+    wins = _two_windows()
+    boxes = np.float32([[420, 100, 520, 300], [440, 100, 540, 300], [450, 90, 560, 310]])
+    owner, labels = wins[[0, 1, 1]], np.zeros(3, np.int64)
+    out, scores, _ = merge_slices(boxes, np.float32([0.6, 0.9, 0.05]), labels, owner, 600, 1000)
+    np.testing.assert_allclose(out[0], [432, 100, 532, 300], atol=1e-3)  # (0.6 * 420 + 0.9 * 440) / 1.5
+    assert scores[0] == pytest.approx(0.9) and out.dtype == np.float32
+    np.testing.assert_allclose(nms_merge(boxes, np.float32([0.6, 0.9, 0.05]), labels, owner, 600, 1000)[0][0],
+                               [440, 100, 540, 300])
+    # touching products of one class are not averaged into each other
+    a, b = [420, 100, 500, 300], [500, 100, 580, 300]
+    out, _, _ = merge_slices(np.float32([a, b, a, b]), np.float32([0.9, 0.8, 0.85, 0.7]), np.zeros(4, np.int64),
+                             wins[[0, 0, 1, 1]], 600, 1000)
+    np.testing.assert_allclose(sorted(out.tolist()), [a, b])
 
 
 def test_a_piece_is_dropped_when_the_other_window_saw_the_whole_product():
