@@ -458,3 +458,31 @@ def test_a_row_with_a_lone_box_keeps_its_own_tilt():
     assert len(rows) == 3 and rows.row_of[-1] == 2
     assert rows.rows[2].slope == pytest.approx(-0.02, abs=1e-3)
     assert np.allclose(rows.rows[2].base_y((b[30:45, 0] + b[30:45, 2]) / 2), b[30:45, 3], atol=0.5)
+
+
+def test_the_planogram_reads_a_missing_wide_product_as_one_facing_of_its_width():
+    """A tea 100 wide (its only facing) is gone between two chips positions (30 wide, 30
+    apart): the rules alone cut the 160 of free shelf into five chips-wide slots; the planogram
+    plans one tea there, whose width (the other tea's in the photo) and spacings fill the
+    stretch: one gap of one tea facing, 100 wide, centred."""
+    spec = [(0, 2, 60, 30), (1, 2, 30, 30), (2, 1, 100, 30), (1, 2, 30, 30), (2, 2, 100, 30), (0, 2, 60, 30)]
+    boxes, labels, plan = positions_row(spec, skip={(2, 0)})
+    assert [g.facings for g in _audit_with_plan(boxes, labels, plan, planned=False).gaps] == [5]
+    res = _audit_with_plan(boxes, labels, plan)
+    assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "chips")]
+    x0 = 2 * 64 + 30 - 4 + 2 * 34 - 4 + 30  # after cola, the first chips position and the spacings
+    assert np.allclose(res.gaps[0].slots[0], (x0, 200, x0 + 100, 300), atol=0.5)
+    assert [v.status for v in res.compliance.verdicts] == ["ok", "ok", "missing", "ok", "ok", "ok"]
+
+
+def test_the_planogram_reads_two_positions_of_one_product_by_the_rule_between_positions():
+    """Two chips positions stand 45 apart, wider than chips facings (4) by more than half a
+    chips: a gap to the rules alone, which take the two for facings of one position. The
+    planogram says they are two positions with nothing between: the spacing is judged as one
+    between positions (30 as a rule), and 15 more holds no narrow product: no gap."""
+    spec = [(0, 2, 60, 30), (1, 3, 30, 45), (1, 2, 30, 30), (2, 2, 60, 30), (0, 2, 60, 30)]
+    boxes, labels, plan = positions_row(spec)
+    assert [(g.facings, g.left_name, g.right_name) for g in _audit_with_plan(boxes, labels, plan, planned=False).gaps] \
+        == [(1, "chips", "chips")]
+    res = _audit_with_plan(boxes, labels, plan)
+    assert res.gaps == [] and all(v.status == "ok" for v in res.compliance.verdicts)

@@ -17,9 +17,21 @@ narrow products of the row when the photo shows none of it), as many as fit. The
 that product's width and height, beside its own columns when it has some there (the missing
 facings of a position stand next to its others), else in the middle of the stretch.
 
+The gaps the rules found between two columns are read against the plan first (the row's
+columns alone aligned with its shelf): when the planogram plans facings between the two
+neighbours and their products' widths (less any of the left neighbour's product at the start
+or the right one's at the end: the alignment ties there) and the spacings fill the free shelf
+to :data:`RESHAPE_FIT` of the narrowest, the gap holds those facings, with those products'
+widths and heights, evenly spaced (the rules alone read a missing wide product as two narrow
+facings, or the reverse); else it stays as the rules read it. Two neighbours of one product
+that the plan puts in two adjacent positions are judged by the rule between different
+products (free shelf beyond the spacing between positions must hold a narrow product): the
+rules alone take them for facings of one position and the wider spacing between positions for
+a gap.
+
 Rows below the photo are not searched, nor positions whose columns reach a row's end (their
-other facings may stand beyond the photo's edge). The planogram adds gaps, it removes none: an
-empty stretch the rules found is empty whatever was planned there.
+other facings may stand beyond the photo's edge). Otherwise the planogram adds gaps, it
+removes none: an empty stretch the rules found is empty whatever was planned there.
 """
 
 from __future__ import annotations
@@ -34,6 +46,8 @@ from detect.audit.gaps import NARROW, RATIO, Gap, _clipped, _name, _spacings
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows
 
+RESHAPE_FIT = 0.25  # a rules' gap takes the planned facings when they fill its free shelf to this much of the
+# narrowest one per spacing (the spacings around and between them)
 FILL = 0.8  # the free shelf must hold this much of the expected product (beyond the facings' spacing)
 
 
@@ -45,6 +59,9 @@ def planned_gaps(planogram: Planogram, cols: list[list[Column]], rows: Rows, gap
     comp = check(planogram, row_slots(cols, gaps), names)
     shelf_of = {v.row: v.position.shelf for v in comp.verdicts if v.row >= 0}
     size = _sizes(cols, boxes)
+    gaps = [_reshaped(planogram, shelf_of[g.row], cols[g.row], g, rows, boxes, names, size, ratio)
+            if g.row in shelf_of else g for g in gaps]
+    gaps = [g for g in gaps if g is not None]
     out = list(gaps)
     for r, shelf in sorted(shelf_of.items()):
         if not rows.rows[r].cut and len(cols[r]) >= 2:
@@ -52,6 +69,66 @@ def planned_gaps(planogram: Planogram, cols: list[list[Column]], rows: Rows, gap
                              ratio, fill)
     out.sort(key=lambda g: (g.row, g.box[0]))
     return [_clipped(g, *image_size) for g in out] if image_size is not None else out
+
+
+def _reshaped(planogram: Planogram, shelf: int, rc: list[Column], gap: Gap, rows: Rows, boxes: np.ndarray,
+              names: list[str], size: dict[int, tuple[float, float]], ratio: float) -> Optional[Gap]:
+    """``gap`` (a rules' gap between two columns of row ``rc``, matched with planogram shelf
+    ``shelf``) with the facings the planogram plans between its neighbours: their count and
+    their products' widths and heights, when the row's columns alone align both neighbours
+    with the shelf and every planned product between them shows elsewhere in the photo; else
+    ``gap`` as it is (the planogram removes no gap)."""
+    left = next((c for c in reversed(rc) if c.x1 <= gap.box[0] + 0.5), None)
+    right = next((c for c in rc if c.x0 >= gap.box[2] - 0.5), None)
+    if left is None or right is None:
+        return gap
+    positions = planogram.shelf(shelf)
+    owner = [k for k, p in enumerate(positions) for _ in range(p.facings)]  # expected slot -> position
+    expected = [positions[k].label for k in owner]
+    where = {j: i for i, j in align(expected, [c.label for c in rc]) if i >= 0 and j >= 0}
+    a, b = where.get(rc.index(left)), where.get(rc.index(right))
+    s_same, s_diff = _spacings(rc, ratio)
+    if a is not None and b == a + 1 and owner[a] != owner[b] and left.label == right.label:
+        narrow = float(np.quantile([c.width for c in rc], NARROW))  # two positions of one product: the rule
+        return gap if right.x0 - left.x1 - s_diff > narrow else None  # between different positions decides
+    if a is None or b is None or b - a < 2:
+        return gap  # the alignment does not say what is missing there
+    best = _best_fit(expected[a + 1:b], left, right, size, s_same, s_diff)
+    if best is None:
+        return gap  # the planned facings do not explain the free shelf: keep the rules' reading
+    missing, _ = best
+    widths = [size[lab][0] for lab in missing]
+    step = (right.x0 - left.x1 - sum(widths)) / (len(missing) + 1)  # the rest of the shelf, evenly between them
+    row, x, slots = rows.rows[gap.row], left.x1, []
+    for lab, w in zip(missing, widths):
+        slots.append(row.band(x + step, x + step + w, size[lab][1]))
+        x += step + w
+    return Gap(gap.row, row.band(left.x1, right.x0, max(size[lab][1] for lab in missing)), slots, gap.left, gap.right,
+               gap.left_name, gap.right_name)
+
+
+def _best_fit(planned: list[int], left: Column, right: Column, size: dict[int, tuple[float, float]], s_same: float,
+              s_diff: float) -> Optional[tuple[list[int], float]]:
+    """Of the ``planned`` facings between ``left`` and ``right``, less any of the left one's
+    product at the start or the right one's at the end (the alignment ties on which end of a
+    position a facing is missing), the run whose widths and spacings best fill the free shelf,
+    with the spacings; None when none fills it to :data:`RESHAPE_FIT` of its narrowest facing."""
+    lead = next((k for k, lab in enumerate(planned) if lab != left.label), len(planned))
+    trail = next((k for k, lab in enumerate(reversed(planned)) if lab != right.label), len(planned))
+    free, fits = right.x0 - left.x1, []
+    for i in range(lead + 1):
+        for j in range(trail + 1):
+            run = planned[i:len(planned) - j]
+            if not run or any(lab not in size for lab in run):
+                continue
+            labs = [left.label] + run + [right.label]
+            sp = sum(s_same if u == v else s_diff for u, v in zip(labs, labs[1:]))
+            err = abs(free - sum(size[lab][0] for lab in run) - sp) / min(size[lab][0] for lab in run)
+            fits.append((err, run, sp))
+    if not fits:
+        return None
+    err, run, sp = min(fits, key=lambda f: f[0])
+    return (run, sp) if err <= RESHAPE_FIT else None
 
 
 def _row_gaps(planogram: Planogram, shelf: int, r: int, rows: Rows, rc: list[Column], found: list[Gap],
