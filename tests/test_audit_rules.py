@@ -486,3 +486,21 @@ def test_the_planogram_reads_two_positions_of_one_product_by_the_rule_between_po
         == [(1, "chips", "chips")]
     res = _audit_with_plan(boxes, labels, plan)
     assert res.gaps == [] and all(v.status == "ok" for v in res.compliance.verdicts)
+
+
+def test_the_planogram_reads_a_row_end_gap_as_the_next_planned_product():
+    """The last position (one tea, 60 wide) is gone and the photo ends 100 after the last
+    chips: the rules alone fill the stretch with three chips-wide facings beside the chips.
+    The planogram plans a tea after the chips (another product, seen elsewhere in the photo):
+    one facing of its width, the spacing between positions (30) from the chips."""
+    from detect.audit.planogram import build_planogram
+
+    spec = [(0, 2, 60, 30), (2, 2, 60, 30), (1, 3, 30, 30), (2, 1, 60, 30)]
+    boxes, labels, plan = positions_row(spec, skip={(3, 0)})
+    det = Detections(np.asarray(boxes, np.float32), np.ones(len(boxes), np.float32), np.asarray(labels), NAMES)
+    run = lambda planned: audit_detections(det, 506, 400, build_planogram(plan, NAMES, {}, "test"),  # noqa: E731
+                                           shelf_edges="image", planned=planned)
+    assert [(g.facings, g.left_name, g.right_name) for g in run(False).gaps] == [(3, "chips", "")]
+    res = run(True)
+    assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "")]
+    assert np.allclose(res.gaps[0].slots[0], (436, 200, 496, 300), atol=0.5)

@@ -27,7 +27,11 @@ facings, or the reverse); else it stays as the rules read it. Two neighbours of 
 that the plan puts in two adjacent positions are judged by the rule between different
 products (free shelf beyond the spacing between positions must hold a narrow product): the
 rules alone take them for facings of one position and the wider spacing between positions for
-a gap.
+a gap. A rules' gap at a row's end, beside a column aligned with the plan, takes the facings
+planned beyond that column when the next of them is another product seen in the photo (its
+width and height, the spacing between positions from the column, as many as stand
+:data:`~detect.audit.gaps.END_FILL` inside the photo): the rules alone fill it with the end
+product's facings.
 
 Rows below the photo are not searched, nor positions whose columns reach a row's end (their
 other facings may stand beyond the photo's edge). Otherwise the planogram adds gaps, it
@@ -42,7 +46,7 @@ import numpy as np
 
 from detect.audit.compliance import EMPTY, align, check, row_slots
 from detect.audit.facings import Column
-from detect.audit.gaps import NARROW, RATIO, Gap, _clipped, _name, _spacings
+from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _clipped, _name, _spacings
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows
 
@@ -80,14 +84,16 @@ def _reshaped(planogram: Planogram, shelf: int, rc: list[Column], gap: Gap, rows
     ``gap`` as it is (the planogram removes no gap)."""
     left = next((c for c in reversed(rc) if c.x1 <= gap.box[0] + 0.5), None)
     right = next((c for c in rc if c.x0 >= gap.box[2] - 0.5), None)
-    if left is None or right is None:
-        return gap
     positions = planogram.shelf(shelf)
     owner = [k for k, p in enumerate(positions) for _ in range(p.facings)]  # expected slot -> position
     expected = [positions[k].label for k in owner]
     where = {j: i for i, j in align(expected, [c.label for c in rc]) if i >= 0 and j >= 0}
-    a, b = where.get(rc.index(left)), where.get(rc.index(right))
     s_same, s_diff = _spacings(rc, ratio)
+    if (left is None) != (right is None):
+        return _reshaped_end(gap, rows, left or right, where.get(rc.index(left or right)), expected, size, s_diff)
+    if left is None or right is None:
+        return gap
+    a, b = where.get(rc.index(left)), where.get(rc.index(right))
     if a is not None and b == a + 1 and owner[a] != owner[b] and left.label == right.label:
         narrow = float(np.quantile([c.width for c in rc], NARROW))  # two positions of one product: the rule
         return gap if right.x0 - left.x1 - s_diff > narrow else None  # between different positions decides
@@ -105,6 +111,36 @@ def _reshaped(planogram: Planogram, shelf: int, rc: list[Column], gap: Gap, rows
         x += step + w
     return Gap(gap.row, row.band(left.x1, right.x0, max(size[lab][1] for lab in missing)), slots, gap.left, gap.right,
                gap.left_name, gap.right_name)
+
+
+def _reshaped_end(gap: Gap, rows: Rows, end: Column, a: Optional[int], expected: list[int],
+                  size: dict[int, tuple[float, float]], s: float) -> Gap:
+    """A rules' gap at a row's end (beside column ``end``, aligned with expected facing ``a``)
+    with the facings the planogram plans beyond ``end`` when the next of them is another
+    product that shows elsewhere in the photo: its width and height, ``s`` from ``end``, and
+    the next ones while they stand :data:`~detect.audit.gaps.END_FILL` inside the gap (the
+    photo's or the shelf's edge); else ``gap`` as it is (the facings beyond may be more of
+    ``end``'s own: the alignment cannot tell)."""
+    if a is None:
+        return gap
+    outward = 1 if gap.box[0] >= end.x1 - 0.5 else -1
+    beyond = expected[a + 1:] if outward > 0 else expected[:a][::-1]
+    if not beyond or beyond[0] == end.label or beyond[0] not in size:
+        return gap
+    row, slots = rows.rows[gap.row], []
+    x = end.x1 if outward > 0 else end.x0
+    for lab in beyond:
+        if lab not in size:
+            break
+        w, h = size[lab]
+        x0, x1 = sorted((x + outward * s, x + outward * (s + w)))
+        if min(x1, gap.box[2]) - max(x0, gap.box[0]) < END_FILL * w:  # mostly beyond the edge
+            break
+        slots.append(row.band(max(x0, gap.box[0]), min(x1, gap.box[2]), h))
+        x += outward * (s + w)
+    if not slots:
+        return gap
+    return Gap(gap.row, gap.box, slots, gap.left, gap.right, gap.left_name, gap.right_name)
 
 
 def _best_fit(planned: list[int], left: Column, right: Column, size: dict[int, tuple[float, float]], s_same: float,
