@@ -504,3 +504,18 @@ def test_the_planogram_reads_a_row_end_gap_as_the_next_planned_product():
     res = run(True)
     assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "")]
     assert np.allclose(res.gaps[0].slots[0], (436, 200, 496, 300), atol=0.5)
+
+
+def test_the_planogram_reads_a_missing_position_of_a_product_the_photo_does_not_show():
+    """The only tea (50 wide, 35 from the chips on either side: more than the photo's spacings
+    between positions, 20-30) is gone: the rules alone cut the 120 of free shelf into four
+    chips-wide slots. The planogram plans one tea there; the photo shows none, so it takes what
+    the spacings leave (120 - 2 x 30 = 60, a width of a product of this photo): one slot as
+    high as its neighbours, centred."""
+    spec = [(0, 2, 60, 30), (1, 2, 30, 35), (2, 1, 50, 35), (1, 2, 30, 20), (0, 2, 60, 30), (1, 2, 30, 30)]
+    boxes, labels, plan = positions_row(spec, skip={(2, 0)})
+    assert [g.facings for g in _audit_with_plan(boxes, labels, plan, planned=False).gaps] == [4]
+    res = _audit_with_plan(boxes, labels, plan)
+    assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "chips")]
+    assert np.allclose(res.gaps[0].slots[0], (248, 200, 308, 300), atol=0.5)
+    assert [v.status for v in res.compliance.verdicts][2] == "missing"
