@@ -519,3 +519,17 @@ def test_the_planogram_reads_a_missing_position_of_a_product_the_photo_does_not_
     assert [(g.facings, g.left_name, g.right_name) for g in res.gaps] == [(1, "chips", "chips")]
     assert np.allclose(res.gaps[0].slots[0], (248, 200, 308, 300), atol=0.5)
     assert [v.status for v in res.compliance.verdicts][2] == "missing"
+
+
+
+def test_neighbours_of_one_product_in_positions_a_planned_product_cannot_stand_between():
+    """The planogram plans a tea (100 wide) between two chips positions that stand 45 apart:
+    no tea fits there (the photo moved on from the plan), and the rules alone see a gap in the
+    chips' wide spacing. The neighbours are in different positions: the rule between positions
+    decides (15 beyond their spacing holds no narrow product), no gap; the tea is missing."""
+    boxes, labels, _ = positions_row([(0, 2, 60, 30), (1, 2, 30, 45), (1, 2, 30, 30), (2, 2, 100, 30)])
+    _, _, plan = positions_row([(0, 2, 60, 30), (1, 2, 30, 45), (2, 1, 100, 45), (1, 2, 30, 30), (2, 2, 100, 30)])
+    assert [(g.left_name, g.right_name) for g in _audit_with_plan(boxes, labels, plan, planned=False).gaps] \
+        == [("chips", "chips")]
+    res = _audit_with_plan(boxes, labels, plan)
+    assert res.gaps == [] and res.compliance.verdicts[2].status == "missing"

@@ -23,11 +23,15 @@ neighbours and their products' widths (less any of the left neighbour's product 
 or the right one's at the end: the alignment ties there) and the spacings fill the free shelf
 to :data:`RESHAPE_FIT` of the narrowest, the gap holds those facings, with those products'
 widths and heights, evenly spaced (the rules alone read a missing wide product as two narrow
-facings, or the reverse); else it stays as the rules read it. Two neighbours of one product
-that the plan puts in two adjacent positions are judged by the rule between different
-products (free shelf beyond the spacing between positions must hold a narrow product): the
-rules alone take them for facings of one position and the wider spacing between positions for
-a gap. A rules' gap at a row's end, beside a column aligned with the plan, takes the facings
+facings, or the reverse); else it stays as the rules read it, unless the two neighbours are
+one product that the plan puts in different positions (two positions of one product, or one
+standing where another is planned): then the rule between different products decides (the
+free shelf beyond the spacing between positions must hold a narrow product). The rules alone
+take such neighbours for facings of one position and the wider spacing between positions for
+a gap. The rules' gaps are aligned as one empty token each (not one per slot: their count
+is what the plan is asked for), so the alignment's ties between the ends of a position fall
+on the gap's side; positions are spaced unevenly, so the spacings between them may be
+anything between the photo's narrowest and widest (relative to the row's height). A rules' gap at a row's end, beside a column aligned with the plan, takes the facings
 planned beyond that column when the next of them is another product seen in the photo (its
 width and height, the spacing between positions from the column, as many as stand
 :data:`~detect.audit.gaps.END_FILL` inside the photo): the rules alone fill it with the end
@@ -96,20 +100,22 @@ def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: G
     if left is None or right is None:
         return gap
     a, b = where.get(rc.index(left)), where.get(rc.index(right))
-    if a is not None and b == a + 1 and owner[a] != owner[b] and left.label == right.label:
-        narrow = float(np.quantile([c.width for c in rc], NARROW))  # two positions of one product: the rule
-        return gap if right.x0 - left.x1 - s_diff > narrow else None  # between different positions decides
-    if a is None or b is None or b - a < 2:
+    if a is None or b is None or b <= a:
         return gap  # the alignment does not say what is missing there
     spread = _diff_range(cols, rows, ratio)
     s_range = tuple(f * rows.rows[gap.row].height for f in spread) if spread else (s_diff, s_diff, s_diff)
-    best = _best_fit(expected[a + 1:b], left, right, size, s_same, s_range)
+    best = _best_fit(expected[a + 1:b], left, right, size, s_same, s_range) if b - a >= 2 else None
+    if best is None and owner[a] != owner[b] and left.label == right.label:
+        narrow = float(np.quantile([c.width for c in rc], NARROW))  # two positions of one product (or one
+        return gap if right.x0 - left.x1 - s_diff > narrow else None  # misplaced): the rule between positions
     if best is None:
         return gap  # the planned facings do not explain the free shelf: keep the rules' reading
     missing, widths = best
     h_near = float(np.sqrt(_height(left, boxes) * _height(right, boxes)))  # a product not in the photo: as the rules
     heights = [size[lab][1] if lab in size else h_near for lab in missing]
-    step = (right.x0 - left.x1 - sum(widths)) / (len(missing) + 1)  # the rest of the shelf, evenly between them
+    free = right.x0 - left.x1
+    widths = [w * min(1.0, free / sum(widths)) for w in widths]  # no wider than the free shelf (widths vary in a photo)
+    step = (free - sum(widths)) / (len(missing) + 1)  # the rest of the shelf, evenly between them
     row, x, slots = rows.rows[gap.row], left.x1, []
     for w, h in zip(widths, heights):
         slots.append(row.band(x + step, x + step + w, h))
