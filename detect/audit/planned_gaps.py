@@ -54,8 +54,8 @@ from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _clipped, _name, _sp
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows
 
-RESHAPE_FIT = 0.25  # a rules' gap takes the planned facings when they fill its free shelf to this much of the
-# narrowest one per spacing (the spacings around and between them)
+RESHAPE_FIT = 0.25  # a rules' gap takes the planned facings when, with spacings in the photo's range, they fill its
+# free shelf to this much of the narrowest of them
 UNSEEN_RANGE = (0.8, 1.2)  # a product the photo does not show is this much of its narrowest to its widest
 FILL = 0.8  # the free shelf must hold this much of the expected product (beyond the facings' spacing)
 
@@ -68,8 +68,8 @@ def planned_gaps(planogram: Planogram, cols: list[list[Column]], rows: Rows, gap
     comp = check(planogram, row_slots(cols, gaps), names)
     shelf_of = {v.row: v.position.shelf for v in comp.verdicts if v.row >= 0}
     size = _sizes(cols, boxes)
-    gaps = [_reshaped(planogram, shelf_of[g.row], cols, g, [h for h in gaps if h.row == g.row], rows, boxes,
-                      names, size, ratio) if g.row in shelf_of else g for g in gaps]
+    gaps = [_reshaped(planogram, shelf_of[g.row], cols, g, [h for h in gaps if h.row == g.row], rows, boxes, size, ratio)
+            if g.row in shelf_of else g for g in gaps]
     gaps = [g for g in gaps if g is not None]
     out = list(gaps)
     for r, shelf in sorted(shelf_of.items()):
@@ -81,12 +81,14 @@ def planned_gaps(planogram: Planogram, cols: list[list[Column]], rows: Rows, gap
 
 
 def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: Gap, row_gaps: list[Gap], rows: Rows,
-              boxes: np.ndarray, names: list[str], size: dict[int, tuple[float, float]], ratio: float) -> Optional[Gap]:
-    """``gap`` (a rules' gap between two columns of row ``rc``, matched with planogram shelf
-    ``shelf``) with the facings the planogram plans between its neighbours: their count and
-    their products' widths and heights, when the row's columns alone align both neighbours
+              boxes: np.ndarray, size: dict[int, tuple[float, float]], ratio: float) -> Optional[Gap]:
+    """``gap`` (a rules' gap of a row matched with planogram shelf ``shelf``; ``row_gaps`` all
+    of that row's) with the facings the planogram plans between its neighbours: their count and
+    their products' widths and heights, when the row's columns and gaps align both neighbours
     with the shelf (:func:`_anchors`) and the planned facings fill the free shelf
-    (:func:`_best_fit`); else ``gap`` as it is."""
+    (:func:`_best_fit`); at a row's end see :func:`_reshaped_end`. None when the neighbours are
+    one product in different positions with no room for one between (the module docstring);
+    else ``gap`` as it is."""
     rc = cols[gap.row]
     left = next((c for c in reversed(rc) if c.x1 <= gap.box[0] + 0.5), None)
     right = next((c for c in rc if c.x0 >= gap.box[2] - 0.5), None)
