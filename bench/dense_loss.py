@@ -41,6 +41,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from dense import _det, _gt, tile  # noqa: E402  (bench/dense.py: the same photos and sheets)
+from detect.engine.metrics import box_iou_np as _iou  # noqa: E402
+from detect.infer.slicing import _ios  # noqa: E402  (intersection over the first box's area)
 
 CELL = 640
 EDGE_PX = 2.0  # a box edge this close to a border lies on it
@@ -96,7 +98,7 @@ def merge_fate(run: dict, r: int, h: int, w: int) -> str:
     correct box of a true box the merged set lost): fused into a union, dropped as a cut piece
     inside a larger box, or suppressed by NMS (or moved to the mean of its views); or it is there, and the VOC matching gave it to a
     neighbouring true box it overlaps more."""
-    from detect.infer.slicing import _fuse_pieces, _ios as ios_, cut_edges
+    from detect.infer.slicing import _fuse_pieces, cut_edges
 
     box = run["raw_boxes"][r]
     merged = run["merged"].boxes if hasattr(run["merged"], "boxes") else run["merged"]["boxes"]
@@ -111,27 +113,12 @@ def merge_fate(run: dict, r: int, h: int, w: int) -> str:
         return "fused into a union (step 1)"
     i = int(same[0])
     if fc[i].any():
-        inside = ios_(fb[i:i + 1], fb)[0]
+        inside = _ios(fb[i:i + 1], fb)[0]
         inside[i] = 0
         area = np.prod(fb[:, 2:] - fb[:, :2], 1)
         if ((inside >= 0.7) & (area > area[i])).any():
             return "cut, inside a larger box (step 2)"
     return "suppressed by NMS, or moved by its mean (step 3)"
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from detect.boxes import box_iou
-
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)))
-    return box_iou(torch.from_numpy(np.asarray(a, np.float32)), torch.from_numpy(np.asarray(b, np.float32))).numpy()
-
-
-def _ios(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float[Na, Nb]: share of each box of ``a`` inside each box of ``b``."""
-    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(2)
-    return inter / np.maximum(np.prod(a[:, 2:] - a[:, :2], 1), 1e-6)[:, None]
 
 
 def match(det: dict, gt: dict) -> tuple[np.ndarray, np.ndarray]:
