@@ -8,7 +8,8 @@ call ``model(images, targets)`` gives a dict of losses (targets may carry extra 
 detections for :func:`detect.engine.evaluate.evaluate`.
 
 Per epoch: :func:`detect.engine.loop.train_one_epoch`, evaluation on rank 0 (EMA weights when
-enabled), a CSV row, ``RUN_DIR/last.pt`` (full state, atomic) and ``RUN_DIR/best.pt`` (weights
+enabled; photos larger than the model needs sliced as ``detect val`` does, through the
+``collect_fn`` the command hands in), a CSV row, ``RUN_DIR/last.pt`` (full state, atomic) and ``RUN_DIR/best.pt`` (weights
 only, best val ``voc_ap50``). ``resume`` restarts from ``last.pt`` at the next epoch, with the
 optimizer, schedule, scaler, EMA and RNG states; the data order and augmentation are seeded per
 (epoch, sample), so a resumed run repeats the uninterrupted one.
