@@ -60,7 +60,10 @@ def test_large_val_photos_take_the_sliced_path_small_ones_and_off_the_batched_lo
     assert len(got["dets"][0]["boxes"]) == len(truth)
     for records, collect_fn in ((small, sliced), (large, sliced_collector(_slice_args("off"), live=True)), (large, None)):
         assert T._collect(Squares(), _Loader(records), CLASSES, torch.device("cpu"), 1000, False, cfg, collect_fn) == {"batched": True}
-    assert len(batched) == 3
+    file_proposals = Squares()
+    file_proposals.proposal_source = "file"  # a Fast R-CNN on a proposal file's boxes, made for whole photos
+    assert T._collect(file_proposals, _Loader(large), CLASSES, torch.device("cpu"), 1000, False, cfg, sliced) == {"batched": True}
+    assert len(batched) == 4
 
 
 def test_the_live_model_keeps_its_mode_and_postprocess_and_is_neither_folded_nor_exported(tmp_path, monkeypatch):

@@ -34,8 +34,8 @@ def needs_slicing(records: Sequence[Any], imgsz: int, mode: Any) -> bool:
 
 def sliced_collector(args: argparse.Namespace, live: bool = False):
     """``collect_fn`` for :func:`~detect.engine.evaluate_cli.cmd_val` (and for the validation of
-    :func:`detect.engine.train.train`): None (the batched loader) unless the split needs slicing;
-    then every image through a :class:`Predictor` around the model with the ``--slice`` options,
+    :func:`detect.engine.train.train`): None (the batched loader) unless the split needs slicing
+    (and the model finds its own proposals: a proposal file's boxes are for whole photos); then every image through a :class:`Predictor` around the model with the ``--slice`` options,
     one photo at a time (a store photo is its own batch of slices), its detections in original
     pixels. The slices are cut at the scale of ``cfg.preprocess.object_size``, the product size
     the model learned (a run's resolved config, a checkpoint's). ``live``: the model is being
@@ -54,6 +54,8 @@ def sliced_collector(args: argparse.Namespace, live: bool = False):
         opts = slice_options(args)
         if not needs_slicing(records, int(cfg.preprocess.imgsz), opts["slice"]):
             return None
+        if getattr(model, "proposal_source", None) == "file":  # a Fast R-CNN whose proposals come from a file, made
+            return None  # for whole photos: they come with the images of the batched loader, a slice has none
         if live:
             opts.update(backend="torch", fuse=False)
         conf = float(getattr(model, "score_thresh", cfg.model.score_thresh))
