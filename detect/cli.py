@@ -36,7 +36,7 @@ COMMANDS: dict[str, Command] = {
                        "parse Pascal VOC XML into a versioned pickle cache"),
     "synth": Command("detect.data.synth.synth_cli", "add_synth_options", "cmd_synth",
                      "render synthetic retail shelves as a VOC dataset"),
-    "train": Command("detect.engine.train_cli", "add_train_options", "cmd_train",
+    "train": Command("detect.infer.train_cli", "add_train_options", "cmd_train",
                      "train a detector"),
     "val": Command("detect.infer.val_cli", "add_val_options", "cmd_val",
                    "evaluate weights on a dataset split (VOC and COCO metrics)"),

@@ -314,6 +314,7 @@ def test_a_real_run_leaves_its_pictures_and_detect_vals_report(shelves, tmp_path
     assert "loss=" in err and "epoch 1/1" in err  # the loss shows from the first step
     data = json.loads((out / "val.json").read_text())
     assert set(data["errors"]["dap"]) == {"cls", "loc", "both", "dupe", "bkg", "missed"} and data["epoch"] == 1
+    assert data["sliced"] is None  # 96-px photos at 64 px are read whole: the batched loader
     for name in ("results.png", "train_batch.png", "pr_curve.png", "confusion_matrix.png",
                  "confusion_matrix_normalized.png", "per_class_ap.png", "errors.png", "val_mosaic.png"):
         img = cv2.imread(str(out / name))

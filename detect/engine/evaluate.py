@@ -22,6 +22,8 @@ average, e.g. the AP of a class without ground truth):
                                 (the last four at the score threshold of best F1)}
   images, instances, difficult, detections, max_det, seconds, images_per_s
   weights, data, split, device, imgsz, classes, problems (defects found in the data)
+  sliced                        how large photos were sliced (--slice, the learned object_size), or
+                                null: every image read whole by the batched loader
   confusion_matrix              {conf, iou, rows, columns, last, matrix: int[C+1][C+1]}
   plots                         {pr_curve, confusion_matrix}: PNG paths
   errors                        where the AP50 goes, TIDE-style (detect.engine.error_breakdown.error_breakdown):
@@ -191,11 +193,19 @@ def evaluate(
     (see :func:`collect`). The model is put back in the train/eval mode it came in.
     """
     t0 = time.perf_counter()
-    got = collect(model, loader, device, max_det=max_det, amp=amp, progress=progress)
+    return score(collect(model, loader, device, max_det=max_det, amp=amp, progress=progress), classes, max_det, t0)
+
+
+def score(got: dict[str, Any], classes: Sequence[str], max_det: int, started: float) -> dict[str, Any]:
+    """:func:`evaluate`'s result from gathered detections (:func:`collect`'s dict, or a
+    ``collect_fn``'s: sliced inference): the metrics, ``seconds`` since ``started``
+    (``time.perf_counter()``), ``images_per_s``, ``unreadable``, and ``sliced`` (the slicing
+    settings when the detections came through sliced inference, else None)."""
     metrics, _ = compute_metrics(got["dets"], got["gts"], got["sizes"], classes, max_det=max_det)
-    metrics["seconds"] = time.perf_counter() - t0
+    metrics["seconds"] = time.perf_counter() - started
     metrics["images_per_s"] = len(got["gts"]) / max(got["seconds"], 1e-9)
     metrics["unreadable"] = got["unreadable"]
+    metrics["sliced"] = got.get("sliced")
     return metrics
 
 

@@ -76,7 +76,7 @@ def cmd_val(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optiona
         print(f"detect val: stopped, an image cannot be read: {e}", file=sys.stderr)
         return 1
     extra = {"weights": str(args.weights), "data": str(args.data), "split": args.split, "device": str(device),
-             "imgsz": int(cfg.preprocess.imgsz), "problems": len(cache.problems),
+             "imgsz": int(cfg.preprocess.imgsz), "problems": len(cache.problems), "sliced": got.get("sliced"),
              "images_per_s": len(got["gts"]) / max(got["seconds"], 1e-9)}
     out = report(got, classes, folder, records, max_det, extra)
     out["seconds"] = time.perf_counter() - t0

@@ -8,7 +8,8 @@ call ``model(images, targets)`` gives a dict of losses (targets may carry extra 
 detections for :func:`detect.engine.evaluate.evaluate`.
 
 Per epoch: :func:`detect.engine.loop.train_one_epoch`, evaluation on rank 0 (EMA weights when
-enabled), a CSV row, ``RUN_DIR/last.pt`` (full state, atomic) and ``RUN_DIR/best.pt`` (weights
+enabled; photos larger than the model needs sliced as ``detect val`` does, through the
+``collect_fn`` the command hands in), a CSV row, ``RUN_DIR/last.pt`` (full state, atomic) and ``RUN_DIR/best.pt`` (weights
 only, best val ``voc_ap50``). ``resume`` restarts from ``last.pt`` at the next epoch, with the
 optimizer, schedule, scaler, EMA and RNG states; the data order and augmentation are seeded per
 (epoch, sample), so a resumed run repeats the uninterrupted one.
@@ -49,10 +50,46 @@ def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
 
 
 def _default_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
-                  progress: bool = False) -> dict:
-    from detect.engine.evaluate import evaluate
+                  progress: bool = False, cfg: Optional[ExperimentConfig] = None, collect_fn: Optional[Callable] = None) -> dict:
+    """The validation of an epoch: :func:`detect.engine.evaluate.evaluate`'s metrics, the
+    detections gathered by :func:`_collect` (sliced like ``detect val`` where the split needs it)."""
+    from detect.engine.evaluate import score
 
-    return evaluate(model, loader, classes, device, max_det=max_det, progress=progress)
+    t0 = time.perf_counter()
+    return score(_collect(model, loader, classes, device, max_det, progress, cfg, collect_fn), classes, max_det, t0)
+
+
+def _run_eval(cfg: ExperimentConfig, collect_fn: Optional[Callable], progress: bool, log: RunLog) -> Callable[..., dict]:
+    """A run's default ``eval_fn``: :func:`_default_eval` with the resolved config (its imgsz and
+    the object size the slicing follows) and ``collect_fn``; says once when the val split is sliced."""
+    told: list[bool] = []
+
+    def eval_fn(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int) -> dict:
+        metrics = _default_eval(model, loader, classes, device, max_det, progress, cfg, collect_fn)
+        if metrics.get("sliced") and not told:
+            told.append(True)
+            log.print(f"val: photos larger than the model needs are sliced as detect val does ({_sliced_text(metrics['sliced'])})")
+        return metrics
+
+    return eval_fn
+
+
+def _collect(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
+             progress: bool, cfg: Optional[ExperimentConfig], collect_fn: Optional[Callable]) -> dict:
+    """The val split's detections and ground truth: ``collect_fn(model, cfg, classes, records,
+    device, max_det)`` (``detect val``'s sliced collector, handed down by the command: engine
+    never imports infer) when it takes the split, else the batched loader
+    (:func:`detect.engine.evaluate.collect`), as ``detect val`` chooses."""
+    from detect.engine.evaluate import collect
+
+    records = getattr(loader.dataset, "records", None) if collect_fn is not None and cfg is not None else None  # not a Subset's
+    got = collect_fn(model, cfg, classes, records, device, max_det) if records else None
+    return got if got is not None else collect(model, loader, device, max_det=max_det, progress=progress)
+
+
+def _sliced_text(sliced: dict) -> str:
+    size = float(sliced.get("object_size") or 0)
+    return f"--slice {sliced.get('slice')}" + (f", learned object size {size:.0f} px" if size else "")
 
 
 def train(
@@ -64,6 +101,7 @@ def train(
     eval_fn: Callable[..., dict] | None = None,
     on_epoch_end: Callable[[int, dict], bool] | None = None,
     checkpoint: Optional[dict] = None,
+    collect_fn: Callable[..., Optional[dict]] | None = None,
 ) -> dict[str, Any]:
     """Train as ``cfg`` says (under torchrun: one process per device) and return the final
     metrics (``epochs``, ``best_map``, ``best_epoch``, ``last``, ``best``, ``skipped``,
@@ -79,15 +117,19 @@ def train(
     counts from 1, ``row`` is its CSV row: losses, val metrics); returning True stops training
     there (``detect tune``'s pruner uses it). ``checkpoint``: with ``cfg.train.resume``, the run's
     ``last.pt`` when the caller has read it already (else it is read here).
+    ``collect_fn(model, cfg, classes, records, device, max_det)``: how the default evaluation
+    (every epoch and the final report) gathers the val split's detections when it returns a dict
+    like :func:`detect.engine.evaluate.collect`'s, None: the batched loader. ``detect train``
+    hands in ``detect val``'s (:func:`detect.infer.val_cli.sliced_collector`), so photos larger
+    than the model needs are sliced at the scale it learned and ``best.pt`` is chosen by the
+    score ``detect val`` gives (engine never imports infer).
     """
     started = time.perf_counter()  # a --time budget counts from here: data and model building are inside it
     info, device = D.setup(cfg.train.device)
     final_report = eval_fn is None  # the real evaluation: the run folder also gets detect val's pictures
-    if eval_fn is None:
-        eval_fn = lambda *a: _default_eval(*a, progress=progress and info.is_main)  # noqa: E731
     try:
         return _train(cfg, info, device, progress, data_fn or load_data, model_fn or _default_model, eval_fn,
-                      on_epoch_end, checkpoint, started, final_report)
+                      on_epoch_end, checkpoint, started, final_report, collect_fn)
     finally:
         D.cleanup()
 
@@ -122,8 +164,9 @@ class _History:
 
 def _train(
     cfg: ExperimentConfig, info: D.DistInfo, device: torch.device, progress: bool,
-    data_fn: Callable, model_fn: Callable, eval_fn: Callable, on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
+    data_fn: Callable, model_fn: Callable, eval_fn: Optional[Callable], on_epoch_end: Optional[Callable[[int, dict], bool]] = None,
     checkpoint: Optional[dict] = None, started: Optional[float] = None, final_report: bool = False,
+    collect_fn: Optional[Callable] = None,
 ) -> dict[str, Any]:
     started = time.perf_counter() if started is None else started
     if device.type == "cpu":
@@ -134,6 +177,8 @@ def _train(
     seed_everything(cfg.train.seed + info.rank)
     splits = data_fn(cfg)  # the data as read (DataSplits), or ready datasets (TrainData: tests)
     cfg = resolve(cfg, splits.classes, splits.train_records, log.print)  # read-only from here on
+    if eval_fn is None:  # the real evaluation, with the resolved config
+        eval_fn = _run_eval(cfg, collect_fn, progress and info.is_main, log)
     data = splits.datasets(cfg)
     if ckpt is not None and list(ckpt["classes"]) != data.classes:
         raise UsageError(f"the data's classes {data.classes} differ from the run's {list(ckpt['classes'])}")
@@ -163,7 +208,7 @@ def _train(
         bar.close()
     bare = run.ema.module if run.ema else run.bare
     if final_report and info.is_main and hist.best_epoch and run.val_loader is not None:
-        _final_report(cfg, out / "best.pt", bare, run.val_loader, data, device, out, progress, log)
+        _final_report(cfg, out / "best.pt", bare, run.val_loader, data, device, out, progress, log, collect_fn)
     return _result(hist, data, out, log, info)
 
 
@@ -371,18 +416,20 @@ def _train_batch_picture(loader: Any, sampler: Any, epoch: int, classes: Sequenc
 
 
 def _final_report(cfg: ExperimentConfig, best_pt: Path, model: torch.nn.Module, val_loader: Any, data: TrainData,
-                  device: torch.device, out: Path, progress: bool, log: RunLog) -> None:
-    """Evaluate ``best.pt`` once more and leave in the run folder what ``detect val`` writes:
-    val.json (metrics and the error breakdown) and the pictures of :mod:`detect.engine.report`."""
-    from detect.engine.evaluate import collect, report
+                  device: torch.device, out: Path, progress: bool, log: RunLog, collect_fn: Optional[Callable] = None) -> None:
+    """Evaluate ``best.pt`` once more, as ``detect val`` does (large photos sliced through
+    ``collect_fn``), and leave in the run folder what ``detect val`` writes: val.json (metrics
+    and the error breakdown) and the pictures of :mod:`detect.engine.report`."""
+    from detect.engine.evaluate import report
 
     best = load_checkpoint(best_pt)
     model.load_state_dict(best["model"])  # best.pt holds the weights that scored best (EMA when on)
-    got = collect(model, val_loader, device, max_det=cfg.model.max_det, progress=progress)
+    got = _collect(model, val_loader, data.classes, device, cfg.model.max_det, progress, cfg, collect_fn)
     records = getattr(val_loader.dataset, "records", None)
     res = report(got, data.classes, out, records, cfg.model.max_det,
                  extra={"weights": str(best_pt), "data": cfg.data.data, "split": cfg.data.val_split,
-                        "epoch": int(best.get("epoch", 0)), "imgsz": int(cfg.preprocess.imgsz)})
+                        "epoch": int(best.get("epoch", 0)), "imgsz": int(cfg.preprocess.imgsz),
+                        "sliced": got.get("sliced")})
     from detect.engine.error_breakdown import format_breakdown
 
     log.print(f"best.pt (epoch {best.get('epoch')}): voc_ap50 {res['voc_ap50']:.4f}, coco_ap {res['coco_ap']:.4f}; "

@@ -1,14 +1,15 @@
 """``detect train`` on the command line: its options -> an :class:`ExperimentConfig` (defaults
 <- ``--config`` YAML <- options given; with ``--resume``, the run's stored config in place of
 the YAML), the run folder (``runs/train``, ``runs/train2``, ...), and the exit code. The
-training itself is :func:`detect.engine.train.train`."""
+training itself is :func:`detect.engine.train.train`; the command, with the validation of large
+photos sliced as ``detect val`` does, is :mod:`detect.infer.train_cli`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
@@ -87,17 +88,19 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optional[dict]]] = None) -> int:
     """``detect train``. Exit 0 done (problems in the data are warned about: annotations dropped
     from thousands must not stop ``detect train ... && detect val ...``), 1 done but images could
     not be read, steps were skipped for a non-finite loss, or ``--strict`` and the data had
     problems; a bad option, missing data or an unusable checkpoint raise
     :class:`~detect.errors.UsageError`. ``--resume`` reads ``last.pt`` once, for the config and
-    the training state."""
+    the training state. ``collect_fn``: how the val split's detections are gathered
+    (:func:`detect.engine.train.train`; ``detect train`` itself is :mod:`detect.infer.train_cli`,
+    which hands in ``detect val``'s sliced collector: engine never imports infer)."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
     check_run_folder(cfg, getattr(args, "config", None))
-    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt)
+    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt, collect_fn=collect_fn)
     problems, strict = int(result["data_problems"]), bool(getattr(args, "strict", False))  # a count
     if problems:  # dropped annotations of a large dataset are normal: a warning, unless --strict
         print(f"warning: {problems} problem(s) in the data were reported and the annotations concerned left out "

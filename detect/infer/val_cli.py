@@ -32,35 +32,62 @@ def needs_slicing(records: Sequence[Any], imgsz: int, mode: Any) -> bool:
     return any(may_slice(int(r.height or 0), int(r.width or 0), imgsz, mode) for r in records)
 
 
-def sliced_collector(args: argparse.Namespace):
-    """``collect_fn`` for :func:`~detect.engine.evaluate_cli.cmd_val`: None (the batched loader)
-    unless the split needs slicing; then every image through a :class:`Predictor` around the
-    loaded model with the ``--slice`` options, one photo at a time (a store photo is its own batch
-    of slices), its detections in original pixels."""
+def sliced_collector(args: argparse.Namespace, live: bool = False):
+    """``collect_fn`` for :func:`~detect.engine.evaluate_cli.cmd_val` (and for the validation of
+    :func:`detect.engine.train.train`): None (the batched loader) unless the split needs slicing
+    (and the model finds its own proposals: a proposal file's boxes are for whole photos); then every image through a :class:`Predictor` around the model with the ``--slice`` options,
+    one photo at a time (a store photo is its own batch of slices), its detections in original
+    pixels. The slices are cut at the scale of ``cfg.preprocess.object_size``, the product size
+    the model learned (a run's resolved config, a checkpoint's). ``live``: the model is being
+    trained (``detect train``'s validation every epoch): it runs as it is in PyTorch (no
+    BatchNorm folding, no ONNX export of weights that change every epoch), and an image that cannot
+    be read is skipped and named in ``unreadable`` as the batched loader does (``detect val``
+    stops). Either way the model gets back its train/eval mode and postprocess settings."""
 
     def collect_fn(model: torch.nn.Module, cfg: Any, classes: Sequence[str], records: Sequence[Any],
                    device: torch.device, max_det: int) -> Optional[dict]:
-        from detect.data.dataset import read_image_rgb
+        from detect.data.dataset import ImageReadError, read_image_rgb
         from detect.infer.predict import Predictor
         from detect.infer.predict_cli import slice_options
+        from detect.models.build import POSTPROCESS
 
         opts = slice_options(args)
         if not needs_slicing(records, int(cfg.preprocess.imgsz), opts["slice"]):
             return None
+        if getattr(model, "proposal_source", None) == "file":  # a Fast R-CNN whose proposals come from a file, made
+            return None  # for whole photos: they come with the images of the batched loader, a slice has none
+        if live:
+            opts.update(backend="torch", fuse=False)
         conf = float(getattr(model, "score_thresh", cfg.model.score_thresh))
-        pred = Predictor.from_model(model, cfg.preprocess, classes, device=device, conf=conf, **opts)
-        pred.max_det = max_det
-        dets, sizes = [], []
-        t0 = time.perf_counter()
-        for r in tqdm(records, desc="val (sliced)", unit="img", leave=False, file=sys.stderr, disable=not sys.stderr.isatty()):
-            # the dataset's reader (as stored, no EXIF turn: the boxes were drawn on these pixels); an unreadable
-            # image raises ImageReadError, an OSError: cmd_val stops
-            image = cv2.cvtColor(read_image_rgb(r.image), cv2.COLOR_RGB2BGR)
-            (d,) = pred.predict([image])  # at most max_det, by decreasing score
-            dets.append({"boxes": d.boxes.astype(np.float64), "scores": d.scores, "labels": d.labels})
-            sizes.append(image.shape[:2])
-        return {"dets": dets, "gts": [_gt_from_record(r) for r in records], "sizes": sizes,
-                "image_ids": list(range(len(records))), "seconds": time.perf_counter() - t0, "unreadable": []}
+        was_training, post = model.training, {k: getattr(model, k) for k in POSTPROCESS if hasattr(model, k)}
+        try:
+            pred = Predictor.from_model(model, cfg.preprocess, classes, device=device, conf=conf, **opts)
+            pred.max_det = max_det
+            dets, gts, sizes, ids, unreadable = [], [], [], [], []
+            t0 = time.perf_counter()
+            for i, r in enumerate(tqdm(records, desc="val (sliced)", unit="img", leave=False, file=sys.stderr,
+                                       disable=not sys.stderr.isatty())):
+                # the dataset's reader (as stored, no EXIF turn: the boxes were drawn on these pixels); an unreadable
+                # image raises ImageReadError, an OSError: cmd_val stops, a training skips it
+                try:
+                    image = cv2.cvtColor(read_image_rgb(r.image), cv2.COLOR_RGB2BGR)
+                except ImageReadError as e:
+                    if not live:
+                        raise
+                    unreadable.append(str(e))
+                    continue
+                (d,) = pred.predict([image])  # at most max_det, by decreasing score
+                dets.append({"boxes": d.boxes.astype(np.float64), "scores": d.scores, "labels": d.labels})
+                gts.append(_gt_from_record(r))
+                sizes.append(image.shape[:2])
+                ids.append(i)
+        finally:
+            for k, v in post.items():
+                setattr(model, k, v)
+            model.train(was_training)
+        return {"dets": dets, "gts": gts, "sizes": sizes, "image_ids": ids, "seconds": time.perf_counter() - t0,
+                "unreadable": unreadable,
+                "sliced": {"slice": opts["slice"], "object_size": float(cfg.preprocess.object_size)}}
 
     return collect_fn
 
