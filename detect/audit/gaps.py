@@ -29,7 +29,10 @@ products of the photo's other rows by default, or the image edges) with half the
 must hold :data:`END_FILL` of the end product: a product standing mostly beyond the edge is
 not detected, and its sliver of shelf is no gap. An empty row (:attr:`Row.empty`) is one gap
 over the whole shelf. A row whose products stand below the photo's bottom edge (only their
-tops in view, :attr:`Row.cut`) has no gaps: its shelf is not in the photo.
+tops in view, :attr:`Row.cut`) has no gaps: its shelf is not in the photo; nor has a row whose
+products stand mostly above its top edge (only their feet in view, :attr:`Row.above`). An
+empty facing less than :data:`SEEN` in the photo (a slot of a tilted row where the shelf leaves
+the photo) is not reported: too little of it shows to tell it from the shelf beyond.
 
 Anything detected on the shelf fills it: a product lying down or turned (a box of any class,
 also one the caller marks unknown with label -1) is a column like any other, so it is never a
@@ -50,6 +53,7 @@ RATIO = 1.55  # tuned on dense shelves of seed 7 (bench/audit.py: 1.35, 1.45, 1.
 END_FILL = 0.7  # at a row's end the free shelf must hold this much of the end product (a product mostly
 # outside the shelf's edge, or the photo's, is not detected: its place is not a gap)
 NARROW = 0.1  # between two different products a gap must hold the row's narrow products: this quantile of its widths
+SEEN = 0.5  # an empty facing less than this much inside the photo is not reported
 FIT = 0.35  # a facing count that leaves more than this much of a facing over is a poor fit
 
 
@@ -141,8 +145,8 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
                 k = max(1, int(round((X1 - X0) / pitch_all)))
                 out.append(_gap(row, X0, X1, k, 0.0, row.height, None, None, names))
             continue
-        if row.cut:
-            continue  # the shelf is below the photo: only the tops of its products show
+        if row.cut or row.above:
+            continue  # the shelf is below the photo (only the tops of its products show) or its products above it
         s_same, s_diff = _spacings(rc, ratio)
         heights = [float(boxes[c.members, 3].max() - boxes[c.members, 1].min()) for c in rc]
         narrow = float(np.quantile([c.width for c in rc], NARROW))  # a narrow product of this row
@@ -178,16 +182,21 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
                 k, _ = _facings_in(room - s_diff, [max(near, key=lambda q: q.width)], s_same)
                 h = float(np.sqrt(heights[i] * heights[j]))  # either neighbour's product, or another: between their heights
                 out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, margin=(s_same + s_diff) / 2))
-    if image_size is not None:
-        out = [_clipped(g, *image_size) for g in out]
-    return out
+    return clip_gaps(out, *image_size) if image_size is not None else out
 
 
-def _clipped(g: Gap, W: int, H: int) -> Gap:
+def clip_gaps(gaps: list[Gap], W: int, H: int) -> list[Gap]:
+    """``gaps`` clipped to a W x H photo: slots less than :data:`SEEN` inside it are dropped,
+    and so are gaps left with none."""
     clip = lambda b: (max(b[0], 0.0), max(b[1], 0.0), min(b[2], float(W)), min(b[3], float(H)))  # noqa: E731
-    g.box = clip(g.box)
-    g.slots = [clip(s) for s in g.slots]
-    return g
+    area = lambda b: max(b[2] - b[0], 0.0) * max(b[3] - b[1], 0.0)  # noqa: E731
+    out = []
+    for g in gaps:
+        slots = [clip(s) for s in g.slots if area(clip(s)) >= SEEN * area(s) and area(clip(s)) > 0]
+        if slots:
+            g.box, g.slots = clip(g.box), slots
+            out.append(g)
+    return out
 
 
 def _photo_pitch(cols: list[list[Column]]) -> float:

@@ -35,7 +35,11 @@ anything between the photo's narrowest and widest (relative to the row's height)
 planned beyond that column when the next of them is another product seen in the photo (its
 width and height, the spacing between positions from the column, as many as stand
 :data:`~detect.audit.gaps.END_FILL` inside the photo): the rules alone fill it with the end
-product's facings.
+product's facings. When not even the first of them stands that far inside and the photo shows
+all the end column's position plans, the gap is dropped: the free shelf is the spacing
+between that position and the next, whose product stands beyond the photo's edge (a stretch
+the rules alone read as a missing facing of the end product whenever the spacing between
+positions nears the product's width).
 
 Rows below the photo are not searched, nor positions whose columns reach a row's end (their
 other facings may stand beyond the photo's edge). Otherwise the planogram adds gaps, it
@@ -50,7 +54,7 @@ import numpy as np
 
 from detect.audit.compliance import EMPTY, align, check, row_slots
 from detect.audit.facings import Column
-from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _clipped, _name, _spacings
+from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _name, _spacings, clip_gaps
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows
 
@@ -73,11 +77,11 @@ def planned_gaps(planogram: Planogram, cols: list[list[Column]], rows: Rows, gap
     gaps = [g for g in gaps if g is not None]
     out = list(gaps)
     for r, shelf in sorted(shelf_of.items()):
-        if not rows.rows[r].cut and len(cols[r]) >= 2:
+        if not rows.rows[r].cut and not rows.rows[r].above and len(cols[r]) >= 2:
             out += _row_gaps(planogram, shelf, r, rows, cols[r], [g for g in gaps if g.row == r], boxes, names, size,
                              ratio, fill)
     out.sort(key=lambda g: (g.row, g.box[0]))
-    return [_clipped(g, *image_size) for g in out] if image_size is not None else out
+    return clip_gaps(out, *image_size) if image_size is not None else out
 
 
 def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: Gap, row_gaps: list[Gap], rows: Rows,
@@ -98,7 +102,12 @@ def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: G
     where = _anchors(expected, rc, row_gaps)
     s_same, s_diff = _spacings(rc, ratio)
     if (left is None) != (right is None):
-        return _reshaped_end(gap, rows, left or right, where.get(rc.index(left or right)), expected, size, s_diff)
+        end = left or right
+        k = rc.index(end)
+        a = where.get(k)
+        run = _end_run(rc, k)
+        return _reshaped_end(gap, rows, end, a, expected, size, s_diff,
+                             whole=a is not None and run >= positions[owner[a]].facings)
     if left is None or right is None:
         return gap
     a, b = where.get(rc.index(left)), where.get(rc.index(right))
@@ -136,14 +145,28 @@ def _anchors(expected: list[int], rc: list[Column], row_gaps: list[Gap]) -> dict
     return {items[j][1]: i for i, j in align(expected, observed) if i >= 0 and j >= 0 and items[j][1] >= 0}
 
 
+def _end_run(rc: list[Column], k: int) -> int:
+    """How many columns of column ``k``'s product stand side by side from it into the row
+    (``k`` the row's first or last column)."""
+    step = 1 if k == 0 else -1
+    n = 0
+    while 0 <= k + n * step < len(rc) and rc[k + n * step].label == rc[k].label:
+        n += 1
+    return n
+
+
 def _reshaped_end(gap: Gap, rows: Rows, end: Column, a: Optional[int], expected: list[int],
-                  size: dict[int, tuple[float, float]], s: float) -> Gap:
+                  size: dict[int, tuple[float, float]], s: float, whole: bool = False) -> Optional[Gap]:
     """A rules' gap at a row's end (beside column ``end``, aligned with expected facing ``a``)
     with the facings the planogram plans beyond ``end`` when the next of them is another
     product that shows elsewhere in the photo: its width and height, ``s`` from ``end``, and
     the next ones while they stand :data:`~detect.audit.gaps.END_FILL` inside the gap (the
     photo's or the shelf's edge); else ``gap`` as it is (the facings beyond may be more of
-    ``end``'s own: the alignment cannot tell)."""
+    ``end``'s own: the alignment cannot tell). None when not even the first stands inside and
+    the photo shows ``whole`` of ``end``'s position (as many of its product side by side at
+    the row's end as the position plans): the gap is the spacing between positions, the next
+    product stands beyond the edge. A position short of facings keeps the rules' reading (the
+    alignment ties on which side its missing facing stands)."""
     if a is None:
         return gap
     outward = 1 if gap.box[0] >= end.x1 - 0.5 else -1
@@ -161,8 +184,8 @@ def _reshaped_end(gap: Gap, rows: Rows, end: Column, a: Optional[int], expected:
             break
         slots.append(row.band(max(x0, gap.box[0]), min(x1, gap.box[2]), h))
         x += outward * (s + w)
-    if not slots:
-        return gap
+    if not slots:  # the next planned product stands beyond the edge: the free shelf is the spacing before it
+        return None if whole else gap
     return Gap(gap.row, gap.box, slots, gap.left, gap.right, gap.left_name, gap.right_name)
 
 

@@ -43,6 +43,7 @@ FLOAT_BAND = 0.8  # a row whose base is within this fraction of the lower row's 
 EMPTY_ROW_RATIO = 1.7  # a base-line spacing this many times the median one holds empty rows
 SHELF_STEP = 0.5  # a row less than this fraction of the usual shelf spacing above the next is part of it
 EDGE = 0.1  # a box ending this fraction of its row's product height from the photo's edge ends at the edge
+ABOVE = 0.5  # a row cut by the photo's top edge to under this fraction of its products' full height is above it
 SAME_PLACE = 0.5  # two boxes sharing half the smaller one are one product read twice (distinct; 0.4-0.8 tried on seed 5)
 
 
@@ -61,6 +62,8 @@ class Row:
         empty: no product was found on it (inferred from the spacing of the rows around it).
         cut: its shelf is below the photo's bottom edge, only the tops of its products show
             (set by :func:`mark_cut`; such a row is not searched for gaps).
+        above: its products stand mostly above the photo's top edge, only their feet show
+            (set by :func:`mark_cut`; such a row is not searched for gaps either).
     """
 
     index: int
@@ -72,6 +75,7 @@ class Row:
     members: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     empty: bool = False
     cut: bool = False
+    above: bool = False
 
     def base_y(self, x: float | np.ndarray) -> float | np.ndarray:
         """y of the base line at ``x``."""
@@ -88,7 +92,7 @@ class Row:
         return {"row": self.index + 1, "base": [[round(self.x0, 1), round(float(self.base_y(self.x0)), 1)],
                                               [round(self.x1, 1), round(float(self.base_y(self.x1)), 1)]],
                 "slope": round(self.slope, 5), "height": round(self.height, 1), "products": int(len(self.members)),
-                "empty": self.empty, "below_photo": self.cut}
+                "empty": self.empty, "below_photo": self.cut, "above_photo": self.above}
 
 
 @dataclass
@@ -130,10 +134,29 @@ def distinct(boxes: np.ndarray, scores: np.ndarray, products: np.ndarray | None 
 def mark_cut(rows: Rows, boxes: np.ndarray, height: int) -> None:
     """Set :attr:`Row.cut` on rows whose products mostly end at the bottom edge of a photo
     ``height`` pixels high (their shelf is below it): within :data:`EDGE` of the row's product
-    height (a detector's box stops a few pixels short of the edge), at least 2 pixels."""
+    height (a detector's box stops a few pixels short of the edge), at least 2 pixels.
+
+    Set :attr:`Row.above` on rows whose products mostly start at the top edge (within the
+    same margin) and are under :data:`ABOVE` of their full height: the median height of the
+    row's standing boxes that stay clear of the edge (three or more), else of the rows that touch
+    neither edge. Only the feet of products standing mostly above the photo show, and where
+    a product shows less than that it is not seen at all (a detector misses a sliver, and so
+    does a truth that keeps products by the share in view), so an empty stretch there says
+    nothing about the shelf."""
+    touch_top = []
     for row in rows.rows:
         near = max(2.0, EDGE * row.height)
-        row.cut = bool(len(row.members)) and float(np.median(boxes[row.members, 3])) >= height - near
+        has = bool(len(row.members))
+        row.cut = has and float(np.median(boxes[row.members, 3])) >= height - near
+        touch_top.append(has and float(np.median(boxes[row.members, 1])) <= near)
+    usual = [r.height for r, top in zip(rows.rows, touch_top) if len(r.members) and not top and not r.cut]
+    for row, top in zip(rows.rows, touch_top):
+        if not top or row.cut:
+            continue
+        b = boxes[row.members[~rows.stacked[row.members]]]  # standing products (a stacked unit is short)
+        clear = b[b[:, 1] > max(2.0, EDGE * row.height)]
+        full = float(np.median(clear[:, 3] - clear[:, 1])) if len(clear) >= 3 else (float(np.median(usual)) if usual else 0.0)
+        row.above = row.height < ABOVE * full
 
 
 def stacked_on(boxes: np.ndarray, overlap: float = STACK_OVERLAP, tol: float = STACK_TOL, slope: float = 0.0) -> np.ndarray:
