@@ -12,7 +12,7 @@ from detect.audit.audit import audit_detections
 from detect.audit.gaps import Gap, clip_gaps
 from detect.audit.planogram import build_planogram
 from detect.structures import Detections
-from test_audit_rules import positions_row  # tests/ is on the path under pytest
+from _audit_layout import positions_row  # tests/ is on the path under pytest
 
 NAMES = ["cola", "chips", "tea"]
 

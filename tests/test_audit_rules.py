@@ -12,6 +12,7 @@ from detect.audit.facings import columns, facings, share_of_shelf
 from detect.audit.gaps import find_gaps
 from detect.audit.rows import distinct, find_rows, stacked_on
 from detect.structures import Detections
+from _audit_layout import positions_row  # tests/ is on the path under pytest
 
 NAMES = ["cola", "chips", "tea"]
 
@@ -333,22 +334,6 @@ def test_a_tilted_shelf_above_a_row_cut_by_the_photo_is_not_merged_with_it():
     assert res.rows.rows[2].slope == pytest.approx(0.08, abs=1e-3)
     assert [(f.row, f.name, f.facings) for f in res.facings] == [(0, "cola", 22), (1, "cola", 22), (2, "cola", 22), (3, "chips", 10)]
     assert res.gaps == []
-
-
-def positions_row(spec, *, skip=(), base=300.0, h=100.0, s=4.0):
-    """One shelf laid out from planogram positions ``spec`` [(label, facings, width, spacing
-    after the position)]: facings ``s`` apart; the (position, facing) pairs in ``skip`` are
-    left empty. Returns boxes, labels and the planogram rows for :func:`build_planogram`."""
-    boxes, labels, plan, x = [], [], [], 0.0
-    for k, (lab, n, w, after) in enumerate(spec):
-        plan.append((k + 1, {"shelf": 0, "position": k, "product": NAMES[lab], "facings": n}))
-        for f in range(n):
-            if (k, f) not in skip:
-                boxes.append([x, base - h, x + w, base])
-                labels.append(lab)
-            x += w + s
-        x += after - s
-    return boxes, labels, plan
 
 
 # cola 60 wide, chips 30, tea 60; positions 20-40 apart (30 as a rule)
