@@ -106,9 +106,14 @@ def align(expected: list[int], observed: list[int]) -> list[tuple[int, int]]:
     return pairs[::-1]
 
 
+def facing_owners(positions: list[Position]) -> list[int]:
+    """A shelf's expected facings, left to right, as the index of the position each belongs to."""
+    return [k for k, p in enumerate(positions) for _ in range(p.facings)]
+
+
 def _shelf_verdicts(positions: list[Position], observed: list[int], row: int, names: list[str]) -> tuple[list[Verdict], int]:
     """Verdicts of one shelf's positions against one row's slots, and the alignment's score."""
-    owner = [k for k, p in enumerate(positions) for _ in range(p.facings)]  # expected slot -> position
+    owner = facing_owners(positions)  # expected slot -> position
     expected = [positions[k].label for k in owner]
     pairs = align(expected, observed)
     hits = [0] * len(positions)

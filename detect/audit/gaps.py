@@ -148,7 +148,7 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
         if row.cut or row.above:
             continue  # the shelf is below the photo (only the tops of its products show) or its products above it
         s_same, s_diff = _spacings(rc, ratio)
-        heights = [float(boxes[c.members, 3].max() - boxes[c.members, 1].min()) for c in rc]
+        heights = [column_height(c, boxes) for c in rc]
         narrow = float(np.quantile([c.width for c in rc], NARROW))  # a narrow product of this row
         for i in range(-1, len(rc)):
             j = i + 1
@@ -183,6 +183,11 @@ def find_gaps(cols: list[list[Column]], rows: Rows, boxes: np.ndarray, names: li
                 h = float(np.sqrt(heights[i] * heights[j]))  # either neighbour's product, or another: between their heights
                 out.append(_gap(row, xl, xr, k, s_same, h, left, right, names, margin=(s_same + s_diff) / 2))
     return clip_gaps(out, *image_size) if image_size is not None else out
+
+
+def column_height(c: Column, boxes: np.ndarray) -> float:
+    """Height of column ``c`` (a stack: from its lowest bottom to its highest top)."""
+    return float(boxes[c.members, 3].max() - boxes[c.members, 1].min())
 
 
 def clip_gaps(gaps: list[Gap], W: int, H: int) -> list[Gap]:

@@ -52,9 +52,9 @@ from typing import Optional
 
 import numpy as np
 
-from detect.audit.compliance import EMPTY, align, check, row_slots
+from detect.audit.compliance import EMPTY, align, check, facing_owners, row_slots
 from detect.audit.facings import Column
-from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _name, _spacings, clip_gaps
+from detect.audit.gaps import END_FILL, NARROW, RATIO, Gap, _name, _spacings, clip_gaps, column_height
 from detect.audit.planogram import Planogram
 from detect.audit.rows import Rows
 
@@ -97,7 +97,7 @@ def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: G
     left = next((c for c in reversed(rc) if c.x1 <= gap.box[0] + 0.5), None)
     right = next((c for c in rc if c.x0 >= gap.box[2] - 0.5), None)
     positions = planogram.shelf(shelf)
-    owner = [k for k, p in enumerate(positions) for _ in range(p.facings)]  # expected slot -> position
+    owner = facing_owners(positions)  # expected slot -> position
     expected = [positions[k].label for k in owner]
     where = _anchors(expected, rc, row_gaps)
     s_same, s_diff = _spacings(rc, ratio)
@@ -122,7 +122,7 @@ def _reshaped(planogram: Planogram, shelf: int, cols: list[list[Column]], gap: G
     if best is None:
         return gap  # the planned facings do not explain the free shelf: keep the rules' reading
     missing, widths = best
-    h_near = float(np.sqrt(_height(left, boxes) * _height(right, boxes)))  # a product not in the photo: as the rules
+    h_near = float(np.sqrt(column_height(left, boxes) * column_height(right, boxes)))  # a product not in the photo: as the rules
     heights = [size[lab][1] if lab in size else h_near for lab in missing]
     free = right.x0 - left.x1
     widths = [w * min(1.0, free / sum(widths)) for w in widths]  # no wider than the free shelf (widths vary in a photo)
@@ -260,7 +260,7 @@ def _row_gaps(planogram: Planogram, shelf: int, r: int, rows: Rows, rc: list[Col
     between its neighbours') that holds its missing facings; of several, the widest. The
     alignment alone cannot say at which end of a position a facing is missing."""
     positions = planogram.shelf(shelf)
-    owner = [k for k, p in enumerate(positions) for _ in range(p.facings)]  # expected slot -> position
+    owner = facing_owners(positions)  # expected slot -> position
     items: list[Optional[Column]] = list(rc) + [None for g in found for _ in g.slots]  # None: an empty facing
     xs = [c.cx for c in rc] + [(s[0] + s[2]) / 2 for g in found for s in g.slots]
     items = [items[k] for k in np.argsort(xs, kind="stable")]
@@ -307,7 +307,7 @@ def _stretch(row, left: Column, right: Column, missing: list[int], boxes: np.nda
     if not wh:
         return None
     heights = [h for _, h in wh]
-    h_near = float(np.sqrt(_height(left, boxes) * _height(right, boxes)))
+    h_near = float(np.sqrt(column_height(left, boxes) * column_height(right, boxes)))
     spans = []
     if missing[0] == left.label or missing[len(wh) - 1] != right.label:  # beside the left one (or centred)
         x = left.x1 + s if missing[0] == left.label else left.x1 + (free - sum(w for w, _ in wh) - (len(wh) - 1) * s) / 2
@@ -326,16 +326,12 @@ def _stretch(row, left: Column, right: Column, missing: list[int], boxes: np.nda
                _name(names, right))
 
 
-def _height(c: Column, boxes: np.ndarray) -> float:
-    return float(boxes[c.members, 3].max() - boxes[c.members, 1].min())
-
-
 def _sizes(cols: list[list[Column]], boxes: np.ndarray) -> dict[int, tuple[float, float]]:
     """Median (width, height) of each product's columns over the photo."""
     per: dict[int, list[tuple[float, float]]] = {}
     for row in cols:
         for c in row:
             if c.label >= 0:
-                per.setdefault(c.label, []).append((c.width, _height(c, boxes)))
+                per.setdefault(c.label, []).append((c.width, column_height(c, boxes)))
     return {lab: (float(np.median([w for w, _ in v])), float(np.median([h for _, h in v]))) for lab, v in per.items()}
 

@@ -143,18 +143,18 @@ def mark_cut(rows: Rows, boxes: np.ndarray, height: int) -> None:
     a product shows less than that it is not seen at all (a detector misses a sliver, and so
     does a truth that keeps products by the share in view), so an empty stretch there says
     nothing about the shelf."""
+    near = [max(2.0, EDGE * row.height) for row in rows.rows]  # a box within this of an edge ends at it
     touch_top = []
-    for row in rows.rows:
-        near = max(2.0, EDGE * row.height)
+    for row, m in zip(rows.rows, near):
         has = bool(len(row.members))
-        row.cut = has and float(np.median(boxes[row.members, 3])) >= height - near
-        touch_top.append(has and float(np.median(boxes[row.members, 1])) <= near)
+        row.cut = has and float(np.median(boxes[row.members, 3])) >= height - m
+        touch_top.append(has and float(np.median(boxes[row.members, 1])) <= m)
     usual = [r.height for r, top in zip(rows.rows, touch_top) if len(r.members) and not top and not r.cut]
-    for row, top in zip(rows.rows, touch_top):
+    for row, top, m in zip(rows.rows, touch_top, near):
         if not top or row.cut:
             continue
         b = boxes[row.members[~rows.stacked[row.members]]]  # standing products (a stacked unit is short)
-        clear = b[b[:, 1] > max(2.0, EDGE * row.height)]
+        clear = b[b[:, 1] > m]
         full = float(np.median(clear[:, 3] - clear[:, 1])) if len(clear) >= 3 else (float(np.median(usual)) if usual else 0.0)
         row.above = row.height < ABOVE * full
 
