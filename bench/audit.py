@@ -54,6 +54,7 @@ from detect.audit.planogram import build_planogram  # noqa: E402
 from detect.data.synth.dense import render_dense, truth_json  # noqa: E402
 from detect.data.synth.products import CLASSES  # noqa: E402
 from detect.structures import Detections  # noqa: E402
+from detect.utils import atomic_write_text  # noqa: E402
 
 IOU = 0.3
 TARGETS = {"gap_precision": 0.90, "gap_recall": 0.90, "facings_exact": 0.95, "verdicts_agree": 0.95, "unique_error": 0.05,
@@ -69,21 +70,25 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-9)
 
 
-def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU, difficult: np.ndarray | None = None) -> tuple[int, int]:
-    """One-to-one matches at IoU >= thr, best pairs first: (matches with true boxes that are
-    not ``difficult``, predictions matched to difficult ones: neither hits nor false alarms)."""
-    difficult = np.zeros(len(true), bool) if difficult is None else np.asarray(difficult, bool)
+def greedy_pairs(pred: np.ndarray, true: np.ndarray, thr: float = IOU) -> dict[int, int]:
+    """One-to-one matches at IoU >= thr, best pairs first: prediction index -> true index."""
     m = iou_matrix(pred, true)
-    n = ignored = 0
+    out = {}
     while m.size and m.max() >= thr:
         i, j = np.unravel_index(np.argmax(m), m.shape)
+        out[int(i)] = int(j)
         m[i, :] = -1
         m[:, j] = -1
-        if difficult[j]:
-            ignored += 1
-        else:
-            n += 1
-    return n, ignored
+    return out
+
+
+def greedy_matches(pred: np.ndarray, true: np.ndarray, thr: float = IOU, difficult: np.ndarray | None = None) -> tuple[int, int]:
+    """:func:`greedy_pairs` counted: (matches with true boxes that are not ``difficult``,
+    predictions matched to difficult ones: neither hits nor false alarms)."""
+    difficult = np.zeros(len(true), bool) if difficult is None else np.asarray(difficult, bool)
+    hit = np.asarray(list(greedy_pairs(pred, true, thr).values()), np.int64)
+    ignored = int(difficult[hit].sum())
+    return len(hit) - ignored, ignored
 
 
 def noisy_truth(scene, rng: np.random.Generator, noise: float) -> Detections:
@@ -344,7 +349,7 @@ def main() -> int:
               f"({sp['device']}, {sp['backend']})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

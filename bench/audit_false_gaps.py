@@ -35,20 +35,9 @@ from detect.audit.audit import audit_detections  # noqa: E402
 from detect.audit.planogram import build_planogram  # noqa: E402
 from detect.data.synth.dense import render_dense, truth_json  # noqa: E402
 from detect.data.synth.products import CLASSES  # noqa: E402
+from detect.utils import atomic_write_text  # noqa: E402
 
 HELD_OUT = 9000  # seeds from here on are for measuring only
-
-
-def matches(pred: np.ndarray, true: np.ndarray, thr: float = B.IOU) -> dict[int, int]:
-    """Slot index -> true gap index, one-to-one greedy by IoU (as :func:`bench.audit.greedy_matches`)."""
-    m = B.iou_matrix(pred, true)
-    out = {}
-    while m.size and m.max() >= thr:
-        i, j = np.unravel_index(np.argmax(m), m.shape)
-        out[int(i)] = int(j)
-        m[i, :] = -1
-        m[:, j] = -1
-    return out
 
 
 def beyond_end(truth: dict, end: dict, outward: int) -> tuple[str, bool]:
@@ -88,8 +77,8 @@ def false_slots(seed: int, images: int, size: int, noise: float) -> tuple[list[d
         slots = np.asarray([s for g in res.gaps for s in g.slots], np.float32).reshape(-1, 4)
         gaps = [g for g in truth["gaps"] if not B.below_photo(truth, g)]
         true = np.asarray([g["box"] for g in gaps], np.float32).reshape(-1, 4)
-        hit = matches(slots, true)
         iou = B.iou_matrix(slots, true)
+        hit = B.greedy_pairs(slots, true)
         prods = np.asarray([p["box"] for p in truth["products"]], np.float32).reshape(-1, 4)
         for k, g in enumerate(owner):
             if k in hit:
@@ -151,7 +140,7 @@ def main() -> int:
         print(f"{n:5d}  {k}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"argv": sys.argv[1:], "per_seed": per_seed, "false": recs}, indent=1) + "\n")
+    atomic_write_text(out, json.dumps({"argv": sys.argv[1:], "per_seed": per_seed, "false": recs}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

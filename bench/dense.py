@@ -163,14 +163,15 @@ def part_b(args, make) -> dict:
     # arrangement 0: the classes in file order (the one reported before --arrangements); each
     # further arrangement tiles the same photos again, shuffled (seeded): more mosaics, less noise
     orders = [interleaved(recs)] + [interleaved(recs, np.random.default_rng(k)) for k in range(1, args.arrangements)]
+    truth = {r.image: _gt(r.boxes, r.labels, r.difficult) for r in recs}
     images = [pixels[r.image] for r in orders[0]]
-    gts = [_gt(r.boxes, r.labels, r.difficult) for r in orders[0]]
+    gts = [truth[r.image] for r in orders[0]]
     rows = {"single photos": _score(make(), images, gts, classes, errors=True)}
     cell = max(max(im.shape[:2]) for im in images)
     for name, (c, r) in {"2x2 mosaics": (2, 2), "3x3 mosaics": (3, 3), "6x8 sheets": (8, 6)}.items():
         sheets, sg = [], []
         for order in orders:
-            s, g = tile([pixels[x.image] for x in order], [_gt(x.boxes, x.labels, x.difficult) for x in order], c, r, cell)
+            s, g = tile([pixels[x.image] for x in order], [truth[x.image] for x in order], c, r, cell)
             sheets += s
             sg += g
         rows[name] = _score(make(), sheets, sg, classes, errors=True)
