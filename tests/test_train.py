@@ -19,6 +19,7 @@ from tiny_detector import NaNOnImage, assert_same_state, tiny_config, tiny_data,
 from detect.cli import build_parser, main
 from detect.config import ExperimentConfig
 from detect.engine import train as T
+from detect.engine.run_eval import epoch_eval
 from detect.engine import train_cli as TC
 from detect.engine.checkpoint import load_checkpoint
 from detect.engine.loader import EpochShardSampler
@@ -215,7 +216,7 @@ def test_resume_repeats_uninterrupted_run_with_real_ssd_and_data(shelves, tmp_pa
         evals.append(1)
         if len(evals) == 2:
             raise KeyboardInterrupt
-        return T._default_eval(model, *a)
+        return epoch_eval(model, *a)
 
     T.train(cfg(tmp_path / "a"), progress=False)
     with pytest.raises(KeyboardInterrupt):

@@ -18,7 +18,7 @@ from _predict_helpers import CLASSES
 from test_slicing import Squares, _shelf
 
 from detect.config import ExperimentConfig, Preprocess
-from detect.engine import train as T
+from detect.engine import run_eval as V
 from detect.infer.val_cli import sliced_collector
 from detect.structures import ImageRecord
 
@@ -35,7 +35,7 @@ def _record(path, img, truth) -> ImageRecord:
 
 
 class _Loader:
-    """What :func:`detect.engine.train._collect` reads of a val loader: its dataset's records."""
+    """What :func:`detect.engine.run_eval.collect_split` reads of a val loader: its dataset's records."""
 
     def __init__(self, records):
         self.dataset = argparse.Namespace(records=records)
@@ -55,14 +55,14 @@ def test_large_val_photos_take_the_sliced_path_small_ones_and_off_the_batched_lo
     large = [_record(tmp_path / "shelf.png", img, truth)]
     small = [_record(tmp_path / "small.png", img[:96, :96], truth[(truth[:, 2] <= 96) & (truth[:, 3] <= 96)])]
     sliced = sliced_collector(_slice_args(), live=True)
-    got = T._collect(Squares(), _Loader(large), CLASSES, torch.device("cpu"), 1000, False, cfg, sliced)
+    got = V.collect_split(Squares(), _Loader(large), CLASSES, torch.device("cpu"), 1000, False, cfg, sliced)
     assert not batched and got["sliced"] == {"slice": "auto", "object_size": 16.0}
     assert len(got["dets"][0]["boxes"]) == len(truth)
     for records, collect_fn in ((small, sliced), (large, sliced_collector(_slice_args("off"), live=True)), (large, None)):
-        assert T._collect(Squares(), _Loader(records), CLASSES, torch.device("cpu"), 1000, False, cfg, collect_fn) == {"batched": True}
+        assert V.collect_split(Squares(), _Loader(records), CLASSES, torch.device("cpu"), 1000, False, cfg, collect_fn) == {"batched": True}
     file_proposals = Squares()
     file_proposals.proposal_source = "file"  # a Fast R-CNN on a proposal file's boxes, made for whole photos
-    assert T._collect(file_proposals, _Loader(large), CLASSES, torch.device("cpu"), 1000, False, cfg, sliced) == {"batched": True}
+    assert V.collect_split(file_proposals, _Loader(large), CLASSES, torch.device("cpu"), 1000, False, cfg, sliced) == {"batched": True}
     assert len(batched) == 4
 
 

@@ -39,6 +39,7 @@ from detect.engine.loop import EpochStats, train_one_epoch
 from detect.engine.optim import build_optimizer, build_scheduler
 from detect.engine.plan import RunPlan
 from detect.engine.resolve import resolve
+from detect.engine import run_eval
 from detect.engine.runlog import METRIC_KEYS, RunLog, format_row
 from detect.errors import UsageError
 
@@ -47,49 +48,6 @@ def _default_model(cfg: ExperimentConfig) -> torch.nn.Module:
     from detect.models.build import build_resolved
 
     return build_resolved(cfg.model, cfg.preprocess)  # the config is resolved: its mean/std are the backbone's
-
-
-def _default_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
-                  progress: bool = False, cfg: Optional[ExperimentConfig] = None, collect_fn: Optional[Callable] = None) -> dict:
-    """The validation of an epoch: :func:`detect.engine.evaluate.evaluate`'s metrics, the
-    detections gathered by :func:`_collect` (sliced like ``detect val`` where the split needs it)."""
-    from detect.engine.evaluate import score
-
-    t0 = time.perf_counter()
-    return score(_collect(model, loader, classes, device, max_det, progress, cfg, collect_fn), classes, max_det, t0)
-
-
-def _run_eval(cfg: ExperimentConfig, collect_fn: Optional[Callable], progress: bool, log: RunLog) -> Callable[..., dict]:
-    """A run's default ``eval_fn``: :func:`_default_eval` with the resolved config (its imgsz and
-    the object size the slicing follows) and ``collect_fn``; says once when the val split is sliced."""
-    told: list[bool] = []
-
-    def eval_fn(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int) -> dict:
-        metrics = _default_eval(model, loader, classes, device, max_det, progress, cfg, collect_fn)
-        if metrics.get("sliced") and not told:
-            told.append(True)
-            log.print(f"val: photos larger than the model needs are sliced as detect val does ({_sliced_text(metrics['sliced'])})")
-        return metrics
-
-    return eval_fn
-
-
-def _collect(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
-             progress: bool, cfg: Optional[ExperimentConfig], collect_fn: Optional[Callable]) -> dict:
-    """The val split's detections and ground truth: ``collect_fn(model, cfg, classes, records,
-    device, max_det)`` (``detect val``'s sliced collector, handed down by the command: engine
-    never imports infer) when it takes the split, else the batched loader
-    (:func:`detect.engine.evaluate.collect`), as ``detect val`` chooses."""
-    from detect.engine.evaluate import collect
-
-    records = getattr(loader.dataset, "records", None) if collect_fn is not None and cfg is not None else None  # not a Subset's
-    got = collect_fn(model, cfg, classes, records, device, max_det) if records else None
-    return got if got is not None else collect(model, loader, device, max_det=max_det, progress=progress)
-
-
-def _sliced_text(sliced: dict) -> str:
-    size = float(sliced.get("object_size") or 0)
-    return f"--slice {sliced.get('slice')}" + (f", learned object size {size:.0f} px" if size else "")
 
 
 def train(
@@ -178,7 +136,7 @@ def _train(
     splits = data_fn(cfg)  # the data as read (DataSplits), or ready datasets (TrainData: tests)
     cfg = resolve(cfg, splits.classes, splits.train_records, log.print)  # read-only from here on
     if eval_fn is None:  # the real evaluation, with the resolved config
-        eval_fn = _run_eval(cfg, collect_fn, progress and info.is_main, log)
+        eval_fn = run_eval.run_eval_fn(cfg, collect_fn, progress and info.is_main, log)
     data = splits.datasets(cfg)
     if ckpt is not None and list(ckpt["classes"]) != data.classes:
         raise UsageError(f"the data's classes {data.classes} differ from the run's {list(ckpt['classes'])}")
@@ -208,7 +166,7 @@ def _train(
         bar.close()
     bare = run.ema.module if run.ema else run.bare
     if final_report and info.is_main and hist.best_epoch and run.val_loader is not None:
-        _final_report(cfg, out / "best.pt", bare, run.val_loader, data, device, out, progress, log, collect_fn)
+        run_eval.final_report(cfg, out / "best.pt", bare, run.val_loader, data, device, out, progress, log, collect_fn)
     return _result(hist, data, out, log, info)
 
 
@@ -413,28 +371,6 @@ def _train_batch_picture(loader: Any, sampler: Any, epoch: int, classes: Sequenc
             train_batch_mosaic(images, targets, classes, path)
     except (OSError, ValueError, StopIteration) as e:  # a picture, never a reason to stop a run
         log.print(f"warning: no {path.name}: {e}", err=True)
-
-
-def _final_report(cfg: ExperimentConfig, best_pt: Path, model: torch.nn.Module, val_loader: Any, data: TrainData,
-                  device: torch.device, out: Path, progress: bool, log: RunLog, collect_fn: Optional[Callable] = None) -> None:
-    """Evaluate ``best.pt`` once more, as ``detect val`` does (large photos sliced through
-    ``collect_fn``), and leave in the run folder what ``detect val`` writes: val.json (metrics
-    and the error breakdown) and the pictures of :mod:`detect.engine.report`."""
-    from detect.engine.evaluate import report
-
-    best = load_checkpoint(best_pt)
-    model.load_state_dict(best["model"])  # best.pt holds the weights that scored best (EMA when on)
-    got = _collect(model, val_loader, data.classes, device, cfg.model.max_det, progress, cfg, collect_fn)
-    records = getattr(val_loader.dataset, "records", None)
-    res = report(got, data.classes, out, records, cfg.model.max_det,
-                 extra={"weights": str(best_pt), "data": cfg.data.data, "split": cfg.data.val_split,
-                        "epoch": int(best.get("epoch", 0)), "imgsz": int(cfg.preprocess.imgsz),
-                        "sliced": got.get("sliced")})
-    from detect.engine.error_breakdown import format_breakdown
-
-    log.print(f"best.pt (epoch {best.get('epoch')}): voc_ap50 {res['voc_ap50']:.4f}, coco_ap {res['coco_ap']:.4f}; "
-              f"val.json and plots in {out}")
-    log.print(format_breakdown(res["errors"]))
 
 
 class RunBar:
