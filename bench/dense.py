@@ -175,7 +175,7 @@ def part_b(args, make) -> dict:
             sheets += s
             sg += g
         rows[name] = _score(make(), sheets, sg, classes, errors=True)
-        if name != "2x2 mosaics":
+        if name != "2x2 mosaics" and args.ceiling:
             # the ceiling: windows laid exactly on the photos (one photo each), where the auto
             # grid's windows straddle two or four photos; not something a real shelf allows
             rows[f"{name}, windows on the photos"] = _score(make(slice=cell, overlap=0.0), sheets, sg, classes, errors=True)
@@ -261,6 +261,10 @@ def main() -> int:
     ap.add_argument("--groceries-weights", help="part b: a model trained on datasets/groceries.yaml")
     ap.add_argument("--arrangements", type=int, default=1, help="part b: tilings of the val photos into mosaics (1: 40 2x2, "
                     "17 3x3, three 6x8; each more tiles the same photos again in a seeded shuffle: less noise)")
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false", help="part b: leave out the rows with windows "
+                    "laid on the photos (the slicing's ceiling; half of part b's time)")
+    ap.add_argument("--classifier", help="part b: a crop classifier (detect train-classifier's best.pt) for the second look "
+                    "(detect/infer/second_look.py)")
     ap.add_argument("--conf", type=float, default=0.25, help="part c: score threshold (parts a, b score from 0.01)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "dense.json"))
@@ -283,7 +287,11 @@ def main() -> int:
         if not args.groceries_weights or not (ROOT.parent / "shared" / "data" / "groceries-voc").is_dir():
             print("(b) skipped: needs --groceries-weights and ../shared/data/groceries-voc")
         else:
-            result["b_groceries"] = part_b(args, maker(args.groceries_weights))
+            make = maker(args.groceries_weights)
+            if args.classifier:
+                result["classifier"] = args.classifier
+                make = (lambda m: lambda **kw: m(classifier=args.classifier, **kw))(make)
+            result["b_groceries"] = part_b(args, make)
             _table("(b) groceries val: single photos vs mosaics", result["b_groceries"])
     if "c" in parts:
         result["c_shelves"] = part_c(args, args.weights)

@@ -38,6 +38,8 @@ COMMANDS: dict[str, Command] = {
                      "render synthetic retail shelves as a VOC dataset"),
     "train": Command("detect.infer.train_cli", "add_train_options", "cmd_train",
                      "train a detector"),
+    "train-classifier": Command("detect.engine.train_crops_cli", "add_train_classifier_options", "cmd_train_classifier",
+                                "train the second look: a product classifier of crops around boxes"),
     "val": Command("detect.infer.val_cli", "add_val_options", "cmd_val",
                    "evaluate weights on a dataset split (VOC and COCO metrics)"),
     "predict": Command("detect.infer.predict_cli", "add_predict_options", "cmd_predict",

@@ -39,3 +39,10 @@ def add_slicing_options(p: argparse.ArgumentParser) -> None:
                    "known (--slice auto then uses it instead of measuring)")
     p.add_argument("--merge", choices=["cut", "nms", "nmm"], default="cut", help="how slices' detections merge: join "
                    "pieces cut by slice borders, then NMS (cut); plain NMS; SAHI's greedy merge on intersection over smaller (nmm)")
+
+
+def add_classifier_option(p: argparse.ArgumentParser) -> None:
+    """The second look (detect/infer/second_look.py), shared by predict and val."""
+    p.add_argument("--classifier", help="a crop classifier (detect train-classifier's RUN/best.pt) that takes a second "
+                   "look at every detection: its class probability is fused into the score (photos of many product "
+                   "kinds: shelves, mosaics)")

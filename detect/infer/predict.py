@@ -44,6 +44,7 @@ from detect.errors import UsageError
 from detect.infer.fuse import optimize_for_inference
 from detect.data.letterbox import PAD_VALUE, input_size
 from detect.infer.preprocess import cpu_input
+from detect.infer.second_look import SecondLook
 from detect.infer import slice_run
 from detect.infer.slicing import SliceMode, SliceSettings
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
@@ -84,6 +85,9 @@ class Predictor:
             ``full_frame``, ``object_size`` (the products' side in the photo, when known) and
             ``merge``: see :class:`~detect.infer.slicing.SliceSettings`.
         slice_batch: slices (and probe views) per network call.
+        classifier: a crop classifier (``detect train-classifier``'s best.pt) that takes a second
+            look at every detection and fuses its class probability into the score
+            (:mod:`detect.infer.second_look`; for photos of many product kinds: shelves, mosaics).
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class Predictor:
         merge: str = "cut",
         slice_batch: int = 16,
         context_pool: Optional[str] = None,
+        classifier: Optional[str | Path] = None,
     ) -> None:
         self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
         self.slice_batch = int(slice_batch)
@@ -137,6 +142,8 @@ class Predictor:
                 graph = int8_model_for(self.weights, calib, calib_images or DEFAULT_CALIB_IMAGES)
         self._setup(model, cfg.preprocess, names, half, classes, fuse, backend, graph, threads)
         self.cfg = cfg
+        self.conf = float(conf)
+        self.second_look = SecondLook(classifier, names, self.device) if classifier else None
 
     @classmethod
     def from_model(
@@ -157,6 +164,7 @@ class Predictor:
         object_size: Optional[float] = None,
         merge: str = "cut",
         slice_batch: int = 16,
+        classifier: Optional[str | Path] = None,
     ) -> "Predictor":
         """A predictor around a model already in memory (tests, benchmarks, notebooks); ``conf``
         becomes the model's score threshold. Slicing is off unless asked for."""
@@ -169,6 +177,8 @@ class Predictor:
         self.weights = None
         self.cfg = None
         self._setup(model.to(self.device).eval(), preprocess, list(classes), half, keep, fuse, backend, threads=threads)
+        self.conf = float(conf)
+        self.second_look = SecondLook(classifier, list(classes), self.device) if classifier else None
         return self
 
     def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, keep, fuse: bool,
@@ -252,9 +262,13 @@ class Predictor:
             else:
                 sides, whole = slice_run.plan(images, self.slicing, self.imgsz, self.object_size, self._detect, self.slice_batch)
             if not any(sides) and not any(w is not None for w in whole):  # the common case: every image one input
-                return self._detect(images)
-            return slice_run.run(images, sides, whole, self.slicing, self._detect, self.slice_batch, self.classes,
-                                 self.max_det)
+                dets = self._detect(images)
+            else:
+                dets = slice_run.run(images, sides, whole, self.slicing, self._detect, self.slice_batch, self.classes,
+                                     self.max_det)
+        if self.second_look is not None:
+            dets = self.second_look.rescore(images, dets, self.conf, self.max_det)
+        return dets
 
     def slice_sides(self, images: Sequence[np.ndarray]) -> list[Optional[int]]:
         """The slice side (photo pixels) each image is cut at, None for images read whole

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from detect.checks import COUNT, FRACTION, NONNEG
 from detect.errors import UsageError
-from detect.infer.common_cli import add_int8_options, add_slicing_options
+from detect.infer.common_cli import add_classifier_option, add_int8_options, add_slicing_options
 from detect.infer.predict import Predictor
 from detect.infer.results import ResultWriter, Summary
 from detect.infer.sources import MAX_PIXELS, VIDEO_EXTS, Frame, expand, is_stream
@@ -196,6 +196,7 @@ def add_predict_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-det", type=COUNT, default=1000, help="detections kept per image (a store shelf holds hundreds)")
     p.add_argument("--classes", nargs="+", help="keep only these class names or indices")
     add_slicing_options(p)
+    add_classifier_option(p)
     p.add_argument("--max-pixels", type=NONNEG, default=MAX_PIXELS, help="larger images (width x height, read from the "
                    "header) are reported and skipped, not decoded (Pillow's limit; 0: none)")
     p.add_argument("--save-dir", default=None, help="folder for annotated images/videos and tables (default: runs/predict, "
@@ -228,6 +229,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
         if args.show:
             raise UsageError("--show needs the frames here; --ray runs them on the cluster")
+        if getattr(args, "classifier", None):
+            raise UsageError("--classifier does not run on --ray yet (the actors get the detector's weights only)")
         listed = (still_photos(args.source), None)
     else:
         listed = None if is_stream(args.source) else expand(args.source)  # (files, root); SourceError: a UsageError
@@ -242,7 +245,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           max_det=args.max_det, classes=args.classes, backend=getattr(args, "backend", "auto"),
                           int8=getattr(args, "int8", False), calib=getattr(args, "calib", None),
                           calib_images=getattr(args, "calib_images", None), onnx=getattr(args, "onnx", None),
-                          threads=getattr(args, "threads", 0) or None, **slice_options(args))
+                          threads=getattr(args, "threads", 0) or None, classifier=getattr(args, "classifier", None),
+                          **slice_options(args))
     try:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -21,9 +21,10 @@ import torch
 from tqdm import tqdm
 
 from detect.checks import COUNT, NONNEG
+from detect.errors import UsageError
 from detect.engine.evaluate import _gt_from_record
 from detect.engine.evaluate_cli import cmd_val as _engine_cmd_val
-from detect.infer.common_cli import add_slicing_options
+from detect.infer.common_cli import add_classifier_option, add_slicing_options
 from detect.infer.slicing import may_slice
 
 
@@ -52,16 +53,20 @@ def sliced_collector(args: argparse.Namespace, live: bool = False):
         from detect.models.build import POSTPROCESS
 
         opts = slice_options(args)
-        if not needs_slicing(records, int(cfg.preprocess.imgsz), opts["slice"]):
+        classifier = getattr(args, "classifier", None)  # the second look runs in the Predictor: every photo through it
+        if not classifier and not needs_slicing(records, int(cfg.preprocess.imgsz), opts["slice"]):
             return None
         if getattr(model, "proposal_source", None) == "file":  # a Fast R-CNN whose proposals come from a file, made
+            if classifier:
+                raise UsageError("--classifier: a Fast R-CNN reading proposal files is evaluated by the batched loader, "
+                                 "which has no second look; use one with its own proposals (RPN or selective search)")
             return None  # for whole photos: they come with the images of the batched loader, a slice has none
         if live:
             opts.update(backend="torch", fuse=False)
         conf = float(getattr(model, "score_thresh", cfg.model.score_thresh))
         was_training, post = model.training, {k: getattr(model, k) for k in POSTPROCESS if hasattr(model, k)}
         try:
-            pred = Predictor.from_model(model, cfg.preprocess, classes, device=device, conf=conf, **opts)
+            pred = Predictor.from_model(model, cfg.preprocess, classes, device=device, conf=conf, classifier=classifier, **opts)
             pred.max_det = max_det
             dets, gts, sizes, ids, unreadable = [], [], [], [], []
             t0 = time.perf_counter()
@@ -105,6 +110,7 @@ def add_val_options(p: argparse.ArgumentParser) -> None:
                    "(default: the checkpoint's model.max_det; must be >= 1)")
     p.add_argument("--workers", type=NONNEG, default=2, help="data loader processes (0: in this process)")
     add_slicing_options(p)
+    add_classifier_option(p)
 
 
 def cmd_val(args: argparse.Namespace) -> int:
