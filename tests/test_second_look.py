@@ -170,6 +170,12 @@ def test_train_classifier_command_writes_a_classifier_the_predictor_reads(tmp_pa
     look = SecondLook(out / "best.pt", classes, torch.device("cpu"))
     p = look.probabilities(np.zeros((96, 96, 3), np.uint8), np.array([[10, 10, 50, 40]], np.float32))
     assert p.shape == (1, len(classes)) and abs(float(p.sum()) - 1.0) < 1e-4
+    # without a val split best.pt is the last epoch, and the summary says there was no score
+    assert main(["train-classifier", "--data", str(data), "--epochs", "1", "--size", "32", "--batch", "16",
+                 "--pretrained", "none", "--out", str(tmp_path / "noval"), "--device", "cpu", "--val-split", ""]) == 0
+    assert json.loads((tmp_path / "noval" / "summary.json").read_text())["best_val_accuracy"] is None
+    assert (tmp_path / "noval" / "best.pt").is_file()
+    assert "no val boxes" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -111,11 +111,11 @@ def train_crop_classifier(train_records, val_records, classes: list[str], out: P
         history.append({"epoch": epoch, "loss": loss_sum / max(seen, 1), "val_accuracy": acc})
         log(f"epoch {epoch}: loss {loss_sum / max(seen, 1):.4f}  val top-1 {acc:.4f}  ({time.perf_counter() - t0:.0f} s)")
         save(out / "last.pt", acc)
-        if math.isnan(acc) or acc > best:
-            best, best_epoch = (acc if not math.isnan(acc) else best), epoch
+        if math.isnan(acc) or acc > best:  # no val boxes: best.pt is the last epoch
+            best, best_epoch = acc, epoch
             save(out / "best.pt", acc)
         if seen == 0:
             break
-    summary = {"best_val_accuracy": best, "best_epoch": best_epoch, "epochs": epoch, "steps": step,
+    summary = {"best_val_accuracy": None if math.isnan(best) else best, "best_epoch": best_epoch, "epochs": epoch, "steps": step,
                "seconds": round(time.perf_counter() - t0, 1), "history": history}
     return summary

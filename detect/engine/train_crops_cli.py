@@ -68,5 +68,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         raise UsageError(f"train-classifier on {args.data}: {e}") from None
     summary.update(data=str(args.data), split=args.split, val_split=args.val_split, config=cfg.to_dict())
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
-    print(f"best val top-1 {summary['best_val_accuracy']:.4f} at epoch {summary['best_epoch']}; weights: {out / 'best.pt'}")
+    acc = summary["best_val_accuracy"]
+    score = f"best val top-1 {acc:.4f} at epoch {summary['best_epoch']}" if acc is not None else "no val boxes: the last epoch"
+    print(f"{score}; weights: {out / 'best.pt'}")
     return 0
