@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -65,8 +64,9 @@ class SecondLook:
         """float32[N, K]: P(detector class k | crop of box n), for one BGR image."""
         if len(boxes) == 0:
             return np.zeros((0, len(self.columns)), np.float32)
-        rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-        crops = crops_of(rgb, boxes, self.cfg.size, self.cfg.expand)  # (N, S, S, 3) uint8
+        # cut from the BGR photo and flip the crops' channels: a 12-MP photo is not converted whole
+        # (the grey padding is the same in both orders)
+        crops = np.ascontiguousarray(crops_of(image_bgr, boxes, self.cfg.size, self.cfg.expand)[..., ::-1])  # (N, S, S, 3) RGB
         out = []
         for i in range(0, len(crops), self.batch):
             logits = self.model(torch.from_numpy(crops[i : i + self.batch]).to(self.device))  # (b, K')
