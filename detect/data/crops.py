@@ -14,6 +14,7 @@ mosaics a crop classifier read 1.0x windows better than 1.25x or 1.5x ones, most
 
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence
 
 import cv2
@@ -90,8 +91,6 @@ class CropDataset(Dataset):
         return np.array([int(self.records[i].labels[j]) for i, j in self.items], np.int64)
 
     def _reseed(self) -> None:
-        import os
-
         if self._seeded_pid != os.getpid():  # DataLoader workers: each its own stream, reproducible
             self.rng = np.random.default_rng(int(torch.initial_seed() % 2**32))
             self._seeded_pid = os.getpid()

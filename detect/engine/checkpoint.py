@@ -212,7 +212,9 @@ def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Ex
     says, settings that moved since read from their old place (``ExperimentConfig.from_dict``).
     Raises :class:`CheckpointError` naming ``path`` when it is not a config dict."""
     d = ckpt.get("config")
-    if ckpt.get("kind") == "crop_classifier":  # detect.models.crop_classifier.KIND
+    from detect.models.crop_classifier import KIND
+
+    if ckpt.get("kind") == KIND:
         raise CheckpointError(f"{path} is a crop classifier (detect train-classifier), not a detector: pass it as "
                               "--classifier beside the detector's --weights")
     if not isinstance(d, dict):
