@@ -20,7 +20,7 @@ from detect.engine.runlog import RunLog
 
 
 def epoch_eval(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
-                  progress: bool = False, cfg: Optional[ExperimentConfig] = None, collect_fn: Optional[Callable] = None) -> dict:
+               progress: bool = False, cfg: Optional[ExperimentConfig] = None, collect_fn: Optional[Callable] = None) -> dict:
     """The validation of an epoch: :func:`detect.engine.evaluate.evaluate`'s metrics, the
     detections gathered by :func:`collect_split` (sliced like ``detect val`` where the split needs it)."""
     from detect.engine.evaluate import score
@@ -46,7 +46,7 @@ def run_eval_fn(cfg: ExperimentConfig, collect_fn: Optional[Callable], progress:
 
 
 def collect_split(model: torch.nn.Module, loader: Any, classes: Sequence[str], device: torch.device, max_det: int,
-             progress: bool, cfg: Optional[ExperimentConfig], collect_fn: Optional[Callable]) -> dict:
+                  progress: bool, cfg: Optional[ExperimentConfig], collect_fn: Optional[Callable]) -> dict:
     """The val split's detections and ground truth: ``collect_fn(model, cfg, classes, records,
     device, max_det)`` (``detect val``'s sliced collector, handed down by the command: engine
     never imports infer) when it takes the split, else the batched loader
@@ -63,9 +63,8 @@ def _sliced_text(sliced: dict) -> str:
     return f"--slice {sliced.get('slice')}" + (f", learned object size {size:.0f} px" if size else "")
 
 
-
 def final_report(cfg: ExperimentConfig, best_pt: Path, model: torch.nn.Module, val_loader: Any, data: TrainData,
-                  device: torch.device, out: Path, progress: bool, log: RunLog, collect_fn: Optional[Callable] = None) -> None:
+                 device: torch.device, out: Path, progress: bool, log: RunLog, collect_fn: Optional[Callable] = None) -> None:
     """Evaluate ``best.pt`` once more, as ``detect val`` does (large photos sliced through
     ``collect_fn``), and leave in the run folder what ``detect val`` writes: val.json (metrics
     and the error breakdown) and the pictures of :mod:`detect.engine.report`."""
