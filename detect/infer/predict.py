@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from detect.config import Preprocess
 from detect.errors import UsageError
+from detect.infer.backends import checked_onnx, pick_backend
 from detect.infer.fuse import optimize_for_inference
 from detect.data.letterbox import PAD_VALUE, input_size
 from detect.infer.preprocess import cpu_input
@@ -135,15 +136,13 @@ class Predictor:
                 raise UsageError("--int8 and --onnx run on ONNX Runtime on the CPU: use --device cpu and --backend auto or onnxruntime")
             backend = "onnxruntime"
             if onnx:
-                graph = _checked_onnx(Path(onnx), names, int(cfg.preprocess.imgsz))
+                graph = checked_onnx(Path(onnx), names, int(cfg.preprocess.imgsz))
             else:
                 from detect.infer.quantize import DEFAULT_CALIB_IMAGES, int8_model_for
 
                 graph = int8_model_for(self.weights, calib, calib_images or DEFAULT_CALIB_IMAGES)
-        self._setup(model, cfg.preprocess, names, half, classes, fuse, backend, graph, threads)
+        self._setup(model, cfg.preprocess, names, half, classes, fuse, backend, graph, threads, conf, classifier)
         self.cfg = cfg
-        self.conf = float(conf)
-        self.second_look = SecondLook(classifier, names, self.device) if classifier else None
 
     @classmethod
     def from_model(
@@ -176,14 +175,16 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
         self.weights = None
         self.cfg = None
-        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, keep, fuse, backend, threads=threads)
-        self.conf = float(conf)
-        self.second_look = SecondLook(classifier, list(classes), self.device) if classifier else None
+        self._setup(model.to(self.device).eval(), preprocess, list(classes), half, keep, fuse, backend, threads=threads,
+                    conf=conf, classifier=classifier)
         return self
 
     def _setup(self, model, preprocess: Preprocess, names: list[str], half: bool, keep, fuse: bool,
-               backend: str, graph: Optional[Path] = None, threads: Optional[int] = None) -> None:
+               backend: str, graph: Optional[Path] = None, threads: Optional[int] = None, conf: float = 0.25,
+               classifier: Optional[str | Path] = None) -> None:
         self.classes = names
+        self.conf = float(conf)  # the second look drops what its fused score puts under it
+        self.second_look = SecondLook(classifier, names, self.device) if classifier else None
         self.imgsz = int(preprocess.imgsz)
         self.resize = preprocess.resize
         self.object_size = float(preprocess.object_size)  # 0: unknown (older checkpoints)
@@ -192,7 +193,7 @@ class Predictor:
             print("note: --half needs CUDA; running in fp32 on the CPU", file=sys.stderr)
         self.keep = _class_ids(keep, names) if keep else None
         self.fused = 0
-        self.backend = _pick_backend(backend, model, self.device)
+        self.backend = pick_backend(backend, model, self.device)
         if fuse and self.backend == "torch":  # ONNX Runtime folds BatchNorm itself
             example = torch.rand(1, 3, self.imgsz, self.imgsz, device=self.device)
             model, self.fused = optimize_for_inference(model, example, channels_last=True)
@@ -356,70 +357,12 @@ class Predictor:
         return draw_detections(image, detections.boxes, detections.scores, detections.labels, self.classes, **kwargs)
 
 
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
 def _slice_settings(mode: SliceMode, overlap: float, full_frame: bool, object_size: Optional[float],
                     merge: str) -> SliceSettings:
     try:
         return SliceSettings(mode, float(overlap), bool(full_frame), object_size, merge)
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def _pick_backend(backend: str, model: torch.nn.Module, device: torch.device) -> str:
-    """"auto": ONNX Runtime for an SSD on the CPU when it is installed (2-3x faster there), else
-    PyTorch. An explicit "onnxruntime" that cannot work is an error that says why."""
-    from detect.infer.export import has_export_head
-
-    if backend not in BACKENDS:
-        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if isinstance(model, OnnxSSD):  # `detect export`'s file
-        if backend == "torch":
-            raise UsageError(f"{model.path} is an ONNX model: it runs on ONNX Runtime, not PyTorch; drop --backend torch "
-                             "or pass the .pt checkpoint it was exported from")
-        return "onnxruntime"
-    if backend == "torch" or (backend == "auto" and device.type != "cpu"):
-        return "torch"
-    if has_export_head(model) and _onnxruntime_installed() and device.type == "cpu":
-        return "onnxruntime"
-    if backend == "onnxruntime":
-        raise UsageError("backend 'onnxruntime' needs an SSD model on the CPU and onnxruntime installed "
-                         "(pip install onnxruntime); use --backend torch")
-    return "torch"
-
-
-def _onnxruntime_installed() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _checked_onnx(path: Path, names: list[str], imgsz: int) -> Path:
-    """``path`` if it is a graph ``detect export`` wrote for a model with these classes and
-    input size (its metadata says), else a :class:`UsageError` that says what differs."""
-    import onnx
-
-    from detect.readers import parse_json
-
-    if not path.is_file():
-        raise UsageError(f"--onnx {path}: file not found; write one with `detect export -o {path.name}` (add --int8 for INT8)")
-    try:
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception as e:  # onnx raises its own DecodeError types
-        raise UsageError(f"--onnx {path}: not a readable ONNX file ({type(e).__name__}: {e})") from None
-    if "classes" not in meta or "imgsz" not in meta:
-        raise UsageError(f"--onnx {path}: no classes/imgsz metadata; only files written by `detect export` can be run")
-    try:  # the bounded parse: nested metadata gave a RecursionError, 1e400 an OverflowError
-        same = parse_json(meta["classes"]) == names and parse_json(meta["imgsz"]) == imgsz
-    except ValueError:
-        same = False
-    if not same:
-        raise UsageError(f"--onnx {path} was exported from another model (classes or input size differ from the "
-                         f"--weights checkpoint's {imgsz} px, {len(names)} classes); pass the --weights it came from")
-    return path
 
 
 def _class_ids(keep: Sequence[str | int], names: list[str]) -> list[int]:
