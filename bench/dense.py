@@ -265,6 +265,8 @@ def main() -> int:
                     "laid on the photos (the slicing's ceiling; half of part b's time)")
     ap.add_argument("--classifier", help="part b: a crop classifier (detect train-classifier's best.pt) for the second look "
                     "(detect/infer/second_look.py)")
+    ap.add_argument("--recentre", choices=["auto", "on", "off"], default="auto", help="the second pass of windows centred "
+                    "on the detections (detect/infer/recentre.py; auto: on for models of large products, the groceries ones)")
     ap.add_argument("--conf", type=float, default=0.25, help="part c: score threshold (parts a, b score from 0.01)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "bench" / "out" / "dense.json"))
@@ -275,10 +277,10 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
-    result: dict = {"weights": args.weights or "shipped", "threads": args.threads}
+    result: dict = {"weights": args.weights or "shipped", "threads": args.threads, "recentre": args.recentre}
 
     def maker(weights):
-        return lambda **kw: Predictor(weights, device="cpu", conf=0.01, threads=args.threads, **kw)
+        return lambda **kw: Predictor(weights, device="cpu", conf=0.01, threads=args.threads, recentre=args.recentre, **kw)
 
     if "a" in parts:
         result["a_synthetic"] = part_a(args, maker(args.weights))

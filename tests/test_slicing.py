@@ -244,15 +244,21 @@ class Squares(torch.nn.Module):
         self.score_thresh, self.nms_thresh, self.max_det = 0.01, 0.45, 1000
         self.calls = []
 
-    def forward(self, images):
+    @staticmethod
+    def blobs(im: torch.Tensor, min_side: int = 0) -> torch.Tensor:
+        """Boxes float[N, 4] around the bright blobs of one input [3, S, S], both sides >= ``min_side``."""
         import cv2
 
+        mask = (im[0] > 0.9).numpy().astype(np.uint8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        return torch.tensor([[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:] if min(w, h) >= min_side],
+                            dtype=torch.float32).reshape(-1, 4)
+
+    def forward(self, images):
         self.calls.append(len(images))
         out = []
         for im in images:
-            mask = (im[0] > 0.9).numpy().astype(np.uint8)
-            n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-            b = torch.tensor([[x, y, x + w, y + h] for x, y, w, h, _ in stats[1:]], dtype=torch.float32).reshape(-1, 4)
+            b = self.blobs(im)
             out.append({"boxes": b, "scores": torch.full((len(b),), 0.9), "labels": torch.zeros(len(b), dtype=torch.int64)})
         return out
 

@@ -39,6 +39,9 @@ def add_slicing_options(p: argparse.ArgumentParser) -> None:
                    "known (--slice auto then uses it instead of measuring)")
     p.add_argument("--merge", choices=["cut", "nms", "nmm"], default="cut", help="how slices' detections merge: join "
                    "pieces cut by slice borders, then NMS (cut); plain NMS; SAHI's greedy merge on intersection over smaller (nmm)")
+    p.add_argument("--recentre", choices=["auto", "on", "off"], default="auto", help="read each confident detection of "
+                   "a sliced photo again in a slice centred on it (auto: for models whose products fill a large part "
+                   "of their input, such as product photos; off for store-shelf models, where it costs a slice per product)")
 
 
 def add_classifier_option(p: argparse.ArgumentParser) -> None:

@@ -47,6 +47,7 @@ from detect.data.letterbox import PAD_VALUE, input_size
 from detect.infer.preprocess import cpu_input
 from detect.infer.second_look import SecondLook
 from detect.infer import slice_run
+from detect.infer.recentre import recentre_on
 from detect.infer.slicing import SliceMode, SliceSettings
 from detect.infer.sources import MAX_PIXELS, Frame, iter_source, prefetch
 from detect.infer.weights import load_for_inference, resolve_weights
@@ -83,8 +84,10 @@ class Predictor:
             own setting (``torch.set_num_threads``).
         slice: "auto" (cut photos larger than the model needs into slices at the scale of the
             products it learned), "off", or a slice side in photo pixels; ``overlap``,
-            ``full_frame``, ``object_size`` (the products' side in the photo, when known) and
-            ``merge``: see :class:`~detect.infer.slicing.SliceSettings`.
+            ``full_frame``, ``object_size`` (the products' side in the photo, when known),
+            ``merge`` and ``recentre`` (a second pass of windows centred on the detections;
+            "auto": for models of large products, :mod:`detect.infer.recentre`): see
+            :class:`~detect.infer.slicing.SliceSettings`.
         slice_batch: slices (and probe views) per network call.
         classifier: a crop classifier (``detect train-classifier``'s best.pt) that takes a second
             look at every detection and fuses its class probability into the score
@@ -112,11 +115,12 @@ class Predictor:
         full_frame: bool = False,
         object_size: Optional[float] = None,
         merge: str = "cut",
+        recentre: str = "auto",
         slice_batch: int = 16,
         context_pool: Optional[str] = None,
         classifier: Optional[str | Path] = None,
     ) -> None:
-        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
+        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge, recentre)
         self.slice_batch = int(slice_batch)
         self.max_det = int(max_det)
         self.device = device if isinstance(device, torch.device) else select_device(device)
@@ -162,6 +166,7 @@ class Predictor:
         full_frame: bool = False,
         object_size: Optional[float] = None,
         merge: str = "cut",
+        recentre: str = "auto",
         slice_batch: int = 16,
         classifier: Optional[str | Path] = None,
     ) -> "Predictor":
@@ -169,7 +174,7 @@ class Predictor:
         becomes the model's score threshold. Slicing is off unless asked for."""
         set_postprocess(model, score_thresh=conf)
         self = cls.__new__(cls)
-        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge)
+        self.slicing = _slice_settings(slice, overlap, full_frame, object_size, merge, recentre)
         self.slice_batch = int(slice_batch)
         self.max_det = int(getattr(model, "max_det", 300) or 300)
         self.device = device if isinstance(device, torch.device) else select_device(str(device))
@@ -188,6 +193,7 @@ class Predictor:
         self.imgsz = int(preprocess.imgsz)
         self.resize = preprocess.resize
         self.object_size = float(preprocess.object_size)  # 0: unknown (older checkpoints)
+        self.recentre = recentre_on(self.slicing.recentre, self.imgsz, self.object_size)
         self.half = bool(half) and self.device.type == "cuda"
         if half and not self.half:
             print("note: --half needs CUDA; running in fp32 on the CPU", file=sys.stderr)
@@ -267,6 +273,9 @@ class Predictor:
             else:
                 dets = slice_run.run(images, sides, whole, self.slicing, self._detect, self.slice_batch, self.classes,
                                      self.max_det)
+                if self.recentre and any(sides):
+                    dets = slice_run.recentre(images, dets, sides, self._detect, self.slice_batch, self.classes,
+                                              self.max_det)
         if self.second_look is not None:
             dets = self.second_look.rescore(images, dets, self.conf, self.max_det)
         return dets
@@ -358,9 +367,9 @@ class Predictor:
 
 
 def _slice_settings(mode: SliceMode, overlap: float, full_frame: bool, object_size: Optional[float],
-                    merge: str) -> SliceSettings:
+                    merge: str, recentre: str) -> SliceSettings:
     try:
-        return SliceSettings(mode, float(overlap), bool(full_frame), object_size, merge)
+        return SliceSettings(mode, float(overlap), bool(full_frame), object_size, merge, recentre)
     except ValueError as e:
         raise UsageError(str(e)) from None
 

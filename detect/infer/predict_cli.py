@@ -171,7 +171,7 @@ def slice_options(args: argparse.Namespace) -> dict:
     """Predictor's slicing keywords from the ``--slice`` options (absent ones: the defaults)."""
     return {"slice": getattr(args, "slice", "auto"), "overlap": getattr(args, "overlap", 0.25),
             "full_frame": getattr(args, "full_frame", False), "object_size": getattr(args, "object_size", None),
-            "merge": getattr(args, "merge", "cut")}
+            "merge": getattr(args, "merge", "cut"), "recentre": getattr(args, "recentre", "auto")}
 
 
 DEFAULT_SAVE_DIR = "runs/predict"  # numbered like runs/train: a second run never mixes into the first

@@ -6,6 +6,8 @@ the pure functions of :mod:`detect.infer.slicing`.
 - :func:`plan`: the slice side of each image ("auto": a probe in one batch), and the probe's
   whole-photo detections of the images it says to read whole (no second pass for them).
 - :func:`run`: every image's windows through ``detect`` in batches, mapped back and merged.
+- :func:`recentre`: the merged detections of sliced images read again, each in a window
+  centred on it (:mod:`detect.infer.recentre`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from detect.infer.recentre import RECENTRE_SCORE, centred_windows, merge_recentred
 from detect.infer.slicing import (MERGE_FUNCTIONS, SliceSettings, cut_edges, may_slice, probe_start, probe_windows,
                                   side_from_probes, slice_side, slice_windows)
 from detect.structures import Detections
@@ -100,4 +103,29 @@ def run(images: Sequence[np.ndarray], sides: Sequence[Optional[int]], whole: Seq
                            owner, h, w)
         b = np.minimum(np.maximum(b, 0), np.float32([w, h, w, h]))
         out.append(Detections(b[:max_det], sc[:max_det], lab[:max_det], classes))
+    return out
+
+
+def recentre(images: Sequence[np.ndarray], dets: Sequence[Detections], sides: Sequence[Optional[int]], detect: Detect,
+             batch: int, classes: list[str], max_det: int, score: float = RECENTRE_SCORE) -> list[Detections]:
+    """The sliced images' (``sides[i]`` not None) detections scoring at least ``score``, each
+    read again in a window of its image's slice side centred on it, all images' windows
+    ``batch`` at a time; the centred views replace the detections they find
+    (:func:`~detect.infer.recentre.merge_recentred`), at most ``max_det`` per image. Images
+    read whole come back as they are."""
+    plans = []
+    for im, d, side in zip(images, dets, sides):
+        src = np.flatnonzero(d.scores >= score) if side else np.zeros(0, np.int64)
+        plans.append((src, *centred_windows(d.boxes[src], int(side or 0), *im.shape[:2])))
+    views = in_batches(detect, [im[y0:y1, x0:x1] for im, (_, wins, _) in zip(images, plans) for x0, y0, x1, y1 in wins],
+                       batch)
+    out, k = [], 0
+    for d, (src, wins, owner) in zip(dets, plans):
+        part, k = views[k:k + len(wins)], k + len(wins)
+        if not len(src):
+            out.append(d)
+            continue
+        shifted = [(v.boxes + np.float32([x0, y0, x0, y0]), v.scores, v.labels) for v, (x0, y0, _, _) in zip(part, wins)]
+        b, s, lab = merge_recentred(d.boxes, d.scores, d.labels, src, owner, shifted)
+        out.append(Detections(b[:max_det], s[:max_det], lab[:max_det], classes))
     return out

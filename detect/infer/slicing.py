@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_iou
 
+from detect.infer.recentre import RECENTRES
+
 SliceMode = Union[str, int]  # "auto" | "off" | a window side in photo pixels
 MERGES = ("cut", "nms", "nmm")
 PRIOR_AREA = 0.004  # a store photo's product: 0.2-1% of the photo (SKU-110K: ~147 per 8-MP photo)
@@ -79,6 +81,9 @@ class SliceSettings:
         object_size: the products' side in the photo's pixels, when the user knows it ("auto"
             then skips the probe); None: measured.
         merge: "cut" (this module's merge), "nms" or "nmm" (for comparison).
+        recentre: "auto", "on" or "off": read each confident detection of a sliced photo again
+            in a window centred on it (:mod:`detect.infer.recentre`; "auto": for models whose
+            products are large against their input).
     """
 
     mode: SliceMode = "auto"
@@ -86,6 +91,7 @@ class SliceSettings:
     full_frame: bool = False
     object_size: Optional[float] = None
     merge: str = "cut"
+    recentre: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.mode, str) and self.mode not in ("auto", "off"):
@@ -96,6 +102,8 @@ class SliceSettings:
             raise ValueError(f"slice overlap must be in [0, 0.9), got {self.overlap}")
         if self.merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES}, got {self.merge!r}")
+        if self.recentre not in RECENTRES:
+            raise ValueError(f"recentre must be one of {RECENTRES}, got {self.recentre!r}")
         if self.object_size is not None and not self.object_size > 0:
             raise ValueError(f"object size must be > 0 pixels, got {self.object_size}")
 
