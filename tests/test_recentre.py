@@ -146,3 +146,10 @@ def test_recentre_is_off_for_store_shelf_models_and_photos_read_whole():
     assert on.recentre and len(on.model.calls) == 1  # nothing sliced: no second pass
     with pytest.raises(UsageError, match="recentre"):
         Predictor.from_model(CentredReader(), Preprocess(imgsz=64), CLASSES, recentre="yes")
+
+
+def test_the_shipped_store_shelf_weights_do_not_recentre():
+    """A 12-MP shelf holds ~400 products in ~48 slices: re-centring would be ~10x the work
+    (bench/dense.py part c's targets are measured without it)."""
+    p = Predictor(device="cpu", backend="torch")
+    assert not p.recentre and p.object_size < 0.3 * p.imgsz
