@@ -11,8 +11,10 @@ the photo), and that view's boxes overlapping it (IoU >= :data:`RECENTRE_MATCH`,
 replace it: the product seen whole, in the middle of the input, as in training. Detections
 without a confident enough score, or whose centred view finds nothing there, stay as they are.
 
-Measured (bench/RESULTS.md, issue 20, seventh pass): groceries 3x3 mosaics, the default SSD
-fine-tuned with mosaics, arrangement 0: voc_ap50 0.773 -> 0.818 (single photos 0.824).
+Measured (bench/RESULTS.md, issue 20, seventh pass; groceries val photos tiled into 3x3 mosaics
+and 6x8 sheets): the default SSD 0.693 / 0.654 -> 0.759 / 0.726, the default Fast R-CNN 0.720 /
+0.675 -> 0.771 / 0.769 (single photos 0.83, read whole). Greying the view outside the box, windows
+sized to each box, or five shifted views per product were all worse than one centred view.
 
 It costs one more window per distinct confident product, so "auto" does it only for models whose
 learned product side (:attr:`Preprocess.object_size`) is at least :data:`RECENTRE_SIZE` of the
