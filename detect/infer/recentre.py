@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
-RECENTRES = ("auto", "on", "off")
+from detect.infer.slicing import RECENTRES, class_nms
 # detections from this score get a centred view (0.05: 3x3 0.813, 6x8 0.810 against 0.819 / 0.802, more windows)
 RECENTRE_SCORE = 0.1
 RECENTRE_MATCH = 0.3  # a centred view's boxes at this IoU with the detection replace it (0.5: 3x3 0.805 against 0.819)
@@ -98,5 +98,4 @@ def merge_recentred(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, s
     b = np.concatenate([boxes[~replaced]] + out_b)
     s = np.concatenate([scores[~replaced]] + out_s)
     lab = np.concatenate([labels[~replaced]] + out_l)
-    keep = batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(lab), iou).numpy()  # by score
-    return b[keep], s[keep], lab[keep]
+    return class_nms(b, s, lab, iou)

@@ -115,8 +115,8 @@ def recentre(images: Sequence[np.ndarray], dets: Sequence[Detections], sides: Se
     read whole come back as they are."""
     plans = []
     for im, d, side in zip(images, dets, sides):
-        src = np.flatnonzero(d.scores >= score) if side else np.zeros(0, np.int64)
-        plans.append((src, *centred_windows(d.boxes[src], int(side or 0), *im.shape[:2])))
+        src = np.flatnonzero(d.scores >= score) if side else np.zeros(0, np.int64)  # read whole: nothing to re-read
+        plans.append((src, *centred_windows(d.boxes[src], side or 0, *im.shape[:2])))  # no boxes: no windows
     views = in_batches(detect, [im[y0:y1, x0:x1] for im, (_, wins, _) in zip(images, plans) for x0, y0, x1, y1 in wins],
                        batch)
     out, k = [], 0

@@ -44,10 +44,9 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-from detect.infer.recentre import RECENTRES
-
 SliceMode = Union[str, int]  # "auto" | "off" | a window side in photo pixels
 MERGES = ("cut", "nms", "nmm")
+RECENTRES = ("auto", "on", "off")  # the second pass of centred windows (detect/infer/recentre.py)
 PRIOR_AREA = 0.004  # a store photo's product: 0.2-1% of the photo (SKU-110K: ~147 per 8-MP photo)
 READ_WHOLE = 0.9  # a photo whose products come out at least this share of the learned size is read whole
 # Which of the probe's product sides the slices show at the learned size: the lower quartile,
@@ -338,7 +337,8 @@ def merge_slices(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, wind
     return _nms_fused(b, s, lab, iou)
 
 
-def _nms(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def class_nms(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class-wise NMS of float32 boxes: the kept ``(boxes, scores, labels)``, by decreasing score."""
     keep = batched_nms(torch.from_numpy(b), torch.from_numpy(s), torch.from_numpy(lab), iou).numpy()  # by decreasing score
     return b[keep], s[keep], lab[keep]
 
@@ -350,7 +350,7 @@ def _nms_fused(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float, share:
     score at least ``share`` of it. Slices are separate views of a product, and their mean places
     it better than the best view alone (on the 4x3 sheets a correct box lost to a misplaced one
     with a higher score, 0.006 voc_ap50; the mean: 0.964 -> 0.966, bench/dense_loss.py)."""
-    kb, ks, kl = _nms(b, s, lab, iou)
+    kb, ks, kl = class_nms(b, s, lab, iou)
     out = kb.copy()
     for c in np.unique(kl):
         k, m = np.flatnonzero(kl == c), np.flatnonzero(lab == c)
@@ -364,7 +364,7 @@ def _nms_fused(b: np.ndarray, s: np.ndarray, lab: np.ndarray, iou: float, share:
 def nms_merge(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, windows: np.ndarray, h: int, w: int,
               iou: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Plain class-wise NMS over all windows' detections (for comparison)."""
-    return _nms(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
+    return class_nms(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32).reshape(-1),
                 np.asarray(labels, np.int64).reshape(-1), iou)
 
 
