@@ -14,6 +14,7 @@ from typing import Callable, Optional
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
 from detect.engine.finetune import detector_config, read_detector
+from detect.engine.stages import STAGE1, second_after_resume, split, stage_weights, wants_stage
 from detect.engine.train import train
 from detect.errors import UsageError
 from detect.options import apply_config_options
@@ -22,11 +23,14 @@ from detect.utils import next_run_dir
 
 def run_checkpoint(args: argparse.Namespace) -> Path:
     """``RUN/last.pt`` of ``--resume``: the run folder is ``--out``, else the ``--config``
-    YAML's ``train.out``, else the default."""
+    YAML's ``train.out``, else the default; ``RUN/stage1/last.pt`` when a run stopped in its
+    first stage (:mod:`detect.engine.stages`)."""
     out = getattr(args, "out", None)
     if not out:
         out = ExperimentConfig.load_yaml(args.config).train.out if getattr(args, "config", None) else TrainConfig().out
     last = Path(out) / "last.pt"
+    if not last.is_file() and (Path(out) / STAGE1 / "last.pt").is_file():
+        last = Path(out) / STAGE1 / "last.pt"
     if not last.is_file():
         raise UsageError(f"nothing to resume: {last} not found (pass the run folder with --out)")
     return last
@@ -49,6 +53,8 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
         detector_config(cfg, read_detector(cfg.train.weights), cfg.train.weights)
         apply_config_options(cfg, args)
     cfg.train.resume = resume
+    if resume:  # the run folder is where its last.pt is (a first stage's: RUN/stage1)
+        cfg.train.out = str(run_checkpoint(args).parent)
     if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
         cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
     return cfg
@@ -99,11 +105,51 @@ def cmd_train(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optio
     which hands in ``detect val``'s sliced collector: engine never imports infer)."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
-    check_run_folder(cfg, getattr(args, "config", None))
-    result = train(cfg, progress=not getattr(args, "no_progress", False), checkpoint=ckpt, collect_fn=collect_fn)
-    problems, strict = int(result["data_problems"]), bool(getattr(args, "strict", False))  # a count
+    runs = stage_runs(cfg, ckpt)
+    for c, _ in runs:
+        check_run_folder(c, getattr(args, "config", None))
+    results = []
+    for i, (c, k) in enumerate(runs):
+        if i > 0:  # the mosaic stage starts from the first stage's weights, as --weights does
+            c.train.weights = str(stage_weights(runs[0][0].train.out))
+            detector_config(c, read_detector(c.train.weights), c.train.weights)
+        results.append(train(c, progress=not getattr(args, "no_progress", False), checkpoint=k, collect_fn=collect_fn))
+    problems, strict = max(int(r["data_problems"]) for r in results), bool(getattr(args, "strict", False))  # a count
     if problems:  # dropped annotations of a large dataset are normal: a warning, unless --strict
         print(f"warning: {problems} problem(s) in the data were reported and the annotations concerned left out "
               "(see the warnings above and the problems file beside the cache); "
               + ("exit code 1 (--strict)" if strict else "exit code 0 (--strict: 1)"), file=sys.stderr)
-    return 1 if result["nonfinite_loss"] or result["unreadable"] or (problems and strict) else 0
+    failed = any(r["nonfinite_loss"] or r["unreadable"] for r in results)
+    return 1 if failed or (problems and strict) else 0
+
+
+def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None) -> list[tuple[ExperimentConfig, Optional[dict]]]:
+    """The runs ``detect train`` makes of ``cfg``, each with the checkpoint it resumes: ``cfg``
+    alone, or its two stages when it ends with a mosaic stage (:mod:`detect.engine.stages`),
+    or a resumed first stage followed by its second."""
+    if cfg.train.resume:
+        then = second_after_resume(cfg)
+        return [(cfg, ckpt)] + ([(then, None)] if then is not None else [])
+    records = train_records(cfg) if cfg.data.mosaic_stage == "auto" else None
+    staged, why = wants_stage(cfg, records)
+    if not staged:
+        return [(cfg, None)]
+    first, second = split(cfg)
+    budget = (lambda c: f"{c.train.time:g} min") if cfg.train.time else (lambda c: f"{c.train.epochs} epochs")
+    print(f"mosaic stage ({why}): {first.train.out} for {budget(first)}, then {second.train.out} for "
+          f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g} (--mosaic-stage off: one run)",
+          flush=True)
+    return [(first, None), (second, None)]
+
+
+def train_records(cfg: ExperimentConfig) -> Optional[list]:
+    """The train split's records, for the mosaic stage's decision; None when they cannot be read
+    (the run itself then says why)."""
+    from detect.data.spec import resolve_data
+
+    if not cfg.data.data:
+        return None
+    try:
+        return list(resolve_data(cfg.data.data, cfg.data.train_split).records)
+    except (OSError, ValueError, KeyError):
+        return None

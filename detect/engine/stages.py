@@ -1,0 +1,109 @@
+"""The mosaic stage of ``detect train``'s recipe: on data whose photos each hold one product
+kind (groceries: all 2,720 photos), the last third of the run is a fine-tune of the first two
+thirds' best weights with 2x2 native-scale mosaics (``--mosaic 0.5``), so the model also learns
+inputs holding many kinds, as a store shelf or a slice of one does.
+
+Measured on groceries (bench/RESULTS.md, "Store photos"): mosaics from the first step lose 0.12
+on single photos (0.711 against 0.828, 60 minutes); the same 20-minute mosaic fine-tune after a
+plain run keeps single photos (0.824) and halves the loss on mosaics and 6x8 sheets. Store-shelf
+data (many kinds per photo, the shipped synthetic shelves) already shows the mix: no stage.
+
+The stages are two ordinary runs, one after the other: ``OUT/stage1`` (the first share of
+``--time`` or ``--epochs``), then ``OUT`` itself started from ``OUT/stage1/best.pt`` (as
+``--weights`` does, :mod:`detect.engine.finetune`) with ``--mosaic``. Both save ``mosaic_stage: off``, so a
+``--resume`` of either continues that run alone, and a resumed first stage is followed by the
+second (:func:`second_after_resume`). Pure decisions here; :mod:`detect.engine.train_cli` runs them.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from detect.config import ExperimentConfig
+
+SHARE = 1 / 3  # of the run: 40 + 20 minutes of a --time 60 (the 20-minute fine-tune measured on groceries)
+MOSAIC = 0.5  # --mosaic of the stage (1.0 measured worse: 0.775 single photos against 0.824)
+ONE_KIND = 0.9  # auto: on when at least this share of the train photos with boxes hold one class
+MIN_EPOCHS = 3  # without --time, a run of fewer epochs is not split
+STAGE1 = "stage1"  # the first stage's folder inside --out
+
+
+def one_kind_share(records: Sequence[Any]) -> float:
+    """The share of ``records`` with boxes whose boxes all have one class (0 when none has boxes)."""
+    counted = [len(np.unique(np.asarray(r.labels))) == 1 for r in records if len(getattr(r, "labels", ())) > 0]
+    return float(np.mean(counted)) if counted else 0.0
+
+
+def wants_stage(cfg: ExperimentConfig, records: Optional[Sequence[Any]]) -> tuple[bool, str]:
+    """Whether ``cfg``'s run ends with a mosaic stage, and why (for the run log). ``records``:
+    the train split's (None: not read, e.g. in-memory test data)."""
+    d, t = cfg.data, cfg.train
+    mode = d.mosaic_stage
+    if mode == "off":
+        return False, "--mosaic-stage off"
+    if t.resume:
+        return False, "a resumed run continues as it was"
+    if d.proposal_file:
+        return False, "precomputed proposals (a mosaic would cut them apart)"
+    if d.augment <= 0:
+        return False, "--augment 0"
+    if not t.time and t.epochs < MIN_EPOCHS:
+        return False, f"fewer than {MIN_EPOCHS} epochs"
+    if mode == "on":
+        return True, "--mosaic-stage on"
+    if d.mosaic > 0:
+        return False, f"--mosaic {d.mosaic:g} already mixes kinds in every stage"
+    share = one_kind_share(records) if records is not None else 0.0
+    if share >= ONE_KIND:
+        return True, f"{share:.0%} of the train photos hold one product kind"
+    return False, f"{share:.0%} of the train photos hold one product kind (the stage needs {ONE_KIND:.0%})"
+
+
+def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
+    """The two runs of ``cfg``: the first ``1 - SHARE`` of its time (or epochs) into
+    ``OUT/stage1``, then the rest into ``OUT`` with ``--mosaic`` (0.5 unless given). The
+    second's ``--weights`` (:func:`stage_weights`) and model section are set when it starts."""
+    t = cfg.train
+    first, second = copy.deepcopy(cfg), copy.deepcopy(cfg)
+    for c in (first, second):
+        c.data.mosaic_stage = "off"
+    first.train.out = str(Path(t.out) / STAGE1)
+    first.data.mosaic = 0.0
+    if t.time:
+        first.train.time = round(t.time * (1 - SHARE), 4)
+        second.train.time = round(t.time - first.train.time, 4)
+    else:
+        first.train.epochs = max(1, round(t.epochs * (1 - SHARE)))
+        second.train.epochs = max(1, t.epochs - first.train.epochs)
+    second.data.mosaic = cfg.data.mosaic or MOSAIC
+    second.train.weights = None  # the first stage's best.pt, known once it has run (:func:`stage_weights`)
+    return first, second
+
+
+def stage_weights(folder: str | Path) -> Path:
+    """The first stage's weights: its ``best.pt`` (best val score), else ``last.pt`` (no val split)."""
+    best = Path(folder) / "best.pt"
+    return best if best.is_file() else Path(folder) / "last.pt"
+
+
+def second_after_resume(first: ExperimentConfig) -> Optional[ExperimentConfig]:
+    """The second stage that follows a resumed first stage (its stored config, ``out`` ending in
+    ``stage1``), or None for any other resumed run. Its length is the first's times
+    ``SHARE / (1 - SHARE)``, as :func:`split` made them."""
+    out = Path(first.train.out)
+    if out.name != STAGE1 or (out.parent / "last.pt").is_file():
+        return None
+    second = copy.deepcopy(first)
+    second.train.resume = False
+    second.train.out = str(out.parent)
+    if first.train.time:
+        second.train.time = round(first.train.time * SHARE / (1 - SHARE), 4)
+    else:
+        second.train.epochs = max(1, round(first.train.epochs * SHARE / (1 - SHARE)))
+    second.data.mosaic = MOSAIC
+    second.train.weights = None  # as in :func:`split`
+    return second
