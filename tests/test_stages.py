@@ -85,13 +85,13 @@ def tiny_train(monkeypatch):
     """``detect train`` over the tiny model and data, each run's config kept."""
     seen = []
 
-    def run(cfg, progress, checkpoint, collect_fn):
+    def run(cfg, progress, checkpoint, collect_fn, data_fn=None):
         seen.append(copy.deepcopy(cfg))
         return T.train(cfg, progress=False, checkpoint=checkpoint, data_fn=tiny_data(), model_fn=tiny_model,
                        eval_fn=tiny_eval)
 
     monkeypatch.setattr(TC, "train", run)
-    monkeypatch.setattr(TC, "train_records", lambda cfg: _records([1] * 10))  # one kind per photo
+    monkeypatch.setattr(TC, "load_data", lambda cfg: SimpleNamespace(train_records=_records([1] * 10)))  # one kind per photo
     return seen
 
 

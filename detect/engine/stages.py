@@ -97,18 +97,14 @@ def stage_weights(folder: str | Path) -> Path:
 
 def second_after_resume(first: ExperimentConfig) -> Optional[ExperimentConfig]:
     """The second stage that follows a resumed first stage (its stored config, ``out`` ending in
-    ``stage1``), or None for any other resumed run. Its length is the first's times
-    ``SHARE / (1 - SHARE)``, as :func:`split` made them."""
+    ``stage1``), or None for any other resumed run: :func:`split`'s second of the whole run the
+    first stage is ``1 - SHARE`` of."""
     out = Path(first.train.out)
     if out.name != STAGE1 or (out.parent / "last.pt").is_file():
         return None
-    second = copy.deepcopy(first)
-    second.train.resume = False
-    second.train.out = str(out.parent)
-    if first.train.time:
-        second.train.time = round(first.train.time * SHARE / (1 - SHARE), 4)
-    else:
-        second.train.epochs = max(1, round(first.train.epochs * SHARE / (1 - SHARE)))
-    second.data.mosaic = MOSAIC
-    second.train.weights = None  # as in :func:`split`
-    return second
+    whole = copy.deepcopy(first)
+    whole.train.resume = False
+    whole.train.out = str(out.parent)
+    whole.train.time = first.train.time / (1 - SHARE)
+    whole.train.epochs = round(first.train.epochs / (1 - SHARE))
+    return split(whole)[1]

@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
+from detect.engine.datasets import DataSplits, load_data
 from detect.engine.finetune import detector_config, read_detector
 from detect.engine.stages import STAGE1, second_after_resume, split, stage_weights, wants_stage
 from detect.engine.train import train
@@ -54,7 +55,7 @@ def config_from_args(args: argparse.Namespace, checkpoint: Optional[dict] = None
         apply_config_options(cfg, args)
     cfg.train.resume = resume
     if resume:  # the run folder is where its last.pt is (a first stage's: RUN/stage1)
-        cfg.train.out = str(run_checkpoint(args).parent)
+        cfg.train.out = str(last.parent)
     if not resume and getattr(args, "out", None) is None and cfg.train.out == TrainConfig().out:
         cfg.train.out = str(next_run_dir(cfg.train.out))  # runs/train, runs/train2, ... (never into a finished run)
     return cfg
@@ -105,7 +106,9 @@ def cmd_train(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optio
     which hands in ``detect val``'s sliced collector: engine never imports infer)."""
     ckpt = load_checkpoint(run_checkpoint(args)) if getattr(args, "resume", False) else None
     cfg = config_from_args(args, ckpt)
-    runs = stage_runs(cfg, ckpt)
+    # the data, read once: the mosaic stage's decision and every run's (a resumed run reads its own)
+    splits = load_data(cfg) if cfg.data.mosaic_stage == "auto" and not cfg.train.resume else None
+    runs = stage_runs(cfg, ckpt, splits)
     for c, _ in runs:
         check_run_folder(c, getattr(args, "config", None))
     results = []
@@ -113,7 +116,8 @@ def cmd_train(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optio
         if i > 0:  # the mosaic stage starts from the first stage's weights, as --weights does
             c.train.weights = str(stage_weights(runs[0][0].train.out))
             detector_config(c, read_detector(c.train.weights), c.train.weights)
-        results.append(train(c, progress=not getattr(args, "no_progress", False), checkpoint=k, collect_fn=collect_fn))
+        results.append(train(c, progress=not getattr(args, "no_progress", False), checkpoint=k, collect_fn=collect_fn,
+                             data_fn=(lambda _: splits) if splits is not None else None))
     problems, strict = max(int(r["data_problems"]) for r in results), bool(getattr(args, "strict", False))  # a count
     if problems:  # dropped annotations of a large dataset are normal: a warning, unless --strict
         print(f"warning: {problems} problem(s) in the data were reported and the annotations concerned left out "
@@ -123,15 +127,16 @@ def cmd_train(args: argparse.Namespace, collect_fn: Optional[Callable[..., Optio
     return 1 if failed or (problems and strict) else 0
 
 
-def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None) -> list[tuple[ExperimentConfig, Optional[dict]]]:
+def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None,
+               splits: Optional[DataSplits] = None) -> list[tuple[ExperimentConfig, Optional[dict]]]:
     """The runs ``detect train`` makes of ``cfg``, each with the checkpoint it resumes: ``cfg``
-    alone, or its two stages when it ends with a mosaic stage (:mod:`detect.engine.stages`),
-    or a resumed first stage followed by its second."""
+    alone, or its two stages when it ends with a mosaic stage (:mod:`detect.engine.stages`;
+    ``splits``: the data read, None when ``--mosaic-stage`` is not auto), or a resumed first
+    stage followed by its second."""
     if cfg.train.resume:
         then = second_after_resume(cfg)
         return [(cfg, ckpt)] + ([(then, None)] if then is not None else [])
-    records = train_records(cfg) if cfg.data.mosaic_stage == "auto" else None
-    staged, why = wants_stage(cfg, records)
+    staged, why = wants_stage(cfg, splits.train_records if splits is not None else None)
     if not staged:
         return [(cfg, None)]
     first, second = split(cfg)
@@ -140,16 +145,3 @@ def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None) -> list[tuple
           f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g} (--mosaic-stage off: one run)",
           flush=True)
     return [(first, None), (second, None)]
-
-
-def train_records(cfg: ExperimentConfig) -> Optional[list]:
-    """The train split's records, for the mosaic stage's decision; None when they cannot be read
-    (the run itself then says why)."""
-    from detect.data.spec import resolve_data
-
-    if not cfg.data.data:
-        return None
-    try:
-        return list(resolve_data(cfg.data.data, cfg.data.train_split).records)
-    except (OSError, ValueError, KeyError):
-        return None
