@@ -19,6 +19,7 @@ def test_train_exits_0_with_a_warning_when_problems_were_dropped(strict, tmp_pat
 
     result = {"nonfinite_loss": 0, "unreadable": 0, "data_problems": 1}  # train() counts them
     monkeypatch.setattr(TC, "train", lambda cfg, **kw: result)
+    monkeypatch.setattr(TC, "load_data", lambda cfg: __import__("types").SimpleNamespace(train_records=[]))  # read once there
     args = build_parser().parse_args(["train", "--data", str(tmp_path / "d.pkl"), "--out", str(tmp_path / "run"),
                                       *(["--strict"] if strict else [])])
     assert TC.cmd_train(args) == (1 if strict else 0)
