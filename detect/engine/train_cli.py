@@ -14,6 +14,7 @@ from typing import Callable, Optional
 from detect.config import ExperimentConfig, TrainConfig
 from detect.engine.checkpoint import load_checkpoint, stored_config
 from detect.engine.datasets import DataSplits, load_data
+from detect.engine.distributed import env_dist_info
 from detect.engine.finetune import detector_config, read_detector
 from detect.engine.stages import STAGE1, second_after_resume, split, stage_weights, wants_stage
 from detect.engine.train import train
@@ -141,7 +142,8 @@ def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None,
         return [(cfg, None)]
     first, second = split(cfg)
     budget = (lambda c: f"{c.train.time:g} min") if cfg.train.time else (lambda c: f"{c.train.epochs} epochs")
-    print(f"mosaic stage ({why}): {first.train.out} for {budget(first)}, then {second.train.out} for "
-          f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g} (--mosaic-stage off: one run)",
-          flush=True)
+    if env_dist_info().is_main:  # under torchrun every rank plans the same runs; one says so
+        print(f"mosaic stage ({why}): {first.train.out} for {budget(first)}, then {second.train.out} for "
+              f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g} (--mosaic-stage off: one run)",
+              flush=True)
     return [(first, None), (second, None)]
