@@ -41,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GREY = 114
+from detect.data.sheets import interleaved, tile  # noqa: E402  (the sheets detect train validates on)
 
 
 def _gt(boxes, labels, difficult) -> dict:
@@ -94,28 +94,6 @@ def recall50(dets, gts) -> float:
     return hit / max(total, 1)
 
 
-def tile(images, gts, cols, rows, cell):
-    """``cols x rows`` images per sheet, each at the top-left of a ``cell`` x ``cell`` square
-    (``cell`` None: the largest image side), grey around; boxes shifted with them."""
-    cell = cell or max(max(im.shape[:2]) for im in images)
-    sheets, sheet_gts = [], []
-    per = cols * rows
-    for k in range(0, len(images) - per + 1, per):
-        sheet = np.full((rows * cell, cols * cell, 3), GREY, np.uint8)
-        boxes, labels, diff = [], [], []
-        for j in range(per):
-            im, g = images[k + j], gts[k + j]
-            x0, y0 = (j % cols) * cell, (j // cols) * cell
-            h, w = im.shape[:2]
-            sheet[y0:y0 + h, x0:x0 + w] = im
-            boxes.append(g["boxes"] + [x0, y0, x0, y0])
-            labels.append(g["labels"])
-            diff.append(g["difficult"])
-        sheets.append(sheet)
-        sheet_gts.append(_gt(np.concatenate(boxes), np.concatenate(labels), np.concatenate(diff)))
-    return sheets, sheet_gts
-
-
 def part_a(args, make) -> dict:
     from detect.data.synth.dataset import render_scene
     from detect.data.synth.products import CLASSES
@@ -131,25 +109,6 @@ def part_a(args, make) -> dict:
     p = make()
     rows["slice side chosen on the sheets (px)"] = [p.slice_sides([s])[0] for s in sheets[:3]]
     return rows
-
-
-def interleaved(recs, rng=None) -> list:
-    """Val records ordered so that neighbours hold different product kinds: one record of each
-    class in turn. ``rng`` (a numpy Generator) shuffles the classes' order and each class's
-    records first: another arrangement of the same photos into mosaics."""
-    by_class: dict[int, list] = {}
-    for r in recs:
-        by_class.setdefault(int(r.labels[0]) if len(r.labels) else -1, []).append(r)
-    queues = [list(v) for v in by_class.values()]
-    if rng is not None:
-        queues = [[q[i] for i in rng.permutation(len(q))] for q in queues]
-        queues = [queues[i] for i in rng.permutation(len(queues))]
-    order = []
-    while any(queues):
-        for q in queues:
-            if q:
-                order.append(q.pop(0))
-    return order
 
 
 def part_b(args, make) -> dict:

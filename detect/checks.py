@@ -20,6 +20,7 @@ CHECKS: dict[str, Callable[[float], bool]] = {
     ">= 1": lambda v: v >= 1,
     ">= 7": lambda v: v >= 7,  # ONNX opsets torch exports
     ">= 32": lambda v: v >= 32,
+    "0 or >= 2": lambda v: v == 0 or v >= 2,
     "0 or >= 32": lambda v: v == 0 or v >= 32,
 }
 

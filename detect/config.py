@@ -167,6 +167,10 @@ class DataConfig(_Section):
         "auto", "end the run with a mosaic stage: its last third fine-tunes the first two thirds' best weights with "
         "--mosaic 0.5 (detect/engine/stages.py); auto: on when the train photos each hold one product kind",
         cli="--mosaic-stage")
+    val_sheets: int = setting(
+        0, "also validate on the val photos tiled N x N into sheets, neighbours of different kinds (RUN/val_sheets/; "
+        "detect/data/sheets.py), so best.pt is chosen on a shelf's mix too (0: off; the mosaic stage: 3)",
+        cli="--val-sheets", check="0 or >= 2")
     proposal_file: Optional[str] = setting(
         None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")
     max_proposals: int = setting(0, "keep each image's best this many precomputed proposals (0: all)", check=">= 0")

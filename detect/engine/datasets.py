@@ -1,7 +1,7 @@
 """What the engine needs from the data layer: the train and val splits of a config
-(:func:`load_data`, read once, before :func:`detect.engine.resolve.resolve` measures them), their
-datasets for the resolved config (:func:`make_datasets`), and the dataset to evaluate a model on
-(:func:`eval_dataset`).
+(:func:`load_data`, read once, before :func:`detect.engine.resolve.resolve` measures them), the
+val split's sheets (:func:`with_val_sheets`, ``--val-sheets``), their datasets for the resolved
+config (:func:`make_datasets`), and the dataset to evaluate a model on (:func:`eval_dataset`).
 
 A detector that takes precomputed proposals (its :data:`~detect.models.specs.MODEL_SPECS` row's
 ``takes_proposals``: a Fast R-CNN without RPN) gets them here,
@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.errors import UsageError
+
+SHEETS = "val_sheets"  # the folder of --val-sheets' sheets inside the run folder
 
 
 def _warn_rank0(msg: str) -> None:
@@ -154,6 +157,25 @@ def learned_object_size(records: Sequence[Any], imgsz: int, crop_object: float) 
         s = m * imgsz / L
         sizes.append(crop_object if crop_object and s < crop_object / 1.5 else s)
     return round(float(sorted(sizes)[len(sizes) // 2]), 1) if sizes else 0.0
+
+
+def with_val_sheets(splits: Any, cfg: ExperimentConfig, log: Callable[[str], None] = _warn_rank0) -> Any:
+    """``splits`` with ``cfg.data.val_sheets`` x ``val_sheets`` sheets of its val photos added to
+    its val split (:func:`detect.data.sheets.write_sheets`, into ``RUN/val_sheets/``), so the
+    run's val score, and the ``best.pt`` it chooses, cover both; ``splits`` itself when off, when
+    there is no val split or when a ``data_fn`` handed in ready datasets."""
+    from detect.data.sheets import write_sheets
+
+    n = cfg.data.val_sheets
+    if not n or not isinstance(splits, DataSplits) or not splits.val_records:
+        return splits
+    photos = splits.val_records
+    sheets = write_sheets(photos, n, Path(cfg.train.out) / SHEETS, log)
+    if sheets:
+        log(f"val: {len(photos)} photos and {len(sheets)} {n}x{n} sheets of them ({Path(cfg.train.out) / SHEETS})")
+    else:
+        log(f"val: {len(photos)} photos, too few for a {n}x{n} sheet")
+    return DataSplits(splits.classes, splits.train_records, list(splits.val_records) + sheets, splits.problems)
 
 
 def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:

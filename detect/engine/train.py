@@ -29,7 +29,7 @@ import torch
 from detect.config import ExperimentConfig
 from detect.engine import distributed as D
 from detect.engine.cpu_alloc import keep_heap_for_training
-from detect.engine.datasets import TrainData, load_data
+from detect.engine.datasets import TrainData, load_data, with_val_sheets
 from detect.engine.checkpoint import (
     inference_state, load_checkpoint, rng_state, save_checkpoint, set_rng_state,
 )
@@ -133,7 +133,7 @@ def _train(
     log = RunLog(out, enabled=info.is_main)
     ckpt = _checkpoint_to_resume(cfg, out, checkpoint, info)
     seed_everything(cfg.train.seed + info.rank)
-    splits = data_fn(cfg)  # the data as read (DataSplits), or ready datasets (TrainData: tests)
+    splits = with_val_sheets(data_fn(cfg), cfg, log.print)  # the data as read (DataSplits), or ready datasets (TrainData: tests)
     cfg = resolve(cfg, splits.classes, splits.train_records, log.print)  # read-only from here on
     if eval_fn is None:  # the real evaluation, with the resolved config
         eval_fn = run_eval.run_eval_fn(cfg, collect_fn, progress and info.is_main, log)
