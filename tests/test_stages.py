@@ -65,6 +65,8 @@ def test_split_time_and_epochs():
     assert first.train.weights is second.train.weights is None  # the second's: the first's best.pt, once it exists
     assert S.stage_weights("runs/g/stage1").name == "last.pt"  # no best.pt (no val split)
     assert first.data.mosaic_stage == second.data.mosaic_stage == "off"  # each run alone on --resume
+    assert (first.train.lr, second.train.lr) == (1e-3, pytest.approx(1e-3 * S.LR_SCALE))  # a fine-tune's rate
+    assert (first.data.val_sheets, second.data.val_sheets) == (0, S.SHEETS)  # best.pt chosen on sheets too
     first, second = S.split(_cfg("runs/g", epochs=30))
     assert (first.train.epochs, second.train.epochs, first.train.time, second.train.time) == (20, 10, 0, 0)
     c = _cfg("runs/g", epochs=30)
@@ -104,7 +106,9 @@ def test_detect_train_runs_both_stages_on_one_kind_photos(tmp_path, tiny_train, 
     assert (second.train.out, second.train.epochs, second.data.mosaic) == (str(run), 1, 0.5)
     assert second.train.weights == str(run / "stage1" / "best.pt")
     assert (run / "stage1" / "best.pt").is_file() and (run / "best.pt").is_file()
-    assert load_checkpoint(run / "last.pt")["config"]["data"]["mosaic"] == 0.5
+    stored = load_checkpoint(run / "last.pt")["config"]
+    assert (stored["data"]["mosaic"], stored["data"]["val_sheets"]) == (0.5, 3)
+    assert stored["train"]["lr"] == pytest.approx(first.train.lr * S.LR_SCALE)
 
 
 def test_off_trains_one_run(tmp_path, tiny_train):

@@ -13,7 +13,12 @@ sheets: SSD 0.820 / 0.790 / 0.777, Fast R-CNN 0.807 / 0.779 / 0.782 (one 60-minu
 
 The stages are two ordinary runs, one after the other: ``OUT/stage1`` (the first share of
 ``--time`` or ``--epochs``), then ``OUT`` itself started from ``OUT/stage1/best.pt`` (as
-``--weights`` does, :mod:`detect.engine.finetune`) with ``--mosaic``. Both save
+``--weights`` does, :mod:`detect.engine.finetune`) with ``--mosaic``, a peak rate of
+:data:`LR_SCALE` times ``--lr`` (a fine-tune: at the full rate single photos fell from 0.842
+to 0.74 after its warmup) and ``--val-sheets 3``: its val split holds the val photos and 3x3
+sheets of them (:mod:`detect.data.sheets`), so its ``best.pt`` is chosen on what the stage is
+for as well as on what it trades away (on single photos alone, at 0.3 of the rate, the best
+epoch was the first: 3x3 / 6x8 0.783 / 0.750 against 0.800 / 0.784 for the stage's end). Both save
 ``mosaic_stage: off``, so a ``--resume`` of either continues that run alone, and a resumed first
 stage is followed by the second (:func:`second_after_resume`). Pure decisions here;
 :mod:`detect.engine.train_cli` runs them. ``detect tune`` calls the trainer directly: its trials
@@ -35,6 +40,8 @@ MOSAIC = 0.5  # --mosaic of the stage (1.0 measured worse: 0.775 single photos a
 ONE_KIND = 0.9  # auto: on when at least this share of the train photos with boxes hold one class
 MIN_EPOCHS = 3  # without --time, a run of fewer epochs is not split
 STAGE1 = "stage1"  # the first stage's folder inside --out
+LR_SCALE = 0.3  # the stage's peak rate, of --lr: a fine-tune (at 1.0 single photos fell to 0.74 after its warmup)
+SHEETS = 3  # the stage's --val-sheets: its best.pt is chosen on the val photos and 3x3 sheets of them
 
 
 def one_kind_share(records: Sequence[Any]) -> float:
@@ -85,6 +92,8 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
         first.train.epochs = max(1, round(t.epochs * (1 - SHARE)))
         second.train.epochs = max(1, t.epochs - first.train.epochs)
     second.data.mosaic = cfg.data.mosaic or MOSAIC
+    second.data.val_sheets = cfg.data.val_sheets or SHEETS
+    second.train.lr = cfg.train.lr * LR_SCALE
     second.train.weights = None  # the first stage's best.pt, known once it has run (:func:`stage_weights`)
     return first, second
 
