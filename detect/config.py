@@ -169,7 +169,7 @@ class DataConfig(_Section):
         cli="--mosaic-stage")
     val_sheets: int = setting(
         0, "also validate on the val photos tiled N x N into sheets, neighbours of different kinds (RUN/val_sheets/; "
-        "detect/data/sheets.py), so best.pt is chosen on a shelf's mix too (0: off; the mosaic stage: 3)",
+        "detect/data/sheets.py), so the val score covers a shelf's mix too (0: off; the mosaic stage: 3)",
         cli="--val-sheets", check="0 or >= 2")
     proposal_file: Optional[str] = setting(
         None, "precomputed proposals of a Fast R-CNN without RPN (`detect proposals`, or .npz/.json/.pkl)", cli="--proposal-file")

@@ -5,6 +5,7 @@ a resumed first stage followed by its second. Tiny model and data (tiny_detector
 from __future__ import annotations
 
 import copy
+import csv
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,9 +67,11 @@ def test_split_time_and_epochs():
     assert S.stage_weights("runs/g/stage1").name == "last.pt"  # no best.pt (no val split)
     assert first.data.mosaic_stage == second.data.mosaic_stage == "off"  # each run alone on --resume
     assert (first.train.lr, second.train.lr) == (1e-3, pytest.approx(1e-3 * S.LR_SCALE))  # a fine-tune's rate
-    assert (first.data.val_sheets, second.data.val_sheets) == (0, S.SHEETS)  # best.pt chosen on sheets too
+    assert (first.data.val_sheets, second.data.val_sheets) == (0, S.SHEETS)  # its end scored on sheets too
+    assert (first.train.eval_every, second.train.eval_every) == (1, 30)  # the second: at its end only (30: --epochs' cap)
     first, second = S.split(_cfg("runs/g", epochs=30))
     assert (first.train.epochs, second.train.epochs, first.train.time, second.train.time) == (20, 10, 0, 0)
+    assert second.train.eval_every == 10
     c = _cfg("runs/g", epochs=30)
     c.data.mosaic_stage, c.data.mosaic = "on", 0.25
     assert S.split(c)[1].data.mosaic == 0.25  # a --mosaic given is the stage's
@@ -144,3 +147,16 @@ def test_a_run_stopped_in_its_first_stage_resumes_it_then_runs_the_second(tmp_pa
     assert load_checkpoint(run / "stage1" / "last.pt")["epoch"] == 2  # the first stage finished its plan
     assert (second.train.out, second.train.epochs, second.data.mosaic, second.train.resume) == (str(run), 1, 0.5, False)
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_the_mosaic_stage_is_scored_at_its_end_only(tmp_path, tiny_train):
+    assert TC.cmd_train(_args(tmp_path, "--epochs", "6")) == 0  # 4 + 2 epochs
+    run = tmp_path / "run"
+
+    def scored(folder):
+        with open(folder / "results.csv", newline="") as f:
+            return [row.get("voc_ap50") not in (None, "", "nan") for row in csv.DictReader(f)]
+
+    assert scored(run / "stage1") == [True] * 4
+    assert scored(run) == [False, True]  # its best.pt: its end
+    assert (run / "best.pt").is_file()

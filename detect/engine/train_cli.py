@@ -145,6 +145,6 @@ def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None,
     if env_dist_info().is_main:  # under torchrun every rank plans the same runs; one says so
         print(f"mosaic stage ({why}): {first.train.out} for {budget(first)}, then {second.train.out} for "
               f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g}, --lr {second.train.lr:g} and "
-              f"--val-sheets {second.data.val_sheets} (--mosaic-stage off: one run)",
+              f"--val-sheets {second.data.val_sheets}, scored at its end (--mosaic-stage off: one run)",
               flush=True)
     return [(first, None), (second, None)]
