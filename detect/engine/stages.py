@@ -19,8 +19,8 @@ to 0.74 after its warmup). The stage is scored once, at its end, on the val phot
 sheets of them (``--val-sheets 3``, :mod:`detect.data.sheets`), and its ``best.pt`` is its end:
 chosen by the val score epoch by epoch, at 0.3 of the rate it was the first epoch on single
 photos alone (3x3 / 6x8 0.783 / 0.750 against 0.800 / 0.784 at the stage's end) and again on
-photos and sheets together (0.812 against 0.811: 160 photos and 17 sheets do not tell the
-epochs apart, while the end of the schedule reads sheets better every time it was measured). Both save
+photos and sheets together (0.812 at epoch 1 against 0.799 at the end: 160 photos and 17 sheets
+do not tell the epochs apart); scoring the sheets every epoch also cost 4 of its 14 epochs. Both save
 ``mosaic_stage: off``, so a ``--resume`` of either continues that run alone, and a resumed first
 stage is followed by the second (:func:`second_after_resume`). Pure decisions here;
 :mod:`detect.engine.train_cli` runs them. ``detect tune`` calls the trainer directly: its trials
