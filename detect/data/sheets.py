@@ -3,9 +3,9 @@ kinds, products at the size they have in their photos.
 
 On data whose photos each hold one product kind (groceries: all 2,720), a sheet is the nearest
 thing to a store shelf the data allows: many kinds in one image, read by slicing. The mosaic
-stage of ``detect train`` (:mod:`detect.engine.stages`) validates on the val photos and on
-sheets of them (``--val-sheets``), so its ``best.pt`` is chosen for both; ``bench/dense.py``
-scores models on them (its groceries mosaics and 6x8 sheets).
+stage of ``detect train`` (:mod:`detect.engine.stages`) scores its end on the val photos and on
+sheets of them (``--val-sheets``, which any run can use); ``bench/dense.py`` scores models on
+them (its groceries mosaics and 6x8 sheets).
 
 Each photo sits at the top-left of a ``cell x cell`` square (``cell``: the largest photo side),
 grey (114, the letterbox fill) around it; its boxes move with it.

@@ -43,7 +43,7 @@ ONE_KIND = 0.9  # auto: on when at least this share of the train photos with box
 MIN_EPOCHS = 3  # without --time, a run of fewer epochs is not split
 STAGE1 = "stage1"  # the first stage's folder inside --out
 LR_SCALE = 0.3  # the stage's peak rate, of --lr: a fine-tune (at 1.0 single photos fell to 0.74 after its warmup)
-SHEETS = 3  # the stage's --val-sheets: its best.pt is chosen on the val photos and 3x3 sheets of them
+SHEETS = 3  # the stage's --val-sheets: its end is scored on the val photos and 3x3 sheets of them
 
 
 def one_kind_share(records: Sequence[Any]) -> float:
