@@ -19,9 +19,8 @@ from typing import Any, Callable, Optional, Sequence
 import cv2
 import numpy as np
 
+from detect.data.letterbox import PAD_VALUE as GREY  # what the model sees around a photo that is not square
 from detect.structures import ImageRecord
-
-GREY = 114  # the letterbox fill: what the model sees around a photo that is not square
 
 
 def interleaved(records: Sequence[Any], rng: Optional[np.random.Generator] = None) -> list:

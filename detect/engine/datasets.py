@@ -169,13 +169,11 @@ def with_val_sheets(splits: Any, cfg: ExperimentConfig, log: Callable[[str], Non
     n = cfg.data.val_sheets
     if not n or not isinstance(splits, DataSplits) or not splits.val_records:
         return splits
-    photos = splits.val_records
-    sheets = write_sheets(photos, n, Path(cfg.train.out) / SHEETS, log)
-    if sheets:
-        log(f"val: {len(photos)} photos and {len(sheets)} {n}x{n} sheets of them ({Path(cfg.train.out) / SHEETS})")
-    else:
-        log(f"val: {len(photos)} photos, too few for a {n}x{n} sheet")
-    return DataSplits(splits.classes, splits.train_records, list(splits.val_records) + sheets, splits.problems)
+    folder, photos = Path(cfg.train.out) / SHEETS, list(splits.val_records)
+    sheets = write_sheets(photos, n, folder, log)
+    log(f"val: {len(photos)} photos and {len(sheets)} {n}x{n} sheets of them ({folder})" if sheets
+        else f"val: {len(photos)} photos, too few for a {n}x{n} sheet")
+    return DataSplits(splits.classes, splits.train_records, photos + sheets, splits.problems)
 
 
 def eval_dataset(records: Sequence[Any], cfg: ExperimentConfig) -> Any:
