@@ -47,6 +47,7 @@ import torch
 from detect.config import ExperimentConfig, upgrade
 from detect.errors import UsageError
 from detect.checks import model_size_problem
+from detect.models.crop_classifier import KIND as CLASSIFIER_KIND
 from detect.utils import atomic_write
 
 FORMAT = "retail-detect/1"
@@ -212,9 +213,7 @@ def stored_config(ckpt: dict[str, Any], path: str | Path = "<checkpoint>") -> Ex
     says, settings that moved since read from their old place (``ExperimentConfig.from_dict``).
     Raises :class:`CheckpointError` naming ``path`` when it is not a config dict."""
     d = ckpt.get("config")
-    from detect.models.crop_classifier import KIND
-
-    if ckpt.get("kind") == KIND:
+    if ckpt.get("kind") == CLASSIFIER_KIND:
         raise CheckpointError(f"{path} is a crop classifier (detect train-classifier), not a detector: pass it as "
                               "--classifier beside the detector's --weights")
     if not isinstance(d, dict):
