@@ -8,7 +8,7 @@ sheets of them (``--val-sheets``, which any run can use); ``bench/dense.py`` sco
 them (its groceries mosaics and 6x8 sheets).
 
 Each photo sits at the top-left of a ``cell x cell`` square (``cell``: the largest photo side),
-grey (114, the letterbox fill) around it; its boxes move with it.
+grey around it (:data:`GREY`, the letterbox's fill); its boxes move with it.
 """
 
 from __future__ import annotations
