@@ -163,6 +163,10 @@ class DataConfig(_Section):
     mosaic: float = setting(0.0, "share of training inputs that are 2x2 native-scale mosaics of four photos (many "
                                  "product kinds in one input, as on a store shelf; detect/data/mosaic.py)", cli="--mosaic",
                             check="in [0, 1]")
+    mosaic_centre: float = setting(
+        0.0, "share of the mosaics whose window is centred on one product of a photo, neighbours of the other photos "
+        "around it: the view sliced inference reads each product in (detect/infer/recentre.py); the rest are cut at a "
+        "random point", cli="--mosaic-centre", check="in [0, 1]")
     mosaic_stage: Literal["auto", "on", "off"] = setting(
         "auto", "end the run with a mosaic stage: its last third fine-tunes the first two thirds' best weights with "
         "--mosaic 0.5 (detect/engine/stages.py); auto: on when the train photos each hold one product kind",

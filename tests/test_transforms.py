@@ -154,6 +154,22 @@ def test_train_transform_is_reproducible_for_a_seed():
         np.testing.assert_allclose(a["bboxes"], b["bboxes"])
 
 
+class FourItems:
+    """A dataset of four items ``get(i)``, as MosaicDataset wraps one."""
+
+    transform = None
+    records = ["r"] * 4
+
+    def __init__(self, get):
+        self.get = get
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.get(i)
+
+
 def test_mosaic_keeps_scale_and_mixes_four_photos():
     import torch
 
@@ -180,19 +196,47 @@ def test_mosaic_keeps_scale_and_mixes_four_photos():
 
     big = [(im, dict(t, boxes=torch.tensor([[4.0, 4.0, 60.0, 60.0]]))) for im, t in items]  # a product filling each photo
 
-    class Items:
-        transform = None
-        records = ["r"] * 4
-
-        def __len__(self):
-            return 4
-
-        def __getitem__(self, i):
-            return big[i]
-
     np.random.seed(0)
-    ds = MosaicDataset(Items(), p=1.0, min_visibility=0.1)
+    ds = MosaicDataset(FourItems(big.__getitem__), p=1.0, min_visibility=0.1)
     assert ds.records == ["r"] * 4 and len(ds) == 4
     got = [len(ds[i % 4][1]["labels"]) for i in range(8)]
     assert max(got) > 1  # mixed photos
-    assert MosaicDataset(Items(), p=0.0)[2][1]["labels"].tolist() == [2]
+    assert MosaicDataset(FourItems(big.__getitem__), p=0.0)[2][1]["labels"].tolist() == [2]
+
+
+def test_centred_mosaic_puts_the_product_in_the_middle_with_other_photos_around():
+    import torch
+
+    from detect.data.mosaic import MosaicDataset, centred_layout, mosaic
+
+    S = 64
+    for box, slot in (([10, 10, 20, 20], 3), ([40, 8, 52, 30], 2), ([6, 40, 30, 60], 1), ([44, 44, 60, 60], 0)):
+        got, at = centred_layout(np.array(box, float), S)
+        assert got == slot  # the photo sits where the window reaching past its near edges stays on the canvas
+        items = []
+        for k in range(4):  # photo k: image value 50 * (k + 1); the centred photo holds the product
+            im = torch.full((3, S, S), 50 * (k + 1), dtype=torch.uint8)
+            b = torch.tensor([box], dtype=torch.float32) if k == slot else torch.tensor([[0.0, 0.0, 6.0, 6.0]])
+            items.append((im, {"boxes": b, "labels": torch.tensor([k]), "difficult": torch.tensor([False]), "image_id": k}))
+        image, t = mosaic(items, at, 0.3, base=slot)
+        assert t["image_id"] == slot  # the centred photo's target
+        product = t["boxes"][t["labels"] == slot][0]
+        assert torch.allclose((product[:2] + product[2:]) / 2, torch.tensor([S / 2, S / 2]))  # in the middle, whole
+        assert torch.allclose(product[2:] - product[:2], torch.tensor(box[2:], dtype=torch.float32) - torch.tensor(box[:2], dtype=torch.float32))
+        assert len(torch.unique(image[0])) > 1  # other photos around it
+    _, at = centred_layout(np.array([10.0, 10.0, 20.0, 20.0]), S, jitter=np.array([0.1, -0.1]))
+    np.testing.assert_allclose(at, [1 + 15 / 64 + 0.1, 1 + 15 / 64 - 0.1])
+
+    def item(i):
+        t = {"boxes": torch.tensor([[8.0 * i, 8.0, 8.0 * i + 20, 28.0]]), "labels": torch.tensor([i]),
+             "difficult": torch.tensor([False]), "image_id": i}
+        return torch.full((3, S, S), 50 * (i + 1), dtype=torch.uint8), t
+
+    np.random.seed(0)
+    ds = MosaicDataset(FourItems(item), p=1.0, min_visibility=0.3, centre=1.0)
+    for i in range(4):
+        image, t = ds[i]
+        assert t["image_id"] == i
+        own = t["boxes"][t["labels"] == i]
+        centres = (own[:, :2] + own[:, 2:]) / 2
+        assert torch.any((centres - S / 2).abs().max(1).values <= S / 16 + 0.5)  # its product centred, within the jitter

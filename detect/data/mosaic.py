@@ -10,6 +10,12 @@ parts of all four photos meet in the input. Boxes are cut to the window and drop
 keep under ``min_visibility`` of their area. Random choices come from NumPy's global generator,
 which :class:`~detect.engine.loader.SeededDataset` seeds per (epoch, item).
 
+With ``centre`` (a share of the mosaics), the window is centred on one product of the item
+instead (:func:`centred_layout`), the item laid in the cell that puts its product's neighbours
+from the other photos on every side: the view sliced inference's second pass reads each product
+in (a window of the input's side centred on it, :mod:`detect.infer.recentre`), so training shows
+the model the inputs its final classes are read from.
+
 Items of other datasets' kinds (precomputed proposals) and unreadable images pass through
 unchanged.
 """
@@ -30,8 +36,9 @@ class MosaicDataset:
     random items (see the module docstring). ``records`` and ``transform`` are the wrapped
     dataset's."""
 
-    def __init__(self, dataset: Any, p: float, min_visibility: float = 0.3) -> None:
+    def __init__(self, dataset: Any, p: float, min_visibility: float = 0.3, centre: float = 0.0) -> None:
         self.dataset, self.p, self.min_visibility = dataset, float(p), float(min_visibility)
+        self.centre = float(centre)  # share of the mosaics centred on one of the item's products
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -48,16 +55,37 @@ class MosaicDataset:
         others = [self.dataset[int(j)] for j in np.random.randint(0, len(self.dataset), size=3)]
         if any(isinstance(o, Unreadable) for o in others):
             return first
+        boxes = first[1]["boxes"].reshape(-1, 4)
+        if self.centre > 0 and len(boxes) and np.random.random() < self.centre:
+            box = boxes[np.random.randint(len(boxes))].numpy()
+            slot, at = centred_layout(box, first[0].shape[-1], np.random.uniform(-1, 1, size=2) * JITTER)
+            items = others[:slot] + [first] + others[slot:]
+            return mosaic(items, at, self.min_visibility, base=slot)
         return mosaic([first, *others], np.random.uniform(0.5, 1.5, size=2), self.min_visibility)
 
 
-def mosaic(items: list[tuple[torch.Tensor, dict]], centre: np.ndarray, min_visibility: float = 0.3
-           ) -> tuple[torch.Tensor, dict]:
+JITTER = 1 / 16  # of the input side: a centred window's origin is off the product's centre by up to this much
+
+
+def centred_layout(box: np.ndarray, side: int, jitter: np.ndarray = np.zeros(2)) -> tuple[int, np.ndarray]:
+    """Where a photo goes in a 2 x 2 mosaic so that a window of its ``side`` centred on its
+    ``box`` (xyxy photo pixels) lies inside the canvas: ``(slot, centre)``, ``slot`` 0-3 (row by
+    row) and the window's centre in canvas units of ``side`` (:func:`mosaic`'s ``centre``). The
+    photo goes right of the canvas's middle when its product is in its left half (the window
+    reaches left of the photo), below when in its top half; ``jitter`` (float[2], units of
+    ``side``) moves the centre off the product's."""
+    c = (np.asarray(box[:2], np.float64) + np.asarray(box[2:], np.float64)) / 2 / side + jitter  # (2,) x, y
+    col, row = (int(v < 0.5) for v in c)
+    return 2 * row + col, np.array([col + c[0], row + c[1]])
+
+
+def mosaic(items: list[tuple[torch.Tensor, dict]], centre: np.ndarray, min_visibility: float = 0.3,
+           base: int = 0) -> tuple[torch.Tensor, dict]:
     """Four ``(image Tensor[3, S, S], target)`` items as one: laid 2 x 2 (item 0 top-left, then
     row by row) on a 2S x 2S canvas and cut to the S x S window centred at ``centre * S``
-    (``centre`` float[2] = x, y in [0.5, 1.5]). The target is item 0's with the boxes, labels and
-    difficult flags of everything left in the window (boxes xyxy in window pixels)."""
-    image0, target0 = items[0]
+    (``centre`` float[2] = x, y in [0.5, 1.5]). The target is item ``base``'s with the boxes,
+    labels and difficult flags of everything left in the window (boxes xyxy in window pixels)."""
+    image0, target0 = items[0][0], items[base][1]
     C, S, _ = image0.shape
     canvas = torch.zeros((C, 2 * S, 2 * S), dtype=image0.dtype)
     boxes, labels, difficult = [], [], []

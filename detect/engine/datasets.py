@@ -118,7 +118,7 @@ def make_datasets(cfg: ExperimentConfig, splits: DataSplits, log: Callable[[str]
         else:
             from detect.data.mosaic import MosaicDataset
 
-            train = MosaicDataset(train, d.mosaic, d.min_visibility)
+            train = MosaicDataset(train, d.mosaic, d.min_visibility, d.mosaic_centre)
     return TrainData(splits.classes, train, val, collate, splits.problems)
 
 
