@@ -64,17 +64,17 @@ class MosaicDataset:
         return mosaic([first, *others], np.random.uniform(0.5, 1.5, size=2), self.min_visibility)
 
 
-JITTER = 1 / 16  # of the input side: a centred window's origin is off the product's centre by up to this much
+JITTER = 1 / 16  # of the input side: a centred window's centre is off its product's by up to this much per axis
 
 
-def centred_layout(box: np.ndarray, side: int, jitter: np.ndarray = np.zeros(2)) -> tuple[int, np.ndarray]:
+def centred_layout(box: np.ndarray, side: int, jitter: tuple[float, float] = (0.0, 0.0)) -> tuple[int, np.ndarray]:
     """Where a photo goes in a 2 x 2 mosaic so that a window of its ``side`` centred on its
     ``box`` (xyxy photo pixels) lies inside the canvas: ``(slot, centre)``, ``slot`` 0-3 (row by
     row) and the window's centre in canvas units of ``side`` (:func:`mosaic`'s ``centre``). The
     photo goes right of the canvas's middle when its product is in its left half (the window
     reaches left of the photo), below when in its top half; ``jitter`` (float[2], units of
     ``side``) moves the centre off the product's."""
-    c = (np.asarray(box[:2], np.float64) + np.asarray(box[2:], np.float64)) / 2 / side + jitter  # (2,) x, y
+    c = (np.asarray(box[:2], np.float64) + np.asarray(box[2:], np.float64)) / 2 / side + np.asarray(jitter)  # (2,) x, y
     col, row = (int(v < 0.5) for v in c)
     return 2 * row + col, np.array([col + c[0], row + c[1]])
 
