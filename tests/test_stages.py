@@ -75,6 +75,9 @@ def test_split_time_and_epochs():
     c = _cfg("runs/g", epochs=30)
     c.data.mosaic_stage, c.data.mosaic = "on", 0.25
     assert S.split(c)[1].data.mosaic == 0.25  # a --mosaic given is the stage's
+    c.data.mosaic_centre = 0.5
+    first, second = S.split(c)
+    assert (first.data.mosaic_centre, second.data.mosaic_centre) == (0.0, 0.5)  # the stage's mosaics, none before it
 
 
 def _args(tmp_path, *more):

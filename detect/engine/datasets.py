@@ -119,6 +119,8 @@ def make_datasets(cfg: ExperimentConfig, splits: DataSplits, log: Callable[[str]
             from detect.data.mosaic import MosaicDataset
 
             train = MosaicDataset(train, d.mosaic, d.min_visibility, d.mosaic_centre)
+    elif d.mosaic_centre > 0:
+        log("warning: --mosaic-centre has no mosaics to centre (it needs --mosaic and --augment above 0, or the mosaic stage)")
     return TrainData(splits.classes, train, val, collate, splits.problems)
 
 

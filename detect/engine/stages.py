@@ -87,7 +87,7 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
     for c in (first, second):
         c.data.mosaic_stage = "off"
     first.train.out = str(Path(t.out) / STAGE1)
-    first.data.mosaic = 0.0
+    first.data.mosaic = first.data.mosaic_centre = 0.0
     if t.time:
         first.train.time = round(t.time * (1 - SHARE), 4)
         second.train.time = round(t.time - first.train.time, 4)
