@@ -15,8 +15,9 @@ instead (:func:`centred_layout`), the item laid in the cell that puts its produc
 from the other photos on every side: the view sliced inference's second pass reads each product
 in (a window of the input's side centred on it, :mod:`detect.infer.recentre`), so training shows
 the model the inputs its final classes are read from. Measured on groceries against the mosaic
-stage's random cuts from the same first stage (bench/RESULTS.md, issue 20, twelfth pass): no
-better for the SSD at 0.5, 0.02-0.03 lower on every row for the Fast R-CNN; off by default.
+stage's random cuts from the same first stage (bench/RESULTS.md, issue 20, twelfth pass): the
+gaps between single photos and sheets did not move (SSD at 0.5 and 1; the Fast R-CNN at 0.5 read
+0.02-0.03 lower on every row); off by default.
 
 Items of other datasets' kinds (precomputed proposals) and unreadable images pass through
 unchanged.
