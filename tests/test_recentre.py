@@ -75,6 +75,21 @@ def test_a_detection_its_view_does_not_find_stays():
         assert b.tolist() == boxes.tolist() and s.tolist() == pytest.approx([0.4]) and lab.tolist() == [0]
 
 
+def test_a_view_speaks_for_its_place_the_grids_faint_hypotheses_there_go():
+    boxes = np.float32([[100, 100, 200, 220],  # the confident detection, re-read
+                        [104, 98, 203, 222],  # a faint hypothesis of another class at the same place
+                        [102, 104, 198, 214],  # and one of the view's own class
+                        [400, 100, 500, 220]])  # a faint one elsewhere
+    scores, labels = np.float32([0.6, 0.08, 0.05, 0.07]), np.int64([1, 3, 2, 4])
+    views = [_view([[98, 102, 201, 218]], [0.95], [2])]
+    b, s, lab = merge_recentred(boxes, scores, labels, np.int64([0]), np.int64([0]), views)
+    assert lab.tolist() == [2, 4] and s.tolist() == pytest.approx([0.95, 0.07])
+    assert b[1].tolist() == [400, 100, 500, 220]
+    # with cover above every overlap the grid's hypotheses stay (the merge before this rule)
+    b, s, lab = merge_recentred(boxes, scores, labels, np.int64([0]), np.int64([0]), views, cover=1.01)
+    assert sorted(lab.tolist()) == [2, 3, 4]  # class 2's faint box falls to NMS under the view's
+
+
 def test_two_views_of_one_product_become_one_box_and_touching_products_stay_two():
     boxes = np.float32([[100, 100, 200, 200], [200, 100, 300, 200]])  # two touching products of class 0
     scores, labels = np.float32([0.5, 0.5]), np.int64([0, 0])

@@ -8,8 +8,11 @@ every box. The model was trained on inputs centred on their products. So after t
 detections are merged (:func:`detect.infer.slicing.merge_slices`), each detection scoring at least
 :data:`RECENTRE_SCORE` is read again in a window of the same side centred on it (shifted inside
 the photo), and that view's boxes overlapping it (IoU >= :data:`RECENTRE_MATCH`, any class)
-replace it: the product seen whole, in the middle of the input, as in training. Detections
-without a confident enough score, or whose centred view finds nothing there, stay as they are.
+replace it: the product seen whole, in the middle of the input, as in training. The view also
+speaks for its place: the grid's other detections there (overlapping a box the view kept at IoU
+>= :data:`RECENTRE_COVER`, any class, any score: the faint hypotheses a mixed window left) go.
+Detections without a confident enough score, or whose centred view finds nothing there, stay as
+they are.
 
 Measured (bench/RESULTS.md, issue 20, seventh pass; groceries val photos tiled into 3x3 mosaics
 and 6x8 sheets): the default SSD 0.693 / 0.654 -> 0.759 / 0.726, the default Fast R-CNN 0.720 /
@@ -37,6 +40,9 @@ from detect.infer.slicing import RECENTRES, class_nms
 # detections from this score get a centred view (0.05: 3x3 0.813, 6x8 0.810 against 0.819 / 0.802, more windows)
 RECENTRE_SCORE = 0.1
 RECENTRE_MATCH = 0.3  # a centred view's boxes at this IoU with the detection replace it (0.5: 3x3 0.805 against 0.819)
+# the grid's detections at this IoU with a box a view kept go too: four SSDs' 6x8 sheets +0.004 to +0.007, 3x3
+# +0.002 to +0.003, a Fast R-CNN's +0.001 / 0.000; 0.3 read as 0.5 (bench/RESULTS.md, issue 20, thirteenth pass)
+RECENTRE_COVER = 0.5
 RECENTRE_SIZE = 0.3  # "auto": re-centre when the learned product side is at least this share of the input
 GRID = 16  # window origins snap to side / GRID pixels: a product's several class hypotheses share one window
 
@@ -70,14 +76,15 @@ def centred_windows(boxes: np.ndarray, side: int, h: int, w: int) -> tuple[np.nd
 
 def merge_recentred(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, src: np.ndarray, owner: np.ndarray,
                     views: list[tuple[np.ndarray, np.ndarray, np.ndarray]], iou: float = 0.5,
-                    match: float = RECENTRE_MATCH) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    match: float = RECENTRE_MATCH, cover: float = RECENTRE_COVER) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One photo's detections (``boxes``, ``scores``, ``labels``) with the centred views: the
     detections ``src`` (int[M]) were read again in window ``owner[j]`` (of ``src[j]``), whose
     boxes, scores and labels in photo pixels are ``views[k]``. A view's boxes overlapping one of
-    its detections at IoU >= ``match`` (any class) replace those detections; a detection its
-    view does not find stays. Then class-wise NMS at ``iou`` (a product found by two views, or
-    by a view and an unreplaced detection): ``(boxes float32[M', 4], scores, labels)``, by
-    decreasing score."""
+    its detections at IoU >= ``match`` (any class) replace those detections, and so do they any
+    other detection they overlap at IoU >= ``cover`` (any class: the view read that place); a
+    detection its view does not find, away from what the views kept, stays. Then class-wise NMS
+    at ``iou`` (a product found by two views, or by a view and an unreplaced detection):
+    ``(boxes float32[M', 4], scores, labels)``, by decreasing score."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
     labels = np.asarray(labels, np.int64).reshape(-1)
@@ -95,6 +102,9 @@ def merge_recentred(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, s
         out_b.append(vb[take])
         out_s.append(np.asarray(vs, np.float32).reshape(-1)[take])
         out_l.append(np.asarray(vl, np.int64).reshape(-1)[take])
+    kept = np.concatenate(out_b) if out_b else np.zeros((0, 4), np.float32)
+    if len(kept) and len(boxes):  # the grid's other hypotheses where a view read the product
+        replaced |= (box_iou(torch.from_numpy(boxes), torch.from_numpy(kept)).numpy() >= cover).any(1)
     b = np.concatenate([boxes[~replaced]] + out_b)
     s = np.concatenate([scores[~replaced]] + out_s)
     lab = np.concatenate([labels[~replaced]] + out_l)
