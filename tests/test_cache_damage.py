@@ -22,7 +22,8 @@ from detect.data.cache.safe_pickle import NUMPY_GLOBALS, UnsafePickleError, safe
 dataset = test_cache.dataset  # the cache tests' fixture: a small VOC folder with images
 
 
-@pytest.mark.parametrize("damage", ["truncated", "foreign", "old_schema", "corrupt_payload", "bad_payload", "garbage"])
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "old_schema", "corrupt_payload", "bad_payload", "garbage",
+                                    "huge_length", "huge_frame"])
 def test_damaged_cache_detected_and_rebuilt(dataset, tmp_path, damage, capsys):
     out = tmp_path / "c.pkl"
     good = build(dataset, out)
@@ -38,7 +39,11 @@ def test_damaged_cache_detected_and_rebuilt(dataset, tmp_path, damage, capsys):
     elif damage == "bad_payload":  # intact header and digest, inconsistent columns
         bad = dict(good.data, records=dict(good.data["records"], labels=good.data["records"]["labels"][:-1]))
         write_cache_data(out, bad, fingerprint="x", summary={})
-    else:
+    elif damage == "huge_length":  # BINBYTES8 whose length exceeds sys.maxsize: OverflowError inside pickle
+        out.write_bytes(b"\x80\x05\x8e" + b"\xff" * 8)
+    elif damage == "huge_frame":  # the same for a protocol-4 FRAME
+        out.write_bytes(b"\x80\x04\x95" + b"\xff" * 8)
+    else:  # random bytes: any of the above, or an opcode's argument read as garbage
         out.write_bytes(os.urandom(256))
     with pytest.raises(CacheError, match="rebuild"):
         load_cache(out)

@@ -144,7 +144,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path}: refused by the safe loader (torch.load weights_only=True): it holds pickled Python "
             f"objects, so it is not a {FORMAT_NAME} checkpoint; never load untrusted files unrestricted ({e})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError,
+            MemoryError, RecursionError) as e:
         # garbage bytes reach the unpickler's internals in many ways (e.g. IndexError on a text file)
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or another format?): "
                               f"{type(e).__name__}: {e}") from None

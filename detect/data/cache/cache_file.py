@@ -36,7 +36,6 @@ header level (constants, reading and checking the bytes, writing, the problems f
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -46,7 +45,7 @@ from detect.data.cache.header import (  # noqa: F401  (re-exported: the cache AP
     FORMAT, SCHEMA, CacheError, _read, _triples, escape_field, problems_digest, problems_path, problems_text, read_cache_parts,
     unescape_field, valid_summary, write_cache_data,
 )
-from detect.data.cache.safe_pickle import UnsafePickleError, safe_load_pickle
+from detect.data.cache.safe_pickle import PICKLE_DATA_ERRORS, UnsafePickleError, safe_load_pickle
 from detect.structures import ImageRecord, Problem
 
 __all__ = ["Cache", "CacheError", "load_cache", "problems_path"]
@@ -110,7 +109,7 @@ def decode_payload(payload: bytes, path: str | os.PathLike) -> dict[str, Any]:
         _check_consistent(data)
     except UnsafePickleError as e:
         raise CacheError(f"{path}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, AttributeError, ValueError, IndexError, MemoryError) as e:
+    except PICKLE_DATA_ERRORS as e:  # _check_consistent raises ValueError, KeyError, TypeError
         raise CacheError(f"{path}: inconsistent cache ({type(e).__name__}: {e}); rebuild it with `detect xml2pkl`") from None
     return data
 

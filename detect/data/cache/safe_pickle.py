@@ -34,6 +34,14 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle names a global outside the allow-list; nothing it names was called."""
 
 
+# How bytes that are truncated or not a pickle fail inside the unpickler: besides UnpicklingError
+# and EOFError, an opcode's argument read as garbage (IndexError, KeyError, ValueError, TypeError,
+# AttributeError), and a length field read as garbage (MemoryError, or OverflowError when it
+# exceeds sys.maxsize: a BINBYTES8 or FRAME opcode in random bytes).
+PICKLE_DATA_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                      MemoryError, OverflowError, RecursionError)
+
+
 PLACEHOLDER_BYTES = 1 << 16  # numpy pickles ``_reconstruct(ndarray, (0,), b'b')`` and then sets the real data
 
 
@@ -91,7 +99,8 @@ def safe_load_pickle(
 
     Raises:
         UnsafePickleError: the pickle names anything else (nothing was executed).
-        pickle.UnpicklingError, EOFError: the data is truncated or not a pickle.
+        PICKLE_DATA_ERRORS (pickle.UnpicklingError, EOFError, OverflowError ...): the data is
+            truncated or not a pickle.
         OSError: the file cannot be read.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -110,7 +119,7 @@ def load_pickle_or_raise(path, allowed, error: type[Exception], hint: str = "") 
         return safe_load_pickle(path, allowed)
     except UnsafePickleError as e:
         raise error(str(e)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError) as e:
+    except PICKLE_DATA_ERRORS as e:
         raise error(f"{name}: truncated or not a pickle ({type(e).__name__}: {e}){hint}") from None
 
 
