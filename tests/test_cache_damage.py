@@ -161,3 +161,37 @@ def test_huge_array_placeholder_refused_before_allocation():
     with pytest.raises(pickle.UnpicklingError, match="placeholder of shape"):
         safe_load_pickle(blob)
     assert safe_load_pickle(pickle.dumps(np.arange(70000, dtype=np.int64), protocol=2)).sum() == 70000 * 69999 // 2
+
+
+# A length or memo index read as garbage, or written to harm: refused by the opcode walk before the
+# C unpickler allocates it (1-2 GiB here: were the walk gone, the test would allocate that and fail, not
+# exhaust the machine).
+_HUGE_MEMO = b"\x80\x02N" + b"r" + (1 << 27).to_bytes(4, "little") + b"."  # None, then LONG_BINPUT 2**27
+_HUGE_BYTES = b"\x80\x03B" + (1 << 30).to_bytes(4, "little") + b"x"  # BINBYTES of 1 GiB, one byte there
+
+
+@pytest.mark.parametrize("blob, message", [(_HUGE_MEMO, "memo index 134217728"), (_HUGE_BYTES, "expected 1073741824 bytes")],
+                         ids=["memo_index", "counted_length"])
+def test_garbage_sizes_refused_before_allocation(tmp_path, blob, message):
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        safe_load_pickle(blob)
+    f = tmp_path / "p.pkl"
+    f.write_bytes(blob)
+    with pytest.raises(pickle.UnpicklingError, match=message):
+        safe_load_pickle(f)  # a file: each read cut to what the file holds
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_the_walk_passes_every_pickle_protocol_and_leaves_a_file_where_it_was(tmp_path, protocol):
+    from detect.data.cache.safe_pickle import check_pickle
+
+    data = {"a": [1, 2.5, "x" * 300, b"y" * 70000, (None, True)], "arr": np.arange(5000.0), "again": None}
+    data["again"] = data["a"]  # memoised objects: PUT / MEMOIZE, then GET
+    f = tmp_path / "two.pkl"
+    f.write_bytes(pickle.dumps("header", protocol=protocol) + pickle.dumps(data, protocol=protocol))
+    with open(f, "rb") as fh:
+        assert safe_load_pickle(fh) == "header"
+        check_pickle(fh)
+        assert fh.tell() == len(pickle.dumps("header", protocol=protocol))  # the walk seeks back
+        out = safe_load_pickle(fh)
+    assert out["again"] is out["a"] and out["arr"].sum() == np.arange(5000.0).sum()
