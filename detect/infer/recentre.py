@@ -80,8 +80,8 @@ def merge_recentred(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, s
     """One photo's detections (``boxes``, ``scores``, ``labels``) with the centred views: the
     detections ``src`` (int[M]) were read again in window ``owner[j]`` (of ``src[j]``), whose
     boxes, scores and labels in photo pixels are ``views[k]``. A view's boxes overlapping one of
-    its detections at IoU >= ``match`` (any class) replace those detections, and so do they any
-    other detection they overlap at IoU >= ``cover`` (any class: the view read that place); a
+    its detections at IoU >= ``match`` (any class) replace those detections, and any other
+    detection they overlap at IoU >= ``cover`` goes too (any class: the view read that place); a
     detection its view does not find, away from what the views kept, stays. Then class-wise NMS
     at ``iou`` (a product found by two views, or by a view and an unreplaced detection):
     ``(boxes float32[M', 4], scores, labels)``, by decreasing score."""
