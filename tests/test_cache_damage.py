@@ -168,10 +168,12 @@ def test_huge_array_placeholder_refused_before_allocation():
 # exhaust the machine).
 _HUGE_MEMO = b"\x80\x02N" + b"r" + (1 << 27).to_bytes(4, "little") + b"."  # None, then LONG_BINPUT 2**27
 _HUGE_BYTES = b"\x80\x03B" + (1 << 30).to_bytes(4, "little") + b"x"  # BINBYTES of 1 GiB, one byte there
+_HUGE_FRAME = b"\x80\x04\x95" + (1 << 30).to_bytes(8, "little") + b"N."  # a 1 GiB FRAME, two bytes there
 
 
-@pytest.mark.parametrize("blob, message", [(_HUGE_MEMO, "memo index 134217728"), (_HUGE_BYTES, "expected 1073741824 bytes")],
-                         ids=["memo_index", "counted_length"])
+@pytest.mark.parametrize("blob, message", [(_HUGE_MEMO, "memo index 134217728"), (_HUGE_BYTES, "expected 1073741824 bytes"),
+                                           (_HUGE_FRAME, "a frame of 1073741824 bytes")],
+                         ids=["memo_index", "counted_length", "frame"])
 def test_garbage_sizes_refused_before_allocation(tmp_path, blob, message):
     with pytest.raises(pickle.UnpicklingError, match=message):
         safe_load_pickle(blob)

@@ -21,7 +21,7 @@ import io
 import os
 import pickle
 import pickletools
-from typing import IO, Any, Iterable, Union
+from typing import IO, Any, Iterable, Optional, Union
 
 # (module, name) pairs numpy arrays and dtypes need, for numpy 1.x ("numpy.core") and
 # 2.x ("numpy._core") writers and pickle protocols 2-5. All build arrays from bytes; none
@@ -59,7 +59,10 @@ class _Bounded:
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
-        self.end = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else None
+        try:
+            self.end: Optional[int] = os.fstat(f.fileno()).st_size
+        except (AttributeError, OSError, ValueError):  # not a file on disk (io.BytesIO: reads are bounded already)
+            self.end = None
 
     def _left(self, n: int) -> int:
         if self.end is None:
@@ -80,18 +83,24 @@ def check_pickle(source: Union[bytes, IO[bytes]]) -> None:
     """Walk the opcodes of one pickle (``source``: its bytes, or a seekable binary file at its
     start, left there) without building anything, and raise ``pickle.UnpicklingError`` when a
     counted argument runs past the data or a memo index is larger than the opcodes read so far
-    (a pickler numbers its memo from 0, one entry per PUT). What passes cannot make the
-    unpickler allocate more than the data's size."""
+    (a pickler numbers its memo from 0, one entry per PUT) or a FRAME is longer than the data
+    left. What passes cannot make the unpickler allocate more than the data's size. A stream
+    that cannot seek back is not walked."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         stream: Any = io.BytesIO(source)
-        start = None
+        start, end = None, len(source)
+    elif not (hasattr(source, "seekable") and source.seekable()):
+        return
     else:
         start = source.tell()
         stream = _Bounded(source)
+        end = stream.end
     try:
         for n, (op, arg, pos) in enumerate(pickletools.genops(stream)):
             if op.name in _PUTS and int(arg) > n:
                 raise pickle.UnpicklingError(f"memo index {arg} at byte {pos}, after only {n} opcodes: not a pickle")
+            if op.name == "FRAME" and end is not None and int(arg) > end - pos:
+                raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos}, with {end - pos} left: truncated or not a pickle")
     except ValueError as e:  # pickletools: an argument past the end, an unknown opcode, no STOP
         raise pickle.UnpicklingError(f"truncated or not a pickle: {e}") from None
     finally:
