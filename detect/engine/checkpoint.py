@@ -47,6 +47,7 @@ import torch
 from detect.config import ExperimentConfig, upgrade
 from detect.errors import UsageError
 from detect.checks import model_size_problem
+from detect.data.cache.safe_pickle import PICKLE_DATA_ERRORS
 from detect.models.crop_classifier import KIND as CLASSIFIER_KIND
 from detect.utils import atomic_write
 
@@ -144,8 +145,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             f"{path}: refused by the safe loader (torch.load weights_only=True): it holds pickled Python "
             f"objects, so it is not a {FORMAT_NAME} checkpoint; never load untrusted files unrestricted ({e})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, AttributeError, OverflowError,
-            MemoryError, RecursionError) as e:
+    except (RuntimeError, OSError, *PICKLE_DATA_ERRORS) as e:  # (its UnpicklingError is the clause above)
         # garbage bytes reach the unpickler's internals in many ways (e.g. IndexError on a text file)
         raise CheckpointError(f"{path}: not a readable PyTorch file (truncated or another format?): "
                               f"{type(e).__name__}: {e}") from None

@@ -103,8 +103,9 @@ def merge_recentred(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, s
         out_s.append(np.asarray(vs, np.float32).reshape(-1)[take])
         out_l.append(np.asarray(vl, np.int64).reshape(-1)[take])
     kept = np.concatenate(out_b) if out_b else np.zeros((0, 4), np.float32)
-    if len(kept) and len(boxes):  # the grid's other hypotheses where a view read the product
-        replaced |= (box_iou(torch.from_numpy(boxes), torch.from_numpy(kept)).numpy() >= cover).any(1)
+    rest = np.flatnonzero(~replaced)  # the grid's other hypotheses, dropped where a view read the product
+    if len(kept) and len(rest):
+        replaced[rest] = (box_iou(torch.from_numpy(boxes[rest]), torch.from_numpy(kept)).numpy() >= cover).any(1)
     b = np.concatenate([boxes[~replaced]] + out_b)
     s = np.concatenate([scores[~replaced]] + out_s)
     lab = np.concatenate([labels[~replaced]] + out_l)

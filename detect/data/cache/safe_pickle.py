@@ -21,7 +21,7 @@ import io
 import os
 import pickle
 import pickletools
-from typing import IO, Any, Iterable, Optional, Union
+from typing import IO, Any, Iterable, Union
 
 # (module, name) pairs numpy arrays and dtypes need, for numpy 1.x ("numpy.core") and
 # 2.x ("numpy._core") writers and pickle protocols 2-5. All build arrays from bytes; none
@@ -53,59 +53,50 @@ _PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
 
 
 class _Bounded:
-    """The reads :func:`pickletools.genops` makes of a binary file, each cut to the bytes left
-    in the file: a garbage length then comes back short (genops says so) instead of allocating
-    it as a buffered file's ``read(n)`` would."""
+    """The reads :func:`pickletools.genops` makes of a seekable binary stream, each cut to the
+    bytes left in it: a garbage length then comes back short (genops says so) instead of being
+    allocated first, as a buffered file's ``read(n)`` would."""
 
     def __init__(self, f: IO[bytes]) -> None:
         self.f = f
-        try:
-            self.end: Optional[int] = os.fstat(f.fileno()).st_size
-        except (AttributeError, OSError, ValueError):  # not a file on disk (io.BytesIO: reads are bounded already)
-            self.end = None
+        start = f.tell()
+        self.end = f.seek(0, io.SEEK_END)
+        f.seek(start)
 
-    def _left(self, n: int) -> int:
-        if self.end is None:
-            return n
-        return max(0, min(n, self.end - self.f.tell()))
+    def read(self, n: int) -> bytes:
+        return self.f.read(max(0, min(n, self.end - self.f.tell())))
 
-    def read(self, n: int = -1) -> bytes:
-        return self.f.read(self._left(n if n >= 0 else 1 << 62))
-
-    def readline(self) -> bytes:
-        return self.f.readline(self._left(1 << 20))  # the text opcodes' arguments: one line
+    def readline(self) -> bytes:  # the text opcodes' arguments
+        return self.f.readline(max(0, self.end - self.f.tell()))
 
     def tell(self) -> int:
         return self.f.tell()
 
 
 def check_pickle(source: Union[bytes, IO[bytes]]) -> None:
-    """Walk the opcodes of one pickle (``source``: its bytes, or a seekable binary file at its
+    """Walk the opcodes of one pickle (``source``: its bytes, or a seekable binary stream at its
     start, left there) without building anything, and raise ``pickle.UnpicklingError`` when a
-    counted argument runs past the data or a memo index is larger than the opcodes read so far
-    (a pickler numbers its memo from 0, one entry per PUT) or a FRAME is longer than the data
-    left. What passes cannot make the unpickler allocate more than the data's size. A stream
-    that cannot seek back is not walked."""
+    counted argument runs past the data, a memo index is larger than the opcodes read so far (a
+    pickler numbers its memo from 0, one entry per PUT) or a FRAME is longer than the data left.
+    What passes cannot make the unpickler allocate more than the data's size. A stream that
+    cannot seek back is not walked."""
     if isinstance(source, (bytes, bytearray, memoryview)):
-        stream: Any = io.BytesIO(source)
-        start, end = None, len(source)
-    elif not (hasattr(source, "seekable") and source.seekable()):
+        source = io.BytesIO(source)
+    if not source.seekable():
         return
-    else:
-        start = source.tell()
-        stream = _Bounded(source)
-        end = stream.end
+    start = source.tell()
+    stream = _Bounded(source)
     try:
         for n, (op, arg, pos) in enumerate(pickletools.genops(stream)):
             if op.name in _PUTS and int(arg) > n:
                 raise pickle.UnpicklingError(f"memo index {arg} at byte {pos}, after only {n} opcodes: not a pickle")
-            if op.name == "FRAME" and end is not None and int(arg) > end - pos:
-                raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos}, with {end - pos} left: truncated or not a pickle")
+            if op.name == "FRAME" and int(arg) > stream.end - pos:
+                raise pickle.UnpicklingError(f"a frame of {arg} bytes at byte {pos}, with {stream.end - pos} left: "
+                                             "truncated or not a pickle")
     except ValueError as e:  # pickletools: an argument past the end, an unknown opcode, no STOP
         raise pickle.UnpicklingError(f"truncated or not a pickle: {e}") from None
     finally:
-        if start is not None:
-            source.seek(start)
+        source.seek(start)
 
 
 PLACEHOLDER_BYTES = 1 << 16  # numpy pickles ``_reconstruct(ndarray, (0,), b'b')`` and then sets the real data
@@ -173,18 +164,14 @@ def safe_load_pickle(
             truncated or not a pickle.
         OSError: the file cannot be read.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        if check:
-            check_pickle(source)
-        return RestrictedUnpickler(io.BytesIO(source), allowed).load()
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
-            if check:
-                check_pickle(f)
-            return RestrictedUnpickler(f, allowed, os.fspath(source)).load()
+            return safe_load_pickle(f, allowed, check)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
     if check:
         check_pickle(source)
-    return RestrictedUnpickler(source, allowed, getattr(source, "name", "<pickle>")).load()
+    return RestrictedUnpickler(source, allowed, str(getattr(source, "name", "<pickle>"))).load()
 
 
 def load_pickle_or_raise(path, allowed, error: type[Exception], hint: str = "") -> Any:
