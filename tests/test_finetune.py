@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detect.config import ExperimentConfig, ModelConfig, Preprocess
+from detect.config import ExperimentConfig, ModelConfig, Preprocess, SSDConfig
 from detect.engine.checkpoint import load_checkpoint, save_checkpoint
 from detect.engine.finetune import load_detector_weights, read_detector, remap_rows
 from detect.errors import UsageError
@@ -32,7 +32,8 @@ def test_remap_rows_blocks_and_classes():
 
 
 def _ssd(classes: list[str], seed: int, name: str = "ssd") -> tuple[torch.nn.Module, ExperimentConfig]:
-    cfg = ExperimentConfig(model=ModelConfig(name=name, pretrained="none", num_classes=len(classes), context="add"),
+    cfg = ExperimentConfig(model=ModelConfig(name=name, pretrained="none", num_classes=len(classes), context="add",
+                                             ssd=SSDConfig(box_classifier=True)),  # its class rows too
                            preprocess=Preprocess(imgsz=64))
     torch.manual_seed(seed)
     model = build_model(cfg.model, cfg.preprocess)
@@ -56,6 +57,8 @@ def test_classes_move_by_name_and_new_ones_start_fresh(tmp_path, name):
     moved = {0: 0, 1: 3, 3: 1}  # logit index new -> old (0 background)
     head_keys = [k for k in n if n[k].shape != o[k].shape]
     assert head_keys, "class-shaped parameters"
+    if name == "ssd":
+        assert "box_classifier.fc2.weight" in head_keys  # its rows are object classes only
     for k in n:
         if k in head_keys:
             continue
@@ -63,7 +66,9 @@ def test_classes_move_by_name_and_new_ones_start_fresh(tmp_path, name):
     for k in head_keys:
         per = 4 if "bbox_pred" in k else 1
         prefix = 4 if k.startswith("heads.") else 0
-        c_old, c_new = len(old_classes) + 1, len(new_classes) + 1
+        bg = not k.startswith("box_classifier.")  # every other class block starts with background
+        c_old, c_new = len(old_classes) + bg, len(new_classes) + bg
+        mv = moved if bg else {j - 1: i - 1 for j, i in moved.items() if j}
         blocks = n[k].shape[0] // (prefix + c_new * per)
         ob = o[k].reshape(blocks, prefix + c_old * per, *o[k].shape[1:])
         nb = n[k].reshape(blocks, prefix + c_new * per, *n[k].shape[1:])
@@ -71,8 +76,8 @@ def test_classes_move_by_name_and_new_ones_start_fresh(tmp_path, name):
         assert torch.equal(nb[:, :prefix], ob[:, :prefix])
         for j in range(c_new):
             got = nb[:, prefix + j * per: prefix + (j + 1) * per]
-            if j in moved:
-                i = moved[j]
+            if j in mv:
+                i = mv[j]
                 assert torch.equal(got, ob[:, prefix + i * per: prefix + (i + 1) * per]), (k, j)
             else:
                 assert torch.equal(got, fb[:, prefix + j * per: prefix + (j + 1) * per]), (k, j)

@@ -55,7 +55,7 @@ FORMAT = "retail-detect/1"
 # Config fields added after checkpoints of this FORMAT were written, with the value that
 # rebuilds those older checkpoints' network (a missing field would otherwise take today's default).
 ADDED_FIELDS = {("model", "conv_head"): False, ("model", "context"): "none",
-                ("model", "fast_rcnn", "semantic"): False,
+                ("model", "fast_rcnn", "semantic"): False, ("model", "ssd", "box_classifier"): False,
                 ("preprocess", "resize"): "stretch",  # trained before letterboxing
                 ("preprocess", "object_size"): 0.0}  # unknown: slicing estimates the scale from the photo alone
 FORMAT_NAME = FORMAT.split("/")[0]

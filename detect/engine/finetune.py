@@ -12,7 +12,8 @@ Which parameters have a row per class, and how the rows are laid out, is the tab
 
 - SSD heads ``heads.<i>.1``: per default box, 4 box codes then C logits;
 - image-level context ``context.fc``: C logits;
-- Fast R-CNN ``predictor.cls_score``: C logits; ``predictor.bbox_pred``: 4 box codes per class.
+- Fast R-CNN ``predictor.cls_score``: C logits; ``predictor.bbox_pred``: 4 box codes per class;
+- the SSD's box classifier ``box_classifier.fc2``: K logits (object classes only, no background).
 
 Any other parameter must have the same shape in both (else the architectures differ: a
 :class:`~detect.errors.UsageError`). Checkpoints are read by :func:`load_checkpoint`
@@ -33,12 +34,15 @@ from detect.config import ExperimentConfig
 from detect.engine.checkpoint import CheckpointError, load_checkpoint, stored_config, weights_kind
 from detect.errors import UsageError
 
-# parameter name -> (rows before the classes in each block, rows per class)
-CLASS_ROWS: tuple[tuple[str, int, int], ...] = (
-    (r"^heads\.\d+\.1\.(weight|bias)$", 4, 1),
-    (r"^context\.fc\.(weight|bias)$", 0, 1),
-    (r"^predictor\.cls_score\.(weight|bias)$", 0, 1),
-    (r"^predictor\.bbox_pred\.(weight|bias)$", 0, 4),
+# a head a fine-tune may add to a checkpoint that lacks it (detector_config): it starts as built
+ADDABLE = ("box_classifier.",)
+# parameter name -> (rows before the classes in each block, rows per class, whether background is a class)
+CLASS_ROWS: tuple[tuple[str, int, int, bool], ...] = (
+    (r"^heads\.\d+\.1\.(weight|bias)$", 4, 1, True),
+    (r"^context\.fc\.(weight|bias)$", 0, 1, True),
+    (r"^predictor\.cls_score\.(weight|bias)$", 0, 1, True),
+    (r"^predictor\.bbox_pred\.(weight|bias)$", 0, 4, True),
+    (r"^box_classifier\.fc2\.(weight|bias)$", 0, 1, False),
 )
 
 
@@ -77,9 +81,14 @@ def read_detector(path: str | Path) -> dict:
 
 def detector_config(cfg: ExperimentConfig, ckpt: dict, path: str | Path) -> ExperimentConfig:
     """``cfg`` with the checkpoint's model and preprocessing sections (the network to rebuild);
-    the backbone's ImageNet weights are not loaded (every weight comes from the checkpoint)."""
+    the backbone's ImageNet weights are not loaded (every weight comes from the checkpoint).
+    One head may be added: the SSD's box classifier, when ``cfg`` asks for it and the checkpoint
+    has none (:func:`load_detector_weights` leaves it freshly initialised)."""
     stored = stored_config(ckpt, path)
+    add_box_classifier = cfg.model.ssd.box_classifier and not stored.model.ssd.box_classifier
     cfg.model, cfg.preprocess = stored.model, stored.preprocess
+    if add_box_classifier:
+        cfg.model.ssd.box_classifier = True
     cfg.model.pretrained = "none"
     cfg.model.backbone_weights = None
     return cfg
@@ -100,7 +109,7 @@ def load_detector_weights(model: nn.Module, ckpt: dict, classes: Sequence[str], 
                          f"({', '.join(new[:10])}); fine-tuning keeps classes by name")
     weights = ckpt["model"]
     target = model.state_dict()
-    missing = [k for k in target if k not in weights]
+    missing = [k for k in target if k not in weights and not k.startswith(ADDABLE)]
     extra = [k for k in weights if k not in target]
     if missing or extra:
         what = f"lacks {len(missing)} of this model's weights, e.g. {missing[0]}" if missing else \
@@ -109,6 +118,9 @@ def load_detector_weights(model: nn.Module, ckpt: dict, classes: Sequence[str], 
                          "model settings")
     out = {}
     for name, fresh in target.items():
+        if name not in weights:  # an added head (ADDABLE): as built
+            out[name] = fresh
+            continue
         w = weights[name].to(fresh.dtype)
         layout = _layout(name)
         if layout is None or old == new:
@@ -120,7 +132,11 @@ def load_detector_weights(model: nn.Module, ckpt: dict, classes: Sequence[str], 
         if w.shape[1:] != fresh.shape[1:]:
             raise UsageError(f"--weights {path}: {name} is {tuple(w.shape)} there and {tuple(fresh.shape)} here: "
                              "another architecture; fine-tune with the checkpoint's own model settings")
-        out[name] = remap_rows(w, fresh, *layout, rows, len(old) + 1, name)
+        prefix, per, background = layout
+        if background:
+            out[name] = remap_rows(w, fresh, prefix, per, rows, len(old) + 1, name)
+        else:  # object classes only: the same map without the background row
+            out[name] = remap_rows(w, fresh, prefix, per, [None if i is None else i - 1 for i in rows[1:]], len(old), name)
     model.load_state_dict(out)
     return start
 
@@ -146,8 +162,8 @@ def remap_rows(old: torch.Tensor, fresh: torch.Tensor, prefix: int, per: int, ro
     return out.reshape(fresh.shape)
 
 
-def _layout(name: str) -> Optional[tuple[int, int]]:
-    for pattern, prefix, per in CLASS_ROWS:
+def _layout(name: str) -> Optional[tuple[int, int, bool]]:
+    for pattern, prefix, per, background in CLASS_ROWS:
         if re.match(pattern, name):
-            return prefix, per
+            return prefix, per, background
     return None

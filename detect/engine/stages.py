@@ -88,6 +88,10 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
         c.data.mosaic_stage = "off"
     first.train.out = str(Path(t.out) / STAGE1)
     first.data.mosaic = first.data.mosaic_centre = 0.0
+    # the SSD's box classifier (--box-classifier) joins in the second stage: trained on single
+    # photos from the first step it over-fitted them (train loss 0.03) and lost every row
+    # (bench/RESULTS.md, store photos, fourteenth pass)
+    first.model.ssd.box_classifier = False
     if t.time:
         first.train.time = round(t.time * (1 - SHARE), 4)
         second.train.time = round(t.time - first.train.time, 4)

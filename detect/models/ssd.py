@@ -25,9 +25,11 @@ import torch
 from torch import nn
 from torchvision.models.detection._utils import BoxCoder
 
+from detect.boxes import decode_boxes
 from detect.config import ModelConfig, Preprocess
 from detect.models.anchors import DefaultBoxes, fit_default_boxes, record_box_shapes, resolve_default_boxes
 from detect.models.backbones import Backbone, build_config_backbone
+from detect.models.box_classifier import BoxClassifier
 from detect.models.layers import conv_bn_act
 from detect.models.context import ImageContext
 from detect.models.roi_mean import roi_mean_weights
@@ -94,6 +96,9 @@ class SSD(nn.Module):
         context: str = "none",
         context_loss: float = 0.0,
         context_pool: str = "image",
+        box_classifier: bool = False,
+        box_classifier_topk: int = 100,
+        box_classifier_weight: float = 0.5,
     ):
         super().__init__()
         if num_classes < 1:
@@ -128,6 +133,14 @@ class SSD(nn.Module):
         self.context = ImageContext(chans[self.context_index], num_classes, context) if context != "none" else None
         self.context_loss = float(context_loss)
         self.context_pool = context_pool  # "image" or "box" (detect/models/context.py); read at every call
+        # A second look at the best boxes (detect/models/box_classifier.py): their class from
+        # their own stride-16 and stride-32 features.
+        if box_classifier and self.context_index < 1:
+            raise ValueError("the box classifier reads the stride-16 and stride-32 maps: the backbone must give both")
+        self.box_classifier = BoxClassifier(chans[self.context_index - 1], chans[self.context_index], num_classes) \
+            if box_classifier else None
+        self.box_classifier_topk = int(box_classifier_topk)  # read at every call, as is the weight
+        self.box_classifier_weight = float(box_classifier_weight)
         self.box_coder = BoxCoder(weights=BOX_CODER_WEIGHTS)
         self.neg_pos_ratio, self.box_loss = neg_pos_ratio, box_loss
         self.score_thresh, self.nms_thresh = score_thresh, nms_thresh
@@ -156,13 +169,13 @@ class SSD(nn.Module):
             cls_logits (Tensor[B, N, K+1]), box_regression (Tensor[B, N, 4]), anchors (Tensor[N, 4]
             float32 xyxy input pixels).
         """
-        cls_logits, box_regression, anchors, _ = self._outputs(images)
+        cls_logits, box_regression, anchors, _, _ = self._outputs(images)
         return cls_logits, box_regression, anchors
 
     def _outputs(self, images: torch.Tensor, anchors: Optional[torch.Tensor] = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """:meth:`head_outputs` and the context logits (Tensor[B, K+1], None without context);
-        ``anchors`` given (those of this input size) are used instead of computed."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor], list[torch.Tensor]]:
+        """:meth:`head_outputs`, the context logits (Tensor[B, K+1], None without context) and
+        the feature maps; ``anchors`` given (those of this input size) are used instead of computed."""
         feats = self.features(images)
         outs = []
         for f, head, a in zip(feats, self.heads, self.anchors_per_location):
@@ -182,7 +195,7 @@ class SSD(nn.Module):
                 cls_logits = cls_logits + self.context.bias(self.context.at_boxes(deep, weights))  # (B, N, C)
             else:
                 cls_logits = cls_logits + self.context.bias(ctx).unsqueeze(1)  # (B, 1, C) broadcast over the N boxes
-        return cls_logits, out[..., :4], anchors, ctx
+        return cls_logits, out[..., :4], anchors, ctx, feats
 
     def decoded(self, images: torch.Tensor, anchors: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The network and its box decoding, the SSD's one export head (``detect export``, ONNX
@@ -190,13 +203,22 @@ class SSD(nn.Module):
         this input size): export passes them so the graph holds them as a constant instead of
         computing them from the feature maps' shapes on every run.
 
+        With the box classifier, the ``box_classifier_topk`` most object-like boxes of each image
+        take their class from it (:meth:`BoxClassifier.rescore`) and the other rows are zero.
+
         Returns:
             boxes (Tensor[B, N, 4] float32, xyxy pixels of the S x S input, clipped to it),
             scores (Tensor[B, N, K] float32, softmax probabilities, background dropped).
         """
-        cls_logits, box_regression, anchors, _ = self._outputs(images, anchors)
+        cls_logits, box_regression, anchors, _, feats = self._outputs(images, anchors)
         weights = tuple(float(w) for w in self.box_coder.weights)
-        return decode_outputs(cls_logits, box_regression, anchors, weights, self.box_coder.bbox_xform_clip, images.shape[-2:])
+        boxes, scores = decode_outputs(cls_logits, box_regression, anchors, weights, self.box_coder.bbox_xform_clip,
+                                       images.shape[-2:])
+        if self.box_classifier is None:
+            return boxes, scores
+        mid, deep = feats[self.context_index - 1], feats[self.context_index]
+        return boxes, self.box_classifier.rescore(mid, deep, boxes, scores, float(images.shape[-1]), self.box_classifier_topk,
+                                                  self.box_classifier_weight)
 
     def forward(self, images: torch.Tensor, targets: Optional[list[dict[str, torch.Tensor]]] = None):
         if images.dim() != 4 or images.shape[1] != 3:
@@ -206,10 +228,15 @@ class SSD(nn.Module):
         if targets is None or len(targets) != images.shape[0]:
             raise ValueError("training mode needs one target dict per image: model(images, targets)")
         _check_targets(targets, self.num_classes)
-        cls_logits, box_regression, anchors, ctx = self._outputs(images)
+        cls_logits, box_regression, anchors, ctx, feats = self._outputs(images)
         losses = multibox_loss(cls_logits, box_regression, anchors, targets, self.box_coder, self.neg_pos_ratio, self.box_loss)
         if ctx is not None and self.context_loss > 0:
             losses["loss_context"] = self.context_loss * self.context.loss(ctx, targets)
+        if self.box_classifier is not None:  # RoIs from the boxes the SSD predicts now (no gradient through them)
+            decoded = decode_boxes(box_regression.detach().float(), anchors.float(), self.box_coder.weights,
+                                   self.box_coder.bbox_xform_clip)  # (B, N, 4)
+            mid, deep = feats[self.context_index - 1], feats[self.context_index]
+            losses["loss_box_cls"] = self.box_classifier.loss(mid, deep, decoded, targets, float(images.shape[-1]))
         return losses
 
     def postprocess(self, boxes: torch.Tensor, scores: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -267,4 +294,6 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         box_loss=s.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
         pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=cfg.context,
         context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
+        box_classifier=s.box_classifier, box_classifier_topk=s.box_classifier_topk,
+        box_classifier_weight=s.box_classifier_weight,
     )
