@@ -67,16 +67,17 @@ class StandInDetector(nn.Module):
         return out
 
 
-def confident_ssd_checkpoint(path: Path, imgsz: int = 64) -> Path:
+def confident_ssd_checkpoint(path: Path, imgsz: int = 64, box_classifier: bool = False) -> Path:
     """A tiny SSD checkpoint whose scores differ from box to box. A freshly initialised SSD
     scores every box alike (to the last bit of float32), so which of them survive NMS and the
     max_det cut would depend on rounding; this one has calibrated BatchNorm statistics (so each
     location's activations differ) and confident heads."""
-    from detect.config import ExperimentConfig, ModelConfig, Preprocess
+    from detect.config import ExperimentConfig, ModelConfig, Preprocess, SSDConfig
     from detect.engine.checkpoint import save_checkpoint
     from detect.models.build import build_model
 
-    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", bn="train", num_classes=len(CLASSES)),
+    cfg = ExperimentConfig(model=ModelConfig(name="ssd", pretrained="none", bn="train", num_classes=len(CLASSES),
+                                             ssd=SSDConfig(box_classifier=box_classifier)),
                            preprocess=Preprocess(imgsz=imgsz))
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.preprocess)

@@ -76,6 +76,24 @@ def test_onnx_matches_pytorch_at_batch_1_and_3(tmp_path, ssd_weights):
             np.testing.assert_allclose(ra[unique, 2:], rb_[unique, 2:], atol=1e-2, rtol=0)
 
 
+def test_onnx_keeps_the_box_classifier(tmp_path):
+    """The SSD's box classifier is part of its export head: ONNX Runtime gives PyTorch's scores
+    (only the 100 most object-like rows of each image non-zero) at batch 1 and 3."""
+    ort = pytest.importorskip("onnxruntime")
+    weights = confident_ssd_checkpoint(tmp_path / "ssd.pt", box_classifier=True)
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--weights", str(weights), "--format", "onnx", "-o", str(out)]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    g = torch.Generator().manual_seed(3)
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64, generator=g)
+        boxes, scores = sess.run(["boxes", "scores"], {"images": x.numpy()})
+        (rb, rs), _, _ = _reference(weights, x)
+        assert ((scores.sum(-1) > 0).sum(1) == 100).all()
+        np.testing.assert_allclose(scores, rs.numpy(), atol=E.SCORE_ATOL, rtol=0)
+        np.testing.assert_allclose(boxes, rb.numpy(), atol=E.BOX_ATOL, rtol=0)
+
+
 def test_torchscript_export(tmp_path, ssd_weights):
     out = tmp_path / "m.torchscript"
     assert main(["export", "--weights", str(ssd_weights), "--format", "torchscript", "-o", str(out)]) == 0

@@ -88,8 +88,9 @@ def test_int8_model_is_cached_and_belongs_to_its_checkpoint(shipped_int8, monkey
         Predictor(other, device="cpu", onnx=shipped_int8)
 
 
-def test_export_int8_cli_with_an_image_folder(tmp_path):
-    weights = confident_ssd_checkpoint(tmp_path / "ssd.pt")
+@pytest.mark.parametrize("box_classifier", [False, True])  # the SSD's box classifier is in the quantized graph too
+def test_export_int8_cli_with_an_image_folder(tmp_path, box_classifier):
+    weights = confident_ssd_checkpoint(tmp_path / "ssd.pt", box_classifier=box_classifier)
     calib = tmp_path / "calib"
     calib.mkdir()
     rng = np.random.default_rng(0)
@@ -107,6 +108,10 @@ def test_export_int8_cli_with_an_image_folder(tmp_path):
     assert main(["predict", str(src), "--weights", str(weights), "--onnx", str(out), "--device", "cpu", "--no-save",
                  "--save-json", "--save-dir", str(tmp_path / "run"), "--no-progress"]) == 0
     assert (tmp_path / "run" / "detections.jsonl").is_file()
+    if box_classifier:
+        nodes = [n.name for n in onnx.load(str(out)).graph.node]
+        assert any(n.startswith("/box_classifier/fc1/") for n in nodes)
+        assert any("QuantizeLinear" in n and "box_classifier" in n for n in nodes), "its layers are quantized"
 
 
 def test_int8_usage_errors(tmp_path, capsys):
