@@ -8,7 +8,7 @@ of its cell; on a window that holds several product kinds that field mixes them.
 each box's own area: the stride-16 map averaged over b x b bins of the box (its layout) and the
 stride-32 map averaged over the whole box (what an ImageNet classifier reads, the Fast R-CNN's
 ``semantic`` vector), then two linear layers give K object-class logits. Every pooling is exact
-mean pooling as a matrix product (as :func:`~detect.models.roi_mean.roi_mean_weights`): no RoIAlign,
+mean pooling as a matrix product (:func:`~detect.models.roi_mean.roi_mean_weights`): no RoIAlign,
 so export and INT8 see only matmuls.
 """
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from detect.models.roi_mean import roi_mean_weights
 
 
 def bin_boxes(boxes: Tensor, bins: int) -> Tensor:
@@ -36,22 +37,9 @@ def bin_boxes(boxes: Tensor, bins: int) -> Tensor:
 
 def pool_boxes(feature: Tensor, boxes: Tensor, stride: float) -> Tensor:
     """Mean of ``feature`` (Tensor[B, F, h, w]) over boxes Tensor[B, R, 4] xyxy input pixels ->
-    Tensor[B, R, F]: :func:`~detect.models.roi_mean.roi_mean_weights` per image, batched with no
-    shape read as a Python number but the map's (so a traced graph keeps a dynamic batch)."""
-    h, w = feature.shape[-2:]
-    ox = _overlaps(boxes[..., 0], boxes[..., 2], w, stride)  # (B, R, w)
-    oy = _overlaps(boxes[..., 1], boxes[..., 3], h, stride)  # (B, R, h)
-    weights = (oy.unsqueeze(-1) * ox.unsqueeze(-2)).flatten(-2)  # (B, R, h, w) -> (B, R, h*w)
-    total = weights.sum(-1, keepdim=True)
-    weights = torch.where(total > 0, weights / total.clamp(min=torch.finfo(weights.dtype).tiny),
-                          torch.full_like(weights, 1.0 / (h * w)))  # a box off the map: the global mean
-    return weights.to(feature.dtype) @ feature.flatten(2).transpose(1, 2)  # (B, R, h*w) @ (B, h*w, F) -> (B, R, F)
-
-
-def _overlaps(lo: Tensor, hi: Tensor, cells: int, stride: float) -> Tensor:
-    """Length of each [lo, hi) (Tensor[B, R]) inside each of ``cells`` cells -> Tensor[B, R, cells]."""
-    edges = torch.arange(cells + 1, device=lo.device, dtype=lo.dtype) * stride  # (cells + 1,)
-    return (torch.minimum(hi.unsqueeze(-1), edges[1:]) - torch.maximum(lo.unsqueeze(-1), edges[:-1])).clamp(min=0)
+    Tensor[B, R, F] (:func:`~detect.models.roi_mean.roi_mean_weights`, batched)."""
+    weights = roi_mean_weights(boxes.to(feature.dtype), tuple(feature.shape[-2:]), stride)  # (B, R, h*w)
+    return weights @ feature.flatten(2).transpose(1, 2)  # (B, R, h*w) @ (B, h*w, F) -> (B, R, F)
 
 
 class BoxClassifier(nn.Module):
@@ -105,8 +93,8 @@ class BoxClassifier(nn.Module):
         return (ce * valid.reshape(-1)).sum() / valid.sum().clamp(min=1)
 
 
-def sample_box_rois(decoded: Tensor, targets: list[dict[str, Tensor]], per_image: int = 32, iou: float = 0.5,
-                    generator=None) -> tuple[Tensor, Tensor, Tensor]:
+def sample_box_rois(decoded: Tensor, targets: list[dict[str, Tensor]], per_image: int = 32,
+                    iou: float = 0.5) -> tuple[Tensor, Tensor, Tensor]:
     """Training RoIs: each image's ground-truth boxes and up to ``per_image`` of the SSD's own
     decoded boxes (Tensor[B, N, 4], detached) that overlap one by >= ``iou``, labelled with it.
 
@@ -123,7 +111,7 @@ def sample_box_rois(decoded: Tensor, targets: list[dict[str, Tensor]], per_image
         ov = box_iou(gt, decoded[i])  # (G, N)
         best, arg = ov.max(0)
         cand = torch.where(best >= iou)[0]
-        keep = cand[torch.randperm(cand.numel(), device=cand.device, generator=generator)[:per_image]]
+        keep = cand[torch.randperm(cand.numel(), device=cand.device)[:per_image]]
         rois.append(torch.cat([gt, decoded[i, keep]]))
         labels.append(torch.cat([lab, lab[arg[keep]]]))
     r = max(1, max(len(x) for x in rois))

@@ -20,21 +20,22 @@ from torch import Tensor
 
 
 def _overlaps(lo: Tensor, hi: Tensor, cells: int, stride: float) -> Tensor:
-    """Per box, the length of [lo, hi) inside each cell: Tensor[R] x Tensor[R] -> Tensor[R, cells]."""
+    """Per box, the length of [lo, hi) inside each cell: Tensor[..., R] x Tensor[..., R] -> Tensor[..., R, cells]."""
     edges = torch.arange(cells + 1, device=lo.device, dtype=lo.dtype) * stride  # (cells + 1,)
-    left = torch.maximum(lo[:, None], edges[None, :-1])
-    right = torch.minimum(hi[:, None], edges[None, 1:])
-    return (right - left).clamp(min=0)  # (R, cells)
+    left = torch.maximum(lo.unsqueeze(-1), edges[:-1])
+    right = torch.minimum(hi.unsqueeze(-1), edges[1:])
+    return (right - left).clamp(min=0)  # (..., R, cells)
 
 
 def roi_mean_weights(rois: Tensor, size: tuple[int, int], stride: float) -> Tensor:
-    """Tensor[R, 4] boxes -> Tensor[R, h*w] cell weights (rows sum to 1; a box outside the map,
-    or empty, gets the global mean's uniform weights)."""
+    """Tensor[..., R, 4] boxes -> Tensor[..., R, h*w] cell weights (rows sum to 1; a box outside
+    the map, or empty, gets the global mean's uniform weights). No shape but the map's is read as
+    a number, so a traced graph keeps its leading dimensions dynamic."""
     h, w = size
-    ox = _overlaps(rois[:, 0], rois[:, 2], w, stride)  # (R, w)
-    oy = _overlaps(rois[:, 1], rois[:, 3], h, stride)  # (R, h)
-    weights = (oy[:, :, None] * ox[:, None, :]).reshape(len(rois), h * w)  # (R, h, w) -> (R, h*w)
-    total = weights.sum(1, keepdim=True)
+    ox = _overlaps(rois[..., 0], rois[..., 2], w, stride)  # (..., R, w)
+    oy = _overlaps(rois[..., 1], rois[..., 3], h, stride)  # (..., R, h)
+    weights = (oy.unsqueeze(-1) * ox.unsqueeze(-2)).flatten(-2)  # (..., R, h, w) -> (..., R, h*w)
+    total = weights.sum(-1, keepdim=True)
     uniform = torch.full_like(weights, 1.0 / (h * w))
     return torch.where(total > 0, weights / total.clamp(min=torch.finfo(weights.dtype).tiny), uniform)
 
