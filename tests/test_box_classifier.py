@@ -165,13 +165,18 @@ def test_a_fine_tune_adds_a_fresh_head_to_a_checkpoint_without_one(tmp_path):
     assert cfg.model.ssd.box_classifier is True
     model = build_model(cfg.model, cfg.preprocess)
     fresh = model.box_classifier.fc1.weight.clone()
-    load_detector_weights(model, read_detector(path), ["a", "b", "c"], path)
+    start = load_detector_weights(model, read_detector(path), ["a", "b", "c"], path)
+    assert start.new_heads == ["box_classifier"]
+    assert start.text().endswith("3 classes kept, box_classifier added fresh (not in the checkpoint)")
     assert torch.equal(model.box_classifier.fc1.weight, fresh)  # as built
     for k, v in old.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
     plain = ExperimentConfig()  # not asked: the checkpoint's network as it was
     detector_config(plain, read_detector(path), path)
     assert plain.model.ssd.box_classifier is False
+    again = build_model(cfg.model, cfg.preprocess)  # from a checkpoint that has the head: nothing added
+    path2 = save_checkpoint(tmp_path / "new.pt", config=cfg.to_dict(), classes=["a", "b", "c"], model=model.state_dict())
+    assert load_detector_weights(again, read_detector(path2), ["a", "b", "c"], path2).new_heads == []
 
 
 def test_the_recipe_adds_the_head_in_its_mosaic_stage():

@@ -48,12 +48,14 @@ CLASS_ROWS: tuple[tuple[str, int, int, bool], ...] = (
 
 @dataclass
 class Start:
-    """What :func:`load_detector_weights` did: classes kept (old name order), added, dropped."""
+    """What :func:`load_detector_weights` did: classes kept (old name order), added, dropped;
+    heads the checkpoint lacked that start as built (``ADDABLE``, e.g. ``box_classifier``)."""
 
     path: str
     kept: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    new_heads: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         parts = [f"{len(self.kept)} classes kept"]
@@ -61,6 +63,8 @@ class Start:
             parts.append(f"{len(self.added)} added ({', '.join(self.added[:8])}{' ...' if len(self.added) > 8 else ''})")
         if self.dropped:
             parts.append(f"{len(self.dropped)} dropped ({', '.join(self.dropped[:8])}{' ...' if len(self.dropped) > 8 else ''})")
+        if self.new_heads:
+            parts.append(f"{', '.join(self.new_heads)} added fresh (not in the checkpoint)")
         return f"starting from {self.path}: " + ", ".join(parts)
 
 
@@ -116,6 +120,7 @@ def load_detector_weights(model: nn.Module, ckpt: dict, classes: Sequence[str], 
             f"has {len(extra)} weights this model lacks, e.g. {extra[0]}"
         raise UsageError(f"--weights {path}: another architecture (it {what}); fine-tune with the checkpoint's own "
                          "model settings")
+    start.new_heads = sorted({p.rstrip(".") for p in ADDABLE for k in target if k.startswith(p) and k not in weights})
     out = {}
     for name, fresh in target.items():
         if name not in weights:  # an added head (ADDABLE): as built
