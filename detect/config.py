@@ -111,9 +111,12 @@ class SSDConfig(_Section):
     fit_anchors: bool = setting(False, "SSD: fit the aspect ratios to the training boxes (k-means on log w/h)")
     neg_pos_ratio: int = setting(3, "SSD: hard negatives per positive default box")
     box_loss: Literal["smooth_l1", "giou"] = setting("smooth_l1", "SSD: smooth L1 on encoded offsets or GIoU on decoded boxes")
-    box_classifier: bool = setting(False, "SSD: its most object-like boxes take their class partly from a second head "
-                                   "reading each box's own features (detect/models/box_classifier.py); added in the "
-                                   "mosaic stage or by a --weights fine-tune", cli="--box-classifier")
+    box_classifier: Optional[bool] = setting(
+        None, "SSD: its most object-like boxes take their class partly from a second head reading each box's own "
+        "features (detect/models/box_classifier.py); none (auto): added fresh in the recipe's mosaic stage only, "
+        "--box-classifier: also in a run without that stage and added by a --weights fine-tune, --no-box-classifier: "
+        "not added (a checkpoint's own head stays)",
+        cli="--box-classifier")
     box_classifier_topk: int = setting(100, "SSD: boxes per input the box classifier reads", check=">= 1")
     box_classifier_weight: float = setting(0.5, "SSD: the box classifier's share of those boxes' class (the anchor "
                                            "head's the rest; a weighted geometric mean)", check="in [0, 1]")

@@ -173,7 +173,7 @@ def test_a_fine_tune_adds_a_fresh_head_to_a_checkpoint_without_one(tmp_path):
         assert torch.equal(model.state_dict()[k], v), k
     plain = ExperimentConfig()  # not asked: the checkpoint's network as it was
     detector_config(plain, read_detector(path), path)
-    assert plain.model.ssd.box_classifier is False
+    assert not plain.model.ssd.box_classifier  # stored as auto (None): built without it
     again = build_model(cfg.model, cfg.preprocess)  # from a checkpoint that has the head: nothing added
     path2 = save_checkpoint(tmp_path / "new.pt", config=cfg.to_dict(), classes=["a", "b", "c"], model=model.state_dict())
     assert load_detector_weights(again, read_detector(path2), ["a", "b", "c"], path2).new_heads == []
@@ -185,6 +185,10 @@ def test_the_recipe_adds_the_head_in_its_mosaic_stage():
 
     cfg = ExperimentConfig()
     cfg.train.out, cfg.train.time = "runs/x", 60
-    cfg.model.ssd.box_classifier = True
-    first, second = split(cfg)
-    assert first.model.ssd.box_classifier is False and second.model.ssd.box_classifier is True
+    assert cfg.model.ssd.box_classifier is None  # auto: the stage adds it
+    for asked, built in ((None, True), (True, True), (False, False)):  # not given, --box-classifier, --no-...
+        cfg.model.ssd.box_classifier = asked
+        first, second = split(cfg)
+        assert first.model.ssd.box_classifier is False and second.model.ssd.box_classifier is built, asked
+    cfg.model.name, cfg.model.ssd.box_classifier = "fast_rcnn", None  # the SSD's head only
+    assert split(cfg)[1].model.ssd.box_classifier is None

@@ -105,16 +105,24 @@ def tiny_train(monkeypatch):
 
 def test_detect_train_runs_both_stages_on_one_kind_photos(tmp_path, tiny_train, capsys):
     assert TC.cmd_train(_args(tmp_path)) == 0
-    assert "mosaic stage (100% of the train photos hold one product kind)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mosaic stage (100% of the train photos hold one product kind)" in out
+    assert "--val-sheets 3 and the SSD box classifier added (--no-box-classifier: without)" in out
     first, second = tiny_train
     run = tmp_path / "run"
     assert (first.train.out, first.train.epochs, first.data.mosaic) == (str(run / "stage1"), 2, 0.0)
     assert (second.train.out, second.train.epochs, second.data.mosaic) == (str(run), 1, 0.5)
+    assert (first.model.ssd.box_classifier, second.model.ssd.box_classifier) == (False, True)  # the stage adds it
     assert second.train.weights == str(run / "stage1" / "best.pt")
     assert (run / "stage1" / "best.pt").is_file() and (run / "best.pt").is_file()
     stored = load_checkpoint(run / "last.pt")["config"]
     assert (stored["data"]["mosaic"], stored["data"]["val_sheets"]) == (0.5, 3)
     assert stored["train"]["lr"] == pytest.approx(first.train.lr * S.LR_SCALE)
+
+
+def test_no_box_classifier_keeps_the_stage_without_the_head(tmp_path, tiny_train):
+    assert TC.cmd_train(_args(tmp_path, "--no-box-classifier")) == 0
+    assert [c.model.ssd.box_classifier for c in tiny_train] == [False, False]
 
 
 def test_off_trains_one_run(tmp_path, tiny_train):

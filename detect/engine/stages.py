@@ -88,10 +88,14 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
         c.data.mosaic_stage = "off"
     first.train.out = str(Path(t.out) / STAGE1)
     first.data.mosaic = first.data.mosaic_centre = 0.0
-    # the SSD's box classifier (--box-classifier) joins in the second stage: trained on single
-    # photos from the first step it over-fitted them (train loss 0.03) and lost every row
-    # (bench/RESULTS.md, store photos, fourteenth pass)
+    # the SSD's box classifier joins in the second stage (auto, unless --no-box-classifier):
+    # trained on single photos from the first step it over-fitted them (train loss 0.03) and
+    # lost every row (fourteenth pass); added in the stage, five seeds of the stage from one
+    # first stage read +0.006 / +0.010 / +0.013 on single photos / 3x3 / 6x8 (fifteenth pass;
+    # bench/RESULTS.md, store photos)
     first.model.ssd.box_classifier = False
+    if cfg.model.name == "ssd":
+        second.model.ssd.box_classifier = cfg.model.ssd.box_classifier is not False
     if t.time:
         first.train.time = round(t.time * (1 - SHARE), 4)
         second.train.time = round(t.time - first.train.time, 4)

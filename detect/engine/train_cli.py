@@ -142,9 +142,11 @@ def stage_runs(cfg: ExperimentConfig, ckpt: Optional[dict] = None,
         return [(cfg, None)]
     first, second = split(cfg)
     budget = (lambda c: f"{c.train.time:g} min") if cfg.train.time else (lambda c: f"{c.train.epochs} epochs")
+    head = " and the SSD box classifier added (--no-box-classifier: without)" \
+        if cfg.model.name == "ssd" and second.model.ssd.box_classifier else ""
     if env_dist_info().is_main:  # under torchrun every rank plans the same runs; one says so
         print(f"mosaic stage ({why}): {first.train.out} for {budget(first)}, then {second.train.out} for "
-              f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g}, --lr {second.train.lr:g} and "
-              f"--val-sheets {second.data.val_sheets}, scored at its end (--mosaic-stage off: one run)",
+              f"{budget(second)} from its weights with --mosaic {second.data.mosaic:g}, --lr {second.train.lr:g}, "
+              f"--val-sheets {second.data.val_sheets}{head}, scored at its end (--mosaic-stage off: one run)",
               flush=True)
     return [(first, None), (second, None)]

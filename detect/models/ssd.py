@@ -294,6 +294,6 @@ def build_ssd(cfg: ModelConfig, preprocess: Preprocess, load_weights: bool = Tru
         box_loss=s.box_loss, score_thresh=cfg.score_thresh, nms_thresh=cfg.nms_thresh,
         pre_nms_topk=cfg.pre_nms_topk, max_det=cfg.max_det, context=cfg.context,
         context_loss=float(cfg.context_loss), context_pool=cfg.context_pool,
-        box_classifier=s.box_classifier, box_classifier_topk=s.box_classifier_topk,
+        box_classifier=bool(s.box_classifier), box_classifier_topk=s.box_classifier_topk,
         box_classifier_weight=s.box_classifier_weight,
     )
