@@ -189,6 +189,7 @@ def test_the_recipe_adds_the_head_in_its_mosaic_stage():
     for asked, built in ((None, True), (True, True), (False, False)):  # not given, --box-classifier, --no-...
         cfg.model.ssd.box_classifier = asked
         first, second = split(cfg)
-        assert first.model.ssd.box_classifier is False and second.model.ssd.box_classifier is built, asked
+        assert not first.model.ssd.box_classifier and second.model.ssd.box_classifier is built, asked
+        assert split(first)[1].model.ssd.box_classifier is built  # a resumed first stage plans the same second
     cfg.model.name, cfg.model.ssd.box_classifier = "fast_rcnn", None  # the SSD's head only
     assert split(cfg)[1].model.ssd.box_classifier is None

@@ -112,7 +112,7 @@ def test_detect_train_runs_both_stages_on_one_kind_photos(tmp_path, tiny_train, 
     run = tmp_path / "run"
     assert (first.train.out, first.train.epochs, first.data.mosaic) == (str(run / "stage1"), 2, 0.0)
     assert (second.train.out, second.train.epochs, second.data.mosaic) == (str(run), 1, 0.5)
-    assert (first.model.ssd.box_classifier, second.model.ssd.box_classifier) == (False, True)  # the stage adds it
+    assert (first.model.ssd.box_classifier, second.model.ssd.box_classifier) == (None, True)  # the stage adds it
     assert second.train.weights == str(run / "stage1" / "best.pt")
     assert (run / "stage1" / "best.pt").is_file() and (run / "best.pt").is_file()
     stored = load_checkpoint(run / "last.pt")["config"]
@@ -123,6 +123,7 @@ def test_detect_train_runs_both_stages_on_one_kind_photos(tmp_path, tiny_train, 
 def test_no_box_classifier_keeps_the_stage_without_the_head(tmp_path, tiny_train):
     assert TC.cmd_train(_args(tmp_path, "--no-box-classifier")) == 0
     assert [c.model.ssd.box_classifier for c in tiny_train] == [False, False]
+    assert load_checkpoint(tmp_path / "run" / "stage1" / "last.pt")["config"]["model"]["ssd"]["box_classifier"] is False
 
 
 def test_off_trains_one_run(tmp_path, tiny_train):
@@ -157,6 +158,7 @@ def test_a_run_stopped_in_its_first_stage_resumes_it_then_runs_the_second(tmp_pa
     assert first.train.resume and first.train.out == str(run / "stage1")
     assert load_checkpoint(run / "stage1" / "last.pt")["epoch"] == 2  # the first stage finished its plan
     assert (second.train.out, second.train.epochs, second.data.mosaic, second.train.resume) == (str(run), 1, 0.5, False)
+    assert second.model.ssd.box_classifier is True  # planned as the uninterrupted run's second stage
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 

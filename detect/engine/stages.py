@@ -91,11 +91,14 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
     # the SSD's box classifier joins in the second stage (auto, unless --no-box-classifier):
     # trained on single photos from the first step it over-fitted them (train loss 0.03) and
     # lost every row (fourteenth pass); added in the stage, five seeds of the stage from one
-    # first stage read +0.006 / +0.010 / +0.013 on single photos / 3x3 / 6x8 (fifteenth pass;
-    # bench/RESULTS.md, store photos)
-    first.model.ssd.box_classifier = False
+    # first stage read +0.005 / +0.007 / +0.012 on single photos / 3x3 / 6x8 against four
+    # without (fifteenth pass; bench/RESULTS.md, store photos). The first stage is built
+    # without it either way and stores auto (None) or --no-box-classifier (False), so that
+    # a resumed first stage plans the same second (second_after_resume).
+    wanted = cfg.model.ssd.box_classifier is not False
+    first.model.ssd.box_classifier = None if wanted else False
     if cfg.model.name == "ssd":
-        second.model.ssd.box_classifier = cfg.model.ssd.box_classifier is not False
+        second.model.ssd.box_classifier = wanted
     if t.time:
         first.train.time = round(t.time * (1 - SHARE), 4)
         second.train.time = round(t.time - first.train.time, 4)
