@@ -114,6 +114,7 @@ def test_help_shows_defaults(command, capsys):
     if command == "train":
         lr = next(s for s in settings() if s.path == "train.lr")
         assert "--lr LR" in out and f"(default: {lr.default}; must be > 0)" in out
+        assert "a checkpoint's own head stays) (default: neither (auto))" in out  # a boolean whose default is auto
     if command in ("val", "predict"):
         assert "--batch BATCH images" in out and "must be >= 1)" in out
 
