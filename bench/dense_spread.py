@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         s = result["groups"][g]
         print(f"{g + ' mean (n=' + str(len(runs)) + ')':<28}" + "".join(f"{s[c]['mean']:>10.3f}" for c in cols))
         print(f"{g + ' sd':<28}" + "".join(f"{s[c]['sd']:>10.3f}" for c in cols))
+    first = next(iter(groups))
     for g, d in result["vs_first"].items():
-        first = next(iter(groups))
         print(f"{g + ' - ' + first:<28}" + "".join(f"{d[c]['diff']:>+10.3f}" for c in cols))
         print(f"{'  standard error':<28}" + "".join(f"{d[c]['se']:>10.3f}" if d[c]["se"] is not None else f"{'-':>10}"
                                                      for c in cols))

@@ -58,8 +58,10 @@ def apply_config_options(cfg: ExperimentConfig, args: argparse.Namespace, sectio
 
 
 def _help(s: Setting) -> str:
-    if s.kind is bool:  # None: neither option, the setting's auto
-        default = "neither (auto)" if s.default is None else s.cli if s.default else "--no-" + s.cli.lstrip("-")
+    if s.kind is bool and s.default is None:  # neither option given: the setting's auto
+        default = "neither (auto)"
+    elif s.kind is bool:
+        default = s.cli if s.default else "--no-" + s.cli.lstrip("-")
     else:
         default = "none" if s.default in (None, "") else s.default
     return f"{s.help} {default_note(default, s.check)}".replace("%", "%%")  # argparse formats help with %

@@ -113,14 +113,15 @@ def load_detector_weights(model: nn.Module, ckpt: dict, classes: Sequence[str], 
                          f"({', '.join(new[:10])}); fine-tuning keeps classes by name")
     weights = ckpt["model"]
     target = model.state_dict()
-    missing = [k for k in target if k not in weights and not k.startswith(ADDABLE)]
+    absent = [k for k in target if k not in weights]
+    missing = [k for k in absent if not k.startswith(ADDABLE)]
     extra = [k for k in weights if k not in target]
     if missing or extra:
         what = f"lacks {len(missing)} of this model's weights, e.g. {missing[0]}" if missing else \
             f"has {len(extra)} weights this model lacks, e.g. {extra[0]}"
         raise UsageError(f"--weights {path}: another architecture (it {what}); fine-tune with the checkpoint's own "
                          "model settings")
-    start.new_heads = sorted({p.rstrip(".") for p in ADDABLE for k in target if k.startswith(p) and k not in weights})
+    start.new_heads = sorted({p.rstrip(".") for p in ADDABLE for k in absent if k.startswith(p)})
     out = {}
     for name, fresh in target.items():
         if name not in weights:  # an added head (ADDABLE): as built

@@ -95,9 +95,9 @@ def split(cfg: ExperimentConfig) -> tuple[ExperimentConfig, ExperimentConfig]:
     # without (fifteenth pass; bench/RESULTS.md, store photos). The first stage is built
     # without it either way and stores auto (None) or --no-box-classifier (False), so that
     # a resumed first stage plans the same second (second_after_resume).
-    wanted = cfg.model.ssd.box_classifier is not False
-    first.model.ssd.box_classifier = None if wanted else False
     if cfg.model.name == "ssd":
+        wanted = cfg.model.ssd.box_classifier is not False
+        first.model.ssd.box_classifier = None if wanted else False
         second.model.ssd.box_classifier = wanted
     if t.time:
         first.train.time = round(t.time * (1 - SHARE), 4)
