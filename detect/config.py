@@ -6,7 +6,8 @@ the command-line spelling (``cli``), the rule a value must follow (``check``, on
 :data:`CHECKS`) and other names ``detect tune`` accepts for it (``aliases``). The rest is derived
 from these declarations: :mod:`detect.options` adds the ``detect train`` options (choices, ``--x``
 / ``--no-x`` for booleans, defaults in ``--help``) and applies the given ones to a config, and
-``detect tune`` takes its parameter names, choices and checks from :func:`settings`. Adding a
+``detect tune`` takes its parameter names, choices and checks from
+:func:`detect.settings.settings` (the option table read from these declarations). Adding a
 field is one declaration plus the code that uses it.
 
 Every checkpoint stores ``ExperimentConfig.to_dict()`` together with the class names, so loading
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import os
 import dataclasses
-import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,49 +289,6 @@ class ExperimentConfig(_Section):
         return cls.from_dict(d)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One declared field of :class:`ExperimentConfig`, as :func:`settings` lists it.
-
-    Attributes:
-        path: where it lives, ``"train.weight_decay"`` (nested sections add a part).
-        type: the resolved annotation (``Literal[...]``, ``Optional[str]``, ``list[float]``...).
-        default, help, cli, check, aliases: as declared with :func:`setting`.
-    """
-
-    path: str
-    type: Any
-    default: Any
-    help: str
-    cli: Optional[str]
-    check: Optional[str]
-    aliases: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.path.rsplit(".", 1)[-1]
-
-    @property
-    def choices(self) -> Optional[tuple]:
-        """The values of a ``Literal[...]`` type (inside ``Optional`` too), else None."""
-        t = _strip_optional(self.type)
-        return typing.get_args(t) if typing.get_origin(t) is Literal else None
-
-    @property
-    def kind(self) -> type:
-        """The Python type of one value: bool, int, float, str, or the container (list, dict, tuple)."""
-        t = _strip_optional(self.type)
-        if self.choices:
-            return type(self.choices[0])
-        return typing.get_origin(t) or t
-
-    def violates(self, value: Any) -> Optional[str]:
-        """The rule ``value`` breaks (e.g. ``"> 0"``), or None when it is fine."""
-        if self.check is None or CHECKS[self.check](value):
-            return None
-        return self.check
-
-
 def _sections(cfg: Any) -> list[Any]:
     """``cfg`` and every config section inside it."""
     out = [cfg]
@@ -340,49 +297,6 @@ def _sections(cfg: Any) -> list[Any]:
         if dataclasses.is_dataclass(v):
             out += _sections(v)
     return out
-
-
-def _strip_optional(t: Any) -> Any:
-    args = typing.get_args(t)
-    if typing.get_origin(t) is typing.Union and type(None) in args:
-        rest = [a for a in args if a is not type(None)]
-        return rest[0] if len(rest) == 1 else t
-    return t
-
-
-@functools.lru_cache(maxsize=None)
-def settings(cls: Optional[type] = None, prefix: str = "") -> tuple[Setting, ...]:
-    """Every declared field of ``cls`` (default :class:`ExperimentConfig`), sections expanded,
-    in declaration order."""
-    cls = cls or ExperimentConfig
-    hints = typing.get_type_hints(cls)
-    out: list[Setting] = []
-    for f in dataclasses.fields(cls):
-        t = hints[f.name]
-        if dataclasses.is_dataclass(t):
-            out += settings(t, f"{prefix}{f.name}.")
-            continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        m = f.metadata
-        out.append(Setting(prefix + f.name, t, default, m.get("help", ""), m.get("cli"), m.get("check"), m.get("aliases", ())))
-    return tuple(out)
-
-
-def get_value(cfg: Any, path: str) -> Any:
-    """``cfg``'s value at ``path`` (``"train.lr"``)."""
-    for part in path.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def set_value(cfg: Any, path: str, value: Any) -> None:
-    """Set ``cfg``'s field at ``path`` (``"train.lr"``) to ``value``."""
-    *parents, name = path.split(".")
-    for part in parents:
-        cfg = getattr(cfg, part)
-    if not hasattr(cfg, name):
-        raise UsageError(f"unknown setting {path!r}")
-    setattr(cfg, name, value)
 
 
 # Settings naming files that must exist (read, not written): saved configs hold them absolute.

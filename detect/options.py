@@ -12,7 +12,8 @@ import argparse
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from detect.checks import checked, default_note
-from detect.config import ExperimentConfig, Setting, set_value, settings
+from detect.config import ExperimentConfig
+from detect.settings import Setting, set_value, settings
 
 SECTIONS = ("model", "data", "train", "preprocess")
 

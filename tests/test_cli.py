@@ -44,7 +44,7 @@ HELP_COMMANDS = ("xml2pkl", "synth", "train", "val", "predict", "demo", "export"
 
 
 def test_train_options_come_from_the_config_table():
-    from detect.config import settings
+    from detect.settings import settings
     from detect.options import command_line_settings
 
     parser = cli.build_parser()
@@ -105,7 +105,7 @@ def test_every_command_lists_every_option_with_help_and_default():
 
 @pytest.mark.parametrize("command", list(HELP_COMMANDS))
 def test_help_shows_defaults(command, capsys):
-    from detect.config import settings
+    from detect.settings import settings
 
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])

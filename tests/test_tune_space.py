@@ -85,7 +85,7 @@ def test_cli_bad_space_exit_2(tmp_path, capsys):
 
 
 def test_parameter_names_come_from_the_config_table():
-    from detect.config import settings
+    from detect.settings import settings
     from detect.tune.space import resolve_target
 
     assert resolve_target("beta1").path == resolve_target("momentum").path == "train.momentum"  # a declared alias

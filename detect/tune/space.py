@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 
-from detect.config import MOVED, ExperimentConfig, Setting, set_value, settings
+from detect.config import MOVED, ExperimentConfig
+from detect.settings import Setting, set_value, settings
 from detect.errors import UsageError
 from detect.models.specs import setting_choices
 from detect.readers import FileReadError, load_yaml
